@@ -1,0 +1,262 @@
+//! linux.resources on cgroup v1 hierarchies (and, on hybrid hosts, the controllers that live only
+//! in the cgroup2 mount, such as hugetlb here).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use oci_spec::runtime::LinuxResources;
+
+use super::devices::{self, DeviceRule};
+use super::{hugepage_sizes, read_file, v2, write_file, Cgroup, Mode};
+use crate::error::{Error, Result};
+
+fn dir_for<'a>(cg: &'a Cgroup, controller: &str, field: &str) -> Result<&'a Path> {
+    cg.v1_dir(controller).ok_or_else(|| {
+        Error::unsupported(format!("{field}: the {controller} cgroup controller is not mounted on this host"))
+    })
+}
+
+fn set(dir: &Path, file: &str, value: impl ToString, field: &str) -> Result<()> {
+    write_file(dir, file, &value.to_string()).map_err(|e| e.context(field))
+}
+
+pub(super) fn init_cpuset(dir: &Path) -> Result<()> {
+    let parent = dir.parent().expect("a new cgroup has a parent");
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let current = read_file(dir, file)?;
+        if current.trim().is_empty() {
+            let value = read_file(parent, file)?;
+            write_file(dir, file, value.trim())?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn apply(cg: &Cgroup, r: &LinuxResources, devices_extra: &[DeviceRule], updating: bool) -> Result<()> {
+    if let Some(m) = r.memory() {
+        let dir = dir_for(cg, "memory", "memory")?;
+        if m.check_before_update() == Some(true) && updating {
+            if let Some(limit) = m.limit().filter(|l| *l > 0) {
+                let usage: i64 = read_file(dir, "memory.usage_in_bytes")?.trim().parse().unwrap_or(0);
+                if limit < usage {
+                    return Err(Error::invalid(format!("memory.limit: {limit} is below the current usage {usage}")));
+                }
+            }
+        }
+        set_memory_and_swap(dir, m.limit(), m.swap())?;
+        if let Some(v) = m.reservation() {
+            set(dir, "memory.soft_limit_in_bytes", v, "memory.reservation")?;
+        }
+        if let Some(v) = m.swappiness() {
+            set(dir, "memory.swappiness", v, "memory.swappiness")?;
+        }
+        if let Some(v) = m.disable_oom_killer() {
+            set(dir, "memory.oom_control", if v { 1 } else { 0 }, "memory.disableOOMKiller")?;
+        }
+        if let Some(v) = m.kernel_tcp() {
+            set(dir, "memory.kmem.tcp.limit_in_bytes", v, "memory.kernelTCP")?;
+        }
+        if let Some(v) = m.use_hierarchy() {
+            set(dir, "memory.use_hierarchy", if v { 1 } else { 0 }, "memory.useHierarchy")?;
+        }
+    }
+    if let Some(c) = r.cpu() {
+        if c.shares().is_some()
+            || c.quota().is_some()
+            || c.period().is_some()
+            || c.realtime_period().is_some()
+            || c.realtime_runtime().is_some()
+            || c.idle().is_some()
+            || c.burst().is_some()
+        {
+            let dir = dir_for(cg, "cpu", "cpu")?;
+            if let Some(v) = c.shares().filter(|v| *v != 0) {
+                set(dir, "cpu.shares", v, "cpu.shares")?;
+            }
+            // The period first: the kernel checks a quota against the current period.
+            if let Some(v) = c.period().filter(|v| *v != 0) {
+                set(dir, "cpu.cfs_period_us", v, "cpu.period")?;
+            }
+            if let Some(v) = c.quota().filter(|v| *v != 0) {
+                set(dir, "cpu.cfs_quota_us", v, "cpu.quota")?;
+            }
+            if let Some(v) = c.burst() {
+                set(dir, "cpu.cfs_burst_us", v, "cpu.burst")?;
+            }
+            if let Some(v) = c.realtime_period().filter(|v| *v != 0) {
+                set(dir, "cpu.rt_period_us", v, "cpu.realtimePeriod")?;
+            }
+            if let Some(v) = c.realtime_runtime().filter(|v| *v != 0) {
+                set(dir, "cpu.rt_runtime_us", v, "cpu.realtimeRuntime")?;
+            }
+            if let Some(v) = c.idle() {
+                set(dir, "cpu.idle", v, "cpu.idle")?;
+            }
+        }
+        if let Some(v) = c.cpus().as_deref().filter(|v| !v.is_empty()) {
+            set(dir_for(cg, "cpuset", "cpu.cpus")?, "cpuset.cpus", v, "cpu.cpus")?;
+        }
+        if let Some(v) = c.mems().as_deref().filter(|v| !v.is_empty()) {
+            set(dir_for(cg, "cpuset", "cpu.mems")?, "cpuset.mems", v, "cpu.mems")?;
+        }
+    }
+    if let Some(p) = r.pids() {
+        let dir = dir_for(cg, "pids", "pids")?;
+        let value = if p.limit() > 0 { p.limit().to_string() } else { "max".to_string() };
+        set(dir, "pids.max", value, "pids.limit")?;
+    }
+    if let Some(b) = r.block_io() {
+        apply_blkio(cg, b)?;
+    }
+    for (i, h) in r.hugepage_limits().iter().flatten().enumerate() {
+        let field = format!("hugepageLimits[{i}]");
+        let size = h.page_size();
+        if !hugepage_sizes().iter().any(|s| s == size) {
+            return Err(Error::invalid(format!(
+                "{field}.pageSize: '{size}' is not a huge page size of this host (it has {:?})",
+                hugepage_sizes()
+            )));
+        }
+        if let Some(dir) = cg.v1_dir("hugetlb") {
+            set(dir, &format!("hugetlb.{size}.limit_in_bytes"), h.limit(), &field)?;
+        } else if let Some(dir) = cg.unified.as_deref().filter(|_| cg.mode == Mode::Hybrid) {
+            // Hybrid hosts may run hugetlb on the cgroup2 side only (this one does).
+            set(dir, &format!("hugetlb.{size}.max"), h.limit(), &field)?;
+        } else {
+            return Err(Error::unsupported(format!(
+                "{field}: the hugetlb cgroup controller is not available on this host"
+            )));
+        }
+    }
+    if let Some(n) = r.network() {
+        if let Some(id) = n.class_id() {
+            set(dir_for(cg, "net_cls", "network.classID")?, "net_cls.classid", id, "network.classID")?;
+        }
+        for (i, p) in n.priorities().iter().flatten().enumerate() {
+            let field = format!("network.priorities[{i}]");
+            set(
+                dir_for(cg, "net_prio", &field)?,
+                "net_prio.ifpriomap",
+                format!("{} {}", p.name(), p.priority()),
+                &field,
+            )?;
+        }
+    }
+    if let Some(rdma) = r.rdma() {
+        let dir = dir_for(cg, "rdma", "rdma")?;
+        for (name, limit) in rdma {
+            set(dir, "rdma.max", v2::rdma_line(name, limit), &format!("rdma.{name}"))?;
+        }
+    }
+    if let Some(rules) = r.devices() {
+        let dir = dir_for(cg, "devices", "devices")?;
+        let mut all: Vec<DeviceRule> = rules.iter().map(DeviceRule::from_spec).collect::<Result<_>>()?;
+        all.extend_from_slice(devices_extra);
+        devices::apply_v1(dir, &all).map_err(|e| e.context("devices"))?;
+    }
+    if let Some(unified) = r.unified() {
+        let dir = match (cg.mode, cg.unified.as_deref()) {
+            (Mode::Hybrid, Some(dir)) => dir,
+            _ => {
+                return Err(Error::unsupported("unified: needs a cgroup2 hierarchy, and this host has only cgroup v1"))
+            }
+        };
+        v2::apply_unified(dir, unified)?;
+    }
+    Ok(())
+}
+
+/// memory.limit_in_bytes and memory.memsw.limit_in_bytes must be written in the order that
+/// keeps memsw >= limit at every step.
+fn set_memory_and_swap(dir: &Path, limit: Option<i64>, swap: Option<i64>) -> Result<()> {
+    let limit = limit.filter(|v| *v != 0);
+    let swap = swap.filter(|v| *v != 0);
+    let memsw_available = dir.join("memory.memsw.limit_in_bytes").exists();
+    if swap.is_some() && !memsw_available {
+        return Err(Error::unsupported(
+            "memory.swap: swap accounting is not enabled in this kernel (no memory.memsw.limit_in_bytes)",
+        ));
+    }
+    match (limit, swap) {
+        (Some(l), Some(s)) => {
+            let current_memsw: i64 = read_file(dir, "memory.memsw.limit_in_bytes")?.trim().parse().unwrap_or(i64::MAX);
+            let raising = l == -1 || (l as u64) > current_memsw as u64 || s == -1;
+            if raising {
+                set(dir, "memory.memsw.limit_in_bytes", s, "memory.swap")?;
+                set(dir, "memory.limit_in_bytes", l, "memory.limit")?;
+            } else {
+                set(dir, "memory.limit_in_bytes", l, "memory.limit")?;
+                set(dir, "memory.memsw.limit_in_bytes", s, "memory.swap")?;
+            }
+        }
+        (Some(l), None) => {
+            set(dir, "memory.limit_in_bytes", l, "memory.limit")?;
+        }
+        (None, Some(s)) => set(dir, "memory.memsw.limit_in_bytes", s, "memory.swap")?,
+        (None, None) => {}
+    }
+    Ok(())
+}
+
+fn apply_blkio(cg: &Cgroup, b: &oci_spec::runtime::LinuxBlockIo) -> Result<()> {
+    let dir = dir_for(cg, "blkio", "blockIO")?;
+    // CFQ's blkio.weight is gone from current kernels; BFQ offers blkio.bfq.weight.
+    let weight_file = |base: &str| -> Result<String> {
+        for f in [format!("blkio.{base}"), format!("blkio.bfq.{base}")] {
+            if dir.join(&f).exists() {
+                return Ok(f);
+            }
+        }
+        Err(Error::unsupported(format!(
+            "blockIO: {base}: neither blkio.{base} nor blkio.bfq.{base} exists (the disk's I/O scheduler does not support weights)"
+        )))
+    };
+    if let Some(w) = b.weight().filter(|w| *w != 0) {
+        set(dir, &weight_file("weight")?, w, "blockIO.weight")?;
+    }
+    if let Some(w) = b.leaf_weight().filter(|w| *w != 0) {
+        set(dir, &weight_file("leaf_weight")?, w, "blockIO.leafWeight")?;
+    }
+    for (i, d) in b.weight_device().iter().flatten().enumerate() {
+        let field = format!("blockIO.weightDevice[{i}]");
+        if let Some(w) = d.weight() {
+            set(dir, &weight_file("weight_device")?, format!("{}:{} {}", d.major(), d.minor(), w), &field)?;
+        }
+        if let Some(w) = d.leaf_weight() {
+            set(dir, &weight_file("leaf_weight_device")?, format!("{}:{} {}", d.major(), d.minor(), w), &field)?;
+        }
+    }
+    let throttles = [
+        ("throttleReadBpsDevice", "blkio.throttle.read_bps_device", b.throttle_read_bps_device()),
+        ("throttleWriteBpsDevice", "blkio.throttle.write_bps_device", b.throttle_write_bps_device()),
+        ("throttleReadIOPSDevice", "blkio.throttle.read_iops_device", b.throttle_read_iops_device()),
+        ("throttleWriteIOPSDevice", "blkio.throttle.write_iops_device", b.throttle_write_iops_device()),
+    ];
+    for (name, file, list) in throttles {
+        for (i, d) in list.iter().flatten().enumerate() {
+            set(dir, file, format!("{}:{} {}", d.major(), d.minor(), d.rate()), &format!("blockIO.{name}[{i}]"))?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn set_frozen(dir: &Path, frozen: bool) -> Result<()> {
+    let want = if frozen { "FROZEN" } else { "THAWED" };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut delay = Duration::from_micros(100);
+    loop {
+        write_file(dir, "freezer.state", want)?;
+        let state = read_file(dir, "freezer.state")?;
+        if state.trim() == want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::new(
+                crate::error::ErrorKind::System,
+                format!("{}: freezer stuck in state {}", dir.display(), state.trim()),
+            ));
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,349 @@
+//! Loading and validating a bundle's config.json.
+//!
+//! Everything that can be checked before touching the system is checked here, so a bad bundle
+//! fails before any state, cgroup or process exists, and each error names the JSON path of the
+//! offending field (`linux.namespaces[2].type: ...`).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::error::{Context, Error, ErrorKind, Result};
+
+/// The runtime-spec versions accepted: every 1.x (minor versions are backwards compatible).
+pub const OCI_VERSION_MAJOR: &str = "1.";
+/// The runtime-spec version this runtime implements, reported in state and features.
+pub const OCI_VERSION: &str = "1.2.0";
+
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// Absolute path of the bundle directory.
+    pub dir: PathBuf,
+    pub spec: Spec,
+    /// Absolute path of the root filesystem (root.path resolved against the bundle).
+    pub rootfs: PathBuf,
+}
+
+/// Reads `<bundle>/config.json` and validates it.
+pub fn load_bundle(dir: &Path) -> Result<Bundle> {
+    let dir = std::fs::canonicalize(dir).with_ctx(|| format!("bundle {}", dir.display()))?;
+    let config_path = dir.join("config.json");
+    let bytes = std::fs::read(&config_path).with_ctx(|| config_path.display().to_string())?;
+    let spec = parse_spec(&bytes, "config.json")?;
+    let rootfs = rootfs_path(&dir, &spec)?;
+    validate(&spec).map_err(|e| e.context("config.json"))?;
+    Ok(Bundle { dir, spec, rootfs })
+}
+
+/// Parses a runtime spec; errors carry the JSON path and the line/column.
+pub fn parse_spec(bytes: &[u8], origin: &str) -> Result<Spec> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize::<_, Spec>(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            Error::invalid(format!("{origin}: {inner}"))
+        } else {
+            Error::invalid(format!("{origin}: {path}: {inner}"))
+        }
+    })
+}
+
+fn rootfs_path(bundle: &Path, spec: &Spec) -> Result<PathBuf> {
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| Error::invalid("config.json: root: missing (a Linux container needs a root filesystem)"))?;
+    let path = root.path();
+    if path.as_os_str().is_empty() {
+        return Err(Error::invalid("config.json: root.path: empty"));
+    }
+    let full = if path.is_absolute() { path.clone() } else { bundle.join(path) };
+    match std::fs::metadata(&full) {
+        Ok(m) if m.is_dir() => Ok(full),
+        Ok(_) => Err(Error::invalid(format!("config.json: root.path: {} is not a directory", full.display()))),
+        Err(e) => Err(Error::from_io(e).context(format!("config.json: root.path: {}", full.display()))),
+    }
+}
+
+fn invalid(path: impl std::fmt::Display, msg: impl std::fmt::Display) -> Error {
+    Error::invalid(format!("{path}: {msg}"))
+}
+
+fn unsupported(path: &str, what: &str) -> Error {
+    Error::new(ErrorKind::Unsupported, format!("{path}: {what} is not supported by berth-oci yet"))
+}
+
+pub fn namespace_name(t: LinuxNamespaceType) -> &'static str {
+    match t {
+        LinuxNamespaceType::Mount => "mount",
+        LinuxNamespaceType::Cgroup => "cgroup",
+        LinuxNamespaceType::Uts => "uts",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::User => "user",
+        LinuxNamespaceType::Pid => "pid",
+        LinuxNamespaceType::Network => "network",
+        LinuxNamespaceType::Time => "time",
+    }
+}
+
+/// Checks a parsed spec for everything that does not need the system: required fields, absolute
+/// paths, namespace consistency, and fields this runtime does not implement.
+pub fn validate(spec: &Spec) -> Result<()> {
+    if !spec.version().starts_with(OCI_VERSION_MAJOR) {
+        return Err(invalid("ociVersion", format!("'{}' is not a 1.x runtime-spec version", spec.version())));
+    }
+    if spec.solaris().is_some() || spec.windows().is_some() || spec.vm().is_some() || spec.zos().is_some() {
+        return Err(invalid("config", "only Linux containers are supported (solaris, windows, vm or zos is set)"));
+    }
+    if spec.hooks().is_some() {
+        return Err(unsupported("hooks", "running hooks"));
+    }
+    validate_process(spec)?;
+    let linux = spec.linux().as_ref().ok_or_else(|| invalid("linux", "missing"))?;
+    let namespaces = validate_namespaces(spec)?;
+
+    if spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) && !namespaces.contains(&LinuxNamespaceType::Uts) {
+        return Err(invalid("hostname", "setting the hostname needs a uts namespace (add it to linux.namespaces)"));
+    }
+    if spec.domainname().as_deref().is_some_and(|h| !h.is_empty()) && !namespaces.contains(&LinuxNamespaceType::Uts) {
+        return Err(invalid("domainname", "setting the domainname needs a uts namespace (add it to linux.namespaces)"));
+    }
+    if let Some(mounts) = spec.mounts() {
+        for (i, m) in mounts.iter().enumerate() {
+            let at = format!("mounts[{i}]");
+            if m.destination().as_os_str().is_empty() {
+                return Err(invalid(format!("{at}.destination"), "empty"));
+            }
+            if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
+                return Err(unsupported(&format!("{at}.uidMappings"), "an idmapped mount"));
+            }
+            crate::mounts::MountOptions::parse(m.options().as_deref().unwrap_or(&[]))
+                .map_err(|e| e.context(format!("{at}.options")))?;
+        }
+    }
+    if let Some(sysctl) = linux.sysctl() {
+        let mut keys: Vec<&String> = sysctl.keys().collect();
+        keys.sort();
+        for key in keys {
+            check_sysctl(key, &namespaces)?;
+        }
+    }
+    if let Some(devices) = linux.devices() {
+        for (i, d) in devices.iter().enumerate() {
+            if !d.path().is_absolute() {
+                return Err(invalid(
+                    format!("linux.devices[{i}].path"),
+                    format!("'{}' is not an absolute path", d.path().display()),
+                ));
+            }
+            if d.path().components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                return Err(invalid(
+                    format!("linux.devices[{i}].path"),
+                    format!("'{}' contains '..'", d.path().display()),
+                ));
+            }
+        }
+    }
+    for (field, paths) in [("linux.maskedPaths", linux.masked_paths()), ("linux.readonlyPaths", linux.readonly_paths())]
+    {
+        for (i, p) in paths.iter().flatten().enumerate() {
+            if !p.starts_with('/') {
+                return Err(invalid(format!("{field}[{i}]"), format!("'{p}' is not an absolute path")));
+            }
+        }
+    }
+    if let Some(prop) = linux.rootfs_propagation() {
+        crate::mounts::propagation_flag(prop).ok_or_else(|| {
+            invalid(
+                "linux.rootfsPropagation",
+                format!("'{prop}' is not one of shared, slave, private, unbindable (or their r-prefixed forms)"),
+            )
+        })?;
+    }
+    if linux.seccomp().is_some() {
+        return Err(unsupported("linux.seccomp", "seccomp filtering"));
+    }
+    if linux.intel_rdt().is_some() {
+        return Err(unsupported("linux.intelRdt", "Intel RDT"));
+    }
+    if linux.personality().is_some() {
+        return Err(unsupported("linux.personality", "setting the personality"));
+    }
+    if linux.memory_policy().is_some() {
+        return Err(unsupported("linux.memoryPolicy", "a NUMA memory policy"));
+    }
+    if linux.net_devices().is_some() {
+        return Err(unsupported("linux.netDevices", "moving network devices"));
+    }
+    if linux.mount_label().as_deref().is_some_and(|l| !l.is_empty()) {
+        return Err(unsupported("linux.mountLabel", "an SELinux mount label"));
+    }
+    if let Some(offsets) = linux.time_offsets() {
+        if !namespaces.contains(&LinuxNamespaceType::Time) {
+            return Err(invalid("linux.timeOffsets", "needs a new time namespace in linux.namespaces"));
+        }
+        for clock in offsets.keys() {
+            if clock != "monotonic" && clock != "boottime" {
+                return Err(invalid(
+                    format!("linux.timeOffsets.{clock}"),
+                    "only the monotonic and boottime clocks can be offset",
+                ));
+            }
+        }
+    }
+    if let Some(resources) = linux.resources() {
+        crate::cgroups::validate_resources(resources).map_err(|e| e.context("linux.resources"))?;
+    }
+    Ok(())
+}
+
+fn validate_process(spec: &Spec) -> Result<()> {
+    let Some(process) = spec.process() else {
+        return Err(invalid("process", "missing (a container needs a process to run)"));
+    };
+    validate_process_fields(process, "process")
+}
+
+/// The checks shared by config.json's `process` and `exec --process`.
+pub fn validate_process_fields(process: &oci_spec::runtime::Process, at: &str) -> Result<()> {
+    let args = process.args().as_deref().unwrap_or(&[]);
+    if args.is_empty() || args[0].is_empty() {
+        return Err(invalid(format!("{at}.args"), "empty (the first element names the program to run)"));
+    }
+    if process.command_line().is_some() {
+        return Err(invalid(format!("{at}.commandLine"), "is for Windows containers"));
+    }
+    if !process.cwd().is_absolute() {
+        return Err(invalid(format!("{at}.cwd"), format!("'{}' is not an absolute path", process.cwd().display())));
+    }
+    for (i, e) in process.env().iter().flatten().enumerate() {
+        if !e.contains('=') {
+            return Err(invalid(format!("{at}.env[{i}]"), format!("'{e}' is not of the form KEY=value")));
+        }
+    }
+    if process.apparmor_profile().as_deref().is_some_and(|p| !p.is_empty()) {
+        return Err(unsupported(&format!("{at}.apparmorProfile"), "an AppArmor profile"));
+    }
+    if process.selinux_label().as_deref().is_some_and(|p| !p.is_empty()) {
+        return Err(unsupported(&format!("{at}.selinuxLabel"), "an SELinux label"));
+    }
+    if process.io_priority().is_some() {
+        return Err(unsupported(&format!("{at}.ioPriority"), "setting the I/O priority"));
+    }
+    if process.scheduler().is_some() {
+        return Err(unsupported(&format!("{at}.scheduler"), "setting the scheduler"));
+    }
+    if process.exec_cpu_affinity().is_some() {
+        return Err(unsupported(&format!("{at}.execCPUAffinity"), "setting the CPU affinity"));
+    }
+    let mut seen = Vec::new();
+    for (i, r) in process.rlimits().iter().flatten().enumerate() {
+        if seen.contains(&r.typ()) {
+            return Err(invalid(format!("{at}.rlimits[{i}].type"), format!("{:?} is given twice", r.typ())));
+        }
+        if r.soft() > r.hard() {
+            return Err(invalid(
+                format!("{at}.rlimits[{i}]"),
+                format!("soft limit {} is above the hard limit {}", r.soft(), r.hard()),
+            ));
+        }
+        seen.push(r.typ());
+    }
+    Ok(())
+}
+
+/// Returns the set of namespace types the container gets (new or joined).
+fn validate_namespaces(spec: &Spec) -> Result<HashSet<LinuxNamespaceType>> {
+    let linux = spec.linux().as_ref().expect("checked by caller");
+    let mut seen = HashSet::new();
+    for (i, ns) in linux.namespaces().iter().flatten().enumerate() {
+        let at = format!("linux.namespaces[{i}]");
+        if !seen.insert(ns.typ()) {
+            return Err(invalid(format!("{at}.type"), format!("duplicate namespace '{}'", namespace_name(ns.typ()))));
+        }
+        if let Some(path) = ns.path() {
+            if !path.is_absolute() {
+                return Err(invalid(format!("{at}.path"), format!("'{}' is not an absolute path", path.display())));
+            }
+            if ns.typ() == LinuxNamespaceType::Mount {
+                return Err(unsupported(&format!("{at}.path"), "joining an existing mount namespace"));
+            }
+        }
+    }
+    if !seen.contains(&LinuxNamespaceType::Mount) {
+        return Err(invalid("linux.namespaces", "a mount namespace is required to set up the root filesystem"));
+    }
+    let new_user =
+        linux.namespaces().iter().flatten().any(|ns| ns.typ() == LinuxNamespaceType::User && ns.path().is_none());
+    let has_maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+        || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());
+    if new_user {
+        for (field, maps) in [("linux.uidMappings", linux.uid_mappings()), ("linux.gidMappings", linux.gid_mappings())]
+        {
+            let maps = maps.as_deref().unwrap_or(&[]);
+            if maps.is_empty() {
+                return Err(invalid(field, "a new user namespace needs uid and gid mappings"));
+            }
+            for (i, m) in maps.iter().enumerate() {
+                if m.size() == 0 {
+                    return Err(invalid(format!("{field}[{i}].size"), "0"));
+                }
+            }
+        }
+    } else if has_maps {
+        return Err(invalid("linux.uidMappings", "mappings are given but linux.namespaces creates no user namespace"));
+    }
+    Ok(seen)
+}
+
+/// Only namespaced sysctls may be set, and only when the container has that namespace: a
+/// sysctl outside one would change the host.
+fn check_sysctl(key: &str, namespaces: &HashSet<LinuxNamespaceType>) -> Result<()> {
+    let at = format!("linux.sysctl.{key}");
+    if key.is_empty() || key.contains("..") || key.starts_with(['.', '/']) {
+        return Err(invalid(at, "not a valid sysctl name"));
+    }
+    let needed = if key.starts_with("net.") {
+        Some(LinuxNamespaceType::Network)
+    } else if key.starts_with("fs.mqueue.")
+        || matches!(
+            key,
+            "kernel.msgmax"
+                | "kernel.msgmnb"
+                | "kernel.msgmni"
+                | "kernel.sem"
+                | "kernel.shmall"
+                | "kernel.shmmax"
+                | "kernel.shmmni"
+                | "kernel.shm_rmid_forced"
+        )
+    {
+        Some(LinuxNamespaceType::Ipc)
+    } else if matches!(key, "kernel.hostname" | "kernel.domainname") {
+        Some(LinuxNamespaceType::Uts)
+    } else {
+        None
+    };
+    match needed {
+        Some(ns) if namespaces.contains(&ns) => Ok(()),
+        Some(ns) => Err(invalid(at, format!("needs a {} namespace, or it would change the host", namespace_name(ns)))),
+        None => Err(invalid(at, "is not namespaced: setting it would change the host")),
+    }
+}
+
+/// Container ids: what runc accepts (letters, digits, `_ + - .`), never `.` or `..`, so an id
+/// is always a single safe path component.
+pub fn validate_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 1024
+        && id != "."
+        && id != ".."
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!("invalid container id '{id}': use letters, digits and _ + - . only")))
+    }
+}

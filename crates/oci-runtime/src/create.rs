@@ -1,0 +1,397 @@
+//! `create`: from a bundle to an init that is fully set up and waits for `start`.
+//!
+//! Order: validate everything (config.json, namespace paths) → state directory → cgroup with
+//! its limits → clone the init (or an intermediate, see [`NamespacePlan::needs_intermediate`])
+//! → id maps, rlimits, oom score, cgroup membership from outside → Go → the init's Ready →
+//! state.json and pid file → Committed. Any failure undoes every step before it.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::cgroups::{self, Cgroup, DeviceRule, Layout, Mode};
+use crate::config::{self, Bundle};
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::init::{self, InitFds, InitPlan, Stage};
+use crate::mounts::{self, MountSpec};
+use crate::namespaces::{self, NamespacePlan};
+use crate::process::{self, ProcessPlan};
+use crate::rootfs::{CgroupMount, DeviceNode, RootfsPlan};
+use crate::state::{self, State, StateDir};
+use crate::sync::{Channel, Msg};
+use crate::sys::{self, Forked};
+
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: i32,
+}
+
+/// A created container, as the process that created it sees it.
+pub struct Created {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+    /// The init is this process's child (it can be waited for).
+    pub is_child: bool,
+    /// What config.json asked for that could not be granted exactly (for the log).
+    pub warnings: Vec<String>,
+}
+
+/// Where the console master goes: a socket path from --console-socket, or a socket `run`
+/// already holds (its own end is the other half of a pair).
+pub enum ConsoleTarget {
+    None,
+    Path(PathBuf),
+    Fd(OwnedFd),
+}
+
+fn build_rootfs_plan(
+    bundle: &Bundle,
+    opts: &CreateOptions,
+    layout: &Layout,
+    cgroup: &Cgroup,
+    ns: &NamespacePlan,
+    in_userns: bool,
+) -> Result<RootfsPlan> {
+    let spec = &bundle.spec;
+    let linux = spec.linux().as_ref().expect("validated");
+    let mut mounts_plan = Vec::new();
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        mounts_plan.push(MountSpec::from_spec(m, i, &bundle.dir)?);
+    }
+    let dev_bound = mounts_plan.iter().any(|m| m.destination == Path::new("/dev") && m.is_bind());
+    let mut devices = Vec::new();
+    for (i, d) in linux.devices().iter().flatten().enumerate() {
+        devices.push(DeviceNode::from_spec(d, &format!("linux.devices[{i}]"))?);
+    }
+    let mut cgroup_mounts = Vec::new();
+    if layout.mode == Mode::Unified {
+        if let Some(dir) = &cgroup.unified {
+            cgroup_mounts.push(CgroupMount { name: String::new(), host_dir: dir.clone() });
+        }
+    } else {
+        for (h, (_, dir)) in layout.v1.iter().zip(&cgroup.v1) {
+            let name = h.mountpoint.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            cgroup_mounts.push(CgroupMount { name, host_dir: dir.clone() });
+        }
+        if let (Some((mp, _)), Some(dir)) = (&layout.unified, &cgroup.unified) {
+            let name = mp.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "unified".into());
+            cgroup_mounts.push(CgroupMount { name, host_dir: dir.clone() });
+        }
+    }
+    Ok(RootfsPlan {
+        rootfs: bundle.rootfs.clone(),
+        readonly: spec.root().as_ref().is_some_and(|r| r.readonly().unwrap_or(false)),
+        mounts: mounts_plan,
+        cgroup_mounts,
+        cgroupns: ns.creates(LinuxNamespaceType::Cgroup),
+        devices,
+        default_devices: !dev_bound,
+        masked_paths: linux.masked_paths().clone().unwrap_or_default(),
+        readonly_paths: linux.readonly_paths().clone().unwrap_or_default(),
+        propagation: linux.rootfs_propagation().as_deref().and_then(mounts::propagation_flag),
+        no_pivot: opts.no_pivot,
+        in_userns,
+    })
+}
+
+/// Device rules the runtime adds to the spec's own: the default devices and linux.devices.
+fn extra_device_rules(spec: &Spec) -> Vec<DeviceRule> {
+    let mut rules = cgroups::default_device_rules();
+    let linux = spec.linux().as_ref().expect("validated");
+    for d in linux.devices().iter().flatten() {
+        use oci_spec::runtime::LinuxDeviceType as T;
+        let kind = match d.typ() {
+            T::B => 'b',
+            T::C | T::U => 'c',
+            _ => continue,
+        };
+        rules.push(DeviceRule::allow(kind, d.major(), Some(d.minor()), "rwm"));
+    }
+    rules
+}
+
+/// Undoes a failed create, whatever step it reached.
+struct Undo {
+    dir: Option<StateDir>,
+    cgroup: Option<Cgroup>,
+    children: Vec<(i32, OwnedFd, bool)>,
+}
+
+impl Undo {
+    /// Success: keep everything (dropping the state directory only releases its lock).
+    fn disarm(mut self) {
+        self.children.clear();
+        self.cgroup = None;
+        self.dir = None;
+    }
+
+    fn run(mut self) {
+        for (pid, pidfd, is_child) in self.children.drain(..) {
+            let _ = sys::pidfd_send_signal(pidfd.as_raw_fd(), libc::SIGKILL);
+            if is_child {
+                let _ = sys::waitpid(pid, false);
+            } else {
+                let _ = sys::poll_readable(&[pidfd.as_raw_fd()], 5000);
+            }
+        }
+        if let Some(cg) = self.cgroup.take() {
+            let _ = cg.kill_all_and_wait(std::time::Duration::from_secs(5));
+            let _ = cg.destroy();
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.remove();
+        }
+    }
+}
+
+pub fn create(root: &Path, id: &str, opts: &CreateOptions, console: ConsoleTarget) -> Result<Created> {
+    config::validate_id(id)?;
+    let bundle = config::load_bundle(&opts.bundle)?;
+    let spec = &bundle.spec;
+    let linux = spec.linux().as_ref().expect("validated");
+    let process_spec = spec.process().as_ref().expect("validated");
+    let ns = NamespacePlan::from_spec(linux).map_err(|e| e.context("config.json"))?;
+    let in_userns = ns.creates(LinuxNamespaceType::User) || ns.joins(LinuxNamespaceType::User);
+    let process = ProcessPlan::from_spec(process_spec, "process").map_err(|e| e.context("config.json"))?;
+    if process.terminal && matches!(console, ConsoleTarget::None) {
+        return Err(Error::invalid("process.terminal is true: --console-socket is required"));
+    }
+    if !process.terminal && !matches!(console, ConsoleTarget::None) {
+        return Err(Error::invalid("--console-socket given but process.terminal is false"));
+    }
+    let layout = Layout::detect()?;
+    let cgroups_path = linux.cgroups_path().clone().unwrap_or_else(|| cgroups::default_cgroups_path(id));
+    let mut cgroup = Cgroup::plan(&layout, &cgroups_path)?;
+    let rootfs =
+        build_rootfs_plan(&bundle, opts, &layout, &cgroup, &ns, in_userns).map_err(|e| e.context("config.json"))?;
+    let mut sysctl: Vec<(String, String)> = linux.sysctl().clone().unwrap_or_default().into_iter().collect();
+    sysctl.sort();
+
+    let dir = StateDir::create(root, id)?;
+    let mut undo = Undo { dir: Some(dir), cgroup: None, children: Vec::new() };
+    match create_steps(&bundle, id, opts, console, ns, in_userns, process, rootfs, sysctl, &mut cgroup, &mut undo) {
+        Ok(created) => {
+            undo.disarm();
+            Ok(created)
+        }
+        Err(e) => {
+            undo.run();
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn create_steps(
+    bundle: &Bundle,
+    id: &str,
+    opts: &CreateOptions,
+    console: ConsoleTarget,
+    ns: NamespacePlan,
+    in_userns: bool,
+    process: ProcessPlan,
+    rootfs: RootfsPlan,
+    sysctl: Vec<(String, String)>,
+    cgroup: &mut Cgroup,
+    undo: &mut Undo,
+) -> Result<Created> {
+    let spec = &bundle.spec;
+    let linux = spec.linux().as_ref().expect("validated");
+    let dir = undo.dir.as_ref().expect("set by caller");
+    sys::mkfifo(&dir.fifo(), 0o622).ctx("creating the exec fifo")?;
+    // mkfifo applied the umask; the init may run as any user by the time it opens it.
+    std::fs::set_permissions(dir.fifo(), std::os::unix::fs::PermissionsExt::from_mode(0o622)).ctx("exec fifo")?;
+
+    let created_result = cgroup.create();
+    // Registered even on partial failure: destroy removes whatever was made.
+    undo.cgroup = Some(cgroup.clone());
+    created_result?;
+    if let Some(resources) = linux.resources() {
+        cgroup.apply(resources, &extra_device_rules(spec), false).map_err(|e| e.context("config.json"))?;
+    }
+
+    let console_socket = match console {
+        ConsoleTarget::None => None,
+        ConsoleTarget::Path(p) => Some(sys::connect_unix(&p).with_ctx(|| format!("--console-socket {}", p.display()))?),
+        ConsoleTarget::Fd(fd) => Some(fd),
+    };
+    let (parent_end, child_end) = sys::socketpair_seqpacket().ctx("creating the sync socket")?;
+    let state_dir_fd = sys::open(&dir.path, libc::O_PATH | libc::O_DIRECTORY).ctx("state directory")?;
+    ns.enter_for_children()?;
+
+    let plan = InitPlan {
+        rootfs,
+        process,
+        hostname: spec.hostname().clone(),
+        domainname: spec.domainname().clone(),
+        sysctl,
+        namespaces: ns,
+        in_userns,
+        preserve_fds: opts.preserve_fds,
+    };
+    let two_stage = plan.namespaces.needs_intermediate();
+    let lock_fd = dir.fd.as_raw_fd();
+    let clone_flags = if two_stage { 0 } else { plan.namespaces.clone_flags() };
+    let forked = sys::clone3(clone_flags as u64, None).ctx("creating the container process (clone3)")?;
+    let (pid, pidfd) = match forked {
+        Forked::Child => {
+            // The lock belongs to the runtime; the init must not keep it while it waits for start.
+            // SAFETY: closing a descriptor number this process no longer uses.
+            unsafe { libc::close(lock_fd) };
+            drop(parent_end);
+            let fds = InitFds { sync: Channel(child_end), state_dir: state_dir_fd, console_socket };
+            if two_stage {
+                intermediate(&plan, fds);
+            }
+            init::run(&plan, fds, Stage::Direct);
+        }
+        Forked::Parent { pid, pidfd } => (pid, pidfd),
+    };
+    drop(child_end);
+    drop(console_socket);
+    let sync = Channel(parent_end);
+    undo.children.push((pid, pidfd, true));
+
+    let (init_pid, init_pidfd, is_child) = if two_stage {
+        let (init_pid, init_pidfd) = drive_intermediate(&sync, pid, linux)?;
+        let (ipid, ipidfd, _) = undo.children.pop().expect("pushed above");
+        let _ = sys::waitpid(ipid, false);
+        drop(ipidfd);
+        // CLONE_PARENT made the init our child, not the intermediate's.
+        undo.children.push((init_pid, sys::dup_fd(init_pidfd.as_raw_fd())?, true));
+        (init_pid, init_pidfd, true)
+    } else {
+        if plan.namespaces.creates(LinuxNamespaceType::User) {
+            namespaces::write_id_maps(pid, linux)?;
+        }
+        let pidfd = sys::dup_fd(undo.children[0].1.as_raw_fd())?;
+        (pid, pidfd, true)
+    };
+
+    process::apply_rlimits(init_pid, &plan.process.rlimits, "config.json: process")?;
+    if let Some(adj) = plan.process.oom_score_adj {
+        process::apply_oom_score_adj(init_pid, adj, "config.json: process")?;
+    }
+    cgroup.add_process(init_pid)?;
+    sync.send(&Msg::Go)?;
+    sync.expect("Ready", "the container's init", |m| matches!(m, Msg::Ready))
+        .map_err(|e| e.context("creating the container"))?;
+
+    let pid_start = state::proc_stat(init_pid)
+        .map(|(_, s)| s)
+        .ok_or_else(|| Error::new(ErrorKind::System, "the container's init vanished"))?;
+    let state = State {
+        id: id.to_string(),
+        pid: init_pid,
+        pid_start,
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        created: state::rfc3339_now(),
+        owner: owner_name(),
+        annotations: spec.annotations().clone().unwrap_or_default(),
+        cgroup: cgroup.clone(),
+        own_pid_namespace: plan.namespaces.creates(LinuxNamespaceType::Pid),
+        resources: linux.resources().clone(),
+    };
+    dir.save(&state)?;
+    if let Some(pid_file) = &opts.pid_file {
+        let path = if pid_file.is_absolute() { pid_file.clone() } else { std::env::current_dir()?.join(pid_file) };
+        state::write_atomic(&path, init_pid.to_string().as_bytes()).map_err(|e| e.context("--pid-file"))?;
+    }
+    sync.send(&Msg::Committed)?;
+    let mut warnings = Vec::new();
+    if let Some(caps) = plan.process.caps.filter(|c| c.unraisable_ambient() != 0) {
+        warnings.push(format!(
+            "process.capabilities.ambient: {} not in both the permitted and inheritable sets, so the kernel cannot raise them; left out",
+            crate::caps::names(caps.unraisable_ambient()).join(", ")
+        ));
+    }
+    Ok(Created { pid: init_pid, pidfd: init_pidfd, is_child, warnings })
+}
+
+fn owner_name() -> String {
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("#{uid}"))
+}
+
+/// The intermediate (two-stage creates): joins the user namespace and the others in order,
+/// creates the new ones, then clones the init as a sibling (CLONE_PARENT) and exits.
+fn intermediate(plan: &InitPlan, fds: InitFds) -> ! {
+    match intermediate_steps(plan, &fds) {
+        Ok(Forked::Child) => init::run(plan, fds, Stage::FromIntermediate),
+        Ok(Forked::Parent { pidfd, .. }) => {
+            let _ = fds.sync.send_with_fds(&Msg::InitPidfd, &[pidfd.as_raw_fd()]);
+            init::exit(0);
+        }
+        Err(e) => {
+            fds.sync.send_error(&e);
+            init::exit(1);
+        }
+    }
+}
+
+fn intermediate_steps(plan: &InitPlan, fds: &InitFds) -> Result<Forked> {
+    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).ctx("PR_SET_PDEATHSIG")?;
+    let ns = &plan.namespaces;
+    ns.join_late()?;
+    if ns.creates(LinuxNamespaceType::User) {
+        sys::unshare(libc::CLONE_NEWUSER).ctx("creating the user namespace")?;
+        fds.sync.send(&Msg::MapRequest)?;
+        fds.sync.expect("MapDone", "berth-oci", |m| matches!(m, Msg::MapDone))?;
+        namespaces::become_namespace_root()?;
+    }
+    sys::unshare(ns.clone_flags() & !libc::CLONE_NEWUSER).ctx("creating namespaces")?;
+    sys::clone3(libc::CLONE_PARENT as u64, None).ctx("creating the container process (clone3)")
+}
+
+/// Runtime side of a two-stage create: writes the id maps when asked, returns the init.
+fn drive_intermediate(
+    sync: &Channel,
+    intermediate_pid: i32,
+    linux: &oci_spec::runtime::Linux,
+) -> Result<(i32, OwnedFd)> {
+    loop {
+        match sync.recv()? {
+            Some((Msg::MapRequest, _)) => {
+                namespaces::write_id_maps(intermediate_pid, linux)?;
+                sync.send(&Msg::MapDone)?;
+            }
+            Some((Msg::InitPidfd, mut fds)) => {
+                let pidfd = fds.pop().ok_or_else(|| Error::new(ErrorKind::System, "the intermediate sent no pidfd"))?;
+                let pid = pidfd_pid(pidfd.as_raw_fd())?;
+                return Ok((pid, pidfd));
+            }
+            Some((Msg::Failed { kind, message, errno }, _)) => return Err(Error::from_parts(kind, message, errno)),
+            Some((other, _)) => {
+                return Err(Error::new(
+                    ErrorKind::System,
+                    format!("sync socket: unexpected {other:?} from the intermediate"),
+                ))
+            }
+            None => return Err(Error::new(ErrorKind::System, "the intermediate process exited early")),
+        }
+    }
+}
+
+/// The pid (in this process's namespace) a pidfd refers to, from /proc/self/fdinfo.
+fn pidfd_pid(fd: RawFd) -> Result<i32> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ctx("reading pidfd info")?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("Pid:").and_then(|v| v.trim().parse().ok()))
+        .ok_or_else(|| Error::new(ErrorKind::System, "pidfd without a pid"))
+}

@@ -1,0 +1,194 @@
+//! The container's init before it becomes the container's process: it runs in the child that
+//! clone3 created (no re-exec of the runtime), sets up everything inside the namespaces, reports
+//! Ready, and then blocks on the exec fifo until `start`.
+//!
+//! Until Ready, every failure is sent to the runtime as a typed message, so `create` reports
+//! exactly which step failed; after it, the runtime has exited and failures go to stderr.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use oci_spec::runtime::LinuxNamespaceType;
+
+use crate::error::{Context, Error, Result};
+use crate::fs::{self, Create, Resolve};
+use crate::namespaces::{self, NamespacePlan};
+use crate::process::{self, ProcessPlan};
+use crate::rootfs::{self, RootfsPlan};
+use crate::sync::{Channel, Msg};
+use crate::sys;
+use crate::terminal;
+
+/// What the init does, computed and validated by the runtime before cloning.
+#[derive(Debug)]
+pub struct InitPlan {
+    pub rootfs: RootfsPlan,
+    pub process: ProcessPlan,
+    pub hostname: Option<String>,
+    pub domainname: Option<String>,
+    pub sysctl: Vec<(String, String)>,
+    pub namespaces: NamespacePlan,
+    /// The container has a user namespace (new or joined).
+    pub in_userns: bool,
+    pub preserve_fds: i32,
+}
+
+/// Descriptors the init inherits and uses.
+pub struct InitFds {
+    pub sync: Channel,
+    /// The container's state directory (O_PATH), where exec.fifo is.
+    pub state_dir: OwnedFd,
+    pub console_socket: Option<OwnedFd>,
+}
+
+/// How the init came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Cloned by the runtime with the new namespaces; still has to join the others.
+    Direct,
+    /// Cloned by the intermediate, which joined and created the namespaces already.
+    FromIntermediate,
+}
+
+/// Never returns: execs the container process or exits.
+pub fn run(plan: &InitPlan, fds: InitFds, stage: Stage) -> ! {
+    let ready = match prepare(plan, &fds, stage) {
+        Ok(ready) => ready,
+        Err(e) => {
+            fds.sync.send_error(&e);
+            exit(1);
+        }
+    };
+    let err = finish(plan, fds, ready);
+    // The runtime is gone by now: stderr is all that is left to report to.
+    let msg = format!("berth-oci init: {err}\n");
+    let _ = sys::write_all(2, msg.as_bytes());
+    exit(127);
+}
+
+pub fn exit(code: i32) -> ! {
+    // SAFETY: _exit skips destructors and atexit handlers that belong to the runtime parent.
+    unsafe { libc::_exit(code) }
+}
+
+struct Ready {
+    executable: std::ffi::CString,
+}
+
+fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
+    // Die with the runtime while it still has to hear from us; stay non-dumpable so nothing in
+    // the container can open this process's memory or descriptors through /proc.
+    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).ctx("PR_SET_PDEATHSIG")?;
+    sys::prctl(libc::PR_SET_DUMPABLE, 0).ctx("PR_SET_DUMPABLE")?;
+    fds.sync.expect("Go", "berth-oci", |m| matches!(m, Msg::Go))?;
+
+    let ns = &plan.namespaces;
+    if stage == Stage::Direct {
+        if ns.creates(LinuxNamespaceType::User) {
+            namespaces::become_namespace_root()?;
+        }
+        ns.join_late()?;
+    }
+    if ns.creates(LinuxNamespaceType::Cgroup) {
+        // Now that the runtime put us in the container's cgroup, it becomes the namespace's root.
+        sys::unshare(libc::CLONE_NEWCGROUP).ctx("creating the cgroup namespace")?;
+    }
+    // Through the host's /proc (still visible here): the values land in this process's
+    // namespaces, and nothing from the container's filesystem is on the path.
+    for (key, value) in &plan.sysctl {
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&path, value).with_ctx(|| format!("linux.sysctl.{key}: writing '{value}'"))?;
+    }
+    if let Some(h) = plan.hostname.as_deref().filter(|h| !h.is_empty()) {
+        // SAFETY: valid buffer and length.
+        if unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) } != 0 {
+            return Err(Error::last_os(format!("hostname: setting '{h}'")));
+        }
+    }
+    if let Some(d) = plan.domainname.as_deref().filter(|d| !d.is_empty()) {
+        // SAFETY: as above.
+        if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
+            return Err(Error::last_os(format!("domainname: setting '{d}'")));
+        }
+    }
+
+    let asm = rootfs::prepare(&plan.rootfs)?;
+    let pty = if plan.process.terminal {
+        let socket = fds
+            .console_socket
+            .as_ref()
+            .ok_or_else(|| Error::invalid("process.terminal is true but no --console-socket was given"))?;
+        let pty = terminal::open_in_root(asm.root.as_raw_fd())?;
+        if let Some((rows, cols)) = plan.process.console_size {
+            terminal::set_size(pty.master.as_raw_fd(), rows, cols)?;
+        }
+        terminal::send_master(socket.as_raw_fd(), &pty.master)?;
+        Some(pty.slave)
+    } else {
+        None
+    };
+    // The working directory is created now, as root, the way runc and docker do.
+    fs::resolve(asm.root.as_raw_fd(), &plan.process.cwd, Resolve::create(Create::Dir))
+        .map_err(|e| e.context("process.cwd"))?;
+    rootfs::finish(&plan.rootfs, asm, pty.as_ref())?;
+    if let Some(slave) = &pty {
+        terminal::become_controlling(slave)?;
+    }
+    drop(pty);
+
+    let p = &plan.process;
+    crate::caps::drop_bounding(p.caps.map_or(0, |c| c.bounding))?;
+    process::switch_user(p, setgroups_allowed(plan.in_userns))?;
+    sys::chdir(&p.cwd).with_ctx(|| format!("process.cwd: {}", p.cwd.display()))?;
+    process::apply_caps(p)?;
+    if let Some(mask) = p.umask {
+        // SAFETY: plain syscall.
+        unsafe { libc::umask(mask as libc::mode_t) };
+    }
+    let executable = process::find_executable(p)?;
+    // Nothing of the runtime's survives exec: only stdio and the preserved descriptors.
+    let preserved_end = 3 + plan.preserve_fds;
+    for fd in 3..preserved_end {
+        sys::set_cloexec(fd, false).with_ctx(|| format!("--preserve-fds: descriptor {fd}"))?;
+    }
+    sys::cloexec_from(preserved_end).ctx("closing the runtime's descriptors on exec")?;
+    // Changing credentials cleared the death signal; the runtime must still hear from us.
+    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).ctx("PR_SET_PDEATHSIG")?;
+    Ok(Ready { executable })
+}
+
+fn setgroups_allowed(in_userns: bool) -> bool {
+    !in_userns || std::fs::read_to_string("/proc/self/setgroups").map(|s| s.trim() == "allow").unwrap_or(true)
+}
+
+fn finish(plan: &InitPlan, fds: InitFds, ready: Ready) -> Error {
+    if let Err(e) = fds.sync.send(&Msg::Ready) {
+        return e;
+    }
+    if let Err(e) = fds.sync.expect("Committed", "berth-oci", |m| matches!(m, Msg::Committed)) {
+        // The runtime failed after we were ready and is tearing the container down.
+        return e;
+    }
+    if let Err(e) = sys::prctl(libc::PR_SET_PDEATHSIG, 0) {
+        return e.into();
+    }
+    drop(fds.sync);
+    if plan.process.no_new_privileges {
+        if let Err(e) = sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1) {
+            return Error::from_io(e).context("process.noNewPrivileges");
+        }
+    }
+    sys::reset_signals();
+    if let Err(e) = wait_for_start(fds.state_dir.as_raw_fd()) {
+        return e;
+    }
+    drop(fds.state_dir);
+    process::execve(&ready.executable, &plan.process)
+}
+
+/// Blocks until `start` opens the exec fifo for reading, then tells it we are going.
+fn wait_for_start(state_dir: RawFd) -> Result<()> {
+    let fifo =
+        sys::openat(state_dir, Path::new(crate::state::EXEC_FIFO), libc::O_WRONLY, 0).ctx("opening the exec fifo")?;
+    sys::write_all(fifo.as_raw_fd(), b"0").ctx("writing to the exec fifo")
+}

@@ -1,0 +1,251 @@
+//! The operations on an existing container: start, state, kill, delete, pause, resume, ps,
+//! update, list. Each takes the container's lock; status is derived from the system (is the
+//! init alive, does the exec fifo exist, is the cgroup frozen), never trusted from disk.
+
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use oci_spec::runtime::LinuxResources;
+use serde::Serialize;
+
+use crate::config::OCI_VERSION;
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::state::{self, State, StateDir, Status};
+use crate::sys;
+
+/// The OCI state document (runtime-spec "state"), with runc's extra fields.
+#[derive(Debug, Clone, Serialize)]
+pub struct StateReport {
+    #[serde(rename = "ociVersion")]
+    pub oci_version: String,
+    pub id: String,
+    pub pid: i32,
+    pub status: Status,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    pub owner: String,
+    #[serde(skip_serializing_if = "HashMap::is_empty")]
+    pub annotations: HashMap<String, String>,
+}
+
+fn report(state: &State, status: Status) -> StateReport {
+    StateReport {
+        oci_version: OCI_VERSION.to_string(),
+        id: state.id.clone(),
+        pid: if status == Status::Stopped { 0 } else { state.pid },
+        status,
+        bundle: state.bundle.clone(),
+        rootfs: state.rootfs.clone(),
+        created: state.created.clone(),
+        owner: state.owner.clone(),
+        annotations: state.annotations.clone(),
+    }
+}
+
+/// Opens the container, loads its state, and computes its status.
+fn open(root: &Path, id: &str, exclusive: bool) -> Result<(StateDir, State, Status)> {
+    let dir = StateDir::open(root, id, exclusive)?;
+    let Some(state) = dir.load()? else {
+        // The directory exists but create has not finished (or crashed before saving).
+        return Err(Error::state(format!("container {id} is still being created")));
+    };
+    let status = state.status(&dir.path);
+    Ok((dir, state, status))
+}
+
+pub fn state(root: &Path, id: &str) -> Result<StateReport> {
+    crate::config::validate_id(id)?;
+    if StateDir::is_locked(root, id) && !root.join(id).join(state::STATE_FILE).exists() {
+        return Err(Error::state(format!("container {id} is still being created")));
+    }
+    let (_dir, state, status) = open(root, id, false)?;
+    Ok(report(&state, status))
+}
+
+pub fn list(root: &Path) -> Result<Vec<StateReport>> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::from_io(e).context(root.display().to_string())),
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if crate::config::validate_id(&name).is_err() || !entry.path().is_dir() {
+            continue;
+        }
+        // A container being created or deleted right now is skipped, not waited for.
+        match open(root, &name, false) {
+            Ok((_, state, status)) => out.push(report(&state, status)),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidState) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    out.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+    Ok(out)
+}
+
+pub fn start(root: &Path, id: &str) -> Result<()> {
+    let (dir, state, status) = open(root, id, true)?;
+    match status {
+        Status::Created => {}
+        Status::Stopped => return Err(Error::state(format!("cannot start a container that has stopped: {id}"))),
+        other => return Err(Error::state(format!("cannot start an already {} container {id}", other.as_str()))),
+    }
+    let fifo = sys::open(&dir.fifo(), libc::O_RDONLY | libc::O_NONBLOCK).ctx("opening the exec fifo")?;
+    let pidfd = sys::pidfd_open(state.pid).ctx("watching the container's init")?;
+    let mut byte = [0u8; 1];
+    loop {
+        let ready = sys::poll_readable(&[fifo.as_raw_fd(), pidfd.as_raw_fd()], -1)?;
+        if ready[0] {
+            match sys::read(fifo.as_raw_fd(), &mut byte) {
+                Ok(1) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
+                Err(e) => return Err(Error::from_io(e).context("reading the exec fifo")),
+            }
+        }
+        if ready[1] {
+            return Err(Error::state(format!("container {id}'s init exited before it could start")));
+        }
+    }
+    std::fs::remove_file(dir.fifo()).ctx("removing the exec fifo")?;
+    Ok(())
+}
+
+/// Sends `signal` to the init, or with `all` to every process of the container.
+pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<()> {
+    let (_dir, state, status) = open(root, id, true)?;
+    if status == Status::Stopped {
+        if all && !state.own_pid_namespace && !state.cgroup.pids()?.is_empty() {
+            return state.cgroup.signal_all(signal);
+        }
+        return Err(Error::state(format!("container {id} is not running")));
+    }
+    if all {
+        return state.cgroup.signal_all(signal);
+    }
+    let pidfd = sys::pidfd_open(state.pid).ctx("opening the container's init")?;
+    // The pid could have been reused between the status check and pidfd_open.
+    if !state.init_alive() {
+        return Err(Error::state(format!("container {id} is not running")));
+    }
+    sys::pidfd_send_signal(pidfd.as_raw_fd(), signal)
+        .with_ctx(|| format!("sending signal {signal} to container {id}"))?;
+    // A frozen process only acts on SIGKILL once thawed.
+    if status == Status::Paused && signal == libc::SIGKILL {
+        state.cgroup.thaw()?;
+    }
+    Ok(())
+}
+
+pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
+    let (dir, state, status) = match open(root, id, true) {
+        Ok(v) => v,
+        Err(e) if e.kind() == ErrorKind::InvalidState && force => {
+            // A create that died before saving its state: nothing but the directory is left.
+            let dir = StateDir::open(root, id, true)?;
+            return dir.remove();
+        }
+        Err(e) => return Err(e),
+    };
+    match status {
+        Status::Stopped => {}
+        Status::Created => kill_init(&state)?,
+        Status::Running | Status::Paused if force => {
+            state.cgroup.kill_all_and_wait(Duration::from_secs(10))?;
+            kill_init(&state)?;
+        }
+        other => {
+            return Err(Error::state(format!("cannot delete container {id} that is not stopped: {}", other.as_str())));
+        }
+    }
+    destroy(dir, &state)
+}
+
+fn kill_init(state: &State) -> Result<()> {
+    let pidfd = match sys::pidfd_open(state.pid) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if !state.init_alive() {
+        return Ok(());
+    }
+    let _ = sys::pidfd_send_signal(pidfd.as_raw_fd(), libc::SIGKILL);
+    if state.cgroup.is_frozen().unwrap_or(false) {
+        state.cgroup.thaw()?;
+    }
+    sys::poll_readable(&[pidfd.as_raw_fd()], 10_000)?;
+    Ok(())
+}
+
+/// Releases what a stopped container still holds: stray processes (when it shares the host's
+/// pid namespace they outlive the init), its cgroup, its state.
+fn destroy(dir: StateDir, state: &State) -> Result<()> {
+    if state.cgroup.exists() {
+        state.cgroup.kill_all_and_wait(Duration::from_secs(10))?;
+        state.cgroup.destroy()?;
+    }
+    dir.remove()
+}
+
+pub fn pause(root: &Path, id: &str) -> Result<()> {
+    let (_dir, state, status) = open(root, id, true)?;
+    if status != Status::Running {
+        return Err(Error::state(format!("container {id} is not running ({})", status.as_str())));
+    }
+    state.cgroup.freeze()
+}
+
+pub fn resume(root: &Path, id: &str) -> Result<()> {
+    let (_dir, state, status) = open(root, id, true)?;
+    if status != Status::Paused {
+        return Err(Error::state(format!("container {id} is not paused ({})", status.as_str())));
+    }
+    state.cgroup.thaw()
+}
+
+pub fn pids(root: &Path, id: &str) -> Result<Vec<i32>> {
+    let (_dir, state, _) = open(root, id, false)?;
+    state.cgroup.pids()
+}
+
+/// Applies new resources to a running (or created) container and remembers them.
+pub fn update(root: &Path, id: &str, resources: &LinuxResources) -> Result<()> {
+    crate::cgroups::validate_resources(resources).map_err(|e| e.context("resources"))?;
+    let (dir, mut state, status) = open(root, id, true)?;
+    if status == Status::Stopped {
+        return Err(Error::state(format!("container {id} is not running")));
+    }
+    // Device rules are replaced whole; other resources are applied as given.
+    state.cgroup.apply(resources, &crate::cgroups::default_device_rules(), true)?;
+    state.resources = Some(merge_resources(state.resources.take().unwrap_or_default(), resources));
+    dir.save(&state)
+}
+
+/// Overlays the fields set in `new` onto `old` (JSON object merge), as later `update`s see it.
+fn merge_resources(old: LinuxResources, new: &LinuxResources) -> LinuxResources {
+    fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+        match (a, b) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (a, b) => *a = b,
+        }
+    }
+    let mut base = serde_json::to_value(old).unwrap_or_default();
+    merge(&mut base, serde_json::to_value(new).unwrap_or_default());
+    serde_json::from_value(base).unwrap_or_else(|_| new.clone())
+}
+
+/// The container's cgroup, for stats and events.
+pub fn cgroup(root: &Path, id: &str) -> Result<(crate::cgroups::Cgroup, Status)> {
+    let (_dir, state, status) = open(root, id, false)?;
+    Ok((state.cgroup, status))
+}

@@ -1,0 +1,442 @@
+//! config.json mounts: option parsing and attaching each mount, with the fd-based mount API,
+//! onto a target resolved safely inside the root filesystem.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Context, Error, Result};
+use crate::fs::{self, Create, Resolve};
+use crate::sys::{self, MountAttr};
+
+/// Mount attribute changes: bits to set and bits to clear.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttrChange {
+    pub set: u64,
+    pub clear: u64,
+}
+
+impl AttrChange {
+    fn apply(&mut self, set: u64, clear: u64) {
+        self.set = (self.set & !clear) | set;
+        self.clear = (self.clear & !set) | clear;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set == 0 && self.clear == 0
+    }
+
+    pub fn mount_attr(&self) -> MountAttr {
+        MountAttr { attr_set: self.set, attr_clr: self.clear, ..Default::default() }
+    }
+}
+
+/// Propagation: MS_* flag and whether it applies to the whole subtree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Propagation {
+    pub flag: u64,
+    pub recursive: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountOptions {
+    pub bind: bool,
+    pub recursive_bind: bool,
+    /// Attributes for the mount itself.
+    pub attrs: AttrChange,
+    /// Attributes for the mount and every mount below it (`rro`, `rnosuid`, ...).
+    pub recursive_attrs: AttrChange,
+    pub propagation: Option<Propagation>,
+    /// Filesystem options handed to the filesystem (`size=64m`, `mode=755`, `newinstance`).
+    pub data: Vec<String>,
+    /// Superblock flags for a new filesystem (`sync`, `dirsync`, `lazytime`, ...).
+    pub sb_flags: Vec<String>,
+    /// Copy the directory's original contents into a new tmpfs (runc's `tmpcopyup`).
+    pub tmpcopyup: bool,
+}
+
+/// MS_* propagation flag of a propagation keyword.
+pub fn propagation_flag(name: &str) -> Option<Propagation> {
+    let (flag, recursive) = match name {
+        "shared" => (libc::MS_SHARED, false),
+        "rshared" => (libc::MS_SHARED, true),
+        "slave" => (libc::MS_SLAVE, false),
+        "rslave" => (libc::MS_SLAVE, true),
+        "private" => (libc::MS_PRIVATE, false),
+        "rprivate" => (libc::MS_PRIVATE, true),
+        "unbindable" => (libc::MS_UNBINDABLE, false),
+        "runbindable" => (libc::MS_UNBINDABLE, true),
+        _ => return None,
+    };
+    Some(Propagation { flag, recursive })
+}
+
+/// (set, clear) mount attributes of a non-recursive attribute keyword.
+fn attr_keyword(name: &str) -> Option<(u64, u64)> {
+    use sys::*;
+    Some(match name {
+        "ro" => (MOUNT_ATTR_RDONLY, 0),
+        "rw" => (0, MOUNT_ATTR_RDONLY),
+        "nosuid" => (MOUNT_ATTR_NOSUID, 0),
+        "suid" => (0, MOUNT_ATTR_NOSUID),
+        "nodev" => (MOUNT_ATTR_NODEV, 0),
+        "dev" => (0, MOUNT_ATTR_NODEV),
+        "noexec" => (MOUNT_ATTR_NOEXEC, 0),
+        "exec" => (0, MOUNT_ATTR_NOEXEC),
+        "noatime" => (MOUNT_ATTR_NOATIME, MOUNT_ATTR__ATIME),
+        "atime" | "relatime" | "nostrictatime" => (MOUNT_ATTR_RELATIME, MOUNT_ATTR__ATIME),
+        "strictatime" | "norelatime" => (MOUNT_ATTR_STRICTATIME, MOUNT_ATTR__ATIME),
+        "nodiratime" => (MOUNT_ATTR_NODIRATIME, 0),
+        "diratime" => (0, MOUNT_ATTR_NODIRATIME),
+        "nosymfollow" => (MOUNT_ATTR_NOSYMFOLLOW, 0),
+        "symfollow" => (0, MOUNT_ATTR_NOSYMFOLLOW),
+        _ => return None,
+    })
+}
+
+const SB_FLAGS: &[&str] = &[
+    "sync",
+    "async",
+    "dirsync",
+    "mand",
+    "nomand",
+    "lazytime",
+    "nolazytime",
+    "silent",
+    "loud",
+    "iversion",
+    "noiversion",
+];
+
+impl MountOptions {
+    pub fn parse(options: &[String]) -> Result<MountOptions> {
+        let mut o = MountOptions::default();
+        for opt in options {
+            let opt = opt.as_str();
+            match opt {
+                "" | "defaults" => {}
+                "bind" => o.bind = true,
+                "rbind" => {
+                    o.bind = true;
+                    o.recursive_bind = true;
+                }
+                "tmpcopyup" => o.tmpcopyup = true,
+                "idmap" | "ridmap" => {
+                    return Err(Error::unsupported(format!(
+                        "'{opt}': idmapped mounts are not supported by berth-oci yet"
+                    )));
+                }
+                "remount" => {
+                    return Err(Error::unsupported("'remount': remounting is not supported in config.json mounts"));
+                }
+                _ => {
+                    if let Some(p) = propagation_flag(opt) {
+                        o.propagation = Some(p);
+                    } else if let Some((set, clear)) = attr_keyword(opt) {
+                        o.attrs.apply(set, clear);
+                    } else if let Some((set, clear)) = opt.strip_prefix('r').and_then(attr_keyword) {
+                        o.recursive_attrs.apply(set, clear);
+                    } else if SB_FLAGS.contains(&opt) {
+                        o.sb_flags.push(opt.to_string());
+                    } else {
+                        o.data.push(opt.to_string());
+                    }
+                }
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// One config.json mount, ready to attach.
+#[derive(Debug, Clone)]
+pub struct MountSpec {
+    /// Where the mount goes, as the container sees it (absolute).
+    pub destination: PathBuf,
+    pub fstype: String,
+    /// For bind mounts: the host path (absolute). Otherwise the filesystem's source string.
+    pub source: String,
+    pub options: MountOptions,
+    /// "mounts[3]", for messages.
+    pub at: String,
+}
+
+impl MountSpec {
+    pub fn from_spec(m: &oci_spec::runtime::Mount, index: usize, bundle: &Path) -> Result<MountSpec> {
+        let at = format!("mounts[{index}]");
+        let options = MountOptions::parse(m.options().as_deref().unwrap_or(&[]))
+            .map_err(|e| e.context(format!("{at}.options")))?;
+        let fstype = m.typ().clone().unwrap_or_default();
+        let bind = options.bind || fstype == "bind";
+        let mut source = m.source().as_ref().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        if bind {
+            if source.is_empty() {
+                return Err(Error::invalid(format!("{at}.source: a bind mount needs a source")));
+            }
+            if !source.starts_with('/') {
+                source = bundle.join(&source).to_string_lossy().into_owned();
+            }
+        } else if fstype.is_empty() {
+            return Err(Error::invalid(format!("{at}.type: missing (and the options do not say bind)")));
+        }
+        if bind && (!options.data.is_empty() || !options.sb_flags.is_empty()) {
+            let bad = options.data.first().or(options.sb_flags.first()).unwrap();
+            return Err(Error::invalid(format!("{at}.options: '{bad}' does not apply to a bind mount")));
+        }
+        let mut options = options;
+        options.bind = bind;
+        Ok(MountSpec { destination: fs::absolute(m.destination()), fstype, source, options, at })
+    }
+
+    pub fn is_bind(&self) -> bool {
+        self.options.bind
+    }
+}
+
+/// Paths under /proc that may be mounted over (with files, as lxcfs does); anything else under
+/// /proc could hide the kernel's own protections.
+const PROC_OVERMOUNT_ALLOWED: &[&str] = &[
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+];
+
+fn check_proc_destination(m: &MountSpec) -> Result<()> {
+    let dest = m.destination.as_path();
+    if dest == Path::new("/proc") {
+        if m.fstype != "proc" {
+            return Err(Error::invalid(format!(
+                "{}: only a proc filesystem may be mounted at /proc (type is '{}')",
+                m.at, m.fstype
+            )));
+        }
+        return Ok(());
+    }
+    if dest.starts_with("/proc") && !PROC_OVERMOUNT_ALLOWED.iter().any(|p| dest == Path::new(p)) {
+        return Err(Error::invalid(format!(
+            "{}: mounting over {} is not allowed (it could hide /proc's protections)",
+            m.at,
+            dest.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Attaches a detached mount on `target` and then applies propagation to the new mount.
+fn attach(tree: &OwnedFd, root: RawFd, m: &MountSpec, target: &OwnedFd) -> Result<()> {
+    sys::move_mount_fd(tree.as_raw_fd(), target.as_raw_fd())
+        .with_ctx(|| format!("{}: attaching on {}", m.at, m.destination.display()))?;
+    if let Some(p) = m.options.propagation {
+        // The target descriptor names the covered directory; resolve again to reach the new mount.
+        let mounted = fs::resolve(root, &m.destination, Resolve::EXISTING)?;
+        let attr = MountAttr { propagation: p.flag, ..Default::default() };
+        sys::mount_setattr(mounted.as_raw_fd(), Path::new(""), p.recursive, &attr)
+            .with_ctx(|| format!("{}: setting propagation on {}", m.at, m.destination.display()))?;
+    }
+    Ok(())
+}
+
+/// Mounts one config.json mount inside the root filesystem whose directory fd is `root`.
+pub fn mount_one(root: RawFd, m: &MountSpec) -> Result<()> {
+    check_proc_destination(m)?;
+    if m.is_bind() {
+        bind_mount(root, m)
+    } else {
+        fs_mount(root, m)
+    }
+}
+
+fn bind_mount(root: RawFd, m: &MountSpec) -> Result<()> {
+    let tree = sys::open_tree_clone(libc::AT_FDCWD, Path::new(&m.source), m.options.recursive_bind)
+        .with_ctx(|| format!("{}: bind source {}", m.at, m.source))?;
+    let source_is_dir = fs::is_dir(tree.as_raw_fd())?;
+    let create = if source_is_dir { Create::Dir } else { Create::File };
+    let target = fs::resolve(root, &m.destination, Resolve::create(create)).map_err(|e| e.context(&m.at))?;
+    if fs::is_dir(target.as_raw_fd())? != source_is_dir {
+        return Err(Error::invalid(format!(
+            "{}: cannot bind {} {} onto {} {}",
+            m.at,
+            if source_is_dir { "directory" } else { "file" },
+            m.source,
+            if source_is_dir { "non-directory" } else { "directory" },
+            m.destination.display()
+        )));
+    }
+    set_attrs(&tree, &m.options, &m.at)?;
+    attach(&tree, root, m, &target)
+}
+
+/// Applies the attribute changes of `options` to a detached tree.
+pub fn set_attrs(tree: &OwnedFd, options: &MountOptions, at: &str) -> Result<()> {
+    if !options.attrs.is_empty() {
+        sys::mount_setattr(tree.as_raw_fd(), Path::new(""), false, &options.attrs.mount_attr())
+            .with_ctx(|| format!("{at}: setting mount options"))?;
+    }
+    if !options.recursive_attrs.is_empty() {
+        sys::mount_setattr(tree.as_raw_fd(), Path::new(""), true, &options.recursive_attrs.mount_attr())
+            .with_ctx(|| format!("{at}: setting recursive mount options"))?;
+    }
+    Ok(())
+}
+
+/// Creates a new filesystem instance: fsopen + fsconfig per option + fsmount. The kernel's own
+/// explanation of a refused option is included in the error.
+pub fn new_filesystem(fstype: &str, source: &str, options: &MountOptions, at: &str) -> Result<OwnedFd> {
+    let fsfd = sys::fsopen(fstype).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ENODEV) {
+            Error::unsupported(format!("{at}: filesystem type '{fstype}' is not supported by this kernel"))
+        } else {
+            Error::from_io(e).context(format!("{at}: opening a {fstype} filesystem"))
+        }
+    })?;
+    let fd = fsfd.as_raw_fd();
+    let explain = |e: std::io::Error, what: String| {
+        let kernel = sys::fs_context_messages(fd);
+        let err = Error::from_io(e).context(what);
+        if kernel.is_empty() {
+            err
+        } else {
+            err.context(format!("kernel says: {kernel}"))
+        }
+    };
+    if !source.is_empty() {
+        sys::fsconfig_string(fd, "source", source).map_err(|e| explain(e, format!("{at}: source '{source}'")))?;
+    }
+    for flag in &options.sb_flags {
+        sys::fsconfig_flag(fd, flag).map_err(|e| explain(e, format!("{at}: option '{flag}'")))?;
+    }
+    for opt in &options.data {
+        let result = match opt.split_once('=') {
+            Some((k, v)) => sys::fsconfig_string(fd, k, v),
+            None => sys::fsconfig_flag(fd, opt),
+        };
+        result.map_err(|e| explain(e, format!("{at}: {fstype} option '{opt}'")))?;
+    }
+    sys::fsconfig_create(fd).map_err(|e| explain(e, format!("{at}: creating the {fstype} filesystem")))?;
+    // Only the attributes to set go to fsmount; the atime mode must be given whole.
+    let attrs = options.attrs.set | options.recursive_attrs.set;
+    sys::fsmount(fd, attrs).with_ctx(|| format!("{at}: mounting the {fstype} filesystem"))
+}
+
+fn fs_mount(root: RawFd, m: &MountSpec) -> Result<()> {
+    // /proc and /sys must land on real directories: a symlink there is how CVE-2019-19921 and
+    // CVE-2023-27561 redirected them.
+    let strict = matches!(m.fstype.as_str(), "proc" | "sysfs");
+    let opts = Resolve { create: Create::Dir, no_symlinks: strict, nofollow_final: false };
+    let target = fs::resolve(root, &m.destination, opts).map_err(|e| e.context(&m.at))?;
+    if !fs::is_dir(target.as_raw_fd())? {
+        return Err(Error::invalid(format!("{}: {} is not a directory", m.at, m.destination.display())));
+    }
+    let original = if m.options.tmpcopyup {
+        Some(fs::reopen(target.as_raw_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?)
+    } else {
+        None
+    };
+    let tree = new_filesystem(&m.fstype, &m.source, &m.options, &m.at)?;
+    attach(&tree, root, m, &target)?;
+    if let Some(original) = original {
+        let mounted = fs::resolve(root, &m.destination, Resolve::EXISTING)?;
+        let dest = fs::reopen(mounted.as_raw_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+        copy_tree(original.as_raw_fd(), dest.as_raw_fd())
+            .with_ctx(|| format!("{}: tmpcopyup into {}", m.at, m.destination.display()))?;
+    }
+    Ok(())
+}
+
+/// Copies a directory's contents (files, directories, symlinks, with modes and owners) from one
+/// directory fd to another, never following symlinks.
+fn copy_tree(from: RawFd, to: RawFd) -> Result<()> {
+    let st = sys::fstat(from)?;
+    sys::fchmod(to, st.st_mode & 0o7777)?;
+    sys::fchown(to, st.st_uid, st.st_gid)?;
+    let dir = std::fs::read_dir(format!("/proc/self/fd/{from}"))?;
+    for entry in dir {
+        let entry = entry?;
+        let name = PathBuf::from(entry.file_name());
+        let est = sys::fstatat(from, &name, libc::AT_SYMLINK_NOFOLLOW)?;
+        match est.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => {
+                sys::mkdirat(to, &name, est.st_mode & 0o7777)?;
+                let src = sys::openat(from, &name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
+                let dst = sys::openat(to, &name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
+                copy_tree(src.as_raw_fd(), dst.as_raw_fd())?;
+            }
+            libc::S_IFREG => {
+                let src = sys::openat(from, &name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?;
+                let dst = sys::openat(
+                    to,
+                    &name,
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+                    est.st_mode & 0o7777,
+                )?;
+                let mut src_file = std::fs::File::from(src);
+                let mut dst_file = std::fs::File::from(dst);
+                std::io::copy(&mut src_file, &mut dst_file)?;
+                sys::fchown(dst_file.as_raw_fd(), est.st_uid, est.st_gid)?;
+                sys::fchmod(dst_file.as_raw_fd(), est.st_mode & 0o7777)?;
+            }
+            libc::S_IFLNK => {
+                let link = std::fs::read_link(format!("/proc/self/fd/{from}/{}", name.display()))?;
+                sys::symlinkat(&link, to, &name)?;
+                sys::fchownat(to, &name, est.st_uid, est.st_gid, libc::AT_SYMLINK_NOFOLLOW)?;
+            }
+            _ => {
+                sys::mknodat(to, &name, est.st_mode, est.st_rdev)?;
+                sys::fchownat(to, &name, est.st_uid, est.st_gid, libc::AT_SYMLINK_NOFOLLOW)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(list: &[&str]) -> MountOptions {
+        MountOptions::parse(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn parses_attributes_data_and_propagation() {
+        let o = opts(&["nosuid", "noexec", "mode=755", "size=65536k", "rslave", "ro"]);
+        assert_eq!(o.attrs.set, sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NOEXEC | sys::MOUNT_ATTR_RDONLY);
+        assert_eq!(o.data, vec!["mode=755", "size=65536k"]);
+        assert_eq!(o.propagation, Some(Propagation { flag: libc::MS_SLAVE, recursive: true }));
+        assert!(!o.bind);
+    }
+
+    #[test]
+    fn later_options_override_earlier_ones() {
+        let o = opts(&["ro", "rw"]);
+        assert_eq!(o.attrs.set & sys::MOUNT_ATTR_RDONLY, 0);
+        assert_eq!(o.attrs.clear & sys::MOUNT_ATTR_RDONLY, sys::MOUNT_ATTR_RDONLY);
+    }
+
+    #[test]
+    fn recursive_attributes_are_separate() {
+        let o = opts(&["rbind", "rro", "rnosuid"]);
+        assert!(o.bind && o.recursive_bind);
+        assert_eq!(o.recursive_attrs.set, sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID);
+        assert!(o.attrs.is_empty());
+    }
+
+    #[test]
+    fn atime_modes_replace_each_other() {
+        let o = opts(&["noatime", "strictatime"]);
+        assert_eq!(o.attrs.set, sys::MOUNT_ATTR_STRICTATIME);
+        assert_eq!(o.attrs.clear, sys::MOUNT_ATTR__ATIME);
+    }
+
+    #[test]
+    fn idmap_is_a_clear_error() {
+        let err = MountOptions::parse(&["idmap".to_string()]).unwrap_err();
+        assert!(err.to_string().contains("idmap"), "{err}");
+    }
+}

@@ -1,0 +1,248 @@
+//! The container process itself: who it runs as, its limits and capabilities, and finding and
+//! executing its program.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{PosixRlimitType, Process};
+
+use crate::caps::CapSets;
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::sys;
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Everything needed to turn the prepared init into the container's process.
+#[derive(Debug, Clone)]
+pub struct ProcessPlan {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub umask: Option<u32>,
+    pub caps: Option<CapSets>,
+    pub no_new_privileges: bool,
+    pub terminal: bool,
+    pub console_size: Option<(u16, u16)>,
+    pub rlimits: Vec<Rlimit>,
+    pub oom_score_adj: Option<i32>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Rlimit {
+    pub resource: u32,
+    pub name: &'static str,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+pub fn rlimit_resource(t: PosixRlimitType) -> (u32, &'static str) {
+    use PosixRlimitType::*;
+    let (r, n) = match t {
+        RlimitCpu => (libc::RLIMIT_CPU, "RLIMIT_CPU"),
+        RlimitFsize => (libc::RLIMIT_FSIZE, "RLIMIT_FSIZE"),
+        RlimitData => (libc::RLIMIT_DATA, "RLIMIT_DATA"),
+        RlimitStack => (libc::RLIMIT_STACK, "RLIMIT_STACK"),
+        RlimitCore => (libc::RLIMIT_CORE, "RLIMIT_CORE"),
+        RlimitRss => (libc::RLIMIT_RSS, "RLIMIT_RSS"),
+        RlimitNproc => (libc::RLIMIT_NPROC, "RLIMIT_NPROC"),
+        RlimitNofile => (libc::RLIMIT_NOFILE, "RLIMIT_NOFILE"),
+        RlimitMemlock => (libc::RLIMIT_MEMLOCK, "RLIMIT_MEMLOCK"),
+        RlimitAs => (libc::RLIMIT_AS, "RLIMIT_AS"),
+        RlimitLocks => (libc::RLIMIT_LOCKS, "RLIMIT_LOCKS"),
+        RlimitSigpending => (libc::RLIMIT_SIGPENDING, "RLIMIT_SIGPENDING"),
+        RlimitMsgqueue => (libc::RLIMIT_MSGQUEUE, "RLIMIT_MSGQUEUE"),
+        RlimitNice => (libc::RLIMIT_NICE, "RLIMIT_NICE"),
+        RlimitRtprio => (libc::RLIMIT_RTPRIO, "RLIMIT_RTPRIO"),
+        RlimitRttime => (libc::RLIMIT_RTTIME, "RLIMIT_RTTIME"),
+    };
+    (r, n)
+}
+
+impl ProcessPlan {
+    pub fn from_spec(p: &Process, at: &str) -> Result<ProcessPlan> {
+        let user = p.user();
+        if user.username().as_deref().is_some_and(|u| !u.is_empty()) {
+            return Err(Error::invalid(format!("{at}.user.username: is for Windows containers; use uid and gid")));
+        }
+        Ok(ProcessPlan {
+            args: p.args().clone().unwrap_or_default(),
+            env: p.env().clone().unwrap_or_default(),
+            cwd: p.cwd().clone(),
+            uid: user.uid(),
+            gid: user.gid(),
+            additional_gids: user.additional_gids().clone().unwrap_or_default(),
+            umask: user.umask(),
+            caps: match p.capabilities() {
+                Some(c) => Some(CapSets::from_spec(Some(c), at)?),
+                None => None,
+            },
+            no_new_privileges: p.no_new_privileges().unwrap_or(false),
+            terminal: p.terminal().unwrap_or(false),
+            console_size: p.console_size().map(|b| (b.height() as u16, b.width() as u16)),
+            rlimits: p
+                .rlimits()
+                .iter()
+                .flatten()
+                .map(|r| {
+                    let (resource, name) = rlimit_resource(r.typ());
+                    Rlimit { resource, name, soft: r.soft(), hard: r.hard() }
+                })
+                .collect(),
+            oom_score_adj: p.oom_score_adj(),
+        })
+    }
+
+    fn path_env(&self) -> &str {
+        self.env.iter().rev().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH)
+    }
+}
+
+/// Whether this process has a capability in its effective set (in its own user namespace).
+pub fn have_capability(cap: u32) -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| u64::from_str_radix(v.trim(), 16).unwrap_or(0)))
+        })
+        .is_some_and(|mask| mask & (1 << cap) != 0)
+}
+
+const CAP_SYS_RESOURCE: u32 = 24;
+
+/// Sets the container process's rlimits from outside (prlimit), so the runtime's own privileges,
+/// not the container's user namespace, decide what can be raised.
+pub fn apply_rlimits(pid: i32, rlimits: &[Rlimit], at: &str) -> Result<()> {
+    for (i, r) in rlimits.iter().enumerate() {
+        let new = libc::rlimit64 { rlim_cur: r.soft, rlim_max: r.hard };
+        let mut old = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: valid rlimit structs.
+        let ret = unsafe { libc::prlimit64(pid, r.resource as _, &new, &mut old) };
+        if ret != 0 {
+            let err = std::io::Error::last_os_error();
+            let mut current = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+            unsafe { libc::prlimit64(pid, r.resource as _, std::ptr::null(), &mut current) };
+            let why = if err.raw_os_error() == Some(libc::EPERM)
+                && r.hard > current.rlim_max
+                && !have_capability(CAP_SYS_RESOURCE)
+            {
+                format!(
+                    ": raising the hard limit above {} needs CAP_SYS_RESOURCE, which berth-oci does not have on this host",
+                    current.rlim_max
+                )
+            } else {
+                String::new()
+            };
+            return Err(Error::from_io(err)
+                .context(format!("{at}.rlimits[{i}]: setting {} to soft {} hard {}{why}", r.name, r.soft, r.hard))
+                .with_kind(ErrorKind::Unsupported));
+        }
+    }
+    Ok(())
+}
+
+/// Writes /proc/<pid>/oom_score_adj for the container process.
+pub fn apply_oom_score_adj(pid: i32, value: i32, at: &str) -> Result<()> {
+    let path = format!("/proc/{pid}/oom_score_adj");
+    let current: i32 = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    match std::fs::write(&path, value.to_string()) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let why = if value < current && !have_capability(CAP_SYS_RESOURCE) {
+                format!(": lowering it below the current {current} needs CAP_SYS_RESOURCE, which berth-oci does not have on this host")
+            } else {
+                String::new()
+            };
+            Err(Error::from_io(e)
+                .context(format!("{at}.oomScoreAdj: setting {value}{why}"))
+                .with_kind(ErrorKind::Unsupported))
+        }
+    }
+}
+
+/// Finds the program to run: args[0] if it has a '/', else the first executable file on the
+/// process's PATH. Runs inside the container's root, after pivot_root.
+pub fn find_executable(plan: &ProcessPlan) -> Result<CString> {
+    let name = &plan.args[0];
+    let candidates: Vec<PathBuf> = if name.contains('/') {
+        vec![if Path::new(name).is_absolute() { PathBuf::from(name) } else { plan.cwd.join(name) }]
+    } else {
+        plan.path_env().split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join(name)).collect()
+    };
+    for path in &candidates {
+        let c = sys::cstr(path)?;
+        // SAFETY: valid C string; access(2) checks as the real (container) user.
+        if unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0 {
+            if let Ok(m) = std::fs::metadata(path) {
+                if m.is_file() {
+                    return Ok(c);
+                }
+            }
+        }
+    }
+    if name.contains('/') {
+        let err = std::fs::metadata(&candidates[0])
+            .err()
+            .map(Error::from_io)
+            .unwrap_or_else(|| Error::from_errno(libc::EACCES, ""));
+        Err(err.context(format!("process.args[0]: {name}")).with_kind(ErrorKind::InvalidInput))
+    } else {
+        Err(Error::invalid(format!("process.args[0]: executable '{name}' not found in $PATH ({})", plan.path_env())))
+    }
+}
+
+/// Switches to the container user: supplementary groups, gid, uid. Capabilities survive the
+/// switch (KEEPCAPS) so the configured sets can be applied after it.
+pub fn switch_user(plan: &ProcessPlan, setgroups_allowed: bool) -> Result<()> {
+    sys::prctl(libc::PR_SET_KEEPCAPS, 1).ctx("PR_SET_KEEPCAPS")?;
+    if setgroups_allowed {
+        // SAFETY: valid slice of gids.
+        if unsafe { libc::setgroups(plan.additional_gids.len(), plan.additional_gids.as_ptr()) } != 0 {
+            return Err(Error::last_os(format!("process.user.additionalGids: setgroups({:?})", plan.additional_gids)));
+        }
+    } else if !plan.additional_gids.is_empty() {
+        return Err(Error::invalid("process.user.additionalGids: setgroups is denied in this user namespace"));
+    }
+    // SAFETY: plain syscalls.
+    if unsafe { libc::setresgid(plan.gid, plan.gid, plan.gid) } != 0 {
+        return Err(Error::last_os(format!(
+            "process.user.gid: setting gid {} (is it mapped in the user namespace?)",
+            plan.gid
+        )));
+    }
+    if unsafe { libc::setresuid(plan.uid, plan.uid, plan.uid) } != 0 {
+        return Err(Error::last_os(format!(
+            "process.user.uid: setting uid {} (is it mapped in the user namespace?)",
+            plan.uid
+        )));
+    }
+    sys::prctl(libc::PR_SET_KEEPCAPS, 0).ctx("PR_SET_KEEPCAPS")?;
+    Ok(())
+}
+
+/// Applies the capability sets (after [`switch_user`]; the bounding set was dropped before it).
+/// Without a capabilities object the process gets none, as with runc.
+pub fn apply_caps(plan: &ProcessPlan) -> Result<()> {
+    let caps = plan.caps.unwrap_or_default();
+    crate::caps::set_process_caps(&caps)?;
+    crate::caps::set_ambient(caps.ambient & !caps.unraisable_ambient())
+}
+
+pub fn execve(path: &CString, plan: &ProcessPlan) -> Error {
+    let args: Vec<CString> = plan.args.iter().map(|a| CString::new(a.as_bytes()).unwrap_or_default()).collect();
+    let env: Vec<CString> = plan.env.iter().map(|e| CString::new(e.as_bytes()).unwrap_or_default()).collect();
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    Error::last_os(format!("exec {}", String::from_utf8_lossy(path.as_bytes())))
+}
+
+pub fn path_of(c: &CString) -> &Path {
+    Path::new(std::ffi::OsStr::from_bytes(c.as_bytes()))
+}

@@ -1,0 +1,366 @@
+//! The container's root filesystem, assembled in the container's mount namespace: propagation,
+//! the config.json mounts, /dev, masked and read-only paths, and pivot_root.
+//!
+//! Every target inside the rootfs is reached through [`crate::fs::resolve`] and every mount is
+//! attached by descriptor, so no path taken from the bundle is ever handed to the kernel to
+//! follow.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Context, Error, Result};
+use crate::fs::{self, Create, Resolve};
+use crate::mounts::{self, MountOptions, MountSpec, Propagation};
+use crate::sys::{self, MountAttr};
+
+/// A device node from linux.devices (or the default set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceNode {
+    pub path: PathBuf,
+    /// libc::S_IFCHR, S_IFBLK or S_IFIFO.
+    pub kind: u32,
+    pub major: u64,
+    pub minor: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl DeviceNode {
+    fn char(name: &str, major: u64, minor: u64) -> DeviceNode {
+        DeviceNode {
+            path: PathBuf::from("/dev").join(name),
+            kind: libc::S_IFCHR,
+            major,
+            minor,
+            mode: 0o666,
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    pub fn from_spec(d: &oci_spec::runtime::LinuxDevice, at: &str) -> Result<DeviceNode> {
+        use oci_spec::runtime::LinuxDeviceType as T;
+        let kind = match d.typ() {
+            T::C | T::U => libc::S_IFCHR,
+            T::B => libc::S_IFBLK,
+            T::P => libc::S_IFIFO,
+            T::A => return Err(Error::invalid(format!("{at}.type: 'a' is not a device node type (use c, b, u or p)"))),
+        };
+        if d.typ() != T::P && (d.major() < 0 || d.minor() < 0) {
+            return Err(Error::invalid(format!(
+                "{at}: major and minor numbers must be given for a {} device",
+                d.typ().as_str()
+            )));
+        }
+        Ok(DeviceNode {
+            path: d.path().clone(),
+            kind,
+            major: d.major().max(0) as u64,
+            minor: d.minor().max(0) as u64,
+            mode: d.file_mode().unwrap_or(0o666) & 0o7777,
+            uid: d.uid().unwrap_or(0),
+            gid: d.gid().unwrap_or(0),
+        })
+    }
+}
+
+/// The devices every container gets when /dev is not bind-mounted from the host.
+pub fn default_devices() -> Vec<DeviceNode> {
+    vec![
+        DeviceNode::char("null", 1, 3),
+        DeviceNode::char("zero", 1, 5),
+        DeviceNode::char("full", 1, 7),
+        DeviceNode::char("random", 1, 8),
+        DeviceNode::char("urandom", 1, 9),
+        DeviceNode::char("tty", 5, 0),
+    ]
+}
+
+/// A "cgroup" mount's parts: one directory per hierarchy, bound from the container's cgroup.
+#[derive(Debug, Clone)]
+pub struct CgroupMount {
+    /// Name under the mount point ("memory", "cpu,cpuacct", "unified"; empty for pure v2).
+    pub name: String,
+    pub host_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct RootfsPlan {
+    pub rootfs: PathBuf,
+    pub readonly: bool,
+    pub mounts: Vec<MountSpec>,
+    pub cgroup_mounts: Vec<CgroupMount>,
+    /// A new cgroup namespace: cgroup2 is mounted fresh instead of bound.
+    pub cgroupns: bool,
+    pub devices: Vec<DeviceNode>,
+    pub default_devices: bool,
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+    pub propagation: Option<Propagation>,
+    pub no_pivot: bool,
+    /// Inside a user namespace mknod is refused: device nodes are bind-mounted from the host.
+    pub in_userns: bool,
+}
+
+/// Host objects opened before the root filesystem is assembled, verified once.
+struct HostDevNull(OwnedFd);
+
+impl HostDevNull {
+    fn open() -> Result<HostDevNull> {
+        let fd = sys::open(Path::new("/dev/null"), libc::O_PATH).ctx("opening the host's /dev/null")?;
+        check_char_device(fd.as_raw_fd(), 1, 3).ctx("the host's /dev/null")?;
+        Ok(HostDevNull(fd))
+    }
+}
+
+fn check_char_device(fd: RawFd, major: u64, minor: u64) -> Result<()> {
+    let st = sys::fstat(fd)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR || sys::major(st.st_rdev) != major || sys::minor(st.st_rdev) != minor
+    {
+        return Err(Error::invalid(format!("is not the character device {major}:{minor}")));
+    }
+    Ok(())
+}
+
+/// The root filesystem while it is assembled: its directory and the host's verified /dev/null.
+pub struct Assembly {
+    pub root: OwnedFd,
+    devnull: HostDevNull,
+}
+
+/// First half: propagation, the rootfs bind, config.json mounts and /dev. The terminal (which
+/// needs the container's devpts) is opened between the two halves.
+pub fn prepare(plan: &RootfsPlan) -> Result<Assembly> {
+    let devnull = HostDevNull::open()?;
+    // Nothing mounted from here on may propagate back to the host.
+    let prop = plan.propagation.unwrap_or(Propagation { flag: libc::MS_SLAVE, recursive: true });
+    let root_flag = if prop.flag == libc::MS_SHARED { libc::MS_SLAVE } else { prop.flag };
+    sys::mount(None, Path::new("/"), None, root_flag | libc::MS_REC, None).ctx("making / a slave/private mount")?;
+    // pivot_root needs the rootfs to be a mount point, whose parent is not shared.
+    sys::mount(Some(&plan.rootfs), &plan.rootfs, None, libc::MS_BIND | libc::MS_REC, None)
+        .with_ctx(|| format!("bind-mounting the rootfs {}", plan.rootfs.display()))?;
+    let root =
+        sys::open(&plan.rootfs, libc::O_PATH | libc::O_DIRECTORY).with_ctx(|| plan.rootfs.display().to_string())?;
+    let root_fd = root.as_raw_fd();
+    for m in &plan.mounts {
+        if m.fstype == "cgroup" && !m.is_bind() {
+            mount_cgroup(root_fd, m, plan)?;
+        } else {
+            mounts::mount_one(root_fd, m)?;
+        }
+    }
+    if plan.default_devices {
+        for dev in default_devices() {
+            create_device(root_fd, &dev, plan.in_userns)
+                .map_err(|e| e.context(format!("creating {}", dev.path.display())))?;
+        }
+        create_dev_symlinks(root_fd)?;
+    }
+    for (i, dev) in plan.devices.iter().enumerate() {
+        create_device(root_fd, dev, plan.in_userns)
+            .map_err(|e| e.context(format!("linux.devices[{i}] {}", dev.path.display())))?;
+    }
+    Ok(Assembly { root, devnull })
+}
+
+/// Second half: /dev/console, read-only and masked paths, a read-only root, pivot_root.
+pub fn finish(plan: &RootfsPlan, asm: Assembly, console: Option<&OwnedFd>) -> Result<()> {
+    let root_fd = asm.root.as_raw_fd();
+    if let Some(pty) = console {
+        bind_file_over(root_fd, pty, Path::new("/dev/console"), true).ctx("mounting the terminal on /dev/console")?;
+    }
+    for (i, path) in plan.readonly_paths.iter().enumerate() {
+        readonly_path(root_fd, Path::new(path)).map_err(|e| e.context(format!("linux.readonlyPaths[{i}]")))?;
+    }
+    for (i, path) in plan.masked_paths.iter().enumerate() {
+        mask_path(root_fd, Path::new(path), &asm.devnull).map_err(|e| e.context(format!("linux.maskedPaths[{i}]")))?;
+    }
+    if plan.readonly {
+        let attr = MountAttr { attr_set: sys::MOUNT_ATTR_RDONLY, ..Default::default() };
+        sys::mount_setattr(root_fd, Path::new(""), false, &attr)
+            .ctx("root.readonly: making the root filesystem read-only")?;
+    }
+    enter_root(plan, &asm.root)?;
+    let prop = plan.propagation.unwrap_or(Propagation { flag: libc::MS_SLAVE, recursive: true });
+    if prop.flag == libc::MS_SHARED {
+        sys::mount(None, Path::new("/"), None, libc::MS_SHARED | if prop.recursive { libc::MS_REC } else { 0 }, None)
+            .ctx("linux.rootfsPropagation: making / shared")?;
+    }
+    Ok(())
+}
+
+fn enter_root(plan: &RootfsPlan, root: &OwnedFd) -> Result<()> {
+    sys::fchdir(root.as_raw_fd()).ctx("entering the rootfs")?;
+    if plan.no_pivot {
+        // For roots that cannot be pivoted (ramfs): move the rootfs over / and chroot.
+        sys::mount(Some(Path::new(".")), Path::new("/"), None, libc::MS_MOVE, None)
+            .ctx("--no-pivot: moving the rootfs to /")?;
+        sys::chroot(Path::new(".")).ctx("--no-pivot: chroot")?;
+    } else {
+        // pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves
+        // the container's root alone, with no directory of the host reachable.
+        sys::pivot_root(Path::new("."), Path::new(".")).ctx("pivot_root")?;
+        sys::mount(None, Path::new("."), None, libc::MS_SLAVE | libc::MS_REC, None)
+            .ctx("making the old root a slave")?;
+        sys::umount2(Path::new("."), libc::MNT_DETACH).ctx("detaching the old root")?;
+    }
+    sys::chdir(Path::new("/")).ctx("chdir /")
+}
+
+/// The config's "cgroup" mount: cgroup2 directly (pure v2), or a tmpfs with one directory per
+/// v1 hierarchy (and the unified one on hybrid hosts), each the container's own cgroup.
+fn mount_cgroup(root: RawFd, m: &MountSpec, plan: &RootfsPlan) -> Result<()> {
+    let target =
+        fs::resolve(root, &m.destination, Resolve { create: Create::Dir, no_symlinks: true, nofollow_final: false })
+            .map_err(|e| e.context(&m.at))?;
+    if plan.cgroup_mounts.len() == 1 && plan.cgroup_mounts[0].name.is_empty() {
+        let tree = if plan.cgroupns {
+            mounts::new_filesystem("cgroup2", "cgroup2", &m.options, &m.at)?
+        } else {
+            let t = sys::open_tree_clone(libc::AT_FDCWD, &plan.cgroup_mounts[0].host_dir, false)
+                .with_ctx(|| format!("{}: {}", m.at, plan.cgroup_mounts[0].host_dir.display()))?;
+            mounts::set_attrs(&t, &m.options, &m.at)?;
+            t
+        };
+        return sys::move_mount_fd(tree.as_raw_fd(), target.as_raw_fd())
+            .with_ctx(|| format!("{}: mounting cgroup2", m.at));
+    }
+    let tmpfs_opts = MountOptions {
+        attrs: crate::mounts::AttrChange { set: m.options.attrs.set & !sys::MOUNT_ATTR_RDONLY, clear: 0 },
+        data: vec!["mode=755".to_string()],
+        ..Default::default()
+    };
+    let tmpfs = mounts::new_filesystem("tmpfs", "cgroup", &tmpfs_opts, &m.at)?;
+    sys::move_mount_fd(tmpfs.as_raw_fd(), target.as_raw_fd())
+        .with_ctx(|| format!("{}: mounting the cgroup tmpfs", m.at))?;
+    let base = fs::resolve(root, &m.destination, Resolve::EXISTING)?;
+    let bind_opts = MountOptions { attrs: m.options.attrs, ..Default::default() };
+    for cg in &plan.cgroup_mounts {
+        sys::mkdirat(base.as_raw_fd(), Path::new(&cg.name), 0o755)
+            .with_ctx(|| format!("{}: creating {}", m.at, cg.name))?;
+        let dir =
+            sys::openat(base.as_raw_fd(), Path::new(&cg.name), libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY, 0)?;
+        let tree = sys::open_tree_clone(libc::AT_FDCWD, &cg.host_dir, false)
+            .with_ctx(|| format!("{}: {}", m.at, cg.host_dir.display()))?;
+        mounts::set_attrs(&tree, &bind_opts, &m.at)?;
+        sys::move_mount_fd(tree.as_raw_fd(), dir.as_raw_fd()).with_ctx(|| format!("{}: mounting {}", m.at, cg.name))?;
+        // Combined hierarchies are also reachable by each controller's name, as on the host.
+        if cg.name.contains(',') {
+            for part in cg.name.split(',') {
+                let _ = sys::symlinkat(Path::new(&cg.name), base.as_raw_fd(), Path::new(part));
+            }
+        }
+    }
+    if m.options.attrs.set & sys::MOUNT_ATTR_RDONLY != 0 {
+        let attr = MountAttr { attr_set: sys::MOUNT_ATTR_RDONLY, ..Default::default() };
+        sys::mount_setattr(base.as_raw_fd(), Path::new(""), false, &attr)
+            .with_ctx(|| format!("{}: making the cgroup tmpfs read-only", m.at))?;
+    }
+    Ok(())
+}
+
+fn create_device(root: RawFd, dev: &DeviceNode, in_userns: bool) -> Result<()> {
+    let (parent, name) = fs::resolve_parent(root, &dev.path, true)?;
+    let name = PathBuf::from(name);
+    // Whatever is at the path already must be this very device (or nothing).
+    match sys::fstatat(parent.as_raw_fd(), &name, libc::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => {
+            let same = st.st_mode & libc::S_IFMT == dev.kind
+                && (dev.kind == libc::S_IFIFO || st.st_rdev == sys::makedev(dev.major, dev.minor));
+            if !same {
+                return Err(Error::invalid("a different file exists at this path"));
+            }
+            return Ok(());
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if in_userns && dev.kind != libc::S_IFIFO {
+        // mknod is refused in a user namespace: bind the host's node over an empty file.
+        let host = sys::open(&dev.path, libc::O_PATH).with_ctx(|| format!("host device {}", dev.path.display()))?;
+        let st = sys::fstat(host.as_raw_fd())?;
+        if st.st_mode & libc::S_IFMT != dev.kind || st.st_rdev != sys::makedev(dev.major, dev.minor) {
+            return Err(Error::invalid(format!(
+                "the host's {} is not device {}:{}",
+                dev.path.display(),
+                dev.major,
+                dev.minor
+            )));
+        }
+        bind_file_over(root, &host, &dev.path, false)?;
+        return Ok(());
+    }
+    sys::mknodat(parent.as_raw_fd(), &name, dev.kind | dev.mode, sys::makedev(dev.major, dev.minor)).ctx("mknod")?;
+    let node = sys::openat(parent.as_raw_fd(), &name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+    sys::fchownat(node.as_raw_fd(), Path::new(""), dev.uid, dev.gid, libc::AT_EMPTY_PATH).ctx("chown")?;
+    // mknod applied the umask; set the mode exactly.
+    sys::fchmod_path_fd(node.as_raw_fd(), dev.mode).ctx("chmod")?;
+    Ok(())
+}
+
+/// Bind-mounts the object `source` refers to over a file at `dest` (created if missing).
+fn bind_file_over(root: RawFd, source: &OwnedFd, dest: &Path, must_be_file: bool) -> Result<()> {
+    let target = fs::resolve(root, dest, Resolve { create: Create::File, no_symlinks: true, nofollow_final: false })?;
+    if must_be_file && fs::is_dir(target.as_raw_fd())? {
+        return Err(Error::invalid(format!("{} is a directory", dest.display())));
+    }
+    let tree = sys::open_tree_clone(source.as_raw_fd(), Path::new(""), false).ctx("cloning the source mount")?;
+    sys::move_mount_fd(tree.as_raw_fd(), target.as_raw_fd()).with_ctx(|| format!("mounting on {}", dest.display()))
+}
+
+fn create_dev_symlinks(root: RawFd) -> Result<()> {
+    let dev = fs::resolve(root, Path::new("/dev"), Resolve::create(Create::Dir))?;
+    let links = [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("core", "/proc/kcore"),
+        ("ptmx", "pts/ptmx"),
+    ];
+    for (name, target) in links {
+        match sys::symlinkat(Path::new(target), dev.as_raw_fd(), Path::new(name)) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(Error::from_io(e).context(format!("creating /dev/{name}"))),
+        }
+    }
+    Ok(())
+}
+
+fn readonly_path(root: RawFd, path: &Path) -> Result<()> {
+    let target = match fs::resolve(root, path, Resolve::EXISTING) {
+        Ok(fd) => fd,
+        Err(e) if fs::not_found(&e) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let tree = sys::open_tree_clone(target.as_raw_fd(), Path::new(""), true).with_ctx(|| path.display().to_string())?;
+    let attr = MountAttr { attr_set: sys::MOUNT_ATTR_RDONLY, ..Default::default() };
+    sys::mount_setattr(tree.as_raw_fd(), Path::new(""), true, &attr)
+        .with_ctx(|| format!("{}: making read-only", path.display()))?;
+    sys::move_mount_fd(tree.as_raw_fd(), target.as_raw_fd())
+        .with_ctx(|| format!("{}: mounting read-only", path.display()))
+}
+
+/// Hides a path: directories under an empty read-only tmpfs, anything else under the host's
+/// /dev/null (verified to be the null device, never the container's own /dev/null, which the
+/// container could have replaced: CVE-2025-31133).
+fn mask_path(root: RawFd, path: &Path, devnull: &HostDevNull) -> Result<()> {
+    let target = match fs::resolve(root, path, Resolve::EXISTING) {
+        Ok(fd) => fd,
+        Err(e) if fs::not_found(&e) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let tree = if fs::is_dir(target.as_raw_fd())? {
+        let opts = MountOptions {
+            attrs: crate::mounts::AttrChange { set: sys::MOUNT_ATTR_RDONLY, clear: 0 },
+            data: vec!["size=0".into()],
+            ..Default::default()
+        };
+        mounts::new_filesystem("tmpfs", "tmpfs", &opts, &path.display().to_string())?
+    } else {
+        sys::open_tree_clone(devnull.0.as_raw_fd(), Path::new(""), false).ctx("cloning /dev/null")?
+    };
+    sys::move_mount_fd(tree.as_raw_fd(), target.as_raw_fd()).with_ctx(|| format!("masking {}", path.display()))
+}

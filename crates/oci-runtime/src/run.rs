@@ -1,0 +1,195 @@
+//! `run`: create + start, and in the foreground wait for the container's exit, forwarding
+//! signals and, with a terminal, relaying it to our own stdio.
+//!
+//! Every signal `run` cares about (SIGCHLD included) is blocked before the init is cloned and
+//! read from a signalfd, so an exit that happens before the wait begins is still seen: no lost
+//! wake-up, however short-lived the container.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use crate::create::{self, ConsoleTarget, CreateOptions};
+use crate::error::{Context, Result};
+use crate::lifecycle;
+use crate::sys::{self, WaitStatus};
+use crate::terminal;
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub create: CreateOptions,
+    pub detach: bool,
+    pub keep: bool,
+    pub no_subreaper: bool,
+}
+
+/// Signals forwarded to the container (all catchable ones but those the terminal relay and the
+/// child reaper consume).
+const FORWARDED: &[i32] = &[
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGPIPE,
+    libc::SIGALRM,
+    libc::SIGTERM,
+    libc::SIGCONT,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+    libc::SIGURG,
+    libc::SIGXCPU,
+    libc::SIGXFSZ,
+    libc::SIGVTALRM,
+    libc::SIGPROF,
+    libc::SIGIO,
+    libc::SIGPWR,
+];
+
+/// Runs the container; returns its exit code (128+n when killed by signal n), or 0 detached.
+pub fn run(root: &Path, id: &str, opts: &RunOptions, terminal_wanted: bool, warn: &mut dyn FnMut(&str)) -> Result<i32> {
+    if opts.detach {
+        let console = match &opts.create.console_socket {
+            Some(p) => ConsoleTarget::Path(p.clone()),
+            None => ConsoleTarget::None,
+        };
+        let created = create::create(root, id, &opts.create, console)?;
+        created.warnings.iter().for_each(|w| warn(w));
+        start_or_delete(root, id)?;
+        return Ok(0);
+    }
+    if !opts.no_subreaper {
+        // Orphans of the container (when it shares our pid namespace) come to us to be reaped.
+        sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1).ctx("PR_SET_CHILD_SUBREAPER")?;
+    }
+    let mut signals: Vec<i32> = FORWARDED.to_vec();
+    signals.push(libc::SIGCHLD);
+    signals.push(libc::SIGWINCH);
+    sys::block_signals(&signals).ctx("blocking signals")?;
+    let sigfd = sys::signalfd(&signals).ctx("signalfd")?;
+
+    let (console, our_end) = match (&opts.create.console_socket, terminal_wanted) {
+        (Some(p), _) => (ConsoleTarget::Path(p.clone()), None),
+        (None, true) => {
+            let (ours, theirs) = sys::socketpair_seqpacket().ctx("console socket pair")?;
+            (ConsoleTarget::Fd(theirs), Some(ours))
+        }
+        (None, false) => (ConsoleTarget::None, None),
+    };
+    let created = create::create(root, id, &opts.create, console)?;
+    created.warnings.iter().for_each(|w| warn(w));
+    let master = match our_end {
+        Some(sock) => Some(terminal::recv_master(sock.as_raw_fd())?),
+        None => None,
+    };
+    start_or_delete(root, id)?;
+
+    let status = wait_loop(created.pid, created.pidfd.as_raw_fd(), sigfd.as_raw_fd(), master.as_ref())?;
+    if !opts.keep {
+        lifecycle::delete(root, id, true)?;
+    }
+    Ok(status.code())
+}
+
+fn start_or_delete(root: &Path, id: &str) -> Result<()> {
+    if let Err(e) = lifecycle::start(root, id) {
+        let _ = lifecycle::delete(root, id, true);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Restores the terminal's settings however the relay ends.
+struct RawTerminal(Option<libc::termios>);
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            terminal::restore(0, t);
+        }
+    }
+}
+
+fn wait_loop(init: i32, init_pidfd: RawFd, sigfd: RawFd, master: Option<&OwnedFd>) -> Result<WaitStatus> {
+    let stdin_is_tty = unsafe { libc::isatty(0) } == 1;
+    let _raw = RawTerminal(if master.is_some() && stdin_is_tty { terminal::make_raw(0) } else { None });
+    if let (Some(m), true) = (master, stdin_is_tty) {
+        if let Some((rows, cols)) = terminal::get_size(0) {
+            let _ = terminal::set_size(m.as_raw_fd(), rows, cols);
+        }
+    }
+    let mut stdin_open = master.is_some();
+    let mut master_open = master.is_some();
+    let mut exit: Option<WaitStatus> = None;
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        // Reap first: an exit that happened before we got here is found right away.
+        while let Ok(Some((pid, status))) = sys::waitpid(-1, true) {
+            if pid == init {
+                exit = Some(status);
+            }
+        }
+        if let Some(status) = exit {
+            if let Some(m) = master {
+                drain(m.as_raw_fd(), &mut buf);
+            }
+            return Ok(status);
+        }
+        let mut fds = vec![sigfd];
+        let master_at = master.filter(|_| master_open).map(|m| {
+            fds.push(m.as_raw_fd());
+            fds.len() - 1
+        });
+        let stdin_at = (stdin_open && master_open).then(|| {
+            fds.push(0);
+            fds.len() - 1
+        });
+        let ready = sys::poll_readable(&fds, -1)?;
+        if ready[0] {
+            let sig = sys::read_signal(sigfd)?;
+            match sig {
+                libc::SIGCHLD => {}
+                libc::SIGWINCH => {
+                    if let (Some(m), Some((rows, cols))) = (master, terminal::get_size(0)) {
+                        let _ = terminal::set_size(m.as_raw_fd(), rows, cols);
+                    }
+                }
+                other => {
+                    let _ = sys::pidfd_send_signal(init_pidfd, other);
+                }
+            }
+        }
+        if let (Some(m), Some(i)) = (master, master_at) {
+            if ready[i] {
+                match sys::read(m.as_raw_fd(), &mut buf) {
+                    Ok(n) if n > 0 => {
+                        let _ = sys::write_all(1, &buf[..n]);
+                    }
+                    // EIO: every slave descriptor is closed; the exit follows via SIGCHLD.
+                    _ => master_open = false,
+                }
+            }
+        }
+        if let (Some(m), Some(i)) = (master, stdin_at) {
+            if ready[i] {
+                match sys::read(0, &mut buf) {
+                    Ok(n) if n > 0 => {
+                        let _ = sys::write_all(m.as_raw_fd(), &buf[..n]);
+                    }
+                    _ => stdin_open = false,
+                }
+            }
+        }
+    }
+}
+
+/// Copies what the container wrote to its terminal before exiting.
+fn drain(master: RawFd, buf: &mut [u8]) {
+    let _ = sys::set_nonblocking(master, true);
+    while let Ok(n) = sys::read(master, buf) {
+        if n == 0 {
+            break;
+        }
+        let _ = sys::write_all(1, &buf[..n]);
+    }
+}

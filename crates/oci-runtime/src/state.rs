@@ -1,0 +1,249 @@
+//! A container's on-disk state under the runtime root: `<root>/<id>/state.json`, the exec fifo,
+//! and the lock that serialises operations on one container.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::LinuxResources;
+use serde::{Deserialize, Serialize};
+
+use crate::cgroups::Cgroup;
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::sys;
+
+pub const EXEC_FIFO: &str = "exec.fifo";
+pub const STATE_FILE: &str = "state.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Creating,
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        }
+    }
+}
+
+/// What the runtime remembers of a container between invocations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub id: String,
+    pub pid: i32,
+    /// The init's start time (clock ticks after boot): a reused pid is not our init.
+    pub pid_start: u64,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    /// RFC 3339 with nanoseconds, UTC.
+    pub created: String,
+    pub owner: String,
+    #[serde(default)]
+    pub annotations: HashMap<String, String>,
+    pub cgroup: Cgroup,
+    /// The container has its own pid namespace: its processes die with its init.
+    pub own_pid_namespace: bool,
+    /// The resources currently applied (config.json's, then each update's).
+    #[serde(default)]
+    pub resources: Option<LinuxResources>,
+}
+
+/// A locked state directory. The lock (flock on the directory) is held until drop.
+pub struct StateDir {
+    pub path: PathBuf,
+    pub fd: OwnedFd,
+}
+
+fn lock(fd: &OwnedFd, exclusive: bool, wait: bool) -> std::io::Result<()> {
+    let mut op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+    if !wait {
+        op |= libc::LOCK_NB;
+    }
+    sys::retry(|| {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(fd.as_raw_fd(), op) } != 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    })
+}
+
+pub fn not_exist(id: &str) -> Error {
+    Error::not_found(format!("container {id} does not exist"))
+}
+
+impl StateDir {
+    /// Creates and locks the directory of a new container.
+    pub fn create(root: &Path, id: &str) -> Result<StateDir> {
+        ensure_root(root)?;
+        let path = root.join(id);
+        match std::fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::new(ErrorKind::AlreadyExists, format!("container {id} already exists")));
+            }
+            Err(e) => return Err(Error::from_io(e).context(format!("creating {}", path.display()))),
+        }
+        // 0711: the container's init, possibly an unprivileged user by then, opens the exec
+        // fifo by name inside; nothing here can be listed.
+        let fd = sys::open(&path, libc::O_RDONLY | libc::O_DIRECTORY).with_ctx(|| path.display().to_string())?;
+        sys::fchmod(fd.as_raw_fd(), 0o711).with_ctx(|| path.display().to_string())?;
+        lock(&fd, true, true).ctx("locking the container state")?;
+        Ok(StateDir { path, fd })
+    }
+
+    /// Opens and locks an existing container's directory.
+    pub fn open(root: &Path, id: &str, exclusive: bool) -> Result<StateDir> {
+        crate::config::validate_id(id)?;
+        let path = root.join(id);
+        let fd = match sys::open(&path, libc::O_RDONLY | libc::O_DIRECTORY) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Err(not_exist(id)),
+            Err(e) => return Err(Error::from_io(e).context(path.display().to_string())),
+        };
+        lock(&fd, exclusive, true).ctx("locking the container state")?;
+        // Deleted while we waited for the lock?
+        if sys::fstat(fd.as_raw_fd())?.st_nlink == 0 {
+            return Err(not_exist(id));
+        }
+        Ok(StateDir { path, fd })
+    }
+
+    /// True while another process holds the lock (a `create` still in progress).
+    pub fn is_locked(root: &Path, id: &str) -> bool {
+        match sys::open(&root.join(id), libc::O_RDONLY | libc::O_DIRECTORY) {
+            Ok(fd) => lock(&fd, false, false).is_err(),
+            Err(_) => false,
+        }
+    }
+
+    pub fn load(&self) -> Result<Option<State>> {
+        let file = self.path.join(STATE_FILE);
+        match std::fs::read(&file) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::new(ErrorKind::System, format!("{}: corrupt state: {e}", file.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::from_io(e).context(file.display().to_string())),
+        }
+    }
+
+    pub fn save(&self, state: &State) -> Result<()> {
+        let bytes = serde_json::to_vec(state).expect("state serialises");
+        write_atomic(&self.path.join(STATE_FILE), &bytes)
+    }
+
+    pub fn fifo(&self) -> PathBuf {
+        self.path.join(EXEC_FIFO)
+    }
+
+    /// Removes the directory and everything in it (state, fifo).
+    pub fn remove(self) -> Result<()> {
+        std::fs::remove_dir_all(&self.path).with_ctx(|| format!("removing {}", self.path.display()))
+    }
+}
+
+fn ensure_root(root: &Path) -> Result<()> {
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::invalid(format!("--root {} is not a directory", root.display()))),
+        Err(_) => {
+            std::fs::create_dir_all(root).with_ctx(|| format!("creating --root {}", root.display()))?;
+            std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+                .with_ctx(|| root.display().to_string())
+        }
+    }
+}
+
+/// Writes a file so readers see the old or the new content, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_ctx(|| tmp.display().to_string())?;
+    std::fs::rename(&tmp, path).with_ctx(|| format!("renaming into {}", path.display()))
+}
+
+/// (state character, start time) of a process from /proc/<pid>/stat.
+pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+impl State {
+    /// The init is alive (not a zombie) and is the process we started.
+    pub fn init_alive(&self) -> bool {
+        matches!(proc_stat(self.pid), Some((s, start)) if start == self.pid_start && s != 'Z' && s != 'X')
+    }
+
+    pub fn status(&self, dir: &Path) -> Status {
+        if !self.init_alive() {
+            Status::Stopped
+        } else if dir.join(EXEC_FIFO).exists() {
+            Status::Created
+        } else if self.cgroup.is_frozen().unwrap_or(false) {
+            Status::Paused
+        } else {
+            Status::Running
+        }
+    }
+}
+
+/// RFC 3339 UTC time with nanoseconds, e.g. 2026-11-23T14:19:02.123456789Z.
+pub fn rfc3339_now() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    rfc3339(now.as_secs() as i64, now.subsec_nanos())
+}
+
+pub fn rfc3339(secs: i64, nanos: u32) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339(1_795_431_600, 5), "2026-11-23T11:00:00.000000005Z");
+        assert_eq!(rfc3339(951_782_400, 0), "2000-02-29T00:00:00.000000000Z");
+    }
+
+    #[test]
+    fn reads_own_stat() {
+        let (state, start) = proc_stat(std::process::id() as i32).unwrap();
+        assert!(state == 'R' || state == 'S');
+        assert!(start > 0);
+    }
+}

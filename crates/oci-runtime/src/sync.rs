@@ -1,0 +1,75 @@
+//! The typed messages the runtime and the container's init exchange over a SEQPACKET socket
+//! pair while the container is created (descriptors travel with them by SCM_RIGHTS).
+
+use std::os::fd::{OwnedFd, RawFd};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Msg {
+    /// Runtime → init: id maps written, cgroup joined, limits set: go on.
+    Go,
+    /// Init → runtime: the container is set up and waits for `start`.
+    Ready,
+    /// Runtime → init: the state is on disk; the runtime may now exit.
+    Committed,
+    /// Intermediate → runtime: the new user namespace exists, write its id maps.
+    MapRequest,
+    /// Runtime → intermediate: the maps are written.
+    MapDone,
+    /// Intermediate → runtime: the init's pidfd is attached.
+    InitPidfd,
+    /// Either direction: what failed.
+    Failed { kind: ErrorKind, message: String, errno: Option<i32> },
+}
+
+pub struct Channel(pub OwnedFd);
+
+impl Channel {
+    pub fn raw(&self) -> RawFd {
+        use std::os::fd::AsRawFd;
+        self.0.as_raw_fd()
+    }
+
+    pub fn send(&self, msg: &Msg) -> Result<()> {
+        self.send_with_fds(msg, &[])
+    }
+
+    pub fn send_with_fds(&self, msg: &Msg, fds: &[RawFd]) -> Result<()> {
+        let bytes = serde_json::to_vec(msg).expect("messages serialise");
+        sys::send_with_fds(self.raw(), &bytes, fds).map_err(|e| Error::from_io(e).context("sync socket"))
+    }
+
+    pub fn send_error(&self, err: &Error) {
+        let _ = self.send(&Msg::Failed { kind: err.kind(), message: err.message().to_string(), errno: err.errno() });
+    }
+
+    /// Receives one message; None when the other side closed without a word.
+    pub fn recv(&self) -> Result<Option<(Msg, Vec<OwnedFd>)>> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let (n, fds) =
+            sys::recv_with_fds(self.raw(), &mut buf).map_err(|e| Error::from_io(e).context("sync socket"))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let msg = serde_json::from_slice(&buf[..n])
+            .map_err(|e| Error::new(ErrorKind::System, format!("sync socket: bad message: {e}")))?;
+        Ok(Some((msg, fds)))
+    }
+
+    /// Waits for the message `is` accepts (`want` names it); a `Failed` message becomes that
+    /// error, EOF an error naming `who`.
+    pub fn expect(&self, want: &str, who: &str, is: impl Fn(&Msg) -> bool) -> Result<Vec<OwnedFd>> {
+        match self.recv()? {
+            Some((Msg::Failed { kind, message, errno }, _)) => Err(Error::from_parts(kind, message, errno)),
+            Some((msg, fds)) if is(&msg) => Ok(fds),
+            Some((msg, _)) => {
+                Err(Error::new(ErrorKind::System, format!("sync socket: expected {want} from {who}, got {msg:?}")))
+            }
+            None => Err(Error::new(ErrorKind::System, format!("{who} exited before {want}"))),
+        }
+    }
+}

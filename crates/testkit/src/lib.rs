@@ -1,0 +1,8 @@
+//! Test support shared by berth's tests, demo and benchmarks: a deterministic busybox root
+//! filesystem from Debian's busybox-static, and OCI bundles around it.
+
+pub mod bundle;
+pub mod rootfs;
+
+pub use bundle::Bundle;
+pub use rootfs::build_busybox_rootfs;
