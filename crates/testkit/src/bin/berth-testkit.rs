@@ -1,12 +1,12 @@
 //! Command-line access to the test kit, for the Makefile's demo and the benchmarks:
 //!   berth-testkit rootfs DIR
-//!   berth-testkit bundle DIR [--rootfs PATH] [--hostname NAME] [--memory BYTES] [--] ARGS...
+//!   berth-testkit bundle DIR [--rootfs PATH] [--hostname NAME] [--memory BYTES] [--cgroups-path PATH] [--] ARGS...
 
 use std::path::PathBuf;
 use std::process::exit;
 
 fn usage() -> ! {
-    eprintln!("usage: berth-testkit rootfs DIR\n       berth-testkit bundle DIR [--rootfs PATH] [--hostname NAME] [--memory BYTES] [--] ARGS...");
+    eprintln!("usage: berth-testkit rootfs DIR\n       berth-testkit bundle DIR [--rootfs PATH] [--hostname NAME] [--memory BYTES] [--cgroups-path PATH] [--] ARGS...");
     exit(2);
 }
 
@@ -23,12 +23,14 @@ fn main() {
             let mut rootfs = None;
             let mut hostname = None;
             let mut memory = None;
+            let mut cgroups_path = None;
             let mut program = Vec::new();
             while let Some(a) = rest.next() {
                 match a.as_str() {
                     "--rootfs" => rootfs = rest.next().cloned(),
                     "--hostname" => hostname = rest.next().cloned(),
                     "--memory" => memory = rest.next().and_then(|m| m.parse::<i64>().ok()),
+                    "--cgroups-path" => cgroups_path = rest.next().cloned(),
                     "--" => {
                         program.extend(rest.by_ref().cloned());
                     }
@@ -46,6 +48,9 @@ fn main() {
             built.and_then(|mut b| {
                 if let Some(h) = hostname {
                     b.config["hostname"] = h.into();
+                }
+                if let Some(p) = cgroups_path {
+                    b.config["linux"]["cgroupsPath"] = p.into();
                 }
                 if let Some(m) = memory {
                     b.config["linux"]["resources"]["memory"] = serde_json::json!({ "limit": m });

@@ -1,0 +1,37 @@
+# berth: `make demo` runs a real container; `make test` is everything CI checks.
+# Both install missing Debian packages first (tools/install-deps.sh, as root).
+
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all deps build demo test test-unit test-v2 lint bench clean
+
+all: build
+
+deps:
+	./tools/install-deps.sh
+
+build: deps
+	$(CARGO) build --release --workspace --bins
+
+demo: build
+	./tools/demo.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Unit and integration tests (real containers, as root, in temp roots), then the cgroup v2
+# tests inside a pure-cgroup-v2 guest.
+test: deps lint
+	$(CARGO) test --workspace
+	./tools/test-cgroup2.sh
+
+test-v2: deps
+	./tools/test-cgroup2.sh
+
+bench: build
+	./bench/run.sh
+
+clean:
+	$(CARGO) clean
