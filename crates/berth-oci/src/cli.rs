@@ -22,8 +22,8 @@ pub struct Cli {
     /// Manage cgroups through systemd (not supported yet: a clear error).
     #[arg(long, global = true)]
     pub systemd_cgroup: bool,
-    /// Rootless mode: auto, true or false.
-    #[arg(long, global = true, value_name = "VALUE", default_missing_value = "true", num_args = 0..=1)]
+    /// Rootless mode: auto, true or false (before the command, as with runc).
+    #[arg(long, value_name = "VALUE", default_missing_value = "true", num_args = 0..=1, require_equals = true)]
     pub rootless: Option<String>,
     /// Path to criu (only used by checkpoint/restore, which berth-oci does not offer).
     #[arg(long, global = true, value_name = "PATH", hide = true)]
@@ -215,6 +215,6 @@ pub struct SpecArgs {
     #[arg(short, long, value_name = "DIR")]
     pub bundle: Option<PathBuf>,
     /// A configuration for an unprivileged user (user namespace, no network namespace).
-    #[arg(long)]
+    #[arg(long = "rootless", id = "spec_rootless")]
     pub rootless: bool,
 }

@@ -152,8 +152,9 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
         sys::set_cloexec(fd, false).with_ctx(|| format!("--preserve-fds: descriptor {fd}"))?;
     }
     sys::cloexec_from(preserved_end).ctx("closing the runtime's descriptors on exec")?;
-    // Changing credentials cleared the death signal; the runtime must still hear from us.
-    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).ctx("PR_SET_PDEATHSIG")?;
+    // From here the runtime may exit at any moment (after Committed): the death signal would
+    // kill us then. Should it die before Committed instead, the sync socket reads EOF and we exit.
+    sys::prctl(libc::PR_SET_PDEATHSIG, 0).ctx("PR_SET_PDEATHSIG")?;
     Ok(Ready { executable })
 }
 
@@ -168,9 +169,6 @@ fn finish(plan: &InitPlan, fds: InitFds, ready: Ready) -> Error {
     if let Err(e) = fds.sync.expect("Committed", "berth-oci", |m| matches!(m, Msg::Committed)) {
         // The runtime failed after we were ready and is tearing the container down.
         return e;
-    }
-    if let Err(e) = sys::prctl(libc::PR_SET_PDEATHSIG, 0) {
-        return e.into();
     }
     drop(fds.sync);
     if plan.process.no_new_privileges {

@@ -380,7 +380,8 @@ pub fn clone3(flags: u64, cgroup_fd: Option<RawFd>) -> io::Result<Forked> {
     let mut args: libc::clone_args = unsafe { zeroed() };
     args.flags = flags | libc::CLONE_PIDFD as u64;
     args.pidfd = &mut pidfd as *mut RawFd as u64;
-    args.exit_signal = libc::SIGCHLD as u64;
+    // With CLONE_PARENT the child inherits our exit signal, and clone3 insists on 0 here.
+    args.exit_signal = if flags & libc::CLONE_PARENT as u64 != 0 { 0 } else { libc::SIGCHLD as u64 };
     if let Some(fd) = cgroup_fd {
         const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
         args.flags |= CLONE_INTO_CGROUP;

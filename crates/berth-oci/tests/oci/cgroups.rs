@@ -1,0 +1,236 @@
+//! linux.resources on the host's cgroups (v1 + hybrid here; pure v2 in tools/test-cgroup2.sh),
+//! checked in the cgroup files and by what the container can and cannot do.
+
+use serde_json::json;
+
+use crate::support::*;
+
+fn file(c: &Ctr, hierarchy: &str, name: &str) -> String {
+    read(c.cgroup_dir(hierarchy).join(name)).trim().to_string()
+}
+
+pub fn memory() {
+    let mut c = Ctr::new("memory", &["sleep", "1000"]);
+    if is_cgroup2() {
+        c.config()["linux"]["resources"]["memory"] = json!({"limit": 64 << 20, "reservation": 32 << 20});
+        c.create();
+        assert_eq!(file(&c, "", "memory.max"), (64u64 << 20).to_string());
+        assert_eq!(file(&c, "", "memory.low"), (32u64 << 20).to_string());
+        c.delete();
+        // What v2 cannot do is refused, naming the field.
+        let mut s = Ctr::new("memoryv2swappiness", &["true"]);
+        s.config()["linux"]["resources"]["memory"] = json!({"limit": 64 << 20, "swappiness": 10});
+        let out = s.create_raw().failed("swappiness on v2");
+        assert_contains(&out.stderr, "memory.swappiness");
+        s.assert_gone();
+    } else {
+        c.config()["linux"]["resources"]["memory"] = json!({
+            "limit": 64 << 20, "reservation": 32 << 20, "swap": 128 << 20, "swappiness": 10, "disableOOMKiller": false
+        });
+        c.create();
+        assert_eq!(file(&c, "memory", "memory.limit_in_bytes"), (64u64 << 20).to_string());
+        assert_eq!(file(&c, "memory", "memory.soft_limit_in_bytes"), (32u64 << 20).to_string());
+        assert_eq!(file(&c, "memory", "memory.memsw.limit_in_bytes"), (128u64 << 20).to_string());
+        assert_eq!(file(&c, "memory", "memory.swappiness"), "10");
+        assert!(file(&c, "memory", "memory.oom_control").contains("oom_kill_disable 0"));
+        c.delete();
+    }
+    c.assert_gone();
+    // The limit is real: a process going past it is OOM-killed.
+    let mut oom = Ctr::new("oom", &["sh", "-c", "x=$(head -c 200m /dev/zero | tr '\\0' a); echo survived"]);
+    oom.config()["linux"]["resources"]["memory"] = json!({"limit": 16 << 20});
+    let out = oom.run();
+    assert_eq!(out.code, 137, "expected an OOM kill: {out:?}");
+    assert!(!out.stdout.contains("survived"));
+}
+
+pub fn cpu() {
+    let mut c = Ctr::new("cpu", &["sleep", "1000"]);
+    c.config()["linux"]["resources"]["cpu"] =
+        json!({"shares": 512, "quota": 50000, "period": 100000, "cpus": "0", "mems": "0"});
+    c.create();
+    if is_cgroup2() {
+        assert_eq!(file(&c, "", "cpu.weight"), "20");
+        assert_eq!(file(&c, "", "cpu.max"), "50000 100000");
+        assert_eq!(file(&c, "", "cpuset.cpus"), "0");
+        assert_eq!(file(&c, "", "cpuset.mems"), "0");
+    } else {
+        assert_eq!(file(&c, "cpu", "cpu.shares"), "512");
+        assert_eq!(file(&c, "cpu", "cpu.cfs_quota_us"), "50000");
+        assert_eq!(file(&c, "cpu", "cpu.cfs_period_us"), "100000");
+        assert_eq!(file(&c, "cpuset", "cpuset.cpus"), "0");
+        assert_eq!(file(&c, "cpuset", "cpuset.mems"), "0");
+    }
+    // The container runs only on CPU 0.
+    let pid = c.pid();
+    assert_contains(&read(format!("/proc/{pid}/status")), "Cpus_allowed_list:\t0\n");
+    c.delete();
+    c.assert_gone();
+
+    // Real-time CPU time: the period is set; a runtime the parent cannot grant is refused.
+    let mut rt = Ctr::new("cpurt", &["true"]);
+    rt.config()["linux"]["resources"]["cpu"] = json!({"realtimePeriod": 500000, "realtimeRuntime": 100000});
+    let out = rt.create_raw().failed("real-time runtime without a budget in the parent");
+    assert_contains(&out.stderr, "cpu.realtime");
+    rt.assert_gone();
+}
+
+pub fn pids_limit_stops_forks() {
+    let mut c = Ctr::new("pids", &["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sleep 5 & done 2>&1; echo done"]);
+    c.config()["linux"]["resources"]["pids"] = json!({"limit": 4});
+    let out = c.run();
+    assert_contains(&format!("{}{}", out.stdout, out.stderr), "fork");
+    let mut d = Ctr::new("pidsfile", &["sleep", "1000"]);
+    d.config()["linux"]["resources"]["pids"] = json!({"limit": 4});
+    d.create();
+    assert_eq!(file(&d, "pids", "pids.max"), "4");
+}
+
+/// major:minor of a block device this host has.
+fn some_block_device() -> String {
+    let mut devs: Vec<String> = std::fs::read_dir("/sys/dev/block")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    devs.sort();
+    devs.into_iter().next().expect("a block device")
+}
+
+pub fn block_io() {
+    let dev = some_block_device();
+    let (major, minor) = dev.split_once(':').unwrap();
+    let (major, minor): (u64, u64) = (major.parse().unwrap(), minor.parse().unwrap());
+    let mut c = Ctr::new("blkio", &["sleep", "1000"]);
+    c.config()["linux"]["resources"]["blockIO"] = json!({
+        "throttleReadBpsDevice": [{"major": major, "minor": minor, "rate": 1048576}],
+        "throttleWriteIOPSDevice": [{"major": major, "minor": minor, "rate": 100}]
+    });
+    c.create();
+    if is_cgroup2() {
+        let max = file(&c, "", "io.max");
+        assert_contains(&max, &format!("{dev} rbps=1048576"));
+        assert_contains(&max, "wiops=100");
+    } else {
+        assert_eq!(file(&c, "blkio", "blkio.throttle.read_bps_device"), format!("{dev} 1048576"));
+        assert_eq!(file(&c, "blkio", "blkio.throttle.write_iops_device"), format!("{dev} 100"));
+    }
+    c.delete();
+    // A weight: set where the I/O scheduler supports it, else a clear error naming the field.
+    let mut w = Ctr::new("blkioweight", &["sleep", "1000"]);
+    w.config()["linux"]["resources"]["blockIO"] = json!({"weight": 500});
+    let out = w.create_raw();
+    if out.code == 0 {
+        let dir = w.cgroup_dir("blkio");
+        let set = ["blkio.weight", "blkio.bfq.weight", "io.weight", "io.bfq.weight"]
+            .iter()
+            .any(|f| std::fs::read_to_string(dir.join(f)).is_ok_and(|v| v.contains("500") || v.contains("4950")));
+        assert!(set, "blockIO.weight was accepted but not written");
+    } else {
+        assert_contains(&out.stderr, "blockIO.weight");
+        w.assert_gone();
+    }
+}
+
+pub fn hugepage_limits() {
+    let mut c = Ctr::new("hugetlb", &["sleep", "1000"]);
+    c.config()["linux"]["resources"]["hugepageLimits"] = json!([{"pageSize": "2MB", "limit": 4194304}]);
+    c.create();
+    let dir = if is_cgroup2() {
+        c.cgroup_dir("")
+    } else if c.cgroup_dir("hugetlb").exists() {
+        c.cgroup_dir("hugetlb")
+    } else {
+        c.cgroup_dir("unified")
+    };
+    let value = std::fs::read_to_string(dir.join("hugetlb.2MB.max"))
+        .or_else(|_| std::fs::read_to_string(dir.join("hugetlb.2MB.limit_in_bytes")))
+        .unwrap();
+    assert_eq!(value.trim(), "4194304");
+    c.delete();
+    let mut bad = Ctr::new("hugetlbbad", &["true"]);
+    bad.config()["linux"]["resources"]["hugepageLimits"] = json!([{"pageSize": "3MB", "limit": 4194304}]);
+    let out = bad.create_raw().failed("unknown page size");
+    assert_contains(&out.stderr, "hugepageLimits[0].pageSize");
+    assert_contains(&out.stderr, "2MB");
+    bad.assert_gone();
+}
+
+pub fn devices_rules() {
+    let mut c = Ctr::new("devrules", &["sh", "-c", "head -c 1 /dev/zero >/dev/null 2>&1 && echo zero-ok || echo zero-denied; echo x > /dev/null && echo null-ok"]);
+    // The default spec denies everything; the runtime allows its own devices; this denies zero.
+    c.config()["linux"]["resources"]["devices"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"allow": false, "type": "c", "major": 1, "minor": 5, "access": "rwm"}));
+    let out = c.output();
+    // The runtime's own rules come after the spec's (as runc): /dev/zero is one of them.
+    assert_contains(&out, "null-ok");
+    assert_contains(&out, "zero-ok");
+
+    // Without the runtime's rule for it, a device the container was not given is denied.
+    let mut d = Ctr::new("devdeny", &["sh", "-c", "mknod /tmp/disk b 7 0 2>&1; echo end"]);
+    d.config()["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
+    d.config()["process"]["capabilities"]["bounding"].as_array_mut().unwrap().push(json!("CAP_MKNOD"));
+    d.config()["process"]["capabilities"]["effective"].as_array_mut().unwrap().push(json!("CAP_MKNOD"));
+    d.config()["process"]["capabilities"]["permitted"].as_array_mut().unwrap().push(json!("CAP_MKNOD"));
+    let out = d.output();
+    assert_contains(&out, "Operation not permitted");
+    if !is_cgroup2() {
+        let e = Ctr::new("devlist", &["sleep", "1000"]);
+        e.create();
+        let list = file(&e, "devices", "devices.list");
+        assert!(!list.contains("a *:* rwm"), "deny-all not applied: {list}");
+        assert_contains(&list, "c 1:3 rwm");
+        assert_contains(&list, "c 136:* rwm");
+    }
+}
+
+pub fn unified_resources() {
+    let mut c = Ctr::new("unified", &["sleep", "1000"]);
+    c.config()["linux"]["resources"]["unified"] = json!({"cgroup.max.descendants": "3"});
+    c.create();
+    let dir = if is_cgroup2() { c.cgroup_dir("") } else { c.cgroup_dir("unified") };
+    assert_eq!(read(dir.join("cgroup.max.descendants")).trim(), "3");
+    c.delete();
+    let mut bad = Ctr::new("unifiedbad", &["true"]);
+    bad.config()["linux"]["resources"]["unified"] = json!({"../escape": "1"});
+    let out = bad.create_raw().failed("unified key with a path");
+    assert_contains(&out.stderr, "unified.../escape");
+    bad.assert_gone();
+}
+
+pub fn relative_cgroups_path() {
+    let rel = format!("berth-rel-{}/inner", std::process::id());
+    let mut c = Ctr::new("relcgroup", &["sleep", "1000"]);
+    c.config()["linux"]["cgroupsPath"] = json!(rel);
+    let pid = c.create();
+    let own = read("/proc/self/cgroup");
+    let theirs = read(format!("/proc/{pid}/cgroup"));
+    for (mine, line) in own.lines().zip(theirs.lines()) {
+        let base = mine.rsplit(':').next().unwrap().trim_end_matches('/');
+        let want = format!("{base}/{rel}");
+        assert!(line.ends_with(&want), "{line} should be below this process's cgroup ({want})");
+    }
+    c.delete();
+    assert!(processes_in_cgroups(&rel).is_empty());
+    for line in own.lines() {
+        let base = line.rsplit(':').next().unwrap();
+        let ctrl = line.split(':').nth(1).unwrap();
+        let h = if is_cgroup2() {
+            String::new()
+        } else if ctrl.is_empty() {
+            "unified".into()
+        } else {
+            ctrl.trim_start_matches("name=").to_string()
+        };
+        let parent = std::path::Path::new("/sys/fs/cgroup")
+            .join(h)
+            .join(base.trim_start_matches('/'))
+            .join(format!("berth-rel-{}", std::process::id()));
+        assert!(!parent.exists(), "{} remains", parent.display());
+    }
+}

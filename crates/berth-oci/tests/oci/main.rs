@@ -1,0 +1,100 @@
+//! berth-oci's integration suite: real containers from the busybox bundle, driven through the
+//! runc-compatible command line, as root, in a temp directory. The suite ends by checking that
+//! nothing (mounts, cgroups, processes, state) was left behind.
+//!
+//! `cargo test --test oci -- FILTER` runs a subset; tools/test-cgroup2.sh runs the cgroup and
+//! lifecycle tests inside a pure cgroup v2 guest.
+
+mod cgroups;
+mod errors;
+mod isolation;
+mod lifecycle;
+mod support;
+
+use libtest_mimic::{Arguments, Trial};
+
+macro_rules! trials {
+    ($($module:ident :: $name:ident),* $(,)?) => {
+        vec![$(Trial::test(concat!(stringify!($module), "::", stringify!($name)), || {
+            $module::$name();
+            Ok(())
+        })),*]
+    };
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("berth-oci's integration tests run real containers and must run as root");
+        std::process::exit(1);
+    }
+    let tests = trials![
+        lifecycle::create_start_state_delete,
+        lifecycle::init_waits_for_start,
+        lifecycle::run_returns_exit_codes,
+        lifecycle::run_never_misses_a_fast_exit,
+        lifecycle::run_forwards_signals,
+        lifecycle::run_detach_and_keep,
+        lifecycle::kill_signals_and_all,
+        lifecycle::delete_needs_force_while_running,
+        lifecycle::pause_and_resume,
+        lifecycle::list_table_and_json,
+        lifecycle::ps_lists_container_processes,
+        lifecycle::events_stats_report_usage,
+        lifecycle::update_changes_limits,
+        lifecycle::pid_file_and_annotations,
+        lifecycle::terminal_over_console_socket,
+        lifecycle::preserve_fds,
+        lifecycle::spec_and_features,
+        lifecycle::log_json_records_errors,
+        lifecycle::no_pivot,
+        isolation::namespaces_are_new,
+        isolation::namespaces_joined_by_path,
+        isolation::user_namespace_with_mappings,
+        isolation::user_namespace_joined_by_path,
+        isolation::time_namespace_offsets,
+        isolation::hostname_and_domainname,
+        isolation::sysctl_in_the_container_namespaces,
+        isolation::process_user_and_umask,
+        isolation::rlimits,
+        isolation::no_new_privileges_and_capabilities,
+        isolation::oom_score_adj,
+        isolation::root_readonly_and_propagation,
+        isolation::mounts_and_options,
+        isolation::bind_mounts,
+        isolation::cgroup_mount_shows_own_cgroup,
+        isolation::default_devices_and_links,
+        isolation::spec_devices,
+        isolation::masked_and_readonly_paths,
+        cgroups::memory,
+        cgroups::cpu,
+        cgroups::pids_limit_stops_forks,
+        cgroups::block_io,
+        cgroups::hugepage_limits,
+        cgroups::devices_rules,
+        cgroups::unified_resources,
+        cgroups::relative_cgroups_path,
+        errors::malformed_config_names_the_json_path,
+        errors::missing_rootfs_and_relative_paths,
+        errors::bad_namespaces,
+        errors::container_ids,
+        errors::unsupported_fields_are_named,
+        errors::mount_destination_escaping_the_rootfs,
+        errors::failed_creates_leave_nothing,
+        errors::host_limits_fail_clearly,
+    ];
+    support::init();
+    let conclusion = libtest_mimic::run(&args, tests);
+    let leaks = support::check_leaks();
+    if leaks.is_empty() {
+        support::cleanup_suite_dir();
+    } else {
+        eprintln!("LEAKS after the suite (it left these behind):");
+        for l in &leaks {
+            eprintln!("  {l}");
+        }
+        std::process::exit(1);
+    }
+    conclusion.exit();
+}

@@ -1,0 +1,395 @@
+//! The harness: a suite directory with one shared busybox rootfs, a reaper (the harness is the
+//! subreaper of every container it starts), command helpers, and the leak check that ends the
+//! suite.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use berth_testkit::Bundle;
+use serde_json::Value;
+
+pub struct Suite {
+    pub dir: PathBuf,
+    pub rootfs: PathBuf,
+    /// Every test container's cgroup lives under /<cgroup_prefix>/ in each hierarchy.
+    pub cgroup_prefix: String,
+    pub bin: PathBuf,
+}
+
+static SUITE: OnceLock<Suite> = OnceLock::new();
+
+pub fn suite() -> &'static Suite {
+    SUITE.get().expect("suite initialised in main")
+}
+
+pub fn init() {
+    let pid = std::process::id();
+    let dir = std::env::temp_dir().join(format!("berth-oci-test-{pid}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rootfs = dir.join("rootfs");
+    build_rootfs(&rootfs);
+    let suite = Suite {
+        dir,
+        rootfs,
+        cgroup_prefix: format!("berth-test-{pid}"),
+        bin: PathBuf::from(env!("CARGO_BIN_EXE_berth-oci")),
+    };
+    SUITE.set(suite).ok().expect("init once");
+    // Containers whose runtime exits (create, run -d) are re-parented to us: we reap them.
+    // SAFETY: plain prctl.
+    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }, 0);
+    std::thread::spawn(reaper);
+}
+
+/// Builds a busybox rootfs. It runs `busybox --list` through std's Command, which waits for its
+/// own child: the reaper must not take that child first.
+pub fn build_rootfs(dest: &Path) {
+    let _g = SPAWN_LOCK.lock().unwrap();
+    berth_testkit::build_busybox_rootfs(dest).expect("building the busybox rootfs (is busybox-static installed?)");
+}
+
+// ------------------------------------------------------------------------------------- reaping
+
+/// Held while spawning, so the reaper cannot reap a new child before its pid is registered.
+static SPAWN_LOCK: Mutex<()> = Mutex::new(());
+static REAPED: Mutex<Option<HashMap<u32, std::process::ExitStatus>>> = Mutex::new(None);
+static REAPED_CV: Condvar = Condvar::new();
+
+fn reaper() {
+    loop {
+        // SAFETY: waitid with WNOWAIT only reports which child is waitable.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if r != 0 {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let pid = unsafe { info.si_pid() };
+        let _g = SPAWN_LOCK.lock().unwrap();
+        let mut status = 0;
+        // SAFETY: reaping the child waitid reported.
+        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+            let mut map = REAPED.lock().unwrap();
+            map.get_or_insert_with(HashMap::new).insert(pid as u32, std::process::ExitStatus::from_raw(status));
+            REAPED_CV.notify_all();
+        }
+    }
+}
+
+fn wait_reaped(pid: u32, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    let mut map = REAPED.lock().unwrap();
+    loop {
+        if let Some(s) = map.get_or_insert_with(HashMap::new).remove(&pid) {
+            return Some(s);
+        }
+        let left = deadline.checked_duration_since(Instant::now())?;
+        map = REAPED_CV.wait_timeout(map, left).unwrap().0;
+    }
+}
+
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn ok(self, what: &str) -> Output {
+        assert_eq!(self.code, 0, "{what} failed: stdout: {} stderr: {}", self.stdout, self.stderr);
+        self
+    }
+
+    pub fn failed(self, what: &str) -> Output {
+        assert_ne!(self.code, 0, "{what} should have failed: stdout: {} stderr: {}", self.stdout, self.stderr);
+        self
+    }
+}
+
+/// A spawned process whose exit the reaper reports. Its stdout and stderr go to files, not
+/// pipes: a container started by `create` inherits them and may keep them open long after the
+/// runtime exits.
+pub struct Spawned {
+    pub pid: u32,
+    out_path: PathBuf,
+    err_path: PathBuf,
+}
+
+static OUTPUT_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub fn spawn(cmd: &mut Command, stdin: Option<Vec<u8>>) -> Spawned {
+    let n = OUTPUT_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out_path = suite().dir.join(format!(".out-{n}"));
+    let err_path = suite().dir.join(format!(".err-{n}"));
+    let out = std::fs::File::create(&out_path).unwrap();
+    let err = std::fs::File::create(&err_path).unwrap();
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(out).stderr(err);
+    let mut child = {
+        let _g = SPAWN_LOCK.lock().unwrap();
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        // A stale entry for a reused pid belongs to an earlier process.
+        REAPED.lock().unwrap().get_or_insert_with(HashMap::new).remove(&child.id());
+        child
+    };
+    if let Some(data) = stdin {
+        let mut input = child.stdin.take().unwrap();
+        std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+    }
+    Spawned { pid: child.id(), out_path, err_path }
+}
+
+impl Spawned {
+    pub fn wait(self, timeout: Duration) -> Output {
+        let Some(status) = wait_reaped(self.pid, timeout) else {
+            // SAFETY: our own child, by pid.
+            unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+            let _ = wait_reaped(self.pid, Duration::from_secs(10));
+            panic!("process {} did not finish within {timeout:?}", self.pid);
+        };
+        let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        let stdout = std::fs::read_to_string(&self.out_path).unwrap_or_default();
+        let stderr = std::fs::read_to_string(&self.err_path).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.out_path);
+        let _ = std::fs::remove_file(&self.err_path);
+        Output { code, stdout, stderr }
+    }
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    spawn(cmd, None).wait(Duration::from_secs(60))
+}
+
+// ------------------------------------------------------------------------------------- containers
+
+pub struct Ctr {
+    pub id: String,
+    pub root: PathBuf,
+    pub dir: PathBuf,
+    pub bundle: Bundle,
+}
+
+fn test_dir(name: &str) -> PathBuf {
+    let d = suite().dir.join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+impl Ctr {
+    /// A container on the suite's shared (read-only) rootfs, in its own cgroup.
+    pub fn new(name: &str, args: &[&str]) -> Ctr {
+        let dir = test_dir(name);
+        let mut bundle = Bundle::with_rootfs(&dir.join("bundle"), suite().rootfs.to_str().unwrap(), args);
+        let id = format!("t{}-{name}", std::process::id());
+        bundle.config["linux"]["cgroupsPath"] = Value::String(format!("/{}/{id}", suite().cgroup_prefix));
+        Ctr { id, root: dir.join("state"), dir, bundle }
+    }
+
+    /// A container with a rootfs of its own, for tests that change the rootfs.
+    pub fn with_own_rootfs(name: &str, args: &[&str]) -> Ctr {
+        let mut c = Ctr::new(name, args);
+        let rootfs = c.dir.join("rootfs");
+        build_rootfs(&rootfs);
+        c.bundle.config["root"]["path"] = Value::String(rootfs.to_str().unwrap().to_string());
+        c.bundle.config["root"]["readonly"] = Value::Bool(false);
+        c
+    }
+
+    pub fn config(&mut self) -> &mut Value {
+        &mut self.bundle.config
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.bundle.rootfs()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&suite().bin);
+        cmd.arg("--root").arg(&self.root).args(args);
+        cmd
+    }
+
+    pub fn oci(&self, args: &[&str]) -> Output {
+        run(&mut self.command(args))
+    }
+
+    pub fn create_raw(&self) -> Output {
+        self.bundle.write().unwrap();
+        self.oci(&["create", "--bundle", self.bundle.dir.to_str().unwrap(), &self.id])
+    }
+
+    pub fn create(&self) -> i32 {
+        self.create_raw().ok("create");
+        self.pid()
+    }
+
+    pub fn start(&self) {
+        self.oci(&["start", &self.id]).ok("start");
+    }
+
+    pub fn state(&self) -> Value {
+        let out = self.oci(&["state", &self.id]).ok("state");
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("state JSON: {e}: {}", out.stdout))
+    }
+
+    pub fn status(&self) -> String {
+        self.state()["status"].as_str().unwrap().to_string()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.state()["pid"].as_i64().unwrap() as i32
+    }
+
+    /// `run` in the foreground: the container's output and exit code.
+    pub fn run(&self) -> Output {
+        self.bundle.write().unwrap();
+        self.oci(&["run", "--bundle", self.bundle.dir.to_str().unwrap(), &self.id])
+    }
+
+    /// Runs the container and returns its stdout, asserting success.
+    pub fn output(&self) -> String {
+        self.run().ok("run").stdout
+    }
+
+    pub fn delete(&self) {
+        self.oci(&["delete", "--force", &self.id]).ok("delete");
+    }
+
+    /// The container's cgroup directory in a v1 hierarchy (or the unified one).
+    pub fn cgroup_dir(&self, hierarchy: &str) -> PathBuf {
+        let rel = self.bundle.config["linux"]["cgroupsPath"].as_str().unwrap().trim_start_matches('/');
+        if is_cgroup2() {
+            Path::new("/sys/fs/cgroup").join(rel)
+        } else {
+            Path::new("/sys/fs/cgroup").join(hierarchy).join(rel)
+        }
+    }
+
+    /// Waits until the status is `want` (the container acts on its own; while `run` is still
+    /// creating it, `state` says so and is asked again).
+    pub fn wait_status(&self, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.oci(&["state", &self.id]);
+            let s = if out.code == 0 {
+                serde_json::from_str::<Value>(&out.stdout).unwrap()["status"].as_str().unwrap().to_string()
+            } else {
+                out.stderr.trim().to_string()
+            };
+            if s == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "container {} stayed {s}, expected {want}", self.id);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Asserts nothing of this container remains: state, cgroups, processes, mounts.
+    pub fn assert_gone(&self) {
+        assert!(!self.root.join(&self.id).exists(), "state directory of {} remains", self.id);
+        for h in hierarchies() {
+            let d = self.cgroup_dir(&h);
+            assert!(!d.exists(), "cgroup {} remains", d.display());
+        }
+        assert!(processes_in_cgroups(&self.id).is_empty(), "processes of {} remain", self.id);
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(self.dir.to_str().unwrap()), "mounts of {} remain", self.id);
+    }
+}
+
+impl Drop for Ctr {
+    fn drop(&mut self) {
+        let _ = run(&mut self.command(&["delete", "--force", &self.id]));
+    }
+}
+
+pub fn is_cgroup2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// Hierarchy directory names under /sys/fs/cgroup ("" on pure v2).
+pub fn hierarchies() -> Vec<String> {
+    if is_cgroup2() {
+        return vec![String::new()];
+    }
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        if e.path().join("cgroup.procs").exists() {
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+/// Pids of processes whose cgroup path mentions `needle`.
+pub fn processes_in_cgroups(needle: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        // A zombie (exited, not yet reaped by the harness) holds nothing.
+        if oci_runtime::state::proc_stat(pid).is_none_or(|(s, _)| s == 'Z') {
+            continue;
+        }
+        if let Ok(cg) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) {
+            if cg.contains(needle) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// The suite's closing check: nothing any test started or made remains on the host.
+pub fn check_leaks() -> Vec<String> {
+    let s = suite();
+    let mut leaks = Vec::new();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for line in mounts.lines().filter(|l| l.contains(s.dir.to_str().unwrap())) {
+        leaks.push(format!("mount: {line}"));
+    }
+    for pid in processes_in_cgroups(&s.cgroup_prefix) {
+        leaks.push(format!("process {pid} in a test cgroup"));
+    }
+    for h in hierarchies() {
+        let parent = Path::new("/sys/fs/cgroup").join(&h).join(&s.cgroup_prefix);
+        if let Ok(entries) = std::fs::read_dir(&parent) {
+            for e in entries.flatten().filter(|e| e.path().is_dir()) {
+                leaks.push(format!("cgroup {}", e.path().display()));
+            }
+            // The per-suite parent directories are the harness's to remove.
+            let _ = std::fs::remove_dir(&parent);
+        }
+    }
+    for e in std::fs::read_dir(&s.dir).unwrap().flatten() {
+        let state = e.path().join("state");
+        if let Ok(entries) = std::fs::read_dir(&state) {
+            for c in entries.flatten() {
+                leaks.push(format!("state directory {}", c.path().display()));
+            }
+        }
+    }
+    leaks
+}
+
+pub fn cleanup_suite_dir() {
+    let _ = std::fs::remove_dir_all(&suite().dir);
+}
+
+// ------------------------------------------------------------------------------------- helpers
+
+pub fn read(path: impl AsRef<Path>) -> String {
+    std::fs::read_to_string(path.as_ref()).unwrap_or_else(|e| panic!("{}: {e}", path.as_ref().display()))
+}
+
+#[track_caller]
+pub fn assert_contains(haystack: &str, needle: &str) {
+    assert!(haystack.contains(needle), "expected {needle:?} in:\n{haystack}");
+}
