@@ -186,6 +186,7 @@ pub(super) fn compile(rules: &[DeviceRule]) -> Vec<Insn> {
         if let Some(minor) = rule.minor {
             checks.push(vec![jne_imm(R6, minor as i32, 0)]);
         }
+        let matches_everything = checks.is_empty();
         let mut block: Vec<Insn> = checks.into_iter().flatten().collect();
         block.push(mov64_imm(R0, rule.allow as i32));
         block.push(exit());
@@ -197,6 +198,10 @@ pub(super) fn compile(rules: &[DeviceRule]) -> Vec<Insn> {
             }
         }
         prog.extend(block);
+        // The verifier refuses unreachable code: nothing after a rule that always matches.
+        if matches_everything {
+            return prog;
+        }
     }
     prog.push(mov64_imm(R0, 1));
     prog.push(exit());
@@ -352,6 +357,39 @@ mod tests {
         assert_eq!(run(&p, DEVCG_DEV_CHAR, DEVCG_ACC_READ | DEVCG_ACC_WRITE, 136, 7), 1, "pts rw");
         assert_eq!(run(&p, DEVCG_DEV_CHAR, DEVCG_ACC_MKNOD, 136, 7), 0, "pts mknod not granted");
         assert_eq!(run(&p, DEVCG_DEV_BLOCK, DEVCG_ACC_READ, 8, 0), 0, "disk denied");
+    }
+
+    /// Every instruction can be reached (the kernel's verifier refuses a program otherwise).
+    fn assert_all_reachable(prog: &[Insn]) {
+        let mut seen = vec![false; prog.len()];
+        let mut todo = vec![0usize];
+        while let Some(pc) = todo.pop() {
+            if pc >= prog.len() || seen[pc] {
+                continue;
+            }
+            seen[pc] = true;
+            match prog[pc].code {
+                0x95 => {}
+                0x55 | 0x5d => todo.extend([pc + 1, pc + 1 + prog[pc].off as usize]),
+                _ => todo.push(pc + 1),
+            }
+        }
+        assert!(seen.iter().all(|s| *s), "unreachable instructions: {seen:?}");
+    }
+
+    #[test]
+    fn programs_have_no_unreachable_code() {
+        let deny_all = DeviceRule { allow: false, kind: 'a', major: None, minor: None, access: "rwm".into() };
+        assert_all_reachable(&compile(&[deny_all.clone()]));
+        assert_all_reachable(&compile(&[deny_all.clone(), DeviceRule::allow('c', 1, Some(3), "rwm")]));
+        assert_all_reachable(&compile(&[DeviceRule::allow('c', 1, Some(3), "rwm")]));
+        assert_all_reachable(&compile(&[]));
+        // A wildcard in the middle hides the rules before it.
+        let p =
+            compile(&[DeviceRule::allow('c', 1, Some(3), "r"), deny_all, DeviceRule::allow('c', 1, Some(5), "rwm")]);
+        assert_all_reachable(&p);
+        assert_eq!(run(&p, DEVCG_DEV_CHAR, DEVCG_ACC_READ, 1, 3), 0);
+        assert_eq!(run(&p, DEVCG_DEV_CHAR, DEVCG_ACC_READ, 1, 5), 1);
     }
 
     #[test]
