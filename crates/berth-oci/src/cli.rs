@@ -35,6 +35,60 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Rewrites what Go's flag package accepts and clap does not, as runc's callers send it:
+/// single-dash long options (`-root X`, `-no-subreaper`) and boolean flags with a value
+/// (`--no-pivot=false`, `--detach=true`).
+pub fn normalize_args(command: &clap::Command, args: Vec<String>) -> Vec<String> {
+    use std::collections::HashSet;
+    fn collect(cmd: &clap::Command, longs: &mut HashSet<String>, bools: &mut HashSet<String>) {
+        for arg in cmd.get_arguments() {
+            if let Some(long) = arg.get_long() {
+                longs.insert(long.to_string());
+                if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+                    bools.insert(long.to_string());
+                }
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            collect(sub, longs, bools);
+        }
+    }
+    let (mut longs, mut bools) = (HashSet::new(), HashSet::new());
+    collect(command, &mut longs, &mut bools);
+    let mut out = Vec::with_capacity(args.len());
+    let mut options_ended = false;
+    for (i, arg) in args.into_iter().enumerate() {
+        if i == 0 || options_ended || !arg.starts_with('-') {
+            out.push(arg);
+            continue;
+        }
+        if arg == "--" {
+            options_ended = true;
+            out.push(arg);
+            continue;
+        }
+        let mut arg = arg;
+        if !arg.starts_with("--") && arg.len() > 2 {
+            let name = arg[1..].split('=').next().unwrap_or_default();
+            if longs.contains(name) {
+                arg.insert(0, '-');
+            }
+        }
+        if let Some((name, value)) = arg.strip_prefix("--").and_then(|a| a.split_once('=')) {
+            if bools.contains(name) {
+                match value {
+                    "true" | "1" => out.push(format!("--{name}")),
+                    "false" | "0" => {}
+                    _ => out.push(arg),
+                }
+                continue;
+            }
+        }
+        out.push(arg);
+    }
+    out
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Create a container: set it up and hold its process until `start`.
@@ -217,4 +271,28 @@ pub struct SpecArgs {
     /// A configuration for an unprivileged user (user namespace, no network namespace).
     #[arg(long = "rootless", id = "spec_rootless")]
     pub rootless: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn norm(args: &[&str]) -> Vec<String> {
+        normalize_args(&Cli::command(), args.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn go_style_flags_are_accepted() {
+        assert_eq!(
+            norm(&["rt", "-root", "/r", "create", "-bundle=/b", "x"]),
+            vec!["rt", "--root", "/r", "create", "--bundle=/b", "x"]
+        );
+        assert_eq!(
+            norm(&["rt", "create", "--no-pivot=false", "--no-new-keyring=true", "x"]),
+            vec!["rt", "create", "--no-new-keyring", "x"]
+        );
+        assert_eq!(norm(&["rt", "kill", "-a", "x", "9"]), vec!["rt", "kill", "-a", "x", "9"]);
+        assert_eq!(norm(&["rt", "run", "--", "-root"]), vec!["rt", "run", "--", "-root"]);
+    }
 }

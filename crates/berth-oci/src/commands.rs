@@ -209,6 +209,10 @@ fn ps(root: &Path, a: &PsArgs) -> Result<i32> {
 
 fn stats_event(id: &str, cg: &oci_runtime::cgroups::Cgroup) -> Result<String> {
     let data = stats::collect(cg)?;
+    let mut data = serde_json::to_value(data).expect("stats serialise");
+    // runc's shape has these too (always empty here: no Intel RDT, no interface stats).
+    data["intel_rdt"] = serde_json::json!({});
+    data["network_interfaces"] = serde_json::Value::Null;
     Ok(serde_json::json!({ "type": "stats", "id": id, "data": data }).to_string())
 }
 
@@ -230,7 +234,7 @@ fn events(root: &Path, a: &EventsArgs) -> Result<i32> {
     }
     let (cg, status) = lifecycle::cgroup(root, &a.id)?;
     if status == Status::Stopped {
-        return Err(Error::state(format!("container {} is not running", a.id)));
+        return Err(Error::state(format!("container with id {} is not running", a.id)));
     }
     let stdout = std::io::stdout();
     if a.stats {
@@ -238,7 +242,8 @@ fn events(root: &Path, a: &EventsArgs) -> Result<i32> {
         return Ok(0);
     }
     let mut ooms = oom_kills(&cg);
-    let mut next_stats = Instant::now();
+    // As runc: the first statistics after one interval.
+    let mut next_stats = Instant::now() + interval;
     loop {
         let (_, status) = match lifecycle::cgroup(root, &a.id) {
             Ok(v) => v,
@@ -293,9 +298,6 @@ fn update(root: &Path, a: &UpdateArgs) -> Result<i32> {
         serde_path_to_error::deserialize(de)
             .map_err(|e| Error::invalid(format!("--resources: {}: {}", e.path(), e.inner())))?
     } else {
-        if !flags_given {
-            return Err(Error::invalid("nothing to update: give --resources or a resource flag"));
-        }
         resources_from_flags(a)?
     };
     lifecycle::update(root, &a.id, &resources)?;

@@ -5,13 +5,19 @@ mod commands;
 mod log;
 mod parse;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
+/// `--version`: the lines go-runc and moby parse ("... version X", "commit: ", "spec: ").
 pub const VERSION_LINE: &str =
-    concat!(env!("CARGO_PKG_VERSION"), "\ncommit: ", env!("CARGO_PKG_VERSION"), "\nspec: 1.2.0");
+    concat!("version ", env!("CARGO_PKG_VERSION"), "\ncommit: ", env!("CARGO_PKG_VERSION"), "\nspec: 1.2.0");
 
 fn main() {
-    let cli = cli::Cli::parse();
+    let mut command = cli::Cli::command();
+    let args = cli::normalize_args(&command, std::env::args().collect());
+    let cli = match command.try_get_matches_from_mut(args).and_then(|m| cli::Cli::from_arg_matches(&m)) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let logger = match log::Logger::new(cli.log.as_deref(), &cli.log_format, cli.debug) {
         Ok(l) => l,
         Err(e) => {

@@ -26,9 +26,10 @@ pub struct StateReport {
     pub bundle: PathBuf,
     pub rootfs: PathBuf,
     pub created: String,
-    pub owner: String,
     #[serde(skip_serializing_if = "HashMap::is_empty")]
     pub annotations: HashMap<String, String>,
+    /// Filled by `list` (the state directory's owner), empty in `state`, as runc does.
+    pub owner: String,
 }
 
 fn report(state: &State, status: Status) -> StateReport {
@@ -40,8 +41,8 @@ fn report(state: &State, status: Status) -> StateReport {
         bundle: state.bundle.clone(),
         rootfs: state.rootfs.clone(),
         created: state.created.clone(),
-        owner: state.owner.clone(),
         annotations: state.annotations.clone(),
+        owner: String::new(),
     }
 }
 
@@ -49,8 +50,8 @@ fn report(state: &State, status: Status) -> StateReport {
 fn open(root: &Path, id: &str, exclusive: bool) -> Result<(StateDir, State, Status)> {
     let dir = StateDir::open(root, id, exclusive)?;
     let Some(state) = dir.load()? else {
-        // The directory exists but create has not finished (or crashed before saving).
-        return Err(Error::state(format!("container {id} is still being created")));
+        // A create that died before saving its state left only the directory.
+        return Err(crate::state::not_exist(id));
     };
     let status = state.status(&dir.path);
     Ok((dir, state, status))
@@ -79,7 +80,11 @@ pub fn list(root: &Path) -> Result<Vec<StateReport>> {
         }
         // A container being created or deleted right now is skipped, not waited for.
         match open(root, &name, false) {
-            Ok((_, state, status)) => out.push(report(&state, status)),
+            Ok((_, state, status)) => {
+                let mut r = report(&state, status);
+                r.owner = state.owner.clone();
+                out.push(r);
+            }
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidState) => {}
             Err(e) => return Err(e),
         }
@@ -123,7 +128,7 @@ pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<()> {
         if all && !state.own_pid_namespace && !state.cgroup.pids()?.is_empty() {
             return state.cgroup.signal_all(signal);
         }
-        return Err(Error::state(format!("container {id} is not running")));
+        return Err(Error::state(format!("cannot signal {id}: container not running")));
     }
     if all {
         return state.cgroup.signal_all(signal);
@@ -131,7 +136,7 @@ pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<()> {
     let pidfd = sys::pidfd_open(state.pid).ctx("opening the container's init")?;
     // The pid could have been reused between the status check and pidfd_open.
     if !state.init_alive() {
-        return Err(Error::state(format!("container {id} is not running")));
+        return Err(Error::state(format!("cannot signal {id}: container not running")));
     }
     sys::pidfd_send_signal(pidfd.as_raw_fd(), signal)
         .with_ctx(|| format!("sending signal {signal} to container {id}"))?;
@@ -143,15 +148,13 @@ pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<()> {
 }
 
 pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
-    let (dir, state, status) = match open(root, id, true) {
-        Ok(v) => v,
-        Err(e) if e.kind() == ErrorKind::InvalidState && force => {
-            // A create that died before saving its state: nothing but the directory is left.
-            let dir = StateDir::open(root, id, true)?;
-            return dir.remove();
-        }
-        Err(e) => return Err(e),
+    let dir = StateDir::open(root, id, true)?;
+    let Some(state) = dir.load()? else {
+        // A create that died before saving its state left only the directory: remove it.
+        dir.remove()?;
+        return Err(crate::state::not_exist(id));
     };
+    let status = state.status(&dir.path);
     match status {
         Status::Stopped => {}
         Status::Created => kill_init(&state)?,
@@ -195,8 +198,8 @@ fn destroy(dir: StateDir, state: &State) -> Result<()> {
 
 pub fn pause(root: &Path, id: &str) -> Result<()> {
     let (_dir, state, status) = open(root, id, true)?;
-    if status != Status::Running {
-        return Err(Error::state(format!("container {id} is not running ({})", status.as_str())));
+    if !matches!(status, Status::Running | Status::Created) {
+        return Err(Error::state(format!("container not running: {id} is {}", status.as_str())));
     }
     state.cgroup.freeze()
 }
@@ -204,7 +207,7 @@ pub fn pause(root: &Path, id: &str) -> Result<()> {
 pub fn resume(root: &Path, id: &str) -> Result<()> {
     let (_dir, state, status) = open(root, id, true)?;
     if status != Status::Paused {
-        return Err(Error::state(format!("container {id} is not paused ({})", status.as_str())));
+        return Err(Error::state(format!("container not paused: {id} is {}", status.as_str())));
     }
     state.cgroup.thaw()
 }
@@ -219,7 +222,7 @@ pub fn update(root: &Path, id: &str, resources: &LinuxResources) -> Result<()> {
     crate::cgroups::validate_resources(resources).map_err(|e| e.context("resources"))?;
     let (dir, mut state, status) = open(root, id, true)?;
     if status == Status::Stopped {
-        return Err(Error::state(format!("container {id} is not running")));
+        return Err(Error::state(format!("cannot update {id}: container not running")));
     }
     // Device rules are replaced whole; other resources are applied as given.
     state.cgroup.apply(resources, &crate::cgroups::default_device_rules(), true)?;

@@ -190,7 +190,10 @@ pub fn find_executable(plan: &ProcessPlan) -> Result<CString> {
             .unwrap_or_else(|| Error::from_errno(libc::EACCES, ""));
         Err(err.context(format!("process.args[0]: {name}")).with_kind(ErrorKind::InvalidInput))
     } else {
-        Err(Error::invalid(format!("process.args[0]: executable '{name}' not found in $PATH ({})", plan.path_env())))
+        Err(Error::invalid(format!(
+            "process.args[0]: exec: \"{name}\": executable file not found in $PATH ({})",
+            plan.path_env()
+        )))
     }
 }
 

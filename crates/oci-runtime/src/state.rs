@@ -196,10 +196,10 @@ impl State {
     pub fn status(&self, dir: &Path) -> Status {
         if !self.init_alive() {
             Status::Stopped
-        } else if dir.join(EXEC_FIFO).exists() {
-            Status::Created
         } else if self.cgroup.is_frozen().unwrap_or(false) {
             Status::Paused
+        } else if dir.join(EXEC_FIFO).exists() {
+            Status::Created
         } else {
             Status::Running
         }

@@ -211,12 +211,26 @@ pub fn relative_cgroups_path() {
     let own = read("/proc/self/cgroup");
     let theirs = read(format!("/proc/{pid}/cgroup"));
     for (mine, line) in own.lines().zip(theirs.lines()) {
-        let base = mine.rsplit(':').next().unwrap().trim_end_matches('/');
+        let mut base = mine.rsplit(':').next().unwrap().trim_end_matches('/').to_string();
+        if is_cgroup2() {
+            // v2: below the parent of our own cgroup, which may hold processes itself.
+            base = std::path::Path::new(&base)
+                .parent()
+                .map_or(String::new(), |p| p.to_string_lossy().trim_end_matches('/').to_string());
+        }
         let want = format!("{base}/{rel}");
         assert!(line.ends_with(&want), "{line} should be below this process's cgroup ({want})");
     }
     c.delete();
     assert!(processes_in_cgroups(&rel).is_empty());
+    // Without a cgroupsPath the container's id is the (relative) path, as with runc.
+    let mut d = Ctr::new("defaultcgroup", &["sleep", "1000"]);
+    d.config()["linux"].as_object_mut().unwrap().remove("cgroupsPath");
+    let pid = d.create();
+    let cg = read(format!("/proc/{pid}/cgroup"));
+    assert!(cg.lines().all(|l| l.ends_with(&format!("/{}", d.id))), "{cg}");
+    d.delete();
+    assert!(processes_in_cgroups(&d.id).is_empty());
     for line in own.lines() {
         let base = line.rsplit(':').next().unwrap();
         let ctrl = line.split(':').nth(1).unwrap();

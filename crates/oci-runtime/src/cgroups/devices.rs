@@ -380,7 +380,7 @@ mod tests {
     #[test]
     fn programs_have_no_unreachable_code() {
         let deny_all = DeviceRule { allow: false, kind: 'a', major: None, minor: None, access: "rwm".into() };
-        assert_all_reachable(&compile(&[deny_all.clone()]));
+        assert_all_reachable(&compile(std::slice::from_ref(&deny_all)));
         assert_all_reachable(&compile(&[deny_all.clone(), DeviceRule::allow('c', 1, Some(3), "rwm")]));
         assert_all_reachable(&compile(&[DeviceRule::allow('c', 1, Some(3), "rwm")]));
         assert_all_reachable(&compile(&[]));

@@ -165,9 +165,10 @@ pub struct Cgroup {
     pub created: Vec<PathBuf>,
 }
 
-/// The cgroups path runc uses when config.json gives none.
+/// The cgroups path runc uses when config.json gives none: the id, relative to the runtime's
+/// own cgroup.
 pub fn default_cgroups_path(id: &str) -> PathBuf {
-    PathBuf::from("/").join(id)
+    PathBuf::from(id)
 }
 
 fn join_cgroup(mountpoint: &Path, mount_root: &str, cgroup: &str) -> PathBuf {
@@ -209,8 +210,17 @@ impl Cgroup {
             });
             v1.push((h.controllers.clone(), join_cgroup(&h.mountpoint, &h.mount_root, &target(base))));
         }
-        let unified =
-            layout.unified.as_ref().map(|(mp, root)| join_cgroup(mp, root, &target(base_for(&|c: &str| c.is_empty()))));
+        // On pure v2 a relative path is taken from the parent of our own cgroup, as runc does:
+        // our own cgroup may hold processes (a service's), and cannot also have children with
+        // controllers enabled.
+        let unified_base = match (layout.mode, cgroups_path.is_absolute()) {
+            (Mode::Unified, false) => {
+                let own = base_for(&|c: &str| c.is_empty());
+                Path::new(&own).parent().map_or_else(|| "/".to_string(), |p| p.to_string_lossy().into_owned())
+            }
+            _ => base_for(&|c: &str| c.is_empty()),
+        };
+        let unified = layout.unified.as_ref().map(|(mp, root)| join_cgroup(mp, root, &target(unified_base)));
         Ok(Cgroup { mode: layout.mode, v1, unified, created: Vec::new() })
     }
 

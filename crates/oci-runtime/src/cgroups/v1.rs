@@ -100,7 +100,8 @@ pub(super) fn apply(cg: &Cgroup, r: &LinuxResources, devices_extra: &[DeviceRule
             set(dir_for(cg, "cpuset", "cpu.mems")?, "cpuset.mems", v, "cpu.mems")?;
         }
     }
-    if let Some(p) = r.pids() {
+    // 0 leaves the limit as it is; a negative one removes it.
+    if let Some(p) = r.pids().filter(|p| p.limit() != 0) {
         let dir = dir_for(cg, "pids", "pids")?;
         let value = if p.limit() > 0 { p.limit().to_string() } else { "max".to_string() };
         set(dir, "pids.max", value, "pids.limit")?;

@@ -137,7 +137,8 @@ pub(super) fn apply(cg: &Cgroup, r: &LinuxResources, devices_extra: &[DeviceRule
             set(dir, "cpuset.mems", v, "cpu.mems")?;
         }
     }
-    if let Some(p) = r.pids() {
+    // 0 leaves the limit as it is; a negative one removes it.
+    if let Some(p) = r.pids().filter(|p| p.limit() != 0) {
         set(dir, "pids.max", if p.limit() > 0 { p.limit().to_string() } else { "max".to_string() }, "pids.limit")?;
     }
     if let Some(b) = r.block_io() {
