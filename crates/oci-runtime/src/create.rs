@@ -225,20 +225,27 @@ fn create_steps(
     let state_dir_fd = sys::open(&dir.path, libc::O_PATH | libc::O_DIRECTORY).ctx("state directory")?;
     ns.enter_for_children()?;
 
-    let plan = InitPlan {
+    let mut plan = InitPlan {
         rootfs,
         process,
         hostname: spec.hostname().clone(),
         domainname: spec.domainname().clone(),
         sysctl,
         namespaces: ns,
+        cgroup: cgroup.clone(),
+        cgroup2_joined_at_clone: false,
         in_userns,
         preserve_fds: opts.preserve_fds,
     };
     let two_stage = plan.namespaces.needs_intermediate();
     let lock_fd = dir.fd.as_raw_fd();
     let clone_flags = if two_stage { 0 } else { plan.namespaces.clone_flags() };
-    let forked = sys::clone3(clone_flags as u64, None).ctx("creating the container process (clone3)")?;
+    // The first process (init, or the intermediate whose child it will be) starts in the
+    // container's cgroup2 directory; the v1 ones it joins itself (see Cgroup::join_self).
+    let cgroup2_fd = cgroup.open_unified()?;
+    plan.cgroup2_joined_at_clone = cgroup2_fd.is_some();
+    let forked = sys::clone3(clone_flags as u64, cgroup2_fd.as_ref().map(|fd| fd.as_raw_fd()))
+        .ctx("creating the container process (clone3)")?;
     let (pid, pidfd) = match forked {
         Forked::Child => {
             // The lock belongs to the runtime; the init must not keep it while it waits for start.
@@ -278,7 +285,6 @@ fn create_steps(
     if let Some(adj) = plan.process.oom_score_adj {
         process::apply_oom_score_adj(init_pid, adj, "config.json: process")?;
     }
-    cgroup.add_process(init_pid)?;
     sync.send(&Msg::Go)?;
     sync.expect("Ready", "the container's init", |m| matches!(m, Msg::Ready))
         .map_err(|e| e.context("creating the container"))?;
@@ -347,6 +353,8 @@ fn intermediate(plan: &InitPlan, fds: InitFds) -> ! {
 
 fn intermediate_steps(plan: &InitPlan, fds: &InitFds) -> Result<Forked> {
     sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).ctx("PR_SET_PDEATHSIG")?;
+    // While still the host's root; the init inherits the cgroups when cloned.
+    plan.cgroup.join_self(plan.cgroup2_joined_at_clone)?;
     let ns = &plan.namespaces;
     ns.join_late()?;
     if ns.creates(LinuxNamespaceType::User) {

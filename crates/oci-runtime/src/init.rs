@@ -28,6 +28,9 @@ pub struct InitPlan {
     pub domainname: Option<String>,
     pub sysctl: Vec<(String, String)>,
     pub namespaces: NamespacePlan,
+    pub cgroup: crate::cgroups::Cgroup,
+    /// clone3 placed the init in its cgroup2 directory (CLONE_INTO_CGROUP).
+    pub cgroup2_joined_at_clone: bool,
     /// The container has a user namespace (new or joined).
     pub in_userns: bool,
     pub preserve_fds: i32,
@@ -80,6 +83,11 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
     // the container can open this process's memory or descriptors through /proc.
     sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).ctx("PR_SET_PDEATHSIG")?;
     sys::prctl(libc::PR_SET_DUMPABLE, 0).ctx("PR_SET_DUMPABLE")?;
+    if stage == Stage::Direct {
+        // Still the host's root here (no id switch yet): allowed to move ourselves. (The
+        // intermediate joined before it entered a user namespace, and we inherited that.)
+        plan.cgroup.join_self(plan.cgroup2_joined_at_clone)?;
+    }
     fds.sync.expect("Go", "berth-oci", |m| matches!(m, Msg::Go))?;
 
     let ns = &plan.namespaces;
@@ -90,7 +98,7 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
         ns.join_late()?;
     }
     if ns.creates(LinuxNamespaceType::Cgroup) {
-        // Now that the runtime put us in the container's cgroup, it becomes the namespace's root.
+        // Now that we are in the container's cgroup, it becomes the namespace's root.
         sys::unshare(libc::CLONE_NEWCGROUP).ctx("creating the cgroup namespace")?;
     }
     // Through the host's /proc (still visible here): the values land in this process's

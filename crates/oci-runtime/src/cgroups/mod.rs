@@ -274,11 +274,30 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Moves `pid` into the container's cgroup in every hierarchy.
-    pub fn add_process(&self, pid: i32) -> Result<()> {
-        for dir in self.all_dirs() {
-            write_file(dir, "cgroup.procs", &pid.to_string())
-                .with_ctx(|| format!("joining cgroup {}", dir.display()))?;
+    /// The cgroup2 directory, opened for clone3's CLONE_INTO_CGROUP: the child starts life in
+    /// it, with no write to cgroup.procs.
+    pub fn open_unified(&self) -> Result<Option<std::os::fd::OwnedFd>> {
+        self.unified
+            .as_deref()
+            .map(|dir| {
+                crate::sys::open(dir, libc::O_PATH | libc::O_DIRECTORY)
+                    .with_ctx(|| format!("opening cgroup {}", dir.display()))
+            })
+            .transpose()
+    }
+
+    /// Moves the calling (single-threaded) process into the container's cgroup in every v1
+    /// hierarchy, and into the cgroup2 one unless clone3 already put it there.
+    ///
+    /// A thread moving itself through v1's `tasks` file ("0") is the one migration the kernel
+    /// does without taking the global threadgroup lock, whose first writer waits for an RCU
+    /// grace period (10-20 ms here): writing the pid to cgroup.procs from outside costs that.
+    pub fn join_self(&self, unified_joined: bool) -> Result<()> {
+        for (_, dir) in &self.v1 {
+            write_file(dir, "tasks", "0").with_ctx(|| format!("joining cgroup {}", dir.display()))?;
+        }
+        if let (Some(dir), false) = (&self.unified, unified_joined) {
+            write_file(dir, "cgroup.procs", "0").with_ctx(|| format!("joining cgroup {}", dir.display()))?;
         }
         Ok(())
     }
