@@ -38,6 +38,11 @@ pub fn load_bundle(dir: &Path) -> Result<Bundle> {
 
 /// Parses a runtime spec; errors carry the JSON path and the line/column.
 pub fn parse_spec(bytes: &[u8], origin: &str) -> Result<Spec> {
+    // The path-tracking parser is slower and much larger in code: it only runs to explain an
+    // error the plain one found.
+    if let Ok(spec) = serde_json::from_slice(bytes) {
+        return Ok(spec);
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize::<_, Spec>(de).map_err(|e| {
         let path = e.path().to_string();

@@ -236,6 +236,7 @@ fn create_steps(
         cgroup2_joined_at_clone: false,
         in_userns,
         preserve_fds: opts.preserve_fds,
+        session_keyring: (!opts.no_new_keyring).then(|| id.to_string()),
     };
     let two_stage = plan.namespaces.needs_intermediate();
     let lock_fd = dir.fd.as_raw_fd();

@@ -34,6 +34,9 @@ pub struct InitPlan {
     /// The container has a user namespace (new or joined).
     pub in_userns: bool,
     pub preserve_fds: i32,
+    /// Join a new session keyring of this name (unless --no-new-keyring), so the container does
+    /// not share the caller's keys.
+    pub session_keyring: Option<String>,
 }
 
 /// Descriptors the init inherits and uses.
@@ -120,6 +123,9 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
         }
     }
 
+    if let Some(name) = &plan.session_keyring {
+        join_session_keyring(name)?;
+    }
     let asm = rootfs::prepare(&plan.rootfs)?;
     let pty = if plan.process.terminal {
         let socket = fds
@@ -164,6 +170,22 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
     // kill us then. Should it die before Committed instead, the sync socket reads EOF and we exit.
     sys::prctl(libc::PR_SET_PDEATHSIG, 0).ctx("PR_SET_PDEATHSIG")?;
     Ok(Ready { executable })
+}
+
+fn join_session_keyring(name: &str) -> Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    let c = sys::cstr(name)?;
+    // SAFETY: keyctl with a valid C string.
+    if unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, c.as_ptr()) } < 0 {
+        let err = std::io::Error::last_os_error();
+        // A kernel without keyrings has none to share.
+        if err.raw_os_error() != Some(libc::ENOSYS) {
+            return Err(
+                Error::from_io(err).context("joining a new session keyring (--no-new-keyring keeps the caller's)")
+            );
+        }
+    }
+    Ok(())
 }
 
 fn setgroups_allowed(in_userns: bool) -> bool {

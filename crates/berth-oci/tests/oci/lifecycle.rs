@@ -370,6 +370,14 @@ pub fn terminal_over_console_socket() {
     let out = c.create_raw().failed("terminal without --console-socket");
     assert_contains(&out.stderr, "--console-socket");
     c.assert_gone();
+    // A foreground `run` allocates the pty itself and relays it to its own stdio.
+    let mut r = Ctr::new("terminalrun", &["sh", "-c", "tty; echo relayed; exit 5"]);
+    r.config()["process"]["terminal"] = json!(true);
+    let out = r.run();
+    assert_eq!(out.code, 5, "{out:?}");
+    assert_contains(&out.stdout, "/dev/pts/0");
+    assert_contains(&out.stdout, "relayed");
+    r.assert_gone();
 }
 
 pub fn preserve_fds() {
@@ -458,4 +466,47 @@ pub fn no_pivot() {
     let out = c.oci(&["run", "--no-pivot", "--bundle", c.bundle.dir.to_str().unwrap(), &c.id]).ok("run --no-pivot");
     assert_contains(&out.stdout, "ok");
     c.assert_gone();
+}
+
+/// Each container gets a session keyring of its own (named after it), unless --no-new-keyring.
+pub fn session_keyring() {
+    let keyrings = || read("/proc/keys");
+    let c = Ctr::new("keyring", &["sleep", "1000"]);
+    c.create();
+    assert_contains(&keyrings(), &format!(" keyring   {}: ", c.id));
+    c.delete();
+    let n = Ctr::new("nokeyring", &["sleep", "1000"]);
+    n.bundle.write().unwrap();
+    n.oci(&["create", "--no-new-keyring", "--bundle", n.bundle.dir.to_str().unwrap(), &n.id])
+        .ok("create --no-new-keyring");
+    assert!(!keyrings().contains(&format!(" keyring   {}: ", n.id)));
+    n.delete();
+}
+
+/// `events` reports an OOM kill inside the container as {"type":"oom"}.
+pub fn events_report_oom() {
+    let mut c =
+        Ctr::new("eventsoom", &["sh", "-c", "sleep 0.3; (x=$(head -c 200m /dev/zero | tr '\\0' a)); sleep 1000"]);
+    c.config()["linux"]["resources"]["memory"] = json!({"limit": 16 << 20});
+    c.create();
+    let mut cmd = c.command(&["events", "--interval", "10s", &c.id]);
+    let stream = spawn(&mut cmd, None);
+    c.start();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let oom_file = if is_cgroup2() {
+        c.cgroup_dir("").join("memory.events")
+    } else {
+        c.cgroup_dir("memory").join("memory.oom_control")
+    };
+    while !read(&oom_file).contains("oom_kill 1") {
+        assert!(std::time::Instant::now() < deadline, "no OOM kill happened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Give the event loop a poll or two to notice, then end the stream.
+    std::thread::sleep(Duration::from_millis(400));
+    c.oci(&["kill", &c.id, "KILL"]).ok("kill");
+    let out = stream.wait(Duration::from_secs(20));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.lines().any(|l| l.contains("\"type\":\"oom\"")), "no oom event in: {}", out.stdout);
+    c.delete();
 }
