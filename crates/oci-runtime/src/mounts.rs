@@ -298,11 +298,10 @@ pub fn new_filesystem(fstype: &str, source: &str, options: &MountOptions, at: &s
     let fd = fsfd.as_raw_fd();
     let explain = |e: std::io::Error, what: String| {
         let kernel = sys::fs_context_messages(fd);
-        let err = Error::from_io(e).context(what);
         if kernel.is_empty() {
-            err
+            Error::from_io(e).context(what)
         } else {
-            err.context(format!("kernel says: {kernel}"))
+            Error::from_io(e).context(format!("{what} (kernel: {kernel})"))
         }
     };
     if !source.is_empty() {
