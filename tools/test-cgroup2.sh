@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 repo=$(pwd)
 cargo build --bin berth-oci --quiet
 testbin=$(cargo test --test oci --no-run --message-format=json 2>/dev/null \
-    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)
+    | grep '"kind":\["test"\]' | grep '"name":"oci"' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)
 [ -x "$testbin" ] || { echo "test-cgroup2: could not build the integration test binary" >&2; exit 1; }
 echo "== berth-oci integration suite in a pure cgroup v2 guest"
 # The guest has the host's binaries (and their libraries) at the same paths; /tmp is a tmpfs.

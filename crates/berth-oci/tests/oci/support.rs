@@ -329,8 +329,9 @@ pub fn hierarchies() -> Vec<String> {
     out
 }
 
-/// Pids of processes whose cgroup path mentions `needle`.
-pub fn processes_in_cgroups(needle: &str) -> Vec<i32> {
+/// Pids of processes with `component` as a component of their cgroup path (an id is not
+/// matched by a longer id that starts with it).
+pub fn processes_in_cgroups(component: &str) -> Vec<i32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
@@ -339,7 +340,7 @@ pub fn processes_in_cgroups(needle: &str) -> Vec<i32> {
             continue;
         }
         if let Ok(cg) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) {
-            if cg.contains(needle) {
+            if cg.lines().any(|l| l.rsplit(':').next().unwrap_or("").split('/').any(|c| c == component)) {
                 out.push(pid);
             }
         }
