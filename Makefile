@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all deps build demo test test-unit test-v2 lint bench clean
+.PHONY: all deps build demo test test-v2 lint bench clean
 
 all: build
 
@@ -21,10 +21,11 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# Unit and integration tests (real containers, as root, in temp roots), then the cgroup v2
-# tests inside a pure-cgroup-v2 guest.
+# Unit and integration tests (real containers, as root, in temp roots) on this host's cgroup
+# layout, then the berth-oci suite again on pure cgroup v1 and inside a pure cgroup v2 guest.
 test: deps lint
 	$(CARGO) test --workspace
+	./tools/test-cgroup1.sh
 	./tools/test-cgroup2.sh
 
 test-v2: deps

@@ -206,7 +206,7 @@ fn finish(plan: &InitPlan, fds: InitFds, ready: Ready) -> Error {
             return Error::from_io(e).context("process.noNewPrivileges");
         }
     }
-    sys::reset_signals();
+    sys::exit_on_signals();
     if let Err(e) = wait_for_start(fds.state_dir.as_raw_fd()) {
         return e;
     }

@@ -497,16 +497,34 @@ pub fn block_signals(signals: &[i32]) -> io::Result<libc::sigset_t> {
     }
 }
 
-/// Unblocks every signal and resets every handler to its default, as a freshly exec'd
-/// process expects.
-pub fn reset_signals() {
-    // SAFETY: plain libc calls on valid data.
+extern "C" fn exit_on_signal(sig: libc::c_int) {
+    // SAFETY: _exit is async-signal-safe.
+    unsafe { libc::_exit(128 + sig) }
+}
+
+/// Unblocks every signal and makes each one that would end a process by default end this one,
+/// through a handler: a pid namespace's init ignores signals it has no handler for, and a
+/// created container must still die of `kill`. execve resets handled signals to their
+/// defaults, so the container's program starts with a clean slate.
+pub fn exit_on_signals() {
+    // SAFETY: plain libc calls on valid data; the handler only calls _exit.
     unsafe {
         for sig in 1..libc::SIGRTMAX() {
-            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            if matches!(
+                sig,
+                libc::SIGKILL
+                    | libc::SIGSTOP
+                    | libc::SIGCHLD
+                    | libc::SIGCONT
+                    | libc::SIGURG
+                    | libc::SIGWINCH
+                    | libc::SIGTSTP
+                    | libc::SIGTTIN
+                    | libc::SIGTTOU
+            ) {
                 continue;
             }
-            libc::signal(sig, libc::SIG_DFL);
+            libc::signal(sig, exit_on_signal as *const () as libc::sighandler_t);
         }
         let mut set: libc::sigset_t = zeroed();
         libc::sigemptyset(&mut set);

@@ -131,6 +131,13 @@ pub fn kill_signals_and_all() {
     assert_contains(&stopped.stderr, "container not running");
     c.delete();
 
+    // A created container (its init is PID 1 of a pid namespace, still in the runtime's
+    // code) dies of SIGTERM too, as with runc.
+    c.create();
+    c.oci(&["kill", &c.id, "TERM"]).ok("kill a created container");
+    c.wait_status("stopped");
+    c.delete();
+
     // --all reaches every process of a container sharing the host's pid namespace.
     let mut all = Ctr::new("killall", &["sh", "-c", "sleep 1000 & sleep 1000 & wait"]);
     let ns: Vec<Value> = all.config()["linux"]["namespaces"]

@@ -315,6 +315,11 @@ pub fn is_cgroup2() -> bool {
     Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
 }
 
+/// A cgroup2 hierarchy is mounted (pure v2, or hybrid's unified mount).
+pub fn has_cgroup2_mount() -> bool {
+    read("/proc/self/mountinfo").lines().any(|l| l.split(" - ").nth(1).is_some_and(|f| f.starts_with("cgroup2 ")))
+}
+
 /// Hierarchy directory names under /sys/fs/cgroup ("" on pure v2).
 pub fn hierarchies() -> Vec<String> {
     if is_cgroup2() {
