@@ -54,6 +54,7 @@ pub fn dispatch(cli: &Cli, logger: &Logger) -> Result<i32> {
         Some(other) => return Err(Error::invalid(format!("--rootless: '{other}' is not auto, true or false"))),
     }
     let root = state_root(cli);
+    logger.debug(|| format!("{:?} (state root {})", cli.command, root.display()));
     match &cli.command {
         Command::Create(a) => {
             let opts = create_options(&a.flags)?;
@@ -63,6 +64,7 @@ pub fn dispatch(cli: &Cli, logger: &Logger) -> Result<i32> {
             };
             let created = oci_runtime::create(&root, &a.id, &opts, console)?;
             created.warnings.iter().for_each(|w| logger.warn(w));
+            logger.debug(|| format!("container {} created, init pid {}", a.id, created.pid));
             Ok(0)
         }
         Command::Start(a) => lifecycle::start(&root, &a.id).map(|_| 0),

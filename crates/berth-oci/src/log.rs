@@ -41,6 +41,19 @@ impl Logger {
         }
     }
 
+    /// With --debug: what the runtime did, to the log file or stderr.
+    pub fn debug(&self, msg: impl FnOnce() -> String) {
+        if !self.debug {
+            return;
+        }
+        match self.file.as_ref() {
+            Some(mut f) => {
+                let _ = f.write_all(self.record("debug", &msg()).as_bytes());
+            }
+            None => eprintln!("berth-oci: debug: {}", msg()),
+        }
+    }
+
     /// Warnings go to the log file; without one, to stderr only with --debug (a container's
     /// caller reads stderr as the container's).
     pub fn warn(&self, msg: &str) {
