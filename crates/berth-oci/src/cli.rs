@@ -1,298 +1,549 @@
-//! runc's command line, as containerd-shim-runc-v2 (go-runc), podman/conmon and CRI-O call it.
+//! runc's command line, as containerd-shim-runc-v2 (go-runc), podman/conmon and CRI-O call it,
+//! parsed the way Go's flag package parses it: global options before the command, each
+//! command's options before its arguments; `--name value`, `--name=value`, `-name value`, short
+//! aliases, and booleans as `--flag`, `--flag=true` or `--flag=false`.
+//!
+//! Hand-written rather than clap: the runtime runs for every container operation, and this keeps
+//! its start-up and resident size small (see docs/ARCHITECTURE.md).
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
-
-#[derive(Parser, Debug)]
-#[command(name = "berth-oci", version = crate::VERSION_LINE, about = "berth's OCI container runtime (runc-compatible command line)", disable_version_flag = true)]
+#[derive(Debug)]
 pub struct Cli {
-    /// Root directory for the containers' state.
-    #[arg(long, global = true, value_name = "DIR")]
     pub root: Option<PathBuf>,
-    /// Log file (errors and, with --debug, debug messages); default: stderr.
-    #[arg(long, global = true, value_name = "FILE")]
     pub log: Option<PathBuf>,
-    /// Log format: text or json.
-    #[arg(long, global = true, value_name = "FORMAT", default_value = "text")]
     pub log_format: String,
-    /// Also log debug messages.
-    #[arg(long, global = true)]
     pub debug: bool,
-    /// Manage cgroups through systemd (not supported yet: a clear error).
-    #[arg(long, global = true)]
     pub systemd_cgroup: bool,
-    /// Rootless mode: auto, true or false (before the command, as with runc).
-    #[arg(long, value_name = "VALUE", default_missing_value = "true", num_args = 0..=1, require_equals = true)]
     pub rootless: Option<String>,
-    /// Path to criu (only used by checkpoint/restore, which berth-oci does not offer).
-    #[arg(long, global = true, value_name = "PATH", hide = true)]
-    pub criu: Option<PathBuf>,
-    /// Print the version.
-    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
-    pub version: Option<bool>,
-    #[command(subcommand)]
     pub command: Command,
 }
 
-/// Rewrites what Go's flag package accepts and clap does not, as runc's callers send it:
-/// single-dash long options (`-root X`, `-no-subreaper`) and boolean flags with a value
-/// (`--no-pivot=false`, `--detach=true`).
-pub fn normalize_args(command: &clap::Command, args: Vec<String>) -> Vec<String> {
-    use std::collections::HashSet;
-    fn collect(cmd: &clap::Command, longs: &mut HashSet<String>, bools: &mut HashSet<String>) {
-        for arg in cmd.get_arguments() {
-            if let Some(long) = arg.get_long() {
-                longs.insert(long.to_string());
-                if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
-                    bools.insert(long.to_string());
-                }
-            }
-        }
-        for sub in cmd.get_subcommands() {
-            collect(sub, longs, bools);
-        }
-    }
-    let (mut longs, mut bools) = (HashSet::new(), HashSet::new());
-    collect(command, &mut longs, &mut bools);
-    let mut out = Vec::with_capacity(args.len());
-    let mut options_ended = false;
-    for (i, arg) in args.into_iter().enumerate() {
-        if i == 0 || options_ended || !arg.starts_with('-') {
-            out.push(arg);
-            continue;
-        }
-        if arg == "--" {
-            options_ended = true;
-            out.push(arg);
-            continue;
-        }
-        let mut arg = arg;
-        if !arg.starts_with("--") && arg.len() > 2 {
-            let name = arg[1..].split('=').next().unwrap_or_default();
-            if longs.contains(name) {
-                arg.insert(0, '-');
-            }
-        }
-        if let Some((name, value)) = arg.strip_prefix("--").and_then(|a| a.split_once('=')) {
-            if bools.contains(name) {
-                match value {
-                    "true" | "1" => out.push(format!("--{name}")),
-                    "false" | "0" => {}
-                    _ => out.push(arg),
-                }
-                continue;
-            }
-        }
-        out.push(arg);
-    }
-    out
-}
-
-#[derive(Subcommand, Debug)]
+#[derive(Debug)]
 pub enum Command {
-    /// Create a container: set it up and hold its process until `start`.
     Create(CreateArgs),
-    /// Start a created container's process.
     Start(IdArg),
-    /// Print a container's state (OCI state JSON).
     State(IdArg),
-    /// Send a signal to a container's init (or, with --all, to all its processes).
     Kill(KillArgs),
-    /// Delete a container and release what it holds.
     Delete(DeleteArgs),
-    /// Create and start a container; in the foreground, wait for it and return its exit code.
     Run(RunArgs),
-    /// List containers.
     List(ListArgs),
-    /// List a container's processes.
     Ps(PsArgs),
-    /// Freeze all processes of a container.
     Pause(IdArg),
-    /// Thaw a paused container.
     Resume(IdArg),
-    /// Print resource usage statistics and OOM events.
     Events(EventsArgs),
-    /// Change a running container's resource limits.
     Update(Box<UpdateArgs>),
-    /// Write a default config.json.
     Spec(SpecArgs),
-    /// Print the OCI features document (what this runtime supports).
     Features,
 }
 
-#[derive(Args, Debug)]
+#[derive(Debug)]
 pub struct IdArg {
     pub id: String,
 }
 
-#[derive(Args, Debug, Clone)]
+#[derive(Debug, Clone)]
 pub struct CreateFlags {
-    /// Bundle directory (config.json and the root filesystem).
-    #[arg(short, long, default_value = ".", value_name = "DIR")]
     pub bundle: PathBuf,
-    /// Unix socket that receives the pty master when process.terminal is true.
-    #[arg(long, value_name = "PATH")]
     pub console_socket: Option<PathBuf>,
-    /// Write the init's pid to this file.
-    #[arg(long, value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
-    /// Enter the root filesystem with MS_MOVE + chroot instead of pivot_root (ramfs roots).
-    #[arg(long)]
     pub no_pivot: bool,
-    /// Keep the caller's session keyring instead of a new one.
-    #[arg(long)]
     pub no_new_keyring: bool,
-    /// Pass N more descriptors (3 .. 3+N-1) to the container.
-    #[arg(long, default_value_t = 0, value_name = "N")]
     pub preserve_fds: i32,
 }
 
-#[derive(Args, Debug)]
+#[derive(Debug)]
 pub struct CreateArgs {
-    #[command(flatten)]
     pub flags: CreateFlags,
     pub id: String,
 }
 
-#[derive(Args, Debug)]
+#[derive(Debug)]
 pub struct RunArgs {
-    #[command(flatten)]
     pub flags: CreateFlags,
-    /// Return once the container runs.
-    #[arg(short, long)]
     pub detach: bool,
-    /// Keep the container's state after it exits.
-    #[arg(long)]
     pub keep: bool,
-    /// Do not become the subreaper of the container's orphans.
-    #[arg(long)]
     pub no_subreaper: bool,
     pub id: String,
 }
 
-#[derive(Args, Debug)]
+#[derive(Debug)]
 pub struct KillArgs {
-    /// Signal every process of the container.
-    #[arg(short, long)]
     pub all: bool,
     pub id: String,
-    /// Signal name (KILL, SIGKILL) or number; default SIGTERM.
     pub signal: Option<String>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Debug)]
 pub struct DeleteArgs {
-    /// Kill the container first if it still runs.
-    #[arg(short, long)]
     pub force: bool,
     pub id: String,
 }
 
-#[derive(Args, Debug)]
+#[derive(Debug)]
 pub struct ListArgs {
-    /// table or json.
-    #[arg(short, long, default_value = "table")]
     pub format: String,
-    /// Only container ids.
-    #[arg(short, long)]
     pub quiet: bool,
 }
 
-#[derive(Args, Debug)]
+#[derive(Debug)]
 pub struct PsArgs {
-    /// table or json.
-    #[arg(short, long, default_value = "table")]
     pub format: String,
     pub id: String,
-    /// Options for ps(1) (default -ef).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub ps_args: Vec<String>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Debug)]
 pub struct EventsArgs {
-    /// Print statistics once and exit.
-    #[arg(long)]
     pub stats: bool,
-    /// How often to print statistics (e.g. 5s, 500ms).
-    #[arg(long, default_value = "5s")]
     pub interval: String,
     pub id: String,
 }
 
-#[derive(Args, Debug)]
+#[derive(Debug, Default)]
 pub struct UpdateArgs {
-    /// JSON file with linux.resources (- for stdin); other flags then are not allowed.
-    #[arg(short, long, value_name = "FILE")]
     pub resources: Option<PathBuf>,
-    #[arg(long)]
     pub blkio_weight: Option<u16>,
-    #[arg(long)]
     pub cpu_period: Option<u64>,
-    #[arg(long, allow_hyphen_values = true)]
     pub cpu_quota: Option<i64>,
-    #[arg(long)]
     pub cpu_share: Option<u64>,
-    #[arg(long)]
     pub cpu_rt_period: Option<u64>,
-    #[arg(long, allow_hyphen_values = true)]
     pub cpu_rt_runtime: Option<i64>,
-    #[arg(long)]
     pub cpuset_cpus: Option<String>,
-    #[arg(long)]
     pub cpuset_mems: Option<String>,
-    /// Memory limit (bytes, or with a unit: 100m, 1g; -1 for none).
-    #[arg(long, allow_hyphen_values = true)]
     pub memory: Option<String>,
-    #[arg(long, allow_hyphen_values = true)]
     pub memory_reservation: Option<String>,
-    /// Memory + swap limit (-1 for unlimited swap).
-    #[arg(long, allow_hyphen_values = true)]
     pub memory_swap: Option<String>,
-    #[arg(long, allow_hyphen_values = true)]
     pub kernel_memory: Option<String>,
-    #[arg(long, allow_hyphen_values = true)]
     pub kernel_memory_tcp: Option<String>,
-    #[arg(long, allow_hyphen_values = true)]
     pub pids_limit: Option<i64>,
-    #[arg(long)]
     pub l3_cache_schema: Option<String>,
-    #[arg(long)]
     pub mem_bw_schema: Option<String>,
     pub id: String,
 }
 
-#[derive(Args, Debug)]
+#[derive(Debug)]
 pub struct SpecArgs {
-    /// Where to write config.json (default: the current directory).
-    #[arg(short, long, value_name = "DIR")]
     pub bundle: Option<PathBuf>,
-    /// A configuration for an unprivileged user (user namespace, no network namespace).
-    #[arg(long = "rootless", id = "spec_rootless")]
     pub rootless: bool,
+}
+
+/// What parsing ends in besides a command: help or the version, or a usage error.
+#[derive(Debug)]
+pub enum Exit {
+    Print(String),
+    Usage(String),
+}
+
+/// One option a command accepts: long name, short alias, and whether it takes a value.
+struct Opt {
+    long: &'static str,
+    short: Option<char>,
+    value: bool,
+    help: &'static str,
+}
+
+const fn flag(long: &'static str, short: Option<char>, help: &'static str) -> Opt {
+    Opt { long, short, value: false, help }
+}
+
+const fn valued(long: &'static str, short: Option<char>, help: &'static str) -> Opt {
+    Opt { long, short, value: true, help }
+}
+
+const GLOBAL: &[Opt] = &[
+    valued("root", None, "root directory for the containers' state (default /run/berth-oci)"),
+    valued("log", None, "log file for errors (and debug messages); default stderr"),
+    valued("log-format", None, "log format: text (default) or json"),
+    flag("debug", None, "also log debug messages"),
+    flag("systemd-cgroup", None, "manage cgroups through systemd (not supported yet)"),
+    valued("rootless", None, "rootless mode: auto, true or false"),
+    valued("criu", None, "path to criu (berth-oci has no checkpoint/restore)"),
+];
+
+const CREATE: &[Opt] = &[
+    valued("bundle", Some('b'), "bundle directory (config.json and the root filesystem), default ."),
+    valued("console-socket", None, "unix socket that receives the pty master when process.terminal is true"),
+    valued("pid-file", None, "write the init's pid to this file"),
+    flag("no-pivot", None, "enter the rootfs with MS_MOVE + chroot instead of pivot_root"),
+    flag("no-new-keyring", None, "keep the caller's session keyring"),
+    valued("preserve-fds", None, "pass N more descriptors (3 .. 3+N-1) to the container"),
+];
+
+const RUN: &[Opt] = &[
+    valued("bundle", Some('b'), "bundle directory (config.json and the root filesystem), default ."),
+    valued("console-socket", None, "unix socket that receives the pty master when process.terminal is true"),
+    valued("pid-file", None, "write the init's pid to this file"),
+    flag("no-pivot", None, "enter the rootfs with MS_MOVE + chroot instead of pivot_root"),
+    flag("no-new-keyring", None, "keep the caller's session keyring"),
+    valued("preserve-fds", None, "pass N more descriptors (3 .. 3+N-1) to the container"),
+    flag("detach", Some('d'), "return once the container runs"),
+    flag("keep", None, "keep the container's state after it exits"),
+    flag("no-subreaper", None, "do not become the subreaper of the container's orphans"),
+];
+
+const UPDATE: &[Opt] = &[
+    valued("resources", Some('r'), "JSON file with linux.resources (- for stdin)"),
+    valued("blkio-weight", None, "I/O weight, 10..1000"),
+    valued("cpu-period", None, "CFS period, microseconds"),
+    valued("cpu-quota", None, "CFS quota, microseconds (-1: none)"),
+    valued("cpu-share", None, "CPU shares"),
+    valued("cpu-rt-period", None, "real-time period, microseconds"),
+    valued("cpu-rt-runtime", None, "real-time runtime, microseconds"),
+    valued("cpuset-cpus", None, "CPUs to use (0-3,7)"),
+    valued("cpuset-mems", None, "memory nodes to use"),
+    valued("memory", None, "memory limit (bytes, or 100m, 1g; -1: none)"),
+    valued("memory-reservation", None, "memory soft limit"),
+    valued("memory-swap", None, "memory + swap limit (-1: unlimited swap)"),
+    valued("kernel-memory", None, "kernel memory limit (obsolete in Linux)"),
+    valued("kernel-memory-tcp", None, "kernel TCP buffer limit"),
+    valued("pids-limit", None, "maximum number of processes (-1: none)"),
+    valued("l3-cache-schema", None, "Intel RDT L3 cache schema (not supported)"),
+    valued("mem-bw-schema", None, "Intel RDT memory bandwidth schema (not supported)"),
+];
+
+struct CommandDef {
+    name: &'static str,
+    opts: &'static [Opt],
+    args: &'static str,
+    about: &'static str,
+}
+
+const COMMANDS: &[CommandDef] = &[
+    CommandDef { name: "create", opts: CREATE, args: "ID", about: "create a container: set it up and hold its process until start" },
+    CommandDef { name: "start", opts: &[], args: "ID", about: "start a created container's process" },
+    CommandDef { name: "state", opts: &[], args: "ID", about: "print a container's state (OCI state JSON)" },
+    CommandDef {
+        name: "kill",
+        opts: &[flag("all", Some('a'), "signal every process of the container")],
+        args: "ID [SIGNAL]",
+        about: "send a signal (name or number, default SIGTERM) to the container's init",
+    },
+    CommandDef {
+        name: "delete",
+        opts: &[flag("force", Some('f'), "kill the container first if it still runs")],
+        args: "ID",
+        about: "delete a container and release what it holds",
+    },
+    CommandDef { name: "run", opts: RUN, args: "ID", about: "create and start a container; in the foreground, wait and return its exit code" },
+    CommandDef {
+        name: "list",
+        opts: &[valued("format", Some('f'), "table (default) or json"), flag("quiet", Some('q'), "only container ids")],
+        args: "",
+        about: "list containers",
+    },
+    CommandDef {
+        name: "ps",
+        opts: &[valued("format", Some('f'), "table (default) or json")],
+        args: "ID [PS ARGS...]",
+        about: "list a container's processes",
+    },
+    CommandDef { name: "pause", opts: &[], args: "ID", about: "freeze all processes of a container" },
+    CommandDef { name: "resume", opts: &[], args: "ID", about: "thaw a paused container" },
+    CommandDef {
+        name: "events",
+        opts: &[flag("stats", None, "print statistics once and exit"), valued("interval", None, "statistics interval (default 5s)")],
+        args: "ID",
+        about: "print resource statistics and OOM events",
+    },
+    CommandDef { name: "update", opts: UPDATE, args: "ID", about: "change a running container's resource limits" },
+    CommandDef {
+        name: "spec",
+        opts: &[valued("bundle", Some('b'), "where to write config.json (default .)"), flag("rootless", None, "for an unprivileged user")],
+        args: "",
+        about: "write a default config.json",
+    },
+    CommandDef { name: "features", opts: &[], args: "", about: "print the OCI features document" },
+];
+
+fn usage() -> String {
+    let mut s = String::from("berth-oci: berth's OCI container runtime (runc-compatible command line)\n\nUsage: berth-oci [GLOBAL OPTIONS] COMMAND [OPTIONS] [ARGS]\n\nCommands:\n");
+    for c in COMMANDS {
+        s += &format!("  {:<10} {}\n", c.name, c.about);
+    }
+    s += "\nGlobal options:\n";
+    s += &options_help(GLOBAL);
+    s += "  --version, -v    print the version\n\nberth-oci COMMAND --help shows a command's options.\n";
+    s
+}
+
+fn options_help(opts: &[Opt]) -> String {
+    opts.iter()
+        .map(|o| {
+            let name = match (o.short, o.value) {
+                (Some(c), true) => format!("--{} VALUE, -{c}", o.long),
+                (Some(c), false) => format!("--{}, -{c}", o.long),
+                (None, true) => format!("--{} VALUE", o.long),
+                (None, false) => format!("--{}", o.long),
+            };
+            format!("  {name:<28} {}\n", o.help)
+        })
+        .collect()
+}
+
+fn command_help(c: &CommandDef) -> String {
+    format!("berth-oci {}: {}\n\nUsage: berth-oci {} [OPTIONS] {}\n\nOptions:\n{}", c.name, c.about, c.name, c.args, options_help(c.opts))
+}
+
+/// Options and positional arguments of one command line segment.
+struct Parsed {
+    values: Vec<(&'static str, String)>,
+    flags: Vec<&'static str>,
+    positionals: Vec<String>,
+}
+
+impl Parsed {
+    fn value(&self, name: &str) -> Option<String> {
+        self.values.iter().rev().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        self.flags.contains(&name)
+    }
+}
+
+/// Parses options until the first argument that is not one (Go's flag package stops there),
+/// or to the end when `all` is set. Returns the index where parsing stopped.
+fn parse_options(opts: &'static [Opt], args: &[String], stop_at_positional: bool) -> Result<(Parsed, usize), Exit> {
+    let mut p = Parsed { values: Vec::new(), flags: Vec::new(), positionals: Vec::new() };
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        if arg == "--" {
+            p.positionals.extend(args[i + 1..].iter().cloned());
+            return Ok((p, args.len()));
+        }
+        let is_option = arg.len() > 1 && arg.starts_with('-') && !arg[1..].starts_with(|c: char| c.is_ascii_digit());
+        if !is_option {
+            if stop_at_positional {
+                return Ok((p, i));
+            }
+            p.positionals.push(arg.clone());
+            i += 1;
+            continue;
+        }
+        if arg == "--help" || arg == "-h" || arg == "-help" {
+            return Err(Exit::Print(String::new()));
+        }
+        let body = arg.trim_start_matches('-');
+        let (name, inline) = match body.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (body, None),
+        };
+        let single_dash = !arg.starts_with("--");
+        let opt = opts
+            .iter()
+            .find(|o| o.long == name || (single_dash && name.len() == 1 && o.short == name.chars().next()))
+            .ok_or_else(|| Exit::Usage(format!("flag provided but not defined: {arg}")))?;
+        if opt.value {
+            let v = match inline {
+                Some(v) => v,
+                None => {
+                    i += 1;
+                    args.get(i).cloned().ok_or_else(|| Exit::Usage(format!("flag needs an argument: {arg}")))?
+                }
+            };
+            p.values.push((opt.long, v));
+        } else {
+            match inline.as_deref() {
+                None | Some("true") | Some("1") => p.flags.push(opt.long),
+                Some("false") | Some("0") => p.flags.retain(|f| *f != opt.long),
+                Some(v) => return Err(Exit::Usage(format!("invalid boolean value '{v}' for {arg}"))),
+            }
+        }
+        i += 1;
+    }
+    Ok((p, i))
+}
+
+fn number<T: std::str::FromStr>(p: &Parsed, name: &str) -> Result<Option<T>, Exit> {
+    p.value(name)
+        .map(|v| v.parse::<T>().map_err(|_| Exit::Usage(format!("invalid value '{v}' for --{name}: not a number"))))
+        .transpose()
+}
+
+fn exactly(c: &CommandDef, pos: &[String], n: usize) -> Result<(), Exit> {
+    if pos.len() == n {
+        Ok(())
+    } else {
+        Err(Exit::Usage(format!("\"{}\" requires exactly {n} argument(s): {}", c.name, c.args)))
+    }
+}
+
+fn create_flags(p: &Parsed) -> Result<CreateFlags, Exit> {
+    Ok(CreateFlags {
+        bundle: PathBuf::from(p.value("bundle").unwrap_or_else(|| ".".into())),
+        console_socket: p.value("console-socket").map(PathBuf::from),
+        pid_file: p.value("pid-file").map(PathBuf::from),
+        no_pivot: p.flag("no-pivot"),
+        no_new_keyring: p.flag("no-new-keyring"),
+        preserve_fds: number(p, "preserve-fds")?.unwrap_or(0),
+    })
+}
+
+/// Parses `argv` (without the program name).
+pub fn parse(argv: &[String]) -> Result<Cli, Exit> {
+    if argv.iter().take_while(|a| !COMMANDS.iter().any(|c| c.name == a.as_str())).any(|a| matches!(a.as_str(), "--version" | "-v" | "-version")) {
+        return Err(Exit::Print(format!("berth-oci {}\n", crate::VERSION_LINE)));
+    }
+    let (globals, at) = parse_options(GLOBAL, argv, true).map_err(|e| match e {
+        Exit::Print(_) => Exit::Print(usage()),
+        other => other,
+    })?;
+    let Some(name) = argv.get(at) else { return Err(Exit::Print(usage())) };
+    if name == "help" {
+        return Err(Exit::Print(usage()));
+    }
+    let def = COMMANDS.iter().find(|c| c.name == name).ok_or_else(|| Exit::Usage(format!("no such command: {name}")))?;
+    let rest = &argv[at + 1..];
+    let (p, stop) = parse_options(def.opts, rest, true).map_err(|e| match e {
+        Exit::Print(_) => Exit::Print(command_help(def)),
+        other => other,
+    })?;
+    let mut pos: Vec<String> = rest[stop..].to_vec();
+    pos.extend(p.positionals.iter().cloned());
+    let id = |pos: &[String]| pos.first().cloned().unwrap_or_default();
+    let command = match def.name {
+        "create" => {
+            exactly(def, &pos, 1)?;
+            Command::Create(CreateArgs { flags: create_flags(&p)?, id: id(&pos) })
+        }
+        "run" => {
+            exactly(def, &pos, 1)?;
+            Command::Run(RunArgs {
+                flags: create_flags(&p)?,
+                detach: p.flag("detach"),
+                keep: p.flag("keep"),
+                no_subreaper: p.flag("no-subreaper"),
+                id: id(&pos),
+            })
+        }
+        "start" | "state" | "pause" | "resume" => {
+            exactly(def, &pos, 1)?;
+            let a = IdArg { id: id(&pos) };
+            match def.name {
+                "start" => Command::Start(a),
+                "state" => Command::State(a),
+                "pause" => Command::Pause(a),
+                _ => Command::Resume(a),
+            }
+        }
+        "kill" => {
+            if pos.is_empty() || pos.len() > 2 {
+                return Err(Exit::Usage("\"kill\" requires an ID and at most a SIGNAL".into()));
+            }
+            Command::Kill(KillArgs { all: p.flag("all"), id: id(&pos), signal: pos.get(1).cloned() })
+        }
+        "delete" => {
+            exactly(def, &pos, 1)?;
+            Command::Delete(DeleteArgs { force: p.flag("force"), id: id(&pos) })
+        }
+        "list" => {
+            exactly(def, &pos, 0)?;
+            Command::List(ListArgs { format: p.value("format").unwrap_or_else(|| "table".into()), quiet: p.flag("quiet") })
+        }
+        "ps" => {
+            if pos.is_empty() {
+                return Err(Exit::Usage("\"ps\" requires an ID".into()));
+            }
+            Command::Ps(PsArgs { format: p.value("format").unwrap_or_else(|| "table".into()), id: id(&pos), ps_args: pos[1..].to_vec() })
+        }
+        "events" => {
+            exactly(def, &pos, 1)?;
+            Command::Events(EventsArgs {
+                stats: p.flag("stats"),
+                interval: p.value("interval").unwrap_or_else(|| "5s".into()),
+                id: id(&pos),
+            })
+        }
+        "update" => {
+            exactly(def, &pos, 1)?;
+            Command::Update(Box::new(UpdateArgs {
+                resources: p.value("resources").map(PathBuf::from),
+                blkio_weight: number(&p, "blkio-weight")?,
+                cpu_period: number(&p, "cpu-period")?,
+                cpu_quota: number(&p, "cpu-quota")?,
+                cpu_share: number(&p, "cpu-share")?,
+                cpu_rt_period: number(&p, "cpu-rt-period")?,
+                cpu_rt_runtime: number(&p, "cpu-rt-runtime")?,
+                cpuset_cpus: p.value("cpuset-cpus"),
+                cpuset_mems: p.value("cpuset-mems"),
+                memory: p.value("memory"),
+                memory_reservation: p.value("memory-reservation"),
+                memory_swap: p.value("memory-swap"),
+                kernel_memory: p.value("kernel-memory"),
+                kernel_memory_tcp: p.value("kernel-memory-tcp"),
+                pids_limit: number(&p, "pids-limit")?,
+                l3_cache_schema: p.value("l3-cache-schema"),
+                mem_bw_schema: p.value("mem-bw-schema"),
+                id: id(&pos),
+            }))
+        }
+        "spec" => {
+            exactly(def, &pos, 0)?;
+            Command::Spec(SpecArgs { bundle: p.value("bundle").map(PathBuf::from), rootless: p.flag("rootless") })
+        }
+        _ => {
+            exactly(def, &pos, 0)?;
+            Command::Features
+        }
+    };
+    Ok(Cli {
+        root: globals.value("root").map(PathBuf::from),
+        log: globals.value("log").map(PathBuf::from),
+        log_format: globals.value("log-format").unwrap_or_else(|| "text".into()),
+        debug: globals.flag("debug"),
+        systemd_cgroup: globals.flag("systemd-cgroup"),
+        rootless: globals.value("rootless"),
+        command,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
-    fn norm(args: &[&str]) -> Vec<String> {
-        normalize_args(&Cli::command(), args.iter().map(|s| s.to_string()).collect())
+    fn cli(args: &[&str]) -> Result<Cli, Exit> {
+        parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
     }
 
     #[test]
-    fn go_style_flags_are_accepted() {
-        assert_eq!(
-            norm(&["rt", "-root", "/r", "create", "-bundle=/b", "x"]),
-            vec!["rt", "--root", "/r", "create", "--bundle=/b", "x"]
-        );
-        assert_eq!(
-            norm(&["rt", "create", "--no-pivot=false", "--no-new-keyring=true", "x"]),
-            vec!["rt", "create", "--no-new-keyring", "x"]
-        );
-        assert_eq!(norm(&["rt", "kill", "-a", "x", "9"]), vec!["rt", "kill", "-a", "x", "9"]);
-        assert_eq!(norm(&["rt", "run", "--", "-root"]), vec!["rt", "run", "--", "-root"]);
+    fn go_style_flags() {
+        let c = cli(&["-root", "/r", "--log=/l", "create", "-bundle=/b", "--no-pivot=false", "--no-new-keyring=true", "x"]).unwrap();
+        assert_eq!(c.root, Some(PathBuf::from("/r")));
+        assert_eq!(c.log, Some(PathBuf::from("/l")));
+        let Command::Create(a) = c.command else { panic!() };
+        assert_eq!(a.flags.bundle, PathBuf::from("/b"));
+        assert!(!a.flags.no_pivot);
+        assert!(a.flags.no_new_keyring);
+        assert_eq!(a.id, "x");
+    }
+
+    #[test]
+    fn short_aliases_and_positionals() {
+        let Command::Kill(k) = cli(&["kill", "-a", "x", "9"]).unwrap().command else { panic!() };
+        assert!(k.all && k.id == "x" && k.signal.as_deref() == Some("9"));
+        // Parsing stops at the first argument: "-9" after the id is the signal.
+        let Command::Kill(k) = cli(&["kill", "x", "-9"]).unwrap().command else { panic!() };
+        assert_eq!(k.signal.as_deref(), Some("-9"));
+        let Command::Ps(p) = cli(&["ps", "-f", "json", "x", "-ef"]).unwrap().command else { panic!() };
+        assert_eq!((p.format.as_str(), p.ps_args.clone()), ("json", vec!["-ef".to_string()]));
+        let Command::Update(u) = cli(&["update", "--cpu-quota", "-1", "--memory=100m", "x"]).unwrap().command else { panic!() };
+        assert_eq!((u.cpu_quota, u.memory.as_deref()), (Some(-1), Some("100m")));
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let e = |args: &[&str]| match cli(args) {
+            Err(Exit::Usage(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert!(e(&["create", "--bogus", "x"]).contains("--bogus"));
+        assert!(e(&["state"]).contains("requires exactly 1"));
+        assert!(e(&["frobnicate"]).contains("no such command"));
+        assert!(e(&["create", "--preserve-fds", "many", "x"]).contains("--preserve-fds"));
+        assert!(e(&["create", "--bundle"]).contains("needs an argument"));
+        assert!(matches!(cli(&["--version"]), Err(Exit::Print(v)) if v.starts_with("berth-oci version ")));
+        assert!(matches!(cli(&["create", "--help"]), Err(Exit::Print(h)) if h.contains("--console-socket")));
     }
 }

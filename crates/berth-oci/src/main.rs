@@ -5,18 +5,22 @@ mod commands;
 mod log;
 mod parse;
 
-use clap::{CommandFactory, FromArgMatches};
-
 /// `--version`: the lines go-runc and moby parse ("... version X", "commit: ", "spec: ").
 pub const VERSION_LINE: &str =
     concat!("version ", env!("CARGO_PKG_VERSION"), "\ncommit: ", env!("CARGO_PKG_VERSION"), "\nspec: 1.2.0");
 
 fn main() {
-    let mut command = cli::Cli::command();
-    let args = cli::normalize_args(&command, std::env::args().collect());
-    let cli = match command.try_get_matches_from_mut(args).and_then(|m| cli::Cli::from_arg_matches(&m)) {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let cli = match cli::parse(&argv) {
         Ok(cli) => cli,
-        Err(e) => e.exit(),
+        Err(cli::Exit::Print(text)) => {
+            print!("{text}");
+            std::process::exit(0);
+        }
+        Err(cli::Exit::Usage(msg)) => {
+            eprintln!("berth-oci: {msg} (berth-oci --help shows the usage)");
+            std::process::exit(1);
+        }
     };
     let logger = match log::Logger::new(cli.log.as_deref(), &cli.log_format, cli.debug) {
         Ok(l) => l,
