@@ -3,6 +3,7 @@
 
 pub mod bundle;
 pub mod image;
+pub mod registry;
 pub mod rootfs;
 
 pub use bundle::Bundle;
