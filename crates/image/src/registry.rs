@@ -225,7 +225,11 @@ impl Client {
         }
         if challenges.iter().any(|c| c.scheme == "basic") {
             let Some(c) = &self.creds else {
-                bail!("registry {}: authentication required (basic): run berth login {}", self.registry, self.registry);
+                bail!(
+                    "registry {}: 401 authentication required (basic): run berth login {}",
+                    self.registry,
+                    self.registry
+                );
             };
             *self.auth.lock().unwrap() = Some(c.basic_header());
             return Ok(());

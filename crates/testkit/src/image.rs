@@ -348,6 +348,17 @@ impl OciLayout {
     /// Writes an image (layers, config, manifest); returns its manifest descriptor.
     /// `config` is merged into the image config's `config` section (Cmd, Env, User, ...).
     pub fn image(&self, layers: &[Layer], config: Value, arch: &str) -> io::Result<ImageInfo> {
+        self.image_with_diff_ids(layers, config, arch, None)
+    }
+
+    /// Like `image`, with the config's DiffIDs replaced (to make inconsistent images).
+    pub fn image_with_diff_ids(
+        &self,
+        layers: &[Layer],
+        config: Value,
+        arch: &str,
+        diff_ids_override: Option<Vec<String>>,
+    ) -> io::Result<ImageInfo> {
         let mut layer_descs = Vec::new();
         let mut diff_ids = Vec::new();
         for l in layers {
@@ -361,7 +372,7 @@ impl OciLayout {
             "architecture": arch,
             "os": "linux",
             "config": config,
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids_override.clone().unwrap_or_else(|| diff_ids.clone())},
             "history": layers.iter().map(|_| json!({"created": "2000-01-01T00:00:00Z", "created_by": "berth-testkit"})).collect::<Vec<_>>(),
         });
         let cfg_bytes = serde_json::to_vec(&cfg)?;
@@ -408,4 +419,115 @@ impl OciLayout {
         let idx = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": self.index});
         fs::write(self.dir.join("index.json"), serde_json::to_vec(&idx)?)
     }
+}
+
+/// The test images every registry test uses, in one OCI layout (tags in parentheses):
+/// - `multi`: three layers: the busybox rootfs with extra files, hardlinks and symlinks;
+///   whiteouts of a file and a directory and an opaque directory; a zstd layer; and a full
+///   container config (Entrypoint, Cmd, Env, User, WorkingDir, ports, volumes, labels, signal)
+/// - `simple`: the busybox rootfs alone (gzip), for schema2 conversion and round trips
+/// - `multiarch`: an index of `simple` (linux/amd64) and a small linux/arm64 image
+/// - `badiff`: `simple` with a config whose DiffID does not match its layer
+/// - `hostile`: `simple` plus a layer with a path-traversal entry
+pub struct Fixtures {
+    pub layout: PathBuf,
+    pub multi: ImageInfo,
+    pub simple: ImageInfo,
+    pub arm: ImageInfo,
+    pub index: Value,
+    pub badiff: ImageInfo,
+    pub hostile: ImageInfo,
+    /// The hostile layer's blob digest.
+    pub hostile_layer: String,
+}
+
+pub fn multi_layers(scratch: &Path) -> io::Result<Vec<Layer>> {
+    let mut l1 = LayerBuilder::new();
+    let busybox = busybox_layer(scratch)?;
+    // The busybox entries, then our own (appending to a finished tar: strip its end blocks).
+    let mut b1 = busybox;
+    let end = b1.len() - 1024;
+    b1.truncate(end);
+    l1.dir("var/cache/", 0o755)
+        .file("var/cache/a", 0o644, b"a\n")
+        .file("var/cache/b", 0o644, b"b\n")
+        .dir("opt/", 0o755)
+        .dir("opt/old/", 0o755)
+        .file("opt/old/file", 0o644, b"old\n")
+        .dir("data/", 0o755)
+        .file("data/hard1", 0o600, b"linked content\n")
+        .hardlink("data/hard2", "data/hard1")
+        .symlink("data/link", "hard1")
+        .file("etc/shadowed", 0o644, b"removed by layer 2\n");
+    let mut extra = l1.finish();
+    b1.append(&mut extra);
+    let mut l2 = LayerBuilder::new();
+    l2.whiteout("etc/shadowed").opaque("var/cache").file("var/cache/c", 0o644, b"c\n").whiteout("opt/old").file(
+        "etc/layer2",
+        0o644,
+        b"layer 2\n",
+    );
+    let mut l3 = LayerBuilder::new();
+    l3.dir("zstd/", 0o755).file("zstd/hello", 0o644, b"hello from a zstd layer\n");
+    Ok(vec![
+        Layer { tar: b1, compression: Compression::Gzip },
+        Layer { tar: l2.finish(), compression: Compression::Gzip },
+        Layer { tar: l3.finish(), compression: Compression::Zstd },
+    ])
+}
+
+pub fn multi_config() -> Value {
+    json!({
+        "Entrypoint": ["/bin/sh", "-c"],
+        "Cmd": ["echo hello"],
+        "Env": ["PATH=/usr/bin:/bin", "GREETING=hi"],
+        "User": "user",
+        "WorkingDir": "/home/user",
+        "ExposedPorts": {"8080/tcp": {}},
+        "Volumes": {"/data": {}},
+        "Labels": {"org.example.test": "berth"},
+        "StopSignal": "SIGQUIT",
+    })
+}
+
+pub fn build_fixtures(dir: &Path) -> io::Result<Fixtures> {
+    let mut layout = OciLayout::create(&dir.join("layout"))?;
+    let multi = layout.image(&multi_layers(dir)?, multi_config(), "amd64")?;
+    layout.tag("multi", &multi.manifest_descriptor)?;
+    let bb = busybox_layer(dir)?;
+    let simple = layout.image(
+        &[Layer { tar: bb.clone(), compression: Compression::Gzip }],
+        json!({"Cmd": ["/bin/sh"]}),
+        "amd64",
+    )?;
+    layout.tag("simple", &simple.manifest_descriptor)?;
+    let mut a = LayerBuilder::new();
+    a.file("arch", 0o644, b"arm64\n");
+    let arm = layout.image(
+        &[Layer { tar: a.finish(), compression: Compression::Gzip }],
+        json!({"Cmd": ["/bin/sh"]}),
+        "arm64",
+    )?;
+    let mut arm_desc = arm.manifest_descriptor.clone();
+    arm_desc["platform"]["variant"] = json!("v8");
+    let index = layout.index(&[simple.manifest_descriptor.clone(), arm_desc])?;
+    layout.tag("multiarch", &index)?;
+    let badiff = layout.image_with_diff_ids(
+        &[Layer { tar: bb.clone(), compression: Compression::Gzip }],
+        json!({"Cmd": ["/bin/sh"]}),
+        "amd64",
+        Some(vec![format!("sha256:{}", sha256_hex(b"not the layer"))]),
+    )?;
+    layout.tag("badiff", &badiff.manifest_descriptor)?;
+    let mut h = LayerBuilder::new();
+    h.file("innocent", 0o644, b"x").file("../../../berth-hostile-escape", 0o644, b"escaped");
+    let htar = h.finish();
+    let hostile_layer = format!("sha256:{}", sha256_hex(&compress(&htar, Compression::Gzip)));
+    let hostile = layout.image(
+        &[Layer { tar: bb, compression: Compression::Gzip }, Layer { tar: htar, compression: Compression::Gzip }],
+        json!({"Cmd": ["/bin/sh"]}),
+        "amd64",
+    )?;
+    layout.tag("hostile", &hostile.manifest_descriptor)?;
+    Ok(Fixtures { layout: layout.dir.clone(), multi, simple, arm, index, badiff, hostile, hostile_layer })
 }

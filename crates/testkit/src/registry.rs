@@ -329,6 +329,10 @@ fn serve(client: TcpStream, upstream_port: u16, own_port: u16, st: &ProxyState) 
             let query = path.split_once('?').map(|(_, q)| q.to_string()).unwrap_or_default();
             st.token_requests.lock().unwrap().push(format!("{query} basic={basic_ok}"));
             let wants_push = query.contains("push");
+            let sent_basic = header(&head, "Authorization").map(|a| a.starts_with("Basic ")).unwrap_or(false);
+            if sent_basic && !basic_ok {
+                return respond(&mut client, "401 Unauthorized", &[], r#"{"details":"invalid credentials"}"#);
+            }
             let service_ok = query.contains(&format!("service={}", p.service));
             if !service_ok || (wants_push && !basic_ok) {
                 return respond(&mut client, "401 Unauthorized", &[], r#"{"details":"denied"}"#);
