@@ -573,7 +573,7 @@ pub fn import(store: &Store, input: &Path, name: Option<&str>) -> Result<Digest>
         annotations: None,
         urls: None,
     };
-    let layers = fetch_layers(store, None, &[desc.clone()], &cfg, &crate::pull::NoProgress)
+    let layers = fetch_layers(store, None, std::slice::from_ref(&desc), &cfg, &crate::pull::NoProgress)
         .map_err(|e| e.context(format!("import {origin}")))?;
     let mbytes = serde_json::to_vec(&json!({
         "schemaVersion": 2,

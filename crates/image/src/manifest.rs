@@ -120,6 +120,7 @@ pub struct RootFs {
 }
 
 /// A parsed manifest document.
+#[allow(clippy::large_enum_variant)]
 pub enum Document {
     Manifest(Manifest),
     Index(Index),
