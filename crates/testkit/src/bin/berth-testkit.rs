@@ -1,6 +1,7 @@
 //! Command-line access to the test kit, for the Makefile's demo and the benchmarks:
 //!   berth-testkit rootfs DIR
 //!   berth-testkit bundle DIR [--rootfs PATH] [--hostname NAME] [--memory BYTES] [--cgroups-path PATH] [--] ARGS...
+//!   berth-testkit free-port     (prints a free TCP port on 127.0.0.1)
 //!   berth-testkit image-layout DIR TAG [--layers N] [--layer-size BYTES] [--compression gzip|zstd|none]
 //!       an OCI image layout: the busybox rootfs layer plus N generated layers of BYTES each
 
@@ -14,6 +15,16 @@ fn usage() -> ! {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("free-port") {
+        match berth_testkit::registry::free_port() {
+            Ok(p) => println!("{p}"),
+            Err(e) => {
+                eprintln!("berth-testkit: {e}");
+                exit(1);
+            }
+        }
+        return;
+    }
     let (cmd, dir) = match (args.first(), args.get(1)) {
         (Some(c), Some(d)) => (c.as_str(), PathBuf::from(d)),
         _ => usage(),
