@@ -502,6 +502,9 @@ fn logout(a: &LogoutArgs) -> Result<()> {
 fn load(cli: &Cli, a: &LoadArgs) -> Result<()> {
     let store = open_store(cli)?;
     let input = a.input.clone().unwrap_or_else(|| PathBuf::from("-"));
+    if input == Path::new("-") && std::io::stdin().is_terminal() {
+        bail!("no archive: use --input FILE or redirect standard input");
+    }
     let reporter = Reporter::new(a.quiet);
     for n in archive::load(&store, &input, &reporter)? {
         println!("Loaded image: {n}");

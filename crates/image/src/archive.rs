@@ -83,6 +83,7 @@ impl<R: Read> Read for Exact<R> {
 /// Saves images (by name or ID) to `out` (a file, `-` for stdout, or a directory for
 /// oci-dir).
 pub fn save(store: &Store, names: &[String], format: Format, out: &Path) -> Result<()> {
+    let _lock = store.lock_shared()?;
     let mut images: Vec<(Image, Vec<String>)> = Vec::new();
     for n in names {
         let img = store.resolve(n)?;

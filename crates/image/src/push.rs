@@ -27,6 +27,8 @@ pub struct Pushed {
 pub fn push(store: &Store, source: &str, dest: Option<&str>, opts: &PushOptions) -> Result<Pushed> {
     let img = store.resolve(source)?;
     let dest = store.config.resolve(dest.unwrap_or(source))?;
+    // Garbage collection waits until the blobs are sent.
+    let _lock = store.lock_shared()?;
     let repo = dest.repository.clone();
     let manifest = store.manifest_bytes(&img)?;
     let mut blobs: Vec<(Digest, String)> = Vec::new();

@@ -455,7 +455,7 @@ impl Extractor {
         let flags = libc::O_PATH | libc::O_DIRECTORY;
         let fd = match sys::open_beneath(self.root.as_fd(), path, flags) {
             Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) && create => {
                 // Walk and create the missing components one by one.
                 let mut cur = self.root.try_clone().map_err(|e| e.to_string())?;
                 for comp in path.split(|b| *b == b'/') {
@@ -464,6 +464,19 @@ impl Extractor {
                         Ok(fd) => fd,
                         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                             sys::mkdirat(cur.as_fd(), &c, 0o755).map_err(|e| format!("mkdir {:?}: {e}", show(comp)))?;
+                            sys::open_beneath(cur.as_fd(), comp, flags).map_err(|e| e.to_string())?
+                        }
+                        Err(e)
+                            if e.raw_os_error() == Some(libc::ENOTDIR)
+                                && matches!(sys::fstatat(cur.as_fd(), &c), Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0) =>
+                        {
+                            // A whiteout of this layer, then entries below it: the directory is
+                            // recreated, hiding the lower layers' one (opaque).
+                            sys::unlinkat(cur.as_fd(), &c, 0).map_err(|e| e.to_string())?;
+                            sys::mkdirat(cur.as_fd(), &c, 0o755).map_err(|e| format!("mkdir {:?}: {e}", show(comp)))?;
+                            let d = sys::open_beneath(cur.as_fd(), comp, libc::O_RDONLY | libc::O_DIRECTORY)
+                                .map_err(|e| e.to_string())?;
+                            sys::fsetxattr(d.as_fd(), OPAQUE_XATTR, b"y").map_err(|e| e.to_string())?;
                             sys::open_beneath(cur.as_fd(), comp, flags).map_err(|e| e.to_string())?
                         }
                         Err(e) => return Err(describe_parent_error(path, e)),

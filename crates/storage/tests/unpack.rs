@@ -245,6 +245,17 @@ fn unpack_converts_whiteouts_to_overlay_format() {
 }
 
 #[test]
+fn unpack_whiteout_then_entries_below_it_becomes_opaque_directory() {
+    let mut b = LayerBuilder::new();
+    b.whiteout("d").file("d/new", 0o644, b"n");
+    let sb = sandbox();
+    unpack_bytes(&b.finish(), Compression::None, &sb.layer).unwrap();
+    assert!(sb.layer.join("d").is_dir());
+    assert_eq!(xattr(&sb.layer.join("d"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert_eq!(fs::read(sb.layer.join("d/new")).unwrap(), b"n");
+}
+
+#[test]
 fn unpack_busybox_rootfs_layer() {
     let tmp = tempfile::tempdir().unwrap();
     let tar = berth_testkit::image::busybox_layer(tmp.path()).unwrap();
