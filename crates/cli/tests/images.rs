@@ -586,3 +586,65 @@ fn cli_short_names_and_mirrors_from_config() {
     assert_eq!(img["RepoTags"][0], "example.invalid/busybox:latest");
     assert_eq!(img["Id"], env.fx.simple.config_digest.as_str());
 }
+
+#[test]
+fn cli_gc_removes_what_a_crash_left_behind() {
+    let env = Env::new();
+    let repo = env.push("simple", "test/gc:v1");
+    env.ok(&["pull", "-q", &repo]);
+    let root = env.root();
+    // What a crash between the steps of a pull or a removal leaves: a blob and a layer
+    // without records, a half-done removal, an unpack in progress, an abandoned download.
+    let orphan_blob = root.join("content/blobs/sha256").join("ab".repeat(32));
+    fs::write(&orphan_blob, b"orphan").unwrap();
+    let orphan_layer = root.join("layers").join("cd".repeat(32));
+    fs::create_dir_all(orphan_layer.join("etc")).unwrap();
+    fs::create_dir_all(root.join("layers/.trash-1-dead/x")).unwrap();
+    fs::create_dir_all(root.join("layers/.tmp-1-dead/y")).unwrap();
+    let stale = root.join("content/ingest").join("ef".repeat(32));
+    fs::create_dir_all(&stale).unwrap();
+    fs::write(stale.join("data"), b"partial").unwrap();
+    let old = std::ffi::CString::new(stale.join("data").as_os_str().as_encoded_bytes()).unwrap();
+    let t = libc::timeval { tv_sec: 1_000_000_000, tv_usec: 0 };
+    assert_eq!(unsafe { libc::utimes(old.as_ptr(), [t, t].as_ptr()) }, 0);
+    let fresh = root.join("content/ingest").join("12".repeat(32));
+    fs::create_dir_all(&fresh).unwrap();
+    fs::write(fresh.join("data"), b"resumable").unwrap();
+
+    let (out, _) = env.ok(&["image", "prune"]);
+    assert!(out.contains("1 blob(s)") && out.contains("1 layer(s)") && out.contains("3 leftover(s)"), "{out}");
+    assert!(!orphan_blob.exists() && !orphan_layer.exists() && !stale.exists());
+    assert!(fresh.exists(), "a recent download must stay resumable");
+    assert!(dir_entries(&root.join("layers")).iter().all(|l| !l.starts_with('.')));
+    // The image is untouched and still complete.
+    let img = env.inspect_in(&root, &repo);
+    assert!(layer_dir(&root, img["Layers"][0]["ChainID"].as_str().unwrap()).join("bin/busybox").is_file());
+    let save = env.tmp.path().join("after-gc.tar");
+    env.ok(&["save", "-o", save.to_str().unwrap(), &repo]);
+}
+
+#[test]
+fn cli_tls_registry_verified_against_system_roots() {
+    let env = Env::new();
+    let (ca, cert, key) = berth_testkit::registry::make_test_certs(&env.tmp.path().join("certs")).unwrap();
+    let reg = Registry::start_tls(&env.tmp.path().join("tls-registry"), &cert, &key).unwrap();
+    let dest = format!("{}/test/tls:v1", reg.addr());
+    skopeo_push(&env.fx.layout, "simple", &dest, false, None, None).unwrap();
+    // Trusted (the test CA as the system roots, via SSL_CERT_FILE): pulled over HTTPS.
+    let o = env.cmd(&env.root(), &["pull", "-q", &dest]).env("SSL_CERT_FILE", &ca).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(env.inspect_in(&env.root(), &dest)["Id"], env.fx.simple.config_digest.as_str());
+    // Not trusted: the certificate is refused, and plain HTTP gets nowhere either.
+    let empty = env.tmp.path().join("no-roots.pem");
+    fs::write(&empty, "").unwrap();
+    let root = env.tmp.path().join("root-untrusted");
+    let o = env
+        .cmd(&root, &["pull", "-q", &dest])
+        .env("SSL_CERT_FILE", &empty)
+        .env("SSL_CERT_DIR", &empty)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.to_lowercase().contains("certificate") || err.contains("UnknownIssuer"), "{err}");
+}

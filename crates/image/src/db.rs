@@ -10,6 +10,9 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::error::{Context, Result};
 
+/// Bumped with every schema change; `open` migrates older databases forward.
+const SCHEMA_VERSION: i64 = 1;
+
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS images (
     manifest_digest TEXT PRIMARY KEY,
@@ -103,7 +106,17 @@ impl Db {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(crate::Error::msg(format!(
+                "{}: metadata schema version {version} is newer than this berth supports ({SCHEMA_VERSION})",
+                path.display()
+            )));
+        }
         conn.execute_batch(SCHEMA).ctx(format!("{}: create schema", path.display()))?;
+        if version < SCHEMA_VERSION {
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
         Ok(Db { conn })
     }
 

@@ -21,7 +21,10 @@ pub struct Client {
     /// The registry as named in references (used for credentials and errors).
     pub registry: String,
     /// scheme://host of the endpoint actually contacted (a mirror, or the registry).
-    base: String,
+    base: Mutex<String>,
+    /// Plain HTTP may be tried after HTTPS failed (insecure and loopback registries); set to
+    /// false once a scheme answered.
+    http_fallback: Mutex<bool>,
     host: String,
     creds: Option<Credentials>,
     scopes: Vec<String>,
@@ -107,11 +110,11 @@ impl Client {
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
             .build();
         let host = if endpoint == "docker.io" { "registry-1.docker.io".to_string() } else { endpoint.to_string() };
-        let scheme = if config.is_insecure(endpoint) { "http" } else { "https" };
         Client {
             agent,
             registry: registry.to_string(),
-            base: format!("{scheme}://{host}"),
+            base: Mutex::new(format!("https://{host}")),
+            http_fallback: Mutex::new(config.is_insecure(endpoint)),
             host,
             creds,
             scopes,
@@ -126,13 +129,30 @@ impl Client {
     }
 
     fn url(&self, path: &str) -> String {
+        let base = self.base.lock().unwrap().clone();
         if path.starts_with("http://") || path.starts_with("https://") {
             path.to_string()
         } else if path.starts_with('/') {
-            format!("{}{path}", self.base)
+            format!("{base}{path}")
         } else {
-            format!("{}/{path}", self.base)
+            format!("{base}/{path}")
         }
+    }
+
+    /// After an HTTPS transport failure on an insecure or loopback registry: switch to plain
+    /// HTTP (once). Returns the new URL for `url`, or None when there is no fallback.
+    fn fall_back_to_http(&self, url: &str) -> Option<String> {
+        let mut fb = self.http_fallback.lock().unwrap();
+        if !*fb || !url.starts_with("https://") || host_of(url) != self.host {
+            return None;
+        }
+        *fb = false;
+        *self.base.lock().unwrap() = format!("http://{}", self.host);
+        Some(format!("http://{}", &url["https://".len()..]))
+    }
+
+    fn scheme_settled(&self) {
+        *self.http_fallback.lock().unwrap() = false;
     }
 
     /// Sends a request, authenticating on 401, following redirects (without credentials to
@@ -143,6 +163,7 @@ impl Client {
         let mut authed_retry = false;
         let mut attempt = 0u32;
         let mut redirects = 0;
+        let mut https_error: Option<String> = None;
         let replayable = !matches!(body, Body::Stream(..));
         loop {
             let mut req = self.agent.request(method, &url);
@@ -163,6 +184,15 @@ impl Client {
                     .send(&mut **r),
             };
             let what = format!("registry {}: {method} {}", self.registry, url.split('?').next().unwrap_or(&url));
+            if let Err(ureq::Error::Transport(t)) = &res {
+                if let Some(u) = self.fall_back_to_http(&url) {
+                    https_error = Some(t.to_string());
+                    url = u;
+                    continue;
+                }
+            } else {
+                self.scheme_settled();
+            }
             match res {
                 Ok(resp) if (300..400).contains(&resp.status()) && resp.status() != 304 => {
                     let Some(loc) = resp.header("Location").map(str::to_string) else {
@@ -202,14 +232,20 @@ impl Client {
                     } else {
                         ""
                     };
-                    bail!("{what}: {code} {msg}{hint}");
+                    match &https_error {
+                        Some(h) => bail!("{what}: {code} {msg}{hint} (after HTTPS failed: {h})"),
+                        None => bail!("{what}: {code} {msg}{hint}"),
+                    }
                 }
                 Err(ureq::Error::Transport(t)) if replayable && attempt < self.retries => {
                     let _ = t;
                     attempt += 1;
                     backoff(attempt);
                 }
-                Err(ureq::Error::Transport(t)) => bail!("{what}: {t}"),
+                Err(ureq::Error::Transport(t)) => match &https_error {
+                    Some(h) => bail!("{what}: {t} (after HTTPS failed: {h})"),
+                    None => bail!("{what}: {t}"),
+                },
             }
         }
     }
@@ -244,7 +280,9 @@ impl Client {
         if !(realm.starts_with("https://") || realm.starts_with("http://")) {
             bail!("registry {}: token realm {realm:?} is not an http(s) URL", self.registry);
         }
-        if realm.starts_with("http://") && !crate::config::is_loopback(host_of(realm)) && self.base.starts_with("https")
+        if realm.starts_with("http://")
+            && !crate::config::is_loopback(host_of(realm))
+            && self.base.lock().unwrap().starts_with("https")
         {
             bail!("registry {}: refusing plain-HTTP token realm {realm:?} for a TLS registry", self.registry);
         }

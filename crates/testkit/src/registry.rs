@@ -24,6 +24,76 @@ pub struct Registry {
     pub port: u16,
     pub dir: PathBuf,
     htpasswd: Option<(String, String)>,
+    /// Serve HTTPS with this certificate and key.
+    tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// A test certificate authority and a server certificate it signed for IP 127.0.0.1 (made
+/// with Debian's openssl). Returns (CA certificate, server certificate, server key).
+pub fn make_test_certs(dir: &Path) -> io::Result<(PathBuf, PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    let p = |n: &str| dir.join(n).to_string_lossy().into_owned();
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")?;
+    let steps: Vec<Vec<String>> = vec![
+        vec![
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &p("ca.key"),
+            "-out",
+            &p("ca.crt"),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=berth test CA",
+        ],
+        vec![
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &p("server.key"),
+            "-out",
+            &p("server.csr"),
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &p("server.csr"),
+            "-CA",
+            &p("ca.crt"),
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-out",
+            &p("server.crt"),
+            "-days",
+            "2",
+            "-extfile",
+            &p("san.ext"),
+        ],
+    ]
+    .into_iter()
+    .map(|v| v.into_iter().map(String::from).collect())
+    .collect();
+    for args in steps {
+        let out = Command::new("openssl")
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| io::Error::new(e.kind(), format!("openssl (Debian package openssl): {e}")))?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!("openssl {}: {}", args[0], String::from_utf8_lossy(&out.stderr))));
+        }
+    }
+    Ok((dir.join("ca.crt"), dir.join("server.crt"), dir.join("server.key")))
 }
 
 impl Registry {
@@ -34,6 +104,20 @@ impl Registry {
             port: free_port()?,
             dir: dir.to_path_buf(),
             htpasswd: htpasswd.map(|(u, p)| (u.to_string(), p.to_string())),
+            tls: None,
+        };
+        r.restart()?;
+        Ok(r)
+    }
+
+    /// Starts a registry that serves HTTPS only, with `cert` and `key`.
+    pub fn start_tls(dir: &Path, cert: &Path, key: &Path) -> io::Result<Registry> {
+        let mut r = Registry {
+            child: None,
+            port: free_port()?,
+            dir: dir.to_path_buf(),
+            htpasswd: None,
+            tls: Some((cert.to_path_buf(), key.to_path_buf())),
         };
         r.restart()?;
         Ok(r)
@@ -66,8 +150,12 @@ impl Registry {
                 self.dir.join("htpasswd").display()
             );
         }
+        let tls = match &self.tls {
+            Some((c, k)) => format!("  tls:\n    certificate: {}\n    key: {}\n", c.display(), k.display()),
+            None => String::new(),
+        };
         let config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{}\n  secret: berth-test-secret\n{auth}",
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{}\n  secret: berth-test-secret\n{tls}{auth}",
             self.storage().display(),
             self.port
         );
