@@ -560,6 +560,29 @@ impl Store {
         }
     }
 
+    /// Mounts a snapshot's root filesystem again (after a reboot or an unmount); returns its
+    /// path. Copy snapshots need no mount.
+    pub fn mount_snapshot(&self, id: &str) -> Result<PathBuf> {
+        berth_storage::snapshot::validate_id(id)?;
+        let row: Option<(String, String)> = {
+            use rusqlite::OptionalExtension;
+            self.db()
+                .conn
+                .query_row("SELECT manifest_digest, driver FROM snapshots WHERE id = ?1", [id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?
+        };
+        let Some((md, driver)) = row else { bail!("snapshot {id} not found") };
+        let rootfs = self.snapshots.rootfs(id);
+        if driver == "overlay" && !berth_storage::sys::is_mountpoint(&rootfs).unwrap_or(false) {
+            let img =
+                self.image_by_manifest(&md)?.ok_or_else(|| Error::msg(format!("snapshot {id}: image {md} is gone")))?;
+            self.snapshots.mount(id, &self.layer_dirs(&img)?)?;
+        }
+        Ok(rootfs)
+    }
+
     pub fn remove_snapshot(&self, id: &str) -> Result<()> {
         self.snapshots.remove(id)?;
         self.db().write(|tx| {

@@ -143,6 +143,15 @@ fn library_pull_snapshots_and_runtime_defaults() {
         assert_eq!(p.cwd().to_str(), Some("/home/user"));
         assert_eq!(spec.annotations().as_ref().unwrap().get("org.example.test").map(String::as_str), Some("berth"));
 
+        // After an unmount (a reboot), the snapshot mounts again with its upper layer intact.
+        store.snapshots.unmount("ctr-1").unwrap();
+        assert!(!is_mounted(&rootfs));
+        let again = store.mount_snapshot("ctr-1").unwrap();
+        assert_eq!(again, rootfs);
+        assert_eq!(is_mounted(&rootfs), driver == "overlay");
+        assert_eq!(fs::read(rootfs.join("etc/written")).unwrap(), b"container data");
+        assert!(!rootfs.join("etc/layer2").exists());
+
         store.remove_snapshot("ctr-1").unwrap();
         store.remove_snapshot("ctr-2").unwrap();
         assert!(!is_mounted(&rootfs));
