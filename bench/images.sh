@@ -21,7 +21,8 @@ T=$(mktemp -d /tmp/berth-bench-images.XXXXXX)
 REG_PID=""
 CTRD_PID=""
 cleanup() {
-    [ -n "$CTRD_PID" ] && kill "$CTRD_PID" 2>/dev/null && wait "$CTRD_PID" 2>/dev/null || true
+    # containerd runs in the measuring subshell: its pid is in a file
+    if [ -s "$T/ctrd.pid" ]; then kill "$(cat "$T/ctrd.pid")" 2>/dev/null || true; sleep 0.5; fi
     [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null || true
     # containerd may leave snapshot mounts below its root
     grep -o " $T[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
@@ -53,9 +54,9 @@ http:
 YML
 docker-registry serve "$T/registry/config.yml" >"$T/registry/log" 2>&1 &
 REG_PID=$!
-i=0
+w=0
 until skopeo inspect --tls-verify=false "docker://127.0.0.1:$PORT/none:none" 2>&1 | grep -q -e "manifest unknown" -e "not found" -e "name unknown"; do
-    i=$((i + 1)); [ $i -gt 100 ] && { echo "registry did not start" >&2; cat "$T/registry/log" >&2; exit 1; }
+    w=$((w + 1)); [ $w -gt 100 ] && { echo "registry did not start" >&2; cat "$T/registry/log" >&2; exit 1; }
     sleep 0.1
 done
 IMG="127.0.0.1:$PORT/bench/img:v1"
@@ -102,15 +103,16 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 TOML
     containerd --config "$T/ctrd/config.toml" >"$T/ctrd.log" 2>&1 &
     CTRD_PID=$!
-    i=0
+    echo "$CTRD_PID" > "$T/ctrd.pid"
+    w=0
     until ctr --address "$T/ctrd/sock" version >/dev/null 2>&1; do
-        i=$((i + 1)); [ $i -gt 100 ] && { echo "containerd did not start" >&2; cat "$T/ctrd.log" >&2; exit 1; }
+        w=$((w + 1)); [ $w -gt 100 ] && { echo "containerd did not start" >&2; cat "$T/ctrd.log" >&2; exit 1; }
         sleep 0.1
     done
 }
 
 stop_containerd() {
-    kill "$CTRD_PID"; wait "$CTRD_PID" 2>/dev/null || true; CTRD_PID=""
+    kill "$CTRD_PID"; wait "$CTRD_PID" 2>/dev/null || true; CTRD_PID=""; rm -f "$T/ctrd.pid"
     grep -o " $T/ctrd[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
     rm -rf "$T/ctrd"
 }
@@ -127,10 +129,9 @@ run_ctr() {
 run_tar_seq() {
     rm -rf "$T/tar"; mkdir -p "$T/tar"
     s=$(now)
-    n=0
     for b in $LAYER_BLOBS; do
-        n=$((n + 1)); mkdir -p "$T/tar/$n"
-        tar -xzf "$T/layout/blobs/sha256/$b" -C "$T/tar/$n"
+        mkdir -p "$T/tar/$b"
+        tar -xzf "$T/layout/blobs/sha256/$b" -C "$T/tar/$b"
     done
     elapsed "$s" "$(now)"
 }
@@ -153,9 +154,10 @@ run_berth_load() {
     elapsed "$s" "$(now)"
 }
 
+# (the tools' helper functions use other variable names: sh has no local variables)
 measure() {
-    i=0
-    while [ $i -lt "$RUNS" ]; do "$1"; echo; i=$((i + 1)); done | grep . | median
+    run=0
+    while [ $run -lt "$RUNS" ]; do "$1"; echo; run=$((run + 1)); done | grep . | median
 }
 
 echo "measuring ($RUNS runs each)..."
