@@ -35,6 +35,9 @@ pub struct PullArgs {
     /// Credentials file (default: $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json)
     #[arg(long)]
     pub authfile: Option<PathBuf>,
+    /// Credentials for this pull only: USER:PASSWORD
+    #[arg(long)]
+    pub creds: Option<String>,
 }
 
 #[derive(Args)]
@@ -47,6 +50,9 @@ pub struct PushArgs {
     pub quiet: bool,
     #[arg(long)]
     pub authfile: Option<PathBuf>,
+    /// Credentials for this push only: USER:PASSWORD
+    #[arg(long)]
+    pub creds: Option<String>,
 }
 
 #[derive(Args)]
@@ -206,13 +212,26 @@ pub fn run(cli: &Cli) -> Result<()> {
     }
 }
 
+fn parse_creds(s: Option<&str>) -> Result<Option<Credentials>> {
+    match s {
+        None => Ok(None),
+        Some(s) => match s.split_once(':') {
+            Some((u, p)) if !u.is_empty() => Ok(Some(Credentials { username: u.into(), password: p.into() })),
+            _ => bail!("--creds: expected USER:PASSWORD"),
+        },
+    }
+}
+
 fn pull_cmd(cli: &Cli, a: &PullArgs) -> Result<()> {
     let store = open_store(cli)?;
     let platform = a.platform.as_deref().map(Platform::parse).transpose()?;
     let auth = AuthFile::locate(a.authfile.as_deref());
     let reporter = Reporter::new(a.quiet);
-    let opts = PullOptions { platform, auth: &auth, progress: &reporter };
-    let p = pull::pull(&store, &a.name, &opts)?;
+    let opts =
+        PullOptions { platform, auth: &auth, credentials: parse_creds(a.creds.as_deref())?, progress: &reporter };
+    let p = pull::pull(&store, &a.name, &opts);
+    reporter.finish();
+    let p = p?;
     if !a.quiet {
         eprintln!("Digest: {}", p.index_digest.as_ref().unwrap_or(&p.manifest_digest));
         eprintln!("Pulled {}", p.reference);
@@ -225,7 +244,10 @@ fn push_cmd(cli: &Cli, a: &PushArgs) -> Result<()> {
     let store = open_store(cli)?;
     let auth = AuthFile::locate(a.authfile.as_deref());
     let reporter = Reporter::new(a.quiet);
-    let p = push::push(&store, &a.source, a.destination.as_deref(), &PushOptions { auth: &auth, progress: &reporter })?;
+    let opts = PushOptions { auth: &auth, credentials: parse_creds(a.creds.as_deref())?, progress: &reporter };
+    let p = push::push(&store, &a.source, a.destination.as_deref(), &opts);
+    reporter.finish();
+    let p = p?;
     if !a.quiet {
         eprintln!(
             "Pushed {} ({} uploaded, {} mounted, {} already present)",
@@ -506,7 +528,9 @@ fn load(cli: &Cli, a: &LoadArgs) -> Result<()> {
         bail!("no archive: use --input FILE or redirect standard input");
     }
     let reporter = Reporter::new(a.quiet);
-    for n in archive::load(&store, &input, &reporter)? {
+    let loaded = archive::load(&store, &input, &reporter);
+    reporter.finish();
+    for n in loaded? {
         println!("Loaded image: {n}");
     }
     Ok(())

@@ -29,6 +29,17 @@ impl Reporter {
     }
 }
 
+impl Reporter {
+    /// Ends the bars' block so that following output starts on its own line.
+    pub fn finish(&self) {
+        if let Reporter::Bars { bars, .. } = self {
+            if !bars.lock().unwrap().is_empty() {
+                eprintln!();
+            }
+        }
+    }
+}
+
 pub fn human_bytes(n: u64) -> String {
     let f = n as f64;
     if f >= 1e9 {

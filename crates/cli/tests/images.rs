@@ -374,6 +374,9 @@ fn cli_login_logout_with_basic_auth_registry() {
     let root = env.tmp.path().join("root2");
     let o = env.run_in(&root, &["pull", &dest]);
     assert!(!o.status.success(), "pull without credentials must fail");
+    env.ok_in(&root, &["pull", "-q", "--creds", "berth:s3cret", &dest]);
+    let err = env.fail(&["pull", "--creds", "nocolon", &dest]);
+    assert!(err.contains("USER:PASSWORD"), "{err}");
 }
 
 #[test]

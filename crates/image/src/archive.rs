@@ -349,7 +349,8 @@ fn scan_dir(store: &Store, dir: &Path) -> Result<Scanned> {
         let what = format!("{}: blob {name}", dir.display());
         let d = Digest::parse(&format!("sha256:{name}")).map_err(|er| Error::msg(format!("{what}: {er}")))?;
         if !store.content.contains(&d) {
-            let mut f = File::open(e.path()).ctx(&what)?;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(e.path()).ctx(&what)?;
             let mut w = store.content.writer()?;
             io::copy(&mut f, &mut w).ctx(&what)?;
             w.commit(&store.content, Some(&d)).map_err(|er| er.context(&what))?;

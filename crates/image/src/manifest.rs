@@ -25,6 +25,9 @@ pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/v
 /// Largest manifest, index or config accepted (bytes).
 pub const MAX_DOCUMENT: u64 = 8 << 20;
 
+/// Most layers an image may have (overlayfs stacks at most 500 lower directories).
+pub const MAX_LAYERS: usize = 500;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Descriptor {
     #[serde(rename = "mediaType", default)]
@@ -172,6 +175,9 @@ pub fn parse_document(bytes: &[u8], content_type: Option<&str>, what: &str) -> R
             serde_json::from_value(v).map_err(|e| Error::msg(format!("{what}: invalid manifest: {e}")))?;
         m.config.digest(&format!("{what}: config"))?;
         m.config.size(&format!("{what}: config"))?;
+        if m.layers.len() > MAX_LAYERS {
+            bail!("{what}: layers: {} layers, more than the {MAX_LAYERS} berth supports", m.layers.len());
+        }
         for (i, l) in m.layers.iter().enumerate() {
             let f = format!("{what}: layers[{i}]");
             l.digest(&f)?;

@@ -41,6 +41,9 @@ impl Progress for NoProgress {
 pub struct PullOptions<'a> {
     pub platform: Option<Platform>,
     pub auth: &'a AuthFile,
+    /// Credentials given directly (`--creds`, or by a CRI client): used instead of the
+    /// auth file's.
+    pub credentials: Option<crate::auth::Credentials>,
     pub progress: &'a dyn Progress,
 }
 
@@ -63,7 +66,10 @@ pub fn pull(store: &Store, name: &str, opts: &PullOptions) -> Result<Pulled> {
     let _lock = store.lock_shared()?;
     let mut errors = Vec::new();
     for endpoint in store.config.endpoints(&reference.registry) {
-        let creds = opts.auth.get(&endpoint)?;
+        let creds = match &opts.credentials {
+            Some(c) => Some(c.clone()),
+            None => opts.auth.get(&endpoint)?,
+        };
         let client = Client::new(&store.config, &reference.registry, &endpoint, creds, vec![scope.clone()]);
         let top = match client.get_manifest(&reference.repository, &reference.reference()) {
             Ok(f) => f,

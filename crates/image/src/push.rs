@@ -12,6 +12,8 @@ use crate::store::Store;
 
 pub struct PushOptions<'a> {
     pub auth: &'a AuthFile,
+    /// Credentials given directly, used instead of the auth file's.
+    pub credentials: Option<crate::auth::Credentials>,
     pub progress: &'a dyn Progress,
 }
 
@@ -50,7 +52,10 @@ pub fn push(store: &Store, source: &str, dest: Option<&str>, opts: &PushOptions)
             scopes.push(sc);
         }
     }
-    let creds = opts.auth.get(&dest.registry)?;
+    let creds = match &opts.credentials {
+        Some(c) => Some(c.clone()),
+        None => opts.auth.get(&dest.registry)?,
+    };
     let client = Client::new(&store.config, &dest.registry, &dest.registry, creds, scopes);
     let mut out = Pushed::default();
     for ((digest, _), from) in blobs.iter().zip(&sources) {

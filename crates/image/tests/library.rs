@@ -68,7 +68,9 @@ fn library_pull_snapshots_and_runtime_defaults() {
 
     for driver in ["overlay", "copy"] {
         let store = Store::open(&tmp.path().join(format!("root-{driver}")), config(driver)).unwrap();
-        let pulled = pull(&store, &name, &PullOptions { platform: None, auth: &auth, progress: &NoProgress }).unwrap();
+        let pulled =
+            pull(&store, &name, &PullOptions { platform: None, auth: &auth, credentials: None, progress: &NoProgress })
+                .unwrap();
         assert_eq!(pulled.image_id.as_str(), fx.multi.config_digest);
         let img = store.resolve(&name).unwrap();
         let rootfs = store.create_snapshot("ctr-1", &img).unwrap();
