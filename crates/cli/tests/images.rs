@@ -236,6 +236,18 @@ fn cli_pull_multiarch_index_selects_platform() {
     assert!(err.contains("no image for platform linux/s390x") && err.contains("linux/arm64/v8"), "{err}");
     let err = env.fail(&["pull", "--platform", "bogus", &repo]);
     assert!(err.contains("invalid platform"), "{err}");
+    // The same index as a Docker manifest list.
+    let list = format!("{}/test/list:v1", env.registry.addr());
+    skopeo_push(&env.fx.layout, "multiarch", &list, true, Some("v2s2"), None).unwrap();
+    let raw: Value = serde_json::from_str(
+        &skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{list}")]).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(raw["mediaType"], "application/vnd.docker.distribution.manifest.list.v2+json");
+    env.ok(&["pull", "-q", "--platform", "linux/arm64", &list]);
+    let img = env.inspect_in(&env.root(), &list);
+    assert_eq!(img["Architecture"], "arm64");
+    assert_eq!(img["MediaType"], "application/vnd.docker.distribution.manifest.v2+json");
 }
 
 #[test]
@@ -319,6 +331,13 @@ fn cli_push_then_pull_gives_identical_digests_with_cross_repo_mount() {
     let root = env.tmp.path().join("root2");
     env.ok_in(&root, &["pull", "-q", &dest]);
     assert_eq!(env.inspect_in(&root, &dest)["Digest"], digest);
+    // By digest: the same image, recorded with its repository digest and no tag.
+    let root3 = env.tmp.path().join("root3");
+    let by_digest = format!("{}/test/dst@{digest}", env.registry.addr());
+    env.ok_in(&root3, &["pull", "-q", &by_digest]);
+    let img = env.inspect_in(&root3, &by_digest);
+    assert_eq!(img["RepoDigests"][0], by_digest.as_str());
+    assert_eq!(img["RepoTags"], serde_json::json!([]));
     // Pushing again: everything is already there.
     let (_, err) = env.ok(&["push", &repo, &dest]);
     assert!(err.contains("4 already present"), "{err}");

@@ -99,6 +99,12 @@ impl AuthFile {
             {
                 return Ok(Some(Credentials { username: u.into(), password: p.into() }));
             }
+            if entry.get("identitytoken").and_then(Value::as_str).is_some_and(|t| !t.is_empty()) {
+                bail!(
+                    "{}: auths.{key}: identity tokens (OAuth2 refresh tokens) are not supported by berth (use berth login)",
+                    self.path.display()
+                );
+            }
         }
         if v.get("credsStore").is_some() && v.get("auths").and_then(|a| a.get(registry)).is_some() {
             bail!("{}: credsStore is not supported by berth (use berth login)", self.path.display());
