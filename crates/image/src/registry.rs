@@ -397,6 +397,7 @@ impl Client {
             size,
             inner: None,
             failures: 0,
+            dead: None,
         }
     }
 
@@ -474,6 +475,8 @@ pub struct BlobStream<'a> {
     size: u64,
     inner: Option<Box<dyn Read + Send + Sync>>,
     failures: u32,
+    /// Set once the retries are used up: later reads fail at once with the same error.
+    dead: Option<String>,
 }
 
 impl BlobStream<'_> {
@@ -506,6 +509,9 @@ impl BlobStream<'_> {
 
 impl Read for BlobStream<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(d) = &self.dead {
+            return Err(io::Error::other(d.clone()));
+        }
         loop {
             if self.offset >= self.size {
                 return Ok(0);
