@@ -170,10 +170,13 @@ impl ContentStore {
         for e in fs::read_dir(self.root.join("ingest"))? {
             let dir = e?.path();
             let data = dir.join("data");
-            let old = fs::metadata(&data)
-                .and_then(|m| m.modified())
-                .map(|t| t.elapsed().unwrap_or_default() >= max_age)
-                .unwrap_or(true);
+            // Writers of content with unknown digests cannot be resumed: any age goes.
+            let resumable = !dir.file_name().map(|n| n.to_string_lossy().starts_with("tmp-")).unwrap_or(false);
+            let old = !resumable
+                || fs::metadata(&data)
+                    .and_then(|m| m.modified())
+                    .map(|t| t.elapsed().unwrap_or_default() >= max_age)
+                    .unwrap_or(true);
             if !old {
                 continue;
             }

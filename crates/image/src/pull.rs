@@ -64,6 +64,8 @@ pub fn pull(store: &Store, name: &str, opts: &PullOptions) -> Result<Pulled> {
     let reference = store.config.resolve(name)?;
     let scope = format!("repository:{}:pull", reference.repository);
     let _lock = store.lock_shared()?;
+    // What a killed berth left: its temporary layer directories (named by its pid).
+    store.layers.sweep_dead().ctx("sweep layers")?;
     let mut errors = Vec::new();
     for endpoint in store.config.endpoints(&reference.registry) {
         let creds = match &opts.credentials {

@@ -106,6 +106,30 @@ impl LayerStore {
         Ok(out)
     }
 
+    /// Removes the leftovers of processes that died while unpacking or removing: the
+    /// temporary names carry the creator's pid, so only directories of dead processes go.
+    /// Safe at any time.
+    pub fn sweep_dead(&self) -> io::Result<u64> {
+        let mut n = 0;
+        for e in fs::read_dir(&self.dir)? {
+            let e = e?;
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let rest = name.strip_prefix(".tmp-").or_else(|| name.strip_prefix(".trash-"));
+            let Some(pid) = rest.and_then(|r| r.split('-').next()).and_then(|p| p.parse::<i32>().ok()) else {
+                continue;
+            };
+            let dead = pid > 0
+                && unsafe { libc::kill(pid, 0) } != 0
+                && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+            if dead {
+                fs::remove_dir_all(e.path())?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Removes leftovers of interrupted unpacks and removals. Only safe while no other
     /// process unpacks (the caller holds the store's exclusive lock).
     pub fn sweep_leftovers(&self) -> io::Result<u64> {
