@@ -306,6 +306,21 @@ fn cli_save_load_round_trips_and_skopeo_reads_them() {
     assert!(out.contains("localhost/from-skopeo:1"), "{out}");
     assert_eq!(env.inspect_in(&root, "localhost/from-skopeo:1")["Id"], env.fx.simple.config_digest.as_str());
 
+    // An OCI layout holding a multi-platform index: the host's image is loaded.
+    let idx_dir = t.join("index.oci");
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--all",
+        &format!("oci:{}:multiarch", env.fx.layout.display()),
+        &format!("oci:{}:multiarch", idx_dir.display()),
+    ])
+    .unwrap();
+    let root = t.join("root-index");
+    let (out, _) = env.ok_in(&root, &["load", "-i", idx_dir.to_str().unwrap()]);
+    assert!(out.contains(&env.fx.simple.config_digest), "{out}");
+    assert_eq!(env.inspect_in(&root, &env.fx.simple.config_digest)["Architecture"], "amd64");
+
     // Loading what is not an archive fails clearly and leaves nothing.
     let junk = t.join("junk.tar");
     fs::write(&junk, vec![0u8; 2048]).unwrap();

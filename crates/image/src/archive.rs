@@ -387,7 +387,13 @@ pub fn load(store: &Store, input: &Path, progress: &dyn Progress) -> Result<Vec<
     }
 }
 
-fn load_oci(store: &Store, s: &Scanned, idx: &[u8], origin: &str, progress: &dyn Progress) -> Result<Vec<String>> {
+fn load_oci(
+    store: &Store,
+    _scanned: &Scanned,
+    idx: &[u8],
+    origin: &str,
+    progress: &dyn Progress,
+) -> Result<Vec<String>> {
     let (doc, _) = manifest::parse_document(idx, Some(manifest::OCI_INDEX), &format!("{origin}: index.json"))?;
     let Document::Index(index) = doc else { bail!("{origin}: index.json is not an image index") };
     let mut loaded = Vec::new();
@@ -419,10 +425,8 @@ fn load_oci(store: &Store, s: &Scanned, idx: &[u8], origin: &str, progress: &dyn
                 store.config.resolve(n).ok().filter(|_| n.contains('/') || n.contains(':') || n.contains('.'))
             })
             .and_then(|r| r.tagged());
-        let _ = index_digest;
-        store.register(&bytes, &media, &cfg, &layers, name.as_deref(), None, None)?;
+        store.register(&bytes, &media, &cfg, &layers, name.as_deref(), index_digest.as_ref(), None)?;
         loaded.push(name.unwrap_or_else(|| cfg_d.to_string()));
-        let _ = s;
     }
     Ok(loaded)
 }

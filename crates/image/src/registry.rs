@@ -342,14 +342,12 @@ impl Client {
         bail!("registry {}: token request to {realm} failed: {last}", self.registry)
     }
 
-    /// Checks that the registry accepts our credentials (berth login).
+    /// Checks that the registry accepts our credentials (berth login): `GET /v2/` with them,
+    /// through whatever authentication the registry asks for. A registry that asks for none
+    /// accepts any.
     pub fn check_login(&self) -> Result<()> {
         let resp = self.send("GET", "/v2/", &[], Body::Empty)?;
         let _ = resp.into_string();
-        if self.auth.lock().unwrap().is_none() && self.creds.is_some() {
-            // The registry did not ask for authentication; nothing to verify against.
-            return Ok(());
-        }
         Ok(())
     }
 

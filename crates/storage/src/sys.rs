@@ -384,8 +384,3 @@ fn unescape_mountinfo(s: &str) -> Vec<u8> {
     }
     out
 }
-
-/// The file descriptor number of a borrowed fd, for /proc/self/fd paths.
-pub fn raw(fd: BorrowedFd) -> RawFd {
-    fd.as_raw_fd()
-}
