@@ -90,12 +90,19 @@ impl Snapshotter {
         let result = (|| -> Result<PathBuf, Error> {
             let rootfs = base.join("rootfs");
             fs::create_dir(&rootfs).map_err(|e| Error::io(&rootfs, e))?;
+            // The container's / (the upper directory's mode, for overlay): 0755 whatever the umask.
+            let mode = |p: &Path| {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(p, fs::Permissions::from_mode(0o755)).map_err(|e| Error::io(p, e))
+            };
+            mode(&rootfs)?;
             fs::write(base.join("driver"), driver.name()).map_err(|e| Error::io(&base, e))?;
             match driver {
                 Driver::Overlay => {
                     for d in ["upper", "work"] {
                         fs::create_dir(base.join(d)).map_err(|e| Error::io(&base.join(d), e))?;
                     }
+                    mode(&base.join("upper"))?;
                     self.mount(id, lowers)?;
                 }
                 Driver::Copy => {

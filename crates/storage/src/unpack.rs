@@ -464,6 +464,8 @@ impl Extractor {
                         Ok(fd) => fd,
                         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                             sys::mkdirat(cur.as_fd(), &c, 0o755).map_err(|e| format!("mkdir {:?}: {e}", show(comp)))?;
+                            // 0755 whatever the umask, as Docker creates implied parents.
+                            sys::fchmodat(cur.as_fd(), &c, 0o755).map_err(|e| e.to_string())?;
                             sys::open_beneath(cur.as_fd(), comp, flags).map_err(|e| e.to_string())?
                         }
                         Err(e)
