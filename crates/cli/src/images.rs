@@ -309,21 +309,20 @@ fn list(cli: &Cli, a: &ListArgs) -> Result<()> {
     let images = store.list()?;
     match a.format.as_str() {
         "json" => {
-            let v: Vec<Value> = images
-                .iter()
-                .map(|i| {
-                    json!({
-                        "Id": i.row.config_digest,
-                        "Digest": i.row.manifest_digest,
-                        "RepoTags": i.tags,
-                        "RepoDigests": i.repo_digests,
-                        "Created": i.row.created,
-                        "Size": i.row.size,
-                        "Os": i.row.os,
-                        "Architecture": i.row.architecture,
-                    })
-                })
-                .collect();
+            let mut v: Vec<Value> = Vec::new();
+            for i in &images {
+                v.push(json!({
+                    "Id": i.row.config_digest,
+                    "Digest": i.row.manifest_digest,
+                    "RepoTags": i.tags,
+                    "RepoDigests": i.repo_digests,
+                    "Created": i.row.created,
+                    "Size": store.unpacked_size(i)?,
+                    "CompressedSize": i.row.size,
+                    "Os": i.row.os,
+                    "Architecture": i.row.architecture,
+                }));
+            }
             println!("{}", serde_json::to_string_pretty(&v).unwrap());
         }
         "table" => {
@@ -341,7 +340,7 @@ fn list(cli: &Cli, a: &ListArgs) -> Result<()> {
                 vec![["REPOSITORY".to_string(), "TAG".into(), "IMAGE ID".into(), "CREATED".into(), "SIZE".into()]];
             for i in &images {
                 let when = ago(i.row.created.as_deref());
-                let size = human_bytes(i.row.size as u64);
+                let size = human_bytes(store.unpacked_size(i)?);
                 if i.tags.is_empty() {
                     rows.push(["<none>".into(), "<none>".into(), i.id().short().into(), when, size]);
                 } else {

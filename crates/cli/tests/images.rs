@@ -132,6 +132,11 @@ fn cli_pull_multilayer_then_list_inspect_tag_rmi_prune_df() {
     assert_eq!(img["Digest"], env.fx.multi.manifest_descriptor["digest"]);
     assert_eq!(img["RepoTags"][0], format!("{repo}"));
     assert_eq!(img["Config"]["User"], "user");
+    // Size is the unpacked content (busybox alone is over a megabyte), larger than compressed.
+    assert!(
+        img["Size"].as_u64().unwrap() > 1_000_000 && img["Size"].as_u64() > img["CompressedSize"].as_u64(),
+        "{img}"
+    );
     let layers = img["Layers"].as_array().unwrap();
     assert_eq!(layers.len(), 3);
     assert_eq!(layers[2]["MediaType"], "application/vnd.oci.image.layer.v1.tar+zstd");

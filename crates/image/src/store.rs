@@ -213,6 +213,17 @@ impl Store {
         }
     }
 
+    /// Bytes of file content of the image's layers once unpacked (what `berth images` shows,
+    /// as Docker does); the compressed size is `row.size`.
+    pub fn unpacked_size(&self, img: &Image) -> Result<u64> {
+        let db = self.db();
+        let mut total = 0u64;
+        for l in &img.layers {
+            total += db.layer(&l.chain_id)?.map(|(_, c)| c.max(0) as u64).unwrap_or(0);
+        }
+        Ok(total)
+    }
+
     pub fn manifest_bytes(&self, img: &Image) -> Result<Vec<u8>> {
         self.content.read(&img.manifest_digest())
     }
@@ -606,7 +617,8 @@ impl Store {
             "Architecture": cfg.architecture,
             "Os": cfg.os,
             "Variant": cfg.variant,
-            "Size": img.row.size,
+            "Size": self.unpacked_size(img)?,
+            "CompressedSize": img.row.size,
             "Config": raw_cfg.get("config").cloned().unwrap_or(Value::Null),
             "RootFS": {"Type": "layers", "Layers": cfg.rootfs.diff_ids},
             "Layers": img.layers.iter().map(|l| json!({
