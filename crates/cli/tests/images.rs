@@ -693,3 +693,39 @@ fn cli_tls_registry_verified_against_system_roots() {
     assert!(!o.status.success());
     assert!(err.to_lowercase().contains("certificate") || err.contains("UnknownIssuer"), "{err}");
 }
+
+#[test]
+fn cli_bearer_tokens_from_token_server_accepted_by_distribution() {
+    let env = Env::new();
+    let tokens =
+        berth_testkit::registry::TokenServer::start(&env.tmp.path().join("tokens"), "tokuser", "tokpass").unwrap();
+    let reg = Registry::start_token_auth(&env.tmp.path().join("token-registry"), &tokens).unwrap();
+    let src = format!("{}/test/tok:v1", reg.addr());
+    skopeo_push(&env.fx.layout, "multi", &src, false, None, Some("tokuser:tokpass")).unwrap();
+    // Anonymous pull: the registry sends us to the token server, which grants pull.
+    env.ok(&["pull", "-q", &src]);
+    let reqs = tokens.requests();
+    assert!(
+        reqs.iter().any(|r| r.contains("service=berth-test-registry")
+            && r.contains("scope=repository%3Atest%2Ftok%3Apull")
+            && r.ends_with("basic=false")),
+        "{reqs:?}"
+    );
+    // Push needs credentials: the token server grants push only to them.
+    let dest = format!("{}/test/tok-pushed:v1", reg.addr());
+    let err = env.fail(&["push", &src, &dest]);
+    assert!(err.contains("401") && err.contains("berth login"), "{err}");
+    let err = env.fail(&["login", "-u", "tokuser", "-p", "wrong", &reg.addr()]);
+    assert!(err.contains("token request") && err.contains("401"), "{err}");
+    env.ok(&["login", "-u", "tokuser", "-p", "tokpass", &reg.addr()]);
+    let (_, err) = env.ok(&["push", &src, &dest]);
+    assert!(err.contains("4 mounted"), "cross-repository mount with a token for both repositories: {err}");
+    assert!(tokens.requests().iter().any(|r| r.contains("tok-pushed%3Apull%2Cpush")
+        && r.contains("scope=repository%3Atest%2Ftok%3Apull")
+        && r.ends_with("basic=true")));
+    let sk: Value = serde_json::from_str(
+        &skopeo(&["inspect", "--tls-verify=false", "--creds", "tokuser:tokpass", &format!("docker://{dest}")]).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sk["Digest"], env.fx.multi.manifest_descriptor["digest"]);
+}
