@@ -101,21 +101,41 @@ pub struct LayerRow {
 
 impl Db {
     pub fn open(path: &Path) -> Result<Db> {
-        let conn = Connection::open(path).ctx(format!("open {}", path.display()))?;
+        let mut conn = Connection::open(path).ctx(format!("open {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(60))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Switching a new database to WAL takes an exclusive lock without waiting for it:
+        // several processes opening the store at once retry.
+        let mut tries = 0;
+        loop {
+            match conn.pragma_update(None, "journal_mode", "WAL") {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 600 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e).ctx(format!("{}: journal_mode=WAL", path.display())),
+            }
+        }
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version > SCHEMA_VERSION {
-            return Err(crate::Error::msg(format!(
-                "{}: metadata schema version {version} is newer than this berth supports ({SCHEMA_VERSION})",
-                path.display()
-            )));
-        }
-        conn.execute_batch(SCHEMA).ctx(format!("{}: create schema", path.display()))?;
-        if version < SCHEMA_VERSION {
-            conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        // Schema check and creation in one write transaction (BEGIN IMMEDIATE waits for
+        // other writers; a deferred one could fail at once when upgrading its lock).
+        {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if version > SCHEMA_VERSION {
+                return Err(crate::Error::msg(format!(
+                    "{}: metadata schema version {version} is newer than this berth supports ({SCHEMA_VERSION})",
+                    path.display()
+                )));
+            }
+            tx.execute_batch(SCHEMA).ctx(format!("{}: create schema", path.display()))?;
+            if version < SCHEMA_VERSION {
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            }
+            tx.commit()?;
         }
         Ok(Db { conn })
     }
