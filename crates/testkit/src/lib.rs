@@ -2,6 +2,8 @@
 //! filesystem from Debian's busybox-static, and OCI bundles around it.
 
 pub mod bundle;
+pub mod image;
+pub mod registry;
 pub mod rootfs;
 
 pub use bundle::Bundle;

@@ -1,0 +1,310 @@
+//! The content store: blobs by digest in `content/blobs/sha256/<hex>` (an OCI image layout),
+//! written through `content/ingest/`: a blob is visible under its digest only once it is
+//! complete, verified and fsynced (temp file → verify → fsync → rename). An interrupted
+//! download stays in `ingest/<hex>/data` and is resumed from where it stopped; each ingest
+//! is held under an exclusive lock so two processes never write the same one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use berth_storage::digest::{Hasher, HashingReader};
+use berth_storage::Digest;
+
+use crate::error::{bail, Context, Result};
+
+pub struct ContentStore {
+    root: PathBuf,
+}
+
+/// An in-progress write of a blob whose digest is known in advance.
+pub struct Ingest {
+    dir: PathBuf,
+    pub file: File,
+    pub hasher: Hasher,
+    pub expected: Digest,
+    pub expected_size: Option<u64>,
+}
+
+/// An in-progress write of content whose digest is learnt at the end (imports).
+pub struct Writer {
+    dir: PathBuf,
+    file: File,
+    hasher: Hasher,
+}
+
+fn flock(f: &File, op: libc::c_int) -> io::Result<()> {
+    loop {
+        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+pub fn fsync_dir(p: &Path) -> Result<()> {
+    berth_storage::sys::fsync_dir(p).ctx(format!("fsync {}", p.display()))
+}
+
+impl ContentStore {
+    pub fn open(root: &Path) -> Result<ContentStore> {
+        for d in ["blobs/sha256", "ingest"] {
+            fs::create_dir_all(root.join(d)).ctx(format!("create {}", root.join(d).display()))?;
+        }
+        Ok(ContentStore { root: root.to_path_buf() })
+    }
+
+    pub fn blobs_dir(&self) -> PathBuf {
+        self.root.join("blobs/sha256")
+    }
+
+    pub fn path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(d.hex())
+    }
+
+    pub fn contains(&self, d: &Digest) -> bool {
+        self.path(d).is_file()
+    }
+
+    pub fn size(&self, d: &Digest) -> Result<u64> {
+        Ok(fs::metadata(self.path(d)).ctx(format!("blob {d}"))?.len())
+    }
+
+    pub fn open_blob(&self, d: &Digest) -> Result<File> {
+        File::open(self.path(d)).ctx(format!("blob {d} is missing from the content store"))
+    }
+
+    /// Reads a (small) blob and checks it still matches its digest.
+    pub fn read(&self, d: &Digest) -> Result<Vec<u8>> {
+        let data = fs::read(self.path(d)).ctx(format!("blob {d} is missing from the content store"))?;
+        if Digest::of(&data) != *d {
+            bail!("blob {d} in the content store is corrupt (digest mismatch)");
+        }
+        Ok(data)
+    }
+
+    /// Stores small content (a manifest, a config); verifies it against `expected` if given.
+    pub fn write_blob(&self, data: &[u8], expected: Option<&Digest>) -> Result<Digest> {
+        let d = Digest::of(data);
+        if let Some(e) = expected {
+            if *e != d {
+                bail!("content digest mismatch: expected {e}, got {d}");
+            }
+        }
+        if self.contains(&d) {
+            return Ok(d);
+        }
+        let mut w = self.writer()?;
+        w.write_all(data)?;
+        w.commit(self, Some(&d))
+    }
+
+    /// Begins (or resumes) the ingest of `expected`. Blocks while another process holds it;
+    /// None when the blob turned out to be present once the lock was ours.
+    pub fn ingest(&self, expected: &Digest, expected_size: Option<u64>) -> Result<Option<Ingest>> {
+        let dir = self.root.join("ingest").join(expected.hex());
+        let path = dir.join("data");
+        let mut tries = 0;
+        let mut file = loop {
+            fs::create_dir_all(&dir).ctx(format!("create {}", dir.display()))?;
+            match OpenOptions::new().read(true).append(true).create(true).open(&path) {
+                Ok(f) => break f,
+                // The previous holder committed and removed the directory meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 5 => tries += 1,
+                Err(e) => return Err(e).ctx(format!("open {}", path.display())),
+            }
+        };
+        flock(&file, libc::LOCK_EX).ctx(format!("lock {}", path.display()))?;
+        if self.contains(expected) {
+            return Ok(None);
+        }
+        // Rebuild the running hash over what an earlier attempt wrote.
+        file.seek(SeekFrom::Start(0))?;
+        let mut r = HashingReader::new(&mut file);
+        r.drain().ctx(format!("read {}", path.display()))?;
+        let mut hasher = r.hasher.clone();
+        if expected_size.map(|s| hasher.len > s).unwrap_or(false) {
+            file.set_len(0)?;
+            hasher = Hasher::new();
+        }
+        Ok(Some(Ingest { dir, file, hasher, expected: expected.clone(), expected_size }))
+    }
+
+    pub fn writer(&self) -> Result<Writer> {
+        let dir = self.root.join("ingest").join(format!("tmp-{}", unique()));
+        fs::create_dir(&dir).ctx(format!("create {}", dir.display()))?;
+        let path = dir.join("data");
+        let file =
+            OpenOptions::new().write(true).create_new(true).open(&path).ctx(format!("create {}", path.display()))?;
+        flock(&file, libc::LOCK_EX)?;
+        Ok(Writer { dir, file, hasher: Hasher::new() })
+    }
+
+    pub fn delete(&self, d: &Digest) -> Result<()> {
+        match fs::remove_file(self.path(d)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).ctx(format!("delete blob {d}")),
+        }
+    }
+
+    pub fn list(&self) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(self.blobs_dir()).ctx("list blobs")? {
+            let name = e?.file_name();
+            if let Ok(d) = Digest::parse(&format!("sha256:{}", name.to_string_lossy())) {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes ingests that no process holds and that are older than `max_age` (all of them
+    /// when zero). Returns how many were removed.
+    pub fn sweep_ingests(&self, max_age: std::time::Duration) -> Result<usize> {
+        let mut n = 0;
+        for e in fs::read_dir(self.root.join("ingest"))? {
+            let dir = e?.path();
+            let data = dir.join("data");
+            // Writers of content with unknown digests cannot be resumed: any age goes.
+            let resumable = !dir.file_name().map(|n| n.to_string_lossy().starts_with("tmp-")).unwrap_or(false);
+            let old = !resumable
+                || fs::metadata(&data)
+                    .and_then(|m| m.modified())
+                    .map(|t| t.elapsed().unwrap_or_default() >= max_age)
+                    .unwrap_or(true);
+            if !old {
+                continue;
+            }
+            if let Ok(f) = File::open(&data) {
+                if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                    continue; // in use
+                }
+            }
+            fs::remove_dir_all(&dir).ctx(format!("remove {}", dir.display()))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Bytes held in unfinished ingests.
+    pub fn ingest_bytes(&self) -> u64 {
+        fs::read_dir(self.root.join("ingest"))
+            .map(|rd| rd.flatten().filter_map(|e| fs::metadata(e.path().join("data")).ok()).map(|m| m.len()).sum())
+            .unwrap_or(0)
+    }
+}
+
+pub(crate) fn unique() -> String {
+    let mut b = [0u8; 8];
+    let _ = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    format!("{}-{}", std::process::id(), berth_storage::digest::hex(&b))
+}
+
+impl Ingest {
+    pub fn offset(&self) -> u64 {
+        self.hasher.len
+    }
+
+    /// Starts over (the server ignored a range request).
+    pub fn reset(&mut self) -> Result<()> {
+        self.file.set_len(0)?;
+        self.hasher = Hasher::new();
+        Ok(())
+    }
+
+    pub fn append(&mut self, data: &[u8]) -> Result<()> {
+        if let Some(s) = self.expected_size {
+            if self.hasher.len + data.len() as u64 > s {
+                bail!("blob {}: the registry sent more than the {s} bytes the manifest declares", self.expected);
+            }
+        }
+        self.file.write_all(data).ctx(format!("write ingest of {}", self.expected))?;
+        self.hasher.update(data);
+        Ok(())
+    }
+
+    /// A reader over the bytes already ingested (for resuming a streaming unpack).
+    pub fn existing(&self) -> Result<File> {
+        let mut f = File::open(self.dir.join("data"))?;
+        f.seek(SeekFrom::Start(0))?;
+        Ok(f)
+    }
+
+    /// Verifies size and digest, fsyncs and moves the blob into place.
+    pub fn commit(self, store: &ContentStore) -> Result<Digest> {
+        let got = self.hasher.digest();
+        if let Some(s) = self.expected_size {
+            if self.hasher.len != s {
+                let _ = fs::remove_dir_all(&self.dir);
+                bail!("blob {}: size mismatch: expected {s} bytes, got {}", self.expected, self.hasher.len);
+            }
+        }
+        if got != self.expected {
+            let _ = fs::remove_dir_all(&self.dir);
+            bail!("blob {}: digest mismatch: the content received hashes to {got}", self.expected);
+        }
+        self.file.sync_all().ctx(format!("fsync blob {got}"))?;
+        let target = store.path(&got);
+        fs::rename(self.dir.join("data"), &target).ctx(format!("commit blob {got}"))?;
+        fsync_dir(&store.blobs_dir())?;
+        let _ = fs::remove_dir(&self.dir);
+        Ok(got)
+    }
+}
+
+impl Write for Writer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Writer {
+    pub fn len(&self) -> u64 {
+        self.hasher.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.hasher.len == 0
+    }
+    /// Verifies against `expected` (if given), fsyncs and moves the blob into place.
+    pub fn commit(self, store: &ContentStore, expected: Option<&Digest>) -> Result<Digest> {
+        let got = self.hasher.digest();
+        if let Some(e) = expected {
+            if *e != got {
+                let _ = fs::remove_dir_all(&self.dir);
+                bail!("blob {e}: digest mismatch: the content hashes to {got}");
+            }
+        }
+        self.file.sync_all().ctx(format!("fsync blob {got}"))?;
+        fs::rename(self.dir.join("data"), store.path(&got)).ctx(format!("commit blob {got}"))?;
+        fsync_dir(&store.blobs_dir())?;
+        let _ = fs::remove_dir(&self.dir);
+        Ok(got)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Reads a blob file, checking on the fly that it has `size` bytes; the caller checks the
+/// digest from the hasher at the end.
+pub fn read_all_limited(r: &mut dyn Read, limit: u64, what: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    r.take(limit + 1).read_to_end(&mut out).ctx(what)?;
+    if out.len() as u64 > limit {
+        bail!("{what}: larger than the {limit}-byte limit");
+    }
+    Ok(out)
+}

@@ -1,0 +1,344 @@
+//! OCI image-spec and Docker schema2 documents: manifests, indexes / manifest lists, image
+//! configs, and platform selection. The raw bytes are what is stored and hashed; these types
+//! are only read from them, and every descriptor is validated with its field named in errors.
+
+use std::collections::BTreeMap;
+
+use berth_storage::Digest;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{bail, Error, Result};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+
+/// What we accept from a registry, best first.
+pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// Largest manifest, index or config accepted (bytes).
+pub const MAX_DOCUMENT: u64 = 8 << 20;
+
+/// Most layers an image may have (overlayfs stacks at most 500 lower directories).
+pub const MAX_LAYERS: usize = 500;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    pub media_type: String,
+    pub digest: String,
+    pub size: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urls: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Platform {
+    pub architecture: String,
+    pub os: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Manifest {
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: u32,
+    #[serde(rename = "mediaType", default)]
+    pub media_type: Option<String>,
+    pub config: Descriptor,
+    #[serde(default)]
+    pub layers: Vec<Descriptor>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Index {
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: u32,
+    #[serde(rename = "mediaType", default)]
+    pub media_type: Option<String>,
+    pub manifests: Vec<Descriptor>,
+}
+
+/// The parts of an image config berth reads. The blob itself is kept verbatim.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+pub struct ImageConfig {
+    #[serde(default)]
+    pub created: Option<String>,
+    #[serde(default)]
+    pub author: Option<String>,
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub variant: Option<String>,
+    #[serde(default)]
+    pub config: Option<ContainerConfig>,
+    pub rootfs: RootFs,
+    #[serde(default)]
+    pub history: Option<Vec<Value>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerConfig {
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub exposed_ports: Option<BTreeMap<String, Value>>,
+    #[serde(default)]
+    pub env: Option<Vec<String>>,
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pub cmd: Option<Vec<String>>,
+    #[serde(default)]
+    pub volumes: Option<BTreeMap<String, Value>>,
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+pub struct RootFs {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub diff_ids: Vec<String>,
+}
+
+/// A parsed manifest document.
+#[allow(clippy::large_enum_variant)]
+pub enum Document {
+    Manifest(Manifest),
+    Index(Index),
+}
+
+impl Descriptor {
+    pub fn digest(&self, what: &str) -> Result<Digest> {
+        Digest::parse(&self.digest).map_err(|e| Error::msg(format!("{what}.digest: {e}")))
+    }
+    pub fn size(&self, what: &str) -> Result<u64> {
+        u64::try_from(self.size).map_err(|_| Error::msg(format!("{what}.size: negative size {}", self.size)))
+    }
+}
+
+fn is_index_type(t: &str) -> bool {
+    t == OCI_INDEX || t == DOCKER_LIST
+}
+
+/// Parses a manifest or index. `content_type` is the registry's Content-Type (if any); the
+/// document's own mediaType wins when present. `what` names the document in errors.
+pub fn parse_document(bytes: &[u8], content_type: Option<&str>, what: &str) -> Result<(Document, String)> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| Error::msg(format!("{what}: invalid JSON: {e}")))?;
+    let field = v.get("mediaType").and_then(Value::as_str).map(str::to_string);
+    let ct = content_type
+        .map(|c| c.split(';').next().unwrap_or("").trim().to_string())
+        .filter(|c| !c.is_empty() && c != "application/json" && c != "text/plain" && c != "application/octet-stream");
+    let media_type = field
+        .or(ct)
+        .or_else(|| if v.get("manifests").is_some() { Some(OCI_INDEX.into()) } else { None })
+        .unwrap_or_else(|| OCI_MANIFEST.to_string());
+    if media_type == DOCKER_SCHEMA1 || media_type == DOCKER_SCHEMA1_SIGNED || v.get("schemaVersion") == Some(&1.into())
+    {
+        bail!(
+            "{what}: Docker schema1 manifests are not supported (deprecated); push the image again with a current tool"
+        );
+    }
+    if v.get("schemaVersion").and_then(Value::as_u64) != Some(2) {
+        bail!("{what}: schemaVersion must be 2");
+    }
+    if is_index_type(&media_type) {
+        let idx: Index = serde_json::from_value(v).map_err(|e| Error::msg(format!("{what}: invalid index: {e}")))?;
+        for (i, d) in idx.manifests.iter().enumerate() {
+            d.digest(&format!("{what}: manifests[{i}]"))?;
+            d.size(&format!("{what}: manifests[{i}]"))?;
+        }
+        Ok((Document::Index(idx), media_type))
+    } else if media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST {
+        let m: Manifest =
+            serde_json::from_value(v).map_err(|e| Error::msg(format!("{what}: invalid manifest: {e}")))?;
+        m.config.digest(&format!("{what}: config"))?;
+        m.config.size(&format!("{what}: config"))?;
+        if m.layers.len() > MAX_LAYERS {
+            bail!("{what}: layers: {} layers, more than the {MAX_LAYERS} berth supports", m.layers.len());
+        }
+        for (i, l) in m.layers.iter().enumerate() {
+            let f = format!("{what}: layers[{i}]");
+            l.digest(&f)?;
+            l.size(&f)?;
+            berth_storage::Compression::from_media_type(&l.media_type)
+                .map_err(|e| Error::msg(format!("{f}.mediaType: {e}")))?;
+            if l.urls.is_some() {
+                bail!("{f}.urls: foreign layers with external URLs are not supported");
+            }
+        }
+        Ok((Document::Manifest(m), media_type))
+    } else {
+        bail!("{what}: unsupported manifest media type {media_type:?}")
+    }
+}
+
+pub fn parse_config(bytes: &[u8], what: &str) -> Result<ImageConfig> {
+    let c: ImageConfig =
+        serde_json::from_slice(bytes).map_err(|e| Error::msg(format!("{what}: invalid image config: {e}")))?;
+    if c.rootfs.kind != "layers" {
+        bail!("{what}: rootfs.type must be \"layers\", not {:?}", c.rootfs.kind);
+    }
+    for (i, d) in c.rootfs.diff_ids.iter().enumerate() {
+        Digest::parse(d).map_err(|e| Error::msg(format!("{what}: rootfs.diff_ids[{i}]: {e}")))?;
+    }
+    Ok(c)
+}
+
+impl Platform {
+    /// The platform of this machine (linux and the Go name of the architecture).
+    pub fn host() -> Platform {
+        let (arch, variant) = match std::env::consts::ARCH {
+            "x86_64" => ("amd64", None),
+            "aarch64" => ("arm64", Some("v8")),
+            "arm" => ("arm", Some("v7")),
+            "x86" => ("386", None),
+            "powerpc64" => ("ppc64le", None),
+            "s390x" => ("s390x", None),
+            "riscv64" => ("riscv64", None),
+            other => (other, None),
+        };
+        Platform { architecture: arch.into(), os: "linux".into(), variant: variant.map(Into::into), os_version: None }
+    }
+
+    /// `os/arch[/variant]`
+    pub fn parse(s: &str) -> Result<Platform> {
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts.as_slice() {
+            [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: parts.get(2).map(|v| v.to_string()),
+                os_version: None,
+            }),
+            _ => bail!("invalid platform {s:?} (expected os/arch[/variant], e.g. linux/arm64)"),
+        }
+    }
+
+    fn matches(&self, other: &Platform) -> bool {
+        self.os == other.os
+            && self.architecture == other.architecture
+            && match (&self.variant, &other.variant) {
+                (Some(a), Some(b)) => a == b,
+                // arm64's default variant is v8
+                (Some(a), None) | (None, Some(a)) => {
+                    self.architecture == "arm64" && a == "v8" || self.variant.is_none()
+                }
+                (None, None) => true,
+            }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Picks the manifest for `want` from an index, exact variant first.
+pub fn select_platform<'a>(idx: &'a Index, want: &Platform, what: &str) -> Result<&'a Descriptor> {
+    let candidates: Vec<&Descriptor> = idx
+        .manifests
+        .iter()
+        .filter(|d| d.media_type == OCI_MANIFEST || d.media_type == DOCKER_MANIFEST || d.media_type.is_empty())
+        .filter(|d| d.platform.as_ref().map(|p| want.matches(p)).unwrap_or(false))
+        .collect();
+    if let Some(exact) =
+        candidates.iter().find(|d| d.platform.as_ref().map(|p| p.variant == want.variant).unwrap_or(false))
+    {
+        return Ok(exact);
+    }
+    if let Some(first) = candidates.first() {
+        return Ok(first);
+    }
+    let available: Vec<String> =
+        idx.manifests.iter().filter_map(|d| d.platform.as_ref().map(|p| p.to_string())).collect();
+    bail!(
+        "{what}: no image for platform {want} (available: {})",
+        if available.is_empty() { "none".into() } else { available.join(", ") }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_bad_documents_naming_the_field() {
+        let bad = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"x","digest":"sha256:1","size":1},"layers":[]}"#;
+        let e = parse_document(bad, None, "manifest m").err().unwrap().to_string();
+        assert!(e.contains("config.digest"), "{e}");
+        let s1 = br#"{"schemaVersion":1,"name":"x"}"#;
+        assert!(parse_document(s1, None, "m").err().unwrap().to_string().contains("schema1"));
+    }
+
+    #[test]
+    fn platform_selection() {
+        let d = |arch: &str, variant: Option<&str>| Descriptor {
+            media_type: OCI_MANIFEST.into(),
+            digest: format!("sha256:{}", "a".repeat(64)),
+            size: 1,
+            platform: Some(Platform {
+                architecture: arch.into(),
+                os: "linux".into(),
+                variant: variant.map(Into::into),
+                os_version: None,
+            }),
+            annotations: None,
+            urls: None,
+        };
+        let idx = Index {
+            schema_version: 2,
+            media_type: None,
+            manifests: vec![d("arm", Some("v6")), d("arm", Some("v7")), d("amd64", None)],
+        };
+        assert_eq!(
+            select_platform(&idx, &Platform::parse("linux/arm/v7").unwrap(), "i")
+                .unwrap()
+                .platform
+                .as_ref()
+                .unwrap()
+                .variant
+                .as_deref(),
+            Some("v7")
+        );
+        assert_eq!(
+            select_platform(&idx, &Platform::parse("linux/amd64").unwrap(), "i")
+                .unwrap()
+                .platform
+                .as_ref()
+                .unwrap()
+                .architecture,
+            "amd64"
+        );
+        assert!(select_platform(&idx, &Platform::parse("linux/s390x").unwrap(), "i")
+            .unwrap_err()
+            .to_string()
+            .contains("available"));
+    }
+}

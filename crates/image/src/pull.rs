@@ -1,0 +1,378 @@
+//! `berth pull`: manifest (platform selected from an index), config, then every layer in
+//! parallel (up to `max-concurrent-downloads`), each downloaded, decompressed and unpacked in
+//! one pass: network → ingest file + sha256 → decompressor → sha256 (DiffID) → extractor.
+//! The blob is committed once its digest and size are verified, the layer once its DiffID
+//! matches the config; the image is recorded last, in one transaction. A layer whose chain
+//! ID is already unpacked is not fetched again; an interrupted download resumes.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use berth_storage::{Compression, Digest};
+
+use crate::auth::AuthFile;
+use crate::content::Ingest;
+use crate::error::{bail, Context, Error, Result};
+use crate::manifest::{self, Descriptor, Document, ImageConfig, Platform};
+use crate::reference::Reference;
+use crate::registry::{BlobStream, Client};
+use crate::store::{NewLayer, Store};
+
+/// Progress of a pull (or push), per blob. Implementations must be cheap: `advance` is
+/// called for every read.
+pub trait Progress: Sync {
+    fn begin(&self, id: &str, label: &str, total: u64);
+    fn advance(&self, id: &str, bytes: u64);
+    fn end(&self, id: &str, status: &str);
+    fn note(&self, msg: &str);
+}
+
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn begin(&self, _: &str, _: &str, _: u64) {}
+    fn advance(&self, _: &str, _: u64) {}
+    fn end(&self, _: &str, _: &str) {}
+    fn note(&self, _: &str) {}
+}
+
+pub struct PullOptions<'a> {
+    pub platform: Option<Platform>,
+    pub auth: &'a AuthFile,
+    /// Credentials given directly (`--creds`, or by a CRI client): used instead of the
+    /// auth file's.
+    pub credentials: Option<crate::auth::Credentials>,
+    pub progress: &'a dyn Progress,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    pub reference: Reference,
+    pub manifest_digest: Digest,
+    pub image_id: Digest,
+    pub index_digest: Option<Digest>,
+}
+
+fn short(d: &Digest) -> String {
+    d.short().to_string()
+}
+
+/// Pulls `name` into the store.
+pub fn pull(store: &Store, name: &str, opts: &PullOptions) -> Result<Pulled> {
+    let reference = store.config.resolve(name)?;
+    let scope = format!("repository:{}:pull", reference.repository);
+    let _lock = store.lock_shared()?;
+    // What a killed berth left: its temporary layer directories (named by its pid).
+    store.layers.sweep_dead().ctx("sweep layers")?;
+    let mut errors = Vec::new();
+    for endpoint in store.config.endpoints(&reference.registry) {
+        let creds = match &opts.credentials {
+            Some(c) => Some(c.clone()),
+            None => opts.auth.get(&endpoint)?,
+        };
+        let client = Client::new(&store.config, &reference.registry, &endpoint, creds, vec![scope.clone()]);
+        let top = match client.get_manifest(&reference.repository, &reference.reference()) {
+            Ok(f) => f,
+            Err(e) if endpoint != reference.registry => {
+                opts.progress.note(&format!("mirror {endpoint}: {e}; trying the next endpoint"));
+                errors.push(e.to_string());
+                continue;
+            }
+            Err(e) => {
+                if errors.is_empty() {
+                    return Err(e);
+                }
+                errors.push(e.to_string());
+                bail!("pull {reference}: {}", errors.join("; "));
+            }
+        };
+        return pull_from(store, &client, &reference, top, opts);
+    }
+    bail!("pull {reference}: no endpoint")
+}
+
+fn pull_from(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    top: crate::registry::Fetched,
+    opts: &PullOptions,
+) -> Result<Pulled> {
+    let repo = &reference.repository;
+    let what = format!("manifest {reference}");
+    let (doc, media_type) = manifest::parse_document(&top.bytes, top.content_type.as_deref(), &what)?;
+    let (manifest_fetch, media_type, manifest, index_digest) = match doc {
+        Document::Index(idx) => {
+            let want = opts.platform.clone().unwrap_or_else(Platform::host);
+            let desc = manifest::select_platform(&idx, &want, &format!("index {reference}"))?;
+            let d = desc.digest("index manifests")?;
+            let f = client.get_manifest(repo, d.as_str())?;
+            if f.bytes.len() as u64 != desc.size("index manifest")? {
+                bail!("manifest {d}: size mismatch with the index ({} vs {})", f.bytes.len(), desc.size);
+            }
+            let w = format!("manifest {}@{d}", reference.name());
+            let (doc, mt) = manifest::parse_document(&f.bytes, f.content_type.as_deref(), &w)?;
+            let Document::Manifest(m) = doc else { bail!("{w}: an index inside an index is not supported") };
+            store.content.write_blob(&top.bytes, Some(&top.digest))?;
+            (f, mt, m, Some(top.digest.clone()))
+        }
+        Document::Manifest(m) => {
+            if let Some(p) = &opts.platform {
+                opts.progress.note(&format!(
+                    "{reference} is a single-platform image; --platform {p} is checked against its config"
+                ));
+            }
+            (top, media_type, m, None)
+        }
+    };
+    let manifest_digest = manifest_fetch.digest.clone();
+    let config_digest = manifest.config.digest("config")?;
+    let config_size = manifest.config.size("config")?;
+    let config_bytes = if store.content.contains(&config_digest) {
+        store.content.read(&config_digest)?
+    } else {
+        let b = client.get_small_blob(repo, &config_digest, config_size)?;
+        store.content.write_blob(&b, Some(&config_digest))?;
+        b
+    };
+    let config = manifest::parse_config(&config_bytes, &format!("image config {config_digest}"))?;
+    if let Some(p) = &opts.platform {
+        if config.os != p.os || config.architecture != p.architecture {
+            bail!("{reference}: image is {}/{}, not {p}", config.os, config.architecture);
+        }
+    }
+    let layers = fetch_layers(store, Some((client, repo)), &manifest.layers, &config, opts.progress)?;
+    store.content.write_blob(&manifest_fetch.bytes, Some(&manifest_digest))?;
+    let tag = reference.tagged();
+    store.register(
+        &manifest_fetch.bytes,
+        &media_type,
+        &config,
+        &layers,
+        tag.as_deref(),
+        index_digest.as_ref(),
+        Some(reference),
+    )?;
+    Ok(Pulled { reference: reference.clone(), manifest_digest, image_id: config_digest, index_digest })
+}
+
+/// Makes every layer of an image present (blob in the content store, unpacked under its
+/// chain ID), fetching from `remote` what is missing, in parallel.
+pub fn fetch_layers(
+    store: &Store,
+    remote: Option<(&Client, &str)>,
+    descs: &[Descriptor],
+    config: &ImageConfig,
+    progress: &dyn Progress,
+) -> Result<Vec<NewLayer>> {
+    if descs.len() != config.rootfs.diff_ids.len() {
+        bail!(
+            "image has {} layers but its config lists {} diff_ids (rootfs.diff_ids)",
+            descs.len(),
+            config.rootfs.diff_ids.len()
+        );
+    }
+    let mut plan = Vec::new();
+    let mut parent: Option<Digest> = None;
+    for (i, (d, diff)) in descs.iter().zip(&config.rootfs.diff_ids).enumerate() {
+        let blob = d.digest(&format!("layers[{i}]"))?;
+        let diff_id = Digest::parse(diff).map_err(|e| Error::msg(format!("rootfs.diff_ids[{i}]: {e}")))?;
+        let chain = Digest::chain(parent.as_ref(), &diff_id);
+        parent = Some(chain.clone());
+        plan.push((d.clone(), blob, diff_id, chain));
+    }
+    let workers = store.config.registries.max_concurrent_downloads.min(plan.len()).max(1);
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<Result<NewLayer>>>> = Mutex::new((0..plan.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= plan.len() || failed.load(Ordering::SeqCst) {
+                    break;
+                }
+                let (d, blob, diff_id, chain) = &plan[i];
+                let r = ensure_layer(store, remote, d, blob, diff_id, chain, progress);
+                if r.is_err() {
+                    failed.store(true, Ordering::SeqCst);
+                }
+                results.lock().unwrap()[i] = Some(r);
+            });
+        }
+    });
+    let mut out = Vec::new();
+    for (i, r) in results.into_inner().unwrap().into_iter().enumerate() {
+        match r {
+            Some(Ok(l)) => out.push(l),
+            Some(Err(e)) => return Err(e),
+            None => {
+                if failed.load(Ordering::SeqCst) {
+                    continue;
+                }
+                bail!("layer {i} was not processed");
+            }
+        }
+    }
+    if out.len() != plan.len() {
+        bail!("pull failed");
+    }
+    Ok(out)
+}
+
+fn ensure_layer(
+    store: &Store,
+    remote: Option<(&Client, &str)>,
+    desc: &Descriptor,
+    blob: &Digest,
+    diff_id: &Digest,
+    chain: &Digest,
+    progress: &dyn Progress,
+) -> Result<NewLayer> {
+    let id = short(blob);
+    let size = desc.size("layer")?;
+    let compression =
+        Compression::from_media_type(&desc.media_type).map_err(|e| Error::msg(format!("layer {blob}: {e}")))?;
+    let new_layer = |tar_size: u64, content_size: u64| NewLayer {
+        blob: blob.clone(),
+        media_type: desc.media_type.clone(),
+        size,
+        diff_id: diff_id.clone(),
+        chain_id: chain.clone(),
+        tar_size,
+        content_size,
+    };
+    let recorded = store.db().layer(chain.as_str())?;
+    let unpacked = recorded.is_some() && store.layers.contains(chain);
+    progress.begin(&id, &format!("layer {id}"), size);
+    if unpacked && store.content.contains(blob) {
+        progress.end(&id, "already exists");
+        let (t, c) = recorded.unwrap();
+        return Ok(new_layer(t as u64, c as u64));
+    }
+    if !store.content.contains(blob) {
+        let Some((client, repo)) = remote else {
+            bail!("layer {blob} is not in the content store");
+        };
+        if let Some(mut ingest) = store.content.ingest(blob, Some(size))? {
+            if unpacked {
+                // The layer is here but its blob was lost: fetch the blob only.
+                let mut net = client.blob_stream(repo, blob, ingest.offset(), size);
+                copy_into_ingest(&mut net, &mut ingest, progress, &id)?;
+                ingest.commit(&store.content)?;
+                progress.end(&id, "blob restored");
+                let (t, c) = recorded.unwrap();
+                return Ok(new_layer(t as u64, c as u64));
+            }
+            let resumed = ingest.offset();
+            let tmp = store.layers.temp().ctx("layers directory")?;
+            let existing = ingest.existing()?.take(resumed);
+            let net = client.blob_stream(repo, blob, resumed, size);
+            let mut reader =
+                TeeReader { existing: Some(existing), net, ingest: &mut ingest, progress, id: &id, done: 0 };
+            let unpacked = berth_storage::unpack(&mut reader, compression, tmp.path(), blob.as_str());
+            // Read to the end so the digest covers everything, also after an unpack error:
+            // a corrupt blob is then reported as the digest mismatch it is.
+            let drained = io::copy(&mut reader, &mut io::sink());
+            let stats = match (unpacked, drained) {
+                (Ok(s), Ok(_)) => s,
+                (Ok(_), Err(e)) => bail!("layer {blob}: {e}"),
+                (Err(e), Ok(_)) => {
+                    let got = ingest.hasher.digest();
+                    if ingest.hasher.len == size && got != *blob {
+                        let _ = ingest.reset();
+                        bail!("layer {blob}: digest mismatch: the registry sent content hashing to {got} ({e})");
+                    }
+                    return Err(e.into());
+                }
+                (Err(e), Err(_)) => return Err(e.into()),
+            };
+            ingest.commit(&store.content)?;
+            check_diff_id(blob, diff_id, &stats.diff_id)?;
+            store.layers.commit(tmp, chain).ctx(format!("commit layer {chain}"))?;
+            progress.end(&id, if resumed > 0 { "pulled (resumed)" } else { "pulled" });
+            return Ok(new_layer(stats.tar_size, stats.content_bytes));
+        }
+    }
+    // The blob is local: unpack it from the content store.
+    if unpacked {
+        progress.end(&id, "already exists");
+        let (t, c) = recorded.unwrap();
+        return Ok(new_layer(t as u64, c as u64));
+    }
+    let stats = unpack_local(store, blob, compression, chain)?;
+    check_diff_id(blob, diff_id, &stats.diff_id)?;
+    progress.end(&id, "unpacked");
+    Ok(new_layer(stats.tar_size, stats.content_bytes))
+}
+
+/// Unpacks a blob of the content store as layer `chain` (if not there yet).
+pub fn unpack_local(
+    store: &Store,
+    blob: &Digest,
+    compression: Compression,
+    chain: &Digest,
+) -> Result<berth_storage::UnpackStats> {
+    let tmp = store.layers.temp().ctx("layers directory")?;
+    let file = store.content.open_blob(blob)?;
+    let mut r = io::BufReader::with_capacity(256 << 10, file);
+    let stats = berth_storage::unpack(&mut r, compression, tmp.path(), blob.as_str())?;
+    if !store.layers.contains(chain) {
+        store.layers.commit(tmp, chain).ctx(format!("commit layer {chain}"))?;
+    }
+    Ok(stats)
+}
+
+pub fn check_diff_id(blob: &Digest, expected: &Digest, got: &Digest) -> Result<()> {
+    if expected != got {
+        bail!("layer {blob}: DiffID mismatch: the image config (rootfs.diff_ids) says {expected}, the uncompressed layer is {got}");
+    }
+    Ok(())
+}
+
+fn copy_into_ingest(net: &mut BlobStream, ingest: &mut Ingest, progress: &dyn Progress, id: &str) -> Result<()> {
+    let mut buf = vec![0u8; 256 << 10];
+    let mut done = ingest.offset();
+    loop {
+        let n = net.read(&mut buf).map_err(|e| Error::msg(e.to_string()))?;
+        if n == 0 {
+            return Ok(());
+        }
+        ingest.append(&buf[..n])?;
+        done += n as u64;
+        progress.advance(id, done);
+    }
+}
+
+/// What was already downloaded (from the ingest file), then the network, whose bytes are
+/// appended to the ingest (and hashed) as they pass.
+struct TeeReader<'a, 'c> {
+    existing: Option<io::Take<File>>,
+    net: BlobStream<'c>,
+    ingest: &'a mut Ingest,
+    progress: &'a dyn Progress,
+    id: &'a str,
+    done: u64,
+}
+
+impl Read for TeeReader<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(e) = &mut self.existing {
+            let n = e.read(buf)?;
+            if n > 0 {
+                self.done += n as u64;
+                return Ok(n);
+            }
+            self.existing = None;
+        }
+        let n = self.net.read(buf)?;
+        if n > 0 {
+            self.ingest.append(&buf[..n]).map_err(|e| io::Error::other(e.to_string()))?;
+            self.done += n as u64;
+            self.progress.advance(self.id, self.done);
+        }
+        Ok(n)
+    }
+}

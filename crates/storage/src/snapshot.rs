@@ -1,0 +1,318 @@
+//! Container root filesystems over shared layers: an overlayfs mount of the image's layers
+//! with the container's own upper and work directories, or, where overlayfs is unavailable, a
+//! private copy of the layers with their whiteouts applied.
+//!
+//! `snapshots/<id>/` holds `upper/`, `work/` and the mount point `rootfs/` (overlay), or just
+//! `rootfs/` (copy). Long lower-directory lists are passed one by one with the new mount API
+//! (`lowerdir+`), so the length of a mount option page does not limit the number of layers.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+use crate::sys;
+use crate::unpack::OPAQUE_XATTR;
+use crate::Error;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    Overlay,
+    Copy,
+}
+
+impl Driver {
+    pub fn parse(s: &str) -> Result<Driver, String> {
+        match s {
+            "overlay" | "overlayfs" => Ok(Driver::Overlay),
+            "copy" | "vfs" => Ok(Driver::Copy),
+            other => Err(format!("unknown storage driver {other:?} (expected \"overlay\" or \"copy\")")),
+        }
+    }
+
+    /// overlay when the kernel has overlayfs (and we may mount), copy otherwise.
+    pub fn detect() -> Driver {
+        let has_overlay = fs::read_to_string("/proc/filesystems")
+            .map(|s| s.lines().any(|l| l.split_whitespace().last() == Some("overlay")))
+            .unwrap_or(false);
+        if has_overlay && unsafe { libc::geteuid() } == 0 {
+            Driver::Overlay
+        } else {
+            Driver::Copy
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Overlay => "overlay",
+            Driver::Copy => "copy",
+        }
+    }
+}
+
+pub struct Snapshotter {
+    dir: PathBuf,
+}
+
+pub fn validate_id(id: &str) -> Result<(), Error> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::new(format!("invalid snapshot id {id:?} (letters, digits, '_', '-', '.')")))
+    }
+}
+
+impl Snapshotter {
+    pub fn open(dir: &Path) -> io::Result<Snapshotter> {
+        fs::create_dir_all(dir)?;
+        Ok(Snapshotter { dir: dir.to_path_buf() })
+    }
+
+    pub fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    pub fn rootfs(&self, id: &str) -> PathBuf {
+        self.dir.join(id).join("rootfs")
+    }
+
+    /// Creates the snapshot `id` over `lowers` (bottom layer first) and returns its root
+    /// filesystem path, mounted (overlay) or populated (copy).
+    pub fn prepare(&self, id: &str, lowers: &[PathBuf], driver: Driver) -> Result<PathBuf, Error> {
+        validate_id(id)?;
+        let base = self.path(id);
+        fs::create_dir(&base).map_err(|e| Error::new(format!("snapshot {id}: create {}: {e}", base.display())))?;
+        let result = (|| -> Result<PathBuf, Error> {
+            let rootfs = base.join("rootfs");
+            fs::create_dir(&rootfs).map_err(|e| Error::io(&rootfs, e))?;
+            // The container's / (the upper directory's mode, for overlay): 0755 whatever the umask.
+            let mode = |p: &Path| {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(p, fs::Permissions::from_mode(0o755)).map_err(|e| Error::io(p, e))
+            };
+            mode(&rootfs)?;
+            fs::write(base.join("driver"), driver.name()).map_err(|e| Error::io(&base, e))?;
+            match driver {
+                Driver::Overlay => {
+                    for d in ["upper", "work"] {
+                        fs::create_dir(base.join(d)).map_err(|e| Error::io(&base.join(d), e))?;
+                    }
+                    mode(&base.join("upper"))?;
+                    self.mount(id, lowers)?;
+                }
+                Driver::Copy => {
+                    let dst = sys::open_dir(&rootfs).map_err(|e| Error::io(&rootfs, e))?;
+                    for lower in lowers {
+                        let src = sys::open_dir(lower).map_err(|e| Error::io(lower, e))?;
+                        let mut links = HashMap::new();
+                        merge_layer(src.as_fd(), dst.as_fd(), dst.as_fd(), b"", &mut links)
+                            .map_err(|e| Error::new(format!("snapshot {id}: copy {}: {e}", lower.display())))?;
+                    }
+                }
+            }
+            Ok(rootfs)
+        })();
+        if result.is_err() {
+            let _ = self.remove(id);
+        }
+        result
+    }
+
+    /// Mounts an overlay snapshot's root filesystem (again, e.g. after a reboot).
+    pub fn mount(&self, id: &str, lowers: &[PathBuf]) -> Result<(), Error> {
+        validate_id(id)?;
+        let base = self.path(id);
+        let (upper, work, rootfs) = (base.join("upper"), base.join("work"), base.join("rootfs"));
+        if lowers.is_empty() {
+            return Err(Error::new(format!("snapshot {id}: an image without layers cannot be mounted")));
+        }
+        let ctx = sys::FsContext::open("overlay").map_err(|e| Error::new(format!("snapshot {id}: overlayfs: {e}")))?;
+        let mut plus = true;
+        for l in lowers.iter().rev() {
+            if let Err(e) = ctx.set_string("lowerdir+", l.as_os_str().as_encoded_bytes()) {
+                if e.raw_os_error() == Some(libc::EINVAL) {
+                    plus = false; // kernel older than 6.8
+                    break;
+                }
+                return Err(Error::new(format!("snapshot {id}: overlay lowerdir {}: {e}", l.display())));
+            }
+        }
+        if plus {
+            ctx.set_string("upperdir", upper.as_os_str().as_encoded_bytes())
+                .and_then(|_| ctx.set_string("workdir", work.as_os_str().as_encoded_bytes()))
+                .and_then(|_| ctx.mount_at(&rootfs, 0))
+                .map_err(|e| Error::new(format!("snapshot {id}: mount overlay on {}: {e}", rootfs.display())))?;
+            return Ok(());
+        }
+        let esc = |p: &Path| -> String {
+            let mut s = String::new();
+            for c in p.to_string_lossy().chars() {
+                if matches!(c, ':' | ',' | '\\') {
+                    s.push('\\');
+                }
+                s.push(c);
+            }
+            s
+        };
+        let lower: Vec<String> = lowers.iter().rev().map(|p| esc(p)).collect();
+        let data = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), esc(&upper), esc(&work));
+        if data.len() >= 4096 {
+            return Err(Error::new(format!(
+                "snapshot {id}: {} layers do not fit in one overlay mount option page on this kernel (needs 6.8+ for more)",
+                lowers.len()
+            )));
+        }
+        let (src, target, fstype, data) = (
+            sys::cstr(b"overlay").unwrap(),
+            sys::cstr(rootfs.as_os_str().as_encoded_bytes()).map_err(|e| Error::io(&rootfs, e))?,
+            sys::cstr(b"overlay").unwrap(),
+            sys::cstr(data.as_bytes()).map_err(|e| Error::io(&rootfs, e))?,
+        );
+        if unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, data.as_ptr().cast()) } != 0 {
+            return Err(Error::new(format!(
+                "snapshot {id}: mount overlay on {}: {}",
+                rootfs.display(),
+                io::Error::last_os_error()
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn unmount(&self, id: &str) -> Result<(), Error> {
+        validate_id(id)?;
+        let rootfs = self.rootfs(id);
+        if sys::is_mountpoint(&rootfs).unwrap_or(false) {
+            sys::umount(&rootfs)
+                .map_err(|e| Error::new(format!("snapshot {id}: unmount {}: {e}", rootfs.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Unmounts and deletes a snapshot (its upper directory with it).
+    pub fn remove(&self, id: &str) -> Result<(), Error> {
+        self.unmount(id)?;
+        let base = self.path(id);
+        match fs::remove_dir_all(&base) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&base, e)),
+        }
+    }
+
+    pub fn list(&self) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.dir)? {
+            out.push(e?.file_name().to_string_lossy().into_owned());
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+fn is_whiteout(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0
+}
+
+fn copy_meta(src: BorrowedFd, dst: BorrowedFd, st: &libc::stat, with_times: bool) -> io::Result<()> {
+    sys::fchown(dst, st.st_uid, st.st_gid)?;
+    sys::fchmod(dst, st.st_mode & 0o7777)?;
+    for name in sys::flistxattr(src)? {
+        if name.as_bytes().starts_with(b"trusted.overlay.") {
+            continue;
+        }
+        if let Some(v) = sys::fgetxattr(src, &name)? {
+            sys::fsetxattr(dst, &name, &v)?;
+        }
+    }
+    if with_times {
+        sys::futimens(dst, st.st_mtime, st.st_mtime_nsec as u32)?;
+    }
+    Ok(())
+}
+
+/// Applies one unpacked layer (`src`, overlay whiteout format) on top of `dst`: whiteouts
+/// delete, opaque directories replace, everything else is copied with its metadata.
+/// `links` maps (dev, inode) of hardlinked files to their copy's path, to keep them linked.
+fn merge_layer(
+    src: BorrowedFd,
+    dst: BorrowedFd,
+    top: BorrowedFd,
+    rel: &[u8],
+    links: &mut HashMap<(u64, u64), Vec<u8>>,
+) -> io::Result<()> {
+    for name in sys::read_dir_names(src)? {
+        let st = sys::fstatat(src, &name)?;
+        let mut child_rel = rel.to_vec();
+        if !child_rel.is_empty() {
+            child_rel.push(b'/');
+        }
+        child_rel.extend_from_slice(name.to_bytes());
+        let existing = sys::fstatat(dst, &name).ok();
+        if is_whiteout(&st) {
+            sys::remove_all_at(dst, &name)?;
+            continue;
+        }
+        let fmt = st.st_mode & libc::S_IFMT;
+        if fmt == libc::S_IFDIR {
+            let sdir = sys::open_beneath(src, name.to_bytes(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+            let opaque = sys::fgetxattr(sdir.as_fd(), OPAQUE_XATTR)?.as_deref() == Some(b"y");
+            match existing {
+                Some(e) if e.st_mode & libc::S_IFMT == libc::S_IFDIR && !opaque => {}
+                Some(_) => {
+                    sys::remove_all_at(dst, &name)?;
+                    sys::mkdirat(dst, &name, 0o700)?;
+                }
+                None => sys::mkdirat(dst, &name, 0o700)?,
+            }
+            let ddir = sys::open_beneath(dst, name.to_bytes(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+            copy_meta(sdir.as_fd(), ddir.as_fd(), &st, false)?;
+            merge_layer(sdir.as_fd(), ddir.as_fd(), top, &child_rel, links)?;
+            sys::futimens(ddir.as_fd(), st.st_mtime, st.st_mtime_nsec as u32)?;
+            continue;
+        }
+        if existing.is_some() {
+            sys::remove_all_at(dst, &name)?;
+        }
+        if fmt == libc::S_IFREG && st.st_nlink > 1 {
+            if let Some(first) = links.get(&(st.st_dev, st.st_ino)) {
+                // Hardlinked within this layer: link to the copy made for the first name.
+                let (dir_part, file_part) = match first.iter().rposition(|b| *b == b'/') {
+                    Some(i) => (&first[..i], &first[i + 1..]),
+                    None => (&b""[..], &first[..]),
+                };
+                let fdir = sys::open_beneath(top, dir_part, libc::O_PATH | libc::O_DIRECTORY)?;
+                sys::linkat(fdir.as_fd(), &sys::cstr(file_part)?, dst, &name)?;
+                continue;
+            }
+            links.insert((st.st_dev, st.st_ino), child_rel.clone());
+        }
+        match fmt {
+            libc::S_IFREG => {
+                let sfd = sys::open_beneath(src, name.to_bytes(), libc::O_RDONLY)?;
+                let dfd = sys::create_file(dst, &name)?;
+                let mut sf = fs::File::from(sfd);
+                let mut df = fs::File::from(dfd);
+                io::copy(&mut sf, &mut df)?;
+                copy_meta(sf.as_fd(), df.as_fd(), &st, true)?;
+            }
+            libc::S_IFLNK => {
+                let target = sys::readlinkat(src, &name)?;
+                sys::symlinkat(&sys::cstr(&target)?, dst, &name)?;
+                sys::lchownat(dst, &name, st.st_uid, st.st_gid)?;
+                sys::lutimensat(dst, &name, st.st_mtime, st.st_mtime_nsec as u32)?;
+            }
+            _ => {
+                sys::mknodat(dst, &name, fmt | 0o600, st.st_rdev)?;
+                sys::lchownat(dst, &name, st.st_uid, st.st_gid)?;
+                sys::fchmodat(dst, &name, st.st_mode & 0o7777)?;
+                sys::lutimensat(dst, &name, st.st_mtime, st.st_mtime_nsec as u32)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! The extractor against real layers (built with the test kit) and a hostile-layer corpus.
+//! Each hostile layer must fail with an error naming the layer and the entry, and nothing may
+//! appear outside the layer root.
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use berth_storage::{unpack, Compression, Digest};
+use berth_testkit::image::{compress, Compression as C, LayerBuilder};
+
+const LAYER: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+struct Sandbox {
+    _tmp: tempfile::TempDir,
+    outside: std::path::PathBuf,
+    layer: std::path::PathBuf,
+}
+
+fn sandbox() -> Sandbox {
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tmp.path().join("outside");
+    let layer = outside.join("a/b/layer");
+    fs::create_dir_all(&layer).unwrap();
+    fs::write(outside.join("victim"), b"original").unwrap();
+    fs::write(outside.join("a/victim"), b"original").unwrap();
+    Sandbox { _tmp: tmp, outside, layer }
+}
+
+/// Everything under `dir` except below `skip`, as sorted relative paths.
+fn listing(dir: &Path, skip: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p == skip {
+                continue;
+            }
+            out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            if fs::symlink_metadata(&p).unwrap().is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn unpack_bytes(blob: &[u8], c: Compression, dest: &Path) -> Result<berth_storage::UnpackStats, berth_storage::Error> {
+    let mut r = blob;
+    unpack(&mut r, c, dest, LAYER)
+}
+
+fn expect_rejected(layer: Vec<u8>, entry: &str, why: &str) {
+    let sb = sandbox();
+    let before = listing(&sb.outside, &sb.layer);
+    let err = unpack_bytes(&layer, Compression::None, &sb.layer).expect_err("hostile layer was accepted");
+    let msg = err.to_string();
+    assert!(msg.contains(LAYER), "error does not name the layer: {msg}");
+    assert!(msg.contains(entry), "error does not name the entry {entry:?}: {msg}");
+    assert!(msg.contains(why), "error does not say {why:?}: {msg}");
+    assert_eq!(listing(&sb.outside, &sb.layer), before, "something was written outside the layer root");
+    assert_eq!(fs::read(sb.outside.join("victim")).unwrap(), b"original");
+    assert_eq!(fs::read(sb.outside.join("a/victim")).unwrap(), b"original");
+}
+
+#[test]
+fn hostile_parent_traversal_rejected() {
+    let mut b = LayerBuilder::new();
+    b.file("ok", 0o644, b"x").file("../../victim", 0o644, b"pwned");
+    expect_rejected(b.finish(), "../../victim", "..");
+}
+
+#[test]
+fn hostile_absolute_path_rejected() {
+    let mut b = LayerBuilder::new();
+    b.file("/tmp/berth-absolute-escape", 0o644, b"pwned");
+    expect_rejected(b.finish(), "/tmp/berth-absolute-escape", "absolute path");
+    assert!(!Path::new("/tmp/berth-absolute-escape").exists());
+}
+
+#[test]
+fn hostile_symlink_parent_escape_rejected() {
+    let mut b = LayerBuilder::new();
+    b.symlink("escape", "../..").file("escape/victim", 0o644, b"pwned");
+    expect_rejected(b.finish(), "escape/victim", "symlink");
+}
+
+#[test]
+fn hostile_absolute_symlink_parent_rejected() {
+    let sb = sandbox();
+    let mut b = LayerBuilder::new();
+    let target = sb.outside.to_string_lossy().into_owned();
+    b.symlink("abs", &target).file("abs/victim", 0o644, b"pwned");
+    let err = unpack_bytes(&b.finish(), Compression::None, &sb.layer).unwrap_err().to_string();
+    assert!(err.contains("abs/victim") && err.contains("symlink"), "{err}");
+    assert_eq!(fs::read(sb.outside.join("victim")).unwrap(), b"original");
+}
+
+#[test]
+fn hostile_symlink_then_file_through_it_rejected() {
+    // Even a symlink that stays inside the root is never followed for a later entry.
+    let mut b = LayerBuilder::new();
+    b.dir("real/", 0o755).symlink("link", "real").file("link/file", 0o644, b"through a symlink");
+    expect_rejected(b.finish(), "link/file", "symlink");
+}
+
+#[test]
+fn hostile_hardlink_escape_rejected() {
+    let mut b = LayerBuilder::new();
+    b.hardlink("stolen", "../../victim");
+    expect_rejected(b.finish(), "stolen", "..");
+    let mut b = LayerBuilder::new();
+    b.hardlink("stolen", "/etc/passwd");
+    expect_rejected(b.finish(), "stolen", "absolute path");
+}
+
+#[test]
+fn hostile_hardlink_through_symlink_rejected() {
+    let mut b = LayerBuilder::new();
+    b.symlink("up", "../..").hardlink("stolen", "up/victim");
+    expect_rejected(b.finish(), "stolen", "symlink");
+}
+
+#[test]
+fn hostile_huge_size_claim_rejected() {
+    let mut b = LayerBuilder::new();
+    b.file_claiming("huge", 1 << 60, b"tiny");
+    let mut tar = b.finish();
+    tar.truncate(512 + 4);
+    expect_rejected(tar, "huge", "bytes free");
+}
+
+#[test]
+fn hostile_size_claim_beyond_stream_rejected() {
+    let mut b = LayerBuilder::new();
+    b.file_claiming("short", 10_000, &[7u8; 1024]);
+    let mut tar = std::mem::take(b.raw());
+    tar.truncate(512 + 1024);
+    let sb = sandbox();
+    let err = unpack_bytes(&tar, Compression::None, &sb.layer).unwrap_err().to_string();
+    assert!(err.contains(LAYER) && err.contains("short"), "{err}");
+}
+
+#[test]
+fn hostile_truncated_gzip_rejected() {
+    let mut b = LayerBuilder::new();
+    b.file("big", 0o644, &berth_testkit::image::filler(1, 200_000));
+    let gz = compress(&b.finish(), C::Gzip);
+    let sb = sandbox();
+    let err = unpack_bytes(&gz[..gz.len() / 2], Compression::Gzip, &sb.layer).unwrap_err().to_string();
+    assert!(err.contains(LAYER), "{err}");
+    assert_eq!(listing(&sb.outside, &sb.layer), vec!["a", "a/b", "a/victim", "victim"]);
+}
+
+#[test]
+fn hostile_overlay_xattr_rejected() {
+    let mut b = LayerBuilder::new();
+    b.file_with_xattr("f", b"x", "trusted.overlay.redirect", b"/etc");
+    expect_rejected(b.finish(), "f", "trusted.overlay.redirect");
+}
+
+#[test]
+fn hostile_file_replacing_parent_is_not_followed() {
+    // A directory replaced by a symlink later in the same layer: entries after it must not
+    // be written through the symlink.
+    let mut b = LayerBuilder::new();
+    b.dir("d/", 0o755).file("d/one", 0o644, b"1").symlink("d", "../..").file("d/two", 0o644, b"2");
+    expect_rejected(b.finish(), "d/two", "symlink");
+}
+
+#[test]
+fn unpack_regular_layer_with_links_devices_and_metadata() {
+    let mut b = LayerBuilder::new();
+    b.uid = 1000;
+    b.gid = 1001;
+    b.mtime = 1_234_567_890;
+    b.dir("etc/", 0o755)
+        .file("etc/config", 0o640, b"hello")
+        .file("usr/lib/implicit/parent.txt", 0o600, b"parents created")
+        .symlink("etc/link", "/etc/config")
+        .hardlink("etc/hard", "etc/config")
+        .char_dev("dev-null", 1, 3)
+        .fifo("pipe")
+        .file("setuid", 0o4755, b"#!");
+    b.file_with_xattr("with-xattr", b"x", "user.berth", b"value");
+    let tar = b.finish();
+    for c in [C::None, C::Gzip, C::Zstd] {
+        let sb = sandbox();
+        let blob = compress(&tar, c);
+        let comp = match c {
+            C::None => Compression::None,
+            C::Gzip => Compression::Gzip,
+            C::Zstd => Compression::Zstd,
+        };
+        let stats = unpack_bytes(&blob, comp, &sb.layer).unwrap();
+        assert_eq!(stats.diff_id, Digest::of(&tar), "DiffID is the sha256 of the uncompressed tar");
+        assert_eq!(stats.tar_size, tar.len() as u64);
+        let l = &sb.layer;
+        let md = fs::metadata(l.join("etc/config")).unwrap();
+        assert_eq!((md.uid(), md.gid(), md.mode() & 0o7777, md.mtime()), (1000, 1001, 0o640, 1_234_567_890));
+        assert_eq!(fs::read(l.join("etc/config")).unwrap(), b"hello");
+        assert_eq!(fs::read_link(l.join("etc/link")).unwrap().to_str().unwrap(), "/etc/config");
+        assert_eq!(fs::symlink_metadata(l.join("etc/link")).unwrap().uid(), 1000);
+        assert_eq!(fs::metadata(l.join("etc/hard")).unwrap().ino(), md.ino());
+        let dev = fs::symlink_metadata(l.join("dev-null")).unwrap();
+        assert!(dev.file_type().is_char_device());
+        assert_eq!(dev.rdev(), libc::makedev(1, 3));
+        assert!(fs::symlink_metadata(l.join("pipe")).unwrap().file_type().is_fifo());
+        assert_eq!(fs::metadata(l.join("setuid")).unwrap().mode() & 0o7777, 0o4755);
+        assert_eq!(fs::metadata(l.join("etc")).unwrap().mtime(), 1_234_567_890, "directory mtime applied last");
+        assert_eq!(fs::read(l.join("usr/lib/implicit/parent.txt")).unwrap(), b"parents created");
+        assert_eq!(xattr(&l.join("with-xattr"), "user.berth").as_deref(), Some(&b"value"[..]));
+    }
+}
+
+fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        return None;
+    }
+    buf.truncate(r as usize);
+    Some(buf)
+}
+
+#[test]
+fn unpack_converts_whiteouts_to_overlay_format() {
+    let mut b = LayerBuilder::new();
+    b.dir("etc/", 0o755).whiteout("etc/removed").opaque("var/cache").file("var/cache/new", 0o644, b"n");
+    b.whiteout("gone-dir");
+    let sb = sandbox();
+    unpack_bytes(&b.finish(), Compression::None, &sb.layer).unwrap();
+    let wh = fs::symlink_metadata(sb.layer.join("etc/removed")).unwrap();
+    assert!(wh.file_type().is_char_device());
+    assert_eq!((wh.rdev(), wh.uid(), wh.gid()), (0, 0, 0));
+    assert!(!sb.layer.join("etc/.wh.removed").exists());
+    assert_eq!(xattr(&sb.layer.join("var/cache"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert!(!sb.layer.join("var/cache/.wh..wh..opq").exists());
+    assert!(sb.layer.join("var/cache/new").exists());
+    assert!(fs::symlink_metadata(sb.layer.join("gone-dir")).unwrap().file_type().is_char_device());
+}
+
+#[test]
+fn unpack_whiteout_then_entries_below_it_becomes_opaque_directory() {
+    let mut b = LayerBuilder::new();
+    b.whiteout("d").file("d/new", 0o644, b"n");
+    let sb = sandbox();
+    unpack_bytes(&b.finish(), Compression::None, &sb.layer).unwrap();
+    assert!(sb.layer.join("d").is_dir());
+    assert_eq!(xattr(&sb.layer.join("d"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert_eq!(fs::read(sb.layer.join("d/new")).unwrap(), b"n");
+}
+
+#[test]
+fn unpack_busybox_rootfs_layer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = berth_testkit::image::busybox_layer(tmp.path()).unwrap();
+    let dest = tmp.path().join("layer");
+    fs::create_dir(&dest).unwrap();
+    let stats = unpack_bytes(&compress(&tar, C::Gzip), Compression::Gzip, &dest).unwrap();
+    assert_eq!(stats.diff_id, Digest::of(&tar));
+    assert_eq!(fs::read_link(dest.join("bin/sh")).unwrap().to_str().unwrap(), "/bin/busybox");
+    assert_eq!(fs::metadata(dest.join("tmp")).unwrap().mode() & 0o7777, 0o1777);
+    assert_eq!(fs::metadata(dest.join("home/user")).unwrap().uid(), 1000);
+    let out = std::process::Command::new(dest.join("bin/busybox")).arg("true").status().unwrap();
+    assert!(out.success());
+}
