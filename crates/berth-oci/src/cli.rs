@@ -210,7 +210,12 @@ struct CommandDef {
 }
 
 const COMMANDS: &[CommandDef] = &[
-    CommandDef { name: "create", opts: CREATE, args: "ID", about: "create a container: set it up and hold its process until start" },
+    CommandDef {
+        name: "create",
+        opts: CREATE,
+        args: "ID",
+        about: "create a container: set it up and hold its process until start",
+    },
     CommandDef { name: "start", opts: &[], args: "ID", about: "start a created container's process" },
     CommandDef { name: "state", opts: &[], args: "ID", about: "print a container's state (OCI state JSON)" },
     CommandDef {
@@ -225,7 +230,12 @@ const COMMANDS: &[CommandDef] = &[
         args: "ID",
         about: "delete a container and release what it holds",
     },
-    CommandDef { name: "run", opts: RUN, args: "ID", about: "create and start a container; in the foreground, wait and return its exit code" },
+    CommandDef {
+        name: "run",
+        opts: RUN,
+        args: "ID",
+        about: "create and start a container; in the foreground, wait and return its exit code",
+    },
     CommandDef {
         name: "list",
         opts: &[valued("format", Some('f'), "table (default) or json"), flag("quiet", Some('q'), "only container ids")],
@@ -242,14 +252,20 @@ const COMMANDS: &[CommandDef] = &[
     CommandDef { name: "resume", opts: &[], args: "ID", about: "thaw a paused container" },
     CommandDef {
         name: "events",
-        opts: &[flag("stats", None, "print statistics once and exit"), valued("interval", None, "statistics interval (default 5s)")],
+        opts: &[
+            flag("stats", None, "print statistics once and exit"),
+            valued("interval", None, "statistics interval (default 5s)"),
+        ],
         args: "ID",
         about: "print resource statistics and OOM events",
     },
     CommandDef { name: "update", opts: UPDATE, args: "ID", about: "change a running container's resource limits" },
     CommandDef {
         name: "spec",
-        opts: &[valued("bundle", Some('b'), "where to write config.json (default .)"), flag("rootless", None, "for an unprivileged user")],
+        opts: &[
+            valued("bundle", Some('b'), "where to write config.json (default .)"),
+            flag("rootless", None, "for an unprivileged user"),
+        ],
         args: "",
         about: "write a default config.json",
     },
@@ -282,7 +298,14 @@ fn options_help(opts: &[Opt]) -> String {
 }
 
 fn command_help(c: &CommandDef) -> String {
-    format!("berth-oci {}: {}\n\nUsage: berth-oci {} [OPTIONS] {}\n\nOptions:\n{}", c.name, c.about, c.name, c.args, options_help(c.opts))
+    format!(
+        "berth-oci {}: {}\n\nUsage: berth-oci {} [OPTIONS] {}\n\nOptions:\n{}",
+        c.name,
+        c.about,
+        c.name,
+        c.args,
+        options_help(c.opts)
+    )
 }
 
 /// Options and positional arguments of one command line segment.
@@ -383,7 +406,11 @@ fn create_flags(p: &Parsed) -> Result<CreateFlags, Exit> {
 
 /// Parses `argv` (without the program name).
 pub fn parse(argv: &[String]) -> Result<Cli, Exit> {
-    if argv.iter().take_while(|a| !COMMANDS.iter().any(|c| c.name == a.as_str())).any(|a| matches!(a.as_str(), "--version" | "-v" | "-version")) {
+    if argv
+        .iter()
+        .take_while(|a| !COMMANDS.iter().any(|c| c.name == a.as_str()))
+        .any(|a| matches!(a.as_str(), "--version" | "-v" | "-version"))
+    {
         return Err(Exit::Print(format!("berth-oci {}\n", crate::VERSION_LINE)));
     }
     let (globals, at) = parse_options(GLOBAL, argv, true).map_err(|e| match e {
@@ -394,7 +421,8 @@ pub fn parse(argv: &[String]) -> Result<Cli, Exit> {
     if name == "help" {
         return Err(Exit::Print(usage()));
     }
-    let def = COMMANDS.iter().find(|c| c.name == name).ok_or_else(|| Exit::Usage(format!("no such command: {name}")))?;
+    let def =
+        COMMANDS.iter().find(|c| c.name == name).ok_or_else(|| Exit::Usage(format!("no such command: {name}")))?;
     let rest = &argv[at + 1..];
     let (p, stop) = parse_options(def.opts, rest, true).map_err(|e| match e {
         Exit::Print(_) => Exit::Print(command_help(def)),
@@ -440,13 +468,20 @@ pub fn parse(argv: &[String]) -> Result<Cli, Exit> {
         }
         "list" => {
             exactly(def, &pos, 0)?;
-            Command::List(ListArgs { format: p.value("format").unwrap_or_else(|| "table".into()), quiet: p.flag("quiet") })
+            Command::List(ListArgs {
+                format: p.value("format").unwrap_or_else(|| "table".into()),
+                quiet: p.flag("quiet"),
+            })
         }
         "ps" => {
             if pos.is_empty() {
                 return Err(Exit::Usage("\"ps\" requires an ID".into()));
             }
-            Command::Ps(PsArgs { format: p.value("format").unwrap_or_else(|| "table".into()), id: id(&pos), ps_args: pos[1..].to_vec() })
+            Command::Ps(PsArgs {
+                format: p.value("format").unwrap_or_else(|| "table".into()),
+                id: id(&pos),
+                ps_args: pos[1..].to_vec(),
+            })
         }
         "events" => {
             exactly(def, &pos, 1)?;
@@ -509,7 +544,9 @@ mod tests {
 
     #[test]
     fn go_style_flags() {
-        let c = cli(&["-root", "/r", "--log=/l", "create", "-bundle=/b", "--no-pivot=false", "--no-new-keyring=true", "x"]).unwrap();
+        let c =
+            cli(&["-root", "/r", "--log=/l", "create", "-bundle=/b", "--no-pivot=false", "--no-new-keyring=true", "x"])
+                .unwrap();
         assert_eq!(c.root, Some(PathBuf::from("/r")));
         assert_eq!(c.log, Some(PathBuf::from("/l")));
         let Command::Create(a) = c.command else { panic!() };
@@ -528,7 +565,9 @@ mod tests {
         assert_eq!(k.signal.as_deref(), Some("-9"));
         let Command::Ps(p) = cli(&["ps", "-f", "json", "x", "-ef"]).unwrap().command else { panic!() };
         assert_eq!((p.format.as_str(), p.ps_args.clone()), ("json", vec!["-ef".to_string()]));
-        let Command::Update(u) = cli(&["update", "--cpu-quota", "-1", "--memory=100m", "x"]).unwrap().command else { panic!() };
+        let Command::Update(u) = cli(&["update", "--cpu-quota", "-1", "--memory=100m", "x"]).unwrap().command else {
+            panic!()
+        };
         assert_eq!((u.cpu_quota, u.memory.as_deref()), (Some(-1), Some("100m")));
     }
 
