@@ -35,6 +35,29 @@ pub enum Command {
     Update(Box<UpdateArgs>),
     Spec(SpecArgs),
     Features,
+    Exec(Box<ExecArgs>),
+}
+
+#[derive(Debug, Default)]
+pub struct ExecArgs {
+    pub process: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub cwd: Option<PathBuf>,
+    pub env: Vec<String>,
+    pub tty: bool,
+    pub user: Option<String>,
+    pub additional_gids: Vec<String>,
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    pub process_label: Option<String>,
+    pub apparmor: Option<String>,
+    pub no_new_privs: bool,
+    pub caps: Vec<String>,
+    pub preserve_fds: i32,
+    pub cgroup: Option<String>,
+    pub ignore_paused: bool,
+    pub id: String,
+    pub args: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -182,6 +205,25 @@ const RUN: &[Opt] = &[
     flag("no-subreaper", None, "do not become the subreaper of the container's orphans"),
 ];
 
+const EXEC: &[Opt] = &[
+    valued("process", Some('p'), "process.json with the whole process (other process flags are then ignored, as runc)"),
+    valued("console-socket", None, "unix socket that receives the pty master (with --tty)"),
+    valued("cwd", None, "working directory"),
+    valued("env", Some('e'), "KEY=value to add (repeatable)"),
+    flag("tty", Some('t'), "allocate a terminal"),
+    valued("user", Some('u'), "uid[:gid]"),
+    valued("additional-gids", Some('g'), "supplementary group (repeatable)"),
+    flag("detach", Some('d'), "return once the process runs"),
+    valued("pid-file", None, "write the process's pid to this file"),
+    valued("process-label", None, "SELinux label for the process"),
+    valued("apparmor", None, "AppArmor profile for the process"),
+    flag("no-new-privs", None, "set no_new_privs"),
+    valued("cap", Some('c'), "add a capability (repeatable)"),
+    valued("preserve-fds", None, "pass N more descriptors (3 .. 3+N-1)"),
+    valued("cgroup", None, "run in a sub-cgroup of the container (not supported)"),
+    flag("ignore-paused", None, "exec even if the container is paused"),
+];
+
 const UPDATE: &[Opt] = &[
     valued("resources", Some('r'), "JSON file with linux.resources (- for stdin)"),
     valued("blkio-weight", None, "I/O weight, 10..1000"),
@@ -270,6 +312,7 @@ const COMMANDS: &[CommandDef] = &[
         about: "write a default config.json",
     },
     CommandDef { name: "features", opts: &[], args: "", about: "print the OCI features document" },
+    CommandDef { name: "exec", opts: EXEC, args: "ID [COMMAND [ARGS...]]", about: "run a new process in a container" },
 ];
 
 fn usage() -> String {
@@ -318,6 +361,10 @@ struct Parsed {
 impl Parsed {
     fn value(&self, name: &str) -> Option<String> {
         self.values.iter().rev().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
+    }
+
+    fn all(&self, name: &str) -> Vec<String> {
+        self.values.iter().filter(|(n, _)| *n == name).map(|(_, v)| v.clone()).collect()
     }
 
     fn flag(&self, name: &str) -> bool {
@@ -512,6 +559,31 @@ pub fn parse(argv: &[String]) -> Result<Cli, Exit> {
                 l3_cache_schema: p.value("l3-cache-schema"),
                 mem_bw_schema: p.value("mem-bw-schema"),
                 id: id(&pos),
+            }))
+        }
+        "exec" => {
+            if pos.is_empty() {
+                return Err(Exit::Usage("\"exec\" requires an ID (and a command, unless --process is given)".into()));
+            }
+            Command::Exec(Box::new(ExecArgs {
+                process: p.value("process").map(PathBuf::from),
+                console_socket: p.value("console-socket").map(PathBuf::from),
+                cwd: p.value("cwd").map(PathBuf::from),
+                env: p.all("env"),
+                tty: p.flag("tty"),
+                user: p.value("user"),
+                additional_gids: p.all("additional-gids"),
+                detach: p.flag("detach"),
+                pid_file: p.value("pid-file").map(PathBuf::from),
+                process_label: p.value("process-label"),
+                apparmor: p.value("apparmor"),
+                no_new_privs: p.flag("no-new-privs"),
+                caps: p.all("cap"),
+                preserve_fds: number(&p, "preserve-fds")?.unwrap_or(0),
+                cgroup: p.value("cgroup"),
+                ignore_paused: p.flag("ignore-paused"),
+                id: id(&pos),
+                args: pos[1..].to_vec(),
             }))
         }
         "spec" => {

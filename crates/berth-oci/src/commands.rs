@@ -54,6 +54,10 @@ pub fn dispatch(cli: &Cli, logger: &Logger) -> Result<i32> {
         Some(other) => return Err(Error::invalid(format!("--rootless: '{other}' is not auto, true or false"))),
     }
     let root = state_root(cli);
+    if matches!(cli.command, Command::Create(_) | Command::Run(_) | Command::Exec(_)) {
+        // These run code inside containers: from a sealed copy of ourselves (CVE-2019-5736).
+        oci_runtime::selfexe::ensure_sealed()?;
+    }
     logger.debug(|| format!("{:?} (state root {})", cli.command, root.display()));
     match &cli.command {
         Command::Create(a) => {
@@ -101,6 +105,7 @@ pub fn dispatch(cli: &Cli, logger: &Logger) -> Result<i32> {
         Command::Events(a) => events(&root, a),
         Command::Update(a) => update(&root, a),
         Command::Spec(a) => spec(a),
+        Command::Exec(a) => exec(&root, a),
         Command::Features => {
             println!(
                 "{}",
@@ -349,6 +354,63 @@ fn resources_from_flags(a: &UpdateArgs) -> Result<oci_spec::runtime::LinuxResour
         r.insert("blockIO".into(), serde_json::json!({ "weight": w }));
     }
     serde_json::from_value(r.into()).map_err(|e| Error::invalid(format!("resource flags: {e}")))
+}
+
+fn exec(root: &Path, a: &crate::cli::ExecArgs) -> Result<i32> {
+    if a.cgroup.is_some() {
+        return Err(Error::unsupported("exec --cgroup: running in a sub-cgroup is not supported by berth-oci yet"));
+    }
+    if a.preserve_fds < 0 {
+        return Err(Error::invalid(format!("--preserve-fds: {} is negative", a.preserve_fds)));
+    }
+    let mut process = match &a.process {
+        Some(file) => oci_runtime::exec::process_from_file(file)?,
+        None => {
+            let user = a
+                .user
+                .as_deref()
+                .map(|u| {
+                    let bad = || Error::invalid(format!("--user: '{u}' is not uid[:gid] (numbers)"));
+                    let (uid, gid) = match u.split_once(':') {
+                        Some((uid, gid)) => (uid.parse().map_err(|_| bad())?, Some(gid.parse().map_err(|_| bad())?)),
+                        None => (u.parse().map_err(|_| bad())?, None),
+                    };
+                    Ok::<_, Error>((uid, gid))
+                })
+                .transpose()?;
+            let gids = a
+                .additional_gids
+                .iter()
+                .map(|g| g.parse().map_err(|_| Error::invalid(format!("--additional-gids: '{g}' is not a number"))))
+                .collect::<Result<Vec<u32>>>()?;
+            let o = oci_runtime::exec::ProcessOverrides {
+                args: a.args.clone(),
+                env: a.env.clone(),
+                cwd: a.cwd.clone(),
+                user,
+                additional_gids: gids,
+                caps: a.caps.clone(),
+                no_new_privileges: a.no_new_privs,
+                tty: a.tty,
+            };
+            oci_runtime::exec::process_from_config(root, &a.id, &o)?
+        }
+    };
+    if let Some(label) = &a.process_label {
+        process.set_selinux_label(Some(label.clone()));
+    }
+    if let Some(profile) = &a.apparmor {
+        process.set_apparmor_profile(Some(profile.clone()));
+    }
+    let opts = oci_runtime::exec::ExecOptions {
+        process,
+        console_socket: a.console_socket.clone(),
+        detach: a.detach,
+        pid_file: a.pid_file.clone(),
+        preserve_fds: a.preserve_fds,
+        ignore_paused: a.ignore_paused,
+    };
+    oci_runtime::exec::exec(root, &a.id, &opts)
 }
 
 fn spec(a: &SpecArgs) -> Result<i32> {

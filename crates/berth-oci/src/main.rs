@@ -29,11 +29,13 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // exec's own failures exit 255 (as runc's), apart from any exit code of the process.
+    let failure = if matches!(cli.command, cli::Command::Exec(_)) { 255 } else { 1 };
     match commands::dispatch(&cli, &logger) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             logger.error(&e.to_string());
-            std::process::exit(1);
+            std::process::exit(failure);
         }
     }
 }

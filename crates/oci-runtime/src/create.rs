@@ -305,6 +305,7 @@ fn create_steps(
         cgroup: cgroup.clone(),
         own_pid_namespace: plan.namespaces.creates(LinuxNamespaceType::Pid),
         resources: linux.resources().clone(),
+        spec: spec.clone(),
     };
     dir.save(&state)?;
     if let Some(pid_file) = &opts.pid_file {

@@ -142,7 +142,9 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
         None
     };
     // The working directory is created now, as root, the way runc and docker do.
-    fs::resolve(asm.root.as_raw_fd(), &plan.process.cwd, Resolve::create(Create::Dir))
+    // Kept as a descriptor and entered with fchdir: a path would be walked by the kernel, which
+    // follows /proc/self/fd/N magic links to whatever the runtime holds open (CVE-2024-21626).
+    let cwd = fs::resolve(asm.root.as_raw_fd(), &plan.process.cwd, Resolve::create(Create::Dir))
         .map_err(|e| e.context("process.cwd"))?;
     rootfs::finish(&plan.rootfs, asm, pty.as_ref())?;
     if let Some(slave) = &pty {
@@ -150,22 +152,7 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
     }
     drop(pty);
 
-    let p = &plan.process;
-    crate::caps::drop_bounding(p.caps.map_or(0, |c| c.bounding))?;
-    process::switch_user(p, setgroups_allowed(plan.in_userns))?;
-    sys::chdir(&p.cwd).with_ctx(|| format!("process.cwd: {}", p.cwd.display()))?;
-    process::apply_caps(p)?;
-    if let Some(mask) = p.umask {
-        // SAFETY: plain syscall.
-        unsafe { libc::umask(mask as libc::mode_t) };
-    }
-    let executable = process::find_executable(p)?;
-    // Nothing of the runtime's survives exec: only stdio and the preserved descriptors.
-    let preserved_end = 3 + plan.preserve_fds;
-    for fd in 3..preserved_end {
-        sys::set_cloexec(fd, false).with_ctx(|| format!("--preserve-fds: descriptor {fd}"))?;
-    }
-    sys::cloexec_from(preserved_end).ctx("closing the runtime's descriptors on exec")?;
+    let executable = process::become_process(&plan.process, cwd, plan.in_userns, plan.preserve_fds)?;
     // From here the runtime may exit at any moment (after Committed): the death signal would
     // kill us then. Should it die before Committed instead, the sync socket reads EOF and we exit.
     sys::prctl(libc::PR_SET_PDEATHSIG, 0).ctx("PR_SET_PDEATHSIG")?;
@@ -186,10 +173,6 @@ fn join_session_keyring(name: &str) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn setgroups_allowed(in_userns: bool) -> bool {
-    !in_userns || std::fs::read_to_string("/proc/self/setgroups").map(|s| s.trim() == "allow").unwrap_or(true)
 }
 
 fn finish(plan: &InitPlan, fds: InitFds, ready: Ready) -> Error {

@@ -249,3 +249,37 @@ pub fn execve(path: &CString, plan: &ProcessPlan) -> Error {
 pub fn path_of(c: &CString) -> &Path {
     Path::new(std::ffi::OsStr::from_bytes(c.as_bytes()))
 }
+
+fn setgroups_allowed(in_userns: bool) -> bool {
+    !in_userns || std::fs::read_to_string("/proc/self/setgroups").map(|s| s.trim() == "allow").unwrap_or(true)
+}
+
+/// Turns the calling process into the container's process, up to (not including) execve: the
+/// bounding set, the user, the working directory (a descriptor resolved inside the root),
+/// capabilities, umask, the program, and descriptors (stdio and the preserved ones survive).
+pub fn become_process(
+    p: &ProcessPlan,
+    cwd: std::os::fd::OwnedFd,
+    in_userns: bool,
+    preserve_fds: i32,
+) -> Result<CString> {
+    use std::os::fd::AsRawFd;
+    crate::caps::drop_bounding(p.caps.map_or(0, |c| c.bounding))?;
+    switch_user(p, setgroups_allowed(in_userns))?;
+    // fchdir, never chdir(path): the kernel would follow /proc/self/fd/N magic links to
+    // whatever the runtime holds open (CVE-2024-21626).
+    sys::fchdir(cwd.as_raw_fd()).with_ctx(|| format!("process.cwd: {}", p.cwd.display()))?;
+    drop(cwd);
+    apply_caps(p)?;
+    if let Some(mask) = p.umask {
+        // SAFETY: plain syscall.
+        unsafe { libc::umask(mask as libc::mode_t) };
+    }
+    let executable = find_executable(p)?;
+    let preserved_end = 3 + preserve_fds;
+    for fd in 3..preserved_end {
+        sys::set_cloexec(fd, false).with_ctx(|| format!("--preserve-fds: descriptor {fd}"))?;
+    }
+    sys::cloexec_from(preserved_end).ctx("closing the runtime's descriptors on exec")?;
+    Ok(executable)
+}

@@ -62,11 +62,7 @@ pub fn run(root: &Path, id: &str, opts: &RunOptions, terminal_wanted: bool, warn
         // Orphans of the container (when it shares our pid namespace) come to us to be reaped.
         sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1).ctx("PR_SET_CHILD_SUBREAPER")?;
     }
-    let mut signals: Vec<i32> = FORWARDED.to_vec();
-    signals.push(libc::SIGCHLD);
-    signals.push(libc::SIGWINCH);
-    sys::block_signals(&signals).ctx("blocking signals")?;
-    let sigfd = sys::signalfd(&signals).ctx("signalfd")?;
+    let sigfd = foreground_signals()?;
 
     let (console, our_end) = match (&opts.create.console_socket, terminal_wanted) {
         (Some(p), _) => (ConsoleTarget::Path(p.clone()), None),
@@ -91,6 +87,16 @@ pub fn run(root: &Path, id: &str, opts: &RunOptions, terminal_wanted: bool, warn
     Ok(status.code())
 }
 
+/// Blocks the signals a foreground runtime forwards or handles, before any child exists (so no
+/// child's exit can be missed), and returns the signalfd that reads them.
+pub(crate) fn foreground_signals() -> Result<OwnedFd> {
+    let mut signals: Vec<i32> = FORWARDED.to_vec();
+    signals.push(libc::SIGCHLD);
+    signals.push(libc::SIGWINCH);
+    sys::block_signals(&signals).ctx("blocking signals")?;
+    sys::signalfd(&signals).ctx("signalfd")
+}
+
 fn start_or_delete(root: &Path, id: &str) -> Result<()> {
     if let Err(e) = lifecycle::start(root, id) {
         let _ = lifecycle::delete(root, id, true);
@@ -110,7 +116,9 @@ impl Drop for RawTerminal {
     }
 }
 
-fn wait_loop(init: i32, init_pidfd: RawFd, sigfd: RawFd, master: Option<&OwnedFd>) -> Result<WaitStatus> {
+/// Waits for `init` (our child) to exit: forwards signals to it, relays its terminal if we hold
+/// the master, reaps orphans. Returns its exit status.
+pub(crate) fn wait_loop(init: i32, init_pidfd: RawFd, sigfd: RawFd, master: Option<&OwnedFd>) -> Result<WaitStatus> {
     let stdin_is_tty = unsafe { libc::isatty(0) } == 1;
     let _raw = RawTerminal(if master.is_some() && stdin_is_tty { terminal::make_raw(0) } else { None });
     if let (Some(m), true) = (master, stdin_is_tty) {

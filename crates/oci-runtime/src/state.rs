@@ -57,6 +57,9 @@ pub struct State {
     /// The resources currently applied (config.json's, then each update's).
     #[serde(default)]
     pub resources: Option<LinuxResources>,
+    /// config.json as it was at create: exec's defaults, its namespaces and seccomp, and the
+    /// poststop hooks come from here, not from a bundle that may have changed since.
+    pub spec: oci_spec::runtime::Spec,
 }
 
 /// A locked state directory. The lock (flock on the directory) is held until drop.

@@ -497,6 +497,22 @@ pub fn block_signals(signals: &[i32]) -> io::Result<libc::sigset_t> {
     }
 }
 
+/// Unblocks every signal and resets every handler to its default, as a freshly exec'd process
+/// expects (the runtime blocks signals it reads from a signalfd).
+pub fn default_signals() {
+    // SAFETY: plain libc calls on valid data.
+    unsafe {
+        for sig in 1..libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut set: libc::sigset_t = zeroed();
+        libc::sigemptyset(&mut set);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
 extern "C" fn exit_on_signal(sig: libc::c_int) {
     // SAFETY: _exit is async-signal-safe.
     unsafe { libc::_exit(128 + sig) }

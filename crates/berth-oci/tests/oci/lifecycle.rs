@@ -89,8 +89,7 @@ pub fn run_forwards_signals() {
     let mut cmd = c.command(&["run", "--bundle", c.bundle.dir.to_str().unwrap(), &c.id]);
     let child = spawn(&mut cmd, None);
     c.wait_status("running");
-    // Let the shell install its trap.
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_handler(c.pid(), libc::SIGTERM);
     // SAFETY: signalling the `run` process this test started.
     unsafe { libc::kill(child.pid as i32, libc::SIGTERM) };
     let out = child.wait(Duration::from_secs(20));
@@ -121,7 +120,7 @@ pub fn kill_signals_and_all() {
     let c = Ctr::new("kill", &["sh", "-c", "trap 'exit 3' USR1; while :; do sleep 0.05; done"]);
     c.create();
     c.start();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_handler(c.pid(), libc::SIGUSR1);
     c.oci(&["kill", &c.id, "SIGUSR1"]).ok("kill SIGUSR1");
     c.wait_status("stopped");
     let bad = c.oci(&["kill", &c.id, "NOTASIGNAL"]).failed("kill with a bad signal");
@@ -281,7 +280,11 @@ pub fn events_stats_report_usage() {
     // The stream: a stats event per interval until the container stops.
     let mut cmd = c.command(&["events", "--interval", "100ms", &c.id]);
     let stream = spawn(&mut cmd, None);
-    std::thread::sleep(Duration::from_millis(450));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while stream.stdout_so_far().lines().count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "fewer than two stats events: {}", stream.stdout_so_far());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     c.oci(&["kill", &c.id, "KILL"]).ok("kill");
     let out = stream.wait(Duration::from_secs(20));
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -509,8 +512,7 @@ pub fn events_report_oom() {
         assert!(std::time::Instant::now() < deadline, "no OOM kill happened");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Give the event loop a poll or two to notice, then end the stream.
-    std::thread::sleep(Duration::from_millis(400));
+    stream.wait_for_stdout("\"type\":\"oom\"");
     c.oci(&["kill", &c.id, "KILL"]).ok("kill");
     let out = stream.wait(Duration::from_secs(20));
     assert_eq!(out.code, 0, "{}", out.stderr);

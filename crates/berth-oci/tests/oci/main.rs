@@ -7,6 +7,7 @@
 
 mod cgroups;
 mod errors;
+mod exec;
 mod isolation;
 mod lifecycle;
 mod support;
@@ -51,6 +52,13 @@ fn main() {
         lifecycle::spec_and_features,
         lifecycle::log_json_records_errors,
         lifecycle::no_pivot,
+        exec::exec_joins_the_container,
+        exec::exec_exit_codes_and_errors,
+        exec::exec_user_cwd_env_and_caps,
+        exec::exec_detached_with_pid_file,
+        exec::exec_process_file_and_terminal,
+        exec::exec_in_a_user_namespace,
+        exec::exec_forwards_signals,
         isolation::namespaces_are_new,
         isolation::namespaces_joined_by_path,
         isolation::user_namespace_with_mappings,

@@ -147,6 +147,34 @@ pub fn spawn(cmd: &mut Command, stdin: Option<Vec<u8>>) -> Spawned {
 }
 
 impl Spawned {
+    /// What the process wrote to stdout so far.
+    pub fn stdout_so_far(&self) -> String {
+        std::fs::read_to_string(&self.out_path).unwrap_or_default()
+    }
+
+    /// Waits until the process's stdout contains `text`.
+    pub fn wait_for_stdout(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.stdout_so_far().contains(text) {
+            assert!(Instant::now() < deadline, "{text:?} never appeared in: {}", self.stdout_so_far());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The first child of the process (e.g. the container process of `exec`).
+    pub fn first_child(&self) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let children =
+                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.pid)).unwrap_or_default();
+            if let Some(c) = children.split_whitespace().next() {
+                return c.parse().unwrap();
+            }
+            assert!(Instant::now() < deadline, "process {} has no child", self.pid);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn wait(self, timeout: Duration) -> Output {
         let Some(status) = wait_reaped(self.pid, timeout) else {
             // SAFETY: our own child, by pid.
@@ -393,6 +421,25 @@ pub fn cleanup_suite_dir() {
 
 pub fn read(path: impl AsRef<Path>) -> String {
     std::fs::read_to_string(path.as_ref()).unwrap_or_else(|e| panic!("{}: {e}", path.as_ref().display()))
+}
+
+/// Waits until process `pid` has a handler for `sig` (a shell's trap is installed): sending it
+/// before then would kill the process instead.
+pub fn wait_for_handler(pid: i32, sig: i32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .map(|m| u64::from_str_radix(m.trim(), 16).unwrap_or(0))
+            .unwrap_or(0);
+        if caught & (1 << (sig - 1)) != 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "process {pid} never caught signal {sig}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[track_caller]
