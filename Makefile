@@ -18,6 +18,7 @@ HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 build: deps
 	$(CARGO) build --release --workspace --bins --exclude berth-oci
 	RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_OPT_LEVEL=s \
+		LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/$(shell gcc -print-multiarch) \
 		$(CARGO) build --release -p berth-oci --target $(HOST_TRIPLE)
 	install -m 0755 target/$(HOST_TRIPLE)/release/berth-oci target/release/berth-oci
 

@@ -167,9 +167,6 @@ pub fn validate(spec: &Spec) -> Result<()> {
             )
         })?;
     }
-    if linux.seccomp().is_some() {
-        return Err(unsupported("linux.seccomp", "seccomp filtering"));
-    }
     if linux.intel_rdt().is_some() {
         return Err(unsupported("linux.intelRdt", "Intel RDT"));
     }

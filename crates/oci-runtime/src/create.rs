@@ -237,6 +237,10 @@ fn create_steps(
         in_userns,
         preserve_fds: opts.preserve_fds,
         session_keyring: (!opts.no_new_keyring).then(|| id.to_string()),
+        seccomp: match linux.seccomp() {
+            Some(s) => Some(crate::seccomp::compile(s, "linux.seccomp").map_err(|e| e.context("config.json"))?),
+            None => None,
+        },
     };
     let two_stage = plan.namespaces.needs_intermediate();
     let lock_fd = dir.fd.as_raw_fd();
@@ -287,7 +291,13 @@ fn create_steps(
         process::apply_oom_score_adj(init_pid, adj, "config.json: process")?;
     }
     sync.send(&Msg::Go)?;
-    sync.expect("Ready", "the container's init", |m| matches!(m, Msg::Ready))
+    let state_for_listener = || {
+        serde_json::json!({
+            "ociVersion": crate::config::OCI_VERSION, "id": id, "status": "creating", "pid": init_pid,
+            "bundle": bundle.dir, "annotations": spec.annotations().clone().unwrap_or_default(),
+        })
+    };
+    wait_ready(&sync, "the container's init", init_pid, linux.seccomp().as_ref(), state_for_listener)
         .map_err(|e| e.context("creating the container"))?;
 
     let pid_start = state::proc_stat(init_pid)
@@ -314,6 +324,12 @@ fn create_steps(
     }
     sync.send(&Msg::Committed)?;
     let mut warnings = Vec::new();
+    if let Some(f) = plan.seccomp.as_ref().filter(|f| !f.unknown_syscalls.is_empty()) {
+        warnings.push(format!(
+            "linux.seccomp: syscalls unknown to libseccomp here, skipped: {}",
+            f.unknown_syscalls.join(", ")
+        ));
+    }
     if let Some(caps) = plan.process.caps.filter(|c| c.unraisable_ambient() != 0) {
         warnings.push(format!(
             "process.capabilities.ambient: {} not in both the permitted and inheritable sets, so the kernel cannot raise them; left out",
@@ -394,6 +410,40 @@ fn drive_intermediate(
                 ))
             }
             None => return Err(Error::new(ErrorKind::System, "the intermediate process exited early")),
+        }
+    }
+}
+
+/// Waits for the container process's Ready; on the way, hands a seccomp notification fd to the
+/// listener with the container's state.
+pub(crate) fn wait_ready(
+    sync: &Channel,
+    who: &str,
+    pid: i32,
+    seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
+    state: impl Fn() -> serde_json::Value,
+) -> Result<()> {
+    loop {
+        match sync.recv()? {
+            Some((Msg::Ready, _)) => return Ok(()),
+            Some((Msg::SeccompNotify, mut fds)) => {
+                let fd = fds.pop().ok_or_else(|| Error::new(ErrorKind::System, "no seccomp fd attached"))?;
+                let s =
+                    seccomp.ok_or_else(|| Error::new(ErrorKind::System, "a seccomp fd without a seccomp config"))?;
+                let listener = s
+                    .listener_path()
+                    .as_ref()
+                    .ok_or_else(|| Error::invalid("linux.seccomp: SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath"))?;
+                crate::seccomp::send_to_listener(listener, s.listener_metadata().as_deref(), pid, state(), &fd)?;
+            }
+            Some((Msg::Failed { kind, message, errno }, _)) => return Err(Error::from_parts(kind, message, errno)),
+            Some((other, _)) => {
+                return Err(Error::new(
+                    ErrorKind::System,
+                    format!("sync socket: expected Ready from {who}, got {other:?}"),
+                ))
+            }
+            None => return Err(Error::new(ErrorKind::System, format!("{who} exited before it was ready"))),
         }
     }
 }

@@ -62,6 +62,9 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
         ns_flags |= namespaces::clone_flag(ns.typ());
     }
     let in_userns = ns_flags & libc::CLONE_NEWUSER != 0;
+    // The container's seccomp profile confines its exec'd processes too.
+    let seccomp_config = linux.and_then(|l| l.seccomp().as_ref());
+    let filter = seccomp_config.map(|s| crate::seccomp::compile(s, "linux.seccomp")).transpose()?;
     // pid and time namespaces apply to children: entered here, before the clone.
     let for_children = ns_flags & (libc::CLONE_NEWPID | libc::CLONE_NEWTIME);
     if for_children != 0 {
@@ -95,6 +98,7 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
                 ns_flags & !for_children,
                 in_userns,
                 &plan,
+                filter.as_ref(),
                 opts,
                 console,
                 &sync,
@@ -114,7 +118,13 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
             process::apply_oom_score_adj(pid, adj, "process")?;
         }
         sync.send(&Msg::Go)?;
-        sync.expect("Ready", "the exec process", |m| matches!(m, Msg::Ready))?;
+        let state = || {
+            serde_json::json!({
+                "ociVersion": crate::config::OCI_VERSION, "id": id, "status": "running", "pid": st.pid,
+                "bundle": st.bundle, "annotations": st.annotations,
+            })
+        };
+        crate::create::wait_ready(&sync, "the exec process", pid, seccomp_config, state)?;
         // Then EOF: the sync socket closed on exec; a Failed message: execve itself failed.
         match sync.recv()? {
             None => Ok(()),
@@ -149,6 +159,7 @@ fn child(
     ns_flags: i32,
     in_userns: bool,
     plan: &ProcessPlan,
+    filter: Option<&crate::seccomp::Filter>,
     opts: &ExecOptions,
     console: Option<OwnedFd>,
     sync: &Channel,
@@ -180,6 +191,7 @@ fn child(
         }
         drop(console);
         drop(root);
+        crate::init::load_seccomp_early(filter, plan.no_new_privileges, sync)?;
         let executable = process::become_process(plan, cwd, in_userns, opts.preserve_fds)?;
         if plan.no_new_privileges {
             sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).ctx("process.noNewPrivileges")?;
@@ -195,6 +207,9 @@ fn child(
         return e;
     }
     sys::default_signals();
+    if let Err(e) = crate::init::load_seccomp_late(filter, plan.no_new_privileges) {
+        return e;
+    }
     process::execve(&executable, plan)
 }
 

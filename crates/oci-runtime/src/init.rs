@@ -37,6 +37,7 @@ pub struct InitPlan {
     /// Join a new session keyring of this name (unless --no-new-keyring), so the container does
     /// not share the caller's keys.
     pub session_keyring: Option<String>,
+    pub seccomp: Option<crate::seccomp::Filter>,
 }
 
 /// Descriptors the init inherits and uses.
@@ -152,11 +153,35 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
     }
     drop(pty);
 
+    load_seccomp_early(plan.seccomp.as_ref(), plan.process.no_new_privileges, &fds.sync)?;
     let executable = process::become_process(&plan.process, cwd, plan.in_userns, plan.preserve_fds)?;
     // From here the runtime may exit at any moment (after Committed): the death signal would
     // kill us then. Should it die before Committed instead, the sync socket reads EOF and we exit.
     sys::prctl(libc::PR_SET_PDEATHSIG, 0).ctx("PR_SET_PDEATHSIG")?;
     Ok(Ready { executable })
+}
+
+/// Loads the seccomp filter now if it cannot wait until right before execve: without
+/// no_new_privs only a process with CAP_SYS_ADMIN may load one (so before the capabilities
+/// go), and a notifying filter's fd must reach the runtime while it still listens.
+pub(crate) fn load_seccomp_early(
+    filter: Option<&crate::seccomp::Filter>,
+    no_new_privileges: bool,
+    sync: &Channel,
+) -> Result<()> {
+    let Some(f) = filter.filter(|f| f.notify || !no_new_privileges) else { return Ok(()) };
+    if let Some(fd) = f.load().map_err(|e| e.context("linux.seccomp"))? {
+        sync.send_with_fds(&Msg::SeccompNotify, &[fd.as_raw_fd()])?;
+    }
+    Ok(())
+}
+
+/// The filter's place when it is not loaded early: the last step before execve.
+pub(crate) fn load_seccomp_late(filter: Option<&crate::seccomp::Filter>, no_new_privileges: bool) -> Result<()> {
+    match filter.filter(|f| !f.notify && no_new_privileges) {
+        Some(f) => f.load().map(drop).map_err(|e| e.context("linux.seccomp")),
+        None => Ok(()),
+    }
 }
 
 fn join_session_keyring(name: &str) -> Result<()> {
@@ -191,6 +216,9 @@ fn finish(plan: &InitPlan, fds: InitFds, ready: Ready) -> Error {
     }
     sys::exit_on_signals();
     if let Err(e) = wait_for_start(fds.state_dir.as_raw_fd()) {
+        return e;
+    }
+    if let Err(e) = load_seccomp_late(plan.seccomp.as_ref(), plan.process.no_new_privileges) {
         return e;
     }
     drop(fds.state_dir);

@@ -20,6 +20,7 @@ pub mod namespaces;
 pub mod process;
 pub mod rootfs;
 pub mod run;
+pub mod seccomp;
 pub mod selfexe;
 pub mod spec;
 pub mod state;

@@ -22,6 +22,9 @@ pub enum Msg {
     MapDone,
     /// Intermediate → runtime: the init's pidfd is attached.
     InitPidfd,
+    /// Container process → runtime: the seccomp notification fd is attached, for the
+    /// listener.
+    SeccompNotify,
     /// Either direction: what failed.
     Failed { kind: ErrorKind, message: String, errno: Option<i32> },
 }

@@ -10,6 +10,7 @@ mod errors;
 mod exec;
 mod isolation;
 mod lifecycle;
+mod seccomp;
 mod support;
 
 use libtest_mimic::{Arguments, Trial};
@@ -77,6 +78,11 @@ fn main() {
         isolation::default_devices_and_links,
         isolation::spec_devices,
         isolation::masked_and_readonly_paths,
+        seccomp::actions_and_argument_filters,
+        seccomp::default_action_with_errno_and_flags,
+        seccomp::exec_gets_the_container_filter,
+        seccomp::notify_listener,
+        seccomp::bad_profiles_are_refused,
         cgroups::memory,
         cgroups::cpu,
         cgroups::pids_limit_stops_forks,
