@@ -119,7 +119,7 @@ pub fn container_ids() {
 pub fn unsupported_fields_are_named() {
     type Edit = fn(&mut Value);
     let cases: [(&str, &str, Edit); 5] = [
-        ("unsupseccomp", "linux.seccomp", |c| c["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW"})),
+        ("unsupmempolicy", "linux.memoryPolicy", |c| c["linux"]["memoryPolicy"] = json!({"mode": "MPOL_BIND", "nodes": "0"})),
         ("unsuphooks", "hooks", |c| c["hooks"] = json!({"prestart": [{"path": "/bin/true"}]})),
         ("unsupapparmor", "process.apparmorProfile", |c| c["process"]["apparmorProfile"] = json!("profile")),
         ("unsuprdt", "linux.intelRdt", |c| c["linux"]["intelRdt"] = json!({"closID": "x"})),
