@@ -71,7 +71,10 @@ pub fn dispatch(cli: &Cli, logger: &Logger) -> Result<i32> {
             logger.debug(|| format!("container {} created, init pid {}", a.id, created.pid));
             Ok(0)
         }
-        Command::Start(a) => lifecycle::start(&root, &a.id).map(|_| 0),
+        Command::Start(a) => {
+            lifecycle::start(&root, &a.id)?.iter().for_each(|w| logger.warn(w));
+            Ok(0)
+        }
         Command::State(a) => {
             let state = lifecycle::state(&root, &a.id)?;
             println!("{}", serde_json::to_string_pretty(&state).expect("state serialises"));
@@ -83,7 +86,10 @@ pub fn dispatch(cli: &Cli, logger: &Logger) -> Result<i32> {
         }
         Command::Delete(a) => match lifecycle::delete(&root, &a.id, a.force) {
             Err(e) if a.force && e.kind() == oci_runtime::ErrorKind::NotFound => Ok(0),
-            other => other.map(|_| 0),
+            other => {
+                other?.iter().for_each(|w| logger.warn(w));
+                Ok(0)
+            }
         },
         Command::Run(a) => {
             let opts = RunOptions {

@@ -102,8 +102,8 @@ pub fn validate(spec: &Spec) -> Result<()> {
     if spec.solaris().is_some() || spec.windows().is_some() || spec.vm().is_some() || spec.zos().is_some() {
         return Err(invalid("config", "only Linux containers are supported (solaris, windows, vm or zos is set)"));
     }
-    if spec.hooks().is_some() {
-        return Err(unsupported("hooks", "running hooks"));
+    if let Some(hooks) = spec.hooks() {
+        crate::hooks::validate(hooks)?;
     }
     validate_process(spec)?;
     let linux = spec.linux().as_ref().ok_or_else(|| invalid("linux", "missing"))?;

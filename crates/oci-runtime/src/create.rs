@@ -121,6 +121,10 @@ struct Undo {
     dir: Option<StateDir>,
     cgroup: Option<Cgroup>,
     children: Vec<(i32, OwnedFd, bool)>,
+    /// Once the container's process existed, a failed create ends like a delete: with the
+    /// poststop hooks (their state).
+    poststop: Option<serde_json::Value>,
+    hooks: Option<oci_spec::runtime::Hooks>,
 }
 
 impl Undo {
@@ -129,6 +133,7 @@ impl Undo {
         self.children.clear();
         self.cgroup = None;
         self.dir = None;
+        self.poststop = None;
     }
 
     fn run(mut self) {
@@ -146,6 +151,9 @@ impl Undo {
         }
         if let Some(dir) = self.dir.take() {
             let _ = dir.remove();
+        }
+        if let Some(state) = self.poststop.take() {
+            let _ = crate::hooks::run_all_warn(self.hooks.as_ref(), crate::hooks::Kind::Poststop, &state);
         }
     }
 }
@@ -174,7 +182,8 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions, console: ConsoleTarge
     sysctl.sort();
 
     let dir = StateDir::create(root, id)?;
-    let mut undo = Undo { dir: Some(dir), cgroup: None, children: Vec::new() };
+    let mut undo =
+        Undo { dir: Some(dir), cgroup: None, children: Vec::new(), poststop: None, hooks: spec.hooks().clone() };
     match create_steps(&bundle, id, opts, console, ns, in_userns, process, rootfs, sysctl, &mut cgroup, &mut undo) {
         Ok(created) => {
             undo.disarm();
@@ -237,6 +246,8 @@ fn create_steps(
         in_userns,
         preserve_fds: opts.preserve_fds,
         session_keyring: (!opts.no_new_keyring).then(|| id.to_string()),
+        hooks: spec.hooks().clone(),
+        hook_state: (id.to_string(), bundle.dir.clone(), spec.annotations().clone().unwrap_or_default()),
         seccomp: match linux.seccomp() {
             Some(s) => Some(crate::seccomp::compile(s, "linux.seccomp").map_err(|e| e.context("config.json"))?),
             None => None,
@@ -269,6 +280,8 @@ fn create_steps(
     drop(console_socket);
     let sync = Channel(parent_end);
     undo.children.push((pid, pidfd, true));
+    undo.poststop =
+        Some(crate::hooks::state(id, "stopped", 0, &bundle.dir, &spec.annotations().clone().unwrap_or_default()));
 
     let (init_pid, init_pidfd, is_child) = if two_stage {
         let (init_pid, init_pidfd) = drive_intermediate(&sync, pid, linux)?;
@@ -290,14 +303,20 @@ fn create_steps(
     if let Some(adj) = plan.process.oom_score_adj {
         process::apply_oom_score_adj(init_pid, adj, "config.json: process")?;
     }
-    sync.send(&Msg::Go)?;
+    sync.send(&Msg::Go { pid: init_pid })?;
     let state_for_listener = || {
         serde_json::json!({
             "ociVersion": crate::config::OCI_VERSION, "id": id, "status": "creating", "pid": init_pid,
             "bundle": bundle.dir, "annotations": spec.annotations().clone().unwrap_or_default(),
         })
     };
-    wait_ready(&sync, "the container's init", init_pid, linux.seccomp().as_ref(), state_for_listener)
+    let runtime_hooks = || -> Result<()> {
+        let state =
+            crate::hooks::state(id, "creating", init_pid, &bundle.dir, &spec.annotations().clone().unwrap_or_default());
+        crate::hooks::run_all(spec.hooks().as_ref(), crate::hooks::Kind::Prestart, &state)?;
+        crate::hooks::run_all(spec.hooks().as_ref(), crate::hooks::Kind::CreateRuntime, &state)
+    };
+    wait_ready(&sync, "the container's init", init_pid, linux.seccomp().as_ref(), state_for_listener, runtime_hooks)
         .map_err(|e| e.context("creating the container"))?;
 
     let pid_start = state::proc_stat(init_pid)
@@ -422,10 +441,15 @@ pub(crate) fn wait_ready(
     pid: i32,
     seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
     state: impl Fn() -> serde_json::Value,
+    runtime_hooks: impl Fn() -> Result<()>,
 ) -> Result<()> {
     loop {
         match sync.recv()? {
             Some((Msg::Ready, _)) => return Ok(()),
+            Some((Msg::RuntimeHooks, _)) => {
+                runtime_hooks()?;
+                sync.send(&Msg::HooksDone)?;
+            }
             Some((Msg::SeccompNotify, mut fds)) => {
                 let fd = fds.pop().ok_or_else(|| Error::new(ErrorKind::System, "no seccomp fd attached"))?;
                 let s =

@@ -117,14 +117,14 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
         if let Some(adj) = plan.oom_score_adj {
             process::apply_oom_score_adj(pid, adj, "process")?;
         }
-        sync.send(&Msg::Go)?;
+        sync.send(&Msg::Go { pid })?;
         let state = || {
             serde_json::json!({
                 "ociVersion": crate::config::OCI_VERSION, "id": id, "status": "running", "pid": st.pid,
                 "bundle": st.bundle, "annotations": st.annotations,
             })
         };
-        crate::create::wait_ready(&sync, "the exec process", pid, seccomp_config, state)?;
+        crate::create::wait_ready(&sync, "the exec process", pid, seccomp_config, state, || Ok(()))?;
         // Then EOF: the sync socket closed on exec; a Failed message: execve itself failed.
         match sync.recv()? {
             None => Ok(()),
@@ -176,7 +176,7 @@ fn child(
         if in_userns {
             namespaces::become_namespace_root()?;
         }
-        sync.expect("Go", "berth-oci", |m| matches!(m, Msg::Go))?;
+        sync.expect_go()?;
         // The mount namespace's root is the container's root now.
         let root = sys::open(Path::new("/"), libc::O_PATH | libc::O_DIRECTORY).ctx("opening the container's root")?;
         let cwd = fs::resolve(root.as_raw_fd(), &plan.cwd, Resolve::EXISTING).map_err(|e| e.context("process.cwd"))?;

@@ -12,6 +12,7 @@ use oci_spec::runtime::LinuxNamespaceType;
 
 use crate::error::{Context, Error, Result};
 use crate::fs::{self, Create, Resolve};
+use crate::hooks::{self, Kind};
 use crate::namespaces::{self, NamespacePlan};
 use crate::process::{self, ProcessPlan};
 use crate::rootfs::{self, RootfsPlan};
@@ -38,6 +39,9 @@ pub struct InitPlan {
     /// not share the caller's keys.
     pub session_keyring: Option<String>,
     pub seccomp: Option<crate::seccomp::Filter>,
+    pub hooks: Option<oci_spec::runtime::Hooks>,
+    /// id, bundle and annotations, for the hooks' state.
+    pub hook_state: (String, std::path::PathBuf, std::collections::HashMap<String, String>),
 }
 
 /// Descriptors the init inherits and uses.
@@ -80,6 +84,7 @@ pub fn exit(code: i32) -> ! {
 
 struct Ready {
     executable: std::ffi::CString,
+    host_pid: i32,
 }
 
 fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
@@ -92,7 +97,7 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
         // intermediate joined before it entered a user namespace, and we inherited that.)
         plan.cgroup.join_self(plan.cgroup2_joined_at_clone)?;
     }
-    fds.sync.expect("Go", "berth-oci", |m| matches!(m, Msg::Go))?;
+    let host_pid = fds.sync.expect_go()?;
 
     let ns = &plan.namespaces;
     if stage == Stage::Direct {
@@ -142,6 +147,16 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
     } else {
         None
     };
+    if plan.hooks.as_ref().is_some_and(|h| !Kind::Prestart.of(h).is_empty() || !Kind::CreateRuntime.of(h).is_empty()) {
+        fds.sync.send(&Msg::RuntimeHooks)?;
+        fds.sync.expect("HooksDone", "berth-oci", |m| matches!(m, Msg::HooksDone))?;
+    }
+    let (id, bundle, annotations) = &plan.hook_state;
+    hooks::run_all(
+        plan.hooks.as_ref(),
+        Kind::CreateContainer,
+        &hooks::state(id, "creating", host_pid, bundle, annotations),
+    )?;
     // The working directory is created now, as root, the way runc and docker do.
     // Kept as a descriptor and entered with fchdir: a path would be walked by the kernel, which
     // follows /proc/self/fd/N magic links to whatever the runtime holds open (CVE-2024-21626).
@@ -158,7 +173,7 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
     // From here the runtime may exit at any moment (after Committed): the death signal would
     // kill us then. Should it die before Committed instead, the sync socket reads EOF and we exit.
     sys::prctl(libc::PR_SET_PDEATHSIG, 0).ctx("PR_SET_PDEATHSIG")?;
-    Ok(Ready { executable })
+    Ok(Ready { executable, host_pid })
 }
 
 /// Loads the seccomp filter now if it cannot wait until right before execve: without
@@ -216,6 +231,11 @@ fn finish(plan: &InitPlan, fds: InitFds, ready: Ready) -> Error {
     }
     sys::exit_on_signals();
     if let Err(e) = wait_for_start(fds.state_dir.as_raw_fd()) {
+        return e;
+    }
+    let (id, bundle, annotations) = &plan.hook_state;
+    let state = hooks::state(id, "created", ready.host_pid, bundle, annotations);
+    if let Err(e) = hooks::run_all(plan.hooks.as_ref(), Kind::StartContainer, &state) {
         return e;
     }
     if let Err(e) = load_seccomp_late(plan.seccomp.as_ref(), plan.process.no_new_privileges) {

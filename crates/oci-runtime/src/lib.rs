@@ -13,6 +13,7 @@ pub mod error;
 pub mod exec;
 pub mod features;
 pub mod fs;
+pub mod hooks;
 pub mod init;
 pub mod lifecycle;
 pub mod mounts;

@@ -93,7 +93,8 @@ pub fn list(root: &Path) -> Result<Vec<StateReport>> {
     Ok(out)
 }
 
-pub fn start(root: &Path, id: &str) -> Result<()> {
+/// Starts the container's program; returns the warnings of failed poststart hooks.
+pub fn start(root: &Path, id: &str) -> Result<Vec<String>> {
     let (dir, state, status) = open(root, id, true)?;
     match status {
         Status::Created => {}
@@ -118,7 +119,8 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
         }
     }
     std::fs::remove_file(dir.fifo()).ctx("removing the exec fifo")?;
-    Ok(())
+    let hook_state = crate::hooks::state(id, "running", state.pid, &state.bundle, &state.annotations);
+    Ok(crate::hooks::run_all_warn(state.spec.hooks().as_ref(), crate::hooks::Kind::Poststart, &hook_state))
 }
 
 /// Sends `signal` to the init, or with `all` to every process of the container.
@@ -147,7 +149,8 @@ pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
+/// Deletes the container; returns the warnings of failed poststop hooks.
+pub fn delete(root: &Path, id: &str, force: bool) -> Result<Vec<String>> {
     let dir = StateDir::open(root, id, true)?;
     let Some(state) = dir.load()? else {
         // A create that died before saving its state left only the directory: remove it.
@@ -166,7 +169,9 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
             return Err(Error::state(format!("cannot delete container {id} that is not stopped: {}", other.as_str())));
         }
     }
-    destroy(dir, &state)
+    destroy(dir, &state)?;
+    let hook_state = crate::hooks::state(id, "stopped", 0, &state.bundle, &state.annotations);
+    Ok(crate::hooks::run_all_warn(state.spec.hooks().as_ref(), crate::hooks::Kind::Poststop, &hook_state))
 }
 
 fn kill_init(state: &State) -> Result<()> {

@@ -55,7 +55,7 @@ pub fn run(root: &Path, id: &str, opts: &RunOptions, terminal_wanted: bool, warn
         };
         let created = create::create(root, id, &opts.create, console)?;
         created.warnings.iter().for_each(|w| warn(w));
-        start_or_delete(root, id)?;
+        start_or_delete(root, id, warn)?;
         return Ok(0);
     }
     if !opts.no_subreaper {
@@ -78,11 +78,11 @@ pub fn run(root: &Path, id: &str, opts: &RunOptions, terminal_wanted: bool, warn
         Some(sock) => Some(terminal::recv_master(sock.as_raw_fd())?),
         None => None,
     };
-    start_or_delete(root, id)?;
+    start_or_delete(root, id, warn)?;
 
     let status = wait_loop(created.pid, created.pidfd.as_raw_fd(), sigfd.as_raw_fd(), master.as_ref())?;
     if !opts.keep {
-        lifecycle::delete(root, id, true)?;
+        lifecycle::delete(root, id, true)?.iter().for_each(|w| warn(w));
     }
     Ok(status.code())
 }
@@ -97,12 +97,17 @@ pub(crate) fn foreground_signals() -> Result<OwnedFd> {
     sys::signalfd(&signals).ctx("signalfd")
 }
 
-fn start_or_delete(root: &Path, id: &str) -> Result<()> {
-    if let Err(e) = lifecycle::start(root, id) {
-        let _ = lifecycle::delete(root, id, true);
-        return Err(e);
+fn start_or_delete(root: &Path, id: &str, warn: &mut dyn FnMut(&str)) -> Result<()> {
+    match lifecycle::start(root, id) {
+        Ok(warnings) => {
+            warnings.iter().for_each(|w| warn(w));
+            Ok(())
+        }
+        Err(e) => {
+            let _ = lifecycle::delete(root, id, true);
+            Err(e)
+        }
     }
-    Ok(())
 }
 
 /// Restores the terminal's settings however the relay ends.

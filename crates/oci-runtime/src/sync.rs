@@ -10,10 +10,15 @@ use crate::sys;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Msg {
-    /// Runtime → init: id maps written, cgroup joined, limits set: go on.
-    Go,
+    /// Runtime → init: id maps written, limits set: go on. `pid` is the init's pid as the
+    /// runtime sees it (for the hooks' state).
+    Go { pid: i32 },
     /// Init → runtime: the container is set up and waits for `start`.
     Ready,
+    /// Init → runtime: the mounts are done, pivot_root is next: run prestart and createRuntime.
+    RuntimeHooks,
+    /// Runtime → init: those hooks ran.
+    HooksDone,
     /// Runtime → init: the state is on disk; the runtime may now exit.
     Committed,
     /// Intermediate → runtime: the new user namespace exists, write its id maps.
@@ -61,6 +66,16 @@ impl Channel {
         let msg = serde_json::from_slice(&buf[..n])
             .map_err(|e| Error::new(ErrorKind::System, format!("sync socket: bad message: {e}")))?;
         Ok(Some((msg, fds)))
+    }
+
+    /// Waits for Go; returns the pid it carries.
+    pub fn expect_go(&self) -> Result<i32> {
+        match self.recv()? {
+            Some((Msg::Go { pid }, _)) => Ok(pid),
+            Some((Msg::Failed { kind, message, errno }, _)) => Err(Error::from_parts(kind, message, errno)),
+            Some((msg, _)) => Err(Error::new(ErrorKind::System, format!("sync socket: expected Go, got {msg:?}"))),
+            None => Err(Error::new(ErrorKind::System, "berth-oci exited before Go")),
+        }
     }
 
     /// Waits for the message `is` accepts (`want` names it); a `Failed` message becomes that

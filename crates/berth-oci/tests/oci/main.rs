@@ -8,6 +8,7 @@
 mod cgroups;
 mod errors;
 mod exec;
+mod hooks;
 mod isolation;
 mod lifecycle;
 mod seccomp;
@@ -78,6 +79,8 @@ fn main() {
         isolation::default_devices_and_links,
         isolation::spec_devices,
         isolation::masked_and_readonly_paths,
+        hooks::every_hook_runs_with_its_state,
+        hooks::failing_hooks,
         seccomp::actions_and_argument_filters,
         seccomp::default_action_with_errno_and_flags,
         seccomp::exec_gets_the_container_filter,
