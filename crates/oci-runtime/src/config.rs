@@ -170,8 +170,8 @@ pub fn validate(spec: &Spec) -> Result<()> {
     if linux.intel_rdt().is_some() {
         return Err(unsupported("linux.intelRdt", "Intel RDT"));
     }
-    if linux.personality().is_some() {
-        return Err(unsupported("linux.personality", "setting the personality"));
+    if let Some(p) = linux.personality() {
+        crate::attrs::personality(p)?;
     }
     if linux.memory_policy().is_some() {
         return Err(unsupported("linux.memoryPolicy", "a NUMA memory policy"));
@@ -179,8 +179,10 @@ pub fn validate(spec: &Spec) -> Result<()> {
     if linux.net_devices().is_some() {
         return Err(unsupported("linux.netDevices", "moving network devices"));
     }
-    if linux.mount_label().as_deref().is_some_and(|l| !l.is_empty()) {
-        return Err(unsupported("linux.mountLabel", "an SELinux mount label"));
+    if linux.mount_label().as_deref().is_some_and(|l| !l.is_empty()) && !crate::attrs::selinux_enabled() {
+        return Err(Error::unsupported(
+            "linux.mountLabel: an SELinux mount label is given, but SELinux is not enabled on this host",
+        ));
     }
     if let Some(offsets) = linux.time_offsets() {
         if !namespaces.contains(&LinuxNamespaceType::Time) {
@@ -225,21 +227,7 @@ pub fn validate_process_fields(process: &oci_spec::runtime::Process, at: &str) -
             return Err(invalid(format!("{at}.env[{i}]"), format!("'{e}' is not of the form KEY=value")));
         }
     }
-    if process.apparmor_profile().as_deref().is_some_and(|p| !p.is_empty()) {
-        return Err(unsupported(&format!("{at}.apparmorProfile"), "an AppArmor profile"));
-    }
-    if process.selinux_label().as_deref().is_some_and(|p| !p.is_empty()) {
-        return Err(unsupported(&format!("{at}.selinuxLabel"), "an SELinux label"));
-    }
-    if process.io_priority().is_some() {
-        return Err(unsupported(&format!("{at}.ioPriority"), "setting the I/O priority"));
-    }
-    if process.scheduler().is_some() {
-        return Err(unsupported(&format!("{at}.scheduler"), "setting the scheduler"));
-    }
-    if process.exec_cpu_affinity().is_some() {
-        return Err(unsupported(&format!("{at}.execCPUAffinity"), "setting the CPU affinity"));
-    }
+    crate::attrs::ProcessAttrs::from_spec(process, at)?;
     let mut seen = Vec::new();
     for (i, r) in process.rlimits().iter().flatten().enumerate() {
         if seen.contains(&r.typ()) {

@@ -62,7 +62,14 @@ fn build_rootfs_plan(
     let linux = spec.linux().as_ref().expect("validated");
     let mut mounts_plan = Vec::new();
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
-        mounts_plan.push(MountSpec::from_spec(m, i, &bundle.dir)?);
+        let mut m = MountSpec::from_spec(m, i, &bundle.dir)?;
+        // linux.mountLabel labels the filesystems the container gets (SELinux's context=).
+        if let Some(label) = linux.mount_label().as_deref().filter(|l| !l.is_empty()) {
+            if !m.is_bind() && !matches!(m.fstype.as_str(), "proc" | "sysfs" | "cgroup" | "cgroup2") {
+                m.options.data.push(format!("context=\"{label}\""));
+            }
+        }
+        mounts_plan.push(m);
     }
     let dev_bound = mounts_plan.iter().any(|m| m.destination == Path::new("/dev") && m.is_bind());
     let mut devices = Vec::new();
@@ -246,6 +253,7 @@ fn create_steps(
         in_userns,
         preserve_fds: opts.preserve_fds,
         session_keyring: (!opts.no_new_keyring).then(|| id.to_string()),
+        personality: linux.personality().as_ref().map(crate::attrs::personality).transpose()?,
         hooks: spec.hooks().clone(),
         hook_state: (id.to_string(), bundle.dir.clone(), spec.annotations().clone().unwrap_or_default()),
         seccomp: match linux.seccomp() {

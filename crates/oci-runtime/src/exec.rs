@@ -167,8 +167,16 @@ fn child(
     let result = (|| -> Result<std::ffi::CString> {
         sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).ctx("PR_SET_PDEATHSIG")?;
         sys::prctl(libc::PR_SET_DUMPABLE, 0).ctx("PR_SET_DUMPABLE")?;
+        // execCPUAffinity: "initial" before entering the cgroup, "final" once in it.
+        if let Some(cpus) = &plan.attrs.cpus_initial {
+            crate::attrs::set_affinity(cpus, "process.execCPUAffinity.initial")?;
+        }
+        let proc = crate::procfs::Proc::open()?;
         // As the host's root still: moving ourselves into the v1 hierarchies.
         cgroup.join_self(cgroup2_joined)?;
+        if let Some(cpus) = &plan.attrs.cpus_final {
+            crate::attrs::set_affinity(cpus, "process.execCPUAffinity.final")?;
+        }
         if ns_flags != 0 {
             // All at once through the pidfd: the kernel enters the user namespace first.
             sys::setns(init.as_raw_fd(), ns_flags).ctx("joining the container's namespaces")?;
@@ -176,7 +184,7 @@ fn child(
         if in_userns {
             namespaces::become_namespace_root()?;
         }
-        sync.expect_go()?;
+        let host_pid = sync.expect_go()?;
         // The mount namespace's root is the container's root now.
         let root = sys::open(Path::new("/"), libc::O_PATH | libc::O_DIRECTORY).ctx("opening the container's root")?;
         let cwd = fs::resolve(root.as_raw_fd(), &plan.cwd, Resolve::EXISTING).map_err(|e| e.context("process.cwd"))?;
@@ -196,6 +204,7 @@ fn child(
         if plan.no_new_privileges {
             sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).ctx("process.noNewPrivileges")?;
         }
+        plan.attrs.apply_labels(&proc, host_pid)?;
         sys::prctl(libc::PR_SET_PDEATHSIG, 0).ctx("PR_SET_PDEATHSIG")?;
         Ok(executable)
     })();

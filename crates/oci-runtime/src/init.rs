@@ -15,6 +15,7 @@ use crate::fs::{self, Create, Resolve};
 use crate::hooks::{self, Kind};
 use crate::namespaces::{self, NamespacePlan};
 use crate::process::{self, ProcessPlan};
+use crate::procfs::Proc as Procfs;
 use crate::rootfs::{self, RootfsPlan};
 use crate::sync::{Channel, Msg};
 use crate::sys;
@@ -28,6 +29,8 @@ pub struct InitPlan {
     pub hostname: Option<String>,
     pub domainname: Option<String>,
     pub sysctl: Vec<(String, String)>,
+    /// linux.personality, as personality(2) takes it.
+    pub personality: Option<u64>,
     pub namespaces: NamespacePlan,
     pub cgroup: crate::cgroups::Cgroup,
     /// clone3 placed the init in its cgroup2 directory (CLONE_INTO_CGROUP).
@@ -85,6 +88,7 @@ pub fn exit(code: i32) -> ! {
 struct Ready {
     executable: std::ffi::CString,
     host_pid: i32,
+    proc: Procfs,
 }
 
 fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
@@ -110,11 +114,12 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
         // Now that we are in the container's cgroup, it becomes the namespace's root.
         sys::unshare(libc::CLONE_NEWCGROUP).ctx("creating the cgroup namespace")?;
     }
-    // Through the host's /proc (still visible here): the values land in this process's
-    // namespaces, and nothing from the container's filesystem is on the path.
+    // The host's procfs, verified, opened while the host's mounts are still all we see: sysctls
+    // land in this process's namespaces, LSM labels on this process.
+    let proc = Procfs::open()?;
     for (key, value) in &plan.sysctl {
-        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
-        std::fs::write(&path, value).with_ctx(|| format!("linux.sysctl.{key}: writing '{value}'"))?;
+        proc.write(Path::new("sys").join(key.replace('.', "/")), value.as_bytes())
+            .map_err(|e| e.context(format!("linux.sysctl.{key}: writing '{value}'")))?;
     }
     if let Some(h) = plan.hostname.as_deref().filter(|h| !h.is_empty()) {
         // SAFETY: valid buffer and length.
@@ -168,12 +173,15 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
     }
     drop(pty);
 
+    if let Some(persona) = plan.personality {
+        crate::attrs::set_personality(persona)?;
+    }
     load_seccomp_early(plan.seccomp.as_ref(), plan.process.no_new_privileges, &fds.sync)?;
     let executable = process::become_process(&plan.process, cwd, plan.in_userns, plan.preserve_fds)?;
     // From here the runtime may exit at any moment (after Committed): the death signal would
     // kill us then. Should it die before Committed instead, the sync socket reads EOF and we exit.
     sys::prctl(libc::PR_SET_PDEATHSIG, 0).ctx("PR_SET_PDEATHSIG")?;
-    Ok(Ready { executable, host_pid })
+    Ok(Ready { executable, host_pid, proc })
 }
 
 /// Loads the seccomp filter now if it cannot wait until right before execve: without
@@ -238,6 +246,10 @@ fn finish(plan: &InitPlan, fds: InitFds, ready: Ready) -> Error {
     if let Err(e) = hooks::run_all(plan.hooks.as_ref(), Kind::StartContainer, &state) {
         return e;
     }
+    if let Err(e) = plan.process.attrs.apply_labels(&ready.proc, ready.host_pid) {
+        return e;
+    }
+    drop(ready.proc);
     if let Err(e) = load_seccomp_late(plan.seccomp.as_ref(), plan.process.no_new_privileges) {
         return e;
     }

@@ -5,6 +5,7 @@
 //! No async runtime: the container's init is a clone3 child of the calling process that sets
 //! itself up and execs. See docs/ARCHITECTURE.md for the start sequence.
 
+pub mod attrs;
 pub mod caps;
 pub mod cgroups;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod lifecycle;
 pub mod mounts;
 pub mod namespaces;
 pub mod process;
+pub mod procfs;
 pub mod rootfs;
 pub mod run;
 pub mod seccomp;

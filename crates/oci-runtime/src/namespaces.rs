@@ -175,9 +175,10 @@ pub fn write_id_maps(pid: i32, linux: &Linux) -> Result<()> {
     let render = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> String {
         maps.iter().flatten().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect()
     };
-    std::fs::write(format!("/proc/{pid}/uid_map"), render(linux.uid_mappings()))
-        .ctx("linux.uidMappings: writing uid_map")?;
-    std::fs::write(format!("/proc/{pid}/gid_map"), render(linux.gid_mappings()))
-        .ctx("linux.gidMappings: writing gid_map")?;
+    let proc = crate::procfs::Proc::open()?;
+    proc.write(format!("{pid}/uid_map"), render(linux.uid_mappings()).as_bytes())
+        .map_err(|e| e.context("linux.uidMappings"))?;
+    proc.write(format!("{pid}/gid_map"), render(linux.gid_mappings()).as_bytes())
+        .map_err(|e| e.context("linux.gidMappings"))?;
     Ok(())
 }

@@ -29,6 +29,7 @@ pub struct ProcessPlan {
     pub console_size: Option<(u16, u16)>,
     pub rlimits: Vec<Rlimit>,
     pub oom_score_adj: Option<i32>,
+    pub attrs: crate::attrs::ProcessAttrs,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -93,6 +94,7 @@ impl ProcessPlan {
                 })
                 .collect(),
             oom_score_adj: p.oom_score_adj(),
+            attrs: crate::attrs::ProcessAttrs::from_spec(p, at)?,
         })
     }
 
@@ -146,9 +148,10 @@ pub fn apply_rlimits(pid: i32, rlimits: &[Rlimit], at: &str) -> Result<()> {
 
 /// Writes /proc/<pid>/oom_score_adj for the container process.
 pub fn apply_oom_score_adj(pid: i32, value: i32, at: &str) -> Result<()> {
-    let path = format!("/proc/{pid}/oom_score_adj");
-    let current: i32 = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-    match std::fs::write(&path, value.to_string()) {
+    let proc = crate::procfs::Proc::open()?;
+    let path = format!("{pid}/oom_score_adj");
+    let current: i32 = proc.read(&path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    match proc.write(&path, value.to_string().as_bytes()) {
         Ok(()) => Ok(()),
         Err(e) => {
             let why = if value < current && !have_capability(CAP_SYS_RESOURCE) {
@@ -156,9 +159,7 @@ pub fn apply_oom_score_adj(pid: i32, value: i32, at: &str) -> Result<()> {
             } else {
                 String::new()
             };
-            Err(Error::from_io(e)
-                .context(format!("{at}.oomScoreAdj: setting {value}{why}"))
-                .with_kind(ErrorKind::Unsupported))
+            Err(e.context(format!("{at}.oomScoreAdj: setting {value}{why}")).with_kind(ErrorKind::Unsupported))
         }
     }
 }
@@ -264,6 +265,7 @@ pub fn become_process(
     preserve_fds: i32,
 ) -> Result<CString> {
     use std::os::fd::AsRawFd;
+    p.attrs.apply_early()?;
     crate::caps::drop_bounding(p.caps.map_or(0, |c| c.bounding))?;
     switch_user(p, setgroups_allowed(in_userns))?;
     // fchdir, never chdir(path): the kernel would follow /proc/self/fd/N magic links to

@@ -375,3 +375,48 @@ pub fn masked_and_readonly_paths() {
     assert_eq!(lines[2], "0", "a masked file of the image");
     assert_contains(lines[3], "Read-only file system");
 }
+
+/// ioPriority, scheduler, personality, execCPUAffinity (exec only), and the LSM fields, which
+/// this host cannot honour (no AppArmor, no SELinux) and so refuses by name.
+pub fn process_attributes() {
+    let mut c = Ctr::new("attrs", &["sh", "-c", "uname -m; sleep 1000"]);
+    c.config()["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_BE", "priority": 6});
+    c.config()["process"]["scheduler"] = json!({"policy": "SCHED_BATCH", "nice": 5});
+    c.config()["process"]["execCPUAffinity"] = json!({"final": "0"});
+    c.config()["linux"]["personality"] = json!({"domain": "LINUX32"});
+    let pid = c.create();
+    // SAFETY: reading another process's I/O priority and scheduling policy.
+    let ioprio = unsafe { libc::syscall(libc::SYS_ioprio_get, 1, pid) };
+    assert_eq!(ioprio, (2 << 13) | 6, "best-effort class, level 6");
+    assert_eq!(unsafe { libc::sched_getscheduler(pid) }, libc::SCHED_BATCH);
+    let stat = read(format!("/proc/{pid}/stat"));
+    let nice: i32 = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().nth(16).unwrap().parse().unwrap();
+    assert_eq!(nice, 5);
+    let exec = c.oci(&["exec", &c.id, "grep", "Cpus_allowed_list", "/proc/self/status"]).ok("exec");
+    assert_contains(&exec.stdout, "Cpus_allowed_list:\t0\n");
+    c.delete();
+    let mut u = Ctr::new("personality", &["uname", "-m"]);
+    u.config()["linux"]["personality"] = json!({"domain": "LINUX32"});
+    assert_eq!(u.output().trim(), "i686");
+    type Edit = fn(&mut serde_json::Value);
+    let refused: [(&str, &str, Edit); 5] = [
+        ("apparmor", "process.apparmorProfile", |c| c["process"]["apparmorProfile"] = json!("docker-default")),
+        ("selinux", "process.selinuxLabel", |c| {
+            c["process"]["selinuxLabel"] = json!("system_u:system_r:container_t:s0")
+        }),
+        ("mountlabel", "linux.mountLabel", |c| {
+            c["linux"]["mountLabel"] = json!("system_u:object_r:container_file_t:s0")
+        }),
+        ("iso", "process.scheduler.policy", |c| c["process"]["scheduler"] = json!({"policy": "SCHED_ISO"})),
+        ("ioprio", "process.ioPriority.priority", |c| {
+            c["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_BE", "priority": 9})
+        }),
+    ];
+    for (name, field, edit) in refused {
+        let mut r = Ctr::new(&format!("attrs{name}"), &["true"]);
+        edit(r.config());
+        let out = r.create_raw().failed(name);
+        assert_contains(&out.stderr, field);
+        r.assert_gone();
+    }
+}

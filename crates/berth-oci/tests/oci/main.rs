@@ -72,6 +72,7 @@ fn main() {
         isolation::rlimits,
         isolation::no_new_privileges_and_capabilities,
         isolation::oom_score_adj,
+        isolation::process_attributes,
         isolation::root_readonly_and_propagation,
         isolation::mounts_and_options,
         isolation::bind_mounts,

@@ -1,0 +1,50 @@
+//! A verified handle on the host's procfs, for every write the runtime makes to /proc
+//! (sysctls, LSM labels, id maps).
+//!
+//! The handle is opened while the process still sees the host's mounts and checked to be a
+//! procfs; files are then opened beneath it without following symlinks or crossing mounts, so
+//! nothing a container mounts or links can redirect a write (CVE-2025-52881).
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+use crate::error::{Context, Error, Result};
+use crate::sys;
+
+const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+
+#[derive(Debug)]
+pub struct Proc(OwnedFd);
+
+impl Proc {
+    /// Opens /proc and checks that it is a procfs.
+    pub fn open() -> Result<Proc> {
+        let fd = sys::open(Path::new("/proc"), libc::O_PATH | libc::O_DIRECTORY).ctx("opening /proc")?;
+        let st = sys::fstatfs(fd.as_raw_fd()).ctx("/proc")?;
+        if st.f_type != PROC_SUPER_MAGIC {
+            return Err(Error::invalid("/proc is not a procfs"));
+        }
+        Ok(Proc(fd))
+    }
+
+    fn file(&self, rel: &Path, flags: i32) -> Result<OwnedFd> {
+        let resolve = sys::RESOLVE_BENEATH | sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_XDEV;
+        sys::openat2(self.0.as_raw_fd(), rel, flags | libc::O_NOFOLLOW, 0, resolve)
+            .with_ctx(|| format!("/proc/{}", rel.display()))
+    }
+
+    pub fn write(&self, rel: impl AsRef<Path>, data: &[u8]) -> Result<()> {
+        let rel = rel.as_ref();
+        let fd = self.file(rel, libc::O_WRONLY)?;
+        sys::write_all(fd.as_raw_fd(), data).with_ctx(|| format!("writing /proc/{}", rel.display()))
+    }
+
+    pub fn read(&self, rel: impl AsRef<Path>) -> Result<String> {
+        let rel = rel.as_ref();
+        let fd = self.file(rel, libc::O_RDONLY)?;
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut out)
+            .with_ctx(|| format!("reading /proc/{}", rel.display()))?;
+        Ok(out)
+    }
+}
