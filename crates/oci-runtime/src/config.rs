@@ -121,8 +121,13 @@ pub fn validate(spec: &Spec) -> Result<()> {
             if m.destination().as_os_str().is_empty() {
                 return Err(invalid(format!("{at}.destination"), "empty"));
             }
-            if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
-                return Err(unsupported(&format!("{at}.uidMappings"), "an idmapped mount"));
+            let has_uid = m.uid_mappings().as_ref().is_some_and(|v| !v.is_empty());
+            let has_gid = m.gid_mappings().as_ref().is_some_and(|v| !v.is_empty());
+            if has_uid != has_gid {
+                return Err(invalid(
+                    format!("{at}.uidMappings"),
+                    "an ID-mapped mount needs both uidMappings and gidMappings",
+                ));
             }
             crate::mounts::MountOptions::parse(m.options().as_deref().unwrap_or(&[]))
                 .map_err(|e| e.context(format!("{at}.options")))?;

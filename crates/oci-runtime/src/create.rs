@@ -104,7 +104,67 @@ fn build_rootfs_plan(
         propagation: linux.rootfs_propagation().as_deref().and_then(mounts::propagation_flag),
         no_pivot: opts.no_pivot,
         in_userns,
+        prepared_root: None,
     })
+}
+
+/// Annotation asking for the rootfs to be ID-mapped with the container's user namespace
+/// mappings: a rootfs owned by the host's root then appears owned by the container's root
+/// (the runtime-spec leaves the rootfs's ownership to the caller; this is berth's way to do it
+/// without chowning, as Kubernetes' user-namespaced pods need).
+pub const ROOTFS_IDMAP_ANNOTATION: &str = "org.berth.rootfs.idmap";
+
+/// Prepares, with the runtime's privileges, the ID-mapped bind mounts (and rootfs).
+fn prepare_idmapped(rootfs: &mut RootfsPlan, spec: &Spec) -> Result<()> {
+    let linux = spec.linux().as_ref().expect("validated");
+    let container_maps = match (linux.uid_mappings(), linux.gid_mappings()) {
+        (Some(u), Some(g)) if !u.is_empty() => Some((u.clone(), g.clone())),
+        _ => None,
+    };
+    let mut namespaces: Vec<(String, OwnedFd)> = Vec::new();
+    let mut userns_for =
+        |maps: &(Vec<oci_spec::runtime::LinuxIdMapping>, Vec<oci_spec::runtime::LinuxIdMapping>)| -> Result<i32> {
+            let key = format!("{maps:?}");
+            if let Some((_, fd)) = namespaces.iter().find(|(k, _)| *k == key) {
+                return Ok(fd.as_raw_fd());
+            }
+            let fd = namespaces::idmap_userns(&maps.0, &maps.1)?;
+            let raw = fd.as_raw_fd();
+            namespaces.push((key, fd));
+            Ok(raw)
+        };
+    for m in rootfs.mounts.iter_mut().filter(|m| m.options.idmap.is_some()) {
+        let maps = m.id_mappings.clone().or_else(|| container_maps.clone()).ok_or_else(|| {
+            Error::invalid(format!("{}: 'idmap' without uidMappings needs the container's linux.uidMappings", m.at))
+        })?;
+        let userns = userns_for(&maps)?;
+        m.prepared = Some(mounts::prepare_idmapped(m, userns)?);
+    }
+    let wanted = spec.annotations().as_ref().and_then(|a| a.get(ROOTFS_IDMAP_ANNOTATION)).map(String::as_str);
+    match wanted {
+        None | Some("false") => {}
+        Some("true") => {
+            let maps = container_maps.clone().ok_or_else(|| {
+                Error::invalid(format!(
+                    "annotations.{ROOTFS_IDMAP_ANNOTATION}: needs a user namespace with linux.uidMappings"
+                ))
+            })?;
+            let userns = userns_for(&maps)?;
+            let tree = sys::open_tree_clone(libc::AT_FDCWD, &rootfs.rootfs, true)
+                .with_ctx(|| format!("rootfs {}", rootfs.rootfs.display()))?;
+            let attr =
+                sys::MountAttr { attr_set: sys::MOUNT_ATTR_IDMAP, userns_fd: userns as u64, ..Default::default() };
+            sys::mount_setattr(tree.as_raw_fd(), Path::new(""), true, &attr)
+                .with_ctx(|| format!("annotations.{ROOTFS_IDMAP_ANNOTATION}: ID-mapping the rootfs"))?;
+            rootfs.prepared_root = Some(tree);
+        }
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "annotations.{ROOTFS_IDMAP_ANNOTATION}: '{other}' is not true or false"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Device rules the runtime adds to the spec's own: the default devices and linux.devices.
@@ -183,8 +243,9 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions, console: ConsoleTarge
     let layout = Layout::detect()?;
     let cgroups_path = linux.cgroups_path().clone().unwrap_or_else(|| cgroups::default_cgroups_path(id));
     let mut cgroup = Cgroup::plan(&layout, &cgroups_path)?;
-    let rootfs =
+    let mut rootfs =
         build_rootfs_plan(&bundle, opts, &layout, &cgroup, &ns, in_userns).map_err(|e| e.context("config.json"))?;
+    prepare_idmapped(&mut rootfs, spec).map_err(|e| e.context("config.json"))?;
     let mut sysctl: Vec<(String, String)> = linux.sysctl().clone().unwrap_or_default().into_iter().collect();
     sysctl.sort();
 

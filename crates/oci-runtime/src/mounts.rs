@@ -52,6 +52,8 @@ pub struct MountOptions {
     pub sb_flags: Vec<String>,
     /// Copy the directory's original contents into a new tmpfs (runc's `tmpcopyup`).
     pub tmpcopyup: bool,
+    /// `idmap` (the mount itself) or `ridmap` (and every mount below it): an ID-mapped mount.
+    pub idmap: Option<bool>,
 }
 
 /// MS_* propagation flag of a propagation keyword.
@@ -120,11 +122,8 @@ impl MountOptions {
                     o.recursive_bind = true;
                 }
                 "tmpcopyup" => o.tmpcopyup = true,
-                "idmap" | "ridmap" => {
-                    return Err(Error::unsupported(format!(
-                        "'{opt}': idmapped mounts are not supported by berth-oci yet"
-                    )));
-                }
+                "idmap" => o.idmap = Some(false),
+                "ridmap" => o.idmap = Some(true),
                 "remount" => {
                     return Err(Error::unsupported("'remount': remounting is not supported in config.json mounts"));
                 }
@@ -148,7 +147,7 @@ impl MountOptions {
 }
 
 /// One config.json mount, ready to attach.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct MountSpec {
     /// Where the mount goes, as the container sees it (absolute).
     pub destination: PathBuf,
@@ -158,6 +157,12 @@ pub struct MountSpec {
     pub options: MountOptions,
     /// "mounts[3]", for messages.
     pub at: String,
+    /// uidMappings and gidMappings of the mount itself (else an ID-mapped mount uses the
+    /// container's).
+    pub id_mappings: Option<(Vec<oci_spec::runtime::LinuxIdMapping>, Vec<oci_spec::runtime::LinuxIdMapping>)>,
+    /// A detached tree the runtime prepared (an ID-mapped bind needs the host's privileges),
+    /// with its attributes already set; attached as it is.
+    pub prepared: Option<OwnedFd>,
 }
 
 impl MountSpec {
@@ -184,7 +189,27 @@ impl MountSpec {
         }
         let mut options = options;
         options.bind = bind;
-        Ok(MountSpec { destination: fs::absolute(m.destination()), fstype, source, options, at })
+        let id_mappings = match (m.uid_mappings(), m.gid_mappings()) {
+            (Some(u), Some(g)) if !u.is_empty() => Some((u.clone(), g.clone())),
+            _ => None,
+        };
+        if id_mappings.is_some() && options.idmap.is_none() {
+            options.idmap = Some(false);
+        }
+        if options.idmap.is_some() && !bind {
+            return Err(Error::unsupported(format!(
+                "{at}.options: ID-mapped mounts are supported for bind mounts only"
+            )));
+        }
+        Ok(MountSpec {
+            destination: fs::absolute(m.destination()),
+            fstype,
+            source,
+            options,
+            at,
+            id_mappings,
+            prepared: None,
+        })
     }
 
     pub fn is_bind(&self) -> bool {
@@ -252,9 +277,35 @@ pub fn mount_one(root: RawFd, m: &MountSpec) -> Result<()> {
     }
 }
 
+/// A detached clone of a bind mount's source.
+pub fn bind_source(m: &MountSpec) -> Result<OwnedFd> {
+    sys::open_tree_clone(libc::AT_FDCWD, Path::new(&m.source), m.options.recursive_bind)
+        .with_ctx(|| format!("{}: bind source {}", m.at, m.source))
+}
+
+/// Prepares an ID-mapped bind in the runtime: the clone, its attributes, and the mapping of the
+/// user namespace `userns` (idmapping needs privilege over the filesystem, which the
+/// container's init, in its own user namespace, lacks).
+pub fn prepare_idmapped(m: &MountSpec, userns: RawFd) -> Result<OwnedFd> {
+    let tree = bind_source(m)?;
+    set_attrs(&tree, &m.options, &m.at)?;
+    let attr = MountAttr { attr_set: sys::MOUNT_ATTR_IDMAP, userns_fd: userns as u64, ..Default::default() };
+    sys::mount_setattr(tree.as_raw_fd(), Path::new(""), m.options.idmap == Some(true), &attr).map_err(|e| {
+        let why = if e.raw_os_error() == Some(libc::EINVAL) {
+            " (does the filesystem support ID-mapped mounts?)"
+        } else {
+            ""
+        };
+        Error::from_io(e).context(format!("{}: ID-mapping {}{why}", m.at, m.source))
+    })?;
+    Ok(tree)
+}
+
 fn bind_mount(root: RawFd, m: &MountSpec) -> Result<()> {
-    let tree = sys::open_tree_clone(libc::AT_FDCWD, Path::new(&m.source), m.options.recursive_bind)
-        .with_ctx(|| format!("{}: bind source {}", m.at, m.source))?;
+    let tree = match &m.prepared {
+        Some(fd) => sys::dup_fd(fd.as_raw_fd())?,
+        None => bind_source(m)?,
+    };
     let source_is_dir = fs::is_dir(tree.as_raw_fd())?;
     let create = if source_is_dir { Create::Dir } else { Create::File };
     let target = fs::resolve(root, &m.destination, Resolve::create(create)).map_err(|e| e.context(&m.at))?;
@@ -268,7 +319,9 @@ fn bind_mount(root: RawFd, m: &MountSpec) -> Result<()> {
             m.destination.display()
         )));
     }
-    set_attrs(&tree, &m.options, &m.at)?;
+    if m.prepared.is_none() {
+        set_attrs(&tree, &m.options, &m.at)?;
+    }
     attach(&tree, root, m, &target)
 }
 
@@ -434,8 +487,9 @@ mod tests {
     }
 
     #[test]
-    fn idmap_is_a_clear_error() {
-        let err = MountOptions::parse(&["idmap".to_string()]).unwrap_err();
-        assert!(err.to_string().contains("idmap"), "{err}");
+    fn idmap_options() {
+        assert_eq!(opts(&["rbind", "idmap"]).idmap, Some(false));
+        assert_eq!(opts(&["rbind", "ridmap"]).idmap, Some(true));
+        assert_eq!(opts(&["rbind"]).idmap, None);
     }
 }

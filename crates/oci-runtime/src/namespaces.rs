@@ -182,3 +182,37 @@ pub fn write_id_maps(pid: i32, linux: &Linux) -> Result<()> {
         .map_err(|e| e.context("linux.gidMappings"))?;
     Ok(())
 }
+
+/// A user namespace with these mappings, to ID-map mounts with: a child is cloned into a new
+/// user namespace, its maps written, its namespace file kept, and the child ended.
+pub fn idmap_userns(
+    uid: &[oci_spec::runtime::LinuxIdMapping],
+    gid: &[oci_spec::runtime::LinuxIdMapping],
+) -> Result<OwnedFd> {
+    let render = |maps: &[oci_spec::runtime::LinuxIdMapping]| -> String {
+        maps.iter().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect()
+    };
+    let (hold_r, hold_w) = sys::pipe().ctx("pipe")?;
+    let (pid, pidfd) =
+        match sys::clone3(libc::CLONE_NEWUSER as u64, None).ctx("creating a user namespace for an ID-mapped mount")? {
+            sys::Forked::Child => {
+                drop(hold_w);
+                let mut b = [0u8; 1];
+                let _ = sys::read(hold_r.as_raw_fd(), &mut b);
+                crate::init::exit(0);
+            }
+            sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
+        };
+    drop(hold_r);
+    let result = (|| {
+        let proc = crate::procfs::Proc::open()?;
+        proc.write(format!("{pid}/uid_map"), render(uid).as_bytes())?;
+        proc.write(format!("{pid}/gid_map"), render(gid).as_bytes())?;
+        sys::open(std::path::Path::new(&format!("/proc/{pid}/ns/user")), libc::O_RDONLY)
+            .ctx("opening the user namespace")
+    })();
+    drop(hold_w);
+    let _ = sys::pidfd_send_signal(pidfd.as_raw_fd(), libc::SIGKILL);
+    let _ = sys::waitpid(pid, false);
+    result
+}

@@ -85,7 +85,7 @@ pub struct CgroupMount {
     pub host_dir: PathBuf,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RootfsPlan {
     pub rootfs: PathBuf,
     pub readonly: bool,
@@ -101,6 +101,9 @@ pub struct RootfsPlan {
     pub no_pivot: bool,
     /// Inside a user namespace mknod is refused: device nodes are bind-mounted from the host.
     pub in_userns: bool,
+    /// The rootfs as an ID-mapped tree the runtime prepared (annotation
+    /// org.berth.rootfs.idmap), attached instead of a plain bind.
+    pub prepared_root: Option<OwnedFd>,
 }
 
 /// Host objects opened before the root filesystem is assembled, verified once.
@@ -138,8 +141,15 @@ pub fn prepare(plan: &RootfsPlan) -> Result<Assembly> {
     let root_flag = if prop.flag == libc::MS_SHARED { libc::MS_SLAVE } else { prop.flag };
     sys::mount(None, Path::new("/"), None, root_flag | libc::MS_REC, None).ctx("making / a slave/private mount")?;
     // pivot_root needs the rootfs to be a mount point, whose parent is not shared.
-    sys::mount(Some(&plan.rootfs), &plan.rootfs, None, libc::MS_BIND | libc::MS_REC, None)
-        .with_ctx(|| format!("bind-mounting the rootfs {}", plan.rootfs.display()))?;
+    match &plan.prepared_root {
+        Some(tree) => {
+            let target = sys::open(&plan.rootfs, libc::O_PATH | libc::O_DIRECTORY)
+                .with_ctx(|| plan.rootfs.display().to_string())?;
+            sys::move_mount_fd(tree.as_raw_fd(), target.as_raw_fd()).ctx("attaching the ID-mapped rootfs")?;
+        }
+        None => sys::mount(Some(&plan.rootfs), &plan.rootfs, None, libc::MS_BIND | libc::MS_REC, None)
+            .with_ctx(|| format!("bind-mounting the rootfs {}", plan.rootfs.display()))?,
+    }
     let root =
         sys::open(&plan.rootfs, libc::O_PATH | libc::O_DIRECTORY).with_ctx(|| plan.rootfs.display().to_string())?;
     let root_fd = root.as_raw_fd();

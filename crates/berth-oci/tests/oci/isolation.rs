@@ -420,3 +420,79 @@ pub fn process_attributes() {
         r.assert_gone();
     }
 }
+
+/// ID-mapped mounts: a host-root-owned volume appears root-owned inside a user-namespaced
+/// container (and writable by its root); a mount with mappings of its own; the rootfs itself
+/// (org.berth.rootfs.idmap), so a rootfs owned by the host's root needs no chown.
+pub fn idmapped_mounts() {
+    let vol = suite().dir.join("idmap-volume");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("owned-by-root"), "x").unwrap();
+    let mut c = Ctr::with_own_rootfs(
+        "idmap",
+        &["sh", "-c", "ls -ln /data/owned-by-root /plain/owned-by-root /other/owned-by-root; touch /data/made-inside && echo write-ok; touch /root/rootfs-write && echo rootfs-write-ok; ls -ln /bin/busybox"],
+    );
+    with_userns(&mut c);
+    let other = json!([{"containerID": 0, "hostID": 101000, "size": 1}]);
+    let mounts = c.config()["mounts"].as_array_mut().unwrap();
+    mounts.push(json!({"destination": "/data", "type": "bind", "source": vol, "options": ["rbind", "idmap"]}));
+    mounts.push(json!({"destination": "/plain", "type": "bind", "source": vol, "options": ["rbind", "ro"]}));
+    mounts.push(json!({"destination": "/other", "type": "bind", "source": vol, "options": ["rbind", "ro"], "uidMappings": other, "gidMappings": other}));
+    c.config()["annotations"] = json!({"org.berth.rootfs.idmap": "true"});
+    if !idmap_supported(&vol) {
+        // tmpfs learnt ID-mapped mounts in Linux 6.3 (the cgroup v2 guest runs 6.1).
+        let out = c.create_raw().failed("ID-mapping a filesystem that cannot be");
+        assert_contains(&out.stderr, "does the filesystem support ID-mapped mounts?");
+        c.assert_gone();
+        return;
+    }
+    let out = c.output();
+    let owner = |path: &str| -> String {
+        let line = out.lines().find(|l| l.ends_with(path)).unwrap_or_else(|| panic!("{path} in {out}"));
+        line.split_whitespace().nth(2).unwrap().to_string()
+    };
+    assert_eq!(owner("/data/owned-by-root"), "0", "ID-mapped: the host's root is the container's root");
+    assert_eq!(owner("/plain/owned-by-root"), "65534", "not ID-mapped: the host's root is unmapped");
+    assert_eq!(
+        owner("/other/owned-by-root"),
+        "1000",
+        "the mount's own mapping: on-disk 0 is host 101000, uid 1000 inside"
+    );
+    assert_eq!(owner("/bin/busybox"), "0", "the ID-mapped rootfs");
+    assert_contains(&out, "write-ok");
+    assert_contains(&out, "rootfs-write-ok");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(vol.join("made-inside")).unwrap().uid(),
+        0,
+        "written through the mapping: the host's root on disk"
+    );
+    assert_eq!(std::fs::metadata(c.rootfs().join("root/rootfs-write")).unwrap().uid(), 0);
+
+    let mut t = Ctr::new("idmaptmpfs", &["true"]);
+    t.config()["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["idmap"]}));
+    assert_contains(&t.create_raw().failed("idmap on tmpfs").stderr, "bind mounts only");
+    t.assert_gone();
+    let mut n = Ctr::new("idmapnouserns", &["true"]);
+    n.config()["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/data", "type": "bind", "source": vol, "options": ["rbind", "idmap"]}));
+    assert_contains(&n.create_raw().failed("idmap without mappings").stderr, "linux.uidMappings");
+    n.assert_gone();
+}
+
+fn idmap_supported(dir: &std::path::Path) -> bool {
+    let release = read("/proc/sys/kernel/osrelease");
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    // SAFETY: statfs into a zeroed struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let c = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut st) }, 0);
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    st.f_type != TMPFS_MAGIC || (major, minor) >= (6, 3)
+}

@@ -65,6 +65,7 @@ fn main() {
         isolation::namespaces_joined_by_path,
         isolation::user_namespace_with_mappings,
         isolation::user_namespace_joined_by_path,
+        isolation::idmapped_mounts,
         isolation::time_namespace_offsets,
         isolation::hostname_and_domainname,
         isolation::sysctl_in_the_container_namespaces,
