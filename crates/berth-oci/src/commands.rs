@@ -26,7 +26,7 @@ fn state_root(cli: &Cli) -> PathBuf {
     PathBuf::from("/run/berth-oci")
 }
 
-fn create_options(f: &CreateFlags) -> Result<CreateOptions> {
+fn create_options(f: &CreateFlags, rootless: Option<bool>) -> Result<CreateOptions> {
     if f.preserve_fds < 0 {
         return Err(Error::invalid(format!("--preserve-fds: {} is negative", f.preserve_fds)));
     }
@@ -37,6 +37,7 @@ fn create_options(f: &CreateFlags) -> Result<CreateOptions> {
         no_pivot: f.no_pivot,
         no_new_keyring: f.no_new_keyring,
         preserve_fds: f.preserve_fds,
+        rootless,
     })
 }
 
@@ -46,13 +47,12 @@ pub fn dispatch(cli: &Cli, logger: &Logger) -> Result<i32> {
             "--systemd-cgroup: the systemd cgroup driver is not supported by berth-oci yet; use cgroupfs paths",
         ));
     }
-    match cli.rootless.as_deref() {
-        None | Some("auto") | Some("false") => {}
-        Some("true") => {
-            return Err(Error::unsupported("--rootless true: rootless containers are not supported by berth-oci yet"))
-        }
+    let rootless = match cli.rootless.as_deref() {
+        None | Some("auto") => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
         Some(other) => return Err(Error::invalid(format!("--rootless: '{other}' is not auto, true or false"))),
-    }
+    };
     let root = state_root(cli);
     if matches!(cli.command, Command::Create(_) | Command::Run(_) | Command::Exec(_)) {
         // These run code inside containers: from a sealed copy of ourselves (CVE-2019-5736).
@@ -61,7 +61,7 @@ pub fn dispatch(cli: &Cli, logger: &Logger) -> Result<i32> {
     logger.debug(|| format!("{:?} (state root {})", cli.command, root.display()));
     match &cli.command {
         Command::Create(a) => {
-            let opts = create_options(&a.flags)?;
+            let opts = create_options(&a.flags, rootless)?;
             let console = match &opts.console_socket {
                 Some(p) => oci_runtime::ConsoleTarget::Path(p.clone()),
                 None => oci_runtime::ConsoleTarget::None,
@@ -93,7 +93,7 @@ pub fn dispatch(cli: &Cli, logger: &Logger) -> Result<i32> {
         },
         Command::Run(a) => {
             let opts = RunOptions {
-                create: create_options(&a.flags)?,
+                create: create_options(&a.flags, rootless)?,
                 detach: a.detach,
                 keep: a.keep,
                 no_subreaper: a.no_subreaper,

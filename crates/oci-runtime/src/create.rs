@@ -30,6 +30,15 @@ pub struct CreateOptions {
     pub no_pivot: bool,
     pub no_new_keyring: bool,
     pub preserve_fds: i32,
+    /// --rootless: Some(true|false), or None for auto (rootless when not root).
+    pub rootless: Option<bool>,
+}
+
+impl CreateOptions {
+    /// Rootless mode: cgroups this user may not create are done without, if no limit needs them.
+    pub fn is_rootless(&self) -> bool {
+        self.rootless.unwrap_or_else(|| !sys::is_root())
+    }
 }
 
 /// A created container, as the process that created it sees it.
@@ -76,21 +85,7 @@ fn build_rootfs_plan(
     for (i, d) in linux.devices().iter().flatten().enumerate() {
         devices.push(DeviceNode::from_spec(d, &format!("linux.devices[{i}]"))?);
     }
-    let mut cgroup_mounts = Vec::new();
-    if layout.mode == Mode::Unified {
-        if let Some(dir) = &cgroup.unified {
-            cgroup_mounts.push(CgroupMount { name: String::new(), host_dir: dir.clone() });
-        }
-    } else {
-        for (h, (_, dir)) in layout.v1.iter().zip(&cgroup.v1) {
-            let name = h.mountpoint.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            cgroup_mounts.push(CgroupMount { name, host_dir: dir.clone() });
-        }
-        if let (Some((mp, _)), Some(dir)) = (&layout.unified, &cgroup.unified) {
-            let name = mp.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "unified".into());
-            cgroup_mounts.push(CgroupMount { name, host_dir: dir.clone() });
-        }
-    }
+    let cgroup_mounts = cgroup_mounts(layout, cgroup);
     Ok(RootfsPlan {
         rootfs: bundle.rootfs.clone(),
         readonly: spec.root().as_ref().is_some_and(|r| r.readonly().unwrap_or(false)),
@@ -106,6 +101,26 @@ fn build_rootfs_plan(
         in_userns,
         prepared_root: None,
     })
+}
+
+/// What a "cgroup" mount shows: the container's directory in every hierarchy.
+fn cgroup_mounts(layout: &Layout, cgroup: &Cgroup) -> Vec<CgroupMount> {
+    let mut out = Vec::new();
+    if layout.mode == Mode::Unified {
+        if let Some(dir) = &cgroup.unified {
+            out.push(CgroupMount { name: String::new(), host_dir: dir.clone() });
+        }
+        return out;
+    }
+    for (h, (_, dir)) in layout.v1.iter().zip(&cgroup.v1) {
+        let name = h.mountpoint.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        out.push(CgroupMount { name, host_dir: dir.clone() });
+    }
+    if let (Some((mp, _)), Some(dir)) = (&layout.unified, &cgroup.unified) {
+        let name = mp.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "unified".into());
+        out.push(CgroupMount { name, host_dir: dir.clone() });
+    }
+    out
 }
 
 /// Annotation asking for the rootfs to be ID-mapped with the container's user namespace
@@ -165,6 +180,23 @@ fn prepare_idmapped(rootfs: &mut RootfsPlan, spec: &Spec) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The first resource linux.resources asks for, if any.
+fn requested_resource(r: &oci_spec::runtime::LinuxResources) -> Option<&'static str> {
+    [
+        ("devices", r.devices().as_ref().is_some_and(|d| !d.is_empty())),
+        ("memory", r.memory().is_some()),
+        ("cpu", r.cpu().is_some()),
+        ("pids", r.pids().is_some()),
+        ("blockIO", r.block_io().is_some()),
+        ("hugepageLimits", r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty())),
+        ("network", r.network().is_some()),
+        ("rdma", r.rdma().is_some()),
+        ("unified", r.unified().as_ref().is_some_and(|u| !u.is_empty())),
+    ]
+    .into_iter()
+    .find_map(|(name, set)| set.then_some(name))
 }
 
 /// Device rules the runtime adds to the spec's own: the default devices and linux.devices.
@@ -273,7 +305,7 @@ fn create_steps(
     ns: NamespacePlan,
     in_userns: bool,
     process: ProcessPlan,
-    rootfs: RootfsPlan,
+    mut rootfs: RootfsPlan,
     sysctl: Vec<(String, String)>,
     cgroup: &mut Cgroup,
     undo: &mut Undo,
@@ -288,8 +320,26 @@ fn create_steps(
     let created_result = cgroup.create();
     // Registered even on partial failure: destroy removes whatever was made.
     undo.cgroup = Some(cgroup.clone());
-    created_result?;
-    if let Some(resources) = linux.resources() {
+    if let Err(e) = created_result {
+        let refused = matches!(e.errno(), Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS));
+        if !(refused && opts.is_rootless()) {
+            return Err(e);
+        }
+        // Rootless without a delegated cgroup: the container runs in the caller's cgroups,
+        // which is fine as long as nothing was asked of them.
+        if let Some(field) = linux.resources().as_ref().and_then(requested_resource) {
+            return Err(e.context(format!(
+                "config.json: linux.resources.{field}: limits need a cgroup this user may create (a delegated one)"
+            )));
+        }
+        undo.cgroup.take().map(|cg| cg.destroy());
+        let layout = Layout::detect()?;
+        *cgroup = Cgroup::plan(&layout, Path::new(""))?;
+        cgroup.shared = true;
+        // A "cgroup" mount then shows the cgroups the container shares, read-only as ever.
+        rootfs.cgroup_mounts = cgroup_mounts(&layout, cgroup);
+    }
+    if let Some(resources) = linux.resources().as_ref().filter(|_| !cgroup.shared) {
         cgroup.apply(resources, &extra_device_rules(spec), false).map_err(|e| e.context("config.json"))?;
     }
 

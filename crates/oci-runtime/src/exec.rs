@@ -65,8 +65,13 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
     // The container's seccomp profile confines its exec'd processes too.
     let seccomp_config = linux.and_then(|l| l.seccomp().as_ref());
     let filter = seccomp_config.map(|s| crate::seccomp::compile(s, "linux.seccomp")).transpose()?;
-    // pid and time namespaces apply to children: entered here, before the clone.
-    let for_children = ns_flags & (libc::CLONE_NEWPID | libc::CLONE_NEWTIME);
+    // pid and time namespaces apply to children: entered here, before the clone. Without
+    // privilege, joining them needs CAP_SYS_ADMIN over their owner, which only comes from
+    // entering the container's user namespace, in the same setns.
+    let mut for_children = ns_flags & (libc::CLONE_NEWPID | libc::CLONE_NEWTIME);
+    if for_children != 0 && in_userns && !sys::is_root() {
+        for_children |= libc::CLONE_NEWUSER;
+    }
     if for_children != 0 {
         sys::setns(init.as_raw_fd(), for_children).ctx("joining the container's pid and time namespaces")?;
     }
@@ -166,7 +171,6 @@ fn child(
 ) -> Error {
     let result = (|| -> Result<std::ffi::CString> {
         sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).ctx("PR_SET_PDEATHSIG")?;
-        sys::prctl(libc::PR_SET_DUMPABLE, 0).ctx("PR_SET_DUMPABLE")?;
         // execCPUAffinity: "initial" before entering the cgroup, "final" once in it.
         if let Some(cpus) = &plan.attrs.cpus_initial {
             crate::attrs::set_affinity(cpus, "process.execCPUAffinity.initial")?;
@@ -185,6 +189,9 @@ fn child(
             namespaces::become_namespace_root()?;
         }
         let host_pid = sync.expect_go()?;
+        // Not before Go: our /proc files would turn root's, and an unprivileged runtime writes
+        // our oom_score_adj until then.
+        sys::prctl(libc::PR_SET_DUMPABLE, 0).ctx("PR_SET_DUMPABLE")?;
         // The mount namespace's root is the container's root now.
         let root = sys::open(Path::new("/"), libc::O_PATH | libc::O_DIRECTORY).ctx("opening the container's root")?;
         let cwd = fs::resolve(root.as_raw_fd(), &plan.cwd, Resolve::EXISTING).map_err(|e| e.context("process.cwd"))?;

@@ -92,16 +92,18 @@ struct Ready {
 }
 
 fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
-    // Die with the runtime while it still has to hear from us; stay non-dumpable so nothing in
-    // the container can open this process's memory or descriptors through /proc.
+    // Die with the runtime while it still has to hear from us.
     sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).ctx("PR_SET_PDEATHSIG")?;
-    sys::prctl(libc::PR_SET_DUMPABLE, 0).ctx("PR_SET_DUMPABLE")?;
     if stage == Stage::Direct {
         // Still the host's root here (no id switch yet): allowed to move ourselves. (The
         // intermediate joined before it entered a user namespace, and we inherited that.)
         plan.cgroup.join_self(plan.cgroup2_joined_at_clone)?;
     }
     let host_pid = fds.sync.expect_go()?;
+    // Non-dumpable from now on, so nothing in the container can open this process's memory or
+    // descriptors through /proc. Not earlier: that makes our /proc files root's, and an
+    // unprivileged runtime writes our uid_map before Go.
+    sys::prctl(libc::PR_SET_DUMPABLE, 0).ctx("PR_SET_DUMPABLE")?;
 
     let ns = &plan.namespaces;
     if stage == Stage::Direct {

@@ -176,10 +176,24 @@ pub fn write_id_maps(pid: i32, linux: &Linux) -> Result<()> {
         maps.iter().flatten().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect()
     };
     let proc = crate::procfs::Proc::open()?;
+    let unprivileged = !crate::sys::is_root();
+    let explain = |e: Error, field: &str| {
+        if unprivileged && e.errno() == Some(libc::EPERM) {
+            e.context(format!(
+                "{field}: an unprivileged user may map only its own id, with size 1 (larger mappings need newuidmap/newgidmap, which berth-oci does not use)"
+            ))
+        } else {
+            e.context(field.to_string())
+        }
+    };
     proc.write(format!("{pid}/uid_map"), render(linux.uid_mappings()).as_bytes())
-        .map_err(|e| e.context("linux.uidMappings"))?;
+        .map_err(|e| explain(e, "linux.uidMappings"))?;
+    if unprivileged {
+        // The kernel lets an unprivileged process write gid_map only once setgroups is denied.
+        proc.write(format!("{pid}/setgroups"), b"deny").map_err(|e| explain(e, "linux.gidMappings"))?;
+    }
     proc.write(format!("{pid}/gid_map"), render(linux.gid_mappings()).as_bytes())
-        .map_err(|e| e.context("linux.gidMappings"))?;
+        .map_err(|e| explain(e, "linux.gidMappings"))?;
     Ok(())
 }
 

@@ -37,6 +37,12 @@ fn owned(fd: libc::c_long) -> io::Result<OwnedFd> {
 }
 
 /// Retries a call interrupted by a signal.
+/// Whether the effective user is root in the user namespace we run in.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
 pub fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     loop {
         match f() {

@@ -11,6 +11,7 @@ mod exec;
 mod hooks;
 mod isolation;
 mod lifecycle;
+mod rootless;
 mod seccomp;
 mod support;
 
@@ -81,6 +82,8 @@ fn main() {
         isolation::default_devices_and_links,
         isolation::spec_devices,
         isolation::masked_and_readonly_paths,
+        rootless::rootless_lifecycle,
+        rootless::rootless_limits_need_a_delegated_cgroup,
         hooks::every_hook_runs_with_its_state,
         hooks::failing_hooks,
         seccomp::actions_and_argument_filters,

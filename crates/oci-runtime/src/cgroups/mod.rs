@@ -163,6 +163,16 @@ pub struct Cgroup {
     /// Directories this runtime created (deepest last), removed again on destroy.
     #[serde(default)]
     pub created: Vec<PathBuf>,
+    /// No cgroup of its own (rootless, without a delegated cgroup): these are the caller's
+    /// cgroups, never written to, signalled or removed.
+    #[serde(default)]
+    pub shared: bool,
+}
+
+fn no_cgroup(what: &str) -> Error {
+    Error::unsupported(format!(
+        "{what} needs a cgroup of the container's own, and this rootless container has none (give its user a delegated cgroup)"
+    ))
 }
 
 /// The cgroups path runc uses when config.json gives none: the id, relative to the runtime's
@@ -221,7 +231,7 @@ impl Cgroup {
             _ => base_for(&|c: &str| c.is_empty()),
         };
         let unified = layout.unified.as_ref().map(|(mp, root)| join_cgroup(mp, root, &target(unified_base)));
-        Ok(Cgroup { mode: layout.mode, v1, unified, created: Vec::new() })
+        Ok(Cgroup { mode: layout.mode, v1, unified, created: Vec::new(), shared: false })
     }
 
     pub fn v1_dir(&self, controller: &str) -> Option<&Path> {
@@ -277,6 +287,9 @@ impl Cgroup {
     /// The cgroup2 directory, opened for clone3's CLONE_INTO_CGROUP: the child starts life in
     /// it, with no write to cgroup.procs.
     pub fn open_unified(&self) -> Result<Option<std::os::fd::OwnedFd>> {
+        if self.shared {
+            return Ok(None);
+        }
         self.unified
             .as_deref()
             .map(|dir| {
@@ -293,6 +306,9 @@ impl Cgroup {
     /// does without taking the global threadgroup lock, whose first writer waits for an RCU
     /// grace period (10-20 ms here): writing the pid to cgroup.procs from outside costs that.
     pub fn join_self(&self, unified_joined: bool) -> Result<()> {
+        if self.shared {
+            return Ok(());
+        }
         for (_, dir) in &self.v1 {
             write_file(dir, "tasks", "0").with_ctx(|| format!("joining cgroup {}", dir.display()))?;
         }
@@ -305,6 +321,9 @@ impl Cgroup {
     /// Applies linux.resources. `devices_extra` are the rules for devices the runtime itself
     /// creates in the container (/dev/null, ...), added after the spec's own rules.
     pub fn apply(&self, resources: &LinuxResources, devices_extra: &[DeviceRule], updating: bool) -> Result<()> {
+        if self.shared {
+            return Err(no_cgroup("linux.resources"));
+        }
         match self.mode {
             Mode::Unified => v2::apply(self, resources, devices_extra, updating),
             Mode::Legacy | Mode::Hybrid => v1::apply(self, resources, devices_extra, updating),
@@ -313,6 +332,9 @@ impl Cgroup {
     }
 
     pub fn pids(&self) -> Result<Vec<i32>> {
+        if self.shared {
+            return Err(no_cgroup("listing the container's processes"));
+        }
         let dir = self.procs_dir();
         let text = match std::fs::read_to_string(dir.join("cgroup.procs")) {
             Ok(t) => t,
@@ -323,7 +345,7 @@ impl Cgroup {
     }
 
     pub fn exists(&self) -> bool {
-        self.procs_dir().exists()
+        !self.shared && self.procs_dir().exists()
     }
 
     pub fn freeze(&self) -> Result<()> {
@@ -335,6 +357,9 @@ impl Cgroup {
     }
 
     fn set_frozen(&self, frozen: bool) -> Result<()> {
+        if self.shared {
+            return Err(no_cgroup("pausing or resuming"));
+        }
         match self.mode {
             Mode::Unified => v2::set_frozen(self.unified.as_deref().unwrap(), frozen),
             _ => {
@@ -347,6 +372,9 @@ impl Cgroup {
     }
 
     pub fn is_frozen(&self) -> Result<bool> {
+        if self.shared {
+            return Ok(false);
+        }
         match self.mode {
             Mode::Unified => {
                 let dir = self.unified.as_deref().unwrap();
@@ -362,6 +390,9 @@ impl Cgroup {
     /// Sends `signal` to every process in the cgroup. Freezes first so none can fork away,
     /// thaws after (a frozen process only dies once thawed).
     pub fn signal_all(&self, signal: i32) -> Result<()> {
+        if self.shared {
+            return Err(no_cgroup("signalling all the container's processes"));
+        }
         let can_freeze = self.mode == Mode::Unified || self.v1_dir("freezer").is_some();
         let was_frozen = self.is_frozen()?;
         if can_freeze && !was_frozen {
@@ -385,6 +416,10 @@ impl Cgroup {
 
     /// Kills every process and waits until the cgroup is empty (up to `timeout`).
     pub fn kill_all_and_wait(&self, timeout: Duration) -> Result<()> {
+        if self.shared {
+            // Nothing to sweep: the init is killed by itself, its pid namespace with it.
+            return Ok(());
+        }
         let deadline = Instant::now() + timeout;
         loop {
             let pids = self.pids()?;
@@ -404,6 +439,9 @@ impl Cgroup {
 
     /// Removes the container's directories (and parents this runtime created, if empty).
     pub fn destroy(&self) -> Result<()> {
+        if self.shared {
+            return Ok(());
+        }
         let mut dirs: Vec<&Path> = self.all_dirs().collect();
         // Created parents go after the leaves, deepest first.
         let mut parents: Vec<&Path> = self.created.iter().map(|p| p.as_path()).filter(|p| !dirs.contains(p)).collect();

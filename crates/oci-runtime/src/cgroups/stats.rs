@@ -138,6 +138,9 @@ fn ticks_to_ns(ticks: u64) -> u64 {
 }
 
 pub fn collect(cg: &Cgroup) -> Result<Stats> {
+    if cg.shared {
+        return Err(super::no_cgroup("statistics"));
+    }
     Ok(match cg.mode {
         Mode::Unified => collect_v2(cg.unified.as_deref().expect("unified")),
         _ => collect_v1(cg),
