@@ -729,3 +729,57 @@ fn cli_bearer_tokens_from_token_server_accepted_by_distribution() {
     .unwrap();
     assert_eq!(sk["Digest"], env.fx.multi.manifest_descriptor["digest"]);
 }
+
+#[test]
+fn cli_layer_cache_poisoning_is_refused() {
+    use berth_testkit::image::{Compression as C, Layer, LayerBuilder, OciLayout};
+    let env = Env::new();
+    // A hostile image whose config claims the DiffID of `simple`'s busybox layer for a layer
+    // of its own: were it unpacked under that chain ID, the legitimate image would use it.
+    let dir = env.tmp.path().join("poison");
+    let mut layout = OciLayout::create(&dir).unwrap();
+    let mut b = LayerBuilder::new();
+    b.dir("bin/", 0o755).file("bin/busybox", 0o755, b"#!/bin/sh\necho pwned\n").file("poisoned", 0o644, b"planted\n");
+    let info = layout
+        .image_with_diff_ids(
+            &[Layer { tar: b.finish(), compression: C::Gzip }],
+            serde_json::json!({"Cmd": ["/bin/sh"]}),
+            "amd64",
+            Some(env.fx.simple.diff_ids.clone()),
+        )
+        .unwrap();
+    layout.tag("poison", &info.manifest_descriptor).unwrap();
+    let poison = format!("{}/test/poison:v1", env.registry.addr());
+    skopeo_push(&dir, "poison", &poison, false, None, None).unwrap();
+    let legit = env.push("simple", "test/legit:v1");
+    let chain = env.fx.simple.diff_ids[0].clone(); // one layer: its chain ID is its DiffID
+    let check_legit = |root: &Path| {
+        let l = layer_dir(root, &chain);
+        assert!(!l.join("poisoned").exists(), "the legitimate image uses the hostile layer");
+        assert!(fs::metadata(l.join("bin/busybox")).unwrap().len() > 100_000, "bin/busybox is not busybox");
+    };
+
+    // The hostile pull fails, twice (the second attempt finds the blob already stored), and
+    // neither leaves anything under the legitimate layer's chain ID.
+    for attempt in 0..2 {
+        let err = env.fail(&["pull", &poison]);
+        assert!(err.contains("DiffID mismatch"), "attempt {attempt}: {err}");
+        assert!(!layer_dir(&env.root(), &chain).exists(), "attempt {attempt}: a layer was committed");
+    }
+    env.ok(&["pull", "-q", &legit]);
+    check_legit(&env.root());
+
+    // A chain directory without a record (planted, or left by an older berth) is not trusted.
+    let root = env.tmp.path().join("root-planted");
+    fs::create_dir_all(layer_dir(&root, &chain).join("bin")).unwrap();
+    fs::write(layer_dir(&root, &chain).join("poisoned"), b"planted\n").unwrap();
+    fs::write(layer_dir(&root, &chain).join("bin/busybox"), b"#!/bin/sh\n").unwrap();
+    env.ok_in(&root, &["pull", "-q", &legit]);
+    check_legit(&root);
+    // Loading the hostile image from an archive is refused the same way.
+    let root = env.tmp.path().join("root-load");
+    let o = env.run_in(&root, &["load", "-i", dir.to_str().unwrap()]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("DiffID mismatch"));
+    env.ok_in(&root, &["pull", "-q", &legit]);
+    check_legit(&root);
+}

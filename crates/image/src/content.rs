@@ -235,26 +235,44 @@ impl Ingest {
         Ok(f)
     }
 
-    /// Verifies size and digest, fsyncs and moves the blob into place.
-    pub fn commit(self, store: &ContentStore) -> Result<Digest> {
-        let got = self.hasher.digest();
+    /// Checks the size and digest of what was received; on a mismatch the ingest is removed
+    /// (it cannot be resumed) and the error says what was expected and what came.
+    pub fn verify(&self) -> Result<()> {
         if let Some(s) = self.expected_size {
             if self.hasher.len != s {
                 let _ = fs::remove_dir_all(&self.dir);
                 bail!("blob {}: size mismatch: expected {s} bytes, got {}", self.expected, self.hasher.len);
             }
         }
+        let got = self.hasher.digest();
         if got != self.expected {
             let _ = fs::remove_dir_all(&self.dir);
             bail!("blob {}: digest mismatch: the content received hashes to {got}", self.expected);
         }
-        self.file.sync_all().ctx(format!("fsync blob {got}"))?;
-        let target = store.path(&got);
-        fs::rename(self.dir.join("data"), &target).ctx(format!("commit blob {got}"))?;
-        fsync_dir(&store.blobs_dir())?;
-        let _ = fs::remove_dir(&self.dir);
-        Ok(got)
+        Ok(())
     }
+
+    /// Throws away what was received: it is not to be stored, nor resumed.
+    pub fn discard(self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+
+    /// Verifies size and digest, fsyncs and moves the blob into place.
+    pub fn commit(self, store: &ContentStore) -> Result<Digest> {
+        self.verify()?;
+        publish(store, &self.dir, &self.file, &self.expected)?;
+        Ok(self.expected)
+    }
+}
+
+/// Makes `dir/data` (open as `file`) the blob `d`: fsync, rename into `blobs/`, fsync of the
+/// directory; then the empty ingest directory goes.
+fn publish(store: &ContentStore, dir: &Path, file: &File, d: &Digest) -> Result<()> {
+    file.sync_all().ctx(format!("fsync blob {d}"))?;
+    fs::rename(dir.join("data"), store.path(d)).ctx(format!("commit blob {d}"))?;
+    fsync_dir(&store.blobs_dir())?;
+    let _ = fs::remove_dir(dir);
+    Ok(())
 }
 
 impl Write for Writer {
@@ -280,14 +298,10 @@ impl Writer {
         let got = self.hasher.digest();
         if let Some(e) = expected {
             if *e != got {
-                let _ = fs::remove_dir_all(&self.dir);
                 bail!("blob {e}: digest mismatch: the content hashes to {got}");
             }
         }
-        self.file.sync_all().ctx(format!("fsync blob {got}"))?;
-        fs::rename(self.dir.join("data"), store.path(&got)).ctx(format!("commit blob {got}"))?;
-        fsync_dir(&store.blobs_dir())?;
-        let _ = fs::remove_dir(&self.dir);
+        publish(store, &self.dir, &self.file, &got)?;
         Ok(got)
     }
 }

@@ -267,7 +267,7 @@ fn ensure_layer(
                 return Ok(new_layer(t as u64, c as u64));
             }
             let resumed = ingest.offset();
-            let tmp = store.layers.temp().ctx("layers directory")?;
+            let mut tmp = store.layers.temp().ctx("layers directory")?;
             let existing = ingest.existing()?.take(resumed);
             let net = client.blob_stream(repo, blob, resumed, size);
             let mut reader =
@@ -289,9 +289,16 @@ fn ensure_layer(
                 }
                 (Err(e), Err(_)) => return Err(e.into()),
             };
+            // Nothing is committed before everything is verified: the blob against its digest,
+            // then the layer against the config's DiffID (a hostile config could otherwise
+            // claim another image's DiffID and plant its files under that chain ID).
+            ingest.verify()?;
+            if let Err(e) = check_diff_id(blob, diff_id, &stats.diff_id) {
+                ingest.discard();
+                return Err(e);
+            }
             ingest.commit(&store.content)?;
-            check_diff_id(blob, diff_id, &stats.diff_id)?;
-            store.layers.commit(tmp, chain).ctx(format!("commit layer {chain}"))?;
+            store.commit_layer(&mut tmp, chain)?;
             progress.end(&id, if resumed > 0 { "pulled (resumed)" } else { "pulled" });
             return Ok(new_layer(stats.tar_size, stats.content_bytes));
         }
@@ -302,26 +309,25 @@ fn ensure_layer(
         let (t, c) = recorded.unwrap();
         return Ok(new_layer(t as u64, c as u64));
     }
-    let stats = unpack_local(store, blob, compression, chain)?;
-    check_diff_id(blob, diff_id, &stats.diff_id)?;
+    let stats = unpack_local(store, blob, compression, diff_id, chain)?;
     progress.end(&id, "unpacked");
     Ok(new_layer(stats.tar_size, stats.content_bytes))
 }
 
-/// Unpacks a blob of the content store as layer `chain` (if not there yet).
+/// Unpacks a blob of the content store as layer `chain`, once its DiffID is verified.
 pub fn unpack_local(
     store: &Store,
     blob: &Digest,
     compression: Compression,
+    diff_id: &Digest,
     chain: &Digest,
 ) -> Result<berth_storage::UnpackStats> {
-    let tmp = store.layers.temp().ctx("layers directory")?;
+    let mut tmp = store.layers.temp().ctx("layers directory")?;
     let file = store.content.open_blob(blob)?;
     let mut r = io::BufReader::with_capacity(256 << 10, file);
     let stats = berth_storage::unpack(&mut r, compression, tmp.path(), blob.as_str())?;
-    if !store.layers.contains(chain) {
-        store.layers.commit(tmp, chain).ctx(format!("commit layer {chain}"))?;
-    }
+    check_diff_id(blob, diff_id, &stats.diff_id)?;
+    store.commit_layer(&mut tmp, chain)?;
     Ok(stats)
 }
 

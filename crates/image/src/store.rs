@@ -15,8 +15,9 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use berth_storage::layers::TempLayer;
 use berth_storage::{Digest, LayerStore, Snapshotter};
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use serde_json::{json, Value};
 
 use crate::config::Config;
@@ -247,6 +248,21 @@ impl Store {
                 Ok(p)
             })
             .collect()
+    }
+
+    /// Puts a verified unpacked layer under its chain ID. A directory already there is trusted
+    /// only if the database records that layer (only verified layers are ever recorded);
+    /// otherwise it is replaced. The check and the rename happen inside one write transaction,
+    /// so an image being registered meanwhile cannot start using the directory replaced.
+    pub fn commit_layer(&self, tmp: &mut TempLayer, chain: &Digest) -> Result<()> {
+        self.db().write(|tx| {
+            let recorded = tx
+                .query_row("SELECT 1 FROM layers WHERE chain_id = ?1", [chain.as_str()], |_| Ok(()))
+                .optional()?
+                .is_some();
+            self.layers.commit(tmp, chain, recorded).ctx(format!("commit layer {chain}"))?;
+            Ok(())
+        })
     }
 
     /// Records an image whose blobs are in the content store and whose layers are unpacked,
@@ -576,7 +592,6 @@ impl Store {
     pub fn mount_snapshot(&self, id: &str) -> Result<PathBuf> {
         berth_storage::snapshot::validate_id(id)?;
         let row: Option<(String, String)> = {
-            use rusqlite::OptionalExtension;
             self.db()
                 .conn
                 .query_row("SELECT manifest_digest, driver FROM snapshots WHERE id = ?1", [id], |r| {
