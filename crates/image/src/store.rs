@@ -29,6 +29,11 @@ use crate::reference::Reference;
 
 pub const DEFAULT_ROOT: &str = "/var/lib/berth";
 
+fn set_mode(p: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).ctx(format!("chmod {mode:o} {}", p.display()))
+}
+
 pub struct Store {
     pub root: PathBuf,
     pub config: Config,
@@ -108,13 +113,42 @@ impl Store {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT))
     }
 
+    /// Opens (creating if needed) the store at `root`. The tree is private whatever the umask,
+    /// and made so again on every open (stores of older versions were not): the root is
+    /// searchable only (0711), and `content/`, `layers/` and `snapshots/` are 0700, since
+    /// layers hold images' setuid binaries, file capabilities and device nodes.
     pub fn open(root: &Path, config: Config) -> Result<Store> {
         fs::create_dir_all(root).ctx(format!("create store root {}", root.display()))?;
         let root = root.canonicalize().ctx(root.display())?;
+        set_mode(&root, 0o711)?;
+        for d in ["content", "layers", "snapshots"] {
+            let p = root.join(d);
+            fs::create_dir_all(&p).ctx(format!("create {}", p.display()))?;
+            set_mode(&p, 0o700)?;
+        }
         let content = ContentStore::open(&root.join("content"))?;
         let layers = LayerStore::open(&root.join("layers")).ctx("layers directory")?;
         let snapshots = Snapshotter::open(&root.join("snapshots")).ctx("snapshots directory")?;
-        let db = Db::open(&root.join("berth.db"))?;
+        let db_path = root.join("berth.db");
+        // SQLite creates its -wal and -shm files with the database file's mode.
+        for suffix in ["", "-wal", "-shm"] {
+            let p = root.join(format!("berth.db{suffix}"));
+            match fs::symlink_metadata(&p) {
+                Ok(_) => set_mode(&p, 0o600)?,
+                Err(_) if suffix.is_empty() => {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .mode(0o600)
+                        .open(&p)
+                        .ctx(format!("create {}", p.display()))?;
+                }
+                Err(_) => {}
+            }
+        }
+        let db = Db::open(&db_path)?;
         Ok(Store { lock_path: root.join("store.lock"), root, config, content, layers, snapshots, db: Mutex::new(db) })
     }
 

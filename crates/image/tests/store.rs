@@ -1,0 +1,57 @@
+//! The store on its own (no registry): the privacy of its tree, how names and IDs resolve,
+//! and the content store's ingest locking.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use berth_image::{Config, Store};
+
+fn mode(p: &Path) -> u32 {
+    fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// Whether user nobody (65534) can reach `p` (stat it: every directory above is searchable).
+fn nobody_can_reach(p: &Path) -> bool {
+    use std::os::unix::process::CommandExt;
+    Command::new("stat").arg(p).uid(65534).gid(65534).output().unwrap().status.success()
+}
+
+#[test]
+fn store_tree_is_private_even_when_it_existed() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    // A store as an older berth left it: everything world-readable, a setuid binary in a layer.
+    let root = tmp.path().join("root");
+    let layer = root.join("layers").join("ab".repeat(32));
+    fs::create_dir_all(layer.join("bin")).unwrap();
+    for d in ["content/blobs/sha256", "snapshots/c1/rootfs"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let suid = layer.join("bin/su");
+    fs::write(&suid, b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(&suid, fs::Permissions::from_mode(0o4755)).unwrap();
+    let blob = root.join("content/blobs/sha256").join("cd".repeat(32));
+    fs::write(&blob, b"blob").unwrap();
+    for d in ["", "layers", "content", "snapshots"] {
+        fs::set_permissions(root.join(d), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    assert!(nobody_can_reach(&suid), "the test needs a readable store to start with");
+
+    let store = Store::open(&root, Config::default()).unwrap();
+    assert_eq!(mode(&root), 0o711, "store root");
+    for d in ["content", "layers", "snapshots"] {
+        assert_eq!(mode(&root.join(d)), 0o700, "{d}/");
+    }
+    assert_eq!(mode(&root.join("berth.db")) & 0o077, 0, "berth.db");
+    for p in [&suid, &blob, &root.join("snapshots/c1/rootfs")] {
+        assert!(!nobody_can_reach(p), "{} is reachable by other users", p.display());
+    }
+    drop(store);
+    // A new store is private from the start.
+    let fresh = tmp.path().join("fresh");
+    Store::open(&fresh, Config::default()).unwrap();
+    assert_eq!(mode(&fresh), 0o711);
+    assert_eq!(mode(&fresh.join("layers")), 0o700);
+}
