@@ -13,6 +13,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use berth_storage::digest::HashingReader;
+use berth_storage::tarstream::TarStream;
 use berth_storage::{Compression, Digest};
 use serde_json::{json, Value};
 
@@ -290,28 +291,27 @@ impl Scanned {
 
 fn scan_tar(store: &Store, r: impl Read, origin: &str) -> Result<Scanned> {
     let mut s = Scanned::default();
-    let mut archive = tar::Archive::new(r);
-    for entry in archive.entries().ctx(origin)? {
-        let mut entry = entry.ctx(format!("{origin}: reading the archive"))?;
-        let path = clean(&String::from_utf8_lossy(&entry.path_bytes()));
-        let kind = entry.header().entry_type();
+    let mut tar = TarStream::new(r);
+    while let Some(h) = tar.next_entry().ctx(format!("{origin}: reading the archive"))? {
+        let path = clean(&String::from_utf8_lossy(&h.path));
+        let kind = h.kind;
         let what = format!("{origin}: entry {path:?}");
         match kind {
-            tar::EntryType::Directory | tar::EntryType::XGlobalHeader => {}
+            tar::EntryType::Directory => {}
             tar::EntryType::Symlink | tar::EntryType::Link => {
-                let t = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                let t = h.link.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
                 let t = if kind == tar::EntryType::Link { format!("/{}", clean(&t)) } else { t };
                 s.links.insert(path, t);
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let size = entry.size();
+                let size = h.size;
                 if let Some(hex) = path.strip_prefix("blobs/sha256/") {
                     let d = Digest::parse(&format!("sha256:{hex}")).map_err(|e| Error::msg(format!("{what}: {e}")))?;
                     if store.content.contains(&d) {
-                        io::copy(&mut entry, &mut io::sink()).ctx(&what)?;
+                        io::copy(&mut tar.data(), &mut io::sink()).ctx(&what)?;
                     } else {
                         let mut w = store.content.writer()?;
-                        io::copy(&mut entry, &mut w).ctx(&what)?;
+                        io::copy(&mut tar.data(), &mut w).ctx(&what)?;
                         w.commit(&store.content, Some(&d)).map_err(|e| e.context(&what))?;
                     }
                     s.files.insert(path, (d, size));
@@ -319,11 +319,11 @@ fn scan_tar(store: &Store, r: impl Read, origin: &str) -> Result<Scanned> {
                     && size <= MAX_JSON
                 {
                     let mut v = Vec::new();
-                    entry.read_to_end(&mut v).ctx(&what)?;
+                    tar.data().read_to_end(&mut v).ctx(&what)?;
                     s.docs.insert(path, v);
                 } else {
                     let mut w = store.content.writer()?;
-                    io::copy(&mut entry, &mut w).ctx(&what)?;
+                    io::copy(&mut tar.data(), &mut w).ctx(&what)?;
                     let n = w.len();
                     let d = w.commit(&store.content, None)?;
                     s.files.insert(path, (d, n));
@@ -591,4 +591,49 @@ pub fn import(store: &Store, input: &Path, name: Option<&str>) -> Result<Digest>
     store.content.write_blob(&mbytes, None)?;
     store.register(&mbytes, manifest::OCI_MANIFEST, &cfg, &layers, tag.as_deref(), None, None)?;
     Ok(cfg_d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `header`, then `body` bytes of 'a' (generated), counting what is read.
+    struct Stream {
+        header: Vec<u8>,
+        body: u64,
+        pos: u64,
+    }
+
+    impl Read for Stream {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let total = self.header.len() as u64 + self.body;
+            let n = buf.len().min((total - self.pos) as usize);
+            for (i, b) in buf[..n].iter_mut().enumerate() {
+                let at = self.pos as usize + i;
+                *b = if at < self.header.len() { self.header[at] } else { b'a' };
+            }
+            self.pos += n as u64;
+            Ok(n)
+        }
+    }
+
+    fn store(dir: &Path) -> Store {
+        Store::open(&dir.join("root"), crate::Config::default()).unwrap()
+    }
+
+    #[test]
+    fn load_refuses_huge_extension_headers_without_reading_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store(tmp.path());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_size(64 << 20);
+        h.as_gnu_mut().unwrap().name[..15].copy_from_slice(b"PaxHeaders/big1");
+        h.set_cksum();
+        let mut r = Stream { header: h.as_bytes().to_vec(), body: 64 << 20, pos: 0 };
+        let err = scan_tar(&store, &mut r, "img.tar").err().expect("accepted").to_string();
+        assert!(err.contains("img.tar") && err.contains("PaxHeaders/big1"), "{err}");
+        assert!(err.contains("over the 1048576-byte limit"), "{err}");
+        assert!(r.pos <= 1 << 20, "{} bytes read", r.pos);
+    }
 }

@@ -6,6 +6,7 @@ pub mod digest;
 pub mod layers;
 pub mod snapshot;
 pub mod sys;
+pub mod tarstream;
 pub mod unpack;
 
 use std::fmt;
