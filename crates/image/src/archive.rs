@@ -42,6 +42,10 @@ impl Format {
 
 const MAX_JSON: u64 = 16 << 20;
 
+/// The documents of an archive kept in memory while it is read (at most `MAX_JSON` bytes
+/// each); everything else, image configs included, goes to the content store.
+const TOP_DOCUMENTS: [&str; 4] = ["manifest.json", "index.json", "oci-layout", "repositories"];
+
 fn header(path: &str, size: u64, mode: u32, kind: tar::EntryType) -> Result<tar::Header> {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
@@ -315,9 +319,7 @@ fn scan_tar(store: &Store, r: impl Read, origin: &str) -> Result<Scanned> {
                         w.commit(&store.content, Some(&d)).map_err(|e| e.context(&what))?;
                     }
                     s.files.insert(path, (d, size));
-                } else if (path.ends_with(".json") || path == "oci-layout" || path == "repositories")
-                    && size <= MAX_JSON
-                {
+                } else if TOP_DOCUMENTS.contains(&path.as_str()) && size <= MAX_JSON {
                     let mut v = Vec::new();
                     tar.data().read_to_end(&mut v).ctx(&what)?;
                     s.docs.insert(path, v);
@@ -438,12 +440,9 @@ fn load_docker(store: &Store, s: &Scanned, m: &[u8], origin: &str, progress: &dy
         let what = format!("{origin}: manifest.json[{i}]");
         let cfg_path =
             e.get("Config").and_then(Value::as_str).ok_or_else(|| Error::msg(format!("{what}: no Config")))?;
-        let cfg_bytes = match s.docs.get(&clean(cfg_path)) {
-            Some(b) => b.clone(),
-            None => match s.resolve(cfg_path) {
-                Some((d, _)) => store.content.read(&d)?,
-                None => bail!("{what}.Config: {cfg_path:?} is not in the archive"),
-            },
+        let cfg_bytes = match s.resolve(cfg_path) {
+            Some((d, _)) => store.content.read(&d).map_err(|e| e.context(format!("{what}.Config")))?,
+            None => bail!("{what}.Config: {cfg_path:?} is not in the archive"),
         };
         let cfg_d = store.content.write_blob(&cfg_bytes, None)?;
         let cfg = manifest::parse_config(&cfg_bytes, &format!("{what}: config"))?;
@@ -635,5 +634,30 @@ mod tests {
         assert!(err.contains("img.tar") && err.contains("PaxHeaders/big1"), "{err}");
         assert!(err.contains("over the 1048576-byte limit"), "{err}");
         assert!(r.pos <= 1 << 20, "{} bytes read", r.pos);
+    }
+
+    #[test]
+    fn load_keeps_only_the_archive_documents_in_memory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store(tmp.path());
+        let mut b = tar::Builder::new(Vec::new());
+        let cfg = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let cfg_name = format!("{}.json", Digest::of(cfg).hex());
+        let mut files: Vec<(String, Vec<u8>)> = vec![
+            ("manifest.json".into(), format!(r#"[{{"Config":"{cfg_name}","RepoTags":[],"Layers":[]}}]"#).into_bytes()),
+            (cfg_name.clone(), cfg.to_vec()),
+        ];
+        for i in 0..50 {
+            files.push((format!("extra/{i}.json"), vec![b' '; 100_000]));
+        }
+        for (p, data) in &files {
+            b.append(&header(p, data.len() as u64, 0o644, tar::EntryType::Regular).unwrap(), &data[..]).unwrap();
+        }
+        let bytes = b.into_inner().unwrap();
+        let s = scan_tar(&store, &bytes[..], "img.tar").unwrap();
+        assert_eq!(s.docs.keys().collect::<Vec<_>>(), vec!["manifest.json"]);
+        assert_eq!(s.files.len(), 51, "the config and the other JSON files are stored as blobs");
+        let loaded = load_docker(&store, &s, &s.docs["manifest.json"], "img.tar", &crate::pull::NoProgress).unwrap();
+        assert_eq!(loaded, vec![Digest::of(cfg).to_string()]);
     }
 }

@@ -13,6 +13,7 @@ use berth_storage::digest::{Hasher, HashingReader};
 use berth_storage::Digest;
 
 use crate::error::{bail, Context, Result};
+use crate::manifest::MAX_DOCUMENT;
 
 pub struct ContentStore {
     root: PathBuf,
@@ -78,9 +79,11 @@ impl ContentStore {
         File::open(self.path(d)).ctx(format!("blob {d} is missing from the content store"))
     }
 
-    /// Reads a (small) blob and checks it still matches its digest.
+    /// Reads a document (a manifest, an index, a config: at most `MAX_DOCUMENT` bytes) and
+    /// checks it still matches its digest.
     pub fn read(&self, d: &Digest) -> Result<Vec<u8>> {
-        let data = fs::read(self.path(d)).ctx(format!("blob {d} is missing from the content store"))?;
+        let mut f = self.open_blob(d)?;
+        let data = read_all_limited(&mut f, MAX_DOCUMENT, &format!("blob {d}"))?;
         if Digest::of(&data) != *d {
             bail!("blob {d} in the content store is corrupt (digest mismatch)");
         }
