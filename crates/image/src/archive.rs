@@ -4,8 +4,9 @@
 //! one-layer image.
 //!
 //! Loading streams the archive once: blobs go straight into the content store (verified
-//! against their names in an OCI layout, hashed for docker-archive layers), only the small
-//! JSON documents are kept in memory.
+//! against their names in an OCI layout, hashed for docker-archive layers, image configs
+//! too); only the archive's own documents (manifest.json, index.json, oci-layout,
+//! repositories) are kept in memory.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
