@@ -783,3 +783,38 @@ fn cli_layer_cache_poisoning_is_refused() {
     env.ok_in(&root, &["pull", "-q", &legit]);
     check_legit(&root);
 }
+
+#[test]
+fn cli_credentials_stay_with_the_registry_across_redirects() {
+    // A registry that needs credentials, behind a front that redirects blob downloads.
+    let env = Env::with_auth(Some(("berth", "s3cret")));
+    let repo = format!("{}/test/redir:v1", env.registry.addr());
+    skopeo_push(&env.fx.layout, "simple", &repo, false, None, Some("berth:s3cret")).unwrap();
+    let front = Proxy::start(env.registry.port).unwrap();
+    let src = format!("{}/test/redir:v1", front.addr());
+
+    // To a CDN that needs nothing: followed, and our credentials do not go there.
+    let open = Registry::start(&env.tmp.path().join("open-registry"), None).unwrap();
+    skopeo_push(&env.fx.layout, "simple", &format!("{}/test/redir:v1", open.addr()), false, None, None).unwrap();
+    let cdn = Proxy::start(open.port).unwrap();
+    front.redirect_blobs_to(Some(&cdn.addr()));
+    env.ok(&["pull", "-q", "--creds", "berth:s3cret", &src]);
+    assert!(!cdn.requests().is_empty(), "the blobs did not come from the redirect target");
+    assert!(cdn.requests().iter().all(|r| !r.contains("Authorization")), "{:#?}", cdn.requests());
+
+    // To a host that answers 401 with a token realm of its own: no credentials are sent there.
+    let evil = Proxy::start(env.registry.port).unwrap();
+    evil.require_bearer("evil", "berth", "s3cret");
+    front.redirect_blobs_to(Some(&evil.addr()));
+    let root = env.tmp.path().join("root-evil");
+    let o = env.run_in(&root, &["pull", "-q", "--creds", "berth:s3cret", &src]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        evil.token_requests().is_empty(),
+        "credentials went to the other host's realm: {:?}",
+        evil.token_requests()
+    );
+    assert!(err.contains("401") && err.contains(&evil.addr()) && err.contains("redirected"), "{err}");
+    assert!(evil.requests().iter().all(|r| !r.contains("Authorization")), "{:#?}", evil.requests());
+}

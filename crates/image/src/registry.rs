@@ -57,6 +57,28 @@ fn host_of(url: &str) -> &str {
     rest.split(['/', '?']).next().unwrap_or("")
 }
 
+/// `scheme://host[:port]` of an absolute URL.
+fn origin_of(url: &str) -> &str {
+    let Some(i) = url.find("://") else { return "" };
+    let end = url[i + 3..].find(['/', '?']).map(|e| i + 3 + e).unwrap_or(url.len());
+    &url[..end]
+}
+
+/// The absolute URL a `Location` header of a response to `current` points to.
+fn resolve_location(current: &str, loc: &str) -> String {
+    if loc.starts_with("http://") || loc.starts_with("https://") {
+        loc.to_string()
+    } else if let Some(rest) = loc.strip_prefix("//") {
+        format!("{}://{rest}", current.split("://").next().unwrap_or("https"))
+    } else if loc.starts_with('/') {
+        format!("{}{loc}", origin_of(current))
+    } else {
+        let path = current.split(['?', '#']).next().unwrap_or(current);
+        let dir = &path[..path.rfind('/').map(|i| i + 1).unwrap_or(path.len())];
+        format!("{dir}{loc}")
+    }
+}
+
 /// The message of a distribution-spec error body, if any.
 fn error_body(resp: ureq::Response) -> String {
     let mut body = Vec::new();
@@ -155,9 +177,13 @@ impl Client {
         *self.http_fallback.lock().unwrap() = false;
     }
 
-    /// Sends a request, authenticating on 401, following redirects (without credentials to
-    /// other hosts) and retrying transport errors and 5xx/429 with backoff when `body` can be
-    /// sent again.
+    /// Sends a request, authenticating on 401, following redirects and retrying transport
+    /// errors and 5xx/429 with backoff when `body` can be sent again.
+    ///
+    /// Credentials stay with the registry: the Authorization header goes only to the
+    /// registry's own origin (scheme and host, as contacted), a redirect from HTTPS to plain
+    /// HTTP is refused, and a 401 from anywhere else (a host the registry redirected to) is
+    /// an error, never a reason to send credentials to the token realm that host names.
     pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], mut body: Body) -> Result<ureq::Response> {
         let mut url = self.url(path);
         let mut authed_retry = false;
@@ -170,7 +196,8 @@ impl Client {
             for (k, v) in headers {
                 req = req.set(k, v);
             }
-            if host_of(&url) == self.host {
+            let own = origin_of(&url) == self.base.lock().unwrap().as_str();
+            if own {
                 if let Some(a) = self.auth.lock().unwrap().clone() {
                     req = req.set("Authorization", &a);
                 }
@@ -202,9 +229,20 @@ impl Client {
                     if redirects > 5 {
                         bail!("{what}: too many redirects");
                     }
-                    url = self.url(&loc);
+                    let next = resolve_location(&url, &loc);
+                    if url.starts_with("https://") && !next.starts_with("https://") {
+                        bail!("{what}: refusing to follow a redirect from HTTPS to plain HTTP ({next})");
+                    }
+                    url = next;
                 }
                 Ok(resp) => return Ok(resp),
+                Err(ureq::Error::Status(401, resp)) if !own => {
+                    let _ = error_body(resp);
+                    bail!(
+                        "{what}: 401 from {}, where the registry redirected the request: berth answers only the registry's own authentication challenges",
+                        origin_of(&url)
+                    );
+                }
                 Err(ureq::Error::Status(401, resp)) if !authed_retry => {
                     authed_retry = true;
                     let challenge = resp.header("WWW-Authenticate").unwrap_or("").to_string();

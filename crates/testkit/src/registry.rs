@@ -3,7 +3,8 @@
 //! authentication against the loopback `TokenServer` here, which signs JWTs with openssl), and a
 //! loopback `Proxy` in front of it that the tests steer: it can demand Bearer tokens (issued
 //! by its own token endpoint, the flow a registry with a token server uses), stall or cut a
-//! blob download after a number of bytes, and records every request it forwarded.
+//! blob download after a number of bytes, redirect blob downloads to another host, and records
+//! every request it received.
 //!
 //! Processes are stopped by pid and reaped on drop; nothing is left running.
 
@@ -267,6 +268,9 @@ struct ProxyState {
     token_requests: Mutex<Vec<String>>,
     bearer: Mutex<Option<BearerPolicy>>,
     stalled: AtomicBool,
+    /// Blob GETs are answered with a redirect to this host:port (as registries send clients
+    /// to a CDN or object storage).
+    redirect_blobs: Mutex<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -340,6 +344,12 @@ impl Proxy {
     pub fn require_bearer(&self, service: &str, user: &str, password: &str) {
         *self.state.bearer.lock().unwrap() =
             Some(BearerPolicy { service: service.into(), user: user.into(), password: password.into() });
+    }
+
+    /// Answers blob GETs with `307 Temporary Redirect` to the same path on `addr`
+    /// (`host:port`, plain HTTP), or forwards them again with None.
+    pub fn redirect_blobs_to(&self, addr: Option<&str>) {
+        *self.state.redirect_blobs.lock().unwrap() = addr.map(str::to_string);
     }
 
     /// Request lines and headers forwarded so far, one string per request.
@@ -484,6 +494,11 @@ fn serve(client: TcpStream, upstream_port: u16, own_port: u16, st: &ProxyState) 
         }
     }
 
+    let is_blob = path.contains("/blobs/sha256:") && request_line.starts_with("GET");
+    if let Some(to) = st.redirect_blobs.lock().unwrap().clone().filter(|_| is_blob) {
+        return respond(&mut client, "307 Temporary Redirect", &[format!("Location: http://{to}{path}")], "");
+    }
+
     // Forward on a fresh upstream connection, one request per connection.
     let mut up = TcpStream::connect(("127.0.0.1", upstream_port))?;
     let mut out = String::new();
@@ -512,7 +527,6 @@ fn serve(client: TcpStream, upstream_port: u16, own_port: u16, st: &ProxyState) 
     }
     rh.push_str("Connection: close\r\n\r\n");
     client.write_all(rh.as_bytes())?;
-    let is_blob = path.contains("/blobs/sha256:") && request_line.starts_with("GET");
     let mut buf = [0u8; 16 * 1024];
     loop {
         let n = ur.read(&mut buf)?;
