@@ -14,7 +14,7 @@ use std::path::Path;
 
 pub use digest::Digest;
 pub use layers::LayerStore;
-pub use snapshot::{Driver, Snapshotter};
+pub use snapshot::{Driver, OverlayMount, Snapshotter};
 pub use unpack::{unpack, Compression, UnpackStats};
 
 /// An error with its full context in the message: which layer, which entry, what failed.

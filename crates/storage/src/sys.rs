@@ -311,7 +311,6 @@ pub fn remove_all_at(dir: BorrowedFd, name: &CStr) -> io::Result<()> {
 
 // The new mount API, for overlay mounts with any number of lower directories ("lowerdir+").
 const FSOPEN_CLOEXEC: libc::c_uint = 1;
-const FSCONFIG_SET_FLAG: libc::c_uint = 0;
 const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 const FSMOUNT_CLOEXEC: libc::c_uint = 1;
@@ -341,22 +340,25 @@ impl FsContext {
         Ok(())
     }
 
-    pub fn set_flag(&self, key: &str) -> io::Result<()> {
-        let k = cstr(key.as_bytes())?;
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                self.0.as_raw_fd(),
-                FSCONFIG_SET_FLAG,
-                k.as_ptr(),
-                std::ptr::null::<libc::c_char>(),
-                0,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
+    /// The messages the kernel logged on this context (why a parameter or the creation
+    /// failed), oldest first, joined with "; ". Reading consumes them.
+    pub fn messages(&self) -> String {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        // Each read returns one message ("e text", "w text" or "i text"); ENODATA when none
+        // is left. The kernel keeps a handful at most.
+        for _ in 0..16 {
+            let n = unsafe { libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            let line = String::from_utf8_lossy(&buf[..n as usize]);
+            let text = line.get(2..).unwrap_or("").trim();
+            if !text.is_empty() {
+                out.push(text.to_string());
+            }
         }
-        Ok(())
+        out.join("; ")
     }
 
     /// Creates the superblock and attaches the mount at `target`.
