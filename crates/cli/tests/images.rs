@@ -818,3 +818,25 @@ fn cli_credentials_stay_with_the_registry_across_redirects() {
     assert!(err.contains("401") && err.contains(&evil.addr()) && err.contains("redirected"), "{err}");
     assert!(evil.requests().iter().all(|r| !r.contains("Authorization")), "{:#?}", evil.requests());
 }
+
+#[test]
+fn cli_refuses_to_run_without_root() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    for args in [&["images"][..], &["pull", "127.0.0.1:1/x:y"]] {
+        let o = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("--root")
+            .arg(&root)
+            .args(["--config", "/dev/null"])
+            .args(args)
+            .env_remove("BERTH_ROOT")
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(err.contains("berth needs root") && err.contains(root.to_str().unwrap()), "{args:?}: {err}");
+    }
+}

@@ -113,11 +113,16 @@ impl Store {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT))
     }
 
-    /// Opens (creating if needed) the store at `root`. The tree is private whatever the umask,
+    /// Opens (creating if needed) the store at `root`, as root. The tree is private whatever the umask,
     /// and made so again on every open (stores of older versions were not): the root is
     /// searchable only (0711), and `content/`, `layers/` and `snapshots/` are 0700, since
     /// layers hold images' setuid binaries, file capabilities and device nodes.
     pub fn open(root: &Path, config: Config) -> Result<Store> {
+        // Unpacking layers sets their files' owners and creates device nodes; overlay mounts
+        // need CAP_SYS_ADMIN. Without root nothing would work, so say so at once.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("berth needs root (store {})", root.display());
+        }
         fs::create_dir_all(root).ctx(format!("create store root {}", root.display()))?;
         let root = root.canonicalize().ctx(root.display())?;
         set_mode(&root, 0o711)?;

@@ -33,12 +33,10 @@ impl Driver {
         }
     }
 
-    /// overlay when the kernel has overlayfs (and we may mount), copy otherwise.
+    /// overlay when we may mount overlayfs, copy otherwise. fsopen("overlay") answers both
+    /// (and loads the module if it is not loaded yet, which /proc/filesystems would miss).
     pub fn detect() -> Driver {
-        let has_overlay = fs::read_to_string("/proc/filesystems")
-            .map(|s| s.lines().any(|l| l.split_whitespace().last() == Some("overlay")))
-            .unwrap_or(false);
-        if has_overlay && unsafe { libc::geteuid() } == 0 {
+        if sys::FsContext::open("overlay").is_ok() {
             Driver::Overlay
         } else {
             Driver::Copy
