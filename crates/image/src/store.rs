@@ -212,45 +212,84 @@ impl Store {
     }
 
     /// Finds an image by name (`busybox`, `reg/x:tag`, `x@sha256:...`), by ID (the config
-    /// digest, or a unique prefix of at least 4 hex digits) or by manifest digest.
+    /// digest, or a unique prefix of at least 4 hex digits) or by manifest digest. Names come
+    /// first, as in Docker: `cafe` is the image named `cafe` if there is one, and an ID
+    /// prefix only otherwise; `sha256:...` and 64 hex digits are only ever IDs or digests.
     pub fn resolve(&self, name: &str) -> Result<Image> {
-        let hex = name.strip_prefix("sha256:").unwrap_or(name);
-        if hex.len() >= 4 && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
-            let rows = self.db().images()?;
-            let mut found: Vec<&ImageRow> = rows
-                .iter()
-                .filter(|r| r.config_digest[7..].starts_with(hex) || r.manifest_digest[7..].starts_with(hex))
-                .collect();
-            let ids: HashSet<&str> = found.iter().map(|r| r.config_digest.as_str()).collect();
-            if ids.len() > 1 {
-                bail!("image ID {name:?} is ambiguous: {} images match", ids.len());
+        let id_like = |h: &str| {
+            h.len() >= 4 && h.len() <= 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        if let Some(hex) = name.strip_prefix("sha256:").filter(|h| id_like(h)) {
+            return self
+                .by_id_prefix(name, hex)?
+                .ok_or_else(|| Error::msg(format!("image {name} not found in the store")));
+        }
+        if name.len() == 64 && id_like(name) {
+            return self
+                .by_id_prefix(name, name)?
+                .ok_or_else(|| Error::msg(format!("image {name} not found in the store")));
+        }
+        let r = match self.config.resolve(name) {
+            Ok(r) => r,
+            Err(e) => {
+                if id_like(name) {
+                    if let Some(img) = self.by_id_prefix(name, name)? {
+                        return Ok(img);
+                    }
+                }
+                return Err(e);
             }
-            if let Some(r) = found.pop() {
-                // Of several manifests with the same config, prefer a tagged one.
-                let md = rows
-                    .iter()
-                    .filter(|x| x.config_digest == r.config_digest)
-                    .find(|x| !self.db().tags_of(&x.manifest_digest).unwrap_or_default().is_empty())
-                    .unwrap_or(r)
-                    .manifest_digest
-                    .clone();
-                return self.image_by_manifest(&md)?.ok_or_else(|| Error::msg(format!("image {name}: vanished")));
+        };
+        if let Some(img) = self.by_name(&r)? {
+            return Ok(img);
+        }
+        if id_like(name) {
+            if let Some(img) = self.by_id_prefix(name, name)? {
+                return Ok(img);
             }
         }
-        let r = self.config.resolve(name)?;
+        match r.tagged() {
+            Some(t) if r.digest.is_none() => bail!("image {name} ({t}) not found in the store"),
+            _ => bail!("image {name} not found in the store"),
+        }
+    }
+
+    /// The image a reference names: by its digest, else by its tag.
+    fn by_name(&self, r: &Reference) -> Result<Option<Image>> {
         if let Some(d) = &r.digest {
-            let img = self.image_by_manifest(d.as_str())?;
-            return match img {
-                Some(i) => Ok(i),
-                None => bail!("image {name} not found in the store"),
-            };
+            return self.image_by_manifest(d.as_str());
         }
-        let tagged = r.tagged().unwrap_or_default();
-        let hit = self.db().tag(&tagged)?;
+        let hit = self.db().tag(&r.tagged().unwrap_or_default())?;
         match hit {
-            Some((md, _)) => self.image_by_manifest(&md)?.ok_or_else(|| Error::msg(format!("image {name}: vanished"))),
-            None => bail!("image {name} ({tagged}) not found in the store"),
+            Some((md, _)) => {
+                Ok(Some(self.image_by_manifest(&md)?.ok_or_else(|| Error::msg(format!("image {r}: vanished")))?))
+            }
+            None => Ok(None),
         }
+    }
+
+    /// The image whose ID (config digest) or manifest digest starts with `hex`; an error when
+    /// several images match.
+    fn by_id_prefix(&self, name: &str, hex: &str) -> Result<Option<Image>> {
+        let rows = self.db().images()?;
+        let mut found: Vec<&ImageRow> = rows
+            .iter()
+            .filter(|r| r.config_digest[7..].starts_with(hex) || r.manifest_digest[7..].starts_with(hex))
+            .collect();
+        let ids: HashSet<&str> = found.iter().map(|r| r.config_digest.as_str()).collect();
+        if ids.len() > 1 {
+            bail!("image ID {name:?} is ambiguous: {} images match", ids.len());
+        }
+        let Some(r) = found.pop() else { return Ok(None) };
+        // Of several manifests with the same config, prefer a tagged one.
+        let md = rows
+            .iter()
+            .filter(|x| x.config_digest == r.config_digest)
+            .find(|x| !self.db().tags_of(&x.manifest_digest).unwrap_or_default().is_empty())
+            .unwrap_or(r)
+            .manifest_digest
+            .clone();
+        Ok(Some(self.image_by_manifest(&md)?.ok_or_else(|| Error::msg(format!("image {name}: vanished")))?))
     }
 
     /// Bytes of file content of the image's layers once unpacked (what `berth images` shows,

@@ -55,3 +55,40 @@ fn store_tree_is_private_even_when_it_existed() {
     assert_eq!(mode(&fresh), 0o711);
     assert_eq!(mode(&fresh.join("layers")), 0o700);
 }
+
+/// Imports a one-layer image holding `file`, tagged `name`; returns its ID.
+fn import(store: &Store, dir: &Path, file: &str, name: &str) -> berth_image::Digest {
+    use berth_testkit::image::{compress, Compression, LayerBuilder};
+    let mut b = LayerBuilder::new();
+    b.file(file, 0o644, file.as_bytes());
+    let path = dir.join(format!("{file}.tar.gz"));
+    fs::write(&path, compress(&b.finish(), Compression::Gzip)).unwrap();
+    berth_image::archive::import(store, &path, Some(name)).unwrap()
+}
+
+#[test]
+fn names_resolve_before_id_prefixes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("root"), Config::default()).unwrap();
+    let a = import(&store, tmp.path(), "a", "localhost/a:1");
+    let b = import(&store, tmp.path(), "b", "localhost/b:1");
+    let prefix = b.hex()[..12].to_string();
+    // Another image named like b's ID prefix: the name wins, as in Docker.
+    let img_a = store.resolve("localhost/a:1").unwrap();
+    let tag = store.tag(&img_a, &prefix).unwrap();
+    assert_eq!(tag, format!("docker.io/library/{prefix}:latest"));
+    assert_eq!(store.resolve(&prefix).unwrap().id(), a);
+    let out = store.remove_image(&prefix, false).unwrap();
+    assert_eq!(out, vec![format!("Untagged: {tag}")], "rmi {prefix} removed the wrong thing");
+    assert_eq!(store.list().unwrap().len(), 2, "rmi {prefix} removed an image");
+    // Without such a name, the prefix is an ID again; sha256:... and 64 hex digits only ever are.
+    assert_eq!(store.resolve(&prefix).unwrap().id(), b);
+    assert_eq!(store.resolve(&format!("sha256:{}", &b.hex()[..8])).unwrap().id(), b);
+    assert_eq!(store.resolve(b.hex()).unwrap().id(), b);
+    assert_eq!(store.resolve(b.as_str()).unwrap().id(), b);
+    let err = store.resolve("sha256:ffffffffffff").err().unwrap().to_string();
+    assert!(err.contains("not found"), "{err}");
+    let err = store.resolve("nothing-here").err().unwrap().to_string();
+    assert!(err.contains("not found"), "{err}");
+}
+
