@@ -35,7 +35,8 @@ pub struct Writer {
     hasher: Hasher,
 }
 
-fn flock(f: &File, op: libc::c_int) -> io::Result<()> {
+/// flock(2), again when interrupted by a signal.
+pub(crate) fn flock(f: &File, op: libc::c_int) -> io::Result<()> {
     loop {
         if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
             return Ok(());
@@ -113,16 +114,27 @@ impl ContentStore {
         let path = dir.join("data");
         let mut tries = 0;
         let mut file = loop {
+            tries += 1;
             fs::create_dir_all(&dir).ctx(format!("create {}", dir.display()))?;
-            match OpenOptions::new().read(true).append(true).create(true).open(&path) {
-                Ok(f) => break f,
+            let f = match OpenOptions::new().read(true).append(true).create(true).open(&path) {
+                Ok(f) => f,
                 // The previous holder committed and removed the directory meanwhile.
-                Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 5 => tries += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 100 => continue,
                 Err(e) => return Err(e).ctx(format!("open {}", path.display())),
+            };
+            flock(&f, libc::LOCK_EX).ctx(format!("lock {}", path.display()))?;
+            // The holder waited for may have committed the file (renamed into blobs/) or
+            // given up on it (removed): the lock is then on a file no longer at `path`.
+            if is_at(&f, &path) {
+                break f;
+            }
+            if tries >= 100 {
+                bail!("ingest of {expected}: {} keeps being replaced", path.display());
             }
         };
-        flock(&file, libc::LOCK_EX).ctx(format!("lock {}", path.display()))?;
         if self.contains(expected) {
+            // Nothing to resume: the blob is there (the lock keeps others out of `dir`).
+            let _ = fs::remove_dir_all(&dir);
             return Ok(None);
         }
         // Rebuild the running hash over what an earlier attempt wrote.
@@ -183,11 +195,17 @@ impl ContentStore {
             if !old {
                 continue;
             }
-            if let Ok(f) = File::open(&data) {
-                if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-                    continue; // in use
+            // Held until the directory is gone: a process that opened the file meanwhile
+            // finds it no longer at its path once it has the lock (see `ingest`).
+            let _held = match File::open(&data) {
+                Ok(f) => {
+                    if flock(&f, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+                        continue; // in use
+                    }
+                    Some(f)
                 }
-            }
+                Err(_) => None,
+            };
             fs::remove_dir_all(&dir).ctx(format!("remove {}", dir.display()))?;
             n += 1;
         }
@@ -199,6 +217,15 @@ impl ContentStore {
         fs::read_dir(self.root.join("ingest"))
             .map(|rd| rd.flatten().filter_map(|e| fs::metadata(e.path().join("data")).ok()).map(|m| m.len()).sum())
             .unwrap_or(0)
+    }
+}
+
+/// Whether the open file `f` is (still) the file at `path`.
+fn is_at(f: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 

@@ -164,15 +164,8 @@ impl Store {
             .write(true)
             .open(&self.lock_path)
             .ctx(self.lock_path.display())?;
-        loop {
-            if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
-                return Ok(Lock { _file: f });
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e).ctx(format!("lock {}", self.lock_path.display()));
-            }
-        }
+        crate::content::flock(&f, op).ctx(format!("lock {}", self.lock_path.display()))?;
+        Ok(Lock { _file: f })
     }
 
     /// Held while adding content (pull, load, import): GC waits for it.

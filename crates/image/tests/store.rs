@@ -92,3 +92,52 @@ fn names_resolve_before_id_prefixes() {
     assert!(err.contains("not found"), "{err}");
 }
 
+/// Waits until a thread of this process is blocked in flock on the file `inode`.
+fn wait_for_blocked_flock(inode: u64) {
+    let pid = std::process::id().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let locks = fs::read_to_string("/proc/locks").unwrap();
+        if locks.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&"->")
+                && f.contains(&"FLOCK")
+                && f.contains(&pid.as_str())
+                && f.iter().any(|x| x.rsplit(':').next() == Some(&inode.to_string()))
+        }) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no blocked flock appeared:\n{locks}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn ingest_waiting_for_a_discarded_download_starts_a_new_one() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("root"), Config::default()).unwrap();
+    let right = b"the right content";
+    let d = berth_image::Digest::of(right);
+    let mut first = store.content.ingest(&d, Some(right.len() as u64)).unwrap().unwrap();
+    first.append(b"the wrong content").unwrap();
+    let data = store.root.join("content/ingest").join(d.hex()).join("data");
+    let inode = fs::metadata(&data).unwrap().ino();
+    std::thread::scope(|s| {
+        // A second writer of the same blob waits for the first one's lock...
+        let second = s.spawn(|| {
+            let mut i = store.content.ingest(&d, Some(right.len() as u64)).unwrap().expect("blob already there");
+            i.reset().unwrap();
+            i.append(right).unwrap();
+            i.commit(&store.content)
+        });
+        wait_for_blocked_flock(inode);
+        // ...which gives up on a digest mismatch, removing its files: the waiter must not go
+        // on writing into the unlinked file it had opened.
+        let err = first.commit(&store.content).unwrap_err().to_string();
+        assert!(err.contains("digest mismatch"), "{err}");
+        let got = second.join().unwrap().unwrap();
+        assert_eq!(got, d);
+    });
+    assert_eq!(store.content.read(&d).unwrap(), right);
+}
