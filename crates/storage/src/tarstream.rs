@@ -28,6 +28,9 @@ fn bad(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
+/// PAX records: (key, value), in the order of the header.
+pub type PaxRecords = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One entry's header with its extensions applied.
 pub struct EntryHeader {
     /// The entry's own 512-byte header (mode, owner, times, device numbers...).
@@ -38,7 +41,7 @@ pub struct EntryHeader {
     /// Bytes of content (for a sparse file: its full size, holes included).
     pub size: u64,
     /// The records of the entry's PAX extended header, in order.
-    pub pax: Vec<(Vec<u8>, Vec<u8>)>,
+    pub pax: PaxRecords,
 }
 
 impl EntryHeader {
@@ -69,7 +72,7 @@ pub struct TarStream<R> {
 }
 
 /// Parses PAX records (`<length> <key>=<value>\n`; values may hold newlines).
-pub fn parse_pax(mut b: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+pub fn parse_pax(mut b: &[u8]) -> Result<PaxRecords, String> {
     let mut out = Vec::new();
     while !b.is_empty() {
         if b.iter().all(|c| *c == 0) {

@@ -345,7 +345,9 @@ fn pax_size_long_names_and_gnu_sparse_files_unpack() {
     f.set_entry_type(tar::EntryType::Regular);
     f.set_path("short-name").unwrap();
     f.set_mode(0o644);
-    (f.set_uid(0), f.set_gid(0), f.set_mtime(0));
+    f.set_uid(0);
+    f.set_gid(0);
+    f.set_mtime(0);
     f.set_size(0); // the PAX size wins
     f.set_cksum();
     block(&f, b"hello", &mut tar_bytes);
@@ -360,7 +362,9 @@ fn pax_size_long_names_and_gnu_sparse_files_unpack() {
     s.set_entry_type(tar::EntryType::GNUSparse);
     s.set_path("sparse").unwrap();
     s.set_mode(0o644);
-    (s.set_uid(0), s.set_gid(0), s.set_mtime(0));
+    s.set_uid(0);
+    s.set_gid(0);
+    s.set_mtime(0);
     s.set_size(1024);
     {
         let g = s.as_gnu_mut().unwrap();
