@@ -840,3 +840,23 @@ fn cli_refuses_to_run_without_root() {
         assert!(err.contains("berth needs root") && err.contains(root.to_str().unwrap()), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn cli_mirror_failing_blobs_falls_back_to_the_registry() {
+    let env = Env::new();
+    let repo = env.push("multi", "test/mirrored:v1");
+    // A mirror that serves manifests but cuts every blob download.
+    let mirror = Proxy::start(env.registry.port).unwrap();
+    mirror.limit_blob_bytes(0, AfterBudget::Cut);
+    env.write_config(&format!(
+        "retries = 1\n[[registries.mirrors]]\nregistry = \"{}\"\nlocations = [\"{}\"]\n",
+        env.registry.addr(),
+        mirror.addr()
+    ));
+    let (_, err) = env.ok(&["pull", &repo]);
+    assert!(mirror.requests().iter().any(|r| r.contains("/manifests/")), "the mirror was not asked first");
+    assert!(err.contains(&format!("from {}", mirror.addr())) && err.contains("trying the next endpoint"), "{err}");
+    let img = env.inspect_in(&env.root(), &repo);
+    assert_eq!(img["Id"], env.fx.multi.config_digest.as_str());
+    assert_eq!(img["Layers"].as_array().unwrap().len(), 3);
+}
