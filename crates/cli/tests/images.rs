@@ -536,6 +536,17 @@ fn cli_killed_pull_leaves_consistent_store() {
     proxy.limit_blob_bytes(150_000, AfterBudget::Stall);
     let mut child = env.cmd(&env.root(), &["pull", &src]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     wait_for("the transfer to stall", || proxy.has_stalled());
+    // The proxy has sent its budget; wait until berth has it in the ingest (on a loaded
+    // machine it may still be in the socket when the stall is seen).
+    let ingest = env.root().join("content/ingest");
+    let partial = || -> u64 {
+        dir_entries(&ingest)
+            .iter()
+            .filter_map(|d| fs::metadata(ingest.join(d).join("data")).ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    wait_for("the partial download to reach the ingest", || partial() >= 100_000);
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
     assert_consistent_empty(&env, &env.root());
