@@ -448,51 +448,51 @@ impl Store {
     /// digest removes the image and all its tags (several tags need `force`). An image used by
     /// a container snapshot is kept. Unreferenced blobs and layers are then collected.
     pub fn remove_image(&self, name: &str, force: bool) -> Result<Vec<String>> {
-        let img = self.resolve(name)?;
-        let mut out = Vec::new();
-        let by_tag = {
-            let r = self.config.resolve(name).ok();
-            r.and_then(|r| r.tagged()).filter(|t| img.tags.contains(t))
-        };
-        let snaps = self.db().snapshots_of(&img.row.manifest_digest)?;
+        // Everything is decided under the exclusive lock (no pull, load or snapshot creation
+        // meanwhile) and inside the transaction that deletes (the tags and snapshots read are
+        // the ones the deletion sees).
         let _lock = self.lock_exclusive()?;
-        let remaining_tags: Vec<String> = match &by_tag {
-            Some(t) => img.tags.iter().filter(|x| *x != t).cloned().collect(),
-            None => {
-                if img.tags.len() > 1 && !force {
-                    bail!(
-                        "image {} is referenced by {} tags ({}): remove them by name or use --force",
-                        img.id().short(),
-                        img.tags.len(),
-                        img.tags.join(", ")
-                    );
-                }
-                Vec::new()
-            }
-        };
-        if remaining_tags.is_empty() && !snaps.is_empty() {
-            bail!("image {} is in use by container snapshot(s) {}", img.id().short(), snaps.join(", "));
-        }
-        self.db().write(|tx| {
-            match &by_tag {
-                Some(t) => {
-                    tx.execute("DELETE FROM tags WHERE name = ?1", [t])?;
-                    out.push(format!("Untagged: {t}"));
-                }
+        let img = self.resolve(name)?;
+        let named = self.config.resolve(name).ok().and_then(|r| r.tagged());
+        let md = img.row.manifest_digest.clone();
+        let short = img.id().short().to_string();
+        let (out, deleted) = self.db().write(|tx| {
+            let list = |sql: &str| -> Result<Vec<String>> {
+                let mut st = tx.prepare(sql)?;
+                let rows = st.query_map([&md], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+                Ok(rows)
+            };
+            let tags = list("SELECT name FROM tags WHERE manifest_digest = ?1 ORDER BY name")?;
+            let snaps = list("SELECT id FROM snapshots WHERE manifest_digest = ?1 ORDER BY id")?;
+            let by_tag = named.filter(|t| tags.contains(t));
+            let (untag, delete) = match &by_tag {
+                Some(t) => (vec![t.clone()], tags.len() == 1),
                 None => {
-                    for t in &img.tags {
-                        tx.execute("DELETE FROM tags WHERE name = ?1", [t])?;
-                        out.push(format!("Untagged: {t}"));
+                    if tags.len() > 1 && !force {
+                        bail!(
+                            "image {short} is referenced by {} tags ({}): remove them by name or use --force",
+                            tags.len(),
+                            tags.join(", ")
+                        );
                     }
+                    (tags.clone(), true)
                 }
+            };
+            if delete && !snaps.is_empty() {
+                bail!("image {short} is in use by container snapshot(s) {}", snaps.join(", "));
             }
-            if remaining_tags.is_empty() {
-                tx.execute("DELETE FROM images WHERE manifest_digest = ?1", [&img.row.manifest_digest])?;
+            let mut out = Vec::new();
+            for t in &untag {
+                tx.execute("DELETE FROM tags WHERE name = ?1", [t])?;
+                out.push(format!("Untagged: {t}"));
+            }
+            if delete {
+                tx.execute("DELETE FROM images WHERE manifest_digest = ?1", [&md])?;
                 out.push(format!("Deleted: {}", img.id()));
             }
-            Ok(())
+            Ok((out, delete))
         })?;
-        if remaining_tags.is_empty() {
+        if deleted {
             self.collect_garbage_locked()?;
         }
         Ok(out)
