@@ -871,3 +871,40 @@ fn cli_mirror_failing_blobs_falls_back_to_the_registry() {
     assert_eq!(img["Id"], env.fx.multi.config_digest.as_str());
     assert_eq!(img["Layers"].as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn cli_credentials_found_along_the_auth_file_chain() {
+    // $XDG_RUNTIME_DIR is set but holds no containers/auth.json: ~/.docker/config.json is
+    // still read (podman's and skopeo's order), and berth login writes the XDG file.
+    let env = Env::with_auth(Some(("berth", "s3cret")));
+    let dest = format!("{}/test/chain:v1", env.registry.addr());
+    skopeo_push(&env.fx.layout, "simple", &dest, false, None, Some("berth:s3cret")).unwrap();
+    let (run, home) = (env.tmp.path().join("run"), env.tmp.path().join("home"));
+    fs::create_dir_all(&run).unwrap();
+    fs::create_dir_all(home.join(".docker")).unwrap();
+    let auth = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(b"berth:s3cret")
+    };
+    fs::write(
+        home.join(".docker/config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, env.registry.addr()),
+    )
+    .unwrap();
+    let berth = |root: &Path, args: &[&str]| {
+        let mut c = env.cmd(root, args);
+        c.env_remove("REGISTRY_AUTH_FILE").env("XDG_RUNTIME_DIR", &run).env("HOME", &home);
+        c.output().unwrap()
+    };
+    let o = berth(&env.root(), &["pull", "-q", &dest]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = berth(&env.root(), &["login", "-u", "berth", "-p", "s3cret", &env.registry.addr()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(run.join("containers/auth.json").is_file(), "login did not write $XDG_RUNTIME_DIR/containers/auth.json");
+    // Logging out removes what berth wrote; docker's file is another tool's and is left.
+    let o = berth(&env.root(), &["logout", &env.registry.addr()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = berth(&env.root(), &["logout", &env.registry.addr()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains(".docker/config.json"), "{err}");
+}
