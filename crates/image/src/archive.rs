@@ -110,7 +110,7 @@ pub fn save(store: &Store, names: &[String], format: Format, out: &Path) -> Resu
         let tmp = out.with_file_name(format!(
             ".{}.tmp-{}",
             out.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
-            crate::content::unique()
+            berth_storage::unique_suffix()
         ));
         let f = File::create(&tmp).ctx(format!("create {}", tmp.display()))?;
         (Box::new(io::BufWriter::with_capacity(1 << 20, f)), Some(tmp))
@@ -382,7 +382,7 @@ pub fn load(store: &Store, input: &Path, progress: &dyn Progress) -> Result<Vec<
         scan_tar(store, r, &origin)?
     };
     if let Some(idx) = scanned.docs.get("index.json") {
-        load_oci(store, &scanned, idx, &origin, progress)
+        load_oci(store, idx, &origin, progress)
     } else if let Some(m) = scanned.docs.get("manifest.json") {
         load_docker(store, &scanned, m, &origin, progress)
     } else {
@@ -390,13 +390,7 @@ pub fn load(store: &Store, input: &Path, progress: &dyn Progress) -> Result<Vec<
     }
 }
 
-fn load_oci(
-    store: &Store,
-    _scanned: &Scanned,
-    idx: &[u8],
-    origin: &str,
-    progress: &dyn Progress,
-) -> Result<Vec<String>> {
+fn load_oci(store: &Store, idx: &[u8], origin: &str, progress: &dyn Progress) -> Result<Vec<String>> {
     let (doc, _) = manifest::parse_document(idx, Some(manifest::OCI_INDEX), &format!("{origin}: index.json"))?;
     let Document::Index(index) = doc else { bail!("{origin}: index.json is not an image index") };
     let mut loaded = Vec::new();

@@ -146,7 +146,7 @@ impl AuthFile {
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir).ctx(format!("create {}", dir.display()))?;
         }
-        let tmp = self.path.with_extension(format!("tmp-{}", crate::content::unique()));
+        let tmp = self.path.with_extension(format!("tmp-{}", berth_storage::unique_suffix()));
         {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;

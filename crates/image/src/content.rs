@@ -150,7 +150,7 @@ impl ContentStore {
     }
 
     pub fn writer(&self) -> Result<Writer> {
-        let dir = self.root.join("ingest").join(format!("tmp-{}", unique()));
+        let dir = self.root.join("ingest").join(format!("tmp-{}", berth_storage::unique_suffix()));
         fs::create_dir(&dir).ctx(format!("create {}", dir.display()))?;
         let path = dir.join("data");
         let file =
@@ -227,12 +227,6 @@ fn is_at(f: &File, path: &Path) -> bool {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
         _ => false,
     }
-}
-
-pub(crate) fn unique() -> String {
-    let mut b = [0u8; 8];
-    let _ = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    format!("{}-{}", std::process::id(), berth_storage::digest::hex(&b))
 }
 
 impl Ingest {

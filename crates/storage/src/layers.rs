@@ -36,7 +36,9 @@ impl Drop for TempLayer {
     }
 }
 
-pub(crate) fn unique_suffix() -> String {
+/// `<pid>-<16 random hex digits>`: names of temporary files and directories, unique across
+/// processes and threads, with the creator's pid (so leftovers of dead processes are known).
+pub fn unique_suffix() -> String {
     let mut b = [0u8; 8];
     let _ = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
     format!("{}-{}", std::process::id(), crate::digest::hex(&b))

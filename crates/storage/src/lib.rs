@@ -13,7 +13,7 @@ use std::fmt;
 use std::path::Path;
 
 pub use digest::Digest;
-pub use layers::LayerStore;
+pub use layers::{unique_suffix, LayerStore};
 pub use snapshot::{Driver, OverlayMount, Snapshotter};
 pub use unpack::{unpack, Compression, UnpackStats};
 
