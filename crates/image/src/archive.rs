@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use berth_storage::digest::HashingReader;
 use berth_storage::tarstream::TarStream;
@@ -104,37 +104,61 @@ pub fn save(store: &Store, names: &[String], format: Format, out: &Path) -> Resu
     if format == Format::OciDir {
         return save_oci_dir(store, &images, out);
     }
-    let (file, tmp): (Box<dyn Write>, Option<PathBuf>) = if out == Path::new("-") {
-        (Box::new(io::BufWriter::new(io::stdout().lock())), None)
-    } else {
-        let tmp = out.with_file_name(format!(
-            ".{}.tmp-{}",
-            out.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
-            berth_storage::unique_suffix()
-        ));
-        let f = File::create(&tmp).ctx(format!("create {}", tmp.display()))?;
-        (Box::new(io::BufWriter::with_capacity(1 << 20, f)), Some(tmp))
-    };
-    let result = (|| {
-        let mut b = tar::Builder::new(file);
+    let write = |w: &mut dyn Write| -> Result<()> {
+        let mut b = tar::Builder::new(w);
         match format {
             Format::DockerArchive => write_docker(store, &images, &mut b)?,
             Format::OciArchive => write_oci(store, &images, &mut b)?,
             Format::OciDir => unreachable!(),
         }
-        let mut w = b.into_inner().ctx("finish archive")?;
-        w.flush().ctx("write archive")?;
-        Ok(())
-    })();
-    match (result, tmp) {
-        (Ok(()), Some(tmp)) => fs::rename(&tmp, out).ctx(format!("write {}", out.display())),
-        (Ok(()), None) => Ok(()),
-        (Err(e), Some(tmp)) => {
-            let _ = fs::remove_file(tmp);
-            Err(e)
-        }
-        (Err(e), None) => Err(e),
+        b.into_inner().ctx("finish archive")?.flush().ctx("write archive")
+    };
+    if out == Path::new("-") {
+        return write(&mut io::BufWriter::new(io::stdout().lock()));
     }
+    // A temporary file beside the target, durable before it is renamed into place.
+    let tmp = out.with_file_name(format!(
+        ".{}.tmp-{}",
+        out.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+        berth_storage::unique_suffix()
+    ));
+    let f = File::create(&tmp).ctx(format!("create {}", tmp.display()))?;
+    let result = write(&mut io::BufWriter::with_capacity(1 << 20, &f))
+        .and_then(|_| f.sync_all().ctx(format!("fsync {}", tmp.display())))
+        .and_then(|_| fs::rename(&tmp, out).ctx(format!("write {}", out.display())))
+        .and_then(|_| fsync_parent(out));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn fsync_parent(p: &Path) -> Result<()> {
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    crate::content::fsync_dir(dir)
+}
+
+/// Writes `data` to `target` through a uniquely named temporary file beside it (concurrent
+/// saves into one directory do not share it), fsynced before the rename.
+fn write_durably(target: &Path, data: &mut dyn Read) -> Result<()> {
+    let tmp = target.with_file_name(format!(
+        ".{}.tmp-{}",
+        target.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+        berth_storage::unique_suffix()
+    ));
+    let result = (|| {
+        let mut f = File::create(&tmp).ctx(format!("create {}", tmp.display()))?;
+        io::copy(data, &mut f).ctx(format!("write {}", tmp.display()))?;
+        f.sync_all().ctx(format!("fsync {}", tmp.display()))?;
+        fs::rename(&tmp, target).ctx(format!("write {}", target.display()))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
 }
 
 fn add_bytes<W: Write>(b: &mut tar::Builder<W>, path: &str, data: &[u8]) -> Result<()> {
@@ -229,22 +253,22 @@ fn write_oci<W: Write>(store: &Store, images: &[(Image, Vec<String>)], b: &mut t
 }
 
 fn save_oci_dir(store: &Store, images: &[(Image, Vec<String>)], out: &Path) -> Result<()> {
-    fs::create_dir_all(out.join("blobs/sha256")).ctx(format!("create {}", out.display()))?;
-    fs::write(out.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).ctx(out.display())?;
+    let blobs = out.join("blobs/sha256");
+    fs::create_dir_all(&blobs).ctx(format!("create {}", out.display()))?;
+    write_durably(&out.join("oci-layout"), &mut &br#"{"imageLayoutVersion":"1.0.0"}"#[..])?;
     for (img, _) in images {
         for d in image_blobs(img)? {
-            let target = out.join("blobs/sha256").join(d.hex());
+            let target = blobs.join(d.hex());
             if !target.exists() {
-                let tmp = target.with_extension("tmp");
-                fs::copy(store.content.path(&d), &tmp).ctx(format!("copy blob {d}"))?;
-                fs::rename(&tmp, &target).ctx(target.display())?;
+                write_durably(&target, &mut store.content.open_blob(&d)?)
+                    .map_err(|e| e.context(format!("blob {d}")))?;
             }
         }
     }
-    let idx = oci_index(store, images)?;
-    let tmp = out.join("index.json.tmp");
-    fs::write(&tmp, idx).ctx(tmp.display())?;
-    fs::rename(&tmp, out.join("index.json")).ctx(out.display())
+    crate::content::fsync_dir(&blobs)?;
+    // index.json last: the layout is complete once it names the images.
+    write_durably(&out.join("index.json"), &mut &oci_index(store, images)?[..])?;
+    crate::content::fsync_dir(out)
 }
 
 /// What an archive held, read in one pass.

@@ -363,7 +363,10 @@ impl Store {
         // Layers are on disk before their records: make them durable first.
         if !layers.is_empty() {
             let fd = berth_storage::sys::open_dir(self.layers.dir()).ctx("layers directory")?;
-            unsafe { libc::syncfs(fd.as_raw_fd()) };
+            if unsafe { libc::syncfs(fd.as_raw_fd()) } != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .ctx(format!("syncfs on the filesystem of {}", self.layers.dir().display()));
+            }
         }
         let now = db::now();
         self.db().write(|tx| {
