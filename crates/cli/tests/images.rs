@@ -908,3 +908,25 @@ fn cli_credentials_found_along_the_auth_file_chain() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains(".docker/config.json"), "{err}");
 }
+
+#[test]
+fn cli_push_authenticates_again_when_a_token_expires() {
+    let env = Env::new();
+    let repo = env.push("simple", "test/exp:v1");
+    env.ok(&["pull", "-q", &repo]);
+    let proxy = Proxy::start(env.registry.port).unwrap();
+    proxy.require_bearer("berth-test-registry", "tokuser", "tokpass");
+    env.ok(&["login", "-u", "tokuser", "-p", "tokpass", &proxy.addr()]);
+    // Every token is good for one request: each request of the push, the blob uploads
+    // included, first meets an expired token.
+    proxy.token_uses(1);
+    let dest = format!("{}/test/exp-pushed:v1", proxy.addr());
+    let (_, err) = env.ok(&["push", &repo, &dest]);
+    assert!(err.contains("2 uploaded"), "{err}");
+    let sk: Value = serde_json::from_str(
+        &skopeo(&["inspect", "--tls-verify=false", &format!("docker://{}/test/exp-pushed:v1", env.registry.addr())])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sk["Digest"], env.fx.simple.manifest_descriptor["digest"]);
+}

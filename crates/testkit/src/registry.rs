@@ -268,6 +268,9 @@ struct ProxyState {
     token_requests: Mutex<Vec<String>>,
     bearer: Mutex<Option<BearerPolicy>>,
     stalled: AtomicBool,
+    /// Requests each token is good for (0: unlimited), and the requests made with each.
+    token_uses: AtomicU64,
+    token_used: Mutex<std::collections::HashMap<String, u64>>,
     /// Blob GETs are answered with a redirect to this host:port (as registries send clients
     /// to a CDN or object storage).
     redirect_blobs: Mutex<Option<String>>,
@@ -344,6 +347,12 @@ impl Proxy {
     pub fn require_bearer(&self, service: &str, user: &str, password: &str) {
         *self.state.bearer.lock().unwrap() =
             Some(BearerPolicy { service: service.into(), user: user.into(), password: password.into() });
+    }
+
+    /// Makes every token good for `n` requests only (0: unlimited), as tokens that expire
+    /// in the middle of a push.
+    pub fn token_uses(&self, n: u64) {
+        self.state.token_uses.store(n, Ordering::SeqCst);
     }
 
     /// Answers blob GETs with `307 Temporary Redirect` to the same path on `addr`
@@ -470,10 +479,15 @@ fn serve(client: TcpStream, upstream_port: u16, own_port: u16, st: &ProxyState) 
                 &format!(r#"{{"token":"{token}","expires_in":300}}"#),
             );
         }
-        let ok = header(&head, "Authorization")
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .map(|t| st.tokens.lock().unwrap().iter().any(|x| x == t))
-            .unwrap_or(false);
+        let token = header(&head, "Authorization").and_then(|a| a.strip_prefix("Bearer "));
+        let mut ok = token.map(|t| st.tokens.lock().unwrap().iter().any(|x| x == t)).unwrap_or(false);
+        let limit = st.token_uses.load(Ordering::SeqCst);
+        if let (true, Some(t), true) = (ok, token, limit > 0) {
+            let mut used = st.token_used.lock().unwrap();
+            let n = used.entry(t.to_string()).or_insert(0);
+            *n += 1;
+            ok = *n <= limit;
+        }
         if !ok {
             let repo = path.strip_prefix("/v2/").and_then(|p| {
                 ["/manifests/", "/blobs/", "/tags/"].iter().find_map(|m| p.find(m).map(|i| p[..i].to_string()))
