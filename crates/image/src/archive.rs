@@ -467,6 +467,9 @@ fn load_docker(store: &Store, s: &Scanned, m: &[u8], origin: &str, progress: &dy
         let cfg = manifest::parse_config(&cfg_bytes, &format!("{what}: config"))?;
         let paths =
             e.get("Layers").and_then(Value::as_array).ok_or_else(|| Error::msg(format!("{what}: no Layers")))?;
+        if paths.len() > manifest::MAX_LAYERS {
+            bail!("{what}.Layers: {} layers, more than the {} berth supports", paths.len(), manifest::MAX_LAYERS);
+        }
         let mut descs = Vec::new();
         for (j, p) in paths.iter().enumerate() {
             let p = p.as_str().ok_or_else(|| Error::msg(format!("{what}.Layers[{j}]: not a string")))?;
@@ -678,5 +681,19 @@ mod tests {
         assert_eq!(s.files.len(), 51, "the config and the other JSON files are stored as blobs");
         let loaded = load_docker(&store, &s, &s.docs["manifest.json"], "img.tar", &crate::pull::NoProgress).unwrap();
         assert_eq!(loaded, vec![Digest::of(cfg).to_string()]);
+    }
+
+    #[test]
+    fn docker_archive_layer_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store(tmp.path());
+        let layers: Vec<String> = (0..501).map(|i| format!("{i}/layer.tar")).collect();
+        let m = serde_json::to_vec(&json!([{"Config": "c.json", "RepoTags": [], "Layers": layers}])).unwrap();
+        let mut s = Scanned::default();
+        let cfg = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let d = store.content.write_blob(cfg, None).unwrap();
+        s.files.insert("c.json".into(), (d, cfg.len() as u64));
+        let err = load_docker(&store, &s, &m, "img.tar", &crate::pull::NoProgress).unwrap_err().to_string();
+        assert!(err.contains("img.tar: manifest.json[0].Layers: 501 layers, more than the 500"), "{err}");
     }
 }
