@@ -536,6 +536,17 @@ fn cli_killed_pull_leaves_consistent_store() {
     proxy.limit_blob_bytes(150_000, AfterBudget::Stall);
     let mut child = env.cmd(&env.root(), &["pull", &src]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     wait_for("the transfer to stall", || proxy.has_stalled());
+    // The proxy has sent its budget; wait until berth has it in the ingest (on a loaded
+    // machine it may still be in the socket when the stall is seen).
+    let ingest = env.root().join("content/ingest");
+    let partial = || -> u64 {
+        dir_entries(&ingest)
+            .iter()
+            .filter_map(|d| fs::metadata(ingest.join(d).join("data")).ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    wait_for("the partial download to reach the ingest", || partial() >= 100_000);
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
     assert_consistent_empty(&env, &env.root());
@@ -728,4 +739,194 @@ fn cli_bearer_tokens_from_token_server_accepted_by_distribution() {
     )
     .unwrap();
     assert_eq!(sk["Digest"], env.fx.multi.manifest_descriptor["digest"]);
+}
+
+#[test]
+fn cli_layer_cache_poisoning_is_refused() {
+    use berth_testkit::image::{Compression as C, Layer, LayerBuilder, OciLayout};
+    let env = Env::new();
+    // A hostile image whose config claims the DiffID of `simple`'s busybox layer for a layer
+    // of its own: were it unpacked under that chain ID, the legitimate image would use it.
+    let dir = env.tmp.path().join("poison");
+    let mut layout = OciLayout::create(&dir).unwrap();
+    let mut b = LayerBuilder::new();
+    b.dir("bin/", 0o755).file("bin/busybox", 0o755, b"#!/bin/sh\necho pwned\n").file("poisoned", 0o644, b"planted\n");
+    let info = layout
+        .image_with_diff_ids(
+            &[Layer { tar: b.finish(), compression: C::Gzip }],
+            serde_json::json!({"Cmd": ["/bin/sh"]}),
+            "amd64",
+            Some(env.fx.simple.diff_ids.clone()),
+        )
+        .unwrap();
+    layout.tag("poison", &info.manifest_descriptor).unwrap();
+    let poison = format!("{}/test/poison:v1", env.registry.addr());
+    skopeo_push(&dir, "poison", &poison, false, None, None).unwrap();
+    let legit = env.push("simple", "test/legit:v1");
+    let chain = env.fx.simple.diff_ids[0].clone(); // one layer: its chain ID is its DiffID
+    let check_legit = |root: &Path| {
+        let l = layer_dir(root, &chain);
+        assert!(!l.join("poisoned").exists(), "the legitimate image uses the hostile layer");
+        assert!(fs::metadata(l.join("bin/busybox")).unwrap().len() > 100_000, "bin/busybox is not busybox");
+    };
+
+    // The hostile pull fails, twice (the second attempt finds the blob already stored), and
+    // neither leaves anything under the legitimate layer's chain ID.
+    for attempt in 0..2 {
+        let err = env.fail(&["pull", &poison]);
+        assert!(err.contains("DiffID mismatch"), "attempt {attempt}: {err}");
+        assert!(!layer_dir(&env.root(), &chain).exists(), "attempt {attempt}: a layer was committed");
+    }
+    env.ok(&["pull", "-q", &legit]);
+    check_legit(&env.root());
+
+    // A chain directory without a record (planted, or left by an older berth) is not trusted.
+    let root = env.tmp.path().join("root-planted");
+    fs::create_dir_all(layer_dir(&root, &chain).join("bin")).unwrap();
+    fs::write(layer_dir(&root, &chain).join("poisoned"), b"planted\n").unwrap();
+    fs::write(layer_dir(&root, &chain).join("bin/busybox"), b"#!/bin/sh\n").unwrap();
+    env.ok_in(&root, &["pull", "-q", &legit]);
+    check_legit(&root);
+    // Loading the hostile image from an archive is refused the same way.
+    let root = env.tmp.path().join("root-load");
+    let o = env.run_in(&root, &["load", "-i", dir.to_str().unwrap()]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("DiffID mismatch"));
+    env.ok_in(&root, &["pull", "-q", &legit]);
+    check_legit(&root);
+}
+
+#[test]
+fn cli_credentials_stay_with_the_registry_across_redirects() {
+    // A registry that needs credentials, behind a front that redirects blob downloads.
+    let env = Env::with_auth(Some(("berth", "s3cret")));
+    let repo = format!("{}/test/redir:v1", env.registry.addr());
+    skopeo_push(&env.fx.layout, "simple", &repo, false, None, Some("berth:s3cret")).unwrap();
+    let front = Proxy::start(env.registry.port).unwrap();
+    let src = format!("{}/test/redir:v1", front.addr());
+
+    // To a CDN that needs nothing: followed, and our credentials do not go there.
+    let open = Registry::start(&env.tmp.path().join("open-registry"), None).unwrap();
+    skopeo_push(&env.fx.layout, "simple", &format!("{}/test/redir:v1", open.addr()), false, None, None).unwrap();
+    let cdn = Proxy::start(open.port).unwrap();
+    front.redirect_blobs_to(Some(&cdn.addr()));
+    env.ok(&["pull", "-q", "--creds", "berth:s3cret", &src]);
+    assert!(!cdn.requests().is_empty(), "the blobs did not come from the redirect target");
+    assert!(cdn.requests().iter().all(|r| !r.contains("Authorization")), "{:#?}", cdn.requests());
+
+    // To a host that answers 401 with a token realm of its own: no credentials are sent there.
+    let evil = Proxy::start(env.registry.port).unwrap();
+    evil.require_bearer("evil", "berth", "s3cret");
+    front.redirect_blobs_to(Some(&evil.addr()));
+    let root = env.tmp.path().join("root-evil");
+    let o = env.run_in(&root, &["pull", "-q", "--creds", "berth:s3cret", &src]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        evil.token_requests().is_empty(),
+        "credentials went to the other host's realm: {:?}",
+        evil.token_requests()
+    );
+    assert!(err.contains("401") && err.contains(&evil.addr()) && err.contains("redirected"), "{err}");
+    assert!(evil.requests().iter().all(|r| !r.contains("Authorization")), "{:#?}", evil.requests());
+}
+
+#[test]
+fn cli_refuses_to_run_without_root() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    for args in [&["images"][..], &["pull", "127.0.0.1:1/x:y"]] {
+        let o = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("--root")
+            .arg(&root)
+            .args(["--config", "/dev/null"])
+            .args(args)
+            .env_remove("BERTH_ROOT")
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(err.contains("berth needs root") && err.contains(root.to_str().unwrap()), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn cli_mirror_failing_blobs_falls_back_to_the_registry() {
+    let env = Env::new();
+    let repo = env.push("multi", "test/mirrored:v1");
+    // A mirror that serves manifests but cuts every blob download.
+    let mirror = Proxy::start(env.registry.port).unwrap();
+    mirror.limit_blob_bytes(0, AfterBudget::Cut);
+    env.write_config(&format!(
+        "retries = 1\n[[registries.mirrors]]\nregistry = \"{}\"\nlocations = [\"{}\"]\n",
+        env.registry.addr(),
+        mirror.addr()
+    ));
+    let (_, err) = env.ok(&["pull", &repo]);
+    assert!(mirror.requests().iter().any(|r| r.contains("/manifests/")), "the mirror was not asked first");
+    assert!(err.contains(&format!("from {}", mirror.addr())) && err.contains("trying the next endpoint"), "{err}");
+    let img = env.inspect_in(&env.root(), &repo);
+    assert_eq!(img["Id"], env.fx.multi.config_digest.as_str());
+    assert_eq!(img["Layers"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn cli_credentials_found_along_the_auth_file_chain() {
+    // $XDG_RUNTIME_DIR is set but holds no containers/auth.json: ~/.docker/config.json is
+    // still read (podman's and skopeo's order), and berth login writes the XDG file.
+    let env = Env::with_auth(Some(("berth", "s3cret")));
+    let dest = format!("{}/test/chain:v1", env.registry.addr());
+    skopeo_push(&env.fx.layout, "simple", &dest, false, None, Some("berth:s3cret")).unwrap();
+    let (run, home) = (env.tmp.path().join("run"), env.tmp.path().join("home"));
+    fs::create_dir_all(&run).unwrap();
+    fs::create_dir_all(home.join(".docker")).unwrap();
+    let auth = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(b"berth:s3cret")
+    };
+    fs::write(
+        home.join(".docker/config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, env.registry.addr()),
+    )
+    .unwrap();
+    let berth = |root: &Path, args: &[&str]| {
+        let mut c = env.cmd(root, args);
+        c.env_remove("REGISTRY_AUTH_FILE").env("XDG_RUNTIME_DIR", &run).env("HOME", &home);
+        c.output().unwrap()
+    };
+    let o = berth(&env.root(), &["pull", "-q", &dest]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = berth(&env.root(), &["login", "-u", "berth", "-p", "s3cret", &env.registry.addr()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(run.join("containers/auth.json").is_file(), "login did not write $XDG_RUNTIME_DIR/containers/auth.json");
+    // Logging out removes what berth wrote; docker's file is another tool's and is left.
+    let o = berth(&env.root(), &["logout", &env.registry.addr()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = berth(&env.root(), &["logout", &env.registry.addr()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains(".docker/config.json"), "{err}");
+}
+
+#[test]
+fn cli_push_authenticates_again_when_a_token_expires() {
+    let env = Env::new();
+    let repo = env.push("simple", "test/exp:v1");
+    env.ok(&["pull", "-q", &repo]);
+    let proxy = Proxy::start(env.registry.port).unwrap();
+    proxy.require_bearer("berth-test-registry", "tokuser", "tokpass");
+    env.ok(&["login", "-u", "tokuser", "-p", "tokpass", &proxy.addr()]);
+    // Every token is good for one request: each request of the push, the blob uploads
+    // included, first meets an expired token.
+    proxy.token_uses(1);
+    let dest = format!("{}/test/exp-pushed:v1", proxy.addr());
+    let (_, err) = env.ok(&["push", &repo, &dest]);
+    assert!(err.contains("2 uploaded"), "{err}");
+    let sk: Value = serde_json::from_str(
+        &skopeo(&["inspect", "--tls-verify=false", &format!("docker://{}/test/exp-pushed:v1", env.registry.addr())])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sk["Digest"], env.fx.simple.manifest_descriptor["digest"]);
 }

@@ -4,15 +4,17 @@
 //! one-layer image.
 //!
 //! Loading streams the archive once: blobs go straight into the content store (verified
-//! against their names in an OCI layout, hashed for docker-archive layers), only the small
-//! JSON documents are kept in memory.
+//! against their names in an OCI layout, hashed for docker-archive layers, image configs
+//! too); only the archive's own documents (manifest.json, index.json, oci-layout,
+//! repositories) are kept in memory.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use berth_storage::digest::HashingReader;
+use berth_storage::tarstream::TarStream;
 use berth_storage::{Compression, Digest};
 use serde_json::{json, Value};
 
@@ -40,6 +42,10 @@ impl Format {
 }
 
 const MAX_JSON: u64 = 16 << 20;
+
+/// The documents of an archive kept in memory while it is read (at most `MAX_JSON` bytes
+/// each); everything else, image configs included, goes to the content store.
+const TOP_DOCUMENTS: [&str; 4] = ["manifest.json", "index.json", "oci-layout", "repositories"];
 
 fn header(path: &str, size: u64, mode: u32, kind: tar::EntryType) -> Result<tar::Header> {
     let mut h = tar::Header::new_gnu();
@@ -98,37 +104,61 @@ pub fn save(store: &Store, names: &[String], format: Format, out: &Path) -> Resu
     if format == Format::OciDir {
         return save_oci_dir(store, &images, out);
     }
-    let (file, tmp): (Box<dyn Write>, Option<PathBuf>) = if out == Path::new("-") {
-        (Box::new(io::BufWriter::new(io::stdout().lock())), None)
-    } else {
-        let tmp = out.with_file_name(format!(
-            ".{}.tmp-{}",
-            out.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
-            crate::content::unique()
-        ));
-        let f = File::create(&tmp).ctx(format!("create {}", tmp.display()))?;
-        (Box::new(io::BufWriter::with_capacity(1 << 20, f)), Some(tmp))
-    };
-    let result = (|| {
-        let mut b = tar::Builder::new(file);
+    let write = |w: &mut dyn Write| -> Result<()> {
+        let mut b = tar::Builder::new(w);
         match format {
             Format::DockerArchive => write_docker(store, &images, &mut b)?,
             Format::OciArchive => write_oci(store, &images, &mut b)?,
             Format::OciDir => unreachable!(),
         }
-        let mut w = b.into_inner().ctx("finish archive")?;
-        w.flush().ctx("write archive")?;
-        Ok(())
-    })();
-    match (result, tmp) {
-        (Ok(()), Some(tmp)) => fs::rename(&tmp, out).ctx(format!("write {}", out.display())),
-        (Ok(()), None) => Ok(()),
-        (Err(e), Some(tmp)) => {
-            let _ = fs::remove_file(tmp);
-            Err(e)
-        }
-        (Err(e), None) => Err(e),
+        b.into_inner().ctx("finish archive")?.flush().ctx("write archive")
+    };
+    if out == Path::new("-") {
+        return write(&mut io::BufWriter::new(io::stdout().lock()));
     }
+    // A temporary file beside the target, durable before it is renamed into place.
+    let tmp = out.with_file_name(format!(
+        ".{}.tmp-{}",
+        out.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+        berth_storage::unique_suffix()
+    ));
+    let f = File::create(&tmp).ctx(format!("create {}", tmp.display()))?;
+    let result = write(&mut io::BufWriter::with_capacity(1 << 20, &f))
+        .and_then(|_| f.sync_all().ctx(format!("fsync {}", tmp.display())))
+        .and_then(|_| fs::rename(&tmp, out).ctx(format!("write {}", out.display())))
+        .and_then(|_| fsync_parent(out));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn fsync_parent(p: &Path) -> Result<()> {
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    crate::content::fsync_dir(dir)
+}
+
+/// Writes `data` to `target` through a uniquely named temporary file beside it (concurrent
+/// saves into one directory do not share it), fsynced before the rename.
+fn write_durably(target: &Path, data: &mut dyn Read) -> Result<()> {
+    let tmp = target.with_file_name(format!(
+        ".{}.tmp-{}",
+        target.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+        berth_storage::unique_suffix()
+    ));
+    let result = (|| {
+        let mut f = File::create(&tmp).ctx(format!("create {}", tmp.display()))?;
+        io::copy(data, &mut f).ctx(format!("write {}", tmp.display()))?;
+        f.sync_all().ctx(format!("fsync {}", tmp.display()))?;
+        fs::rename(&tmp, target).ctx(format!("write {}", target.display()))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
 }
 
 fn add_bytes<W: Write>(b: &mut tar::Builder<W>, path: &str, data: &[u8]) -> Result<()> {
@@ -223,22 +253,22 @@ fn write_oci<W: Write>(store: &Store, images: &[(Image, Vec<String>)], b: &mut t
 }
 
 fn save_oci_dir(store: &Store, images: &[(Image, Vec<String>)], out: &Path) -> Result<()> {
-    fs::create_dir_all(out.join("blobs/sha256")).ctx(format!("create {}", out.display()))?;
-    fs::write(out.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).ctx(out.display())?;
+    let blobs = out.join("blobs/sha256");
+    fs::create_dir_all(&blobs).ctx(format!("create {}", out.display()))?;
+    write_durably(&out.join("oci-layout"), &mut &br#"{"imageLayoutVersion":"1.0.0"}"#[..])?;
     for (img, _) in images {
         for d in image_blobs(img)? {
-            let target = out.join("blobs/sha256").join(d.hex());
+            let target = blobs.join(d.hex());
             if !target.exists() {
-                let tmp = target.with_extension("tmp");
-                fs::copy(store.content.path(&d), &tmp).ctx(format!("copy blob {d}"))?;
-                fs::rename(&tmp, &target).ctx(target.display())?;
+                write_durably(&target, &mut store.content.open_blob(&d)?)
+                    .map_err(|e| e.context(format!("blob {d}")))?;
             }
         }
     }
-    let idx = oci_index(store, images)?;
-    let tmp = out.join("index.json.tmp");
-    fs::write(&tmp, idx).ctx(tmp.display())?;
-    fs::rename(&tmp, out.join("index.json")).ctx(out.display())
+    crate::content::fsync_dir(&blobs)?;
+    // index.json last: the layout is complete once it names the images.
+    write_durably(&out.join("index.json"), &mut &oci_index(store, images)?[..])?;
+    crate::content::fsync_dir(out)
 }
 
 /// What an archive held, read in one pass.
@@ -290,40 +320,37 @@ impl Scanned {
 
 fn scan_tar(store: &Store, r: impl Read, origin: &str) -> Result<Scanned> {
     let mut s = Scanned::default();
-    let mut archive = tar::Archive::new(r);
-    for entry in archive.entries().ctx(origin)? {
-        let mut entry = entry.ctx(format!("{origin}: reading the archive"))?;
-        let path = clean(&String::from_utf8_lossy(&entry.path_bytes()));
-        let kind = entry.header().entry_type();
+    let mut tar = TarStream::new(r);
+    while let Some(h) = tar.next_entry().ctx(format!("{origin}: reading the archive"))? {
+        let path = clean(&String::from_utf8_lossy(&h.path));
+        let kind = h.kind;
         let what = format!("{origin}: entry {path:?}");
         match kind {
-            tar::EntryType::Directory | tar::EntryType::XGlobalHeader => {}
+            tar::EntryType::Directory => {}
             tar::EntryType::Symlink | tar::EntryType::Link => {
-                let t = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                let t = h.link.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
                 let t = if kind == tar::EntryType::Link { format!("/{}", clean(&t)) } else { t };
                 s.links.insert(path, t);
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let size = entry.size();
+                let size = h.size;
                 if let Some(hex) = path.strip_prefix("blobs/sha256/") {
                     let d = Digest::parse(&format!("sha256:{hex}")).map_err(|e| Error::msg(format!("{what}: {e}")))?;
                     if store.content.contains(&d) {
-                        io::copy(&mut entry, &mut io::sink()).ctx(&what)?;
+                        io::copy(&mut tar.data(), &mut io::sink()).ctx(&what)?;
                     } else {
                         let mut w = store.content.writer()?;
-                        io::copy(&mut entry, &mut w).ctx(&what)?;
+                        io::copy(&mut tar.data(), &mut w).ctx(&what)?;
                         w.commit(&store.content, Some(&d)).map_err(|e| e.context(&what))?;
                     }
                     s.files.insert(path, (d, size));
-                } else if (path.ends_with(".json") || path == "oci-layout" || path == "repositories")
-                    && size <= MAX_JSON
-                {
+                } else if TOP_DOCUMENTS.contains(&path.as_str()) && size <= MAX_JSON {
                     let mut v = Vec::new();
-                    entry.read_to_end(&mut v).ctx(&what)?;
+                    tar.data().read_to_end(&mut v).ctx(&what)?;
                     s.docs.insert(path, v);
                 } else {
                     let mut w = store.content.writer()?;
-                    io::copy(&mut entry, &mut w).ctx(&what)?;
+                    io::copy(&mut tar.data(), &mut w).ctx(&what)?;
                     let n = w.len();
                     let d = w.commit(&store.content, None)?;
                     s.files.insert(path, (d, n));
@@ -379,7 +406,7 @@ pub fn load(store: &Store, input: &Path, progress: &dyn Progress) -> Result<Vec<
         scan_tar(store, r, &origin)?
     };
     if let Some(idx) = scanned.docs.get("index.json") {
-        load_oci(store, &scanned, idx, &origin, progress)
+        load_oci(store, idx, &origin, progress)
     } else if let Some(m) = scanned.docs.get("manifest.json") {
         load_docker(store, &scanned, m, &origin, progress)
     } else {
@@ -387,13 +414,7 @@ pub fn load(store: &Store, input: &Path, progress: &dyn Progress) -> Result<Vec<
     }
 }
 
-fn load_oci(
-    store: &Store,
-    _scanned: &Scanned,
-    idx: &[u8],
-    origin: &str,
-    progress: &dyn Progress,
-) -> Result<Vec<String>> {
+fn load_oci(store: &Store, idx: &[u8], origin: &str, progress: &dyn Progress) -> Result<Vec<String>> {
     let (doc, _) = manifest::parse_document(idx, Some(manifest::OCI_INDEX), &format!("{origin}: index.json"))?;
     let Document::Index(index) = doc else { bail!("{origin}: index.json is not an image index") };
     let mut loaded = Vec::new();
@@ -438,17 +459,17 @@ fn load_docker(store: &Store, s: &Scanned, m: &[u8], origin: &str, progress: &dy
         let what = format!("{origin}: manifest.json[{i}]");
         let cfg_path =
             e.get("Config").and_then(Value::as_str).ok_or_else(|| Error::msg(format!("{what}: no Config")))?;
-        let cfg_bytes = match s.docs.get(&clean(cfg_path)) {
-            Some(b) => b.clone(),
-            None => match s.resolve(cfg_path) {
-                Some((d, _)) => store.content.read(&d)?,
-                None => bail!("{what}.Config: {cfg_path:?} is not in the archive"),
-            },
+        let cfg_bytes = match s.resolve(cfg_path) {
+            Some((d, _)) => store.content.read(&d).map_err(|e| e.context(format!("{what}.Config")))?,
+            None => bail!("{what}.Config: {cfg_path:?} is not in the archive"),
         };
         let cfg_d = store.content.write_blob(&cfg_bytes, None)?;
         let cfg = manifest::parse_config(&cfg_bytes, &format!("{what}: config"))?;
         let paths =
             e.get("Layers").and_then(Value::as_array).ok_or_else(|| Error::msg(format!("{what}: no Layers")))?;
+        if paths.len() > manifest::MAX_LAYERS {
+            bail!("{what}.Layers: {} layers, more than the {} berth supports", paths.len(), manifest::MAX_LAYERS);
+        }
         let mut descs = Vec::new();
         for (j, p) in paths.iter().enumerate() {
             let p = p.as_str().ok_or_else(|| Error::msg(format!("{what}.Layers[{j}]: not a string")))?;
@@ -591,4 +612,88 @@ pub fn import(store: &Store, input: &Path, name: Option<&str>) -> Result<Digest>
     store.content.write_blob(&mbytes, None)?;
     store.register(&mbytes, manifest::OCI_MANIFEST, &cfg, &layers, tag.as_deref(), None, None)?;
     Ok(cfg_d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `header`, then `body` bytes of 'a' (generated), counting what is read.
+    struct Stream {
+        header: Vec<u8>,
+        body: u64,
+        pos: u64,
+    }
+
+    impl Read for Stream {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let total = self.header.len() as u64 + self.body;
+            let n = buf.len().min((total - self.pos) as usize);
+            for (i, b) in buf[..n].iter_mut().enumerate() {
+                let at = self.pos as usize + i;
+                *b = if at < self.header.len() { self.header[at] } else { b'a' };
+            }
+            self.pos += n as u64;
+            Ok(n)
+        }
+    }
+
+    fn store(dir: &Path) -> Store {
+        Store::open(&dir.join("root"), crate::Config::default()).unwrap()
+    }
+
+    #[test]
+    fn load_refuses_huge_extension_headers_without_reading_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store(tmp.path());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_size(64 << 20);
+        h.as_gnu_mut().unwrap().name[..15].copy_from_slice(b"PaxHeaders/big1");
+        h.set_cksum();
+        let mut r = Stream { header: h.as_bytes().to_vec(), body: 64 << 20, pos: 0 };
+        let err = scan_tar(&store, &mut r, "img.tar").err().expect("accepted").to_string();
+        assert!(err.contains("img.tar") && err.contains("PaxHeaders/big1"), "{err}");
+        assert!(err.contains("over the 1048576-byte limit"), "{err}");
+        assert!(r.pos <= 1 << 20, "{} bytes read", r.pos);
+    }
+
+    #[test]
+    fn load_keeps_only_the_archive_documents_in_memory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store(tmp.path());
+        let mut b = tar::Builder::new(Vec::new());
+        let cfg = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let cfg_name = format!("{}.json", Digest::of(cfg).hex());
+        let mut files: Vec<(String, Vec<u8>)> = vec![
+            ("manifest.json".into(), format!(r#"[{{"Config":"{cfg_name}","RepoTags":[],"Layers":[]}}]"#).into_bytes()),
+            (cfg_name.clone(), cfg.to_vec()),
+        ];
+        for i in 0..50 {
+            files.push((format!("extra/{i}.json"), vec![b' '; 100_000]));
+        }
+        for (p, data) in &files {
+            b.append(&header(p, data.len() as u64, 0o644, tar::EntryType::Regular).unwrap(), &data[..]).unwrap();
+        }
+        let bytes = b.into_inner().unwrap();
+        let s = scan_tar(&store, &bytes[..], "img.tar").unwrap();
+        assert_eq!(s.docs.keys().collect::<Vec<_>>(), vec!["manifest.json"]);
+        assert_eq!(s.files.len(), 51, "the config and the other JSON files are stored as blobs");
+        let loaded = load_docker(&store, &s, &s.docs["manifest.json"], "img.tar", &crate::pull::NoProgress).unwrap();
+        assert_eq!(loaded, vec![Digest::of(cfg).to_string()]);
+    }
+
+    #[test]
+    fn docker_archive_layer_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store(tmp.path());
+        let layers: Vec<String> = (0..501).map(|i| format!("{i}/layer.tar")).collect();
+        let m = serde_json::to_vec(&json!([{"Config": "c.json", "RepoTags": [], "Layers": layers}])).unwrap();
+        let mut s = Scanned::default();
+        let cfg = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let d = store.content.write_blob(cfg, None).unwrap();
+        s.files.insert("c.json".into(), (d, cfg.len() as u64));
+        let err = load_docker(&store, &s, &m, "img.tar", &crate::pull::NoProgress).unwrap_err().to_string();
+        assert!(err.contains("img.tar: manifest.json[0].Layers: 501 layers, more than the 500"), "{err}");
+    }
 }

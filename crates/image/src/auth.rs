@@ -30,8 +30,11 @@ impl Credentials {
     }
 }
 
+/// Where credentials are: `path`, which `berth login` writes and `berth logout` edits, then
+/// `fallbacks`, files of other tools read (in order) for registries `path` has nothing for.
 pub struct AuthFile {
     pub path: PathBuf,
+    pub fallbacks: Vec<PathBuf>,
 }
 
 /// Docker Hub's credentials are stored under its legacy index URL.
@@ -45,69 +48,96 @@ fn keys_for(registry: &str) -> Vec<String> {
     k
 }
 
+fn load(path: &Path) -> Result<Value> {
+    match fs::read(path) {
+        Ok(b) if b.iter().all(u8::is_ascii_whitespace) => Ok(json!({})),
+        Ok(b) => {
+            let v: Value = serde_json::from_slice(&b).ctx(format!("{}: invalid JSON", path.display()))?;
+            if !v.is_object() {
+                bail!("{}: expected a JSON object", path.display());
+            }
+            Ok(v)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(json!({})),
+        Err(e) => Err(e).ctx(path.display()),
+    }
+}
+
+/// The credentials for `registry` in one auth file, if it has them.
+fn lookup(path: &Path, v: &Value, registry: &str) -> Result<Option<Credentials>> {
+    let keys = keys_for(registry);
+    for key in &keys {
+        if let Some(helper) = v.get("credHelpers").and_then(|h| h.get(key)).and_then(Value::as_str) {
+            bail!(
+                "{}: credential helper {helper:?} for {registry} is not supported by berth (use berth login)",
+                path.display()
+            );
+        }
+        let Some(entry) = v.get("auths").and_then(|a| a.get(key)) else { continue };
+        if let Some(auth) = entry.get("auth").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(auth.trim())
+                .ctx(format!("{}: auths.{key}.auth: invalid base64", path.display()))?;
+            let raw = String::from_utf8(raw).ctx(format!("{}: auths.{key}.auth", path.display()))?;
+            let Some((u, p)) = raw.split_once(':') else {
+                bail!("{}: auths.{key}.auth: expected base64 of user:password", path.display());
+            };
+            return Ok(Some(Credentials { username: u.into(), password: p.into() }));
+        }
+        if let (Some(u), Some(p)) =
+            (entry.get("username").and_then(Value::as_str), entry.get("password").and_then(Value::as_str))
+        {
+            return Ok(Some(Credentials { username: u.into(), password: p.into() }));
+        }
+        if entry.get("identitytoken").and_then(Value::as_str).is_some_and(|t| !t.is_empty()) {
+            bail!(
+                "{}: auths.{key}: identity tokens (OAuth2 refresh tokens) are not supported by berth (use berth login)",
+                path.display()
+            );
+        }
+    }
+    // Docker keeps an empty entry in auths for a registry whose secret is in the store.
+    let listed = keys.iter().any(|k| v.get("auths").and_then(|a| a.get(k)).is_some());
+    if v.get("credsStore").is_some() && listed {
+        bail!("{}: credsStore is not supported by berth (use berth login)", path.display());
+    }
+    Ok(None)
+}
+
 impl AuthFile {
-    /// `explicit`, else `$REGISTRY_AUTH_FILE`, else `$XDG_RUNTIME_DIR/containers/auth.json`,
-    /// else `~/.docker/config.json`.
+    /// Just `path` (`--authfile`, and tests).
+    pub fn at(path: &Path) -> AuthFile {
+        AuthFile { path: path.to_path_buf(), fallbacks: Vec::new() }
+    }
+
+    /// `explicit` alone, else `$REGISTRY_AUTH_FILE` alone, else
+    /// `$XDG_RUNTIME_DIR/containers/auth.json` (written) with `~/.docker/config.json` read
+    /// after it, as podman and skopeo do; `~/.docker/config.json` alone without
+    /// XDG_RUNTIME_DIR.
     pub fn locate(explicit: Option<&Path>) -> AuthFile {
-        let path = explicit
-            .map(Path::to_path_buf)
-            .or_else(|| std::env::var_os("REGISTRY_AUTH_FILE").map(PathBuf::from))
-            .or_else(|| std::env::var_os("XDG_RUNTIME_DIR").map(|d| PathBuf::from(d).join("containers/auth.json")))
-            .unwrap_or_else(|| {
-                PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".docker/config.json")
-            });
-        AuthFile { path }
+        AuthFile::locate_with(explicit, |k| std::env::var_os(k))
     }
 
-    fn load(&self) -> Result<Value> {
-        match fs::read(&self.path) {
-            Ok(b) if b.iter().all(u8::is_ascii_whitespace) => Ok(json!({})),
-            Ok(b) => {
-                let v: Value = serde_json::from_slice(&b).ctx(format!("{}: invalid JSON", self.path.display()))?;
-                if !v.is_object() {
-                    bail!("{}: expected a JSON object", self.path.display());
-                }
-                Ok(v)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(json!({})),
-            Err(e) => Err(e).ctx(self.path.display()),
+    fn locate_with(explicit: Option<&Path>, env: impl Fn(&str) -> Option<std::ffi::OsString>) -> AuthFile {
+        if let Some(p) = explicit {
+            return AuthFile::at(p);
+        }
+        if let Some(p) = env("REGISTRY_AUTH_FILE") {
+            return AuthFile::at(Path::new(&p));
+        }
+        let docker = PathBuf::from(env("HOME").unwrap_or_else(|| "/root".into())).join(".docker/config.json");
+        match env("XDG_RUNTIME_DIR") {
+            Some(d) => AuthFile { path: PathBuf::from(d).join("containers/auth.json"), fallbacks: vec![docker] },
+            None => AuthFile::at(&docker),
         }
     }
 
+    /// The credentials for `registry`: from the first file of the chain that has some.
     pub fn get(&self, registry: &str) -> Result<Option<Credentials>> {
-        let v = self.load()?;
-        for key in keys_for(registry) {
-            if let Some(helper) = v.get("credHelpers").and_then(|h| h.get(&key)).and_then(Value::as_str) {
-                bail!(
-                    "{}: credential helper {helper:?} for {registry} is not supported by berth (use berth login)",
-                    self.path.display()
-                );
+        for path in std::iter::once(&self.path).chain(&self.fallbacks) {
+            if let Some(c) = lookup(path, &load(path)?, registry)? {
+                return Ok(Some(c));
             }
-            let Some(entry) = v.get("auths").and_then(|a| a.get(&key)) else { continue };
-            if let Some(auth) = entry.get("auth").and_then(Value::as_str).filter(|s| !s.is_empty()) {
-                let raw = base64::engine::general_purpose::STANDARD
-                    .decode(auth.trim())
-                    .ctx(format!("{}: auths.{key}.auth: invalid base64", self.path.display()))?;
-                let raw = String::from_utf8(raw).ctx(format!("{}: auths.{key}.auth", self.path.display()))?;
-                let Some((u, p)) = raw.split_once(':') else {
-                    bail!("{}: auths.{key}.auth: expected base64 of user:password", self.path.display());
-                };
-                return Ok(Some(Credentials { username: u.into(), password: p.into() }));
-            }
-            if let (Some(u), Some(p)) =
-                (entry.get("username").and_then(Value::as_str), entry.get("password").and_then(Value::as_str))
-            {
-                return Ok(Some(Credentials { username: u.into(), password: p.into() }));
-            }
-            if entry.get("identitytoken").and_then(Value::as_str).is_some_and(|t| !t.is_empty()) {
-                bail!(
-                    "{}: auths.{key}: identity tokens (OAuth2 refresh tokens) are not supported by berth (use berth login)",
-                    self.path.display()
-                );
-            }
-        }
-        if v.get("credsStore").is_some() && v.get("auths").and_then(|a| a.get(registry)).is_some() {
-            bail!("{}: credsStore is not supported by berth (use berth login)", self.path.display());
         }
         Ok(None)
     }
@@ -116,7 +146,7 @@ impl AuthFile {
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir).ctx(format!("create {}", dir.display()))?;
         }
-        let tmp = self.path.with_extension(format!("tmp-{}", crate::content::unique()));
+        let tmp = self.path.with_extension(format!("tmp-{}", berth_storage::unique_suffix()));
         {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
@@ -133,7 +163,7 @@ impl AuthFile {
     }
 
     pub fn set(&self, registry: &str, c: &Credentials) -> Result<()> {
-        let mut v = self.load()?;
+        let mut v = load(&self.path)?;
         if !v.get("auths").map(Value::is_object).unwrap_or(false) {
             v["auths"] = json!({});
         }
@@ -142,9 +172,10 @@ impl AuthFile {
         self.save(&v)
     }
 
-    /// Removes the credentials of `registry`; false if there were none.
+    /// Removes the credentials of `registry` from `path`; false if there were none. An error
+    /// when another tool's file of the chain has some (they are left to that tool).
     pub fn remove(&self, registry: &str) -> Result<bool> {
-        let mut v = self.load()?;
+        let mut v = load(&self.path)?;
         let mut removed = false;
         if let Some(auths) = v.get_mut("auths").and_then(Value::as_object_mut) {
             for key in keys_for(registry) {
@@ -153,6 +184,13 @@ impl AuthFile {
         }
         if removed {
             self.save(&v)?;
+        } else {
+            for f in &self.fallbacks {
+                let other = load(f)?;
+                if keys_for(registry).iter().any(|k| other.get("auths").and_then(|a| a.get(k)).is_some()) {
+                    bail!("credentials for {registry} are in {}, another tool's file: not removed", f.display());
+                }
+            }
         }
         Ok(removed)
     }
@@ -235,12 +273,43 @@ mod tests {
     #[test]
     fn auth_file_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let f = AuthFile { path: dir.path().join("auth.json") };
+        let f = AuthFile::at(&dir.path().join("auth.json"));
         assert!(f.get("r:1").unwrap().is_none());
         let c = Credentials { username: "u".into(), password: "p:w".into() };
         f.set("r:1", &c).unwrap();
         assert_eq!(f.get("r:1").unwrap(), Some(c));
         assert!(f.remove("r:1").unwrap());
         assert!(!f.remove("r:1").unwrap());
+    }
+
+    #[test]
+    fn auth_files_are_read_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (run, home) = (dir.path().join("run"), dir.path().join("home"));
+        let env = |k: &str| match k {
+            "XDG_RUNTIME_DIR" => Some(run.clone().into_os_string()),
+            "HOME" => Some(home.clone().into_os_string()),
+            _ => None,
+        };
+        let f = AuthFile::locate_with(None, env);
+        assert_eq!(f.path, run.join("containers/auth.json"));
+        assert_eq!(f.fallbacks, vec![home.join(".docker/config.json")]);
+        let c = Credentials { username: "u".into(), password: "p".into() };
+        AuthFile::at(&home.join(".docker/config.json")).set("r:1", &c).unwrap();
+        assert_eq!(f.get("r:1").unwrap(), Some(c.clone()), "the missing XDG file hides docker's");
+        let mine = Credentials { username: "mine".into(), password: "x".into() };
+        f.set("r:1", &mine).unwrap();
+        assert_eq!(f.get("r:1").unwrap(), Some(mine), "the first file wins");
+        assert!(AuthFile::locate_with(Some(Path::new("/x")), env).fallbacks.is_empty());
+    }
+
+    #[test]
+    fn creds_store_is_recognised_under_docker_hubs_legacy_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        fs::write(&path, r#"{"credsStore":"desktop","auths":{"https://index.docker.io/v1/":{}}}"#).unwrap();
+        let e = AuthFile::at(&path).get("docker.io").unwrap_err().to_string();
+        assert!(e.contains("credsStore"), "{e}");
+        assert_eq!(AuthFile::at(&path).get("quay.io").unwrap(), None);
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! [registries]
-//! short-name-registries = ["docker.io"]  # where `busybox` resolves (the first one)
+//! short-name-registries = ["docker.io"]  # where `busybox` resolves (exactly one registry)
 //! insecure = ["registry.lan:5000"]        # plain HTTP allowed (loopback always is)
 //! max-concurrent-downloads = 3
 //! stall-timeout = 30                      # seconds without data before a download fails
@@ -105,6 +105,23 @@ impl Config {
                 origin.display()
             )));
         }
+        // One registry only: trying several in turn (podman's unqualified-search-registries)
+        // lets whichever registry answers first decide what `busybox` is.
+        match c.registries.short_name_registries.len() {
+            1 => {}
+            0 => {
+                return Err(crate::Error::msg(format!(
+                    "{}: registries.short-name-registries is empty: name the one registry short names resolve to",
+                    origin.display()
+                )))
+            }
+            n => {
+                return Err(crate::Error::msg(format!(
+                    "{}: registries.short-name-registries lists {n} registries; berth resolves short names to one registry only (use fully qualified names, or aliases, for the others)",
+                    origin.display()
+                )))
+            }
+        }
         if let Some(d) = &c.storage.driver {
             berth_storage::Driver::parse(d).ctx(format!("{}: storage.driver", origin.display()))?;
         }
@@ -126,8 +143,8 @@ impl Config {
         }
     }
 
-    /// Resolves a user-given image name: aliases first, then short names to the first
-    /// short-name registry.
+    /// Resolves a user-given image name: aliases first, then short names to the short-name
+    /// registry.
     pub fn resolve(&self, name: &str) -> Result<Reference> {
         if !Reference::is_qualified(name) {
             let (base, rest) = split_name(name);
@@ -199,6 +216,12 @@ mod tests {
         assert_eq!(c.resolve("busybox:1").unwrap().to_string(), "127.0.0.1:5000/busybox:1");
         assert_eq!(c.resolve("bb:2").unwrap().to_string(), "reg.example:1/x/bb:2");
         assert!(Config::parse("[registries]\nbogus=1\n", Path::new("t")).unwrap_err().to_string().contains("bogus"));
+        for list in ["[]", "[\"a.example\", \"b.example\"]"] {
+            let e = Config::parse(&format!("[registries]\nshort-name-registries={list}\n"), Path::new("t.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("t.toml") && e.contains("registries.short-name-registries"), "{e}");
+        }
         assert!(is_loopback("127.0.0.1:5000") && is_loopback("localhost") && is_loopback("[::1]:80"));
         assert!(!is_loopback("example.com:5000"));
     }

@@ -13,6 +13,7 @@ use berth_storage::digest::{Hasher, HashingReader};
 use berth_storage::Digest;
 
 use crate::error::{bail, Context, Result};
+use crate::manifest::MAX_DOCUMENT;
 
 pub struct ContentStore {
     root: PathBuf,
@@ -34,7 +35,8 @@ pub struct Writer {
     hasher: Hasher,
 }
 
-fn flock(f: &File, op: libc::c_int) -> io::Result<()> {
+/// flock(2), again when interrupted by a signal.
+pub(crate) fn flock(f: &File, op: libc::c_int) -> io::Result<()> {
     loop {
         if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
             return Ok(());
@@ -78,9 +80,11 @@ impl ContentStore {
         File::open(self.path(d)).ctx(format!("blob {d} is missing from the content store"))
     }
 
-    /// Reads a (small) blob and checks it still matches its digest.
+    /// Reads a document (a manifest, an index, a config: at most `MAX_DOCUMENT` bytes) and
+    /// checks it still matches its digest.
     pub fn read(&self, d: &Digest) -> Result<Vec<u8>> {
-        let data = fs::read(self.path(d)).ctx(format!("blob {d} is missing from the content store"))?;
+        let mut f = self.open_blob(d)?;
+        let data = read_all_limited(&mut f, MAX_DOCUMENT, &format!("blob {d}"))?;
         if Digest::of(&data) != *d {
             bail!("blob {d} in the content store is corrupt (digest mismatch)");
         }
@@ -110,16 +114,27 @@ impl ContentStore {
         let path = dir.join("data");
         let mut tries = 0;
         let mut file = loop {
+            tries += 1;
             fs::create_dir_all(&dir).ctx(format!("create {}", dir.display()))?;
-            match OpenOptions::new().read(true).append(true).create(true).open(&path) {
-                Ok(f) => break f,
+            let f = match OpenOptions::new().read(true).append(true).create(true).open(&path) {
+                Ok(f) => f,
                 // The previous holder committed and removed the directory meanwhile.
-                Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 5 => tries += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 100 => continue,
                 Err(e) => return Err(e).ctx(format!("open {}", path.display())),
+            };
+            flock(&f, libc::LOCK_EX).ctx(format!("lock {}", path.display()))?;
+            // The holder waited for may have committed the file (renamed into blobs/) or
+            // given up on it (removed): the lock is then on a file no longer at `path`.
+            if is_at(&f, &path) {
+                break f;
+            }
+            if tries >= 100 {
+                bail!("ingest of {expected}: {} keeps being replaced", path.display());
             }
         };
-        flock(&file, libc::LOCK_EX).ctx(format!("lock {}", path.display()))?;
         if self.contains(expected) {
+            // Nothing to resume: the blob is there (the lock keeps others out of `dir`).
+            let _ = fs::remove_dir_all(&dir);
             return Ok(None);
         }
         // Rebuild the running hash over what an earlier attempt wrote.
@@ -135,7 +150,7 @@ impl ContentStore {
     }
 
     pub fn writer(&self) -> Result<Writer> {
-        let dir = self.root.join("ingest").join(format!("tmp-{}", unique()));
+        let dir = self.root.join("ingest").join(format!("tmp-{}", berth_storage::unique_suffix()));
         fs::create_dir(&dir).ctx(format!("create {}", dir.display()))?;
         let path = dir.join("data");
         let file =
@@ -180,11 +195,17 @@ impl ContentStore {
             if !old {
                 continue;
             }
-            if let Ok(f) = File::open(&data) {
-                if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-                    continue; // in use
+            // Held until the directory is gone: a process that opened the file meanwhile
+            // finds it no longer at its path once it has the lock (see `ingest`).
+            let _held = match File::open(&data) {
+                Ok(f) => {
+                    if flock(&f, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+                        continue; // in use
+                    }
+                    Some(f)
                 }
-            }
+                Err(_) => None,
+            };
             fs::remove_dir_all(&dir).ctx(format!("remove {}", dir.display()))?;
             n += 1;
         }
@@ -199,10 +220,13 @@ impl ContentStore {
     }
 }
 
-pub(crate) fn unique() -> String {
-    let mut b = [0u8; 8];
-    let _ = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    format!("{}-{}", std::process::id(), berth_storage::digest::hex(&b))
+/// Whether the open file `f` is (still) the file at `path`.
+fn is_at(f: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 impl Ingest {
@@ -235,26 +259,44 @@ impl Ingest {
         Ok(f)
     }
 
-    /// Verifies size and digest, fsyncs and moves the blob into place.
-    pub fn commit(self, store: &ContentStore) -> Result<Digest> {
-        let got = self.hasher.digest();
+    /// Checks the size and digest of what was received; on a mismatch the ingest is removed
+    /// (it cannot be resumed) and the error says what was expected and what came.
+    pub fn verify(&self) -> Result<()> {
         if let Some(s) = self.expected_size {
             if self.hasher.len != s {
                 let _ = fs::remove_dir_all(&self.dir);
                 bail!("blob {}: size mismatch: expected {s} bytes, got {}", self.expected, self.hasher.len);
             }
         }
+        let got = self.hasher.digest();
         if got != self.expected {
             let _ = fs::remove_dir_all(&self.dir);
             bail!("blob {}: digest mismatch: the content received hashes to {got}", self.expected);
         }
-        self.file.sync_all().ctx(format!("fsync blob {got}"))?;
-        let target = store.path(&got);
-        fs::rename(self.dir.join("data"), &target).ctx(format!("commit blob {got}"))?;
-        fsync_dir(&store.blobs_dir())?;
-        let _ = fs::remove_dir(&self.dir);
-        Ok(got)
+        Ok(())
     }
+
+    /// Throws away what was received: it is not to be stored, nor resumed.
+    pub fn discard(self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+
+    /// Verifies size and digest, fsyncs and moves the blob into place.
+    pub fn commit(self, store: &ContentStore) -> Result<Digest> {
+        self.verify()?;
+        publish(store, &self.dir, &self.file, &self.expected)?;
+        Ok(self.expected)
+    }
+}
+
+/// Makes `dir/data` (open as `file`) the blob `d`: fsync, rename into `blobs/`, fsync of the
+/// directory; then the empty ingest directory goes.
+fn publish(store: &ContentStore, dir: &Path, file: &File, d: &Digest) -> Result<()> {
+    file.sync_all().ctx(format!("fsync blob {d}"))?;
+    fs::rename(dir.join("data"), store.path(d)).ctx(format!("commit blob {d}"))?;
+    fsync_dir(&store.blobs_dir())?;
+    let _ = fs::remove_dir(dir);
+    Ok(())
 }
 
 impl Write for Writer {
@@ -280,14 +322,10 @@ impl Writer {
         let got = self.hasher.digest();
         if let Some(e) = expected {
             if *e != got {
-                let _ = fs::remove_dir_all(&self.dir);
                 bail!("blob {e}: digest mismatch: the content hashes to {got}");
             }
         }
-        self.file.sync_all().ctx(format!("fsync blob {got}"))?;
-        fs::rename(self.dir.join("data"), store.path(&got)).ctx(format!("commit blob {got}"))?;
-        fsync_dir(&store.blobs_dir())?;
-        let _ = fs::remove_dir(&self.dir);
+        publish(store, &self.dir, &self.file, &got)?;
         Ok(got)
     }
 }

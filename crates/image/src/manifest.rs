@@ -175,6 +175,10 @@ pub fn parse_document(bytes: &[u8], content_type: Option<&str>, what: &str) -> R
             serde_json::from_value(v).map_err(|e| Error::msg(format!("{what}: invalid manifest: {e}")))?;
         m.config.digest(&format!("{what}: config"))?;
         m.config.size(&format!("{what}: config"))?;
+        let ct = m.config.media_type.as_str();
+        if !ct.is_empty() && ct != OCI_CONFIG && ct != DOCKER_CONFIG {
+            bail!("{what}: not a container image (config media type {ct:?})");
+        }
         if m.layers.len() > MAX_LAYERS {
             bail!("{what}: layers: {} layers, more than the {MAX_LAYERS} berth supports", m.layers.len());
         }
@@ -236,17 +240,31 @@ impl Platform {
         }
     }
 
-    fn matches(&self, other: &Platform) -> bool {
-        self.os == other.os
-            && self.architecture == other.architecture
-            && match (&self.variant, &other.variant) {
-                (Some(a), Some(b)) => a == b,
-                // arm64's default variant is v8
-                (Some(a), None) | (None, Some(a)) => {
-                    self.architecture == "arm64" && a == "v8" || self.variant.is_none()
-                }
-                (None, None) => true,
+    /// How well an image for `other` suits this platform: None when it does not run here;
+    /// else 0 for the variant wanted, more for a less exact one. A missing variant means v7
+    /// for arm and v8 for arm64 (containerd's normalisation); an arm machine runs the older
+    /// variants too, the closest first; with no variant wanted (nor implied), any goes, one
+    /// without a variant first.
+    fn rank(&self, other: &Platform) -> Option<u32> {
+        if self.os != other.os || self.architecture != other.architecture {
+            return None;
+        }
+        let normalized = |p: &Platform| match (p.architecture.as_str(), p.variant.as_deref()) {
+            ("arm64", None) => Some("v8".to_string()),
+            ("arm", None) => Some("v7".to_string()),
+            (_, v) => v.map(str::to_string),
+        };
+        let (want, have) = (normalized(self), normalized(other));
+        let number = |v: &str| v.strip_prefix('v').and_then(|n| n.parse::<u32>().ok());
+        match (&want, &have) {
+            (w, h) if w == h => Some(0),
+            (None, Some(_)) => Some(1),
+            (Some(w), Some(h)) if self.architecture == "arm" => {
+                let (w, h) = (number(w)?, number(h)?);
+                (h < w).then(|| w - h)
             }
+            _ => None,
+        }
     }
 }
 
@@ -260,21 +278,17 @@ impl std::fmt::Display for Platform {
     }
 }
 
-/// Picks the manifest for `want` from an index, exact variant first.
+/// Picks the manifest for `want` from an index: the best variant (see `Platform::rank`), the
+/// first listed among equals.
 pub fn select_platform<'a>(idx: &'a Index, want: &Platform, what: &str) -> Result<&'a Descriptor> {
-    let candidates: Vec<&Descriptor> = idx
+    let best = idx
         .manifests
         .iter()
         .filter(|d| d.media_type == OCI_MANIFEST || d.media_type == DOCKER_MANIFEST || d.media_type.is_empty())
-        .filter(|d| d.platform.as_ref().map(|p| want.matches(p)).unwrap_or(false))
-        .collect();
-    if let Some(exact) =
-        candidates.iter().find(|d| d.platform.as_ref().map(|p| p.variant == want.variant).unwrap_or(false))
-    {
-        return Ok(exact);
-    }
-    if let Some(first) = candidates.first() {
-        return Ok(first);
+        .filter_map(|d| Some((want.rank(d.platform.as_ref()?)?, d)))
+        .min_by_key(|(rank, _)| *rank);
+    if let Some((_, d)) = best {
+        return Ok(d);
     }
     let available: Vec<String> =
         idx.manifests.iter().filter_map(|d| d.platform.as_ref().map(|p| p.to_string())).collect();
@@ -340,5 +354,35 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("available"));
+        // No variant asked: arm means v7 (as containerd normalises it), whatever the order.
+        let variant = |idx: &Index, want: &str| {
+            select_platform(idx, &Platform::parse(want).unwrap(), "i").ok().and_then(|d| d.platform.clone()?.variant)
+        };
+        let arm = Index {
+            schema_version: 2,
+            media_type: None,
+            manifests: vec![d("arm", Some("v5")), d("arm", Some("v6")), d("arm", Some("v7"))],
+        };
+        assert_eq!(variant(&arm, "linux/arm").as_deref(), Some("v7"));
+        // A v7 machine runs v6 and v5 images, the newest first; a v6 one not v7.
+        let older = Index { manifests: vec![d("arm", Some("v5")), d("arm", Some("v6"))], ..arm.clone() };
+        assert_eq!(variant(&older, "linux/arm/v7").as_deref(), Some("v6"));
+        let newer = Index { manifests: vec![d("arm", Some("v7"))], ..arm.clone() };
+        assert!(variant(&newer, "linux/arm/v6").is_none());
+        // arm64's variant is v8 whether written or not.
+        let a64 = Index { manifests: vec![d("arm64", None)], ..arm.clone() };
+        assert!(select_platform(&a64, &Platform::parse("linux/arm64/v8").unwrap(), "i").is_ok());
+    }
+
+    #[test]
+    fn artifacts_are_not_container_images() {
+        let helm = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.cncf.helm.config.v1+json","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0},"layers":[{"mediaType":"application/vnd.cncf.helm.chart.content.v1.tar+gzip","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0}]}"#;
+        let e = parse_document(helm, None, "manifest m").err().unwrap().to_string();
+        assert!(
+            e.contains(
+                "manifest m: not a container image (config media type \"application/vnd.cncf.helm.config.v1+json\")"
+            ),
+            "{e}"
+        );
     }
 }

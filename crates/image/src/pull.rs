@@ -66,19 +66,23 @@ pub fn pull(store: &Store, name: &str, opts: &PullOptions) -> Result<Pulled> {
     let _lock = store.lock_shared()?;
     // What a killed berth left: its temporary layer directories (named by its pid).
     store.layers.sweep_dead().ctx("sweep layers")?;
-    let mut errors = Vec::new();
+    // The configured mirrors in order, then the registry. The manifest comes from the first
+    // that has it; each blob from that one or, when it fails there, from the next ones.
+    let mut clients = Vec::new();
     for endpoint in store.config.endpoints(&reference.registry) {
         let creds = match &opts.credentials {
             Some(c) => Some(c.clone()),
             None => opts.auth.get(&endpoint)?,
         };
-        let client = Client::new(&store.config, &reference.registry, &endpoint, creds, vec![scope.clone()]);
-        let top = match client.get_manifest(&reference.repository, &reference.reference()) {
-            Ok(f) => f,
-            Err(e) if endpoint != reference.registry => {
-                opts.progress.note(&format!("mirror {endpoint}: {e}; trying the next endpoint"));
+        clients.push(Client::new(&store.config, &reference.registry, &endpoint, creds, vec![scope.clone()]));
+    }
+    let mut errors = Vec::new();
+    for (i, client) in clients.iter().enumerate() {
+        match client.get_manifest(&reference.repository, &reference.reference()) {
+            Ok(top) => return pull_from(store, &clients[i..], &reference, top, opts),
+            Err(e) if i + 1 < clients.len() => {
+                opts.progress.note(&format!("mirror {}: {e}; trying the next endpoint", client.endpoint()));
                 errors.push(e.to_string());
-                continue;
             }
             Err(e) => {
                 if errors.is_empty() {
@@ -87,15 +91,33 @@ pub fn pull(store: &Store, name: &str, opts: &PullOptions) -> Result<Pulled> {
                 errors.push(e.to_string());
                 bail!("pull {reference}: {}", errors.join("; "));
             }
-        };
-        return pull_from(store, &client, &reference, top, opts);
+        }
     }
     bail!("pull {reference}: no endpoint")
 }
 
+/// `f` with each endpoint in turn until one succeeds: a failure before the last is a note.
+fn from_endpoints<T>(
+    clients: &[Client],
+    progress: &dyn Progress,
+    what: &str,
+    mut f: impl FnMut(&Client) -> Result<T>,
+) -> Result<T> {
+    for (i, client) in clients.iter().enumerate() {
+        match f(client) {
+            Ok(v) => return Ok(v),
+            Err(e) if i + 1 < clients.len() => {
+                progress.note(&format!("{what} from {}: {e}; trying the next endpoint", client.endpoint()))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    bail!("{what}: no endpoint")
+}
+
 fn pull_from(
     store: &Store,
-    client: &Client,
+    clients: &[Client],
     reference: &Reference,
     top: crate::registry::Fetched,
     opts: &PullOptions,
@@ -108,7 +130,8 @@ fn pull_from(
             let want = opts.platform.clone().unwrap_or_else(Platform::host);
             let desc = manifest::select_platform(&idx, &want, &format!("index {reference}"))?;
             let d = desc.digest("index manifests")?;
-            let f = client.get_manifest(repo, d.as_str())?;
+            let f =
+                from_endpoints(clients, opts.progress, &format!("manifest {d}"), |c| c.get_manifest(repo, d.as_str()))?;
             if f.bytes.len() as u64 != desc.size("index manifest")? {
                 bail!("manifest {d}: size mismatch with the index ({} vs {})", f.bytes.len(), desc.size);
             }
@@ -133,7 +156,9 @@ fn pull_from(
     let config_bytes = if store.content.contains(&config_digest) {
         store.content.read(&config_digest)?
     } else {
-        let b = client.get_small_blob(repo, &config_digest, config_size)?;
+        let b = from_endpoints(clients, opts.progress, &format!("config {config_digest}"), |c| {
+            c.get_small_blob(repo, &config_digest, config_size)
+        })?;
         store.content.write_blob(&b, Some(&config_digest))?;
         b
     };
@@ -143,7 +168,7 @@ fn pull_from(
             bail!("{reference}: image is {}/{}, not {p}", config.os, config.architecture);
         }
     }
-    let layers = fetch_layers(store, Some((client, repo)), &manifest.layers, &config, opts.progress)?;
+    let layers = fetch_layers(store, Some((clients, repo)), &manifest.layers, &config, opts.progress)?;
     store.content.write_blob(&manifest_fetch.bytes, Some(&manifest_digest))?;
     let tag = reference.tagged();
     store.register(
@@ -159,10 +184,11 @@ fn pull_from(
 }
 
 /// Makes every layer of an image present (blob in the content store, unpacked under its
-/// chain ID), fetching from `remote` what is missing, in parallel.
+/// chain ID), fetching from `remote` (endpoints in order of preference, and the repository)
+/// what is missing, in parallel.
 pub fn fetch_layers(
     store: &Store,
-    remote: Option<(&Client, &str)>,
+    remote: Option<(&[Client], &str)>,
     descs: &[Descriptor],
     config: &ImageConfig,
     progress: &dyn Progress,
@@ -224,7 +250,7 @@ pub fn fetch_layers(
 
 fn ensure_layer(
     store: &Store,
-    remote: Option<(&Client, &str)>,
+    remote: Option<(&[Client], &str)>,
     desc: &Descriptor,
     blob: &Digest,
     diff_id: &Digest,
@@ -253,47 +279,23 @@ fn ensure_layer(
         return Ok(new_layer(t as u64, c as u64));
     }
     if !store.content.contains(blob) {
-        let Some((client, repo)) = remote else {
+        let Some((clients, repo)) = remote else {
             bail!("layer {blob} is not in the content store");
         };
-        if let Some(mut ingest) = store.content.ingest(blob, Some(size))? {
-            if unpacked {
-                // The layer is here but its blob was lost: fetch the blob only.
-                let mut net = client.blob_stream(repo, blob, ingest.offset(), size);
-                copy_into_ingest(&mut net, &mut ingest, progress, &id)?;
-                ingest.commit(&store.content)?;
-                progress.end(&id, "blob restored");
-                let (t, c) = recorded.unwrap();
-                return Ok(new_layer(t as u64, c as u64));
-            }
-            let resumed = ingest.offset();
-            let tmp = store.layers.temp().ctx("layers directory")?;
-            let existing = ingest.existing()?.take(resumed);
-            let net = client.blob_stream(repo, blob, resumed, size);
-            let mut reader =
-                TeeReader { existing: Some(existing), net, ingest: &mut ingest, progress, id: &id, done: 0 };
-            let unpacked = berth_storage::unpack(&mut reader, compression, tmp.path(), blob.as_str());
-            // Read to the end so the digest covers everything, also after an unpack error:
-            // a corrupt blob is then reported as the digest mismatch it is.
-            let drained = io::copy(&mut reader, &mut io::sink());
-            let stats = match (unpacked, drained) {
-                (Ok(s), Ok(_)) => s,
-                (Ok(_), Err(e)) => bail!("layer {blob}: {e}"),
-                (Err(e), Ok(_)) => {
-                    let got = ingest.hasher.digest();
-                    if ingest.hasher.len == size && got != *blob {
-                        let _ = ingest.reset();
-                        bail!("layer {blob}: digest mismatch: the registry sent content hashing to {got} ({e})");
-                    }
-                    return Err(e.into());
+        let layer = Layer { blob, diff_id, chain, compression, size, recorded: recorded.filter(|_| unpacked) };
+        for (i, client) in clients.iter().enumerate() {
+            // None: another process stored the blob meanwhile.
+            let Some(ingest) = store.content.ingest(blob, Some(size))? else { break };
+            match download_layer(store, client, repo, ingest, &layer, progress, &id) {
+                Ok((tar_size, content_size, status)) => {
+                    progress.end(&id, status);
+                    return Ok(new_layer(tar_size, content_size));
                 }
-                (Err(e), Err(_)) => return Err(e.into()),
-            };
-            ingest.commit(&store.content)?;
-            check_diff_id(blob, diff_id, &stats.diff_id)?;
-            store.layers.commit(tmp, chain).ctx(format!("commit layer {chain}"))?;
-            progress.end(&id, if resumed > 0 { "pulled (resumed)" } else { "pulled" });
-            return Ok(new_layer(stats.tar_size, stats.content_bytes));
+                Err((e, Failure::Transfer)) if i + 1 < clients.len() => {
+                    progress.note(&format!("layer {blob} from {}: {e}; trying the next endpoint", client.endpoint()))
+                }
+                Err((e, _)) => return Err(e),
+            }
         }
     }
     // The blob is local: unpack it from the content store.
@@ -302,26 +304,109 @@ fn ensure_layer(
         let (t, c) = recorded.unwrap();
         return Ok(new_layer(t as u64, c as u64));
     }
-    let stats = unpack_local(store, blob, compression, chain)?;
-    check_diff_id(blob, diff_id, &stats.diff_id)?;
+    let stats = unpack_local(store, blob, compression, diff_id, chain)?;
     progress.end(&id, "unpacked");
     Ok(new_layer(stats.tar_size, stats.content_bytes))
 }
 
-/// Unpacks a blob of the content store as layer `chain` (if not there yet).
+/// A layer to fetch: what `download_layer` needs to know.
+struct Layer<'a> {
+    blob: &'a Digest,
+    diff_id: &'a Digest,
+    chain: &'a Digest,
+    compression: Compression,
+    size: u64,
+    /// (tar size, content size) when the layer is unpacked and recorded (only its blob is
+    /// missing).
+    recorded: Option<(i64, i64)>,
+}
+
+/// Why a download failed: the transfer (the endpoint failed, or sent other content: another
+/// endpoint may do better) or the content (the same everywhere: a hostile layer, a DiffID
+/// that does not match) or a local error.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    Transfer,
+    Content,
+}
+
+/// Downloads a layer blob from `client` (resuming `ingest`) and unpacks it as it arrives;
+/// both are committed once verified. Returns the tar and content sizes and how it went.
+fn download_layer(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    mut ingest: Ingest,
+    l: &Layer,
+    progress: &dyn Progress,
+    id: &str,
+) -> std::result::Result<(u64, u64, &'static str), (Error, Failure)> {
+    let transfer = |e: Error| (e, Failure::Transfer);
+    let content = |e: Error| (e, Failure::Content);
+    let (blob, size) = (l.blob, l.size);
+    if let Some((t, c)) = l.recorded {
+        // The layer is here but its blob was lost: fetch the blob only.
+        let mut net = client.blob_stream(repo, blob, ingest.offset(), size);
+        copy_into_ingest(&mut net, &mut ingest, progress, id).map_err(transfer)?;
+        ingest.commit(&store.content).map_err(transfer)?;
+        return Ok((t as u64, c as u64, "blob restored"));
+    }
+    let resumed = ingest.offset();
+    let mut tmp = store.layers.temp().ctx("layers directory").map_err(content)?;
+    let existing = ingest.existing().map_err(content)?.take(resumed);
+    let net = client.blob_stream(repo, blob, resumed, size);
+    let mut reader =
+        TeeReader { existing: Some(existing), net, ingest: &mut ingest, progress, id, done: 0, net_failed: false };
+    let unpacked = berth_storage::unpack(&mut reader, l.compression, tmp.path(), blob.as_str());
+    // Read to the end so the digest covers everything, also after an unpack error: a corrupt
+    // blob is then reported as the digest mismatch it is.
+    let drained = io::copy(&mut reader, &mut io::sink());
+    let net_failed = reader.net_failed;
+    let stats = match (unpacked, drained) {
+        (Ok(s), Ok(_)) => s,
+        (Ok(_), Err(e)) => {
+            let e = Error::msg(format!("layer {blob}: {e}"));
+            return Err(if net_failed { transfer(e) } else { content(e) });
+        }
+        (Err(e), Ok(_)) => {
+            let got = ingest.hasher.digest();
+            if ingest.hasher.len == size && got != *blob {
+                let _ = ingest.reset();
+                return Err(transfer(Error::msg(format!(
+                    "layer {blob}: digest mismatch: the registry sent content hashing to {got} ({e})"
+                ))));
+            }
+            return Err(content(e.into()));
+        }
+        (Err(e), Err(_)) => return Err(if net_failed { transfer(e.into()) } else { content(e.into()) }),
+    };
+    // Nothing is committed before everything is verified: the blob against its digest, then
+    // the layer against the config's DiffID (a hostile config could otherwise claim another
+    // image's DiffID and plant its files under that chain ID).
+    ingest.verify().map_err(transfer)?;
+    if let Err(e) = check_diff_id(blob, l.diff_id, &stats.diff_id) {
+        ingest.discard();
+        return Err(content(e));
+    }
+    ingest.commit(&store.content).map_err(content)?;
+    store.commit_layer(&mut tmp, l.chain).map_err(content)?;
+    Ok((stats.tar_size, stats.content_bytes, if resumed > 0 { "pulled (resumed)" } else { "pulled" }))
+}
+
+/// Unpacks a blob of the content store as layer `chain`, once its DiffID is verified.
 pub fn unpack_local(
     store: &Store,
     blob: &Digest,
     compression: Compression,
+    diff_id: &Digest,
     chain: &Digest,
 ) -> Result<berth_storage::UnpackStats> {
-    let tmp = store.layers.temp().ctx("layers directory")?;
+    let mut tmp = store.layers.temp().ctx("layers directory")?;
     let file = store.content.open_blob(blob)?;
     let mut r = io::BufReader::with_capacity(256 << 10, file);
     let stats = berth_storage::unpack(&mut r, compression, tmp.path(), blob.as_str())?;
-    if !store.layers.contains(chain) {
-        store.layers.commit(tmp, chain).ctx(format!("commit layer {chain}"))?;
-    }
+    check_diff_id(blob, diff_id, &stats.diff_id)?;
+    store.commit_layer(&mut tmp, chain)?;
     Ok(stats)
 }
 
@@ -355,6 +440,8 @@ struct TeeReader<'a, 'c> {
     progress: &'a dyn Progress,
     id: &'a str,
     done: u64,
+    /// Set when the network stream failed (its retries used up).
+    net_failed: bool,
 }
 
 impl Read for TeeReader<'_, '_> {
@@ -367,7 +454,7 @@ impl Read for TeeReader<'_, '_> {
             }
             self.existing = None;
         }
-        let n = self.net.read(buf)?;
+        let n = self.net.read(buf).inspect_err(|_| self.net_failed = true)?;
         if n > 0 {
             self.ingest.append(&buf[..n]).map_err(|e| io::Error::other(e.to_string()))?;
             self.done += n as u64;

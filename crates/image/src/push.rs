@@ -92,8 +92,9 @@ pub fn push(store: &Store, source: &str, dest: Option<&str>, opts: &PushOptions)
             Some(l) => l,
             None => client.start_upload(&repo)?,
         };
-        let mut f = store.content.open_blob(digest)?;
-        client.finish_upload(&location, digest, &mut f, size).ctx(format!("push {dest}"))?;
+        let path = store.content.path(digest);
+        let open = || -> std::io::Result<Box<dyn std::io::Read>> { Ok(Box::new(std::fs::File::open(&path)?)) };
+        client.finish_upload(&location, digest, &open, size).ctx(format!("push {dest}"))?;
         opts.progress.advance(&id, size);
         opts.progress.end(&id, "pushed");
         out.uploaded += 1;

@@ -129,10 +129,6 @@ impl Reference {
     pub fn tagged(&self) -> Option<String> {
         self.tag.as_ref().map(|t| format!("{}:{t}", self.name()))
     }
-
-    pub fn with_tag(&self, tag: &str) -> Reference {
-        Reference { tag: Some(tag.into()), digest: None, ..self.clone() }
-    }
 }
 
 impl fmt::Display for Reference {

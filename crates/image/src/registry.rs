@@ -57,6 +57,28 @@ fn host_of(url: &str) -> &str {
     rest.split(['/', '?']).next().unwrap_or("")
 }
 
+/// `scheme://host[:port]` of an absolute URL.
+fn origin_of(url: &str) -> &str {
+    let Some(i) = url.find("://") else { return "" };
+    let end = url[i + 3..].find(['/', '?']).map(|e| i + 3 + e).unwrap_or(url.len());
+    &url[..end]
+}
+
+/// The absolute URL a `Location` header of a response to `current` points to.
+fn resolve_location(current: &str, loc: &str) -> String {
+    if loc.starts_with("http://") || loc.starts_with("https://") {
+        loc.to_string()
+    } else if let Some(rest) = loc.strip_prefix("//") {
+        format!("{}://{rest}", current.split("://").next().unwrap_or("https"))
+    } else if loc.starts_with('/') {
+        format!("{}{loc}", origin_of(current))
+    } else {
+        let path = current.split(['?', '#']).next().unwrap_or(current);
+        let dir = &path[..path.rfind('/').map(|i| i + 1).unwrap_or(path.len())];
+        format!("{dir}{loc}")
+    }
+}
+
 /// The message of a distribution-spec error body, if any.
 fn error_body(resp: ureq::Response) -> String {
     let mut body = Vec::new();
@@ -88,7 +110,9 @@ fn is_stall(e: &io::Error) -> bool {
 pub enum Body<'a> {
     Empty,
     Bytes(&'a [u8], &'a str),
-    Stream(&'a mut dyn Read, u64),
+    /// `len` bytes from a reader opened anew for each attempt: an upload is sent again after
+    /// a 401 (a token that expired during a push) with the new credentials.
+    Reopen(&'a dyn Fn() -> io::Result<Box<dyn Read>>, u64),
 }
 
 impl Client {
@@ -155,35 +179,55 @@ impl Client {
         *self.http_fallback.lock().unwrap() = false;
     }
 
-    /// Sends a request, authenticating on 401, following redirects (without credentials to
-    /// other hosts) and retrying transport errors and 5xx/429 with backoff when `body` can be
-    /// sent again.
-    pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], mut body: Body) -> Result<ureq::Response> {
+    /// Sends a request, authenticating on 401, following redirects and retrying transport
+    /// errors and 5xx/429 with backoff when `body` can be sent again.
+    ///
+    /// Credentials stay with the registry: the Authorization header goes only to the
+    /// registry's own origin (scheme and host, as contacted), a redirect from HTTPS to plain
+    /// HTTP is refused, and a 401 from anywhere else (a host the registry redirected to) is
+    /// an error, never a reason to send credentials to the token realm that host names.
+    pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Body) -> Result<ureq::Response> {
+        self.send_accepting(method, path, headers, body, &[])
+    }
+
+    /// `send`, with the error statuses in `accept` returned as responses (a 404 that answers
+    /// a question).
+    pub fn send_accepting(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Body,
+        accept: &[u16],
+    ) -> Result<ureq::Response> {
         let mut url = self.url(path);
         let mut authed_retry = false;
         let mut attempt = 0u32;
         let mut redirects = 0;
         let mut https_error: Option<String> = None;
-        let replayable = !matches!(body, Body::Stream(..));
+        // Transport errors and 5xx are retried for small requests; an upload is sent again
+        // only after a 401 (the registry may have kept part of it).
+        let replayable = !matches!(body, Body::Reopen(..));
         loop {
+            let what = format!("registry {}: {method} {}", self.registry, url.split('?').next().unwrap_or(&url));
             let mut req = self.agent.request(method, &url);
             for (k, v) in headers {
                 req = req.set(k, v);
             }
-            if host_of(&url) == self.host {
+            let own = origin_of(&url) == self.base.lock().unwrap().as_str();
+            if own {
                 if let Some(a) = self.auth.lock().unwrap().clone() {
                     req = req.set("Authorization", &a);
                 }
             }
-            let res = match &mut body {
+            let res = match &body {
                 Body::Empty => req.call(),
                 Body::Bytes(b, ct) => req.set("Content-Type", ct).send_bytes(b),
-                Body::Stream(r, len) => req
-                    .set("Content-Type", "application/octet-stream")
-                    .set("Content-Length", &len.to_string())
-                    .send(&mut **r),
+                Body::Reopen(open, len) => {
+                    let r = open().map_err(|e| Error::msg(format!("{what}: {e}")))?;
+                    req.set("Content-Type", "application/octet-stream").set("Content-Length", &len.to_string()).send(r)
+                }
             };
-            let what = format!("registry {}: {method} {}", self.registry, url.split('?').next().unwrap_or(&url));
             if let Err(ureq::Error::Transport(t)) = &res {
                 if let Some(u) = self.fall_back_to_http(&url) {
                     https_error = Some(t.to_string());
@@ -202,18 +246,27 @@ impl Client {
                     if redirects > 5 {
                         bail!("{what}: too many redirects");
                     }
-                    url = self.url(&loc);
+                    let next = resolve_location(&url, &loc);
+                    if url.starts_with("https://") && !next.starts_with("https://") {
+                        bail!("{what}: refusing to follow a redirect from HTTPS to plain HTTP ({next})");
+                    }
+                    url = next;
                 }
                 Ok(resp) => return Ok(resp),
+                Err(ureq::Error::Status(401, resp)) if !own => {
+                    let _ = error_body(resp);
+                    bail!(
+                        "{what}: 401 from {}, where the registry redirected the request: berth answers only the registry's own authentication challenges",
+                        origin_of(&url)
+                    );
+                }
                 Err(ureq::Error::Status(401, resp)) if !authed_retry => {
                     authed_retry = true;
                     let challenge = resp.header("WWW-Authenticate").unwrap_or("").to_string();
                     let _ = error_body(resp);
                     self.authenticate(&challenge)?;
-                    if !replayable {
-                        bail!("{what}: the registry asked for authentication in the middle of an upload");
-                    }
                 }
+                Err(ureq::Error::Status(code, resp)) if accept.contains(&code) => return Ok(resp),
                 Err(ureq::Error::Status(code, resp))
                     if (code == 429 || code >= 500) && replayable && attempt < self.retries =>
                 {
@@ -400,11 +453,8 @@ impl Client {
     }
 
     pub fn blob_exists(&self, repo: &str, digest: &Digest) -> Result<bool> {
-        match self.send("HEAD", &format!("/v2/{repo}/blobs/{digest}"), &[], Body::Empty) {
-            Ok(_) => Ok(true),
-            Err(e) if e.message().contains(": 404") => Ok(false),
-            Err(e) => Err(e),
-        }
+        let resp = self.send_accepting("HEAD", &format!("/v2/{repo}/blobs/{digest}"), &[], Body::Empty, &[404])?;
+        Ok(resp.status() != 404)
     }
 
     /// Tries a cross-repository mount of `digest` from `from`; returns None when mounted,
@@ -436,11 +486,18 @@ impl Client {
         loc.ok_or_else(|| Error::msg(format!("registry {}: upload without a Location", self.registry)))
     }
 
-    /// Uploads a blob monolithically to an upload session.
-    pub fn finish_upload(&self, location: &str, digest: &Digest, data: &mut dyn Read, size: u64) -> Result<()> {
+    /// Uploads a blob monolithically to an upload session; `open` gives its content (again,
+    /// if the registry asks for authentication once it has been sent).
+    pub fn finish_upload(
+        &self,
+        location: &str,
+        digest: &Digest,
+        open: &dyn Fn() -> io::Result<Box<dyn Read>>,
+        size: u64,
+    ) -> Result<()> {
         let sep = if location.contains('?') { '&' } else { '?' };
         let url = format!("{location}{sep}digest={}", enc(digest.as_str()));
-        let resp = self.send("PUT", &url, &[], Body::Stream(data, size))?;
+        let resp = self.send("PUT", &url, &[], Body::Reopen(open, size))?;
         if resp.status() != 201 && resp.status() != 204 {
             bail!("registry {}: upload of {digest}: unexpected status {}", self.registry, resp.status());
         }

@@ -5,11 +5,13 @@
 //!
 //! /etc/passwd and /etc/group are opened inside the root filesystem with
 //! openat2(RESOLVE_IN_ROOT): a symlinked /etc/passwd in a hostile image resolves inside the
-//! image, never to the host's.
+//! image, never to the host's; and only a regular file is read (a FIFO would block, a device
+//! node would be a host device).
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::error::{bail, Context, Result};
@@ -41,16 +43,39 @@ pub struct Overrides {
     pub env: Vec<String>,
 }
 
+/// Reads `path` of the image (/etc/passwd, /etc/group), resolved inside `rootfs`. Only a
+/// regular file is read: it is opened O_PATH first (no device driver's open runs, no FIFO
+/// blocks), checked with fstat, then reopened for reading through /proc/self/fd (the same
+/// inode). Bytes that are not UTF-8 are replaced, not an error.
 fn read_in_root(rootfs: &Path, path: &str) -> Result<Option<String>> {
-    let root = berth_storage::sys::open_dir(rootfs).ctx(format!("open root filesystem {}", rootfs.display()))?;
-    let fd = match berth_storage::sys::open_in_root(root.as_fd(), path.as_bytes(), libc::O_RDONLY) {
+    use berth_storage::sys;
+    let root = sys::open_dir(rootfs).ctx(format!("open root filesystem {}", rootfs.display()))?;
+    let fd = match sys::open_in_root(root.as_fd(), path.as_bytes(), libc::O_PATH) {
         Ok(fd) => fd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).ctx(format!("image {path}")),
     };
-    let mut s = String::new();
-    std::fs::File::from(fd).take(4 << 20).read_to_string(&mut s).ctx(format!("image {path}"))?;
-    Ok(Some(s))
+    let st = sys::fstat(fd.as_fd()).ctx(format!("image {path}"))?;
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => None,
+        libc::S_IFDIR => Some("a directory"),
+        libc::S_IFCHR => Some("a character device"),
+        libc::S_IFBLK => Some("a block device"),
+        libc::S_IFIFO => Some("a FIFO"),
+        libc::S_IFSOCK => Some("a socket"),
+        _ => Some("of an unknown type"),
+    };
+    if let Some(kind) = kind {
+        bail!("image {path}: not a regular file ({kind}); refusing to read it");
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .ctx(format!("image {path}"))?;
+    let mut bytes = Vec::new();
+    file.take(4 << 20).read_to_end(&mut bytes).ctx(format!("image {path}"))?;
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 pub fn signal_number(s: &str) -> Result<i32> {

@@ -15,8 +15,9 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use berth_storage::layers::TempLayer;
 use berth_storage::{Digest, LayerStore, Snapshotter};
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use serde_json::{json, Value};
 
 use crate::config::Config;
@@ -27,6 +28,11 @@ use crate::manifest::{self, Document, ImageConfig};
 use crate::reference::Reference;
 
 pub const DEFAULT_ROOT: &str = "/var/lib/berth";
+
+fn set_mode(p: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).ctx(format!("chmod {mode:o} {}", p.display()))
+}
 
 pub struct Store {
     pub root: PathBuf,
@@ -107,13 +113,47 @@ impl Store {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT))
     }
 
+    /// Opens (creating if needed) the store at `root`, as root. The tree is private whatever the umask,
+    /// and made so again on every open (stores of older versions were not): the root is
+    /// searchable only (0711), and `content/`, `layers/` and `snapshots/` are 0700, since
+    /// layers hold images' setuid binaries, file capabilities and device nodes.
     pub fn open(root: &Path, config: Config) -> Result<Store> {
+        // Unpacking layers sets their files' owners and creates device nodes; overlay mounts
+        // need CAP_SYS_ADMIN. Without root nothing would work, so say so at once.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("berth needs root (store {})", root.display());
+        }
         fs::create_dir_all(root).ctx(format!("create store root {}", root.display()))?;
         let root = root.canonicalize().ctx(root.display())?;
+        set_mode(&root, 0o711)?;
+        for d in ["content", "layers", "snapshots"] {
+            let p = root.join(d);
+            fs::create_dir_all(&p).ctx(format!("create {}", p.display()))?;
+            set_mode(&p, 0o700)?;
+        }
         let content = ContentStore::open(&root.join("content"))?;
         let layers = LayerStore::open(&root.join("layers")).ctx("layers directory")?;
         let snapshots = Snapshotter::open(&root.join("snapshots")).ctx("snapshots directory")?;
-        let db = Db::open(&root.join("berth.db"))?;
+        let db_path = root.join("berth.db");
+        // SQLite creates its -wal and -shm files with the database file's mode.
+        for suffix in ["", "-wal", "-shm"] {
+            let p = root.join(format!("berth.db{suffix}"));
+            match fs::symlink_metadata(&p) {
+                Ok(_) => set_mode(&p, 0o600)?,
+                Err(_) if suffix.is_empty() => {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .mode(0o600)
+                        .open(&p)
+                        .ctx(format!("create {}", p.display()))?;
+                }
+                Err(_) => {}
+            }
+        }
+        let db = Db::open(&db_path)?;
         Ok(Store { lock_path: root.join("store.lock"), root, config, content, layers, snapshots, db: Mutex::new(db) })
     }
 
@@ -124,15 +164,8 @@ impl Store {
             .write(true)
             .open(&self.lock_path)
             .ctx(self.lock_path.display())?;
-        loop {
-            if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
-                return Ok(Lock { _file: f });
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e).ctx(format!("lock {}", self.lock_path.display()));
-            }
-        }
+        crate::content::flock(&f, op).ctx(format!("lock {}", self.lock_path.display()))?;
+        Ok(Lock { _file: f })
     }
 
     /// Held while adding content (pull, load, import): GC waits for it.
@@ -172,45 +205,84 @@ impl Store {
     }
 
     /// Finds an image by name (`busybox`, `reg/x:tag`, `x@sha256:...`), by ID (the config
-    /// digest, or a unique prefix of at least 4 hex digits) or by manifest digest.
+    /// digest, or a unique prefix of at least 4 hex digits) or by manifest digest. Names come
+    /// first, as in Docker: `cafe` is the image named `cafe` if there is one, and an ID
+    /// prefix only otherwise; `sha256:...` and 64 hex digits are only ever IDs or digests.
     pub fn resolve(&self, name: &str) -> Result<Image> {
-        let hex = name.strip_prefix("sha256:").unwrap_or(name);
-        if hex.len() >= 4 && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
-            let rows = self.db().images()?;
-            let mut found: Vec<&ImageRow> = rows
-                .iter()
-                .filter(|r| r.config_digest[7..].starts_with(hex) || r.manifest_digest[7..].starts_with(hex))
-                .collect();
-            let ids: HashSet<&str> = found.iter().map(|r| r.config_digest.as_str()).collect();
-            if ids.len() > 1 {
-                bail!("image ID {name:?} is ambiguous: {} images match", ids.len());
+        let id_like = |h: &str| {
+            h.len() >= 4 && h.len() <= 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        if let Some(hex) = name.strip_prefix("sha256:").filter(|h| id_like(h)) {
+            return self
+                .by_id_prefix(name, hex)?
+                .ok_or_else(|| Error::msg(format!("image {name} not found in the store")));
+        }
+        if name.len() == 64 && id_like(name) {
+            return self
+                .by_id_prefix(name, name)?
+                .ok_or_else(|| Error::msg(format!("image {name} not found in the store")));
+        }
+        let r = match self.config.resolve(name) {
+            Ok(r) => r,
+            Err(e) => {
+                if id_like(name) {
+                    if let Some(img) = self.by_id_prefix(name, name)? {
+                        return Ok(img);
+                    }
+                }
+                return Err(e);
             }
-            if let Some(r) = found.pop() {
-                // Of several manifests with the same config, prefer a tagged one.
-                let md = rows
-                    .iter()
-                    .filter(|x| x.config_digest == r.config_digest)
-                    .find(|x| !self.db().tags_of(&x.manifest_digest).unwrap_or_default().is_empty())
-                    .unwrap_or(r)
-                    .manifest_digest
-                    .clone();
-                return self.image_by_manifest(&md)?.ok_or_else(|| Error::msg(format!("image {name}: vanished")));
+        };
+        if let Some(img) = self.by_name(&r)? {
+            return Ok(img);
+        }
+        if id_like(name) {
+            if let Some(img) = self.by_id_prefix(name, name)? {
+                return Ok(img);
             }
         }
-        let r = self.config.resolve(name)?;
+        match r.tagged() {
+            Some(t) if r.digest.is_none() => bail!("image {name} ({t}) not found in the store"),
+            _ => bail!("image {name} not found in the store"),
+        }
+    }
+
+    /// The image a reference names: by its digest, else by its tag.
+    fn by_name(&self, r: &Reference) -> Result<Option<Image>> {
         if let Some(d) = &r.digest {
-            let img = self.image_by_manifest(d.as_str())?;
-            return match img {
-                Some(i) => Ok(i),
-                None => bail!("image {name} not found in the store"),
-            };
+            return self.image_by_manifest(d.as_str());
         }
-        let tagged = r.tagged().unwrap_or_default();
-        let hit = self.db().tag(&tagged)?;
+        let hit = self.db().tag(&r.tagged().unwrap_or_default())?;
         match hit {
-            Some((md, _)) => self.image_by_manifest(&md)?.ok_or_else(|| Error::msg(format!("image {name}: vanished"))),
-            None => bail!("image {name} ({tagged}) not found in the store"),
+            Some((md, _)) => {
+                Ok(Some(self.image_by_manifest(&md)?.ok_or_else(|| Error::msg(format!("image {r}: vanished")))?))
+            }
+            None => Ok(None),
         }
+    }
+
+    /// The image whose ID (config digest) or manifest digest starts with `hex`; an error when
+    /// several images match.
+    fn by_id_prefix(&self, name: &str, hex: &str) -> Result<Option<Image>> {
+        let rows = self.db().images()?;
+        let mut found: Vec<&ImageRow> = rows
+            .iter()
+            .filter(|r| r.config_digest[7..].starts_with(hex) || r.manifest_digest[7..].starts_with(hex))
+            .collect();
+        let ids: HashSet<&str> = found.iter().map(|r| r.config_digest.as_str()).collect();
+        if ids.len() > 1 {
+            bail!("image ID {name:?} is ambiguous: {} images match", ids.len());
+        }
+        let Some(r) = found.pop() else { return Ok(None) };
+        // Of several manifests with the same config, prefer a tagged one.
+        let md = rows
+            .iter()
+            .filter(|x| x.config_digest == r.config_digest)
+            .find(|x| !self.db().tags_of(&x.manifest_digest).unwrap_or_default().is_empty())
+            .unwrap_or(r)
+            .manifest_digest
+            .clone();
+        Ok(Some(self.image_by_manifest(&md)?.ok_or_else(|| Error::msg(format!("image {name}: vanished")))?))
     }
 
     /// Bytes of file content of the image's layers once unpacked (what `berth images` shows,
@@ -249,6 +321,21 @@ impl Store {
             .collect()
     }
 
+    /// Puts a verified unpacked layer under its chain ID. A directory already there is trusted
+    /// only if the database records that layer (only verified layers are ever recorded);
+    /// otherwise it is replaced. The check and the rename happen inside one write transaction,
+    /// so an image being registered meanwhile cannot start using the directory replaced.
+    pub fn commit_layer(&self, tmp: &mut TempLayer, chain: &Digest) -> Result<()> {
+        self.db().write(|tx| {
+            let recorded = tx
+                .query_row("SELECT 1 FROM layers WHERE chain_id = ?1", [chain.as_str()], |_| Ok(()))
+                .optional()?
+                .is_some();
+            self.layers.commit(tmp, chain, recorded).ctx(format!("commit layer {chain}"))?;
+            Ok(())
+        })
+    }
+
     /// Records an image whose blobs are in the content store and whose layers are unpacked,
     /// with its tag (if any) and where it came from, in one transaction.
     #[allow(clippy::too_many_arguments)]
@@ -276,7 +363,10 @@ impl Store {
         // Layers are on disk before their records: make them durable first.
         if !layers.is_empty() {
             let fd = berth_storage::sys::open_dir(self.layers.dir()).ctx("layers directory")?;
-            unsafe { libc::syncfs(fd.as_raw_fd()) };
+            if unsafe { libc::syncfs(fd.as_raw_fd()) } != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .ctx(format!("syncfs on the filesystem of {}", self.layers.dir().display()));
+            }
         }
         let now = db::now();
         self.db().write(|tx| {
@@ -361,51 +451,51 @@ impl Store {
     /// digest removes the image and all its tags (several tags need `force`). An image used by
     /// a container snapshot is kept. Unreferenced blobs and layers are then collected.
     pub fn remove_image(&self, name: &str, force: bool) -> Result<Vec<String>> {
-        let img = self.resolve(name)?;
-        let mut out = Vec::new();
-        let by_tag = {
-            let r = self.config.resolve(name).ok();
-            r.and_then(|r| r.tagged()).filter(|t| img.tags.contains(t))
-        };
-        let snaps = self.db().snapshots_of(&img.row.manifest_digest)?;
+        // Everything is decided under the exclusive lock (no pull, load or snapshot creation
+        // meanwhile) and inside the transaction that deletes (the tags and snapshots read are
+        // the ones the deletion sees).
         let _lock = self.lock_exclusive()?;
-        let remaining_tags: Vec<String> = match &by_tag {
-            Some(t) => img.tags.iter().filter(|x| *x != t).cloned().collect(),
-            None => {
-                if img.tags.len() > 1 && !force {
-                    bail!(
-                        "image {} is referenced by {} tags ({}): remove them by name or use --force",
-                        img.id().short(),
-                        img.tags.len(),
-                        img.tags.join(", ")
-                    );
-                }
-                Vec::new()
-            }
-        };
-        if remaining_tags.is_empty() && !snaps.is_empty() {
-            bail!("image {} is in use by container snapshot(s) {}", img.id().short(), snaps.join(", "));
-        }
-        self.db().write(|tx| {
-            match &by_tag {
-                Some(t) => {
-                    tx.execute("DELETE FROM tags WHERE name = ?1", [t])?;
-                    out.push(format!("Untagged: {t}"));
-                }
+        let img = self.resolve(name)?;
+        let named = self.config.resolve(name).ok().and_then(|r| r.tagged());
+        let md = img.row.manifest_digest.clone();
+        let short = img.id().short().to_string();
+        let (out, deleted) = self.db().write(|tx| {
+            let list = |sql: &str| -> Result<Vec<String>> {
+                let mut st = tx.prepare(sql)?;
+                let rows = st.query_map([&md], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+                Ok(rows)
+            };
+            let tags = list("SELECT name FROM tags WHERE manifest_digest = ?1 ORDER BY name")?;
+            let snaps = list("SELECT id FROM snapshots WHERE manifest_digest = ?1 ORDER BY id")?;
+            let by_tag = named.filter(|t| tags.contains(t));
+            let (untag, delete) = match &by_tag {
+                Some(t) => (vec![t.clone()], tags.len() == 1),
                 None => {
-                    for t in &img.tags {
-                        tx.execute("DELETE FROM tags WHERE name = ?1", [t])?;
-                        out.push(format!("Untagged: {t}"));
+                    if tags.len() > 1 && !force {
+                        bail!(
+                            "image {short} is referenced by {} tags ({}): remove them by name or use --force",
+                            tags.len(),
+                            tags.join(", ")
+                        );
                     }
+                    (tags.clone(), true)
                 }
+            };
+            if delete && !snaps.is_empty() {
+                bail!("image {short} is in use by container snapshot(s) {}", snaps.join(", "));
             }
-            if remaining_tags.is_empty() {
-                tx.execute("DELETE FROM images WHERE manifest_digest = ?1", [&img.row.manifest_digest])?;
+            let mut out = Vec::new();
+            for t in &untag {
+                tx.execute("DELETE FROM tags WHERE name = ?1", [t])?;
+                out.push(format!("Untagged: {t}"));
+            }
+            if delete {
+                tx.execute("DELETE FROM images WHERE manifest_digest = ?1", [&md])?;
                 out.push(format!("Deleted: {}", img.id()));
             }
-            Ok(())
+            Ok((out, delete))
         })?;
-        if remaining_tags.is_empty() {
+        if deleted {
             self.collect_garbage_locked()?;
         }
         Ok(out)
@@ -576,7 +666,6 @@ impl Store {
     pub fn mount_snapshot(&self, id: &str) -> Result<PathBuf> {
         berth_storage::snapshot::validate_id(id)?;
         let row: Option<(String, String)> = {
-            use rusqlite::OptionalExtension;
             self.db()
                 .conn
                 .query_row("SELECT manifest_digest, driver FROM snapshots WHERE id = ?1", [id], |r| {

@@ -64,7 +64,7 @@ fn library_pull_snapshots_and_runtime_defaults() {
     let fx = build_fixtures(&tmp.path().join("fx")).unwrap();
     let name = format!("{}/lib/multi:v1", registry.addr());
     skopeo_push(&fx.layout, "multi", &name, false, None, None).unwrap();
-    let auth = AuthFile { path: tmp.path().join("auth.json") };
+    let auth = AuthFile::at(&tmp.path().join("auth.json"));
 
     for driver in ["overlay", "copy"] {
         let store = Store::open(&tmp.path().join(format!("root-{driver}")), config(driver)).unwrap();

@@ -36,7 +36,9 @@ impl Drop for TempLayer {
     }
 }
 
-pub(crate) fn unique_suffix() -> String {
+/// `<pid>-<16 random hex digits>`: names of temporary files and directories, unique across
+/// processes and threads, with the creator's pid (so leftovers of dead processes are known).
+pub fn unique_suffix() -> String {
     let mut b = [0u8; 8];
     let _ = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
     format!("{}-{}", std::process::id(), crate::digest::hex(&b))
@@ -68,16 +70,27 @@ impl LayerStore {
         Ok(TempLayer { path, committed: false })
     }
 
-    /// Moves a complete layer under its chain ID. Returns false when another process
-    /// committed the same layer first (the temporary copy is then discarded).
-    pub fn commit(&self, mut tmp: TempLayer, chain_id: &Digest) -> io::Result<bool> {
+    /// Moves a complete (and verified) layer under its chain ID. When a directory is already
+    /// there, it is kept if `trust_existing` (it is recorded as a verified layer: ours is
+    /// then discarded when `tmp` is dropped), and otherwise atomically replaced by ours (a
+    /// directory without a record may have been planted, or left by a version of berth that
+    /// committed before verifying); the old one is then in `tmp`, removed when it is dropped.
+    /// Returns whether ours is now the layer.
+    pub fn commit(&self, tmp: &mut TempLayer, chain_id: &Digest, trust_existing: bool) -> io::Result<bool> {
         let target = self.path(chain_id);
-        match fs::rename(&tmp.path, &target) {
+        match crate::sys::rename_noreplace(&tmp.path, &target) {
             Ok(()) => {
                 tmp.committed = true;
                 Ok(true)
             }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => Ok(false),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {
+                if trust_existing {
+                    return Ok(false);
+                }
+                let aside = self.dir.join(format!(".trash-{}", unique_suffix()));
+                crate::sys::rename_exchange(&tmp.path, &target, &aside)?;
+                Ok(true)
+            }
             Err(e) => Err(e),
         }
     }

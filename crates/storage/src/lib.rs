@@ -6,14 +6,15 @@ pub mod digest;
 pub mod layers;
 pub mod snapshot;
 pub mod sys;
+pub mod tarstream;
 pub mod unpack;
 
 use std::fmt;
 use std::path::Path;
 
 pub use digest::Digest;
-pub use layers::LayerStore;
-pub use snapshot::{Driver, Snapshotter};
+pub use layers::{unique_suffix, LayerStore};
+pub use snapshot::{Driver, OverlayMount, Snapshotter};
 pub use unpack::{unpack, Compression, UnpackStats};
 
 /// An error with its full context in the message: which layer, which entry, what failed.

@@ -3,8 +3,10 @@
 //! private copy of the layers with their whiteouts applied.
 //!
 //! `snapshots/<id>/` holds `upper/`, `work/` and the mount point `rootfs/` (overlay), or just
-//! `rootfs/` (copy). Long lower-directory lists are passed one by one with the new mount API
-//! (`lowerdir+`), so the length of a mount option page does not limit the number of layers.
+//! `rootfs/` (copy); `l/` holds short links to the layers when an older kernel needs them.
+//! Long lower-directory lists are passed one by one with the new mount API (`lowerdir+`, Linux
+//! 6.8+), so the length of a mount option page does not limit the number of layers; older
+//! kernels get mount(2) with short relative names (see `Snapshotter::mount`).
 
 use std::collections::HashMap;
 use std::fs;
@@ -31,12 +33,10 @@ impl Driver {
         }
     }
 
-    /// overlay when the kernel has overlayfs (and we may mount), copy otherwise.
+    /// overlay when we may mount overlayfs, copy otherwise. fsopen("overlay") answers both
+    /// (and loads the module if it is not loaded yet, which /proc/filesystems would miss).
     pub fn detect() -> Driver {
-        let has_overlay = fs::read_to_string("/proc/filesystems")
-            .map(|s| s.lines().any(|l| l.split_whitespace().last() == Some("overlay")))
-            .unwrap_or(false);
-        if has_overlay && unsafe { libc::geteuid() } == 0 {
+        if sys::FsContext::open("overlay").is_ok() {
             Driver::Overlay
         } else {
             Driver::Copy
@@ -53,6 +53,27 @@ impl Driver {
 
 pub struct Snapshotter {
     dir: PathBuf,
+    overlay_mount: OverlayMount,
+}
+
+/// How overlay snapshots are mounted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverlayMount {
+    /// The new mount API with `lowerdir+` where the kernel has it, mount(2) otherwise.
+    Auto,
+    /// Always mount(2) with an option string (what kernels before 6.8 get).
+    Classic,
+}
+
+/// Whether overlayfs has its own mount parameter parser (Linux 6.5+): it refuses a key it
+/// does not know, where the kernel's legacy parser (earlier kernels) accepts any key and the
+/// error only comes when the superblock is created. Probed once per process.
+fn overlay_parses_its_parameters() -> bool {
+    static PARSES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PARSES.get_or_init(|| match sys::FsContext::open("overlay") {
+        Ok(ctx) => ctx.set_string("berth-probe-unknown-key", b"1").is_err(),
+        Err(_) => false,
+    })
 }
 
 pub fn validate_id(id: &str) -> Result<(), Error> {
@@ -70,7 +91,12 @@ pub fn validate_id(id: &str) -> Result<(), Error> {
 impl Snapshotter {
     pub fn open(dir: &Path) -> io::Result<Snapshotter> {
         fs::create_dir_all(dir)?;
-        Ok(Snapshotter { dir: dir.to_path_buf() })
+        Ok(Snapshotter { dir: dir.to_path_buf(), overlay_mount: OverlayMount::Auto })
+    }
+
+    /// Chooses how overlay snapshots are mounted (`Auto` by default).
+    pub fn set_overlay_mount(&mut self, how: OverlayMount) {
+        self.overlay_mount = how;
     }
 
     pub fn path(&self, id: &str) -> PathBuf {
@@ -124,30 +150,85 @@ impl Snapshotter {
     }
 
     /// Mounts an overlay snapshot's root filesystem (again, e.g. after a reboot).
+    ///
+    /// With the new mount API and overlayfs's `lowerdir+` (Linux 6.8+), the lower directories
+    /// are passed one by one, so their number and length are not limited by a mount option
+    /// page. Older kernels get a classic mount(2) option string; when the absolute paths do
+    /// not fit in a page, short relative names are used instead: `snapshots/<id>/l/<n>`
+    /// symlinks to the layers, mounted from a thread whose working directory is `l/` (Docker's
+    /// overlay2 does the same with its `l/` directory). Before 6.5 overlayfs had no mount
+    /// parameter parser of its own: the kernel's legacy one accepts any key and the error only
+    /// comes at creation, so that case is recognised first, by a key no parser knows.
     pub fn mount(&self, id: &str, lowers: &[PathBuf]) -> Result<(), Error> {
         validate_id(id)?;
-        let base = self.path(id);
-        let (upper, work, rootfs) = (base.join("upper"), base.join("work"), base.join("rootfs"));
         if lowers.is_empty() {
             return Err(Error::new(format!("snapshot {id}: an image without layers cannot be mounted")));
         }
-        let ctx = sys::FsContext::open("overlay").map_err(|e| Error::new(format!("snapshot {id}: overlayfs: {e}")))?;
-        let mut plus = true;
-        for l in lowers.iter().rev() {
-            if let Err(e) = ctx.set_string("lowerdir+", l.as_os_str().as_encoded_bytes()) {
-                if e.raw_os_error() == Some(libc::EINVAL) {
-                    plus = false; // kernel older than 6.8
-                    break;
-                }
-                return Err(Error::new(format!("snapshot {id}: overlay lowerdir {}: {e}", l.display())));
+        if self.overlay_mount == OverlayMount::Auto && overlay_parses_its_parameters() {
+            if let Some(r) = self.mount_lowerdir_plus(id, lowers) {
+                return r;
             }
         }
-        if plus {
-            ctx.set_string("upperdir", upper.as_os_str().as_encoded_bytes())
-                .and_then(|_| ctx.set_string("workdir", work.as_os_str().as_encoded_bytes()))
-                .and_then(|_| ctx.mount_at(&rootfs, 0))
-                .map_err(|e| Error::new(format!("snapshot {id}: mount overlay on {}: {e}", rootfs.display())))?;
-            return Ok(());
+        self.mount_classic(id, lowers)
+    }
+
+    /// The new mount API with `lowerdir+`; None when this kernel's overlayfs does not know
+    /// `lowerdir+` (before 6.8).
+    fn mount_lowerdir_plus(&self, id: &str, lowers: &[PathBuf]) -> Option<Result<(), Error>> {
+        let base = self.path(id);
+        let (upper, work, rootfs) = (base.join("upper"), base.join("work"), base.join("rootfs"));
+        let ctx = match sys::FsContext::open("overlay") {
+            Ok(c) => c,
+            Err(e) => return Some(Err(Error::new(format!("snapshot {id}: overlayfs: {e}")))),
+        };
+        let failed = |what: String, e: io::Error, ctx: &sys::FsContext| {
+            let kernel = ctx.messages();
+            let kernel = if kernel.is_empty() { String::new() } else { format!(" (kernel: {kernel})") };
+            Error::new(format!("snapshot {id}: {what}: {e}{kernel}"))
+        };
+        for (i, l) in lowers.iter().rev().enumerate() {
+            if let Err(e) = ctx.set_string("lowerdir+", l.as_os_str().as_encoded_bytes()) {
+                if i == 0 && e.raw_os_error() == Some(libc::EINVAL) {
+                    let kernel = ctx.messages();
+                    if kernel.is_empty() || kernel.contains("Unknown parameter") {
+                        return None; // kernel older than 6.8
+                    }
+                    return Some(Err(Error::new(format!(
+                        "snapshot {id}: overlay lowerdir {}: {e} (kernel: {kernel})",
+                        l.display()
+                    ))));
+                }
+                return Some(Err(failed(format!("overlay lowerdir {}", l.display()), e, &ctx)));
+            }
+        }
+        let r = ctx
+            .set_string("upperdir", upper.as_os_str().as_encoded_bytes())
+            .map_err(|e| failed(format!("overlay upperdir {}", upper.display()), e, &ctx))
+            .and_then(|_| {
+                ctx.set_string("workdir", work.as_os_str().as_encoded_bytes())
+                    .map_err(|e| failed(format!("overlay workdir {}", work.display()), e, &ctx))
+            })
+            .and_then(|_| {
+                ctx.mount_at(&rootfs, 0).map_err(|e| failed(format!("mount overlay on {}", rootfs.display()), e, &ctx))
+            });
+        Some(r)
+    }
+
+    /// mount(2) with an option string; short relative lower names when the absolute ones do
+    /// not fit in a page.
+    fn mount_classic(&self, id: &str, lowers: &[PathBuf]) -> Result<(), Error> {
+        let base = self.path(id);
+        let (upper, work, rootfs) = (base.join("upper"), base.join("work"), base.join("rootfs"));
+        // mount(2) gives no reason beyond EINVAL (only the kernel log has it): check first
+        // what the kernel would refuse, so the error names it.
+        for l in lowers {
+            match fs::metadata(l) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(Error::new(format!("snapshot {id}: overlay lowerdir {}: not a directory", l.display())))
+                }
+                Err(e) => return Err(Error::new(format!("snapshot {id}: overlay lowerdir {}: {e}", l.display()))),
+            }
         }
         let esc = |p: &Path| -> String {
             let mut s = String::new();
@@ -159,28 +240,59 @@ impl Snapshotter {
             }
             s
         };
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(4096);
         let lower: Vec<String> = lowers.iter().rev().map(|p| esc(p)).collect();
-        let data = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), esc(&upper), esc(&work));
-        if data.len() >= 4096 {
+        let mut data = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), esc(&upper), esc(&work));
+        let mut cwd = None;
+        if data.len() >= page {
+            let links = base.join("l");
+            match fs::remove_dir_all(&links) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&links, e)),
+            }
+            fs::create_dir(&links).map_err(|e| Error::io(&links, e))?;
+            for (i, l) in lowers.iter().enumerate() {
+                let link = links.join(i.to_string());
+                std::os::unix::fs::symlink(l, &link).map_err(|e| Error::io(&link, e))?;
+            }
+            let short: Vec<String> = (0..lowers.len()).rev().map(|i| i.to_string()).collect();
+            data = format!("lowerdir={},upperdir=../upper,workdir=../work", short.join(":"));
+            cwd = Some(links);
+        }
+        if data.len() >= page {
             return Err(Error::new(format!(
                 "snapshot {id}: {} layers do not fit in one overlay mount option page on this kernel (needs 6.8+ for more)",
                 lowers.len()
             )));
         }
-        let (src, target, fstype, data) = (
-            sys::cstr(b"overlay").unwrap(),
+        let (target, data) = (
             sys::cstr(rootfs.as_os_str().as_encoded_bytes()).map_err(|e| Error::io(&rootfs, e))?,
-            sys::cstr(b"overlay").unwrap(),
             sys::cstr(data.as_bytes()).map_err(|e| Error::io(&rootfs, e))?,
         );
-        if unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, data.as_ptr().cast()) } != 0 {
-            return Err(Error::new(format!(
-                "snapshot {id}: mount overlay on {}: {}",
-                rootfs.display(),
-                io::Error::last_os_error()
-            )));
-        }
-        Ok(())
+        let mount = || -> io::Result<()> {
+            if let Some(dir) = &cwd {
+                // This thread's own working directory: the process's is left alone.
+                if unsafe { libc::unshare(libc::CLONE_FS) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                std::env::set_current_dir(dir)?;
+            }
+            let r = unsafe {
+                libc::mount(c"overlay".as_ptr(), target.as_ptr(), c"overlay".as_ptr(), 0, data.as_ptr().cast())
+            };
+            if r != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        };
+        let r = if cwd.is_some() {
+            std::thread::scope(|s| s.spawn(mount).join())
+                .unwrap_or_else(|_| Err(io::Error::other("mount thread panicked")))
+        } else {
+            mount()
+        };
+        r.map_err(|e| Error::new(format!("snapshot {id}: mount overlay on {}: {e}", rootfs.display())))
     }
 
     pub fn unmount(&self, id: &str) -> Result<(), Error> {

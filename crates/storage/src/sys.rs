@@ -208,6 +208,45 @@ pub fn free_bytes(fd: BorrowedFd) -> io::Result<u64> {
     Ok(st.f_bfree as u64 * st.f_frsize as u64)
 }
 
+fn renameat2(old: &CStr, new: &CStr, flags: libc::c_uint) -> libc::c_long {
+    unsafe { libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, old.as_ptr(), libc::AT_FDCWD, new.as_ptr(), flags) }
+}
+
+/// rename(2) that fails with EEXIST instead of replacing an existing `new` (RENAME_NOREPLACE;
+/// on filesystems without it, an existence check first).
+pub fn rename_noreplace(old: &Path, new: &Path) -> io::Result<()> {
+    let (o, n) = (cstr(old.as_os_str().as_encoded_bytes())?, cstr(new.as_os_str().as_encoded_bytes())?);
+    let r = renameat2(&o, &n, libc::RENAME_NOREPLACE);
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EINVAL) {
+        return Err(e);
+    }
+    if std::fs::symlink_metadata(new).is_ok() {
+        return Err(io::Error::from_raw_os_error(libc::EEXIST));
+    }
+    std::fs::rename(old, new)
+}
+
+/// Swaps two existing paths atomically (RENAME_EXCHANGE), so that `b` never disappears. On
+/// filesystems without it: `b` is moved to `b_aside` first, then `a` to `b`, then `b_aside` to `a`.
+pub fn rename_exchange(a: &Path, b: &Path, b_aside: &Path) -> io::Result<()> {
+    let (ca, cb) = (cstr(a.as_os_str().as_encoded_bytes())?, cstr(b.as_os_str().as_encoded_bytes())?);
+    let r = renameat2(&ca, &cb, libc::RENAME_EXCHANGE);
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EINVAL) {
+        return Err(e);
+    }
+    std::fs::rename(b, b_aside)?;
+    std::fs::rename(a, b)?;
+    std::fs::rename(b_aside, a)
+}
+
 pub fn fsync_dir(path: &Path) -> io::Result<()> {
     let fd = open_dir(path)?;
     check(unsafe { libc::fsync(fd.as_raw_fd()) }).map(drop)
@@ -272,7 +311,6 @@ pub fn remove_all_at(dir: BorrowedFd, name: &CStr) -> io::Result<()> {
 
 // The new mount API, for overlay mounts with any number of lower directories ("lowerdir+").
 const FSOPEN_CLOEXEC: libc::c_uint = 1;
-const FSCONFIG_SET_FLAG: libc::c_uint = 0;
 const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 const FSMOUNT_CLOEXEC: libc::c_uint = 1;
@@ -302,22 +340,25 @@ impl FsContext {
         Ok(())
     }
 
-    pub fn set_flag(&self, key: &str) -> io::Result<()> {
-        let k = cstr(key.as_bytes())?;
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                self.0.as_raw_fd(),
-                FSCONFIG_SET_FLAG,
-                k.as_ptr(),
-                std::ptr::null::<libc::c_char>(),
-                0,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
+    /// The messages the kernel logged on this context (why a parameter or the creation
+    /// failed), oldest first, joined with "; ". Reading consumes them.
+    pub fn messages(&self) -> String {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        // Each read returns one message ("e text", "w text" or "i text"); ENODATA when none
+        // is left. The kernel keeps a handful at most.
+        for _ in 0..16 {
+            let n = unsafe { libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            let line = String::from_utf8_lossy(&buf[..n as usize]);
+            let text = line.get(2..).unwrap_or("").trim();
+            if !text.is_empty() {
+                out.push(text.to_string());
+            }
         }
-        Ok(())
+        out.join("; ")
     }
 
     /// Creates the superblock and attaches the mount at `target`.

@@ -20,6 +20,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::digest::{Digest, HashingReader};
 use crate::sys;
+use crate::tarstream::{EntryHeader, TarStream};
 use crate::Error;
 
 /// How a layer blob is compressed.
@@ -120,16 +121,12 @@ pub fn unpack<R: Read>(
         entries: 0,
         buf: vec![0u8; 256 << 10],
     };
-    let mut archive = tar::Archive::new(hashing);
-    {
-        let entries = archive.entries().map_err(|e| x.err(None, format!("reading the tar stream: {e}")))?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| x.err(None, format!("reading the tar stream: {e}")))?;
-            x.entry(&mut entry)?;
-        }
+    let mut tar = TarStream::new(hashing);
+    while let Some(h) = tar.next_entry().map_err(|e| x.err(None, format!("reading the tar stream: {e}")))? {
+        x.entry(&h, &mut tar)?;
     }
     x.finish_dirs()?;
-    let mut hashing = archive.into_inner();
+    let mut hashing = tar.into_inner();
     hashing.drain().map_err(|e| x.err(None, format!("reading past the end of the tar stream: {e}")))?;
     Ok(UnpackStats {
         diff_id: hashing.hasher.digest(),
@@ -191,20 +188,17 @@ impl Extractor {
         }
     }
 
-    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<R>) -> Result<(), Error> {
+    fn entry<R: Read>(&mut self, h: &EntryHeader, tar: &mut TarStream<R>) -> Result<(), Error> {
         self.entries += 1;
-        let raw_path = entry.path_bytes().into_owned();
-        let kind = entry.header().entry_type();
-        if kind == tar::EntryType::XGlobalHeader {
-            return Ok(());
-        }
+        let raw_path = h.path.clone();
+        let kind = h.kind;
         let comps = components(&raw_path).map_err(|m| self.err(Some(&raw_path), m))?;
         let Some((name, parent)) = comps.split_last() else {
             // The layer root itself ("./"): its attributes are the layer directory's.
             return Ok(());
         };
         let parent_path = parent.join(&b'/');
-        let meta = self.meta(entry, &raw_path)?;
+        let meta = self.meta(h, &raw_path)?;
 
         // Whiteouts.
         if let Some(hidden) = name.strip_prefix(b".wh.") {
@@ -249,7 +243,7 @@ impl Extractor {
         let replaced_whiteout = self.clear_slot(dir, &cname, kind == tar::EntryType::Directory, &comps.join(&b'/'))?;
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                let size = entry.size();
+                let size = h.size;
                 if size > self.free.saturating_sub(self.content_bytes) {
                     return Err(self.err(
                         Some(&raw_path),
@@ -264,7 +258,7 @@ impl Extractor {
                 let mut file = File::from(fd);
                 let mut written: u64 = 0;
                 loop {
-                    let n = match entry.read(&mut self.buf) {
+                    let n = match tar.read_data(&mut self.buf) {
                         Ok(0) => break,
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -295,10 +289,7 @@ impl Extractor {
                 self.deferred_dirs.push((comps.join(&b'/'), meta.mtime, meta.mtime_nsec));
             }
             tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| self.err(Some(&raw_path), "symlink without a target"))?
-                    .into_owned();
+                let target = h.link.clone().ok_or_else(|| self.err(Some(&raw_path), "symlink without a target"))?;
                 let target = sys::cstr(&target).map_err(|e| self.err(Some(&raw_path), e))?;
                 sys::symlinkat(&target, dir, &cname).map_err(|e| self.err(Some(&raw_path), format!("symlink: {e}")))?;
                 sys::lchownat(dir, &cname, meta.uid, meta.gid).map_err(|e| self.err(Some(&raw_path), e))?;
@@ -309,10 +300,7 @@ impl Extractor {
                 sys::lutimensat(dir, &cname, meta.mtime, meta.mtime_nsec).map_err(|e| self.err(Some(&raw_path), e))?;
             }
             tar::EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| self.err(Some(&raw_path), "hardlink without a target"))?
-                    .into_owned();
+                let target = h.link.clone().ok_or_else(|| self.err(Some(&raw_path), "hardlink without a target"))?;
                 let tcomps = components(&target)
                     .map_err(|m| self.err(Some(&raw_path), format!("hardlink target {:?}: {m}", show(&target))))?;
                 let Some((tname, tparent)) = tcomps.split_last() else {
@@ -329,7 +317,7 @@ impl Extractor {
                 })?;
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                let h = entry.header();
+                let h = &h.header;
                 let (fmt, dev) = match kind {
                     tar::EntryType::Fifo => (libc::S_IFIFO, 0),
                     _ => {
@@ -354,8 +342,8 @@ impl Extractor {
         Ok(())
     }
 
-    fn meta<R: Read>(&self, entry: &mut tar::Entry<R>, raw_path: &[u8]) -> Result<Meta, Error> {
-        let h = entry.header();
+    fn meta(&self, entry: &EntryHeader, raw_path: &[u8]) -> Result<Meta, Error> {
+        let h = &entry.header;
         let bad = |what: &str, e: io::Error| self.err(Some(raw_path), format!("invalid {what} in tar header: {e}"));
         let mut uid = h.uid().map_err(|e| bad("uid", e))?;
         let mut gid = h.gid().map_err(|e| bad("gid", e))?;
@@ -363,34 +351,30 @@ impl Extractor {
         let mut mtime = h.mtime().map_err(|e| bad("mtime", e))? as i64;
         let mut mtime_nsec = 0u32;
         let mut xattrs = Vec::new();
-        if let Some(pax) = entry.pax_extensions().map_err(|e| bad("pax header", e))? {
-            for ext in pax {
-                let ext = ext.map_err(|e| bad("pax header", e))?;
-                let key = ext.key_bytes();
-                let value = ext.value_bytes();
-                let num = |v: &[u8]| std::str::from_utf8(v).ok().and_then(|s| s.parse::<u64>().ok());
-                match key {
-                    b"uid" => uid = num(value).ok_or_else(|| self.err(Some(raw_path), "invalid pax uid"))?,
-                    b"gid" => gid = num(value).ok_or_else(|| self.err(Some(raw_path), "invalid pax gid"))?,
-                    b"mtime" => {
-                        let s = std::str::from_utf8(value).unwrap_or("");
-                        let (sec, frac) = s.split_once('.').unwrap_or((s, ""));
-                        mtime = sec.parse().map_err(|_| self.err(Some(raw_path), "invalid pax mtime"))?;
-                        let digits: String = frac.chars().take(9).collect();
-                        if !digits.is_empty() {
-                            mtime_nsec = format!("{digits:0<9}").parse().unwrap_or(0);
-                        }
+        for (key, value) in &entry.pax {
+            let (key, value) = (key.as_slice(), value.as_slice());
+            let num = |v: &[u8]| std::str::from_utf8(v).ok().and_then(|s| s.parse::<u64>().ok());
+            match key {
+                b"uid" => uid = num(value).ok_or_else(|| self.err(Some(raw_path), "invalid pax uid"))?,
+                b"gid" => gid = num(value).ok_or_else(|| self.err(Some(raw_path), "invalid pax gid"))?,
+                b"mtime" => {
+                    let s = std::str::from_utf8(value).unwrap_or("");
+                    let (sec, frac) = s.split_once('.').unwrap_or((s, ""));
+                    mtime = sec.parse().map_err(|_| self.err(Some(raw_path), "invalid pax mtime"))?;
+                    let digits: String = frac.chars().take(9).collect();
+                    if !digits.is_empty() {
+                        mtime_nsec = format!("{digits:0<9}").parse().unwrap_or(0);
                     }
-                    _ => {
-                        if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                            if name.starts_with(b"trusted.overlay.") {
-                                return Err(self.err(
-                                    Some(raw_path),
-                                    format!("refusing overlayfs control xattr {:?} in a layer", show(name)),
-                                ));
-                            }
-                            xattrs.push((sys::cstr(name).map_err(|e| self.err(Some(raw_path), e))?, value.to_vec()));
+                }
+                _ => {
+                    if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                        if name.starts_with(b"trusted.overlay.") {
+                            return Err(self.err(
+                                Some(raw_path),
+                                format!("refusing overlayfs control xattr {:?} in a layer", show(name)),
+                            ));
                         }
+                        xattrs.push((sys::cstr(name).map_err(|e| self.err(Some(raw_path), e))?, value.to_vec()));
                     }
                 }
             }

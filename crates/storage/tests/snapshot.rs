@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use berth_storage::{unpack, Compression, Driver, Snapshotter};
+use berth_storage::{unpack, Compression, Driver, OverlayMount, Snapshotter};
 use berth_testkit::image::LayerBuilder;
 
 struct UnmountOnDrop(PathBuf);
@@ -28,12 +28,9 @@ fn layer(dir: &Path, b: LayerBuilder) -> PathBuf {
     dir.to_path_buf()
 }
 
-#[test]
-fn snapshot_long_lowerdir_list_and_copy_driver_agree() {
-    let tmp = tempfile::tempdir().unwrap();
-    let _guard = UnmountOnDrop(tmp.path().to_path_buf());
-    // Long layer paths, as a deep store root would give: 120 of them is far beyond 4 KiB.
-    let base = tmp.path().join("a-rather-long-store-root-directory-name/layers-with-long-names");
+/// 120 layers with long paths, as a deep store root would give: far beyond 4 KiB joined.
+fn many_layers(tmp: &Path) -> Vec<PathBuf> {
+    let base = tmp.join("a-rather-long-store-root-directory-name/layers-with-long-names");
     let mut lowers = Vec::new();
     for i in 0..120 {
         let mut b = LayerBuilder::new();
@@ -45,6 +42,14 @@ fn snapshot_long_lowerdir_list_and_copy_driver_agree() {
     }
     let joined: usize = lowers.iter().map(|p| p.as_os_str().len() + 1).sum();
     assert!(joined > 4096, "the test needs a lowerdir list longer than a page");
+    lowers
+}
+
+#[test]
+fn snapshot_long_lowerdir_list_and_copy_driver_agree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _guard = UnmountOnDrop(tmp.path().to_path_buf());
+    let lowers = many_layers(tmp.path());
     let snaps = Snapshotter::open(&tmp.path().join("snapshots")).unwrap();
     let mut views = Vec::new();
     for (id, driver) in [("ovl", Driver::Overlay), ("cp", Driver::Copy)] {
@@ -64,4 +69,76 @@ fn snapshot_long_lowerdir_list_and_copy_driver_agree() {
     snaps.remove("ovl").unwrap();
     snaps.remove("cp").unwrap();
     assert!(snaps.list().unwrap().is_empty());
+}
+
+/// What kernels before 6.8 get (forced here; tools/test-storage-kernel61.sh runs the test
+/// above on Debian's 6.1, where it is the automatic choice): mount(2), with short relative
+/// lower names when the absolute ones do not fit in a page.
+#[test]
+fn snapshot_classic_mount_takes_a_long_lowerdir_list() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _guard = UnmountOnDrop(tmp.path().to_path_buf());
+    let lowers = many_layers(tmp.path());
+    let mut snaps = Snapshotter::open(&tmp.path().join("snapshots")).unwrap();
+    snaps.set_overlay_mount(OverlayMount::Classic);
+    let cwd = std::env::current_dir().unwrap();
+    let rootfs = snaps.prepare("classic", &lowers, Driver::Overlay).unwrap();
+    assert_eq!(std::env::current_dir().unwrap(), cwd, "the process's working directory changed");
+    assert_eq!(fs::read_dir(rootfs.join("files")).unwrap().count(), 119);
+    assert_eq!(fs::read_to_string(rootfs.join("files/f001")).unwrap(), "replaced\n");
+    assert_eq!(fs::read_to_string(rootfs.join("files/f118")).unwrap(), "118\n");
+    fs::write(rootfs.join("files/new"), b"upper").unwrap();
+    // Mounted again (after a reboot): the same view, the upper layer kept.
+    snaps.unmount("classic").unwrap();
+    snaps.mount("classic", &lowers).unwrap();
+    assert_eq!(fs::read(rootfs.join("files/new")).unwrap(), b"upper");
+    assert!(!rootfs.join("files/f000").exists());
+    // A few short layers fit as they are: no links then.
+    let few = snaps.prepare("few", &lowers[..3], Driver::Overlay).unwrap();
+    assert_eq!(fs::read_dir(few.join("files")).unwrap().count(), 3);
+    assert!(!snaps.path("few").join("l").exists());
+    snaps.remove("classic").unwrap();
+    snaps.remove("few").unwrap();
+}
+
+#[test]
+fn snapshot_of_a_few_layers_mounts() {
+    // The common case, on whatever kernel runs the test (before 6.5 it never mounted).
+    let tmp = tempfile::tempdir().unwrap();
+    let _guard = UnmountOnDrop(tmp.path().to_path_buf());
+    let mut lowers = Vec::new();
+    for i in 0..2 {
+        let mut b = LayerBuilder::new();
+        b.file(&format!("f{i}"), 0o644, b"x");
+        lowers.push(layer(&tmp.path().join(format!("layer{i}")), b));
+    }
+    let snaps = Snapshotter::open(&tmp.path().join("snapshots")).unwrap();
+    let rootfs = snaps.prepare("s", &lowers, Driver::Overlay).unwrap();
+    assert!(rootfs.join("f0").exists() && rootfs.join("f1").exists());
+    snaps.remove("s").unwrap();
+}
+
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut v = release.trim().split(['.', '-']).map(|x| x.parse::<u32>().unwrap_or(0));
+    (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (major, minor)
+}
+
+#[test]
+fn overlay_errors_carry_the_kernels_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _guard = UnmountOnDrop(tmp.path().to_path_buf());
+    let mut b = LayerBuilder::new();
+    b.file("f", 0o644, b"x");
+    let good = layer(&tmp.path().join("good"), b);
+    let not_a_dir = tmp.path().join("not-a-directory");
+    fs::write(&not_a_dir, b"").unwrap();
+    let snaps = Snapshotter::open(&tmp.path().join("snapshots")).unwrap();
+    let err = snaps.prepare("bad", &[good, not_a_dir], Driver::Overlay).unwrap_err().to_string();
+    assert!(err.contains("snapshot bad") && err.contains("not-a-directory"), "{err}");
+    // The kernel explains itself on a mount API context (6.8+ here); mount(2) has no channel.
+    if kernel_at_least(6, 8) {
+        assert!(err.contains("kernel: overlay:"), "the kernel's own words are missing: {err}");
+    }
+    assert!(snaps.list().unwrap().is_empty(), "a failed snapshot is removed");
 }

@@ -269,3 +269,123 @@ fn unpack_busybox_rootfs_layer() {
     let out = std::process::Command::new(dest.join("bin/busybox")).arg("true").status().unwrap();
     assert!(out.success());
 }
+
+/// A layer stream: one extension header claiming `claim` bytes, then that many bytes of body
+/// (generated, never held in memory), counting what the extractor reads.
+struct HugeExtension {
+    header: Vec<u8>,
+    claim: u64,
+    pos: u64,
+}
+
+impl std::io::Read for HugeExtension {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let total = self.header.len() as u64 + self.claim;
+        let n = buf.len().min((total - self.pos) as usize);
+        for (i, b) in buf[..n].iter_mut().enumerate() {
+            let at = self.pos as usize + i;
+            *b = if at < self.header.len() { self.header[at] } else { b'a' };
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+#[test]
+fn hostile_huge_extension_headers_rejected_before_their_body_is_read() {
+    for (kind, name, what) in [
+        (tar::EntryType::XHeader, "PaxHeaders/huge", "PAX extended header"),
+        (tar::EntryType::GNULongName, "././@LongLink", "GNU long name"),
+        (tar::EntryType::GNULongLink, "././@LongLink", "GNU long link"),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(64 << 20);
+        h.set_mode(0o644);
+        h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_cksum();
+        let mut r = HugeExtension { header: h.as_bytes().to_vec(), claim: 64 << 20, pos: 0 };
+        let sb = sandbox();
+        let err = unpack(&mut r, Compression::None, &sb.layer, LAYER).expect_err("accepted").to_string();
+        assert!(err.contains(LAYER) && err.contains(name), "{err}");
+        assert!(err.contains(what) && err.contains("1048576-byte limit"), "{err}");
+        assert!(r.pos <= 1 << 20, "{what}: {} bytes were read before refusing", r.pos);
+    }
+}
+
+#[test]
+fn pax_size_long_names_and_gnu_sparse_files_unpack() {
+    // A PAX header whose size overrides the header's (Go writes files over 8 GiB so, with 0
+    // in the header), a GNU long name and long link, and a GNU sparse file with a hole.
+    let mut tar_bytes = Vec::new();
+    let pax = |recs: &[(&str, &str)]| {
+        let mut body = Vec::new();
+        for (k, v) in recs {
+            let rest = format!(" {k}={v}\n");
+            let mut len = rest.len() + 1;
+            while len != rest.len() + len.to_string().len() {
+                len = rest.len() + len.to_string().len();
+            }
+            body.extend_from_slice(format!("{len}{rest}").as_bytes());
+        }
+        body
+    };
+    let block = |h: &tar::Header, data: &[u8], out: &mut Vec<u8>| {
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    };
+    let body = pax(&[("size", "5"), ("path", "dir/from-pax-path")]);
+    let mut x = tar::Header::new_ustar();
+    x.set_entry_type(tar::EntryType::XHeader);
+    x.set_size(body.len() as u64);
+    x.set_cksum();
+    block(&x, &body, &mut tar_bytes);
+    let mut f = tar::Header::new_ustar();
+    f.set_entry_type(tar::EntryType::Regular);
+    f.set_path("short-name").unwrap();
+    f.set_mode(0o644);
+    f.set_uid(0);
+    f.set_gid(0);
+    f.set_mtime(0);
+    f.set_size(0); // the PAX size wins
+    f.set_cksum();
+    block(&f, b"hello", &mut tar_bytes);
+    let long = format!("dir/{}", "n".repeat(150));
+    let mut b = LayerBuilder::new();
+    b.dir("dir/", 0o755).file(&long, 0o644, b"long\n");
+    let mut built = b.finish();
+    built.truncate(built.len() - 1024);
+    tar_bytes.extend_from_slice(&built);
+    // GNU sparse: 1 KiB of data at offset 4096 of an 8 KiB file.
+    let mut s = tar::Header::new_gnu();
+    s.set_entry_type(tar::EntryType::GNUSparse);
+    s.set_path("sparse").unwrap();
+    s.set_mode(0o644);
+    s.set_uid(0);
+    s.set_gid(0);
+    s.set_mtime(0);
+    s.set_size(1024);
+    {
+        let g = s.as_gnu_mut().unwrap();
+        g.sparse[0].set_offset(4096);
+        g.sparse[0].set_length(1024);
+        g.sparse[1].set_offset(8192);
+        g.sparse[1].set_length(0);
+        g.realsize.copy_from_slice(format!("{:011o}\0", 8192).as_bytes());
+    }
+    s.set_cksum();
+    block(&s, &[7u8; 1024], &mut tar_bytes);
+    tar_bytes.extend_from_slice(&[0u8; 1024]);
+
+    let sb = sandbox();
+    let stats = unpack_bytes(&tar_bytes, Compression::None, &sb.layer).unwrap();
+    assert_eq!(stats.diff_id, Digest::of(&tar_bytes));
+    assert_eq!(fs::read(sb.layer.join("dir/from-pax-path")).unwrap(), b"hello");
+    assert!(!sb.layer.join("short-name").exists());
+    assert_eq!(fs::read(sb.layer.join(&long)).unwrap(), b"long\n");
+    let sparse = fs::read(sb.layer.join("sparse")).unwrap();
+    assert_eq!(sparse.len(), 8192);
+    assert!(sparse[..4096].iter().all(|b| *b == 0) && sparse[4096..5120].iter().all(|b| *b == 7));
+    assert!(sparse[5120..].iter().all(|b| *b == 0));
+}

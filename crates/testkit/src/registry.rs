@@ -3,7 +3,8 @@
 //! authentication against the loopback `TokenServer` here, which signs JWTs with openssl), and a
 //! loopback `Proxy` in front of it that the tests steer: it can demand Bearer tokens (issued
 //! by its own token endpoint, the flow a registry with a token server uses), stall or cut a
-//! blob download after a number of bytes, and records every request it forwarded.
+//! blob download after a number of bytes, redirect blob downloads to another host, and records
+//! every request it received.
 //!
 //! Processes are stopped by pid and reaped on drop; nothing is left running.
 
@@ -267,6 +268,12 @@ struct ProxyState {
     token_requests: Mutex<Vec<String>>,
     bearer: Mutex<Option<BearerPolicy>>,
     stalled: AtomicBool,
+    /// Requests each token is good for (0: unlimited), and the requests made with each.
+    token_uses: AtomicU64,
+    token_used: Mutex<std::collections::HashMap<String, u64>>,
+    /// Blob GETs are answered with a redirect to this host:port (as registries send clients
+    /// to a CDN or object storage).
+    redirect_blobs: Mutex<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -340,6 +347,18 @@ impl Proxy {
     pub fn require_bearer(&self, service: &str, user: &str, password: &str) {
         *self.state.bearer.lock().unwrap() =
             Some(BearerPolicy { service: service.into(), user: user.into(), password: password.into() });
+    }
+
+    /// Makes every token good for `n` requests only (0: unlimited), as tokens that expire
+    /// in the middle of a push.
+    pub fn token_uses(&self, n: u64) {
+        self.state.token_uses.store(n, Ordering::SeqCst);
+    }
+
+    /// Answers blob GETs with `307 Temporary Redirect` to the same path on `addr`
+    /// (`host:port`, plain HTTP), or forwards them again with None.
+    pub fn redirect_blobs_to(&self, addr: Option<&str>) {
+        *self.state.redirect_blobs.lock().unwrap() = addr.map(str::to_string);
     }
 
     /// Request lines and headers forwarded so far, one string per request.
@@ -460,10 +479,15 @@ fn serve(client: TcpStream, upstream_port: u16, own_port: u16, st: &ProxyState) 
                 &format!(r#"{{"token":"{token}","expires_in":300}}"#),
             );
         }
-        let ok = header(&head, "Authorization")
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .map(|t| st.tokens.lock().unwrap().iter().any(|x| x == t))
-            .unwrap_or(false);
+        let token = header(&head, "Authorization").and_then(|a| a.strip_prefix("Bearer "));
+        let mut ok = token.map(|t| st.tokens.lock().unwrap().iter().any(|x| x == t)).unwrap_or(false);
+        let limit = st.token_uses.load(Ordering::SeqCst);
+        if let (true, Some(t), true) = (ok, token, limit > 0) {
+            let mut used = st.token_used.lock().unwrap();
+            let n = used.entry(t.to_string()).or_insert(0);
+            *n += 1;
+            ok = *n <= limit;
+        }
         if !ok {
             let repo = path.strip_prefix("/v2/").and_then(|p| {
                 ["/manifests/", "/blobs/", "/tags/"].iter().find_map(|m| p.find(m).map(|i| p[..i].to_string()))
@@ -482,6 +506,11 @@ fn serve(client: TcpStream, upstream_port: u16, own_port: u16, st: &ProxyState) 
                 r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
             );
         }
+    }
+
+    let is_blob = path.contains("/blobs/sha256:") && request_line.starts_with("GET");
+    if let Some(to) = st.redirect_blobs.lock().unwrap().clone().filter(|_| is_blob) {
+        return respond(&mut client, "307 Temporary Redirect", &[format!("Location: http://{to}{path}")], "");
     }
 
     // Forward on a fresh upstream connection, one request per connection.
@@ -512,7 +541,6 @@ fn serve(client: TcpStream, upstream_port: u16, own_port: u16, st: &ProxyState) 
     }
     rh.push_str("Connection: close\r\n\r\n");
     client.write_all(rh.as_bytes())?;
-    let is_blob = path.contains("/blobs/sha256:") && request_line.starts_with("GET");
     let mut buf = [0u8; 16 * 1024];
     loop {
         let n = ur.read(&mut buf)?;

@@ -1,0 +1,143 @@
+//! The store on its own (no registry): the privacy of its tree, how names and IDs resolve,
+//! and the content store's ingest locking.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use berth_image::{Config, Store};
+
+fn mode(p: &Path) -> u32 {
+    fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// Whether user nobody (65534) can reach `p` (stat it: every directory above is searchable).
+fn nobody_can_reach(p: &Path) -> bool {
+    use std::os::unix::process::CommandExt;
+    Command::new("stat").arg(p).uid(65534).gid(65534).output().unwrap().status.success()
+}
+
+#[test]
+fn store_tree_is_private_even_when_it_existed() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    // A store as an older berth left it: everything world-readable, a setuid binary in a layer.
+    let root = tmp.path().join("root");
+    let layer = root.join("layers").join("ab".repeat(32));
+    fs::create_dir_all(layer.join("bin")).unwrap();
+    for d in ["content/blobs/sha256", "snapshots/c1/rootfs"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let suid = layer.join("bin/su");
+    fs::write(&suid, b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(&suid, fs::Permissions::from_mode(0o4755)).unwrap();
+    let blob = root.join("content/blobs/sha256").join("cd".repeat(32));
+    fs::write(&blob, b"blob").unwrap();
+    for d in ["", "layers", "content", "snapshots"] {
+        fs::set_permissions(root.join(d), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    assert!(nobody_can_reach(&suid), "the test needs a readable store to start with");
+
+    let store = Store::open(&root, Config::default()).unwrap();
+    assert_eq!(mode(&root), 0o711, "store root");
+    for d in ["content", "layers", "snapshots"] {
+        assert_eq!(mode(&root.join(d)), 0o700, "{d}/");
+    }
+    assert_eq!(mode(&root.join("berth.db")) & 0o077, 0, "berth.db");
+    for p in [&suid, &blob, &root.join("snapshots/c1/rootfs")] {
+        assert!(!nobody_can_reach(p), "{} is reachable by other users", p.display());
+    }
+    drop(store);
+    // A new store is private from the start.
+    let fresh = tmp.path().join("fresh");
+    Store::open(&fresh, Config::default()).unwrap();
+    assert_eq!(mode(&fresh), 0o711);
+    assert_eq!(mode(&fresh.join("layers")), 0o700);
+}
+
+/// Imports a one-layer image holding `file`, tagged `name`; returns its ID.
+fn import(store: &Store, dir: &Path, file: &str, name: &str) -> berth_image::Digest {
+    use berth_testkit::image::{compress, Compression, LayerBuilder};
+    let mut b = LayerBuilder::new();
+    b.file(file, 0o644, file.as_bytes());
+    let path = dir.join(format!("{file}.tar.gz"));
+    fs::write(&path, compress(&b.finish(), Compression::Gzip)).unwrap();
+    berth_image::archive::import(store, &path, Some(name)).unwrap()
+}
+
+#[test]
+fn names_resolve_before_id_prefixes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("root"), Config::default()).unwrap();
+    let a = import(&store, tmp.path(), "a", "localhost/a:1");
+    let b = import(&store, tmp.path(), "b", "localhost/b:1");
+    let prefix = b.hex()[..12].to_string();
+    // Another image named like b's ID prefix: the name wins, as in Docker.
+    let img_a = store.resolve("localhost/a:1").unwrap();
+    let tag = store.tag(&img_a, &prefix).unwrap();
+    assert_eq!(tag, format!("docker.io/library/{prefix}:latest"));
+    assert_eq!(store.resolve(&prefix).unwrap().id(), a);
+    let out = store.remove_image(&prefix, false).unwrap();
+    assert_eq!(out, vec![format!("Untagged: {tag}")], "rmi {prefix} removed the wrong thing");
+    assert_eq!(store.list().unwrap().len(), 2, "rmi {prefix} removed an image");
+    // Without such a name, the prefix is an ID again; sha256:... and 64 hex digits only ever are.
+    assert_eq!(store.resolve(&prefix).unwrap().id(), b);
+    assert_eq!(store.resolve(&format!("sha256:{}", &b.hex()[..8])).unwrap().id(), b);
+    assert_eq!(store.resolve(b.hex()).unwrap().id(), b);
+    assert_eq!(store.resolve(b.as_str()).unwrap().id(), b);
+    let err = store.resolve("sha256:ffffffffffff").err().unwrap().to_string();
+    assert!(err.contains("not found"), "{err}");
+    let err = store.resolve("nothing-here").err().unwrap().to_string();
+    assert!(err.contains("not found"), "{err}");
+}
+
+/// Waits until a thread of this process is blocked in flock on the file `inode`.
+fn wait_for_blocked_flock(inode: u64) {
+    let pid = std::process::id().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let locks = fs::read_to_string("/proc/locks").unwrap();
+        if locks.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&"->")
+                && f.contains(&"FLOCK")
+                && f.contains(&pid.as_str())
+                && f.iter().any(|x| x.rsplit(':').next() == Some(&inode.to_string()))
+        }) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no blocked flock appeared:\n{locks}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn ingest_waiting_for_a_discarded_download_starts_a_new_one() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("root"), Config::default()).unwrap();
+    let right = b"the right content";
+    let d = berth_image::Digest::of(right);
+    let mut first = store.content.ingest(&d, Some(right.len() as u64)).unwrap().unwrap();
+    first.append(b"the wrong content").unwrap();
+    let data = store.root.join("content/ingest").join(d.hex()).join("data");
+    let inode = fs::metadata(&data).unwrap().ino();
+    std::thread::scope(|s| {
+        // A second writer of the same blob waits for the first one's lock...
+        let second = s.spawn(|| {
+            let mut i = store.content.ingest(&d, Some(right.len() as u64)).unwrap().expect("blob already there");
+            i.reset().unwrap();
+            i.append(right).unwrap();
+            i.commit(&store.content)
+        });
+        wait_for_blocked_flock(inode);
+        // ...which gives up on a digest mismatch, removing its files: the waiter must not go
+        // on writing into the unlinked file it had opened.
+        let err = first.commit(&store.content).unwrap_err().to_string();
+        assert!(err.contains("digest mismatch"), "{err}");
+        let got = second.join().unwrap().unwrap();
+        assert_eq!(got, d);
+    });
+    assert_eq!(store.content.read(&d).unwrap(), right);
+}
