@@ -30,11 +30,13 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Unit and integration tests (real containers, as root, in temp roots) on this host's cgroup
-# layout, then the berth-oci suite again on pure cgroup v1 and inside a pure cgroup v2 guest.
+# layout, then the berth-oci suite again on pure cgroup v1 and inside a pure cgroup v2 guest, and
+# the snapshot tests on Debian 12's 6.1 kernel (overlayfs before the new mount API's lowerdir+).
 test: deps lint
 	$(CARGO) test --workspace
 	./tools/test-cgroup1.sh
 	./tools/test-cgroup2.sh
+	./tools/test-storage-kernel61.sh
 
 test-v2: deps
 	./tools/test-cgroup2.sh
