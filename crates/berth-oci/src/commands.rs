@@ -37,8 +37,35 @@ fn create_options(f: &CreateFlags, rootless: Option<bool>) -> Result<CreateOptio
         no_pivot: f.no_pivot,
         no_new_keyring: f.no_new_keyring,
         preserve_fds: f.preserve_fds,
+        socket_activation: socket_activation()?,
         rootless,
     })
+}
+
+/// Sockets systemd (or anything speaking its protocol) activated us with: LISTEN_FDS
+/// descriptors from 3, meant for us only if LISTEN_PID is our pid. They go on to the container.
+fn socket_activation() -> Result<Option<oci_runtime::process::SocketActivation>> {
+    let (Some(count), Some(pid)) = (std::env::var_os("LISTEN_FDS"), std::env::var_os("LISTEN_PID")) else {
+        return Ok(None);
+    };
+    if pid.to_str().and_then(|p| p.parse::<u32>().ok()) != Some(std::process::id()) {
+        return Ok(None);
+    }
+    let fds =
+        count.to_str().and_then(|c| c.parse::<i32>().ok()).filter(|&n| (0..=65536).contains(&n)).ok_or_else(|| {
+            Error::invalid(format!("LISTEN_FDS: '{}' is not a descriptor count", count.to_string_lossy()))
+        })?;
+    if fds == 0 {
+        return Ok(None);
+    }
+    for fd in 3..3 + fds {
+        // SAFETY: F_GETFD only reads the descriptor's flags.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(Error::invalid(format!("LISTEN_FDS={fds}: descriptor {fd} is not open")));
+        }
+    }
+    let names = std::env::var("LISTEN_FDNAMES").ok();
+    Ok(Some(oci_runtime::process::SocketActivation { fds, names }))
 }
 
 pub fn dispatch(cli: &Cli, logger: &Logger) -> Result<i32> {

@@ -30,6 +30,8 @@ pub struct CreateOptions {
     pub no_pivot: bool,
     pub no_new_keyring: bool,
     pub preserve_fds: i32,
+    /// Descriptors from socket activation: 3.., before the preserved ones.
+    pub socket_activation: Option<crate::process::SocketActivation>,
     /// --rootless: Some(true|false), or None for auto (rootless when not root).
     pub rootless: Option<bool>,
 }
@@ -363,6 +365,7 @@ fn create_steps(
         cgroup2_joined_at_clone: false,
         in_userns,
         preserve_fds: opts.preserve_fds,
+        socket_activation: opts.socket_activation.clone(),
         session_keyring: (!opts.no_new_keyring).then(|| id.to_string()),
         personality: linux.personality().as_ref().map(crate::attrs::personality).transpose()?,
         hooks: spec.hooks().clone(),

@@ -226,7 +226,7 @@ fn child(
     if let Err(e) = crate::init::load_seccomp_late(filter, plan.no_new_privileges) {
         return e;
     }
-    process::execve(&executable, plan)
+    process::execve(&executable, plan, &plan.env)
 }
 
 /// The process exec runs without --process: config.json's, with the command line's changes.

@@ -38,6 +38,7 @@ pub struct InitPlan {
     /// The container has a user namespace (new or joined).
     pub in_userns: bool,
     pub preserve_fds: i32,
+    pub socket_activation: Option<process::SocketActivation>,
     /// Join a new session keyring of this name (unless --no-new-keyring), so the container does
     /// not share the caller's keys.
     pub session_keyring: Option<String>,
@@ -179,7 +180,8 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
         crate::attrs::set_personality(persona)?;
     }
     load_seccomp_early(plan.seccomp.as_ref(), plan.process.no_new_privileges, &fds.sync)?;
-    let executable = process::become_process(&plan.process, cwd, plan.in_userns, plan.preserve_fds)?;
+    let inherited_fds = plan.socket_activation.as_ref().map_or(0, |a| a.fds) + plan.preserve_fds;
+    let executable = process::become_process(&plan.process, cwd, plan.in_userns, inherited_fds)?;
     // From here the runtime may exit at any moment (after Committed): the death signal would
     // kill us then. Should it die before Committed instead, the sync socket reads EOF and we exit.
     sys::prctl(libc::PR_SET_PDEATHSIG, 0).ctx("PR_SET_PDEATHSIG")?;
@@ -256,7 +258,15 @@ fn finish(plan: &InitPlan, fds: InitFds, ready: Ready) -> Error {
         return e;
     }
     drop(fds.state_dir);
-    process::execve(&ready.executable, &plan.process)
+    match &plan.socket_activation {
+        // SAFETY: getpid cannot fail; it names us as the container sees us.
+        Some(activation) => process::execve(
+            &ready.executable,
+            &plan.process,
+            &activation.env(&plan.process.env, unsafe { libc::getpid() }),
+        ),
+        None => process::execve(&ready.executable, &plan.process, &plan.process.env),
+    }
 }
 
 /// Blocks until `start` opens the exec fifo for reading, then tells it we are going.

@@ -101,8 +101,12 @@ pub fn start(root: &Path, id: &str) -> Result<Vec<String>> {
         Status::Stopped => return Err(Error::state(format!("cannot start a container that has stopped: {id}"))),
         other => return Err(Error::state(format!("cannot start an already {} container {id}", other.as_str()))),
     }
-    let fifo = sys::open(&dir.fifo(), libc::O_RDONLY | libc::O_NONBLOCK).ctx("opening the exec fifo")?;
+    // The pidfd first: once the fifo is open the program may run, and finish, at any moment.
     let pidfd = sys::pidfd_open(state.pid).ctx("watching the container's init")?;
+    if !state.init_alive() {
+        return Err(Error::state(format!("container {id}'s init exited before it could start")));
+    }
+    let fifo = sys::open(&dir.fifo(), libc::O_RDONLY | libc::O_NONBLOCK).ctx("opening the exec fifo")?;
     let mut byte = [0u8; 1];
     loop {
         let ready = sys::poll_readable(&[fifo.as_raw_fd(), pidfd.as_raw_fd()], -1)?;

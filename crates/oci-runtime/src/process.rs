@@ -235,9 +235,9 @@ pub fn apply_caps(plan: &ProcessPlan) -> Result<()> {
     crate::caps::set_ambient(caps.ambient & !caps.unraisable_ambient())
 }
 
-pub fn execve(path: &CString, plan: &ProcessPlan) -> Error {
+pub fn execve(path: &CString, plan: &ProcessPlan, env: &[String]) -> Error {
     let args: Vec<CString> = plan.args.iter().map(|a| CString::new(a.as_bytes()).unwrap_or_default()).collect();
-    let env: Vec<CString> = plan.env.iter().map(|e| CString::new(e.as_bytes()).unwrap_or_default()).collect();
+    let env: Vec<CString> = env.iter().map(|e| CString::new(e.as_bytes()).unwrap_or_default()).collect();
     let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
@@ -245,6 +245,30 @@ pub fn execve(path: &CString, plan: &ProcessPlan) -> Error {
     // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
     unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
     Error::last_os(format!("exec {}", String::from_utf8_lossy(path.as_bytes())))
+}
+
+/// Sockets handed to the runtime by systemd-style socket activation (LISTEN_FDS), passed on to
+/// the container's init as descriptors 3 and up, before any --preserve-fds ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketActivation {
+    pub fds: i32,
+    /// LISTEN_FDNAMES, passed on as given.
+    pub names: Option<String>,
+}
+
+impl SocketActivation {
+    /// The process environment with the activation variables of the process `pid` (as the
+    /// container sees it) in place of any it had.
+    pub fn env(&self, env: &[String], pid: i32) -> Vec<String> {
+        let ours = |e: &String| ["LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES="].iter().any(|k| e.starts_with(k));
+        let mut out: Vec<String> = env.iter().filter(|e| !ours(e)).cloned().collect();
+        out.push(format!("LISTEN_FDS={}", self.fds));
+        out.push(format!("LISTEN_PID={pid}"));
+        if let Some(names) = &self.names {
+            out.push(format!("LISTEN_FDNAMES={names}"));
+        }
+        out
+    }
 }
 
 pub fn path_of(c: &CString) -> &Path {
@@ -257,12 +281,12 @@ fn setgroups_allowed(in_userns: bool) -> bool {
 
 /// Turns the calling process into the container's process, up to (not including) execve: the
 /// bounding set, the user, the working directory (a descriptor resolved inside the root),
-/// capabilities, umask, the program, and descriptors (stdio and the preserved ones survive).
+/// capabilities, umask, the program, and descriptors (stdio and `inherited_fds` from 3 up survive).
 pub fn become_process(
     p: &ProcessPlan,
     cwd: std::os::fd::OwnedFd,
     in_userns: bool,
-    preserve_fds: i32,
+    inherited_fds: i32,
 ) -> Result<CString> {
     use std::os::fd::AsRawFd;
     p.attrs.apply_early()?;
@@ -278,10 +302,10 @@ pub fn become_process(
         unsafe { libc::umask(mask as libc::mode_t) };
     }
     let executable = find_executable(p)?;
-    let preserved_end = 3 + preserve_fds;
-    for fd in 3..preserved_end {
-        sys::set_cloexec(fd, false).with_ctx(|| format!("--preserve-fds: descriptor {fd}"))?;
+    let inherited_end = 3 + inherited_fds;
+    for fd in 3..inherited_end {
+        sys::set_cloexec(fd, false).with_ctx(|| format!("passing descriptor {fd} (LISTEN_FDS, --preserve-fds)"))?;
     }
-    sys::cloexec_from(preserved_end).ctx("closing the runtime's descriptors on exec")?;
+    sys::cloexec_from(inherited_end).ctx("closing the runtime's descriptors on exec")?;
     Ok(executable)
 }

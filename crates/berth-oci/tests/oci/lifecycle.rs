@@ -80,6 +80,20 @@ pub fn run_never_misses_a_fast_exit() {
     c.assert_gone();
 }
 
+/// `start` must not mistake a program that already ran to completion for an init that died
+/// before it could start (the program may finish as soon as the exec fifo is open).
+pub fn start_never_misses_a_fast_exit() {
+    let c = Ctr::new("faststart", &["true"]);
+    c.bundle.write().unwrap();
+    for i in 0..30 {
+        c.create();
+        let out = c.oci(&["start", &c.id]);
+        assert_eq!(out.code, 0, "start {i}: {}", out.stderr);
+        c.delete();
+    }
+    c.assert_gone();
+}
+
 pub fn run_forwards_signals() {
     let c = Ctr::new(
         "forward",
@@ -417,6 +431,66 @@ pub fn preserve_fds() {
     let fds: Vec<i32> = out.stdout.split_whitespace().map(|f| f.parse().unwrap()).collect();
     assert_eq!(&fds[..4], &[0, 1, 2, 3], "descriptors in the container: {}", out.stdout);
     assert!(fds.len() <= 5, "descriptors leaked into the container: {}", out.stdout);
+}
+
+/// Socket activation as systemd does it: LISTEN_FDS descriptors from 3, for the process whose pid
+/// is LISTEN_PID. They reach the container's init (as 3.., before --preserve-fds ones) with the
+/// variables rewritten for it; meant for another pid, they are left alone.
+pub fn socket_activation() {
+    let script = "for fd in 3 4 5; do echo to-$fd >&$fd; done; echo \"$LISTEN_FDS $LISTEN_PID $LISTEN_FDNAMES\"";
+    let c = Ctr::new("listenfds", &["sh", "-c", script]);
+    c.bundle.write().unwrap();
+    let pipes: Vec<_> = (0..3).map(|_| oci_runtime::sys::pipe().unwrap()).collect();
+    let run_activated = |listen_pid: &str| {
+        // Parked high, so that placing them at 3, 4, 5 cannot clobber one another.
+        let high: Vec<i32> =
+            pipes.iter().map(|(_, w)| unsafe { libc::fcntl(w.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 100) }).collect();
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", &format!("LISTEN_PID={listen_pid} exec \"$0\" \"$@\"")])
+            .arg(&suite().bin)
+            .args(["--root", c.root.to_str().unwrap(), "run", "--preserve-fds", "1", "--bundle"])
+            .arg(&c.bundle.dir)
+            .arg(&c.id)
+            .env("LISTEN_FDS", "2")
+            .env("LISTEN_FDNAMES", "web:admin");
+        let targets = high.clone();
+        // SAFETY: only dup2 between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || {
+                for (i, fd) in targets.iter().enumerate() {
+                    if libc::dup2(*fd, 3 + i as i32) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let out = spawn(&mut cmd, None).wait(Duration::from_secs(30));
+        for fd in high {
+            unsafe { libc::close(fd) };
+        }
+        out
+    };
+    // "$$": the shell's pid, which berth-oci keeps when the shell execs it.
+    let out = run_activated("$$");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), "2 1 web:admin", "the init is pid 1 of its namespace");
+    // Meant for someone else: not passed, so descriptor 3 is the preserved one, 4 and 5 closed.
+    let out = run_activated("1");
+    assert_eq!(out.stdout.trim(), "", "no activation variables: {out:?}");
+    assert_contains(&out.stderr, "5: Bad file descriptor");
+    drop(c);
+    let contents: Vec<String> = pipes
+        .into_iter()
+        .map(|(r, w)| {
+            drop(w);
+            let mut got = String::new();
+            std::io::Read::read_to_string(&mut std::fs::File::from(r), &mut got).unwrap();
+            got
+        })
+        .collect();
+    assert_eq!(contents, ["to-3\nto-3\n", "to-4\n", "to-5\n"], "each descriptor in its place");
 }
 
 pub fn spec_and_features() {
