@@ -6,6 +6,7 @@
 //! lifecycle tests inside a pure cgroup v2 guest.
 
 mod cgroups;
+mod defences;
 mod errors;
 mod exec;
 mod hooks;
@@ -109,6 +110,13 @@ fn main() {
         errors::mount_destination_escaping_the_rootfs,
         errors::failed_creates_leave_nothing,
         errors::host_limits_fail_clearly,
+        defences::cve_2019_5736_runtime_binary_out_of_reach,
+        defences::cve_2024_21626_no_leaked_descriptors_and_cwd_inside_root,
+        defences::cve_2019_19921_proc_and_sys_only_on_real_directories,
+        defences::cve_2021_30465_mount_target_swapped_during_create,
+        defences::cve_2025_52881_proc_writes_not_redirected,
+        defences::cve_2025_31133_masked_paths_use_the_real_dev_null,
+        defences::cve_2025_52565_dev_console_symlink,
     ];
     support::init();
     let conclusion = libtest_mimic::run(&args, tests);

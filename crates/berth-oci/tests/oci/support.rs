@@ -130,13 +130,19 @@ pub fn spawn(cmd: &mut Command, stdin: Option<Vec<u8>>) -> Spawned {
     let out = std::fs::File::create(&out_path).unwrap();
     let err = std::fs::File::create(&err_path).unwrap();
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(out).stderr(err);
-    let mut child = {
+    let spawned = {
         let _g = SPAWN_LOCK.lock().unwrap();
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-        // A stale entry for a reused pid belongs to an earlier process.
-        REAPED.lock().unwrap().get_or_insert_with(HashMap::new).remove(&child.id());
+        let child = cmd.spawn();
+        if let Ok(child) = &child {
+            // A stale entry for a reused pid belongs to an earlier process.
+            REAPED.lock().unwrap().get_or_insert_with(HashMap::new).remove(&child.id());
+        }
         child
     };
+    // Not while holding the lock: a panic there would poison it for every other test.
+    // The reaper thread waits for every child, this one included.
+    #[allow(clippy::zombie_processes)]
+    let mut child = spawned.unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
     if let Some(data) = stdin {
         let mut input = child.stdin.take().unwrap();
         std::thread::spawn(move || {
