@@ -105,6 +105,33 @@ fn build_rootfs_plan(
     })
 }
 
+/// Everything create derives from a spec that needs no system call, done as create does it:
+/// validation, the mounts, devices, process (user, capabilities, rlimits, attributes), the
+/// seccomp filter, personality and the resources' device rules. Namespace paths are left out:
+/// they are opened. Errors name the field, as create's do.
+pub fn derive_plans(spec: &Spec, bundle_dir: &Path) -> Result<()> {
+    config::validate(spec)?;
+    let linux = spec.linux().as_ref().expect("validated");
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        MountSpec::from_spec(m, i, bundle_dir)?;
+    }
+    for (i, d) in linux.devices().iter().flatten().enumerate() {
+        DeviceNode::from_spec(d, &format!("linux.devices[{i}]"))?;
+    }
+    if let Some(p) = spec.process() {
+        ProcessPlan::from_spec(p, "process")?;
+    }
+    if let Some(s) = linux.seccomp() {
+        crate::seccomp::compile(s, "linux.seccomp")?;
+    }
+    linux.personality().as_ref().map(crate::attrs::personality).transpose()?;
+    if let Some(r) = linux.resources() {
+        requested_resource(r);
+    }
+    extra_device_rules(spec);
+    Ok(())
+}
+
 /// What a "cgroup" mount shows: the container's directory in every hierarchy.
 fn cgroup_mounts(layout: &Layout, cgroup: &Cgroup) -> Vec<CgroupMount> {
     let mut out = Vec::new();

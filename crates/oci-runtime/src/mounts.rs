@@ -201,7 +201,7 @@ impl MountSpec {
                 "{at}.options: ID-mapped mounts are supported for bind mounts only"
             )));
         }
-        Ok(MountSpec {
+        let spec = MountSpec {
             destination: fs::absolute(m.destination()),
             fstype,
             source,
@@ -209,7 +209,9 @@ impl MountSpec {
             at,
             id_mappings,
             prepared: None,
-        })
+        };
+        check_proc_destination(&spec)?;
+        Ok(spec)
     }
 
     pub fn is_bind(&self) -> bool {
@@ -269,7 +271,6 @@ fn attach(tree: &OwnedFd, root: RawFd, m: &MountSpec, target: &OwnedFd) -> Resul
 
 /// Mounts one config.json mount inside the root filesystem whose directory fd is `root`.
 pub fn mount_one(root: RawFd, m: &MountSpec) -> Result<()> {
-    check_proc_destination(m)?;
     if m.is_bind() {
         bind_mount(root, m)
     } else {
