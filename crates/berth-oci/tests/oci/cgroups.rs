@@ -1,6 +1,8 @@
 //! linux.resources on the host's cgroups (v1 + hybrid here; pure v2 in tools/test-cgroup2.sh),
 //! checked in the cgroup files and by what the container can and cannot do.
 
+use std::path::Path;
+
 use serde_json::json;
 
 use crate::support::*;
@@ -262,5 +264,39 @@ pub fn relative_cgroups_path() {
             .join(base.trim_start_matches('/'))
             .join(format!("berth-rel-{}", std::process::id()));
         assert!(!parent.exists(), "{} remains", parent.display());
+    }
+}
+
+/// Containers sharing a parent cgroup that none of them finds existing: each delete removes
+/// the parent once empty, while the others create their own cgroups below it.
+pub fn shared_parent_created_and_removed_concurrently() {
+    let parent = format!("berth-shared-{}", std::process::id());
+    let workers: Vec<_> = (0..3)
+        .map(|w| {
+            let parent = parent.clone();
+            std::thread::spawn(move || {
+                let mut c = Ctr::new(&format!("sharedparent{w}"), &["true"]);
+                c.config()["linux"]["cgroupsPath"] = json!(format!("/{parent}/{}", c.id));
+                c.bundle.write().unwrap();
+                let bundle = c.bundle.dir.to_str().unwrap().to_string();
+                for i in 0..60 {
+                    c.oci(&["create", "--bundle", &bundle, &c.id]).ok(&format!("worker {w}: create {i}"));
+                    c.oci(&["delete", "--force", &c.id]).ok(&format!("worker {w}: delete {i}"));
+                }
+                c.assert_gone();
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert!(processes_in_cgroups(&parent).is_empty());
+    // The parent stays when its creator was deleted while another container still used it
+    // (runc leaves every parent): an empty directory, removed here.
+    for hierarchy in hierarchies() {
+        let dir = Path::new("/sys/fs/cgroup").join(hierarchy).join(&parent);
+        if let Err(e) = std::fs::remove_dir(&dir) {
+            assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "removing {}", dir.display());
+        }
     }
 }

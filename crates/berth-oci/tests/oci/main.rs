@@ -102,6 +102,7 @@ fn main() {
         cgroups::devices_rules,
         cgroups::unified_resources,
         cgroups::relative_cgroups_path,
+        cgroups::shared_parent_created_and_removed_concurrently,
         errors::malformed_config_names_the_json_path,
         errors::missing_rootfs_and_relative_paths,
         errors::bad_namespaces,

@@ -259,29 +259,45 @@ impl Cgroup {
         let cpuset = self.v1_dir("cpuset").map(Path::to_path_buf);
         let dirs: Vec<PathBuf> = self.all_dirs().map(Path::to_path_buf).collect();
         for dir in &dirs {
-            let mut missing = Vec::new();
-            let mut cur = Some(dir.as_path());
-            while let Some(c) = cur.filter(|c| !c.exists()) {
-                missing.push(c.to_path_buf());
-                cur = c.parent();
-            }
-            for new in missing.into_iter().rev() {
-                match std::fs::create_dir(&new) {
-                    Ok(()) => self.created.push(new.clone()),
-                    Err(e) if e.kind() == IoErrorKind::AlreadyExists => continue,
-                    Err(e) => return Err(Error::from_io(e).context(format!("creating cgroup {}", new.display()))),
-                }
-                // A new v1 cpuset starts with no CPUs and no memory nodes: no process could
-                // join it until they are copied from the parent.
-                if Some(dir) == cpuset.as_ref() {
-                    v1::init_cpuset(&new)?;
-                }
+            // Another container's delete removes the parents it created once they are empty:
+            // one may vanish between our check and our mkdir below it. Then walk again.
+            let mut attempts = 0;
+            while !self.create_missing(dir, cpuset.as_deref(), attempts == 20)? {
+                attempts += 1;
             }
         }
         if let Some(dir) = &self.unified {
             v2::enable_controllers(dir)?;
         }
         Ok(())
+    }
+
+    /// Creates `dir` and its missing parents. False when a parent vanished under us (and
+    /// `last_attempt` is false): the caller walks again.
+    fn create_missing(&mut self, dir: &Path, cpuset: Option<&Path>, last_attempt: bool) -> Result<bool> {
+        let mut missing = Vec::new();
+        let mut cur = Some(dir);
+        while let Some(c) = cur.filter(|c| !c.exists()) {
+            missing.push(c.to_path_buf());
+            cur = c.parent();
+        }
+        for new in missing.into_iter().rev() {
+            match std::fs::create_dir(&new) {
+                Ok(()) => self.created.push(new.clone()),
+                Err(e) if e.kind() == IoErrorKind::AlreadyExists => continue,
+                Err(e) if e.kind() == IoErrorKind::NotFound && !last_attempt => return Ok(false),
+                Err(e) => return Err(Error::from_io(e).context(format!("creating cgroup {}", new.display()))),
+            }
+            // A new v1 cpuset starts with no CPUs and no memory nodes: no process could
+            // join it until they are copied from the parent.
+            if Some(dir) == cpuset {
+                match v1::init_cpuset(&new) {
+                    Err(_) if !new.exists() && !last_attempt => return Ok(false),
+                    result => result?,
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// The cgroup2 directory, opened for clone3's CLONE_INTO_CGROUP: the child starts life in
