@@ -7,6 +7,7 @@
 
 mod cgroups;
 mod defences;
+mod endurance;
 mod errors;
 mod exec;
 mod hooks;
@@ -118,6 +119,7 @@ fn main() {
         defences::cve_2025_52881_proc_writes_not_redirected,
         defences::cve_2025_31133_masked_paths_use_the_real_dev_null,
         defences::cve_2025_52565_dev_console_symlink,
+        endurance::thousand_lifecycles_leave_nothing,
     ];
     support::init();
     let conclusion = libtest_mimic::run(&args, tests);
