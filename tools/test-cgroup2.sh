@@ -13,5 +13,5 @@ echo "== berth-oci integration suite in a pure cgroup v2 guest"
 # The guest has the host's binaries (and their libraries) at the same paths; /tmp is a tmpfs.
 # The 1,000-cycle endurance test runs on the host's hybrid and pure v1 hierarchies only: under
 # software emulation (it takes 44 s on the host, where the guest is many times slower).
-VM_BINS="$testbin $repo/target/debug/berth-oci" VM_MEM=${VM_MEM:-1536} \
+VM_BINS="$testbin $repo/target/debug/berth-oci" VM_MEM=${VM_MEM:-1536} VM_TIMEOUT=${VM_TIMEOUT:-1200} \
     ./tools/run-in-cgroup2-vm.sh "$repo" env TMPDIR=/tmp "$testbin" --test-threads 2 --skip endurance:: "$@"
