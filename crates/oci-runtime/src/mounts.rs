@@ -381,12 +381,21 @@ fn fs_mount(root: RawFd, m: &MountSpec) -> Result<()> {
     // /proc and /sys must land on real directories: a symlink there is how CVE-2019-19921 and
     // CVE-2023-27561 redirected them.
     let strict = matches!(m.fstype.as_str(), "proc" | "sysfs");
+    // tmpcopyup copies a directory that was there. One we create has nothing to copy, and its
+    // mode is not given to the tmpfs, which keeps its own (1777 unless mode= says), as with
+    // runc and crun: podman's `--tmpfs /new` must be writable by a non-root user.
+    let existed = !m.options.tmpcopyup
+        || match fs::resolve(root, &m.destination, Resolve::EXISTING) {
+            Ok(_) => true,
+            Err(e) if fs::not_found(&e) => false,
+            Err(e) => return Err(e.context(&m.at)),
+        };
     let opts = Resolve { create: Create::Dir, no_symlinks: strict, nofollow_final: false };
     let target = fs::resolve(root, &m.destination, opts).map_err(|e| e.context(&m.at))?;
     if !fs::is_dir(target.as_raw_fd())? {
         return Err(Error::invalid(format!("{}: {} is not a directory", m.at, m.destination.display())));
     }
-    let original = if m.options.tmpcopyup {
+    let original = if m.options.tmpcopyup && existed {
         Some(fs::reopen(target.as_raw_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?)
     } else {
         None

@@ -274,6 +274,28 @@ pub fn mounts_and_options() {
     assert!(c.rootfs().join("scratch").is_dir());
 }
 
+/// `tmpcopyup` (podman gives it to every `--tmpfs`): a directory that was there lends its
+/// contents, mode and owner to the tmpfs; one the runtime creates has nothing to copy and the
+/// tmpfs keeps its own mode, 1777, as with runc and crun (berth-oci once gave it the new
+/// directory's 0755, and a non-root user could not write to podman's `--tmpfs /scratch`).
+pub fn tmpcopyup_into_new_and_existing_directories() {
+    let mut c = Ctr::with_own_rootfs(
+        "tmpcopyup",
+        &["sh", "-c", "stat -c '%a %u' /new /old /old/d; cat /old/f; touch /new/x && echo user writes"],
+    );
+    let old = c.rootfs().join("old");
+    std::fs::create_dir_all(old.join("d")).unwrap();
+    std::fs::write(old.join("f"), "copied\n").unwrap();
+    std::os::unix::fs::chown(&old, Some(1000), Some(1000)).unwrap();
+    std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o750)).unwrap();
+    let mounts = c.config()["mounts"].as_array_mut().unwrap();
+    for dest in ["/new", "/old"] {
+        mounts.push(json!({"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": ["rw", "nosuid", "nodev", "tmpcopyup"]}));
+    }
+    c.config()["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    assert_eq!(c.output(), "1777 0\n750 1000\n755 0\ncopied\nuser writes\n");
+}
+
 pub fn bind_mounts() {
     let host = suite().dir.join("bind-source");
     std::fs::create_dir_all(&host).unwrap();

@@ -81,6 +81,7 @@ fn main() {
         isolation::process_attributes,
         isolation::root_readonly_and_propagation,
         isolation::mounts_and_options,
+        isolation::tmpcopyup_into_new_and_existing_directories,
         isolation::bind_mounts,
         isolation::cgroup_mount_shows_own_cgroup,
         isolation::default_devices_and_links,
