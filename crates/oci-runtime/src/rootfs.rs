@@ -168,6 +168,11 @@ pub fn prepare(plan: &RootfsPlan) -> Result<Assembly> {
         create_dev_symlinks(root_fd)?;
     }
     for (i, dev) in plan.devices.iter().enumerate() {
+        // /dev/ptmx stays the link to the container's own devpts, as runc makes it: podman's
+        // --privileged lists every host device, the ptmx node among them.
+        if plan.default_devices && dev.path == Path::new("/dev/ptmx") {
+            continue;
+        }
         create_device(root_fd, dev, plan.in_userns)
             .map_err(|e| e.context(format!("linux.devices[{i}] {}", dev.path.display())))?;
     }

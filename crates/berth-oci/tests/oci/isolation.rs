@@ -381,6 +381,16 @@ pub fn spec_devices() {
     assert_contains(&out, "/dev/pipe fifo 0:0 644 0:0");
 }
 
+/// /dev/ptmx in linux.devices (podman's `--privileged` lists every host device) leaves the link
+/// to the container's own devpts in place, as runc does: berth-oci once refused it, its own
+/// link being "a different file" at that path.
+pub fn ptmx_in_spec_devices_stays_the_pts_link() {
+    let mut c = Ctr::new("ptmx", &["sh", "-c", "readlink /dev/ptmx; test -c /dev/pts/ptmx && echo pts"]);
+    c.config()["linux"]["devices"] =
+        json!([{"path": "/dev/ptmx", "type": "c", "major": 5, "minor": 2, "fileMode": 438, "uid": 0, "gid": 0}]);
+    assert_eq!(c.output(), "pts/ptmx\npts\n");
+}
+
 pub fn masked_and_readonly_paths() {
     let mut c = Ctr::new(
         "masked",

@@ -86,6 +86,7 @@ fn main() {
         isolation::cgroup_mount_shows_own_cgroup,
         isolation::default_devices_and_links,
         isolation::spec_devices,
+        isolation::ptmx_in_spec_devices_stays_the_pts_link,
         isolation::masked_and_readonly_paths,
         rootless::rootless_lifecycle,
         rootless::rootless_limits_need_a_delegated_cgroup,
