@@ -2,6 +2,7 @@
 //! filesystem from Debian's busybox-static, and OCI bundles around it.
 
 pub mod bundle;
+pub mod callers;
 pub mod image;
 pub mod registry;
 pub mod rootfs;

@@ -1,0 +1,151 @@
+//! berth-oci under its real callers: podman (with conmon) and containerd (with its runc shim),
+//! each in private state, running the busybox image through berth-oci. The suite runs in a
+//! private mount namespace with a tmpfs on /run (the paths these callers do not let us move:
+//! berth-oci's default root for podman, containerd's shim sockets), is the subreaper of
+//! everything they leave, and ends by checking that nothing (processes, cgroups, mounts,
+//! runtime state) was left behind.
+//!
+//! `cargo test -p berth-oci --test callers -- FILTER` runs a subset. podman, conmon and
+//! containerd must be installed (`make deps`); without them the tests fail, they never skip.
+
+mod containerd;
+mod podman;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Trial};
+
+macro_rules! trials {
+    ($($module:ident :: $name:ident),* $(,)?) => {
+        vec![$(Trial::test(concat!(stringify!($module), "::", stringify!($name)), || {
+            $module::$name();
+            Ok(())
+        })),*]
+    };
+}
+
+/// Fails (with what to do) when a caller's program is not installed.
+pub fn require_tool(name: &str) -> Result<(), String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|d| d.join(name).is_file()) {
+        Ok(())
+    } else {
+        Err(format!("{name} is not installed: these tests need podman, conmon and containerd (make deps)"))
+    }
+}
+
+/// The busybox image as an OCI archive, built once for podman and containerd.
+pub fn busybox_archive() -> &'static Path {
+    static ARCHIVE: OnceLock<PathBuf> = OnceLock::new();
+    ARCHIVE.get_or_init(|| {
+        let _g = support::SPAWN_LOCK.lock().unwrap(); // it runs busybox --list: not for the reaper
+        let dest = support::suite().dir.join("busybox-oci.tar");
+        berth_testkit::callers::busybox_oci_archive(&support::suite().dir, &dest, podman::IMAGE)
+            .expect("building the busybox OCI archive (is busybox-static installed?)");
+        dest
+    })
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("berth-oci's callers tests run real containers and must run as root");
+        std::process::exit(1);
+    }
+    support::init();
+    // While we are the only thread.
+    if let Err(e) = berth_testkit::callers::private_run(&support::suite().dir) {
+        eprintln!("a private mount namespace with a tmpfs on /run and /var/lib shielded: {e}");
+        clean_up();
+        std::process::exit(1);
+    }
+    support::start_reaper();
+    let tests = trials![
+        podman::run_foreground,
+        podman::run_exit_codes_and_errors,
+        podman::run_interactive_tty,
+        podman::detached_exec_stop_start_rm,
+        podman::stop_kill_pause_update,
+        podman::spec_options_reach_the_container,
+        containerd::run_foreground,
+        containerd::run_exit_codes_and_errors,
+        containerd::detached_exec_kill_delete,
+        containerd::kill_all_and_force_delete,
+        containerd::run_tty,
+    ];
+    let conclusion = libtest_mimic::run(&args, tests);
+    containerd::shutdown();
+    let leaks = check_leaks();
+    clean_up();
+    if !leaks.is_empty() {
+        eprintln!("LEAKS after the suite (it left these behind; now removed):");
+        for l in &leaks {
+            eprintln!("  {l}");
+        }
+        std::process::exit(1);
+    }
+    conclusion.exit();
+}
+
+/// What the suite left: processes of its callers or containers, container cgroups, mounts,
+/// berth-oci state. Processes that outlived their container briefly (podman's cleanup process,
+/// a shim on its way out) get some time first.
+fn check_leaks() -> Vec<String> {
+    let s = support::suite();
+    let dir = s.dir.display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline
+        && !(support::processes_mentioning(&dir).is_empty()
+            && support::processes_in_cgroups(&s.cgroup_prefix).is_empty())
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut leaks = Vec::new();
+    for (pid, cmdline) in support::processes_mentioning(&dir) {
+        leaks.push(format!("process {pid}: {cmdline}"));
+    }
+    for pid in support::processes_in_cgroups(&s.cgroup_prefix) {
+        leaks.push(format!("process {pid} in a test cgroup"));
+    }
+    for h in support::hierarchies() {
+        let parent = Path::new("/sys/fs/cgroup").join(&h).join(&s.cgroup_prefix);
+        for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            // podman's own cgroup for conmon (<parent>/conmon) is podman's, not a container's.
+            if e.path().is_dir() && e.file_name() != "conmon" {
+                leaks.push(format!("cgroup {}", e.path().display()));
+            }
+        }
+    }
+    for m in support::mounts_containing(&dir) {
+        leaks.push(format!("mount {m}"));
+    }
+    let mut roots = vec![PathBuf::from(support::PODMAN_RUNTIME_ROOT)];
+    roots.extend(containerd::runtime_root());
+    for root in roots {
+        for entry in containerd::leftovers(&root) {
+            leaks.push(format!("berth-oci state {entry}"));
+        }
+    }
+    leaks
+}
+
+/// Removes everything the suite made, leaked or not: processes (by pid: only ours mention the
+/// suite directory or sit in its cgroups), mounts, the cgroup tree, the suite directory.
+fn clean_up() {
+    let s = support::suite();
+    let dir = s.dir.display().to_string();
+    let mut pids: Vec<i32> = support::processes_mentioning(&dir).into_iter().map(|(p, _)| p).collect();
+    pids.extend(support::processes_in_cgroups(&s.cgroup_prefix));
+    for pid in &pids {
+        // SAFETY: kill by pid, of processes this suite started.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    berth_testkit::callers::unmount_all_under(&s.dir);
+    berth_testkit::callers::remove_cgroups(&s.cgroup_prefix);
+    berth_testkit::callers::unshield();
+    let _ = std::fs::remove_dir_all(&s.dir);
+}

@@ -1,0 +1,503 @@
+//! The harness: a suite directory, a reaper (the harness is the subreaper of conmon, the shims
+//! and every container they leave behind), command helpers with output in files, terminals,
+//! and the checks that a container left nothing behind.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub struct Suite {
+    pub dir: PathBuf,
+    /// Every container's cgroup lives under /<cgroup_prefix>/ in each hierarchy (podman's
+    /// --cgroup-parent, ctr's --cgroup).
+    pub cgroup_prefix: String,
+    /// berth-oci, as built for this test.
+    pub bin: PathBuf,
+    /// Test-unique names start with this.
+    pub tag: String,
+}
+
+static SUITE: OnceLock<Suite> = OnceLock::new();
+
+pub fn suite() -> &'static Suite {
+    SUITE.get().expect("suite initialised in main")
+}
+
+/// The runtime's default state root, which podman uses (inside our private /run).
+pub const PODMAN_RUNTIME_ROOT: &str = "/run/berth-oci";
+
+pub fn init() {
+    let pid = std::process::id();
+    let dir = std::env::temp_dir().join(format!("berth-callers-test-{pid}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let suite = Suite {
+        dir,
+        cgroup_prefix: format!("berth-callers-{pid}"),
+        bin: PathBuf::from(env!("CARGO_BIN_EXE_berth-oci")),
+        tag: format!("bt{pid}"),
+    };
+    SUITE.set(suite).ok().expect("init once");
+}
+
+/// Makes the harness the subreaper of everything its children leave, and starts the thread
+/// that reaps them: conmon double-forks and the shims daemonize.
+pub fn start_reaper() {
+    // SAFETY: plain prctl.
+    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }, 0);
+    std::thread::spawn(reaper);
+}
+
+/// A name unique to this suite run and test.
+pub fn unique(name: &str) -> String {
+    format!("{}-{name}", suite().tag)
+}
+
+// ------------------------------------------------------------------------------------- reaping
+
+/// Held while spawning (and while creating descriptors that must not leak into children), so
+/// the reaper cannot reap a new child before its pid is registered.
+pub static SPAWN_LOCK: Mutex<()> = Mutex::new(());
+static REAPED: Mutex<Option<HashMap<u32, std::process::ExitStatus>>> = Mutex::new(None);
+static REAPED_CV: Condvar = Condvar::new();
+
+fn reaper() {
+    loop {
+        // SAFETY: waitid with WNOWAIT only reports which child is waitable.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if r != 0 {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let pid = unsafe { info.si_pid() };
+        let _g = SPAWN_LOCK.lock().unwrap();
+        let mut status = 0;
+        // SAFETY: reaping the child waitid reported.
+        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+            let mut map = REAPED.lock().unwrap();
+            map.get_or_insert_with(HashMap::new).insert(pid as u32, std::process::ExitStatus::from_raw(status));
+            REAPED_CV.notify_all();
+        }
+    }
+}
+
+fn wait_reaped(pid: u32, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    let mut map = REAPED.lock().unwrap();
+    loop {
+        if let Some(s) = map.get_or_insert_with(HashMap::new).remove(&pid) {
+            return Some(s);
+        }
+        let left = deadline.checked_duration_since(Instant::now())?;
+        map = REAPED_CV.wait_timeout(map, left).unwrap().0;
+    }
+}
+
+// ------------------------------------------------------------------------------------- commands
+
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    #[track_caller]
+    pub fn ok(self, what: &str) -> Output {
+        assert_eq!(self.code, 0, "{what} failed: stdout: {} stderr: {}", self.stdout, self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn code(self, what: &str, code: i32) -> Output {
+        assert_eq!(self.code, code, "{what}: exit code; stdout: {} stderr: {}", self.stdout, self.stderr);
+        self
+    }
+}
+
+/// A spawned process whose exit the reaper reports. stdout and stderr go to files, not pipes:
+/// conmon and the containers may inherit them and keep them open after the caller exits.
+pub struct Spawned {
+    pub pid: u32,
+    what: String,
+    out_path: PathBuf,
+    err_path: PathBuf,
+}
+
+static OUTPUT_SEQ: AtomicU64 = AtomicU64::new(0);
+
+pub fn spawn(cmd: &mut Command, stdin: Option<Vec<u8>>) -> Spawned {
+    let (spawned, input) = spawn_inner(cmd, stdin.is_some());
+    if let (Some(data), Some(input)) = (stdin, input) {
+        std::thread::spawn(move || write_and_close(input, &data));
+    }
+    spawned
+}
+
+/// Spawns with stdin a pipe whose writing end the caller holds (input that must wait for
+/// something, and its end, which comes when the caller drops it).
+pub fn spawn_with_stdin_pipe(cmd: &mut Command) -> (Spawned, ChildStdin) {
+    let (spawned, input) = spawn_inner(cmd, true);
+    (spawned, input.unwrap())
+}
+
+/// Writes `data` and closes the pipe.
+pub fn write_and_close(mut input: ChildStdin, data: &[u8]) {
+    let _ = input.write_all(data);
+}
+
+fn spawn_inner(cmd: &mut Command, piped: bool) -> (Spawned, Option<ChildStdin>) {
+    let n = OUTPUT_SEQ.fetch_add(1, Ordering::Relaxed);
+    let out_path = suite().dir.join(format!(".out-{n}"));
+    let err_path = suite().dir.join(format!(".err-{n}"));
+    let out = std::fs::File::create(&out_path).unwrap();
+    let err = std::fs::File::create(&err_path).unwrap();
+    cmd.stdin(if piped { Stdio::piped() } else { Stdio::null() }).stdout(out).stderr(err);
+    let spawned = {
+        let _g = SPAWN_LOCK.lock().unwrap();
+        let spawned = cmd.spawn();
+        if let Ok(child) = &spawned {
+            // A stale entry for a reused pid belongs to an earlier process.
+            REAPED.lock().unwrap().get_or_insert_with(HashMap::new).remove(&child.id());
+        }
+        spawned
+    };
+    // Not while holding the lock: a panic there would poison it for every other test.
+    // The reaper thread waits for every child, this one included.
+    #[allow(clippy::zombie_processes)]
+    let mut child = spawned.unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    let input = child.stdin.take();
+    (Spawned { pid: child.id(), what: describe(cmd), out_path, err_path }, input)
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+impl Spawned {
+    pub fn stdout_so_far(&self) -> String {
+        std::fs::read_to_string(&self.out_path).unwrap_or_default()
+    }
+
+    /// Waits until `path` exists (the container signals through a shared directory); fails
+    /// with the process's output if it exits first.
+    #[track_caller]
+    pub fn wait_for_file(&self, path: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !path.exists() {
+            if REAPED.lock().unwrap().get_or_insert_with(HashMap::new).contains_key(&self.pid) {
+                let err = std::fs::read_to_string(&self.err_path).unwrap_or_default();
+                panic!("`{}` exited before {} appeared: {} {err}", self.what, path.display(), self.stdout_so_far());
+            }
+            assert!(Instant::now() < deadline, "{} never appeared", path.display());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn wait(self, timeout: Duration) -> Output {
+        let Some(status) = wait_reaped(self.pid, timeout) else {
+            // SAFETY: our own child, by pid.
+            unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+            let _ = wait_reaped(self.pid, Duration::from_secs(10));
+            panic!("`{}` did not finish within {timeout:?}; stdout: {}", self.what, self.stdout_so_far());
+        };
+        let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        let stdout = std::fs::read_to_string(&self.out_path).unwrap_or_default();
+        let stderr = std::fs::read_to_string(&self.err_path).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.out_path);
+        let _ = std::fs::remove_file(&self.err_path);
+        Output { code, stdout, stderr }
+    }
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    spawn(cmd, None).wait(Duration::from_secs(120))
+}
+
+pub fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
+    spawn(cmd, Some(stdin.to_vec())).wait(Duration::from_secs(120))
+}
+
+/// berth-oci itself, with a state root.
+pub fn berth_oci(root: &Path, args: &[&str]) -> Output {
+    run(Command::new(&suite().bin).arg("--root").arg(root).args(args))
+}
+
+/// `berth-oci state`: the status and pid berth-oci records for a container.
+pub fn runtime_state(root: &Path, id: &str) -> Option<(String, i64)> {
+    let out = berth_oci(root, &["state", id]);
+    if out.code != 0 {
+        return None;
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("state: {e}: {}", out.stdout));
+    Some((v["status"].as_str().unwrap_or_default().to_string(), v["pid"].as_i64().unwrap_or(0)))
+}
+
+// ------------------------------------------------------------------------------------- terminals
+
+/// A command whose stdin, stdout and stderr are the slave of a pty we hold the master of, in a
+/// session of its own with the pty as its controlling terminal: what a person at a terminal
+/// gives `podman run -it` or `ctr run -t`.
+pub struct Terminal {
+    master: OwnedFd,
+    output: Arc<Mutex<Vec<u8>>>,
+    stop: Arc<AtomicBool>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    child: Option<Spawned>,
+}
+
+fn winsize(rows: u16, cols: u16) -> libc::winsize {
+    libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 }
+}
+
+impl Terminal {
+    pub fn spawn(mut cmd: Command, rows: u16, cols: u16) -> Terminal {
+        let n = OUTPUT_SEQ.fetch_add(1, Ordering::Relaxed);
+        let out_path = suite().dir.join(format!(".out-{n}"));
+        let err_path = suite().dir.join(format!(".err-{n}"));
+        std::fs::File::create(&out_path).unwrap();
+        std::fs::File::create(&err_path).unwrap();
+        let _g = SPAWN_LOCK.lock().unwrap();
+        // Under the spawn lock: no other thread forks between openpty and FD_CLOEXEC.
+        let (mut m, mut s) = (-1, -1);
+        let ws = winsize(rows, cols);
+        // SAFETY: openpty fills two descriptors we then own.
+        let r = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), &ws) };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            drop(_g); // a panic under the lock would poison it for every other test
+            panic!("openpty: {e}");
+        }
+        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)) };
+        for fd in [&master, &slave] {
+            // SAFETY: fcntl on descriptors we own.
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+        cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave));
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let spawned = cmd.spawn();
+        if let Ok(child) = &spawned {
+            REAPED.lock().unwrap().get_or_insert_with(HashMap::new).remove(&child.id());
+        }
+        drop(_g);
+        // The reaper thread waits for every child, this one included.
+        #[allow(clippy::zombie_processes)]
+        let child = spawned.unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        // Our copies of the slave go with the Command: the command's are the only ones left.
+        drop(cmd);
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let fd = master.try_clone().unwrap();
+            let (output, stop) = (output.clone(), stop.clone());
+            std::thread::spawn(move || read_master(fd, &output, &stop))
+        };
+        Terminal {
+            master,
+            output,
+            stop,
+            reader: Some(reader),
+            child: Some(Spawned { pid: child.id(), what: "terminal command".into(), out_path, err_path }),
+        }
+    }
+
+    pub fn write(&self, text: &str) {
+        let mut f = std::fs::File::from(self.master.try_clone().unwrap());
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// Changes the window size (the kernel sends SIGWINCH to the terminal's foreground group).
+    pub fn resize(&self, rows: u16, cols: u16) {
+        let ws = winsize(rows, cols);
+        // SAFETY: TIOCSWINSZ with a valid winsize.
+        assert_eq!(unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) }, 0);
+    }
+
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the output contains `text`.
+    #[track_caller]
+    pub fn wait_for(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.output().contains(text) {
+            assert!(Instant::now() < deadline, "{text:?} never appeared on the terminal: {:?}", self.output());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the command to exit; its exit code and everything the terminal showed.
+    pub fn wait(mut self) -> (i32, String) {
+        let out = self.child.take().unwrap().wait(Duration::from_secs(120));
+        // Output written just before the exit is still in the pty: read until the slave's last
+        // holder is gone (EIO) or nothing came for a while.
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        (out.code, self.output())
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(child) = self.child.take() {
+            // A failed test: the command must not outlive it.
+            // SAFETY: our own child, by pid.
+            unsafe { libc::kill(child.pid as i32, libc::SIGKILL) };
+            let _ = child.wait(Duration::from_secs(30));
+        }
+    }
+}
+
+fn read_master(fd: OwnedFd, output: &Mutex<Vec<u8>>, stop: &AtomicBool) {
+    let mut idle_after_stop = 0;
+    loop {
+        let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: poll on our descriptor.
+        let r = unsafe { libc::poll(&mut p, 1, 50) };
+        if r == 0 {
+            if stop.load(Ordering::SeqCst) {
+                idle_after_stop += 1;
+                if idle_after_stop > 20 {
+                    return;
+                }
+            }
+            continue;
+        }
+        let mut buf = [0u8; 4096];
+        // SAFETY: reading into our buffer.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            return; // EIO: no process holds the slave any more
+        }
+        output.lock().unwrap().extend_from_slice(&buf[..n as usize]);
+    }
+}
+
+// ------------------------------------------------------------------------------------- leaks
+
+/// Hierarchy directory names under /sys/fs/cgroup ("" on pure v2).
+pub fn hierarchies() -> Vec<String> {
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        return vec![String::new()];
+    }
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        if e.path().join("cgroup.procs").exists() {
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+/// The cgroup directories named `name` directly under the suite's prefix, in any hierarchy.
+pub fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
+    hierarchies()
+        .iter()
+        .map(|h| Path::new("/sys/fs/cgroup").join(h).join(&suite().cgroup_prefix).join(name))
+        .filter(|d| d.exists())
+        .collect()
+}
+
+/// Live (not zombie) processes with `component` as a component of their cgroup path.
+pub fn processes_in_cgroups(component: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        if oci_runtime::state::proc_stat(pid).is_none_or(|(s, _)| s == 'Z') {
+            continue;
+        }
+        if let Ok(cg) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) {
+            if cg.lines().any(|l| l.rsplit(':').next().unwrap_or("").split('/').any(|c| c == component)) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Live processes whose command line mentions `text` (conmon, shims, podman's cleanup
+/// processes all name the suite directory).
+pub fn processes_mentioning(text: &str) -> Vec<(i32, String)> {
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        if pid == me || oci_runtime::state::proc_stat(pid).is_none_or(|(s, _)| s == 'Z') {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmdline.contains(text) {
+            out.push((pid, cmdline));
+        }
+    }
+    out
+}
+
+/// Mount points whose path contains `text`, in our mount namespace.
+pub fn mounts_containing(text: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.contains(text))
+        .map(String::from)
+        .collect()
+}
+
+/// Waits until `cond` holds (things the callers do after the command returned: podman's
+/// cleanup process, a shim's exit).
+#[track_caller]
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not so after 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Asserts that nothing of container `id` remains: berth-oci state under `runtime_root`, its
+/// cgroup `cgroup_name` under the suite's prefix, processes in it, and mounts naming the id.
+#[track_caller]
+pub fn assert_container_gone(runtime_root: &Path, id: &str, cgroup_name: &str) {
+    let state = runtime_root.join(id);
+    eventually(&format!("berth-oci state {} removed", state.display()), || !state.exists());
+    eventually(&format!("cgroups of {id} removed"), || cgroup_dirs(cgroup_name).is_empty());
+    let procs = processes_in_cgroups(cgroup_name);
+    assert!(procs.is_empty(), "processes of {id} remain: {procs:?}");
+    let mounts = mounts_containing(id);
+    assert!(mounts.is_empty(), "mounts of {id} remain: {mounts:?}");
+}
+
+#[track_caller]
+pub fn assert_contains(haystack: &str, needle: &str) {
+    assert!(haystack.contains(needle), "expected {needle:?} in:\n{haystack}");
+}
