@@ -1,19 +1,24 @@
 //! berth-bench: side-by-side measurements, printed as tables of medians, ranges and ratios.
 //!
 //!   berth-bench oci [--iterations N] [--runs N] NAME=PATH...
+//!   berth-bench podman [--iterations N] NAME=PATH...
 //!
-//! For each OCI runtime (the first is the one the ratios are about): create + start + wait +
-//! delete of /bin/true, and N sequential foreground `run`s; the peak RSS of the runtime
-//! processes. Runtimes take turns within each iteration, so drift on the machine hits all alike.
+//! `oci`: for each OCI runtime (the first is the one the ratios are about): create + start +
+//! wait + delete of /bin/true, and N sequential foreground `run`s; the peak RSS of the runtime
+//! processes. `podman`: a container's lifecycle through podman with each runtime as its
+//! `--runtime`. Runtimes take turns within each iteration, so drift on the machine hits all
+//! alike.
 
 mod measure;
 mod oci;
+mod podman;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("oci") => oci::main(&args[1..]),
-        _ => Err("usage: berth-bench oci [--iterations N] [--runs N] NAME=PATH...".to_string()),
+        Some("podman") => podman::main(&args[1..]),
+        _ => Err("usage: berth-bench oci [--iterations N] [--runs N] NAME=PATH...\n       berth-bench podman [--iterations N] NAME=PATH...".to_string()),
     };
     if let Err(e) = result {
         eprintln!("berth-bench: {e}");
