@@ -15,6 +15,7 @@
 //! locations = ["mirror.lan:5000"]
 //! [storage]
 //! driver = "overlay"                      # or "copy"
+//! [engine]                                # containers: see berth-engine's config.rs
 //! ```
 
 use std::collections::BTreeMap;
@@ -35,6 +36,10 @@ pub struct Config {
     pub registries: Registries,
     #[serde(default)]
     pub storage: Storage,
+    /// The container engine's section (runtimes, networks, logs), parsed and checked by
+    /// berth-engine; kept here as a table so one file configures both.
+    #[serde(default)]
+    pub engine: Option<toml::Table>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

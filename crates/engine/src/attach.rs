@@ -1,0 +1,214 @@
+//! The client side of the monitor's attach socket (see berth-monitor for the protocol), and
+//! `exec` through the container's runtime handler.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::process::Stdio;
+
+use serde_json::Value;
+
+use crate::error::{bail, Context, Error, Result};
+use crate::{random_id, Engine};
+
+pub const STDOUT: u8 = 1;
+pub const STDERR: u8 = 2;
+
+pub struct AttachConn {
+    fd: OwnedFd,
+}
+
+impl AttachConn {
+    /// Connects to `<run_dir>/attach` (through /proc/self/fd: the run directory may be longer
+    /// than a socket address allows).
+    pub fn connect(run_dir: &Path) -> Result<AttachConn> {
+        let dir = std::fs::File::open(run_dir).ctx(run_dir.display())?;
+        let path = format!("/proc/self/fd/{}/attach", dir.as_raw_fd());
+        // SAFETY: socket/connect with a valid address.
+        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error()).ctx("attach socket");
+        }
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as u16;
+        for (i, b) in path.bytes().enumerate() {
+            addr.sun_path[i] = b as libc::c_char;
+        }
+        let len = (std::mem::size_of::<libc::sa_family_t>() + path.len() + 1) as u32;
+        if unsafe { libc::connect(fd.as_raw_fd(), (&addr as *const libc::sockaddr_un).cast(), len) } != 0 {
+            return Err(std::io::Error::last_os_error()).ctx(format!("attach to {}", run_dir.join("attach").display()));
+        }
+        Ok(AttachConn { fd })
+    }
+
+    fn send(&self, msg: &[u8]) -> std::io::Result<()> {
+        // SAFETY: sending a valid buffer.
+        if unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), libc::MSG_NOSIGNAL) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    pub fn send_stdin(&self, data: &[u8]) -> std::io::Result<()> {
+        for chunk in data.chunks(32 * 1024) {
+            let mut m = Vec::with_capacity(chunk.len() + 1);
+            m.push(0);
+            m.extend_from_slice(chunk);
+            self.send(&m)?;
+        }
+        Ok(())
+    }
+
+    pub fn close_stdin(&self) -> std::io::Result<()> {
+        self.send(&[2])
+    }
+
+    pub fn resize(&self, rows: u16, cols: u16) -> std::io::Result<()> {
+        let r = rows.to_le_bytes();
+        let c = cols.to_le_bytes();
+        self.send(&[1, r[0], r[1], c[0], c[1]])
+    }
+
+    /// The next chunk of output: (stream, bytes in `buf`), or None when the container is gone.
+    pub fn recv(&self, buf: &mut [u8]) -> std::io::Result<Option<(u8, usize)>> {
+        loop {
+            // SAFETY: receiving into a valid buffer.
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Ok(None);
+            }
+            let n = n as usize;
+            let stream = buf[0];
+            buf.copy_within(1..n, 0);
+            return Ok(Some((stream, n - 1)));
+        }
+    }
+
+    pub fn try_clone(&self) -> Result<AttachConn> {
+        Ok(AttachConn { fd: self.fd.try_clone().ctx("attach socket")? })
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    pub command: Vec<String>,
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub tty: bool,
+    pub interactive: bool,
+    pub detach: bool,
+    pub privileged: bool,
+}
+
+impl Engine {
+    /// A connection to a running container's monitor.
+    pub fn attach(&self, name_or_id: &str) -> Result<AttachConn> {
+        let c = self.get(name_or_id)?;
+        if !c.running() {
+            bail!(Conflict, "container {} is not running", c.name);
+        }
+        AttachConn::connect(&self.run_dir(&c.id))
+    }
+
+    /// `exec`: runs a process in a running container through its runtime handler, with this
+    /// process's stdio; returns its exit code (0 once started, for `detach`).
+    pub fn exec(&self, name_or_id: &str, o: &ExecOptions) -> Result<i32> {
+        let c = self.get(name_or_id)?;
+        if !c.running() {
+            bail!(Conflict, "container {} is not running", c.name);
+        }
+        if o.command.is_empty() {
+            bail!(Invalid, "exec: no command given");
+        }
+        let rt = self.runtime(Some(&c.runtime))?;
+        let features = rt.features(&self.run_root.join("runtimes"));
+        if !features.exec {
+            bail!(
+                Unsupported,
+                "exec: the container's runtime handler {} ({}) does not implement exec yet; run the container with --runtime runc or --runtime crun to exec into it",
+                rt.name,
+                rt.path.display()
+            );
+        }
+        let bundle = self.container_dir(&c.id);
+        let spec: Value = serde_json::from_slice(&std::fs::read(bundle.join("config.json")).ctx("config.json")?)
+            .ctx("config.json")?;
+        let mut process = spec["process"].clone();
+        process["args"] = serde_json::json!(o.command);
+        process["terminal"] = Value::Bool(o.tty);
+        if o.tty {
+            process["consoleSize"] = serde_json::json!({"height": 24, "width": 80});
+        } else if let Some(p) = process.as_object_mut() {
+            p.remove("consoleSize");
+        }
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        let mut order = Vec::new();
+        for e in process["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .map(str::to_string)
+            .chain(o.env.iter().cloned())
+        {
+            let (k, v) =
+                e.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).unwrap_or((e.clone(), String::new()));
+            if !env.contains_key(&k) {
+                order.push(k.clone());
+            }
+            env.insert(k, v);
+        }
+        process["env"] = serde_json::json!(order.iter().map(|k| format!("{k}={}", env[k])).collect::<Vec<_>>());
+        if let Some(w) = &o.workdir {
+            if !w.starts_with('/') {
+                bail!(Invalid, "exec -w {w:?}: not an absolute path");
+            }
+            process["cwd"] = Value::String(w.clone());
+        }
+        if let Some(u) = &o.user {
+            let rootfs = self.store.snapshots.rootfs(&c.id);
+            let (uid, gid, extra) =
+                berth_image::spec::resolve_user(&rootfs, u).map_err(|e| Error::invalid(format!("exec -u: {e}")))?;
+            process["user"] = serde_json::json!({"uid": uid, "gid": gid, "additionalGids": extra});
+        }
+        if o.privileged {
+            let all = crate::spec::ALL_CAPS;
+            process["capabilities"] = serde_json::json!({"bounding": all, "effective": all, "permitted": all});
+        }
+        let file = self.run_dir(&c.id).join(format!("exec-{}.json", &random_id()[..12]));
+        std::fs::write(&file, serde_json::to_vec(&process).unwrap_or_default()).ctx(file.display())?;
+        let mut cmd = rt.command();
+        cmd.arg("exec").arg("--process").arg(&file);
+        if o.tty {
+            cmd.arg("--tty");
+        }
+        if o.detach {
+            cmd.arg("--detach");
+            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        } else if !o.interactive {
+            cmd.stdin(Stdio::null());
+        }
+        cmd.arg(&c.id);
+        let r = if o.detach {
+            cmd.output().map(|out| (out.status, String::from_utf8_lossy(&out.stderr).into_owned()))
+        } else {
+            cmd.status().map(|s| (s, String::new()))
+        };
+        let _ = std::fs::remove_file(&file);
+        let (status, err) = r.ctx(format!("runtime {}", rt.name))?;
+        if o.detach && !status.success() {
+            bail!(System, "exec: runtime {}: {}", rt.name, err.trim());
+        }
+        use std::os::unix::process::ExitStatusExt;
+        Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    }
+}

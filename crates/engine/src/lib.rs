@@ -1,0 +1,239 @@
+//! berth's container engine: the library the `berth` CLI and (later) the CRI server share.
+//! Containers (create, start, stop, kill, rm, restart, wait, exec, logs, attach, cp, top,
+//! stats), volumes and networks, runtime handlers, and the state machine, kept in the store's
+//! SQLite database (`containers` table) beside the images, with per-container locks.
+//!
+//! ```text
+//! <root>/containers/<id>/        bundle: config.json, hosts, hostname, resolv.conf, ctr.log
+//! <root>/snapshots/<id>/rootfs   the container's root filesystem (berth-image's snapshots)
+//! <root>/volumes/<name>/_data    named and anonymous volumes (+ volume.json)
+//! <root>/networks/<name>.conflist  CNI configuration lists; <root>/networks/ipam/: addresses
+//! <run>/containers/<id>/         monitor: attach socket, exit file, pid, runtime.log
+//! <run>/netns/<id>               the container's pinned network namespace
+//! <run>/cni/                     cached CNI results (for DEL)
+//! <run>/runtimes/<handler>/      each OCI runtime's own state root
+//! <run>/locks/<id>               per-container flock
+//! ```
+
+pub mod attach;
+pub mod config;
+pub mod container;
+pub mod cp;
+pub mod error;
+pub mod logs;
+pub mod networks;
+pub mod runtime;
+pub mod seccomp;
+pub mod spec;
+pub mod stats;
+pub mod time;
+pub mod volumes;
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use berth_image::Store;
+use rusqlite::{params, OptionalExtension};
+
+pub use config::EngineConfig;
+pub use container::{Container, CreateOptions, State};
+pub use error::{Error, Kind, Result};
+
+use error::{bail, Context};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS containers (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    created_at  INTEGER NOT NULL,
+    record      TEXT NOT NULL
+);
+"#;
+
+pub struct Engine {
+    pub store: Store,
+    pub config: EngineConfig,
+    pub root: PathBuf,
+    pub run_root: PathBuf,
+    /// Where the engine's own configuration came from (passed to the exit command).
+    pub config_path: Option<PathBuf>,
+    /// The program (and its leading arguments) the monitor runs when a container exits:
+    /// `<berth> --root R [--config C] container cleanup <id>`; the id is appended.
+    pub exit_command: Option<Vec<String>>,
+}
+
+/// A held per-container lock (released on drop).
+pub struct Lock {
+    _f: File,
+}
+
+impl Engine {
+    /// Opens the store at `root` with the configuration file `config_path` (or the default).
+    pub fn open(root: &Path, config_path: Option<&Path>) -> Result<Engine> {
+        let cfg = berth_image::Config::load(config_path)?;
+        let origin = config_path.map(|p| p.display().to_string()).unwrap_or_else(|| "berth.toml".into());
+        let engine_cfg = EngineConfig::from_table(cfg.engine.as_ref(), &origin)?;
+        let store = Store::open(root, cfg)?;
+        let root = store.root.clone();
+        let run_root = match &engine_cfg.run_root {
+            Some(p) => p.clone(),
+            None if root == Path::new(berth_image::store::DEFAULT_ROOT) => PathBuf::from("/run/berth"),
+            None => root.join("run"),
+        };
+        for d in [run_root.join("containers"), run_root.join("netns"), run_root.join("locks"), root.join("containers")]
+        {
+            std::fs::create_dir_all(&d).ctx(d.display())?;
+        }
+        store.db().conn.execute_batch(SCHEMA).ctx("metadata database: containers table")?;
+        Ok(Engine {
+            store,
+            config: engine_cfg,
+            root,
+            run_root,
+            config_path: config_path.map(Path::to_path_buf),
+            exit_command: None,
+        })
+    }
+
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(id)
+    }
+
+    pub fn run_dir(&self, id: &str) -> PathBuf {
+        self.run_root.join("containers").join(id)
+    }
+
+    pub fn netns_path(&self, id: &str) -> PathBuf {
+        self.run_root.join("netns").join(id)
+    }
+
+    /// The per-container lock: start, stop, rm and cleanup of one container take turns.
+    pub fn lock(&self, id: &str) -> Result<Lock> {
+        let p = self.run_root.join("locks").join(id);
+        let f = File::options().create(true).truncate(false).write(true).open(&p).ctx(p.display())?;
+        loop {
+            // SAFETY: flock on our descriptor.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(Lock { _f: f });
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e).ctx(format!("lock {}", p.display()));
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ container records
+
+    pub(crate) fn insert(&self, c: &Container) -> Result<()> {
+        let rec = serde_json::to_string(c).ctx("serialize container")?;
+        self.store
+            .db()
+            .write(|tx| {
+                let clash: Option<String> =
+                    tx.query_row("SELECT id FROM containers WHERE name = ?1", [&c.name], |r| r.get(0)).optional()?;
+                if let Some(other) = clash {
+                    return Err(berth_image::Error::msg(format!(
+                        "the container name {:?} is already in use by container {}: remove it or choose another name",
+                        c.name,
+                        &other[..12]
+                    )));
+                }
+                tx.execute(
+                    "INSERT INTO containers (id, name, created_at, record) VALUES (?1, ?2, ?3, ?4)",
+                    params![c.id, c.name, time::now_secs(), rec],
+                )?;
+                Ok(())
+            })
+            .map_err(|e| {
+                let m = e.message().to_string();
+                if m.contains("already in use") {
+                    Error::conflict(m)
+                } else {
+                    Error::msg(m)
+                }
+            })
+    }
+
+    pub(crate) fn save(&self, c: &Container) -> Result<()> {
+        let rec = serde_json::to_string(c).ctx("serialize container")?;
+        self.store.db().write(|tx| {
+            tx.execute("UPDATE containers SET record = ?2 WHERE id = ?1", params![c.id, rec])?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    pub(crate) fn delete_record(&self, id: &str) -> Result<()> {
+        self.store.db().write(|tx| {
+            tx.execute("DELETE FROM containers WHERE id = ?1", [id])?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    pub(crate) fn load(&self, id: &str) -> Result<Option<Container>> {
+        let rec: Option<String> = self
+            .store
+            .db()
+            .conn
+            .query_row("SELECT record FROM containers WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        match rec {
+            Some(r) => Ok(Some(serde_json::from_str(&r).ctx(format!("container {id}: stored record"))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// All containers, newest first, as stored (see `list` for their current state).
+    pub(crate) fn load_all(&self) -> Result<Vec<Container>> {
+        let db = self.store.db();
+        let mut st = db.conn.prepare("SELECT id, record FROM containers ORDER BY created_at DESC, id")?;
+        let rows: Vec<(String, String)> =
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+        rows.into_iter().map(|(id, r)| serde_json::from_str(&r).ctx(format!("container {id}: stored record"))).collect()
+    }
+
+    /// A container by name, full id or unique id prefix.
+    pub fn resolve_id(&self, name_or_id: &str) -> Result<String> {
+        if name_or_id.is_empty() {
+            bail!(Invalid, "empty container name or id");
+        }
+        let db = self.store.db();
+        let by_name: Option<String> =
+            db.conn.query_row("SELECT id FROM containers WHERE name = ?1", [name_or_id], |r| r.get(0)).optional()?;
+        if let Some(id) = by_name {
+            return Ok(id);
+        }
+        if name_or_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let pattern = format!("{}%", name_or_id.to_ascii_lowercase());
+            let mut st = db.conn.prepare("SELECT id FROM containers WHERE id LIKE ?1 LIMIT 3")?;
+            let ids: Vec<String> = st.query_map([pattern], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            match ids.len() {
+                1 => return Ok(ids[0].clone()),
+                0 => {}
+                _ => bail!(
+                    Ambiguous,
+                    "container id prefix {name_or_id:?} is ambiguous: it matches several containers ({}, ...)",
+                    ids.iter().map(|i| &i[..12]).collect::<Vec<_>>().join(", ")
+                ),
+            }
+        }
+        bail!(NotFound, "no such container: {name_or_id}")
+    }
+}
+
+/// 64 random hex digits.
+pub fn random_id() -> String {
+    let mut b = [0u8; 32];
+    // SAFETY: getrandom into a valid buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        let t = time::now_nanos();
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (t >> ((i % 16) * 4)) as u8 ^ (std::process::id() >> (i % 4)) as u8 ^ i as u8;
+        }
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
