@@ -177,6 +177,8 @@ pub enum ImageCommand {
 pub enum SystemCommand {
     /// Disk usage of images, layers and downloads
     Df(DfArgs),
+    /// Remove stopped containers, unused networks, untagged images (and with --volumes, unused volumes)
+    Prune(crate::containers::SystemPruneArgs),
 }
 
 fn open_store(cli: &Cli) -> Result<Store> {
@@ -209,6 +211,8 @@ pub fn run(cli: &Cli) -> Result<()> {
             ImageCommand::Import(a) => import(cli, a),
         },
         Command::System(SystemCommand::Df(a)) => df(cli, a),
+        // Container commands are run by containers::run before this is called.
+        _ => unreachable!("not an image command"),
     }
 }
 

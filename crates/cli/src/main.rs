@@ -1,6 +1,7 @@
-//! berth: the daemonless command line. Image commands today; container commands join them
-//! as new variants of `Command` with their own modules.
+//! berth: the daemonless command line: image commands (`images.rs`) and container, volume
+//! and network commands (`containers.rs`, over berth-engine).
 
+mod containers;
 mod images;
 mod progress;
 
@@ -50,10 +51,65 @@ pub enum Command {
     /// Store-wide information and maintenance
     #[command(subcommand)]
     System(images::SystemCommand),
+    /// Create and start a container
+    Run(containers::RunArgs),
+    /// Create a container (start it with `start`)
+    Create(containers::CreateFlags),
+    /// Start containers
+    Start(containers::StartArgs),
+    /// Stop containers: their stop signal, then SIGKILL after the timeout
+    Stop(containers::StopArgs),
+    /// Stop and start containers
+    Restart(containers::StopArgs),
+    /// Send a signal to containers
+    Kill(containers::KillArgs),
+    /// Remove containers
+    Rm(containers::RmArgs),
+    /// List containers
+    Ps(containers::PsArgs),
+    /// Show a container's output
+    Logs(containers::LogsArgs),
+    /// Run a command in a running container
+    Exec(containers::ExecArgs),
+    /// Attach to a running container's stdio
+    Attach(containers::AttachArgs),
+    /// Show containers (or images) as JSON
+    Inspect(containers::NamesArgs),
+    /// Wait for containers to exit; print their exit codes
+    Wait(containers::NamesArgs),
+    /// A container's processes
+    Top(containers::NameArg),
+    /// Containers' resource usage
+    Stats(containers::StatsArgs),
+    /// A container's published ports
+    Port(containers::PortArgs),
+    /// Copy files between a container and the host
+    Cp(containers::CpArgs),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(containers::VolumeCommand),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(containers::NetworkCommand),
+    /// The runtimes, storage, cgroups and kernel features berth sees
+    Info(containers::InfoArgs),
+    #[command(subcommand, hide = true)]
+    Container(containers::ContainerCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(r) = containers::run(&cli) {
+        return match r {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("berth: {e}");
+                // As docker: 125 when berth itself failed running or executing a container.
+                let engine_failure = matches!(cli.command, Command::Run(_) | Command::Exec(_));
+                ExitCode::from(if engine_failure { 125 } else { 1 })
+            }
+        };
+    }
     match images::run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -622,6 +622,12 @@ impl Engine {
         if let Err(e) = self.store.remove_snapshot(&c.id) {
             errors.push(e.to_string());
         }
+        // The exit of a --rm container outlives it briefly, for the `run` that waits for it.
+        let exit = self.run_dir(&c.id).join("exit");
+        if c.options.auto_remove && exit.exists() {
+            let _ = std::fs::rename(&exit, self.kept_exit(&c.id));
+        }
+        self.sweep_kept_exits();
         for d in [self.container_dir(&c.id), self.run_dir(&c.id)] {
             if let Err(e) = std::fs::remove_dir_all(&d) {
                 if e.kind() != std::io::ErrorKind::NotFound {
@@ -1004,6 +1010,89 @@ impl Engine {
             r?;
         }
         Ok(())
+    }
+
+    fn kept_exit(&self, id: &str) -> PathBuf {
+        self.run_root.join("containers").join(format!("{id}.exit"))
+    }
+
+    /// Kept exit files older than a minute: no one waits for them any more.
+    fn sweep_kept_exits(&self) {
+        for e in std::fs::read_dir(self.run_root.join("containers")).into_iter().flatten().flatten() {
+            let old = e
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .map(|d| d.as_secs() > 60);
+            if e.file_name().to_string_lossy().ends_with(".exit") && old == Some(true) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// The exit code the monitor recorded (also for a `--rm` container just removed; its
+    /// kept copy is consumed).
+    pub fn exit_code_of(&self, id: &str) -> Option<i32> {
+        let kept = self.kept_exit(id);
+        for p in [self.run_dir(id).join("exit"), kept.clone()] {
+            if let Ok(b) = std::fs::read(&p) {
+                if let Ok(x) = serde_json::from_slice::<ExitFile>(&b) {
+                    if p == kept {
+                        let _ = std::fs::remove_file(&kept);
+                    }
+                    return Some(x.exit_code);
+                }
+            }
+        }
+        None
+    }
+
+    /// Waits until the container's record is gone (a `--rm` container's removal).
+    pub fn wait_removed(&self, id: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while matches!(self.load(id), Ok(Some(_))) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = std::fs::remove_file(self.kept_exit(id));
+        true
+    }
+
+    /// The container's root filesystem, mounted (a stopped container's is mounted again).
+    fn rootfs_for_copy(&self, c: &Container) -> Result<PathBuf> {
+        if c.state.status == "creating" {
+            bail!(Conflict, "container {} is not completely created", c.name);
+        }
+        Ok(self.store.mount_snapshot(&c.id)?)
+    }
+
+    /// `cp CONTAINER:PATH HOST_PATH`
+    pub fn copy_from(&self, name_or_id: &str, path: &str, host: &Path) -> Result<()> {
+        let c = self.get(name_or_id)?;
+        let _l = if c.running() { None } else { Some(self.lock(&c.id)?) };
+        let rootfs = self.rootfs_for_copy(&c)?;
+        let r = crate::cp::copy_from_root(&rootfs, path, host, false)
+            .map_err(|e| Error::msg(format!("cp {}:{path}: {e}", c.name)));
+        if !c.running() {
+            let _ = self.store.snapshots.unmount(&c.id);
+        }
+        r
+    }
+
+    /// `cp HOST_PATH CONTAINER:PATH`
+    pub fn copy_to(&self, host: &Path, name_or_id: &str, path: &str) -> Result<()> {
+        let c = self.get(name_or_id)?;
+        let _l = if c.running() { None } else { Some(self.lock(&c.id)?) };
+        let rootfs = self.rootfs_for_copy(&c)?;
+        let r = crate::cp::copy_to_root(host, &rootfs, path)
+            .map_err(|e| Error::msg(format!("cp to {}:{path}: {e}", c.name)));
+        if !c.running() {
+            let _ = self.store.snapshots.unmount(&c.id);
+        }
+        r
     }
 
     /// `system prune`'s container part: removes every container that is not running.
