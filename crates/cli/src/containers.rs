@@ -539,7 +539,7 @@ fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32> {
         println!("{}", c.id);
         return Ok(0);
     }
-    let r = e.start_with(&c.id, |run_dir| AttachConn::connect(run_dir));
+    let r = e.start_with(&c.id, AttachConn::connect);
     let conn = match r {
         Ok(Some(conn)) => conn,
         Ok(None) => return Err(Error::msg("the container was started by someone else")),
@@ -562,7 +562,7 @@ fn start_cmd(cli: &Cli, a: &StartArgs) -> Result<i32> {
         bail!("start --attach takes one container");
     }
     let c = e.get(&a.names[0])?;
-    match e.start_with(&c.id, |run_dir| AttachConn::connect(run_dir))? {
+    match e.start_with(&c.id, AttachConn::connect)? {
         Some(conn) => relay(&e, &c, conn, a.interactive && c.options.stdin, c.options.tty),
         None => bail!("container {} is already running", c.name),
     }
@@ -831,14 +831,14 @@ fn ps(cli: &Cli, a: &PsArgs) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(0);
     }
-    println!("{:<14}{:<28}{:<24}{:<28}{:<34}NAMES", "CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "PORTS");
+    println!("{:<14}{:<28}{:<24}{:<38}{:<34}NAMES", "CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "PORTS");
     for c in &list {
         let mut cmd = format!("\"{}\"", c.args.join(" "));
         if cmd.chars().count() > 22 && !a.no_trunc {
             cmd = format!("{}…\"", cmd.chars().take(19).collect::<String>());
         }
         println!(
-            "{:<14}{:<28}{:<24}{:<28}{:<34}{}",
+            "{:<14}{:<28}{:<24}{:<38}{:<34}{}",
             if a.no_trunc { &c.id } else { c.short_id() },
             c.image,
             cmd,
