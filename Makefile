@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all deps build demo test test-v2 lint bench clean
+.PHONY: all deps build init demo test test-v2 lint bench clean
 
 all: build
 
@@ -22,18 +22,29 @@ build: deps
 		LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/$(shell gcc -print-multiarch) \
 		$(CARGO) build --release -p berth-oci --target $(HOST_TRIPLE)
 	install -m 0755 target/$(HOST_TRIPLE)/release/berth-oci target/release/berth-oci
+	$(MAKE) init
+	install -m 0755 target/init/release/berth-init target/release/berth-init
+
+# berth-init (for `run --init`) has no std and no libc: its own workspace, panic = "abort".
+init:
+	$(CARGO) build --release --manifest-path crates/init/Cargo.toml --target-dir target/init
 
 demo: build
 	./tools/demo.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path crates/init/Cargo.toml -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --manifest-path crates/init/Cargo.toml --target-dir target/init -- -D warnings
 
 # Unit and integration tests (real containers, as root, in temp roots) on this host's cgroup
 # layout, then the berth-oci suite again on pure cgroup v1 and inside a pure cgroup v2 guest, and
 # the snapshot tests on Debian 12's 6.1 kernel (overlayfs before the new mount API's lowerdir+).
-test: deps lint
+# The engine's end-to-end tests run the workspace's binaries (berth, berth-monitor, berth-oci)
+# and berth-init: all are built first.
+test: deps lint init
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 	./tools/test-cgroup1.sh
 	./tools/test-cgroup2.sh
