@@ -796,6 +796,12 @@ fn ps(cli: &Cli, a: &PsArgs) -> Result<i32> {
     if a.format != "table" && a.format != "json" {
         bail!("--format {:?}: table or json", a.format);
     }
+    for f in &a.filter {
+        let key = f.split_once('=').map(|(k, _)| k).unwrap_or("");
+        if !matches!(key, "status" | "name" | "id" | "ancestor" | "label" | "network") {
+            bail!("--filter {f:?}: unknown key {key:?} (status, name, id, label, ancestor, network)");
+        }
+    }
     let mut list = Vec::new();
     for c in e.list()? {
         if !a.all && !c.running() && a.filter.iter().all(|f| !f.starts_with("status=")) {
@@ -890,6 +896,7 @@ fn exec(cli: &Cli, a: &ExecArgs) -> Result<i32> {
         detach: a.detach,
         privileged: a.privileged,
     };
+    let _raw = RawMode::enter(a.tty && a.interactive && !a.detach);
     e.exec(&a.name, &o)
 }
 

@@ -97,6 +97,116 @@ impl AttachConn {
     }
 }
 
+/// Receives one descriptor sent with SCM_RIGHTS.
+fn recv_fd(sock: i32) -> std::io::Result<OwnedFd> {
+    let mut buf = [0u8; 4096];
+    let mut cmsg = [0u64; 8];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cmsg);
+    // SAFETY: msghdr points at live buffers.
+    if unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    if c.is_null() || unsafe { (*c).cmsg_type } != libc::SCM_RIGHTS {
+        return Err(std::io::Error::other("no pty master received on the console socket"));
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const i32)) })
+}
+
+/// `exec -t` in the foreground: runtimes hand over a new pty's master only when they detach
+/// (`--detach --console-socket`), so this process becomes a child subreaper (the exec'd
+/// process is re-parented to it when the runtime exits), relays the master to its own stdio
+/// (whether or not that is a terminal), and reaps the process for its exit status.
+fn exec_with_pty(mut cmd: std::process::Command, id: &str, interactive: bool, run_dir: &Path) -> Result<i32> {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+    let tag = &random_id()[..8];
+    let path = std::env::temp_dir().join(format!(".berth-exec-{}-{tag}.sock", std::process::id()));
+    let pid_file = run_dir.join(format!("exec-{tag}.pid"));
+    let listener = UnixListener::bind(&path).ctx(path.display())?;
+    listener.set_nonblocking(true).ctx("console socket")?;
+    // SAFETY: plain prctl.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    cmd.arg("--detach").arg("--pid-file").arg(&pid_file).arg("--console-socket").arg(&path).arg(id);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().ctx("runtime exec")?;
+    let conn = loop {
+        match listener.accept() {
+            Ok((c, _)) => break Some(c),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if child.try_wait().ctx("runtime exec")?.is_some() {
+                    break None;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => return Err(e).ctx("console socket"),
+        }
+    };
+    let _ = std::fs::remove_file(&path);
+    let master = match conn {
+        Some(c) => Some(recv_fd(c.as_raw_fd()).ctx("exec -t")?),
+        None => None,
+    };
+    let out = child.wait_with_output().ctx("runtime exec")?;
+    let Some(master) = master.filter(|_| out.status.success()) else {
+        let _ = std::fs::remove_file(&pid_file);
+        bail!(System, "{}", String::from_utf8_lossy(&out.stderr).trim());
+    };
+    let pid: i32 = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    let _ = std::fs::remove_file(&pid_file);
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: size of our terminal (if any) onto the new pty.
+    if unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0 {
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    }
+    let mut reader = std::fs::File::from(master);
+    if interactive {
+        let mut writer = reader.try_clone().ctx("pty")?;
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            let mut inp = std::io::stdin().lock();
+            while let Ok(n) = inp.read(&mut buf) {
+                if n == 0 || writer.write_all(&buf[..n]).is_err() {
+                    // End of input: the terminal's end-of-file character.
+                    let _ = writer.write_all(&[4]);
+                    return;
+                }
+            }
+        });
+    }
+    let mut stdout = std::io::stdout();
+    let mut buf = [0u8; 8192];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let _ = stdout.write_all(&buf[..n]);
+                let _ = stdout.flush();
+            }
+        }
+    }
+    if pid <= 0 {
+        return Ok(0);
+    }
+    let mut status = 0;
+    // SAFETY: the exec'd process was re-parented to us (subreaper).
+    loop {
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            bail!(System, "exec: waiting for process {pid}: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) })
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ExecOptions {
     pub command: Vec<String>,
@@ -181,7 +291,7 @@ impl Engine {
             process["user"] = serde_json::json!({"uid": uid, "gid": gid, "additionalGids": extra});
         }
         if o.privileged {
-            let all = crate::spec::ALL_CAPS;
+            let all = crate::spec::available_caps();
             process["capabilities"] = serde_json::json!({"bounding": all, "effective": all, "permitted": all});
         }
         let file = self.run_dir(&c.id).join(format!("exec-{}.json", &random_id()[..12]));
@@ -190,6 +300,11 @@ impl Engine {
         cmd.arg("exec").arg("--process").arg(&file);
         if o.tty {
             cmd.arg("--tty");
+        }
+        if o.tty && !o.detach {
+            let r = exec_with_pty(cmd, &c.id, o.interactive, &self.run_dir(&c.id));
+            let _ = std::fs::remove_file(&file);
+            return r.map_err(|e| e.context(format!("exec in {} (runtime {})", c.name, rt.name)));
         }
         if o.detach {
             cmd.arg("--detach");

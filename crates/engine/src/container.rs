@@ -370,8 +370,10 @@ impl Engine {
             }
             Err(e) => return Err(e),
         }
+        crate::crash_point("created-record");
         let made = (|| -> Result<()> {
             let rootfs = self.store.create_snapshot(&id, &img)?;
+            crate::crash_point("snapshot");
             let ov = Overrides {
                 entrypoint: o.entrypoint.clone(),
                 cmd: o.command.clone(),
@@ -675,6 +677,7 @@ impl Engine {
         let rt = self.runtime(Some(&c.runtime))?;
         let monitor = self.monitor_path()?;
         let id = c.id.clone();
+        crate::runtime::prepare_cgroup_parent(self.config.cgroup_parent())?;
         self.store.mount_snapshot(&id)?;
         // Ports: host port 0 is chosen now.
         let mut ports = c.port_specs.clone();
@@ -706,6 +709,7 @@ impl Engine {
             }
         }
         c.state.ports = ports;
+        crate::crash_point("network");
         let dir = self.container_dir(&id);
         let ip = if c.state.ip_address.is_empty() { None } else { Some(c.state.ip_address.as_str()) };
         if !host_net {
@@ -738,6 +742,7 @@ impl Engine {
         if let Err(e) = self.save(c) {
             return Err(fail(e, c, self));
         }
+        crate::crash_point("monitor");
         let hook = match before_start(&run) {
             Ok(v) => v,
             Err(e) => {
@@ -887,10 +892,12 @@ impl Engine {
     /// container's --stop-timeout, else 10). Waits for the exit and its cleanup.
     pub fn stop(&self, name_or_id: &str, timeout: Option<u32>) -> Result<Container> {
         let mut c = self.get(name_or_id)?;
+        // Marked first, under the lock: an exit being handled now restarts nothing after this.
+        self.mark_stopped_by_user(&mut c)?;
+        self.refresh(&mut c)?;
         if !c.running() {
             return Ok(c);
         }
-        self.mark_stopped_by_user(&mut c)?;
         let timeout = timeout.unwrap_or(c.stop_timeout);
         if timeout > 0 {
             self.signal(&c, c.stop_signal)?;

@@ -61,6 +61,35 @@ pub fn cgroup_version() -> &'static str {
     }
 }
 
+/// Creates the containers' parent cgroup in the v1 cpuset hierarchy with the CPUs and memory
+/// nodes of its own parent: a new cpuset cgroup starts empty, and a container cgroup created
+/// under an empty parent cannot take a task (ENOSPC). Done once, before runtimes race to it.
+pub fn prepare_cgroup_parent(parent: &str) -> Result<()> {
+    let base = Path::new("/sys/fs/cgroup/cpuset");
+    if !base.join("cpuset.cpus").exists() {
+        return Ok(());
+    }
+    let mut dir = base.to_path_buf();
+    for comp in parent.split('/').filter(|c| !c.is_empty()) {
+        let up = dir.clone();
+        dir.push(comp);
+        if let Err(e) = std::fs::create_dir(&dir) {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                bail!(System, "cgroup parent {}: {e}", dir.display());
+            }
+        }
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            let cur = std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+            if cur.trim().is_empty() {
+                let v = std::fs::read_to_string(up.join(f)).unwrap_or_default();
+                std::fs::write(dir.join(f), v.trim())
+                    .map_err(|e| Error::msg(format!("cgroup parent {}/{f}: {e}", dir.display())))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 pub const BUILTIN: [&str; 3] = ["berth-oci", "runc", "crun"];
 
 /// Every configured and built-in handler name (built-ins whose binary is missing included).

@@ -100,13 +100,34 @@ pub fn normalize_cap(c: &str) -> Result<String> {
     Ok(full)
 }
 
-/// The container's capabilities: docker's default set (all with --privileged), then
-/// `--cap-drop`, then `--cap-add` (each may be ALL).
+/// The capabilities this process may hand on (its bounding set; `ALL_CAPS` is in capability
+/// number order).
+pub fn available_caps() -> Vec<&'static str> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let bnd = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(u64::MAX);
+    ALL_CAPS.iter().enumerate().filter(|(i, _)| bnd & (1u64 << i) != 0).map(|(_, c)| *c).collect()
+}
+
+/// The container's capabilities: docker's default set (with --privileged, every one this host
+/// lets berth hand on), then `--cap-drop`, then `--cap-add` (each may be ALL).
 pub fn capabilities(privileged: bool, add: &[String], drop: &[String]) -> Result<Vec<String>> {
     let add: Vec<String> = add.iter().map(|c| normalize_cap(c)).collect::<Result<_>>()?;
     let drop: Vec<String> = drop.iter().map(|c| normalize_cap(c)).collect::<Result<_>>()?;
+    let available = available_caps();
+    for c in &add {
+        if c != "ALL" && !available.contains(&c.as_str()) {
+            bail!(
+                Invalid,
+                "--cap-add {c}: this capability is not available to berth on this host (not in its bounding set)"
+            );
+        }
+    }
     let mut caps: Vec<String> = if privileged || add.iter().any(|c| c == "ALL") {
-        ALL_CAPS.iter().map(|s| s.to_string()).collect()
+        available.iter().map(|s| s.to_string()).collect()
     } else {
         DEFAULT_CAPS.iter().map(|s| s.to_string()).collect()
     };
@@ -510,7 +531,7 @@ mod tests {
         let c = capabilities(false, &["net_admin".into()], &["chown".into()]).unwrap();
         assert!(c.contains(&"CAP_NET_ADMIN".to_string()) && !c.contains(&"CAP_CHOWN".to_string()));
         assert_eq!(capabilities(false, &[], &["ALL".into()]).unwrap().len(), 0);
-        assert_eq!(capabilities(true, &[], &[]).unwrap().len(), ALL_CAPS.len());
+        assert_eq!(capabilities(true, &[], &[]).unwrap().len(), available_caps().len());
         assert!(capabilities(false, &["bogus".into()], &[]).unwrap_err().to_string().contains("bogus"));
     }
 

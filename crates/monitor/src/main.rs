@@ -426,11 +426,16 @@ impl Monitor {
         let (out, err, input);
         let child;
         if a.terminal {
-            let console_path = format!("{}/console.sock", a.dir);
-            if console_path.len() >= 108 {
-                return Err(format!("console socket path {console_path} is longer than a socket address allows"));
+            // The runtime connects by path, which must fit a socket address: a short one in
+            // /tmp (the run directory may be long), removed once the master is received.
+            let console_path = format!("/tmp/.berth-console-{}.sock", unsafe { libc::getpid() });
+            let tmp = unsafe { libc::open(c"/tmp".as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+            if tmp < 0 {
+                return Err(os_err("/tmp"));
             }
-            let console = listen_unix(dirfd, "console.sock", libc::SOCK_STREAM)?;
+            let console = listen_unix(tmp, &console_path[5..], libc::SOCK_STREAM);
+            close(tmp);
+            let console = console?;
             argv.extend(["--console-socket".into(), console_path.clone()]);
             argv.push(a.id.clone());
             let (err_r, err_w) = pipe()?;
@@ -445,6 +450,7 @@ impl Monitor {
                 }
                 let mut st = 0;
                 if unsafe { libc::waitpid(child.pid, &mut st, libc::WNOHANG) } == child.pid {
+                    let _ = std::fs::remove_file(&console_path);
                     let msg = runtime_error(&runtime_log).unwrap_or_else(|| drain_text(err_r));
                     return Err(format!("runtime create: {} ({})", msg.trim(), status_text(st)));
                 }

@@ -1,0 +1,277 @@
+//! Container lifecycle through the CLI: run, create, start, stop, restart, kill, rm, ps, logs,
+//! inspect, wait, attach, exec, top, stats, port, info; runtime handlers; restart policies.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+pub fn run_foreground_exit_codes_and_streams() {
+    let n = name("fg");
+    let o = berth(&["run", "--rm", "--name", &n, IMAGE, "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!(o.code, 3, "{o:?}");
+    assert_eq!(o.stdout, "out\n");
+    assert!(o.stderr.contains("err\n"), "{o:?}");
+    // --rm: gone once run returns.
+    let ps = berth(&["ps", "-a", "-q", "--filter", &format!("name={n}")]).ok("ps");
+    assert_eq!(ps.stdout.trim(), "");
+    assert!(berth(&["inspect", &n]).failed("inspect removed").stderr.contains("no such container"));
+    // A command that does not exist: the runtime's error, berth's exit code 125.
+    let o = berth(&["run", "--rm", IMAGE, "/no/such/program"]).failed("run missing program");
+    assert!(o.stderr.contains("no/such/program"), "{o:?}");
+    assert_eq!(berth(&["ps", "-a", "-q", "--filter", "ancestor=nothing"]).ok("ps").stdout, "");
+}
+
+pub fn detached_lifecycle() {
+    let n = name("life");
+    let _c = Cleanup(vec![n.clone()]);
+    let script =
+        "trap 'echo got-term; exit 9' TERM; trap 'echo got-usr1' USR1; echo started; while true; do sleep 0.1; done";
+    let id =
+        berth(&["run", "-d", "--name", &n, "--label", "suite=engine", IMAGE, "sh", "-c", script]).ok("run -d").line();
+    assert_eq!(id.len(), 64, "{id}");
+    wait_until("log line", Duration::from_secs(10), || berth(&["logs", &n]).stdout.contains("started"));
+    let ps = berth(&["ps"]).ok("ps").stdout;
+    assert!(ps.contains(&id[..12]) && ps.contains(&n) && ps.contains("Up "), "{ps}");
+    let q = berth(&["ps", "-q", "--filter", "label=suite=engine", "--filter", &format!("name={n}")]).ok("ps -q").line();
+    assert_eq!(q, &id[..12]);
+    let json: serde_json::Value =
+        serde_json::from_str(&berth(&["ps", "--format", "json", "-a"]).ok("ps json").stdout).unwrap();
+    let me = json.as_array().unwrap().iter().find(|c| c["Id"] == id.as_str()).expect("in ps json");
+    assert_eq!(me["State"], "running");
+    assert_eq!(me["Labels"]["suite"], "engine");
+    let v = inspect(&id[..8]);
+    assert_eq!(v["Name"], n.as_str());
+    assert_eq!(v["State"]["Running"], true);
+    assert!(v["State"]["Pid"].as_i64().unwrap() > 0);
+    assert!(v["NetworkSettings"]["IPAddress"].as_str().unwrap().starts_with(suite().subnet.trim_end_matches("0/24")));
+    // logs: --tail, --timestamps
+    let t = berth(&["logs", "-t", "--tail", "1", &n]).ok("logs -t").stdout;
+    assert!(t.ends_with(" started\n") && t.starts_with("20"), "{t}");
+    // stop: the stop signal (TERM) is trapped; exit code 9.
+    berth(&["stop", &n]).ok("stop");
+    let v = inspect(&n);
+    assert_eq!(v["State"]["Status"], "exited");
+    assert_eq!(v["State"]["ExitCode"], 9);
+    assert_eq!(berth(&["wait", &n]).ok("wait").line(), "9");
+    assert!(berth(&["logs", &n]).stdout.contains("got-term"));
+    assert!(berth(&["ps", "-a"]).stdout.contains("Exited (9)"));
+    // start again, restart: new processes.
+    berth(&["start", &n]).ok("start");
+    let pid1 = inspect(&n)["State"]["Pid"].as_i64().unwrap();
+    berth(&["restart", "-t", "5", &n]).ok("restart");
+    let v = inspect(&n);
+    assert_eq!(v["State"]["Running"], true);
+    assert_ne!(v["State"]["Pid"].as_i64().unwrap(), pid1);
+    // kill: the signal reaches the container (its trap runs); the default, KILL, ends it.
+    berth(&["kill", "-s", "USR1", &n]).ok("kill");
+    wait_until("the USR1 trap", Duration::from_secs(10), || berth(&["logs", &n]).stdout.contains("got-usr1"));
+    assert_eq!(inspect(&n)["State"]["Running"], true);
+    berth(&["kill", &n]).ok("kill");
+    assert_eq!(berth(&["wait", &n]).ok("wait").line(), "137");
+    berth(&["start", &n]).ok("start");
+    let o = berth(&["rm", &n]).failed("rm running");
+    assert!(o.stderr.contains("is running"), "{o:?}");
+    berth(&["rm", "-f", &n]).ok("rm -f");
+    assert!(berth(&["inspect", &n]).failed("inspect").stderr.contains("no such container"));
+    assert!(!suite().root.join("containers").join(&id).exists());
+    assert!(!suite().root.join("snapshots").join(&id).exists());
+}
+
+pub fn create_start_names_and_ids() {
+    let n = name("create");
+    let _c = Cleanup(vec![n.clone()]);
+    let id = berth(&["create", "--name", &n, IMAGE, "sh", "-c", "echo created-then-started"]).ok("create").line();
+    assert_eq!(inspect(&n)["State"]["Status"], "created");
+    assert!(berth(&["ps", "-a"]).stdout.contains("Created"));
+    // The name is taken.
+    let o = berth(&["create", "--name", &n, IMAGE, "true"]).failed("name clash");
+    assert!(o.stderr.contains("already in use"), "{o:?}");
+    berth(&["start", "-a", &id[..10]]).ok("start -a");
+    assert_eq!(inspect(&id)["State"]["ExitCode"], 0);
+    assert!(berth(&["logs", &n]).stdout.contains("created-then-started"));
+    // An ambiguous id prefix: among 17 ids two share their first digit.
+    let mut names = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..17 {
+        let m = format!("{n}-{i}");
+        ids.push(berth(&["create", "--name", &m, IMAGE, "true"]).ok("create").line());
+        names.push(m);
+    }
+    let _c2 = Cleanup(names.clone());
+    let digit = (0..16)
+        .map(|d| format!("{d:x}"))
+        .find(|d| ids.iter().filter(|i| i.starts_with(d.as_str())).count() >= 2)
+        .unwrap();
+    let all = berth(&["ps", "-a", "-q", "--no-trunc"]).stdout;
+    if all.lines().filter(|l| l.starts_with(digit.as_str())).count() >= 2 {
+        let o = berth(&["inspect", &digit]).failed("ambiguous");
+        assert!(o.stderr.contains("ambiguous"), "{o:?}");
+    }
+    assert!(berth(&["rm", "nosuchcontainer-xyz"]).failed("rm absent").stderr.contains("no such container"));
+    let o = berth(&["create", "--name", "bad name!", IMAGE, "true"]).failed("bad name");
+    assert!(o.stderr.contains("invalid container name"), "{o:?}");
+    for m in &names {
+        berth(&["rm", m]).ok("rm created");
+    }
+}
+
+pub fn interactive_stdin_and_terminal() {
+    let o = berth_stdin(&["run", "-i", "--rm", IMAGE, "sh", "-c", "cat; echo done"], b"hello stdin\n").ok("run -i");
+    assert_eq!(o.stdout, "hello stdin\ndone\n");
+    let o = berth(&["run", "-t", "--rm", IMAGE, "sh", "-c", "tty; echo $TERM"]).ok("run -t");
+    assert!(o.stdout.contains("/dev/pts/0") && o.stdout.contains("xterm"), "{o:?}");
+    let o = berth_stdin(&["run", "-i", "-t", "--rm", IMAGE, "sh"], b"exit 5\n");
+    assert_eq!(o.code, 5, "{o:?}");
+}
+
+pub fn attach_to_a_running_container() {
+    let n = name("attach");
+    let _c = Cleanup(vec![n.clone()]);
+    berth(&["run", "-d", "-i", "--name", &n, IMAGE, "sh", "-c", "while read l; do echo \"echo:$l\"; done; exit 6"])
+        .ok("run -d -i");
+    let o = berth_stdin(&["attach", &n], b"one\ntwo\n");
+    assert_eq!(o.code, 6, "{o:?}");
+    assert_eq!(o.stdout, "echo:one\necho:two\n");
+    assert!(berth(&["attach", &n]).failed("attach stopped").stderr.contains("not running"));
+}
+
+pub fn exec_through_the_runtime() {
+    let n = name("exec");
+    let b = name("exec-berth");
+    let _c = Cleanup(vec![n.clone(), b.clone()]);
+    berth(&["run", "-d", "--runtime", "runc", "--name", &n, IMAGE, "sleep", "600"]).ok("run runc");
+    assert_eq!(
+        berth(&["exec", &n, "cat", "/etc/hostname"]).ok("exec").stdout,
+        format!("{}\n", &inspect(&n)["Id"].as_str().unwrap()[..12])
+    );
+    let o = berth(&["exec", "-e", "FOO=bar", "-u", "user", "-w", "/tmp", &n, "sh", "-c", "echo $FOO $(id -u) $(pwd)"])
+        .ok("exec -e -u -w");
+    assert_eq!(o.stdout, "bar 1000 /tmp\n");
+    assert_eq!(berth(&["exec", &n, "sh", "-c", "exit 4"]).code, 4);
+    berth(&["exec", "-d", &n, "sh", "-c", "echo detached > /tmp/d"]).ok("exec -d");
+    wait_until("detached exec", Duration::from_secs(10), || {
+        berth(&["exec", &n, "cat", "/tmp/d"]).stdout == "detached\n"
+    });
+    let o = berth_stdin(&["exec", "-i", &n, "cat"], b"piped\n").ok("exec -i");
+    assert_eq!(o.stdout, "piped\n");
+    let o = berth(&["exec", "-t", &n, "tty"]).ok("exec -t");
+    assert!(o.stdout.contains("/dev/pts/"), "{o:?}");
+    assert!(berth(&["exec", &n, "/no/such"]).code != 0);
+    // berth-oci has no exec yet: a clear error, never a silent no-op.
+    berth(&["run", "-d", "--name", &b, IMAGE, "sleep", "600"]).ok("run berth-oci");
+    let o = berth(&["exec", &b, "true"]).failed("exec berth-oci");
+    assert!(o.stderr.contains("does not implement exec") && o.code == 125, "{o:?}");
+    berth(&["stop", "-t", "0", &b]).ok("stop");
+    assert!(berth(&["exec", &b, "true"]).failed("exec stopped").stderr.contains("not running"));
+}
+
+pub fn runtime_handlers() {
+    for rt in ["berth-oci", "runc", "crun"] {
+        let n = name(&format!("rt-{rt}"));
+        let _c = Cleanup(vec![n.clone()]);
+        berth(&["create", "--runtime", rt, "--name", &n, IMAGE, "sh", "-c", "echo runtime-ok; cat /proc/self/cgroup"])
+            .ok(rt);
+        let o = berth(&["start", "-a", &n]).ok(rt);
+        assert!(o.stdout.starts_with("runtime-ok\n"), "{rt}: {o:?}");
+        assert!(o.stdout.contains(&suite().cgroup_parent), "{rt} uses the cgroup parent: {o:?}");
+        assert_eq!(inspect(&n)["Runtime"], rt);
+        berth(&["rm", &n]).ok("rm");
+    }
+    let o = berth(&["run", "--rm", "--runtime", "nosuch", IMAGE, "true"]).failed("unknown runtime");
+    assert!(o.stderr.contains("runtime handler \"nosuch\" is not configured"), "{o:?}");
+    let info = berth(&["info"]).ok("info").stdout;
+    assert!(
+        info.contains("Cgroup version") && info.contains("runc") && info.contains("crun") && info.contains("berth-oci"),
+        "{info}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&berth(&["info", "--format", "json"]).ok("info json").stdout).unwrap();
+    assert_eq!(j["Runtimes"]["runc"]["seccomp"], true);
+    assert_eq!(j["Runtimes"]["runc"]["exec"], true);
+}
+
+pub fn top_stats_port_wait() {
+    let n = name("top");
+    let _c = Cleanup(vec![n.clone()]);
+    berth(&["run", "-d", "--name", &n, "-P", APP]).ok("run app");
+    wait_until("httpd", Duration::from_secs(10), || berth(&["top", &n]).stdout.contains("httpd"));
+    let top = berth(&["top", &n]).ok("top").stdout;
+    assert!(top.starts_with("UID") && top.contains("httpd -f -p 80"), "{top}");
+    let stats = berth(&["stats", "--no-stream", &n]).ok("stats").stdout;
+    assert!(stats.contains(&n) && stats.contains("MEM USAGE"), "{stats}");
+    let sj: serde_json::Value =
+        serde_json::from_str(&berth(&["stats", "--no-stream", "--format", "json", &n]).ok("stats json").stdout)
+            .unwrap();
+    assert!(sj[0]["MemoryUsage"].as_u64().unwrap() > 0 && sj[0]["Pids"].as_u64().unwrap() >= 1, "{sj}");
+    let port = berth(&["port", &n]).ok("port").line();
+    assert!(port.starts_with("80/tcp -> 0.0.0.0:"), "{port}");
+    let hp: u16 = berth(&["port", &n, "80/tcp"]).ok("port 80").line().rsplit(':').next().unwrap().parse().unwrap();
+    assert!(http_get(hp, "/app.txt").unwrap().contains("app page"));
+    assert!(berth(&["port", &n, "81"]).failed("port 81").stderr.contains("no public port"));
+    // The image's StopSignal (SIGUSR1) is what stop sends; httpd as PID 1 has no handler
+    // for it (PID 1 ignores default-action signals), so SIGKILL follows after the timeout.
+    assert_eq!(inspect(&n)["Config"]["StopSignal"], 10);
+    berth(&["stop", "-t", "1", &n]).ok("stop");
+    assert_eq!(berth(&["wait", &n]).ok("wait").line(), "137");
+}
+
+pub fn restart_policies() {
+    let n = name("onfail");
+    let a = name("always");
+    let _c = Cleanup(vec![n.clone(), a.clone()]);
+    berth(&["run", "-d", "--restart", "on-failure:2", "--name", &n, IMAGE, "sh", "-c", "exit 3"]).ok("run on-failure");
+    wait_until("two restarts", Duration::from_secs(30), || {
+        let v = inspect(&n);
+        v["RestartCount"] == 2 && v["State"]["Status"] == "exited"
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let v = inspect(&n);
+    assert_eq!((v["RestartCount"].as_u64(), v["State"]["ExitCode"].as_i64()), (Some(2), Some(3)));
+    berth(&["run", "-d", "--restart", "always", "--name", &a, IMAGE, "sh", "-c", "sleep 0.2"]).ok("run always");
+    wait_until("a restart", Duration::from_secs(30), || inspect(&a)["RestartCount"].as_u64().unwrap() >= 1);
+    berth(&["stop", "-t", "1", &a]).ok("stop always");
+    let before = inspect(&a)["RestartCount"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    let v = inspect(&a);
+    assert_eq!(v["State"]["Status"], "exited", "stopped by the user: no restart");
+    assert_eq!(v["RestartCount"].as_u64().unwrap(), before);
+    let o = berth(&["run", "--rm", "--restart", "always", IMAGE, "true"]).failed("--rm with --restart");
+    assert!(o.stderr.contains("cannot be combined"), "{o:?}");
+    assert!(berth(&["run", "--restart", "sometimes", IMAGE, "true"])
+        .failed("bad restart")
+        .stderr
+        .contains("--restart"));
+}
+
+pub fn stop_signal_timeout_and_init() {
+    let s = name("stopsig");
+    let t = name("stoptime");
+    let i = name("init");
+    let _c = Cleanup(vec![s.clone(), t.clone(), i.clone()]);
+    berth(&[
+        "run",
+        "-d",
+        "--stop-signal",
+        "USR2",
+        "--name",
+        &s,
+        IMAGE,
+        "sh",
+        "-c",
+        "trap 'exit 12' USR2; while true; do sleep 0.1; done",
+    ])
+    .ok("run");
+    berth(&["stop", &s]).ok("stop");
+    assert_eq!(inspect(&s)["State"]["ExitCode"], 12);
+    // sleep as PID 1 ignores TERM: SIGKILL after the timeout.
+    berth(&["run", "-d", "--stop-timeout", "1", "--name", &t, IMAGE, "sleep", "600"]).ok("run");
+    berth(&["stop", &t]).ok("stop");
+    assert_eq!(inspect(&t)["State"]["ExitCode"], 137);
+    // --init: PID 1 is berth-init; TERM is forwarded to sleep, which dies of it.
+    berth(&["run", "-d", "--init", "--name", &i, IMAGE, "sleep", "600"]).ok("run --init");
+    let o = berth(&["run", "--rm", "--init", IMAGE, "sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline; sleep 0.1 & exit 4"]);
+    assert_eq!(o.code, 4, "{o:?}");
+    assert!(o.stdout.starts_with("/dev/init -- sh"), "{o:?}");
+    berth(&["stop", "-t", "60", &i]).ok("stop init");
+    assert_eq!(inspect(&i)["State"]["ExitCode"], 143);
+}

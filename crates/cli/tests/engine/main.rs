@@ -1,0 +1,71 @@
+//! The container engine end to end: `berth` commands against real containers (berth-monitor,
+//! berth-oci, runc and crun, CNI plugins), as root, in a temp store root, with the suite's own
+//! cgroup parent, bridge and subnet. The suite ends by checking that nothing (containers,
+//! mounts, cgroups, processes, bridges, iptables rules) was left behind.
+//!
+//! Needs the workspace's binaries built (`cargo build --workspace --bins`; `make test` does).
+
+mod lifecycle;
+mod net;
+mod options;
+mod recovery;
+mod support;
+
+use libtest_mimic::{Arguments, Trial};
+
+macro_rules! trials {
+    ($($module:ident :: $name:ident),* $(,)?) => {
+        vec![$(Trial::test(concat!(stringify!($module), "::", stringify!($name)), || {
+            $module::$name();
+            Ok(())
+        })),*]
+    };
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("the engine tests run real containers and must run as root");
+        std::process::exit(1);
+    }
+    let tests = trials![
+        lifecycle::run_foreground_exit_codes_and_streams,
+        lifecycle::detached_lifecycle,
+        lifecycle::create_start_names_and_ids,
+        lifecycle::interactive_stdin_and_terminal,
+        lifecycle::attach_to_a_running_container,
+        lifecycle::exec_through_the_runtime,
+        lifecycle::runtime_handlers,
+        lifecycle::top_stats_port_wait,
+        lifecycle::restart_policies,
+        lifecycle::stop_signal_timeout_and_init,
+        options::image_config_is_honoured,
+        options::etc_files_and_security_defaults,
+        options::read_only_tmpfs_and_volumes,
+        options::resources_and_oom,
+        options::seccomp_profiles,
+        options::cp_both_ways_inside_the_root,
+        options::bad_input_fails_clearly_and_leaves_nothing,
+        net::published_ports_on_localhost,
+        net::containers_reach_each_other_on_their_network,
+        net::network_none_and_host,
+        recovery::cli_killed_at_each_point,
+        recovery::monitor_killed_under_a_running_container,
+        recovery::concurrent_invocations,
+        recovery::system_prune_in_its_own_root,
+    ];
+    support::init();
+    let conclusion = libtest_mimic::run(&args, tests);
+    let leaks = support::check_leaks();
+    if leaks.is_empty() {
+        support::cleanup_suite_dir();
+    } else {
+        eprintln!("LEAKS after the suite (it left these behind):");
+        for l in &leaks {
+            eprintln!("  {l}");
+        }
+        std::process::exit(1);
+    }
+    conclusion.exit();
+}

@@ -1,0 +1,129 @@
+//! Networking: published ports on 127.0.0.1 through portmap, containers reaching each other on
+//! a network of their own (own bridge and subnet), none and host, and the teardown on rm.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::*;
+
+fn iptables_mentions(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in ["filter", "nat"] {
+        out.extend(
+            run(Command::new("iptables").args(["-t", t, "-S"]))
+                .stdout
+                .lines()
+                .filter(|l| l.contains(s))
+                .map(str::to_string),
+        );
+    }
+    out
+}
+
+pub fn published_ports_on_localhost() {
+    let n = name("web");
+    let _c = Cleanup(vec![n.clone()]);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    berth(&[
+        "run",
+        "-d",
+        "--name",
+        &n,
+        "-p",
+        &format!("{port}:80"),
+        IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/var/www",
+    ])
+    .ok("run -p");
+    wait_until("the page", Duration::from_secs(20), || {
+        http_get(port, "/").map(|b| b.contains("hello from berth")).unwrap_or(false)
+    });
+    let v = inspect(&n);
+    let ip = v["NetworkSettings"]["IPAddress"].as_str().unwrap().to_string();
+    let netns = std::path::PathBuf::from(v["NetworkSettings"]["SandboxKey"].as_str().unwrap());
+    assert!(netns.exists());
+    assert!(
+        !iptables_mentions(&format!("{ip}/")).is_empty() || !iptables_mentions(&ip).is_empty(),
+        "portmap rules for {ip}"
+    );
+    assert_eq!(berth(&["port", &n, "80"]).ok("port").line(), format!("0.0.0.0:{port}"));
+    let ps = berth(&["ps"]).stdout;
+    assert!(ps.contains(&format!("0.0.0.0:{port}->80/tcp")), "{ps}");
+    berth(&["rm", "-f", &n]).ok("rm");
+    assert!(http_get(port, "/").is_err(), "the port is closed after rm");
+    assert!(iptables_mentions(&ip).is_empty(), "rules for {ip} left: {:?}", iptables_mentions(&ip));
+    assert!(!netns.exists(), "network namespace {} left", netns.display());
+}
+
+pub fn containers_reach_each_other_on_their_network() {
+    let pid = std::process::id();
+    let net = format!("tn{pid}");
+    let bridge = format!("tnb{}", pid % 1_000_000);
+    let subnet = {
+        let s = suite().subnet.clone();
+        let third: u32 = s.split('.').nth(2).unwrap().parse().unwrap();
+        format!("10.231.{}.0/24", (third + 128) % 256)
+    };
+    let (a, b) = (name("neta"), name("netb"));
+    let _c = Cleanup(vec![a.clone(), b.clone()]);
+    berth(&["network", "create", "--subnet", &subnet, "--bridge", &bridge, &net]).ok("network create");
+    let o = berth(&["network", "create", "--subnet", &subnet, &format!("{net}x")]).failed("overlap");
+    assert!(o.stderr.contains("overlaps"), "{o:?}");
+    assert!(berth(&["network", "create", &net]).failed("exists").stderr.contains("already exists"));
+    berth(&["run", "-d", "--name", &a, "--network", &net, IMAGE, "httpd", "-f", "-p", "80", "-h", "/var/www"])
+        .ok("run a");
+    let ip = inspect(&a)["NetworkSettings"]["IPAddress"].as_str().unwrap().to_string();
+    assert!(ip.starts_with(subnet.trim_end_matches("0/24")), "{ip} in {subnet}");
+    let url = format!("http://{ip}/");
+    let mut body = String::new();
+    for _ in 0..50 {
+        let o = berth(&["run", "--rm", "--name", &b, "--network", &net, IMAGE, "wget", "-q", "-O", "-", &url]);
+        if o.code == 0 {
+            body = o.stdout;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(body.contains("hello from berth"), "container b reached a: {body:?}");
+    let info: serde_json::Value =
+        serde_json::from_str(&berth(&["network", "inspect", &net]).ok("inspect").stdout).unwrap();
+    assert_eq!(info[0]["Bridge"], bridge.as_str());
+    assert_eq!(info[0]["Containers"][0], a.as_str());
+    assert!(berth(&["network", "ls"]).ok("ls").stdout.contains(&net));
+    assert!(berth(&["network", "rm", &net]).failed("in use").stderr.contains("in use"));
+    berth(&["rm", "-f", &a]).ok("rm a");
+    berth(&["network", "rm", &net]).ok("network rm");
+    assert!(!std::path::Path::new("/sys/class/net").join(&bridge).exists(), "bridge {bridge} removed");
+    assert!(iptables_mentions(&ip).is_empty());
+}
+
+pub fn network_none_and_host() {
+    let o = berth(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '",
+    ])
+    .ok("none");
+    assert_eq!(o.stdout, "lo\n");
+    let host_ifaces = std::fs::read_dir("/sys/class/net").unwrap().count();
+    let o = berth(&["run", "--rm", "--network", "host", IMAGE, "sh", "-c", "ls /sys/class/net | wc -l; hostname"])
+        .ok("host");
+    let mut l = o.stdout.lines();
+    let n: usize = l.next().unwrap().trim().parse().unwrap();
+    assert!(n + 2 >= host_ifaces && n >= 2, "host network: {n} interfaces (host has {host_ifaces})");
+    let hn = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(l.next().unwrap(), hn.trim());
+}

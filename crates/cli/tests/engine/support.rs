@@ -1,0 +1,455 @@
+//! The engine suite's harness: one temp store root with the test images, a configuration that
+//! gives the suite its own cgroup parent, default network (bridge name and subnet) and
+//! berth-init; a reaper (the suite is the subreaper of every monitor it starts); command
+//! helpers; and the leak check that ends the suite.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub struct Suite {
+    pub dir: PathBuf,
+    pub root: PathBuf,
+    pub config: PathBuf,
+    pub berth: PathBuf,
+    pub cgroup_parent: String,
+    pub network: String,
+    pub bridge: String,
+    pub subnet: String,
+    /// iptables chains the CNI plugins create that did not exist before the suite
+    pub new_chains: Vec<(String, String)>,
+    pub ip_forward: String,
+}
+
+pub const IMAGE: &str = "localhost/berth-test/busybox:1";
+pub const APP: &str = "localhost/berth-test/app:1";
+
+static SUITE: OnceLock<Suite> = OnceLock::new();
+
+pub fn suite() -> &'static Suite {
+    SUITE.get().expect("suite initialised")
+}
+
+fn target_dir() -> PathBuf {
+    // target/debug/deps/engine-xxxx → target
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// A /24 in 10.231.0.0/16 that no host route overlaps.
+fn free_subnet(seed: u32) -> String {
+    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    for i in 0..256 {
+        let third = (seed + i) % 256;
+        let net = u32::from_be_bytes([10, 231, third as u8, 0]);
+        let clash = routes.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 8 {
+                return false;
+            }
+            let dst = u32::from_be_bytes(u32::from_str_radix(f[1], 16).unwrap_or(0).to_le_bytes());
+            let mask = u32::from_be_bytes(u32::from_str_radix(f[7], 16).unwrap_or(0).to_le_bytes());
+            mask != 0 && (dst & mask & 0xffff_ff00) == (net & mask & 0xffff_ff00)
+        });
+        if !clash {
+            return format!("10.231.{third}.0/24");
+        }
+    }
+    panic!("no free /24 in 10.231.0.0/16 for the test network");
+}
+
+fn iptables_chains() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for table in ["filter", "nat"] {
+        let o = if SUITE.get().is_some() {
+            run(Command::new("iptables").args(["-t", table, "-S"])).stdout
+        } else {
+            let o = Command::new("iptables").args(["-t", table, "-S"]).output().expect("iptables (make deps)");
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        for l in o.lines() {
+            if let Some(c) = l.strip_prefix("-N ") {
+                out.push((table.to_string(), c.to_string()));
+            }
+        }
+    }
+    out
+}
+
+pub fn init() {
+    let pid = std::process::id();
+    let dir = std::env::temp_dir().join(format!("berth-engine-test-{pid}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let target = target_dir();
+    let berth = PathBuf::from(env!("CARGO_BIN_EXE_berth"));
+    for bin in ["berth-monitor", "berth-oci"] {
+        assert!(
+            target.join("debug").join(bin).is_file(),
+            "{bin} is not built in {}: run `cargo build --workspace --bins` (make test does) before the engine tests",
+            target.join("debug").display()
+        );
+    }
+    // berth-init is its own small workspace (no std): build it if needed.
+    let init = target.join("init/release/berth-init");
+    let st = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--release", "--manifest-path"])
+        .arg(workspace_dir().join("crates/init/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target.join("init"))
+        .status()
+        .expect("cargo build berth-init");
+    assert!(st.success() && init.is_file(), "building berth-init failed");
+    let network = format!("bt{pid}");
+    let bridge = format!("btb{}", pid % 1_000_000);
+    let subnet = free_subnet(pid);
+    let cgroup_parent = format!("/berth-test-{pid}");
+    let config = dir.join("berth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[engine]\ncgroup-parent = \"{cgroup_parent}\"\ninit = \"{}\"\nlog-max-size = 4096\n[engine.network]\ndefault-name = \"{network}\"\ndefault-bridge = \"{bridge}\"\ndefault-subnet = \"{subnet}\"\n",
+            init.display()
+        ),
+    )
+    .unwrap();
+    let before = iptables_chains();
+    let ip_forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default().trim().to_string();
+    let root = dir.join("root");
+    SUITE
+        .set(Suite {
+            dir: dir.clone(),
+            root,
+            config,
+            berth,
+            cgroup_parent,
+            network,
+            bridge,
+            subnet,
+            new_chains: before,
+            ip_forward,
+        })
+        .ok()
+        .expect("init once");
+    // SAFETY: plain prctl: monitors (double-forked by berth) are re-parented to us.
+    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }, 0);
+    std::thread::spawn(reaper);
+    import_images(&suite().root);
+}
+
+/// The test images: busybox alone (no command), and an "app" with a full image config.
+pub fn import_images(root: &Path) {
+    use berth_testkit::image::{busybox_layer, Compression, Layer, LayerBuilder, OciLayout};
+    let layout_dir = suite().dir.join(format!("layout-{}", root.file_name().unwrap().to_string_lossy()));
+    let _g = SPAWN_LOCK.lock().unwrap();
+    let bb = busybox_layer(&suite().dir).expect("busybox layer (is busybox-static installed?)");
+    drop(_g);
+    let mut extra = LayerBuilder::new();
+    extra.dir("data/", 0o755).file("data/seed", 0o644, b"from the image\n").file(
+        "var/www/app.txt",
+        0o644,
+        b"app page\n",
+    );
+    let mut layout = OciLayout::create(&layout_dir).unwrap();
+    let plain = layout
+        .image(&[Layer { tar: bb.clone(), compression: Compression::Gzip }], serde_json::json!({}), "amd64")
+        .unwrap();
+    layout.tag(IMAGE, &plain.manifest_descriptor).unwrap();
+    let app = layout
+        .image(
+            &[
+                Layer { tar: bb, compression: Compression::Gzip },
+                Layer { tar: extra.finish(), compression: Compression::Gzip },
+            ],
+            serde_json::json!({
+                "Cmd": ["httpd", "-f", "-p", "80", "-h", "/var/www"],
+                "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "APP_MODE=test"],
+                "WorkingDir": "/var/www",
+                "ExposedPorts": {"80/tcp": {}},
+                "Volumes": {"/data": {}},
+                "Labels": {"org.example.role": "web"},
+                "StopSignal": "SIGUSR1"
+            }),
+            "amd64",
+        )
+        .unwrap();
+    layout.tag(APP, &app.manifest_descriptor).unwrap();
+    berth_in(root, &["load", "-q", "-i", layout_dir.to_str().unwrap()]).ok("load test images");
+}
+
+// ------------------------------------------------------------------------------------- reaping
+
+static SPAWN_LOCK: Mutex<()> = Mutex::new(());
+static REAPED: Mutex<Option<HashMap<u32, std::process::ExitStatus>>> = Mutex::new(None);
+static REAPED_CV: Condvar = Condvar::new();
+
+fn reaper() {
+    loop {
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid with WNOWAIT only reports which child is waitable.
+        if unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) } != 0 {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let pid = unsafe { info.si_pid() };
+        let _g = SPAWN_LOCK.lock().unwrap();
+        let mut status = 0;
+        // SAFETY: reaping the child waitid reported.
+        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+            let mut map = REAPED.lock().unwrap();
+            map.get_or_insert_with(HashMap::new).insert(pid as u32, std::process::ExitStatus::from_raw(status));
+            REAPED_CV.notify_all();
+        }
+    }
+}
+
+fn wait_reaped(pid: u32, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    let mut map = REAPED.lock().unwrap();
+    loop {
+        if let Some(s) = map.get_or_insert_with(HashMap::new).remove(&pid) {
+            return Some(s);
+        }
+        let left = deadline.checked_duration_since(Instant::now())?;
+        map = REAPED_CV.wait_timeout(map, left).unwrap().0;
+    }
+}
+
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    #[track_caller]
+    pub fn ok(self, what: &str) -> Output {
+        assert_eq!(self.code, 0, "{what} failed: stdout: {} stderr: {}", self.stdout, self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn failed(self, what: &str) -> Output {
+        assert_ne!(self.code, 0, "{what} should have failed: stdout: {} stderr: {}", self.stdout, self.stderr);
+        self
+    }
+
+    pub fn line(&self) -> String {
+        self.stdout.trim().to_string()
+    }
+}
+
+pub struct Spawned {
+    pub pid: u32,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Spawns with stdout/stderr to files (a monitor may hold inherited descriptors long after).
+pub fn spawn(cmd: &mut Command, stdin: Option<Vec<u8>>) -> Spawned {
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = suite().dir.join(format!(".out-{n}"));
+    let err = suite().dir.join(format!(".err-{n}"));
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap());
+    let mut child = {
+        let _g = SPAWN_LOCK.lock().unwrap();
+        let c = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        REAPED.lock().unwrap().get_or_insert_with(HashMap::new).remove(&c.id());
+        c
+    };
+    if let Some(data) = stdin {
+        let mut input = child.stdin.take().unwrap();
+        std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+    }
+    Spawned { pid: child.id(), out, err }
+}
+
+impl Spawned {
+    pub fn wait(self, timeout: Duration) -> Output {
+        let Some(status) = wait_reaped(self.pid, timeout) else {
+            // SAFETY: our own child, by pid.
+            unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+            let _ = wait_reaped(self.pid, Duration::from_secs(10));
+            panic!("process {} did not finish within {timeout:?}", self.pid);
+        };
+        let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        let stdout = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let stderr = std::fs::read_to_string(&self.err).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.out);
+        let _ = std::fs::remove_file(&self.err);
+        Output { code, stdout, stderr }
+    }
+}
+
+pub fn berth_cmd(root: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(&suite().berth);
+    c.arg("--root").arg(root).arg("--config").arg(&suite().config).args(args);
+    c.env_remove("BERTH_ROOT").env_remove("BERTH_CONFIG");
+    c
+}
+
+pub fn berth_in(root: &Path, args: &[&str]) -> Output {
+    spawn(&mut berth_cmd(root, args), None).wait(Duration::from_secs(120))
+}
+
+pub fn berth(args: &[&str]) -> Output {
+    berth_in(&suite().root, args)
+}
+
+pub fn berth_stdin(args: &[&str], input: &[u8]) -> Output {
+    spawn(&mut berth_cmd(&suite().root, args), Some(input.to_vec())).wait(Duration::from_secs(120))
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    spawn(cmd, None).wait(Duration::from_secs(60))
+}
+
+pub fn inspect(name: &str) -> Value {
+    let o = berth(&["inspect", name]).ok("inspect");
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    v[0].clone()
+}
+
+/// A unique container name for a test.
+pub fn name(test: &str) -> String {
+    format!("t{}-{test}", std::process::id())
+}
+
+/// Removes a container whatever its state (for test cleanup).
+pub struct Cleanup(pub Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = berth(&["rm", "-f", "-v", n]);
+        }
+    }
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An HTTP GET on 127.0.0.1:port; the body.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&format!("127.0.0.1:{port}").parse().unwrap(), Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut r = String::new();
+    s.read_to_string(&mut r)?;
+    Ok(r.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(r))
+}
+
+pub fn container_cgroup(hierarchy: &str, id: &str) -> PathBuf {
+    PathBuf::from(format!("/sys/fs/cgroup/{hierarchy}{}/{id}", suite().cgroup_parent))
+}
+
+// ---------------------------------------------------------------------------------- the end
+
+/// What the suite left behind, then removes the suite's own network, chains and directory.
+pub fn check_leaks() -> Vec<String> {
+    let s = suite();
+    let mut leaks = Vec::new();
+    let left = berth(&["ps", "-a", "-q"]);
+    if !left.stdout.trim().is_empty() {
+        leaks.push(format!("containers: {}", left.stdout.trim().replace('\n', " ")));
+        for id in left.stdout.split_whitespace() {
+            let _ = berth(&["rm", "-f", "-v", id]);
+        }
+    }
+    let _ = berth(&["network", "rm", &s.network]);
+    let dir = s.dir.to_string_lossy().into_owned();
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for l in mi.lines().filter(|l| l.contains(&dir)) {
+        leaks.push(format!("mount: {l}"));
+    }
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z')).unwrap_or(false);
+        if !zombie && pid != std::process::id() as i32 && String::from_utf8_lossy(&cmd).contains(&dir) {
+            leaks.push(format!("process {pid}: {}", String::from_utf8_lossy(&cmd).replace('\0', " ")));
+        }
+    }
+    for h in ["memory", "pids", "cpu", "unified"] {
+        let p = PathBuf::from(format!("/sys/fs/cgroup/{h}{}", s.cgroup_parent));
+        if let Ok(rd) = std::fs::read_dir(&p) {
+            for e in rd.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    leaks.push(format!("cgroup {}", e.path().display()));
+                }
+            }
+        }
+    }
+    // The suite's (now empty) cgroup parents.
+    for e in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        let _ = std::fs::remove_dir(e.path().join(s.cgroup_parent.trim_start_matches('/')));
+    }
+    if Path::new("/sys/class/net").join(&s.bridge).exists() {
+        leaks.push(format!("bridge {}", s.bridge));
+    }
+    let net = s.subnet.trim_end_matches(".0/24");
+    for table in ["filter", "nat"] {
+        let o = run(Command::new("iptables").args(["-t", table, "-S"]));
+        for l in o.stdout.lines() {
+            if l.contains(net) || l.contains(&format!("t{}-", std::process::id())) {
+                leaks.push(format!("iptables -t {table}: {l}"));
+            }
+        }
+    }
+    // The CNI plugins' shared chains (empty once every container is gone): removed again
+    // when the suite created them.
+    let before = &s.new_chains;
+    for (table, chain) in iptables_chains() {
+        if before.contains(&(table.clone(), chain.clone())) || !chain.starts_with("CNI-") {
+            continue;
+        }
+        let text = run(Command::new("iptables").args(["-t", &table, "-S"])).stdout;
+        for l in text.lines() {
+            if l.contains(&format!("-j {chain}")) && !l.starts_with(&format!("-A {chain} ")) {
+                let del: Vec<String> = l.replacen("-A ", "-D ", 1).split_whitespace().map(str::to_string).collect();
+                let _ = run(Command::new("iptables").args(["-t", &table]).args(&del));
+            }
+        }
+    }
+    for (table, chain) in iptables_chains() {
+        if !before.contains(&(table.clone(), chain.clone())) && chain.starts_with("CNI-") {
+            let _ = run(Command::new("iptables").args(["-t", &table, "-F", &chain]));
+        }
+    }
+    for (table, chain) in iptables_chains() {
+        if !before.contains(&(table.clone(), chain.clone())) && chain.starts_with("CNI-") {
+            let _ = run(Command::new("iptables").args(["-t", &table, "-X", &chain]));
+        }
+    }
+    let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", &s.ip_forward);
+    leaks
+}
+
+pub fn cleanup_suite_dir() {
+    let _ = std::fs::remove_dir_all(&suite().dir);
+}
