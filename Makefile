@@ -11,17 +11,19 @@ all: build
 deps:
 	./tools/install-deps.sh
 
-# berth-oci is linked statically and optimised for size: it runs for every container
-# operation, so its start-up time and resident size count (ratios in `make bench`); stripped,
-# because create and exec copy it into a sealed memfd (CVE-2019-5736).
+# berth-oci and berth-monitor are linked statically and optimised for size: the runtime runs
+# for every container operation and the monitor stays beside every container, so start-up
+# time and resident size count (ratios in `make bench`); stripped, because create and exec
+# copy berth-oci into a sealed memfd (CVE-2019-5736).
 HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 
 build: deps
-	$(CARGO) build --release --workspace --bins --exclude berth-oci
+	$(CARGO) build --release --workspace --bins --exclude berth-oci --exclude berth-monitor
 	RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_OPT_LEVEL=s CARGO_PROFILE_RELEASE_STRIP=true \
 		LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/$(shell gcc -print-multiarch) \
-		$(CARGO) build --release -p berth-oci --target $(HOST_TRIPLE)
+		$(CARGO) build --release -p berth-oci -p berth-monitor --target $(HOST_TRIPLE)
 	install -m 0755 target/$(HOST_TRIPLE)/release/berth-oci target/release/berth-oci
+	install -m 0755 target/$(HOST_TRIPLE)/release/berth-monitor target/release/berth-monitor
 	$(MAKE) init
 	install -m 0755 target/init/release/berth-init target/release/berth-init
 
