@@ -140,8 +140,7 @@ sleep 1
 mpid=$(berth inspect "$bid" | awk -F': ' '/"MonitorPid"/ {gsub(/[^0-9]/,"",$2); print $2}')
 pid=$(podman run -d $PODMAN_RUN --network none "$IMG" sh -c 'while true; do echo tick; sleep 0.05; done')
 sleep 1
-cpid=$(cat "$(podman inspect --format '{{.StateDir}}' "$pid" 2>/dev/null)/conmon.pid" 2>/dev/null || true)
-[ -n "$cpid" ] || cpid=$(ps -eo pid,args | awk -v id="$pid" '$2 ~ /conmon$/ && index($0, id) {print $1; exit}')
+cpid=$(podman inspect --format '{{.State.ConmonPid}}' "$pid")
 printf "%-16s %10s %10s\n" "" "peak RSS" "RSS"
 printf "%-16s %10s %10s\n" "berth-monitor" "$(hwm "$mpid")" "$(rss "$mpid")"
 printf "%-16s %10s %10s\n" "conmon" "$(hwm "$cpid")" "$(rss "$cpid")"

@@ -37,13 +37,14 @@ trap cleanup EXIT INT TERM
 
 echo "== the built-in default image: Debian's busybox-static as a root filesystem, imported"
 "$bin/berth-testkit" rootfs "$work/rootfs"
-tar -C "$work/rootfs" -cf - . | berth import - localhost/busybox:latest
+img=localhost/busybox
+tar -C "$work/rootfs" -cf - . | berth import - $img
 berth images
 
 echo
 echo "== a container in the foreground, removed when it exits (berth-oci, the default runtime)"
 echo "   the host: hostname $(hostname), $(wc -l < /proc/self/mountinfo) mounts, $(ls -d /proc/[0-9]* | wc -l) processes"
-berth run --rm --hostname berth-demo --memory 64m busybox sh -c '
+berth run --rm --hostname berth-demo --memory 64m $img sh -c '
     echo "   hostname:        $(hostname)"
     echo "   my pid:          $$"
     if [ -f /sys/fs/cgroup/memory.max ]; then limit=$(cat /sys/fs/cgroup/memory.max)
@@ -57,12 +58,12 @@ berth run --rm --hostname berth-demo --memory 64m busybox sh -c '
 echo
 echo "== a detached web server (busybox httpd) with a published port"
 port=$("$bin/berth-testkit" free-port)
-berth run -d --name web -p "$port:80" busybox httpd -f -v -p 80 -h /var/www
+berth run -d --name web -p "$port:80" $img httpd -f -v -p 80 -h /var/www
 berth ps
-echo "\$ wget -qO- http://127.0.0.1:$port/" >&2
+echo "\$ curl http://127.0.0.1:$port/" >&2
 page=""
 for _ in $(seq 1 50); do
-    if page=$(busybox wget -q -T 2 -O - "http://127.0.0.1:$port/" 2>/dev/null); then break; fi
+    if page=$(curl -sf -m 2 "http://127.0.0.1:$port/" 2>/dev/null); then break; fi
     sleep 0.1
 done
 [ -n "$page" ] || { echo "demo: the page did not come" >&2; exit 1; }
@@ -71,7 +72,7 @@ berth logs web
 berth port web
 echo
 echo "== exec needs a runtime that has it (runc, crun; berth-oci's exec is on its way):"
-berth run -d --name web2 --runtime runc busybox sleep 600
+berth run -d --name web2 --runtime runc $img sleep 600
 berth exec web2 sh -c 'echo "   hello from exec in $(hostname), as $(id -un)"'
 echo
 echo "== clean-up"

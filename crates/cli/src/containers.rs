@@ -307,6 +307,8 @@ pub enum NetworkCommand {
     Ls(FormatArgs),
     Inspect(NamesArgs),
     Rm(NamesArgs),
+    /// CNI CHECK: verify a running container's network attachments
+    Check(NameArg),
 }
 
 #[derive(Args, Debug)]
@@ -1193,6 +1195,11 @@ fn network(cli: &Cli, c: &NetworkCommand) -> Result<i32> {
         NetworkCommand::Inspect(n) => {
             let v: Vec<_> = n.names.iter().map(|n| e.network_inspect(n)).collect::<Result<_>>()?;
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+        NetworkCommand::Check(n) => {
+            for net in e.network_check(&n.name)? {
+                println!("{net}: ok");
+            }
         }
         NetworkCommand::Rm(n) => {
             for name in &n.names {

@@ -4,7 +4,6 @@
 //! mappings, and DEL (from the cached result) when it stops, is removed or is found dead.
 
 use std::fs;
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
@@ -168,15 +167,19 @@ impl Engine {
             bail!(Conflict, "subnet {subnet} overlaps a network this host already routes to");
         }
         let conf = bridge_conflist(name, &bridge, &subnet, &self.networks_dir().join("ipam"));
+        // Written whole to a temporary file, then linked into place: readers never see a
+        // partial file, and of two creators racing, one wins.
         let p = self.conflist_path(name);
-        let mut f = fs::File::options().write(true).create_new(true).open(&p).map_err(|e| {
+        let tmp = self.networks_dir().join(format!(".tmp-{name}-{}", std::process::id()));
+        fs::write(&tmp, serde_json::to_vec_pretty(&conf).unwrap_or_default()).ctx(tmp.display())?;
+        let linked = fs::hard_link(&tmp, &p);
+        let _ = fs::remove_file(&tmp);
+        if let Err(e) = linked {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Error::conflict(format!("network {name} already exists"))
-            } else {
-                Error::msg(format!("{}: {e}", p.display()))
+                bail!(Conflict, "network {name} already exists");
             }
-        })?;
-        f.write_all(&serde_json::to_vec_pretty(&conf).unwrap_or_default()).ctx(p.display())?;
+            return Err(e).ctx(p.display());
+        }
         self.network_inspect(name)
     }
 
@@ -266,6 +269,24 @@ impl Engine {
             self.network_teardown(id);
         }
         r
+    }
+
+    /// CNI CHECK of a running container's attachments: the plugins verify that its interface,
+    /// addresses, routes and port mappings are still as they set them up.
+    pub fn network_check(&self, name_or_id: &str) -> Result<Vec<String>> {
+        let c = self.get(name_or_id)?;
+        if !c.running() {
+            bail!(Conflict, "container {} is not running", c.name);
+        }
+        let ns = self.netns_path(&c.id);
+        let cni = self.cni();
+        let mut checked = Vec::new();
+        for (network, ifname) in cni.cached(&c.id) {
+            let att = Attachment { container_id: &c.id, netns: &ns, ifname: &ifname, port_mappings: &[] };
+            cni.check(&network, &att)?;
+            checked.push(network);
+        }
+        Ok(checked)
     }
 
     /// CNI DEL of every cached attachment, then the namespace's pin. Best effort: errors are

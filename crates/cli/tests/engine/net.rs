@@ -98,6 +98,12 @@ pub fn containers_reach_each_other_on_their_network() {
     assert_eq!(info[0]["Bridge"], bridge.as_str());
     assert_eq!(info[0]["Containers"][0], a.as_str());
     assert!(berth(&["network", "ls"]).ok("ls").stdout.contains(&net));
+    // CNI CHECK: fine as set up; not once the container's default route is gone.
+    assert_eq!(berth(&["network", "check", &a]).ok("check").stdout, format!("{net}: ok\n"));
+    let netns = inspect(&a)["NetworkSettings"]["SandboxKey"].as_str().unwrap().to_string();
+    run(Command::new("nsenter").arg(format!("--net={netns}")).args(["ip", "route", "del", "default"])).ok("delete the route");
+    let o = berth(&["network", "check", &a]).failed("check after the route is gone");
+    assert!(o.stderr.contains("CNI CHECK"), "{o:?}");
     assert!(berth(&["network", "rm", &net]).failed("in use").stderr.contains("in use"));
     berth(&["rm", "-f", &a]).ok("rm a");
     berth(&["network", "rm", &net]).ok("network rm");
