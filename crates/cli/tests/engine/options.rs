@@ -284,12 +284,15 @@ pub fn cp_both_ways_inside_the_root() {
 
 /// Every bad input fails with a message naming the problem and leaves nothing behind.
 pub fn bad_input_fails_clearly_and_leaves_nothing() {
-    let snaps = || std::fs::read_dir(suite().root.join("snapshots")).map(|d| d.count()).unwrap_or(0);
-    let vols = || out(&["volume", "ls", "-q"]);
+    // A root of its own: what is left in it is exactly what these commands left.
+    let root = suite().dir.join("bad-input-root");
+    import_images(&root);
+    let berth = |args: &[&str]| berth_in(&root, args);
+    let snaps = || std::fs::read_dir(root.join("snapshots")).map(|d| d.count()).unwrap_or(0);
+    let vols = || berth(&["volume", "ls", "-q"]).stdout;
     let (s0, v0) = (snaps(), vols());
     let n = name("bad");
     let clash = name("clash");
-    let _c = Cleanup(vec![clash.clone()]);
     berth(&["create", "--name", &clash, IMAGE, "true"]).ok("create");
     let missing = suite().dir.join("no-such-dir");
     let cases: Vec<(Vec<String>, &str)> = vec![
@@ -328,4 +331,11 @@ pub fn bad_input_fails_clearly_and_leaves_nothing() {
     assert_eq!(vols(), v0, "no volume left behind");
     assert!(berth(&["logs", "--since", "yesterday-ish", &clash]).failed("bad since").stderr.contains("--since"));
     assert!(berth(&["ps", "--filter", "colour=red"]).failed("bad filter").stderr.contains("unknown key"));
+    berth(&["rm", &clash]).ok("rm");
+    assert_eq!(snaps(), 0);
+    assert_eq!(berth(&["ps", "-a", "-q"]).stdout, "");
+    for img in [IMAGE, APP] {
+        berth(&["rmi", img]).ok("rmi");
+    }
+    let _ = berth(&["network", "rm", &suite().network]);
 }
