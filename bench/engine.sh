@@ -65,7 +65,10 @@ cleanup() {
     for h in /sys/fs/cgroup/*; do rmdir "$h/berth-bench-$tag" 2>/dev/null; done
     umount -R "$work/podman" 2>/dev/null
     rm -rf "$work"
+    host_net_restore
 }
+. tools/host-net-state.sh
+host_net_save
 trap cleanup EXIT INT TERM
 
 echo "== the image: busybox-static's rootfs, imported into berth and podman"

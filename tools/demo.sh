@@ -32,7 +32,10 @@ cleanup() {
     "$bin/berth" --root "$work/root" --config "$work/berth.toml" network rm demo >/dev/null 2>&1
     for h in /sys/fs/cgroup/*; do rmdir "$h/berth-demo-$tag" 2>/dev/null; done
     rm -rf "$work"
+    host_net_restore
 }
+. tools/host-net-state.sh
+host_net_save
 trap cleanup EXIT INT TERM
 
 echo "== the built-in default image: Debian's busybox-static as a root filesystem, imported"
