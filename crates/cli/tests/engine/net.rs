@@ -101,7 +101,8 @@ pub fn containers_reach_each_other_on_their_network() {
     // CNI CHECK: fine as set up; not once the container's default route is gone.
     assert_eq!(berth(&["network", "check", &a]).ok("check").stdout, format!("{net}: ok\n"));
     let netns = inspect(&a)["NetworkSettings"]["SandboxKey"].as_str().unwrap().to_string();
-    run(Command::new("nsenter").arg(format!("--net={netns}")).args(["ip", "route", "del", "default"])).ok("delete the route");
+    run(Command::new("nsenter").arg(format!("--net={netns}")).args(["ip", "route", "del", "default"]))
+        .ok("delete the route");
     let o = berth(&["network", "check", &a]).failed("check after the route is gone");
     assert!(o.stderr.contains("CNI CHECK"), "{o:?}");
     assert!(berth(&["network", "rm", &net]).failed("in use").stderr.contains("in use"));
