@@ -93,6 +93,17 @@ fn cgroup_dir(pid: i32, controller: &str) -> Option<PathBuf> {
     p.join("cgroup.controllers").exists().then_some(p)
 }
 
+/// Whether the kernel has pidfd_open (5.3+), asked of the kernel itself.
+fn pidfd_supported() -> bool {
+    // SAFETY: pidfd_open of ourselves; the descriptor is closed at once.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+    if fd >= 0 {
+        unsafe { libc::close(fd as i32) };
+        return true;
+    }
+    false
+}
+
 impl Engine {
     pub fn top(&self, name_or_id: &str) -> Result<Vec<Process>> {
         let c = self.get(name_or_id)?;
@@ -207,7 +218,7 @@ impl Engine {
                 "seccomp": std::fs::read_to_string("/proc/self/status").map(|s| s.contains("Seccomp:")).unwrap_or(false),
                 "cgroup2": has_fs("cgroup2"),
                 "userNamespaces": std::path::Path::new("/proc/self/ns/user").exists(),
-                "pidfd": true,
+                "pidfd": pidfd_supported(),
             },
             "CniPluginDirs": self.config.cni_dirs(),
             "DefaultNetwork": self.config.default_network(),
