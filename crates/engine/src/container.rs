@@ -598,9 +598,16 @@ impl Engine {
     /// Releases what a stopped container holds: runtime state and cgroups, CNI attachments and
     /// network namespace, root filesystem mount. Idempotent; errors are recorded, not fatal.
     fn cleanup_locked(&self, c: &mut Container) {
+        self.cleanup_locked_with(c, false)
+    }
+
+    /// `runtime_deleted`: the monitor already ran the runtime's `delete` (the exit hook).
+    fn cleanup_locked_with(&self, c: &mut Container, runtime_deleted: bool) {
         let mut errors = Vec::new();
-        if let Ok(rt) = self.runtime(Some(&c.runtime)) {
-            rt.delete_force(&c.id);
+        if !runtime_deleted {
+            if let Ok(rt) = self.runtime(Some(&c.runtime)) {
+                rt.delete_force(&c.id);
+            }
         }
         errors.extend(self.network_teardown(&c.id));
         if let Err(e) = self.store.snapshots.unmount(&c.id) {
@@ -617,8 +624,11 @@ impl Engine {
     /// Removes everything a container has and its record. `anonymous_volumes`: also its
     /// anonymous volumes.
     fn destroy(&self, c: &Container, anonymous_volumes: bool) -> Result<()> {
-        if let Ok(rt) = self.runtime(Some(&c.runtime)) {
-            rt.delete_force(&c.id);
+        // A cleaned-up container has no runtime state left; any other may (a crash midway).
+        if !c.state.cleaned {
+            if let Ok(rt) = self.runtime(Some(&c.runtime)) {
+                rt.delete_force(&c.id);
+            }
         }
         let mut errors = self.network_teardown(&c.id);
         if let Err(e) = self.store.remove_snapshot(&c.id) {
@@ -995,7 +1005,8 @@ impl Engine {
         if c.state.status != "exited" {
             return Ok(());
         }
-        self.cleanup_locked(&mut c);
+        // Run by the monitor after its own `runtime delete`.
+        self.cleanup_locked_with(&mut c, true);
         if c.options.auto_remove {
             return self.destroy(&c, true);
         }
