@@ -430,9 +430,9 @@ pub fn check_leaks() -> Vec<String> {
         }
         let text = run(Command::new("iptables").args(["-t", &table, "-S"])).stdout;
         for l in text.lines() {
-            if l.contains(&format!("-j {chain}")) && !l.starts_with(&format!("-A {chain} ")) {
-                let del: Vec<String> = l.replacen("-A ", "-D ", 1).split_whitespace().map(str::to_string).collect();
-                let _ = run(Command::new("iptables").args(["-t", &table]).args(&del));
+            if l.ends_with(&format!("-j {chain}")) && !l.starts_with(&format!("-A {chain} ")) {
+                let del = shell_words(&l.replacen("-A ", "-D ", 1));
+                run(Command::new("iptables").args(["-t", &table]).args(&del)).ok("iptables -D");
             }
         }
     }
@@ -448,6 +448,35 @@ pub fn check_leaks() -> Vec<String> {
     }
     let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", &s.ip_forward);
     leaks
+}
+
+/// `iptables -S` output split as a shell would (comments are in double quotes).
+fn shell_words(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            '\\' if quoted => cur.extend(chars.next()),
+            c if c.is_whitespace() && !quoted => {
+                if any || !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if any || !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 pub fn cleanup_suite_dir() {
