@@ -55,6 +55,27 @@ pub fn cli_killed_at_each_point() {
     }
 }
 
+/// A foreground `berth run` killed while its container runs: the container goes on (its
+/// monitor holds its output), and finishes with its log and exit code recorded.
+pub fn foreground_cli_killed_container_goes_on() {
+    let n = name("fgkill");
+    let _c = Cleanup(vec![n.clone()]);
+    let p = spawn(
+        &mut berth_cmd(
+            &suite().root,
+            &["run", "--name", &n, IMAGE, "sh", "-c", "echo begun; sleep 1; echo finished; exit 7"],
+        ),
+        None,
+    );
+    wait_until("the container's start", Duration::from_secs(20), || berth(&["logs", &n]).stdout.contains("begun"));
+    // SAFETY: the berth process this test spawned, by pid.
+    unsafe { libc::kill(p.pid as i32, libc::SIGKILL) };
+    assert_eq!(p.wait(Duration::from_secs(10)).code, 137);
+    assert_eq!(inspect(&n)["State"]["Status"], "running");
+    assert_eq!(berth(&["wait", &n]).ok("wait").line(), "7");
+    assert_eq!(berth(&["logs", &n]).ok("logs").stdout, "begun\nfinished\n");
+}
+
 pub fn monitor_killed_under_a_running_container() {
     let n = name("monkill");
     let m = name("monkill2");
