@@ -621,6 +621,11 @@ fn term_size() -> Option<(u16, u16)> {
 /// Relays stdin to the container (with `stdin`), its output to ours, the terminal size (with
 /// `tty`), and SIGINT/SIGTERM/SIGHUP to it (through its monitor); returns its exit code.
 fn relay(e: &Engine, c: &Container, conn: AttachConn, stdin: bool, tty: bool) -> Result<i32> {
+    // Signals to the container, through its monitor (which forwards them). Blocked before any
+    // other thread starts: a thread with them unblocked would take them and end this process.
+    if !tty {
+        forward_signals(e.get(&c.id).map(|c| c.state.monitor_pid).unwrap_or(0));
+    }
     let _raw = RawMode::enter(tty && stdin);
     if tty {
         if let Some((r, cols)) = term_size() {
@@ -662,10 +667,6 @@ fn relay(e: &Engine, c: &Container, conn: AttachConn, stdin: bool, tty: bool) ->
                 }
             }
         });
-    }
-    // Signals to the container, through its monitor (which forwards them).
-    if !tty {
-        forward_signals(e.get(&c.id).map(|c| c.state.monitor_pid).unwrap_or(0));
     }
     let mut buf = vec![0u8; 64 * 1024];
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());

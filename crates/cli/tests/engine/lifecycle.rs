@@ -21,6 +21,33 @@ pub fn run_foreground_exit_codes_and_streams() {
     assert_eq!(berth(&["ps", "-a", "-q", "--filter", "ancestor=nothing"]).ok("ps").stdout, "");
 }
 
+/// A foreground `run` passes SIGTERM, SIGINT and SIGHUP on to the container (through its
+/// monitor), with and without an open stdin.
+pub fn foreground_run_forwards_signals() {
+    for (sig, code, interactive) in
+        [(libc::SIGTERM, 9, false), (libc::SIGTERM, 9, true), (libc::SIGINT, 10, true), (libc::SIGHUP, 11, false)]
+    {
+        let n = name(&format!("sig{sig}-{interactive}"));
+        let _c = Cleanup(vec![n.clone()]);
+        let script =
+            "trap 'echo got-term; exit 9' TERM; trap 'echo got-int; exit 10' INT; trap 'echo got-hup; exit 11' HUP; \
+                      echo ready; while true; do sleep 0.1; done";
+        let mut args = vec!["run", "--name", &n];
+        if interactive {
+            args.push("-i");
+        }
+        args.extend([IMAGE, "sh", "-c", script]);
+        let (p, stdin) = spawn_open_stdin(&mut berth_cmd(&suite().root, &args));
+        wait_until("the container's start", Duration::from_secs(20), || berth(&["logs", &n]).stdout.contains("ready"));
+        // SAFETY: the berth process this test spawned, by pid.
+        unsafe { libc::kill(p.pid as i32, sig) };
+        let o = p.wait(Duration::from_secs(20));
+        drop(stdin);
+        assert_eq!(o.code, code, "signal {sig}, -i {interactive}: {o:?}");
+        assert!(o.stdout.starts_with("ready\ngot-"), "{o:?}");
+    }
+}
+
 pub fn detached_lifecycle() {
     let n = name("life");
     let _c = Cleanup(vec![n.clone()]);

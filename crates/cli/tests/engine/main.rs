@@ -31,6 +31,7 @@ fn main() {
     }
     let tests = trials![
         lifecycle::run_foreground_exit_codes_and_streams,
+        lifecycle::foreground_run_forwards_signals,
         lifecycle::detached_lifecycle,
         lifecycle::create_start_names_and_ids,
         lifecycle::interactive_stdin_and_terminal,

@@ -260,10 +260,27 @@ static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Spawns with stdout/stderr to files (a monitor may hold inherited descriptors long after).
 pub fn spawn(cmd: &mut Command, stdin: Option<Vec<u8>>) -> Spawned {
+    let piped = stdin.is_some();
+    let (spawned, input) = spawn_with(cmd, piped);
+    if let (Some(data), Some(mut input)) = (stdin, input) {
+        std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+    }
+    spawned
+}
+
+/// Spawns with a stdin pipe the caller holds open (and closes by dropping).
+pub fn spawn_open_stdin(cmd: &mut Command) -> (Spawned, std::process::ChildStdin) {
+    let (s, input) = spawn_with(cmd, true);
+    (s, input.unwrap())
+}
+
+fn spawn_with(cmd: &mut Command, piped: bool) -> (Spawned, Option<std::process::ChildStdin>) {
     let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let out = suite().dir.join(format!(".out-{n}"));
     let err = suite().dir.join(format!(".err-{n}"));
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+    cmd.stdin(if piped { Stdio::piped() } else { Stdio::null() })
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::fs::File::create(&err).unwrap());
     let mut child = {
@@ -272,13 +289,7 @@ pub fn spawn(cmd: &mut Command, stdin: Option<Vec<u8>>) -> Spawned {
         REAPED.lock().unwrap().get_or_insert_with(HashMap::new).remove(&c.id());
         c
     };
-    if let Some(data) = stdin {
-        let mut input = child.stdin.take().unwrap();
-        std::thread::spawn(move || {
-            let _ = input.write_all(&data);
-        });
-    }
-    Spawned { pid: child.id(), out, err }
+    (Spawned { pid: child.id(), out, err }, child.stdin.take())
 }
 
 impl Spawned {
