@@ -163,37 +163,52 @@ pub fn attach_to_a_running_container() {
 }
 
 pub fn exec_through_the_runtime() {
-    let n = name("exec");
-    let b = name("exec-berth");
-    let _c = Cleanup(vec![n.clone(), b.clone()]);
-    berth(&["run", "-d", "--runtime", "runc", "--name", &n, IMAGE, "sleep", "600"]).ok("run runc");
-    assert_eq!(
-        berth(&["exec", &n, "cat", "/etc/hostname"]).ok("exec").stdout,
-        format!("{}\n", &inspect(&n)["Id"].as_str().unwrap()[..12])
-    );
-    let o = berth(&["exec", "-e", "FOO=bar", "-u", "user", "-w", "/tmp", &n, "sh", "-c", "echo $FOO $(id -u) $(pwd)"])
-        .ok("exec -e -u -w");
-    assert_eq!(o.stdout, "bar 1000 /tmp\n");
-    assert_eq!(berth(&["exec", &n, "sh", "-c", "exit 4"]).code, 4);
-    berth(&["exec", "-d", &n, "sh", "-c", "echo detached > /tmp/d"]).ok("exec -d");
-    wait_until("detached exec", Duration::from_secs(10), || {
-        berth(&["exec", &n, "cat", "/tmp/d"]).stdout == "detached\n"
-    });
-    let o = berth_stdin(&["exec", "-i", &n, "cat"], b"piped\n").ok("exec -i");
-    assert_eq!(o.stdout, "piped\n");
-    let o = berth(&["exec", "-t", &n, "tty"]).ok("exec -t");
-    assert!(o.stdout.contains("/dev/pts/"), "{o:?}");
-    assert!(berth(&["exec", &n, "/no/such"]).code != 0);
-    // berth-oci has no exec yet: a clear error, never a silent no-op.
-    berth(&["run", "-d", "--name", &b, IMAGE, "sleep", "600"]).ok("run berth-oci");
-    let o = berth(&["exec", &b, "true"]).failed("exec berth-oci");
+    for rt in ["berth-oci", "runc", "crun"] {
+        exec_under(rt);
+    }
+    // A runtime without exec (the suite's "limited" handler): a clear error, never a silent
+    // no-op.
+    let b = name("exec-limited");
+    let _c = Cleanup(vec![b.clone()]);
+    berth(&["run", "-d", "--runtime", "limited", "--name", &b, IMAGE, "sleep", "600"]).ok("run limited");
+    let o = berth(&["exec", &b, "true"]).failed("exec limited");
     assert!(o.stderr.contains("does not implement exec") && o.code == 125, "{o:?}");
     berth(&["stop", "-t", "0", &b]).ok("stop");
     assert!(berth(&["exec", &b, "true"]).failed("exec stopped").stderr.contains("not running"));
 }
 
+fn exec_under(rt: &str) {
+    let n = name(&format!("exec-{rt}"));
+    let _c = Cleanup(vec![n.clone()]);
+    berth(&["run", "-d", "--runtime", rt, "--name", &n, IMAGE, "sleep", "600"]).ok(rt);
+    assert_eq!(
+        berth(&["exec", &n, "cat", "/etc/hostname"]).ok("exec").stdout,
+        format!("{}\n", &inspect(&n)["Id"].as_str().unwrap()[..12]),
+        "{rt}"
+    );
+    let o = berth(&["exec", "-e", "FOO=bar", "-u", "user", "-w", "/tmp", &n, "sh", "-c", "echo $FOO $(id -u) $(pwd)"])
+        .ok("exec -e -u -w");
+    assert_eq!(o.stdout, "bar 1000 /tmp\n", "{rt}");
+    assert_eq!(berth(&["exec", &n, "sh", "-c", "exit 4"]).code, 4, "{rt}");
+    berth(&["exec", "-d", &n, "sh", "-c", "echo detached > /tmp/d"]).ok("exec -d");
+    wait_until("detached exec", Duration::from_secs(10), || {
+        berth(&["exec", &n, "cat", "/tmp/d"]).stdout == "detached\n"
+    });
+    let o = berth_stdin(&["exec", "-i", &n, "cat"], b"piped\n").ok("exec -i");
+    assert_eq!(o.stdout, "piped\n", "{rt}");
+    let o = berth(&["exec", "-t", &n, "tty"]).ok("exec -t");
+    assert!(o.stdout.contains("/dev/pts/"), "{rt}: {o:?}");
+    let o = berth_stdin(&["exec", "-i", "-t", &n, "sh"], b"echo in-a-tty; exit 3\n");
+    assert_eq!(o.code, 3, "{rt}: {o:?}");
+    assert!(o.stdout.contains("in-a-tty"), "{rt}: {o:?}");
+    assert!(berth(&["exec", &n, "/no/such"]).code != 0, "{rt}");
+    // The exec'd processes are the container's: in its cgroup, under its seccomp filter.
+    let o = berth(&["exec", &n, "sh", "-c", "grep '^Seccomp:' /proc/self/status; cat /proc/self/cgroup"]).ok("exec");
+    assert!(o.stdout.starts_with("Seccomp:\t2\n") && o.stdout.contains(&suite().cgroup_parent), "{rt}: {o:?}");
+}
+
 pub fn runtime_handlers() {
-    for rt in ["berth-oci", "runc", "crun"] {
+    for rt in ["berth-oci", "runc", "crun", "limited"] {
         let n = name(&format!("rt-{rt}"));
         let _c = Cleanup(vec![n.clone()]);
         berth(&["create", "--runtime", rt, "--name", &n, IMAGE, "sh", "-c", "echo runtime-ok; cat /proc/self/cgroup"])
@@ -213,8 +228,11 @@ pub fn runtime_handlers() {
     );
     let j: serde_json::Value =
         serde_json::from_str(&berth(&["info", "--format", "json"]).ok("info json").stdout).unwrap();
-    assert_eq!(j["Runtimes"]["runc"]["seccomp"], true);
-    assert_eq!(j["Runtimes"]["runc"]["exec"], true);
+    for rt in ["berth-oci", "runc", "crun"] {
+        assert_eq!((&j["Runtimes"][rt]["seccomp"], &j["Runtimes"][rt]["exec"]), (&true.into(), &true.into()), "{rt}");
+    }
+    assert_eq!(j["Runtimes"]["limited"]["seccomp"], false);
+    assert_eq!(j["Runtimes"]["limited"]["exec"], false);
 }
 
 pub fn top_stats_port_wait() {

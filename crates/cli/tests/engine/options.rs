@@ -200,35 +200,43 @@ pub fn resources_and_oom() {
 
 pub fn seccomp_profiles() {
     let probe = "unshare -U true 2>/dev/null && echo allowed || echo blocked; grep '^Seccomp:' /proc/self/status";
-    assert_eq!(out(&["run", "--rm", "--runtime", "runc", IMAGE, "sh", "-c", probe]), "blocked\nSeccomp:\t2\n");
-    assert_eq!(out(&["run", "--rm", "--runtime", "crun", IMAGE, "sh", "-c", probe]), "blocked\nSeccomp:\t2\n");
-    assert_eq!(
-        out(&["run", "--rm", "--runtime", "runc", "--security-opt", "seccomp=unconfined", IMAGE, "sh", "-c", probe]),
-        "allowed\nSeccomp:\t0\n"
-    );
     let profile = suite().dir.join("no-mkdir.json");
     std::fs::write(&profile, r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#).unwrap();
     let sec = format!("seccomp={}", profile.display());
-    assert_eq!(
-        out(&[
-            "run",
-            "--rm",
-            "--runtime",
-            "runc",
-            "--security-opt",
-            &sec,
-            IMAGE,
-            "sh",
-            "-c",
-            "mkdir /tmp/x 2>/dev/null || echo denied"
-        ]),
-        "denied\n"
-    );
-    // berth-oci cannot apply seccomp yet: a warning for the default, an error for a profile.
-    let o = berth(&["run", "--rm", IMAGE, "true"]).ok("berth-oci default");
+    for rt in ["berth-oci", "runc", "crun"] {
+        // The default profile: unshare is refused (no CAP_SYS_ADMIN), the filter is on.
+        assert_eq!(out(&["run", "--rm", "--runtime", rt, IMAGE, "sh", "-c", probe]), "blocked\nSeccomp:\t2\n", "{rt}");
+        assert_eq!(
+            out(&["run", "--rm", "--runtime", rt, "--security-opt", "seccomp=unconfined", IMAGE, "sh", "-c", probe]),
+            "allowed\nSeccomp:\t0\n",
+            "{rt}"
+        );
+        assert_eq!(
+            out(&[
+                "run",
+                "--rm",
+                "--runtime",
+                rt,
+                "--security-opt",
+                &sec,
+                IMAGE,
+                "sh",
+                "-c",
+                "mkdir /tmp/x 2>/dev/null || echo denied"
+            ]),
+            "denied\n",
+            "{rt}"
+        );
+    }
+    // A runtime that cannot apply seccomp (the suite's "limited" handler): a warning for the
+    // default profile, an error for an explicit one.
+    let o = berth(&["run", "--rm", "--runtime", "limited", IMAGE, "true"]).ok("limited default");
     assert!(o.stderr.contains("does not support seccomp yet"), "{o:?}");
-    let o = berth(&["run", "--rm", "--security-opt", &sec, IMAGE, "true"]).failed("berth-oci profile");
+    let o = berth(&["run", "--rm", "--runtime", "limited", "--security-opt", &sec, IMAGE, "true"])
+        .failed("limited profile");
     assert!(o.stderr.contains("cannot apply seccomp profiles"), "{o:?}");
+    let o = berth(&["run", "--rm", "--security-opt", "seccomp=/no/such.json", IMAGE, "true"]).failed("missing profile");
+    assert!(o.stderr.contains("/no/such.json"), "{o:?}");
     assert!(berth(&["run", "--rm", "--security-opt", "label=x", IMAGE, "true"])
         .failed("unknown opt")
         .stderr

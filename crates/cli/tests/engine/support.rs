@@ -114,12 +114,22 @@ pub fn init() {
     let bridge = format!("btb{}", pid % 1_000_000);
     let subnet = free_subnet(pid);
     let cgroup_parent = format!("/berth-test-{pid}");
+    // A runtime handler from berth.toml: runc behind a wrapper that reports neither seccomp
+    // nor exec (how the engine treats a runtime that lacks them).
+    let limited = dir.join("limited-runtime");
+    std::fs::write(
+        &limited,
+        "#!/bin/sh\ncase \"$1\" in features|exec) echo \"limited: no $1\" >&2; exit 1;; --version) echo limited 0.1; exit 0;; esac\nexec runc \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&limited, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let config = dir.join("berth.toml");
     std::fs::write(
         &config,
         format!(
-            "[engine]\ncgroup-parent = \"{cgroup_parent}\"\ninit = \"{}\"\nlog-max-size = 4096\n[engine.network]\ndefault-name = \"{network}\"\ndefault-bridge = \"{bridge}\"\ndefault-subnet = \"{subnet}\"\n",
-            init.display()
+            "[engine]\ncgroup-parent = \"{cgroup_parent}\"\ninit = \"{}\"\nlog-max-size = 4096\n[engine.network]\ndefault-name = \"{network}\"\ndefault-bridge = \"{bridge}\"\ndefault-subnet = \"{subnet}\"\n[engine.runtimes.limited]\npath = \"{}\"\n",
+            init.display(),
+            limited.display()
         ),
     )
     .unwrap();
