@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::Result;
@@ -75,6 +76,76 @@ fn split_records(buf: &mut Vec<u8>, parser: &mut Parser, out: &mut Vec<LogLine>)
     buf.drain(..start);
 }
 
+/// The two files of a container's log (`ctr.log.1`, `ctr.log`) read as one stream, across the
+/// monitor's rotations.
+struct LogFiles {
+    path: PathBuf,
+    rotated: PathBuf,
+    /// the current file as last opened, and its inode
+    file: Option<File>,
+    inode: u64,
+}
+
+fn inode(f: &File) -> u64 {
+    f.metadata().map(|m| m.ino()).unwrap_or(0)
+}
+
+impl LogFiles {
+    /// Opens the log and appends everything it holds so far to `buf`: the rotated file, then
+    /// the current one. They are a pair from one moment (the current file is still the current
+    /// one once both are open), else the monitor rotated in between and they are opened again.
+    fn open(dir: &Path, buf: &mut Vec<u8>) -> std::io::Result<LogFiles> {
+        let path = dir.join("ctr.log");
+        let rotated = dir.join("ctr.log.1");
+        let (file, older) = loop {
+            let cur = File::open(&path).ok();
+            let old = File::open(&rotated).ok();
+            let now = std::fs::metadata(&path).map(|m| m.ino()).ok();
+            if now == cur.as_ref().map(inode) {
+                break (cur, old);
+            }
+        };
+        if let Some(mut f) = older {
+            f.read_to_end(buf)?;
+        }
+        let mut files = LogFiles { path, rotated, inode: file.as_ref().map(inode).unwrap_or(0), file };
+        if let Some(f) = files.file.as_mut() {
+            f.read_to_end(buf)?;
+        }
+        Ok(files)
+    }
+
+    /// Appends what was written since the last call. On a rotation: the rest of the old file
+    /// (the monitor may have written to it after the last read, before renaming it; it writes
+    /// no more to it now), a file rotated in between (two rotations within one poll), then the
+    /// new file from its start.
+    fn poll(&mut self, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        if let Some(f) = self.file.as_mut() {
+            f.read_to_end(buf)?;
+        }
+        let cur = std::fs::metadata(&self.path).map(|m| m.ino()).unwrap_or(0);
+        if cur == 0 || cur == self.inode {
+            return Ok(());
+        }
+        if let Some(f) = self.file.as_mut() {
+            f.read_to_end(buf)?;
+        }
+        let Ok(mut f) = File::open(&self.path) else { return Ok(()) };
+        let new_inode = inode(&f);
+        if let Ok(mut mid) = File::open(&self.rotated) {
+            let mid_inode = inode(&mid);
+            if mid_inode != self.inode && mid_inode != new_inode {
+                mid.read_to_end(buf)?;
+            }
+        }
+        f.seek(SeekFrom::Start(0))?;
+        f.read_to_end(buf)?;
+        self.file = Some(f);
+        self.inode = new_inode;
+        Ok(())
+    }
+}
+
 impl Engine {
     /// Calls `sink` with every log line of the container that passes the options.
     pub fn logs(
@@ -85,20 +156,11 @@ impl Engine {
     ) -> Result<()> {
         let c = self.get(name_or_id)?;
         let dir = self.container_dir(&c.id);
-        let path = dir.join("ctr.log");
         let mut parser = Parser { pending: [None, None] };
         let mut lines = Vec::new();
         let mut rest = Vec::new();
-        if let Ok(mut f) = File::open(dir.join("ctr.log.1")) {
-            f.read_to_end(&mut rest)?;
-            split_records(&mut rest, &mut parser, &mut lines);
-            rest.clear();
-        }
-        let mut file = File::open(&path).ok();
-        if let Some(f) = file.as_mut() {
-            f.read_to_end(&mut rest)?;
-            split_records(&mut rest, &mut parser, &mut lines);
-        }
+        let mut files = LogFiles::open(&dir, &mut rest)?;
+        split_records(&mut rest, &mut parser, &mut lines);
         if !o.follow {
             parser.flush(&mut lines);
         }
@@ -119,23 +181,10 @@ impl Engine {
         if !o.follow {
             return Ok(());
         }
-        let mut inode = file.as_ref().and_then(|f| f.metadata().ok()).map(|m| m.ino()).unwrap_or(0);
         let mut idle_after_exit = 0;
         loop {
             let mut new = Vec::new();
-            if let Some(f) = file.as_mut() {
-                f.read_to_end(&mut rest)?;
-            }
-            // Rotated: finish the old file (read above), continue with the new one.
-            let cur = std::fs::metadata(&path).map(|m| m.ino()).unwrap_or(0);
-            if cur != 0 && cur != inode {
-                if let Ok(mut f) = File::open(&path) {
-                    f.seek(SeekFrom::Start(0))?;
-                    f.read_to_end(&mut rest)?;
-                    file = Some(f);
-                    inode = cur;
-                }
-            }
+            files.poll(&mut rest)?;
             split_records(&mut rest, &mut parser, &mut new);
             for l in new.iter().filter(|l| keep(l)) {
                 if sink(l).is_err() {
@@ -174,5 +223,71 @@ mod tests {
         assert_eq!(out[1].text, b"hello\n");
         assert_eq!(out[1].time, "2024-01-01T00:00:00.000000000Z");
         assert!(buf.starts_with(b"2024-01-01T00:00:02Z"));
+    }
+
+    fn rec(i: usize) -> String {
+        format!("2024-01-01T00:00:00.{i:09}Z stdout F r{i}\n")
+    }
+
+    fn texts(buf: &mut Vec<u8>) -> Vec<String> {
+        let mut p = Parser { pending: [None, None] };
+        let mut out = Vec::new();
+        split_records(buf, &mut p, &mut out);
+        out.iter().map(|l| String::from_utf8_lossy(&l.text).trim_end().to_string()).collect()
+    }
+
+    fn append(path: &Path, s: &str) {
+        use std::io::Write;
+        std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap().write_all(s.as_bytes()).unwrap();
+    }
+
+    /// The monitor's rotation: ctr.log becomes ctr.log.1, a new ctr.log starts.
+    fn rotate(dir: &Path) {
+        std::fs::rename(dir.join("ctr.log"), dir.join("ctr.log.1")).unwrap();
+        append(&dir.join("ctr.log"), "");
+    }
+
+    #[test]
+    fn follow_across_rotations() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        let log = dir.join("ctr.log");
+        append(&log, &rec(0));
+        rotate(dir);
+        append(&log, &rec(1));
+        let mut buf = Vec::new();
+        let mut f = LogFiles::open(dir, &mut buf).unwrap();
+        assert_eq!(texts(&mut buf), ["r0", "r1"]);
+        // Written to the old file after the last read, then rotated: still read.
+        append(&log, &rec(2));
+        rotate(dir);
+        append(&log, &rec(3));
+        f.poll(&mut buf).unwrap();
+        assert_eq!(texts(&mut buf), ["r2", "r3"]);
+        // Two rotations between polls: the file in between is read too.
+        append(&log, &rec(4));
+        rotate(dir);
+        append(&log, &rec(5));
+        rotate(dir);
+        append(&log, &rec(6));
+        f.poll(&mut buf).unwrap();
+        assert_eq!(texts(&mut buf), ["r4", "r5", "r6"]);
+        f.poll(&mut buf).unwrap();
+        assert!(buf.is_empty());
+        append(&log, &rec(7));
+        f.poll(&mut buf).unwrap();
+        assert_eq!(texts(&mut buf), ["r7"]);
+    }
+
+    #[test]
+    fn follow_before_the_first_record() {
+        let d = tempfile::tempdir().unwrap();
+        let mut buf = Vec::new();
+        let mut f = LogFiles::open(d.path(), &mut buf).unwrap();
+        f.poll(&mut buf).unwrap();
+        assert!(buf.is_empty());
+        append(&d.path().join("ctr.log"), &rec(1));
+        f.poll(&mut buf).unwrap();
+        assert_eq!(texts(&mut buf), ["r1"]);
     }
 }

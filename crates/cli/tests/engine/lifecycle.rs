@@ -104,6 +104,71 @@ pub fn detached_lifecycle() {
     assert!(!suite().root.join("snapshots").join(&id).exists());
 }
 
+/// The monitor's CRI log: the record format (timestamp, stream, P/F), rotation by size (the
+/// suite's limit is 4 KiB), and `logs` with -f across rotations, --tail, --since, --until
+/// and --timestamps.
+pub fn logs_rotation_follow_since() {
+    let n = name("logs");
+    let m = name("logs2");
+    let _c = Cleanup(vec![n.clone(), m.clone()]);
+    let script = "sleep 1; i=0; while [ $i -lt 300 ]; do echo \"line $i padding-padding-padding\"; i=$((i+1)); \
+                  [ $((i % 10)) = 0 ] && sleep 0.05; done; echo to-stderr >&2; printf partial-; sleep 0.3; echo end";
+    berth(&["run", "-d", "--name", &n, IMAGE, "sh", "-c", script]).ok("run");
+    let follow = spawn(&mut berth_cmd(&suite().root, &["logs", "-f", &n]), None);
+    let f = follow.wait(Duration::from_secs(60));
+    assert_eq!(f.code, 0, "{f:?}");
+    let mut want: Vec<String> = (0..300).map(|i| format!("line {i} padding-padding-padding")).collect();
+    want.push("partial-end".into());
+    assert_eq!(f.stdout.lines().collect::<Vec<_>>(), want, "logs -f saw every line, in order, across rotations");
+    assert_eq!(f.stderr, "to-stderr\n");
+    // The files: rotated, each within the limit, every record well formed.
+    let log = std::path::PathBuf::from(inspect(&n)["LogPath"].as_str().unwrap());
+    let old = log.with_extension("log.1");
+    let (cur_text, old_text) = (std::fs::read_to_string(&log).unwrap(), std::fs::read_to_string(&old).unwrap());
+    assert!(cur_text.len() <= 4096 && old_text.len() <= 4096, "{} {}", cur_text.len(), old_text.len());
+    let mut partial = false;
+    for rec in old_text.lines().chain(cur_text.lines()) {
+        let f: Vec<&str> = rec.splitn(4, ' ').collect();
+        let ts = f[0].as_bytes();
+        assert!(
+            f.len() == 4
+                && ts.len() == 30
+                && ts[4] == b'-'
+                && ts[10] == b'T'
+                && ts[19] == b'.'
+                && ts[29] == b'Z'
+                && ts[20..29].iter().all(u8::is_ascii_digit),
+            "RFC 3339 with nanoseconds: {rec}"
+        );
+        assert!(matches!(f[1], "stdout" | "stderr") && matches!(f[2], "P" | "F"), "{rec}");
+        partial |= f[2] == "P" && f[3] == "partial-";
+    }
+    assert!(partial, "a P record for the line without its newline yet:\n{cur_text}");
+    // Without -f: what the two files hold, a contiguous end of the output.
+    let all = berth(&["logs", &n]).ok("logs").stdout;
+    let lines: Vec<&str> = all.lines().collect();
+    assert!(lines.len() < 300 && lines.len() > 20, "older records were rotated away: {}", lines.len());
+    assert_eq!(lines, want[want.len() - lines.len()..].iter().map(String::as_str).collect::<Vec<_>>());
+    // --tail counts the lines of both streams, as docker does.
+    let o = berth(&["logs", "--tail", "3", &n]).ok("tail");
+    assert_eq!(
+        (o.stdout.as_str(), o.stderr.as_str()),
+        ("line 299 padding-padding-padding\npartial-end\n", "to-stderr\n")
+    );
+    let t = berth(&["logs", "-t", "-n", "1", &n]).ok("-t").stdout;
+    assert!(t.len() == 31 + "partial-end\n".len() && t.ends_with("Z partial-end\n"), "{t:?}");
+    // --since and --until around a moment between two lines.
+    berth(&["run", "-d", "--name", &m, IMAGE, "sh", "-c", "echo early; sleep 1.5; echo late"]).ok("run");
+    wait_until("early", Duration::from_secs(10), || berth(&["logs", &m]).stdout.contains("early"));
+    let mid = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let mid = format!("{mid:.3}");
+    let f = spawn(&mut berth_cmd(&suite().root, &["logs", "-f", "--since", &mid, &m]), None);
+    assert_eq!(f.wait(Duration::from_secs(20)).ok("logs -f --since").stdout, "late\n");
+    assert_eq!(berth(&["logs", "--until", &mid, &m]).ok("--until").stdout, "early\n");
+    assert_eq!(berth(&["logs", "--since", "10m", &m]).ok("--since 10m").stdout, "early\nlate\n");
+    assert_eq!(berth(&["logs", "-f", &m]).ok("-f on a stopped container").stdout, "early\nlate\n");
+}
+
 pub fn create_start_names_and_ids() {
     let n = name("create");
     let _c = Cleanup(vec![n.clone()]);

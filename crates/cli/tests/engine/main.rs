@@ -33,6 +33,7 @@ fn main() {
         lifecycle::run_foreground_exit_codes_and_streams,
         lifecycle::foreground_run_forwards_signals,
         lifecycle::detached_lifecycle,
+        lifecycle::logs_rotation_follow_since,
         lifecycle::create_start_names_and_ids,
         lifecycle::interactive_stdin_and_terminal,
         lifecycle::attach_to_a_running_container,
