@@ -50,6 +50,7 @@ fn main() {
         options::cp_both_ways_inside_the_root,
         options::bad_input_fails_clearly_and_leaves_nothing,
         net::published_ports_on_localhost,
+        net::published_udp_port_on_localhost,
         net::containers_reach_each_other_on_their_network,
         net::network_none_and_host,
         recovery::cli_killed_at_each_point,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::support::*;
 
-fn iptables_mentions(s: &str) -> Vec<String> {
+pub fn iptables_mentions(s: &str) -> Vec<String> {
     let mut out = Vec::new();
     for t in ["filter", "nat"] {
         out.extend(
@@ -61,6 +61,65 @@ pub fn published_ports_on_localhost() {
     assert!(http_get(port, "/").is_err(), "the port is closed after rm");
     assert!(iptables_mentions(&ip).is_empty(), "rules for {ip} left: {:?}", iptables_mentions(&ip));
     assert!(!netns.exists(), "network namespace {} left", netns.display());
+}
+
+/// UDP published with `-p HOST:CTR/udp` on the default network named as docker names it
+/// (`--network bridge`): a datagram sent to 127.0.0.1 reaches a socket in the container's
+/// network namespace, and its answer comes back.
+pub fn published_udp_port_on_localhost() {
+    let n = name("udp");
+    let _c = Cleanup(vec![n.clone()]);
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    berth(&[
+        "run",
+        "-d",
+        "--name",
+        &n,
+        "--network",
+        "bridge",
+        "-p",
+        &format!("{port}:5353/udp"),
+        IMAGE,
+        "sleep",
+        "600",
+    ])
+    .ok("run -p udp");
+    let v = inspect(&n);
+    assert!(v["NetworkSettings"]["IPAddress"].as_str().unwrap().starts_with(suite().subnet.trim_end_matches("0/24")));
+    assert_eq!(berth(&["port", &n, "5353/udp"]).ok("port").line(), format!("0.0.0.0:{port}"));
+    let netns = v["NetworkSettings"]["SandboxKey"].as_str().unwrap().to_string();
+    // A thread of this test in the container's network namespace answers on 5353/udp.
+    let server = std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let ns = std::fs::File::open(&netns).unwrap();
+        // SAFETY: setns on this thread only (network namespaces are per thread).
+        assert_eq!(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+        let s = std::net::UdpSocket::bind("0.0.0.0:5353").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut buf = [0u8; 64];
+        let (len, from) = s.recv_from(&mut buf).expect("a datagram through portmap");
+        s.send_to(&[&buf[..len], b" pong"].concat(), from).unwrap();
+        String::from_utf8_lossy(&buf[..len]).into_owned()
+    });
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut buf = [0u8; 64];
+    let mut answer = None;
+    for _ in 0..50 {
+        client.send_to(b"ping", ("127.0.0.1", port)).unwrap();
+        if let Ok((len, _)) = client.recv_from(&mut buf) {
+            answer = Some(String::from_utf8_lossy(&buf[..len]).into_owned());
+            break;
+        }
+    }
+    assert_eq!(server.join().unwrap(), "ping");
+    assert_eq!(answer.as_deref(), Some("ping pong"));
+    let ip = v["NetworkSettings"]["IPAddress"].as_str().unwrap().to_string();
+    berth(&["rm", "-f", &n]).ok("rm");
+    assert!(iptables_mentions(&ip).is_empty(), "rules for {ip} left: {:?}", iptables_mentions(&ip));
 }
 
 pub fn containers_reach_each_other_on_their_network() {

@@ -19,6 +19,9 @@ fn no_leftovers_of(id: &str) {
         .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().contains(id)).count())
         .unwrap_or(0);
     assert_eq!(cache, 0, "CNI results of {id} left");
+    // The bridge and portmap plugins name the container's id in their rules' comments.
+    let rules = crate::net::iptables_mentions(id);
+    assert!(rules.is_empty(), "iptables rules of {id} left: {rules:?}");
 }
 
 pub fn cli_killed_at_each_point() {
@@ -103,9 +106,12 @@ pub fn monitor_killed_under_a_running_container() {
     no_leftovers_of(&id);
     // Monitor and container both killed: the next `ps` finds it dead and releases its
     // network namespace, mounts and cgroups without being asked.
-    berth(&["run", "-d", "--name", &m, IMAGE, "sleep", "600"]).ok("run");
+    berth(&["run", "-d", "--name", &m, "-p", "80", IMAGE, "sleep", "600"]).ok("run");
     let v = inspect(&m);
     let id = v["Id"].as_str().unwrap().to_string();
+    let ip = v["NetworkSettings"]["IPAddress"].as_str().unwrap().to_string();
+    assert!(!crate::net::iptables_mentions(&ip).is_empty(), "bridge and portmap rules for {ip}");
+    assert!(!crate::net::iptables_mentions(&id).is_empty(), "rules naming {id}");
     unsafe {
         libc::kill(v["State"]["MonitorPid"].as_i64().unwrap() as i32, libc::SIGKILL);
         libc::kill(v["State"]["Pid"].as_i64().unwrap() as i32, libc::SIGKILL);
@@ -115,6 +121,8 @@ pub fn monitor_killed_under_a_running_container() {
     assert!(!suite().root.join("run/netns").join(&id).exists(), "stale netns cleaned by ps");
     assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(&id), "stale mounts cleaned");
     assert!(!container_cgroup("memory", &id).exists(), "stale cgroup cleaned");
+    let left = crate::net::iptables_mentions(&ip);
+    assert!(left.is_empty(), "CNI DEL on recovery: rules for {ip} left: {left:?}");
     berth(&["rm", &m]).ok("rm");
     no_leftovers_of(&id);
 }

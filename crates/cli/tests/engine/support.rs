@@ -416,8 +416,10 @@ pub fn check_leaks() -> Vec<String> {
             leaks.push(format!("process {pid}: {}", String::from_utf8_lossy(&cmd).replace('\0', " ")));
         }
     }
-    for h in ["memory", "pids", "cpu", "unified"] {
-        let p = PathBuf::from(format!("/sys/fs/cgroup/{h}{}", s.cgroup_parent));
+    // Every hierarchy (v1 controllers, and cgroup2 at unified/ or at the top).
+    let hierarchies = std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten().map(|e| e.path());
+    for h in hierarchies.chain([PathBuf::from("/sys/fs/cgroup")]) {
+        let p = h.join(s.cgroup_parent.trim_start_matches('/'));
         if let Ok(rd) = std::fs::read_dir(&p) {
             for e in rd.flatten() {
                 if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
