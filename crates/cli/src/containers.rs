@@ -104,9 +104,20 @@ pub struct CreateFlags {
     /// Remove the container when it exits
     #[arg(long)]
     pub rm: bool,
-    pub image: String,
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub command: Vec<String>,
+    /// The image, then the command and its arguments: everything after the image is the
+    /// command's, options included (`run IMAGE ls -l`, `run IMAGE -x` with an entrypoint)
+    #[arg(value_name = "IMAGE [COMMAND [ARG...]]", required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+    pub image_and_command: Vec<String>,
+}
+
+impl CreateFlags {
+    pub fn image(&self) -> &str {
+        &self.image_and_command[0]
+    }
+
+    pub fn command(&self) -> &[String] {
+        &self.image_and_command[1..]
+    }
 }
 
 #[derive(Args, Debug)]
@@ -210,9 +221,9 @@ pub struct ExecArgs {
     pub workdir: Option<String>,
     #[arg(long)]
     pub privileged: bool,
-    pub name: String,
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
-    pub command: Vec<String>,
+    /// The container, then the command and its arguments (options included)
+    #[arg(value_name = "CONTAINER COMMAND [ARG...]", required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+    pub name_and_command: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -439,6 +450,9 @@ fn expand_env(e: &str) -> String {
 }
 
 fn options(c: &CreateFlags) -> Result<CreateOptions> {
+    if c.image().starts_with('-') {
+        bail!("unknown option {:?}", c.image());
+    }
     let mut env = Vec::new();
     for f in &c.env_file {
         env.extend(parse_env_file(f)?);
@@ -471,9 +485,9 @@ fn options(c: &CreateFlags) -> Result<CreateOptions> {
     };
     let entrypoint = c.entrypoint.as_ref().map(|e| if e.is_empty() { Vec::new() } else { vec![e.clone()] });
     Ok(CreateOptions {
-        image: c.image.clone(),
+        image: c.image().to_string(),
         name: c.name.clone(),
-        command: if c.command.is_empty() { None } else { Some(c.command.clone()) },
+        command: if c.command().is_empty() { None } else { Some(c.command().to_vec()) },
         entrypoint,
         env,
         workdir: c.workdir.clone(),
@@ -888,9 +902,16 @@ fn logs(cli: &Cli, a: &LogsArgs) -> Result<i32> {
 }
 
 fn exec(cli: &Cli, a: &ExecArgs) -> Result<i32> {
+    let (name, command) = (&a.name_and_command[0], &a.name_and_command[1..]);
+    if name.starts_with('-') {
+        bail!("exec: unknown option {name:?}");
+    }
+    if command.is_empty() {
+        bail!("exec: no command given (berth exec [OPTIONS] CONTAINER COMMAND [ARG...])");
+    }
     let e = open(cli)?;
     let o = ExecOptions {
-        command: a.command.clone(),
+        command: command.to_vec(),
         env: a.env.iter().map(|x| expand_env(x)).filter(|x| !x.is_empty()).collect(),
         user: a.user.clone(),
         workdir: a.workdir.clone(),
@@ -900,7 +921,7 @@ fn exec(cli: &Cli, a: &ExecArgs) -> Result<i32> {
         privileged: a.privileged,
     };
     let _raw = RawMode::enter(a.tty && a.interactive && !a.detach);
-    e.exec(&a.name, &o)
+    e.exec(name, &o)
 }
 
 fn inspect(cli: &Cli, a: &NamesArgs) -> Result<i32> {

@@ -34,6 +34,11 @@ pub fn image_config_is_honoured() {
     assert_eq!(o, "yes cli\n/tmp\n1000\n1000\n");
     assert_eq!(out(&["run", "--rm", "-u", "1000:10", IMAGE, "id", "-G"]).trim(), "10");
     assert_eq!(out(&["run", "--rm", "--entrypoint", "echo", APP, "a", "b"]), "a b\n");
+    // The image's Entrypoint, Cmd and User.
+    assert_eq!(out(&["run", "--rm", ENTRY]), "from-entrypoint default-arg\n");
+    assert_eq!(out(&["run", "--rm", ENTRY, "x", "y"]), "from-entrypoint x y\n");
+    assert_eq!(out(&["run", "--rm", "--entrypoint", "id", ENTRY, "-u"]), "1000\n");
+    assert_eq!(out(&["run", "--rm", "-u", "0", "--entrypoint", "", ENTRY, "id", "-u"]), "0\n");
     let v = {
         let n = name("cfg");
         let _c = Cleanup(vec![n.clone()]);
@@ -323,6 +328,7 @@ pub fn bad_input_fails_clearly_and_leaves_nothing() {
         (vec!["-v".into(), "vol:/a:zz".into(), IMAGE.into(), "true".into()], "unknown option"),
         (vec!["--stop-signal".into(), "SIGNOPE".into(), IMAGE.into(), "true".into()], "unknown signal"),
         (vec!["-w".into(), "relative/dir".into(), IMAGE.into(), "true".into()], "not an absolute path"),
+        (vec!["--bogus".into(), IMAGE.into(), "true".into()], "unknown option \"--bogus\""),
     ];
     for (args, want) in cases {
         let mut full = vec!["run".to_string(), "--rm".into(), "--name".into(), n.clone()];
@@ -342,7 +348,7 @@ pub fn bad_input_fails_clearly_and_leaves_nothing() {
     berth(&["rm", &clash]).ok("rm");
     assert_eq!(snaps(), 0);
     assert_eq!(berth(&["ps", "-a", "-q"]).stdout, "");
-    for img in [IMAGE, APP] {
+    for img in [IMAGE, APP, ENTRY] {
         berth(&["rmi", img]).ok("rmi");
     }
     let _ = berth(&["network", "rm", &suite().network]);

@@ -189,5 +189,6 @@ pub fn system_prune_in_its_own_root() {
     ok(&["rm", "-f", "p3"]);
     ok(&["rmi", IMAGE]);
     ok(&["rmi", APP]);
+    ok(&["rmi", ENTRY]);
     let _ = berth_in(&root, &["network", "rm", &suite().network]);
 }

@@ -29,6 +29,8 @@ pub struct Suite {
 
 pub const IMAGE: &str = "localhost/berth-test/busybox:1";
 pub const APP: &str = "localhost/berth-test/app:1";
+/// busybox with an Entrypoint, a Cmd and a User in its config
+pub const ENTRY: &str = "localhost/berth-test/entry:1";
 
 static SUITE: OnceLock<Suite> = OnceLock::new();
 
@@ -178,7 +180,7 @@ pub fn import_images(root: &Path) {
     let app = layout
         .image(
             &[
-                Layer { tar: bb, compression: Compression::Gzip },
+                Layer { tar: bb.clone(), compression: Compression::Gzip },
                 Layer { tar: extra.finish(), compression: Compression::Gzip },
             ],
             serde_json::json!({
@@ -194,6 +196,18 @@ pub fn import_images(root: &Path) {
         )
         .unwrap();
     layout.tag(APP, &app.manifest_descriptor).unwrap();
+    let entry = layout
+        .image(
+            &[Layer { tar: bb, compression: Compression::Gzip }],
+            serde_json::json!({
+                "Entrypoint": ["/bin/echo", "from-entrypoint"],
+                "Cmd": ["default-arg"],
+                "User": "user"
+            }),
+            "amd64",
+        )
+        .unwrap();
+    layout.tag(ENTRY, &entry.manifest_descriptor).unwrap();
     berth_in(root, &["load", "-q", "-i", layout_dir.to_str().unwrap()]).ok("load test images");
 }
 
