@@ -555,7 +555,7 @@ fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32> {
         println!("{}", c.id);
         return Ok(0);
     }
-    let r = e.start_with(&c.id, AttachConn::connect);
+    let r = e.start_with(&c.id, |dir| connect_sized(dir, a.c.tty));
     let conn = match r {
         Ok(Some(conn)) => conn,
         Ok(None) => return Err(Error::msg("the container was started by someone else")),
@@ -578,10 +578,20 @@ fn start_cmd(cli: &Cli, a: &StartArgs) -> Result<i32> {
         bail!("start --attach takes one container");
     }
     let c = e.get(&a.names[0])?;
-    match e.start_with(&c.id, AttachConn::connect)? {
+    match e.start_with(&c.id, |dir| connect_sized(dir, c.options.tty))? {
         Some(conn) => relay(&e, &c, conn, a.interactive && c.options.stdin, c.options.tty),
         None => bail!("container {} is already running", c.name),
     }
+}
+
+/// Attaches before the container starts; with a terminal, its size goes first, so the
+/// container starts with the size of ours.
+fn connect_sized(dir: &Path, tty: bool) -> Result<AttachConn> {
+    let conn = AttachConn::connect(dir)?;
+    if let Some((rows, cols)) = term_size().filter(|_| tty) {
+        let _ = conn.resize(rows, cols);
+    }
+    Ok(conn)
 }
 
 fn attach_cmd(cli: &Cli, a: &AttachArgs) -> Result<i32> {

@@ -159,10 +159,29 @@ fn exec_with_pty(mut cmd: std::process::Command, id: &str, interactive: bool, ru
     };
     let pid: i32 = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
     let _ = std::fs::remove_file(&pid_file);
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: size of our terminal (if any) onto the new pty.
-    if unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0 {
+    // The size of our terminal (if any) onto the new pty, now and whenever it changes.
+    let size = || {
+        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+        // SAFETY: valid out-pointer.
+        (unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0).then_some(ws)
+    };
+    if let Some(ws) = size() {
+        // SAFETY: TIOCSWINSZ on the pty master with a valid winsize.
         unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        let resizer = master.try_clone().ctx("pty")?;
+        std::thread::spawn(move || {
+            let mut last = (ws.ws_row, ws.ws_col);
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                if let Some(ws) = size().filter(|ws| (ws.ws_row, ws.ws_col) != last) {
+                    last = (ws.ws_row, ws.ws_col);
+                    // SAFETY: as above.
+                    if unsafe { libc::ioctl(resizer.as_raw_fd(), libc::TIOCSWINSZ, &ws) } != 0 {
+                        return;
+                    }
+                }
+            }
+        });
     }
     let mut reader = std::fs::File::from(master);
     if interactive {
@@ -256,7 +275,15 @@ impl Engine {
         process["args"] = serde_json::json!(o.command);
         process["terminal"] = Value::Bool(o.tty);
         if o.tty {
-            process["consoleSize"] = serde_json::json!({"height": 24, "width": 80});
+            // The caller's terminal size from the start (the runtime sizes the new pty).
+            let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+            // SAFETY: valid out-pointer.
+            let (h, w) = if unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0 {
+                (ws.ws_row, ws.ws_col)
+            } else {
+                (24, 80)
+            };
+            process["consoleSize"] = serde_json::json!({"height": h, "width": w});
         } else if let Some(p) = process.as_object_mut() {
             p.remove("consoleSize");
         }

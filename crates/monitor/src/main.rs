@@ -524,6 +524,7 @@ impl Monitor {
             m.abort(&global);
             return Err("the engine went away before starting the container".into());
         }
+        m.early_clients();
         let mut start = global.clone();
         start.extend(["start".into(), m.a.id.clone()]);
         let child = spawn(&start, [devnull, devnull, devnull], m.a.hide_cgroup2)?;
@@ -599,6 +600,34 @@ impl Monitor {
             }
             if pid == self.ctr_pid {
                 self.exit_status = Some(status);
+            }
+        }
+    }
+
+    /// Clients that connected before `start` (the engine's, for `run -it`): what they sent
+    /// so far (the terminal's size, first input) is taken now, so the container starts with it.
+    fn early_clients(&mut self) {
+        let mut buf = vec![0u8; 32 * 1024 + 1];
+        loop {
+            // SAFETY: accept on our non-blocking listener.
+            let c =
+                unsafe { libc::accept4(self.listener, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+            if c < 0 {
+                break;
+            }
+            self.clients.push(Client { fd: c });
+        }
+        let mut i = 0;
+        while i < self.clients.len() {
+            let mut open = true;
+            while open && !read_would_block(self.clients[i].fd) {
+                open = self.client_message(i, &mut buf);
+            }
+            if open {
+                i += 1;
+            } else {
+                close(self.clients[i].fd);
+                self.clients.remove(i);
             }
         }
     }

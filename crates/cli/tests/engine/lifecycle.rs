@@ -216,6 +216,38 @@ pub fn interactive_stdin_and_terminal() {
     assert_eq!(o.code, 5, "{o:?}");
 }
 
+/// On a real terminal: `run -it`, `exec -it` and `attach` give the container a terminal of
+/// the caller's size from the start, follow its resizes, and pass keys through raw mode.
+pub fn terminals_sizes_and_keys() {
+    const SCRIPT: &str = "stty size; while [ \"$(stty size)\" != \"40 120\" ]; do sleep 0.05; done; \
+                          echo resized; read x; echo \"got $x\"; exit 3";
+    let t = Duration::from_secs(20);
+    let (p, mut pty) = spawn_on_pty(&["run", "-it", "--rm", IMAGE, "sh", "-c", SCRIPT], 30, 100);
+    pty.expect("30 100", t);
+    pty.resize(40, 120);
+    pty.expect("resized", t);
+    pty.send("hello\r");
+    pty.expect("got hello", t);
+    assert_eq!(p.wait(t).code, 3, "run -it: {:?}", pty.seen);
+    let n = name("tty");
+    let _c = Cleanup(vec![n.clone()]);
+    berth(&["run", "-d", "-it", "--name", &n, IMAGE, "sh"]).ok("run -d -it");
+    // exec -it
+    let (p, mut pty) = spawn_on_pty(&["exec", "-it", &n, "sh", "-c", SCRIPT], 31, 101);
+    pty.expect("31 101", t);
+    pty.resize(40, 120);
+    pty.expect("resized", t);
+    pty.send("there\r");
+    pty.expect("got there", t);
+    assert_eq!(p.wait(t).code, 3, "exec -it: {:?}", pty.seen);
+    // attach to the container's shell: the size of the attaching terminal, then keys.
+    let (p, mut pty) = spawn_on_pty(&["attach", &n], 33, 90);
+    pty.send("stty size; echo at-$((6*7)); exit 5\r");
+    pty.expect("33 90", t);
+    pty.expect("at-42", t);
+    assert_eq!(p.wait(t).code, 5, "attach: {:?}", pty.seen);
+}
+
 pub fn attach_to_a_running_container() {
     let n = name("attach");
     let _c = Cleanup(vec![n.clone()]);

@@ -36,6 +36,7 @@ fn main() {
         lifecycle::logs_rotation_follow_since,
         lifecycle::create_start_names_and_ids,
         lifecycle::interactive_stdin_and_terminal,
+        lifecycle::terminals_sizes_and_keys,
         lifecycle::attach_to_a_running_container,
         lifecycle::exec_through_the_runtime,
         lifecycle::runtime_handlers,

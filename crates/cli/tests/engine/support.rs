@@ -519,3 +519,83 @@ fn shell_words(s: &str) -> Vec<String> {
 pub fn cleanup_suite_dir() {
     let _ = std::fs::remove_dir_all(&suite().dir);
 }
+
+// ------------------------------------------------------------------------------ terminals
+
+/// The test's side of a pseudo-terminal whose other side is a `berth` command's terminal.
+pub struct Pty {
+    master: std::fs::File,
+    pub seen: String,
+}
+
+/// Spawns `berth args` on a new pty of `rows` x `cols`, in a session of its own with the pty
+/// as its controlling terminal (so a resize signals it, as a terminal emulator's would).
+pub fn spawn_on_pty(args: &[&str], rows: u16, cols: u16) -> (Spawned, Pty) {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::process::CommandExt;
+    let mut cmd = berth_cmd(&suite().root, args);
+    let _g = SPAWN_LOCK.lock().unwrap();
+    let (mut m, mut s) = (0, 0);
+    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: openpty with valid out-pointers; both ends close-on-exec at once (under the
+    // spawn lock, so no other test's child inherits them).
+    unsafe {
+        assert_eq!(libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), &ws), 0, "openpty");
+        libc::fcntl(m, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(s, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+    let (master, slave) = unsafe { (std::fs::File::from_raw_fd(m), std::fs::File::from_raw_fd(s)) };
+    cmd.stdin(slave.try_clone().unwrap()).stdout(slave.try_clone().unwrap()).stderr(slave);
+    // SAFETY: setsid and TIOCSCTTY on the child's stdin (the pty) between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+            Ok(())
+        });
+    }
+    // The suite's reaper thread waits for it (Spawned::wait takes its status).
+    #[allow(clippy::zombie_processes)]
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    REAPED.lock().unwrap().get_or_insert_with(HashMap::new).remove(&child.id());
+    let dummy = suite().dir.join(".none");
+    (Spawned { pid: child.id(), out: dummy.clone(), err: dummy }, Pty { master, seen: String::new() })
+}
+
+impl Pty {
+    /// Reads the terminal's output until it contains `needle` (everything read is in `seen`).
+    #[track_caller]
+    pub fn expect(&mut self, needle: &str, timeout: Duration) {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        while !self.seen.contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "timed out waiting for {needle:?} on the terminal; saw {:?}", self.seen);
+            let mut p = libc::pollfd { fd: self.master.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: poll on one valid descriptor.
+            if unsafe { libc::poll(&mut p, 1, left.as_millis().min(100) as i32) } <= 0 {
+                continue;
+            }
+            match self.master.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    assert!(self.seen.contains(needle), "the terminal closed before {needle:?}; saw {:?}", self.seen);
+                }
+                Ok(n) => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+    }
+
+    pub fn send(&mut self, text: &str) {
+        self.master.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// Resizes the terminal (the kernel signals SIGWINCH to its foreground process group).
+    pub fn resize(&self, rows: u16, cols: u16) {
+        use std::os::fd::AsRawFd;
+        let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ on our master with a valid winsize.
+        assert_eq!(unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) }, 0);
+    }
+}
