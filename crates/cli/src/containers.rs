@@ -541,9 +541,6 @@ fn create_cmd(cli: &Cli, a: &CreateFlags) -> Result<i32> {
 
 fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32> {
     let e = open(cli)?;
-    if a.detach && a.c.rm && a.c.restart.is_some() {
-        bail!("--rm and --restart cannot be combined");
-    }
     let c = create(&e, &a.c)?;
     if a.detach {
         if let Err(err) = e.start(&c.id) {
@@ -1279,7 +1276,13 @@ fn info(cli: &Cli, a: &InfoArgs) -> Result<i32> {
     println!("Storage driver:   {}", v["StorageDriver"].as_str().unwrap_or(""));
     println!("Cgroup version:   {}", v["CgroupVersion"].as_str().unwrap_or(""));
     println!("Kernel:           {} ({})", v["Kernel"].as_str().unwrap_or(""), v["Architecture"].as_str().unwrap_or(""));
-    println!("Kernel features:  {}", v["KernelFeatures"]);
+    let features: Vec<String> = v["KernelFeatures"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, on)| format!("{k}={}", if on == true { "yes" } else { "no" }))
+        .collect();
+    println!("Kernel features:  {}", features.join(" "));
     println!("Default runtime:  {}", v["DefaultRuntime"].as_str().unwrap_or(""));
     println!("Runtimes:");
     for (name, r) in v["Runtimes"].as_object().into_iter().flatten() {

@@ -70,6 +70,17 @@ pub fn detached_lifecycle() {
     assert_eq!(v["Name"], n.as_str());
     assert_eq!(v["State"]["Running"], true);
     assert!(v["State"]["Pid"].as_i64().unwrap() > 0);
+    // The monitor: in a session of its own, the parent of the container's init (which the
+    // runtime left behind), and re-parented to the subreaper above it (this suite).
+    let stat = |pid: i64| {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let f: Vec<i64> =
+            s.rsplit_once(") ").unwrap().1.split(' ').skip(1).take(4).map(|x| x.parse().unwrap()).collect();
+        (f[0], f[2]) // ppid, session
+    };
+    let monitor = v["State"]["MonitorPid"].as_i64().unwrap();
+    assert_eq!(stat(monitor), (std::process::id() as i64, monitor), "monitor: parent, session");
+    assert_eq!(stat(v["State"]["Pid"].as_i64().unwrap()).0, monitor, "the container's parent is its monitor");
     assert!(v["NetworkSettings"]["IPAddress"].as_str().unwrap().starts_with(suite().subnet.trim_end_matches("0/24")));
     // logs: --tail, --timestamps
     let t = berth(&["logs", "-t", "--tail", "1", &n]).ok("logs -t").stdout;
@@ -95,6 +106,13 @@ pub fn detached_lifecycle() {
     assert_eq!(inspect(&n)["State"]["Running"], true);
     berth(&["kill", &n]).ok("kill");
     assert_eq!(berth(&["wait", &n]).ok("wait").line(), "137");
+    // The monitor's exit file: status, signal, OOM, times.
+    let exit: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(suite().root.join("run/containers").join(&id).join("exit")).unwrap())
+            .unwrap();
+    assert_eq!((&exit["exitCode"], &exit["signal"], &exit["oomKilled"]), (&137.into(), &9.into(), &false.into()));
+    assert!(exit["finishedAt"].as_str().unwrap() > exit["startedAt"].as_str().unwrap(), "{exit}");
+    assert_eq!(inspect(&n)["State"]["FinishedAt"], exit["finishedAt"]);
     berth(&["start", &n]).ok("start");
     let o = berth(&["rm", &n]).failed("rm running");
     assert!(o.stderr.contains("is running"), "{o:?}");
@@ -328,6 +346,13 @@ pub fn runtime_handlers() {
     for rt in ["berth-oci", "runc", "crun"] {
         assert_eq!((&j["Runtimes"][rt]["seccomp"], &j["Runtimes"][rt]["exec"]), (&true.into(), &true.into()), "{rt}");
     }
+    assert!(info.contains("Kernel features:  cgroup2=yes overlay=yes pidfd=yes seccomp=yes"), "{info}");
+    assert_eq!(j["StorageDriver"], "overlay");
+    assert_eq!(j["CgroupParent"], suite().cgroup_parent.as_str());
+    assert_eq!(j["DefaultNetwork"], suite().network.as_str());
+    for f in ["cgroup2", "overlay", "pidfd", "seccomp", "userNamespaces"] {
+        assert!(j["KernelFeatures"][f].is_boolean(), "{f}: {j}");
+    }
     assert_eq!(j["Runtimes"]["limited"]["seccomp"], false);
     assert_eq!(j["Runtimes"]["limited"]["exec"], false);
 }
@@ -377,7 +402,16 @@ pub fn restart_policies() {
     let v = inspect(&a);
     assert_eq!(v["State"]["Status"], "exited", "stopped by the user: no restart");
     assert_eq!(v["RestartCount"].as_u64().unwrap(), before);
-    let o = berth(&["run", "--rm", "--restart", "always", IMAGE, "true"]).failed("--rm with --restart");
+    // --restart no (the default, said explicitly): a failure stays a failure.
+    let no = name("norestart");
+    let _c2 = Cleanup(vec![no.clone()]);
+    berth(&["run", "-d", "--restart", "no", "--name", &no, IMAGE, "sh", "-c", "exit 1"]).ok("run --restart no");
+    assert_eq!(berth(&["wait", &no]).ok("wait").line(), "1");
+    std::thread::sleep(Duration::from_millis(300));
+    let v = inspect(&no);
+    assert_eq!((v["RestartCount"].as_u64(), v["State"]["Status"].as_str()), (Some(0), Some("exited")));
+    berth(&["run", "--rm", "--restart", "no", IMAGE, "true"]).ok("--rm with --restart no");
+    let o = berth(&["run", "-d", "--rm", "--restart", "always", IMAGE, "true"]).failed("--rm with --restart");
     assert!(o.stderr.contains("cannot be combined"), "{o:?}");
     assert!(berth(&["run", "--restart", "sometimes", IMAGE, "true"])
         .failed("bad restart")

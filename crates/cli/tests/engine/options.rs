@@ -167,6 +167,9 @@ pub fn read_only_tmpfs_and_volumes() {
     assert!(berth(&["volume", "inspect", &anon]).failed("anonymous volume removed").stderr.contains("no such volume"));
     berth(&["volume", "create", &format!("{vol}-2")]).ok("volume create");
     assert!(berth(&["volume", "create", &format!("{vol}-2")]).failed("exists").stderr.contains("already exists"));
+    berth(&["volume", "create", &format!("{vol}-3")]).ok("volume create");
+    assert_eq!(out(&["volume", "rm", &format!("{vol}-3")]), format!("{vol}-3\n"));
+    assert!(berth(&["volume", "inspect", &format!("{vol}-3")]).failed("removed").stderr.contains("no such volume"));
     let pruned = out(&["volume", "prune", "-f"]);
     assert!(pruned.contains(&vol) && pruned.contains(&format!("{vol}-2")), "{pruned}");
 }
