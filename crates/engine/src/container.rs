@@ -631,6 +631,7 @@ impl Engine {
             }
         }
         let mut errors = self.network_teardown(&c.id);
+        crate::crash_point("rm-network");
         if let Err(e) = self.store.remove_snapshot(&c.id) {
             errors.push(e.to_string());
         }
@@ -647,6 +648,7 @@ impl Engine {
                 }
             }
         }
+        crate::crash_point("rm-files");
         self.delete_record(&c.id)?;
         if anonymous_volumes {
             for m in c.mounts.iter().filter(|m| m.kind == "volume" && m.anonymous) {

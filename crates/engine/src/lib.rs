@@ -226,7 +226,8 @@ impl Engine {
 
 /// Crash-recovery tests stop a berth command dead at a named point: with
 /// `BERTH_TEST_CRASH_AT=<point>` in its environment, the process kills itself with SIGKILL
-/// there (as `kill -9` would). Points: `created-record`, `snapshot`, `network`, `monitor`.
+/// there (as `kill -9` would). Points: `created-record`, `snapshot`, `network`, `monitor` (in
+/// `create`/`start`), `rm-network`, `rm-files` (in `rm`).
 pub(crate) fn crash_point(name: &str) {
     if std::env::var_os("BERTH_TEST_CRASH_AT").is_some_and(|v| v == name) {
         // SAFETY: killing ourselves.

@@ -55,6 +55,7 @@ fn main() {
         net::containers_reach_each_other_on_their_network,
         net::network_none_and_host,
         recovery::cli_killed_at_each_point,
+        recovery::rm_killed_midway,
         recovery::foreground_cli_killed_container_goes_on,
         recovery::monitor_killed_under_a_running_container,
         recovery::concurrent_invocations,

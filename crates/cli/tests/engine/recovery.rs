@@ -58,6 +58,26 @@ pub fn cli_killed_at_each_point() {
     }
 }
 
+/// `berth rm -f` killed after the network teardown and after the files went, before the
+/// record: the container is still listed, and the next `rm -f` finishes the job.
+pub fn rm_killed_midway() {
+    for point in ["rm-network", "rm-files"] {
+        let n = name(&format!("crash-{point}"));
+        let _c = Cleanup(vec![n.clone()]);
+        berth(&["run", "-d", "--name", &n, "-p", "80", IMAGE, "sleep", "600"]).ok("run");
+        let id = inspect(&n)["Id"].as_str().unwrap().to_string();
+        let mut cmd = berth_cmd(&suite().root, &["rm", "-f", &n]);
+        cmd.env("BERTH_TEST_CRASH_AT", point);
+        let o = spawn(&mut cmd, None).wait(Duration::from_secs(60));
+        assert_eq!(o.code, 128 + 9, "{point}: killed: {o:?}");
+        let ps = berth(&["ps", "-a", "--format", "json"]).ok("ps").stdout;
+        assert!(ps.contains(&id), "{point}: still listed: {ps}");
+        assert_eq!(inspect(&n)["State"]["Status"], "exited", "{point}");
+        berth(&["rm", "-f", &n]).ok(&format!("{point}: rm -f again"));
+        no_leftovers_of(&id);
+    }
+}
+
 /// A foreground `berth run` killed while its container runs: the container goes on (its
 /// monitor holds its output), and finishes with its log and exit code recorded.
 pub fn foreground_cli_killed_container_goes_on() {
