@@ -699,9 +699,14 @@ impl Engine {
             }
         }
         let host_net = c.options.network.as_deref() == Some("host");
+        // A container that never ran stays `created` when its start fails.
+        let ran_before = !c.state.started_at.is_empty();
         let fail = |e: Error, c: &mut Container, s: &Engine| -> Error {
             s.cleanup_locked(c);
-            c.state.status = if c.state.started_at.is_empty() { "created".into() } else { "exited".into() };
+            if !ran_before {
+                c.state.started_at.clear();
+            }
+            c.state.status = if ran_before { "exited".into() } else { "created".into() };
             c.state.error = e.to_string();
             let _ = s.save(c);
             e
@@ -764,14 +769,13 @@ impl Engine {
                 return Err(fail(e, c, self));
             }
         };
-        let started = sock.write_all(b"start\n").ctx("monitor").and_then(|_| {
+        const GONE: &str = "the monitor exited without starting the container";
+        let started = sock.write_all(b"start\n").map_err(|e| Error::msg(format!("{GONE} ({e})"))).and_then(|_| {
             let mut line = String::new();
-            reader.read_line(&mut line).ctx("monitor")?;
+            reader.read_line(&mut line).map_err(|e| Error::msg(format!("{GONE} ({e})")))?;
             match line.trim() {
                 "started" => Ok(()),
-                l => Err(Error::msg(
-                    l.strip_prefix("error ").unwrap_or("the monitor exited without starting the container").to_string(),
-                )),
+                l => Err(Error::msg(l.strip_prefix("error ").unwrap_or(GONE).to_string())),
             }
         });
         if let Err(e) = started {

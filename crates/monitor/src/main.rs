@@ -392,6 +392,9 @@ impl Monitor {
                 unsafe { libc::dup2(devnull, fd) };
             }
         }
+        // The sync socket is ours alone: a runtime (and the container's init it leaves waiting
+        // for `start`) that inherited it would keep the engine from seeing us die.
+        unsafe { libc::fcntl(a.sync_fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         // SAFETY: signal mask and signalfd setup.
         let sfd = unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
@@ -503,6 +506,7 @@ impl Monitor {
         let oom_path = oom_counter_path(ctr_pid);
         let oom_before = oom_kills(&oom_path);
         send(a.sync_fd, &format!("created {ctr_pid}"));
+        crash_point("monitor-created");
 
         let mut m = Monitor {
             a,
@@ -549,6 +553,7 @@ impl Monitor {
         } else {
             (255, 0)
         };
+        crash_point("monitor-exit");
         let oom = oom_kills(&oom_path) > oom_before;
         let exit = format!(
             "{{\"exitCode\":{code},\"signal\":{signal},\"oomKilled\":{oom},\"pid\":{},\"startedAt\":\"{started_at}\",\"finishedAt\":\"{}\"}}\n",
@@ -810,6 +815,16 @@ impl Monitor {
                 unsafe { libc::kill(self.ctr_pid, sig) };
             }
         }
+    }
+}
+
+/// Crash-recovery tests stop the monitor dead at a named point (`BERTH_TEST_CRASH_AT`, as
+/// for the engine): `monitor-created` (the container created, not started), `monitor-exit`
+/// (the container gone, its exit not written).
+fn crash_point(name: &str) {
+    if std::env::var_os("BERTH_TEST_CRASH_AT").is_some_and(|v| v == name) {
+        // SAFETY: killing ourselves.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     }
 }
 

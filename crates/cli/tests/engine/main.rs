@@ -58,6 +58,7 @@ fn main() {
         recovery::rm_killed_midway,
         recovery::foreground_cli_killed_container_goes_on,
         recovery::monitor_killed_under_a_running_container,
+        recovery::monitor_killed_at_each_point,
         recovery::concurrent_invocations,
         recovery::system_prune_in_its_own_root,
     ];

@@ -78,6 +78,44 @@ pub fn rm_killed_midway() {
     }
 }
 
+/// The monitor killed after the runtime created the container, before it started it; and
+/// after the container exited, before it wrote the exit file and ran the exit hook.
+pub fn monitor_killed_at_each_point() {
+    let n = name("moncrash-created");
+    let _c = Cleanup(vec![n.clone()]);
+    let mut cmd = berth_cmd(&suite().root, &["run", "-d", "--name", &n, "-p", "80", IMAGE, "sleep", "600"]);
+    cmd.env("BERTH_TEST_CRASH_AT", "monitor-created");
+    let o = spawn(&mut cmd, None).wait(Duration::from_secs(60));
+    assert!(o.code == 125 && o.stderr.contains("monitor exited without starting"), "{o:?}");
+    let v = inspect(&n);
+    assert_eq!(v["State"]["Status"], "created");
+    let id = v["Id"].as_str().unwrap().to_string();
+    // Released at once: the created container (its init waiting to start), network, mounts.
+    assert!(!suite().root.join("run/netns").join(&id).exists(), "netns left");
+    assert!(crate::net::iptables_mentions(&id).is_empty(), "iptables rules left");
+    assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(&id), "mounts left");
+    berth(&["start", &n]).ok("start it again, monitored this time");
+    assert_eq!(inspect(&n)["State"]["Running"], true);
+    berth(&["rm", "-f", &n]).ok("rm -f");
+    no_leftovers_of(&id);
+
+    let n = name("moncrash-exit");
+    let _c = Cleanup(vec![n.clone()]);
+    let mut cmd =
+        berth_cmd(&suite().root, &["run", "-d", "--name", &n, "-p", "80", IMAGE, "sh", "-c", "sleep 0.3; exit 3"]);
+    cmd.env("BERTH_TEST_CRASH_AT", "monitor-exit");
+    spawn(&mut cmd, None).wait(Duration::from_secs(60)).ok("run");
+    let id = inspect(&n)["Id"].as_str().unwrap().to_string();
+    wait_until("the container's end", Duration::from_secs(20), || inspect(&n)["State"]["Status"] == "exited");
+    let v = inspect(&n);
+    assert!(v["State"]["Error"].as_str().unwrap().contains("monitor died"), "{v}");
+    berth(&["ps", "-a"]).ok("ps");
+    assert!(!suite().root.join("run/netns").join(&id).exists(), "stale netns cleaned by ps");
+    assert!(crate::net::iptables_mentions(&id).is_empty(), "CNI DEL on recovery");
+    berth(&["rm", &n]).ok("rm");
+    no_leftovers_of(&id);
+}
+
 /// A foreground `berth run` killed while its container runs: the container goes on (its
 /// monitor holds its output), and finishes with its log and exit code recorded.
 pub fn foreground_cli_killed_container_goes_on() {
