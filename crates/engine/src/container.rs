@@ -1027,8 +1027,9 @@ impl Engine {
                 _ => false,
             };
         if again {
+            // Saved by the start (as running, or with its failure): the record never reads
+            // as the old exit with the new count.
             c.state.restart_count += 1;
-            self.save(&c)?;
             let r = self.start_locked(&mut c, |_| Ok(()));
             drop(lock);
             r?;
