@@ -24,6 +24,19 @@ fn no_leftovers_of(id: &str) {
     assert!(rules.is_empty(), "iptables rules of {id} left: {rules:?}");
 }
 
+/// Commands that find a dead container clean it up when they can take its lock at once;
+/// another test's `ps` (every `ps` looks at every container) may be doing it right now, so
+/// this asks with `ps` until the container is clean.
+fn cleaned_by_ps(id: &str) {
+    wait_until("the dead container's clean-up", Duration::from_secs(20), || {
+        berth(&["ps", "-a"]).ok("ps");
+        inspect(id)["State"]["Status"] == "exited"
+            && !suite().root.join("run/netns").join(id).exists()
+            && !std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(id)
+            && !container_cgroup("memory", id).exists()
+    });
+}
+
 pub fn cli_killed_at_each_point() {
     for (point, statuses) in [
         ("created-record", &["creating"][..]),
@@ -109,8 +122,7 @@ pub fn monitor_killed_at_each_point() {
     wait_until("the container's end", Duration::from_secs(20), || inspect(&n)["State"]["Status"] == "exited");
     let v = inspect(&n);
     assert!(v["State"]["Error"].as_str().unwrap().contains("monitor died"), "{v}");
-    berth(&["ps", "-a"]).ok("ps");
-    assert!(!suite().root.join("run/netns").join(&id).exists(), "stale netns cleaned by ps");
+    cleaned_by_ps(&id);
     assert!(crate::net::iptables_mentions(&id).is_empty(), "CNI DEL on recovery");
     berth(&["rm", &n]).ok("rm");
     no_leftovers_of(&id);
@@ -175,8 +187,7 @@ pub fn monitor_killed_under_a_running_container() {
         libc::kill(v["State"]["Pid"].as_i64().unwrap() as i32, libc::SIGKILL);
     }
     wait_until("the container's death", Duration::from_secs(10), || inspect(&m)["State"]["Status"] == "exited");
-    berth(&["ps", "-a"]).ok("ps");
-    assert!(!suite().root.join("run/netns").join(&id).exists(), "stale netns cleaned by ps");
+    cleaned_by_ps(&id);
     assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(&id), "stale mounts cleaned");
     assert!(!container_cgroup("memory", &id).exists(), "stale cgroup cleaned");
     let left = crate::net::iptables_mentions(&ip);
