@@ -74,9 +74,12 @@ echo "$page"
 berth logs web
 berth port web
 echo
-echo "== exec needs a runtime that has it (runc, crun; berth-oci's exec is on its way):"
+echo "== exec into the running server"
+berth exec web sh -c 'echo "   hello from exec in $(hostname), as $(id -un), beside: $(pidof httpd)"'
+echo
+echo "== the same image under another runtime handler (runc from Debian)"
 berth run -d --name web2 --runtime runc $img sleep 600
-berth exec web2 sh -c 'echo "   hello from exec in $(hostname), as $(id -un)"'
+berth exec web2 sh -c 'echo "   hello from exec in $(hostname) under runc"'
 echo
 echo "== clean-up"
 berth stop web web2
