@@ -1,11 +1,12 @@
 #!/bin/sh
 # berth's engine against podman (Debian's, with conmon), in one run, on the same busybox image
 # imported into both (no internet): `run --rm IMAGE true` and `run -d` + `rm -f`, with
-# berth-oci, runc and crun as berth's runtimes and runc as podman's (crun 1.8 refuses this
-# hybrid cgroup host), with no network and on a bridge network of each tool's own; medians and
-# ratios; then the peak resident size of berth-monitor against conmon's, each watching a
-# running container. Everything lives in a temp directory, its own bridges and subnets, and is
-# removed at the end.
+# berth-oci, runc and crun as the runtime of each (Debian's crun 1.8 refuses a hybrid cgroup
+# host: on one, podman+crun runs in a private mount namespace without the cgroup2 mount, as
+# berth's crun handler runs crun), with no network and on a bridge network of each tool's own;
+# medians and ratios; then the peak resident size of berth-monitor against conmon's, each
+# watching a running container. Everything lives in a temp directory, its own bridges and
+# subnets, and is removed at the end.
 set -eu
 cd "$(dirname "$0")/.."
 bin=$(pwd)/target/release
@@ -49,10 +50,23 @@ cat > "$work/cni/bench.conflist" <<EOF
   {"type": "firewall"}
 ]}
 EOF
+PODMAN_RUNTIME=runc
+hybrid=false
+if [ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ] && [ "$(stat -fc %T /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2fs ]; then
+    hybrid=true
+fi
 podman() {
-    command podman --root "$work/podman/root" --runroot "$work/podman/run" --tmpdir "$work/podman/tmp" \
-        --cgroup-manager cgroupfs --events-backend none --runtime runc --network-config-dir "$work/cni" "$@"
+    set -- --root "$work/podman/root" --runroot "$work/podman/run" --tmpdir "$work/podman/tmp" \
+        --cgroup-manager cgroupfs --events-backend none --runtime "$PODMAN_RUNTIME" \
+        --network-config-dir "$work/cni" "$@"
+    if [ "$PODMAN_RUNTIME" = crun ] && $hybrid; then
+        unshare --mount --propagation private sh -c 'umount /sys/fs/cgroup/unified && exec podman "$@"' podman "$@"
+    else
+        command podman "$@"
+    fi
 }
+# podman's cgroup parent (cgroupfs): removed at the end unless it was there before.
+libpod_parent_before=$(ls -d /sys/fs/cgroup/*/libpod_parent 2>/dev/null || true)
 PODMAN_RUN="--ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --log-driver k8s-file"
 cleanup() {
     set +e
@@ -65,6 +79,11 @@ cleanup() {
     for h in /sys/fs/cgroup/*; do rmdir "$h/berth-bench-$tag" 2>/dev/null; done
     umount -R "$work/podman" 2>/dev/null
     rm -rf "$work"
+    if [ -z "$libpod_parent_before" ]; then
+        for d in /sys/fs/cgroup/*/libpod_parent; do
+            [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
+        done
+    fi
     host_net_restore
 }
 . tools/host-net-state.sh
@@ -101,6 +120,8 @@ podman_rm() { podman run --rm $PODMAN_RUN $EXTRA "$IMG" true; }
 berth_d() { id=$(berth run -d $EXTRA "$IMG" sleep 600) && berth rm -f "$id"; }
 podman_d() { id=$(podman run -d $PODMAN_RUN $EXTRA "$IMG" sleep 600) && podman rm -f -t 0 "$id"; }
 
+# podman takes a runtime by name from its configuration, or by path (berth-oci).
+runtime_path() { if [ "$1" = berth-oci ]; then echo "$bin/berth-oci"; else echo "$1"; fi; }
 results=$work/results
 : > "$results"
 for net in none bridge; do
@@ -108,30 +129,42 @@ for net in none bridge; do
     if [ $net = none ]; then NETB="--network none"; NETP="--network none"; else NETB=""; NETP="--network podbench"; fi
     for rt in berth-oci runc crun; do
         EXTRA="$NETB --runtime $rt"; berth_rm 2>/dev/null || { echo "berth run --runtime $rt failed:" >&2; berth_rm; exit 1; }
+        PODMAN_RUNTIME=$(runtime_path $rt); EXTRA="$NETP"
+        podman_rm 2>/dev/null || { echo "podman run --runtime $rt failed:" >&2; podman_rm; exit 1; }
     done
-    EXTRA="$NETP"; podman_rm
     for rt in berth-oci runc crun; do
         EXTRA="$NETB --runtime $rt"
         echo "berth/$rt $net run-rm $(median "$(time_n "$N" berth_rm)")" >> "$results"
         echo "berth/$rt $net run-d+rm $(median "$(time_n "$N" berth_d)")" >> "$results"
+        PODMAN_RUNTIME=$(runtime_path $rt); EXTRA="$NETP"
+        echo "podman/$rt $net run-rm $(median "$(time_n "$N" podman_rm)")" >> "$results"
+        echo "podman/$rt $net run-d+rm $(median "$(time_n "$N" podman_d)")" >> "$results"
     done
-    EXTRA="$NETP"
-    echo "podman/runc $net run-rm $(median "$(time_n "$N" podman_rm)")" >> "$results"
-    echo "podman/runc $net run-d+rm $(median "$(time_n "$N" podman_d)")" >> "$results"
 done
+PODMAN_RUNTIME=runc
 
 echo
-echo "== medians of $N runs (ms); ratio = podman / berth (higher: berth faster)"
-printf "%-22s %-8s %12s %12s %10s\n" "engine/runtime" "network" "run --rm" "run -d+rm -f" "ratio"
+echo "== medians of $N runs (ms); ratio = podman / berth with the same runtime (higher: berth faster)"
+printf "%-22s %-8s %12s %12s   %s\n" "engine/runtime" "network" "run --rm" "run -d+rm -f" "podman/berth (--rm / -d+rm)"
 for net in none bridge; do
+    for rt in berth-oci runc crun; do
+        for who in berth/$rt podman/$rt; do
+            rm_=$(awk -v w=$who -v n=$net '$1==w && $2==n && $3=="run-rm" {print $4}' "$results")
+            d_=$(awk -v w=$who -v n=$net '$1==w && $2==n && $3=="run-d+rm" {print $4}' "$results")
+            ratio=""
+            if [ "${who%%/*}" = berth ]; then
+                p_rm=$(awk -v w=podman/$rt -v n=$net '$1==w && $2==n && $3=="run-rm" {print $4}' "$results")
+                p_d=$(awk -v w=podman/$rt -v n=$net '$1==w && $2==n && $3=="run-d+rm" {print $4}' "$results")
+                ratio=$(awk -v a="$p_rm" -v b="$rm_" -v c="$p_d" -v d="$d_" 'BEGIN {printf "%.2fx / %.2fx", a/b, c/d}')
+            fi
+            printf "%-22s %-8s %12s %12s   %s\n" "$who" "$net" "$rm_" "$d_" "$ratio"
+        done
+    done
     p_rm=$(awk -v n=$net '$1=="podman/runc" && $2==n && $3=="run-rm" {print $4}' "$results")
     p_d=$(awk -v n=$net '$1=="podman/runc" && $2==n && $3=="run-d+rm" {print $4}' "$results")
-    for who in berth/berth-oci berth/runc berth/crun podman/runc; do
-        rm_=$(awk -v w=$who -v n=$net '$1==w && $2==n && $3=="run-rm" {print $4}' "$results")
-        d_=$(awk -v w=$who -v n=$net '$1==w && $2==n && $3=="run-d+rm" {print $4}' "$results")
-        ratio=$(awk -v a="$p_rm" -v b="$rm_" -v c="$p_d" -v d="$d_" 'BEGIN {printf "%.2fx / %.2fx", a/b, c/d}')
-        printf "%-22s %-8s %12s %12s   %s\n" "$who" "$net" "$rm_" "$d_" "$ratio"
-    done
+    b_rm=$(awk -v n=$net '$1=="berth/berth-oci" && $2==n && $3=="run-rm" {print $4}' "$results")
+    b_d=$(awk -v n=$net '$1=="berth/berth-oci" && $2==n && $3=="run-d+rm" {print $4}' "$results")
+    echo "  $net: berth+berth-oci against podman+runc (each one's default): $(awk -v a="$p_rm" -v b="$b_rm" -v c="$p_d" -v d="$b_d" 'BEGIN {printf "%.2fx / %.2fx", a/b, c/d}')"
 done
 
 echo
