@@ -448,6 +448,11 @@ pub fn stop_signal_timeout_and_init() {
     let o = berth(&["run", "--rm", "--init", IMAGE, "sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline; sleep 0.1 & exit 4"]);
     assert_eq!(o.code, 4, "{o:?}");
     assert!(o.stdout.starts_with("/dev/init -- sh"), "{o:?}");
+    // Orphans are re-parented to berth-init, which reaps them: no zombie is left.
+    let zombies = "for i in 1 2 3; do (sleep 0.1 &); done; sleep 1; \
+                   for s in /proc/[0-9]*/stat; do cut -d' ' -f3 $s; done | grep -c Z";
+    let o = berth(&["run", "--rm", "--init", IMAGE, "sh", "-c", zombies]);
+    assert_eq!(o.stdout.trim(), "0", "{o:?}");
     berth(&["stop", "-t", "60", &i]).ok("stop init");
     assert_eq!(inspect(&i)["State"]["ExitCode"], 143);
 }
