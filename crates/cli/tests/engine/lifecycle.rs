@@ -370,6 +370,14 @@ pub fn top_stats_port_wait() {
         serde_json::from_str(&berth(&["stats", "--no-stream", "--format", "json", &n]).ok("stats json").stdout)
             .unwrap();
     assert!(sj[0]["MemoryUsage"].as_u64().unwrap() > 0 && sj[0]["Pids"].as_u64().unwrap() >= 1, "{sj}");
+    // Streaming: a sample every half second until interrupted.
+    let p = spawn(&mut berth_cmd(&suite().root, &["stats", "--format", "json", &n]), None);
+    std::thread::sleep(Duration::from_millis(1800));
+    // SAFETY: the berth process this test spawned, by pid.
+    unsafe { libc::kill(p.pid as i32, libc::SIGTERM) };
+    let o = p.wait(Duration::from_secs(10));
+    let samples: Vec<serde_json::Value> = o.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(samples.len() >= 2 && samples.iter().all(|s| s[0]["Name"] == n.as_str()), "{o:?}");
     let port = berth(&["port", &n]).ok("port").line();
     assert!(port.starts_with("80/tcp -> 0.0.0.0:"), "{port}");
     let hp: u16 = berth(&["port", &n, "80/tcp"]).ok("port 80").line().rsplit(':').next().unwrap().parse().unwrap();
