@@ -3,6 +3,7 @@
 
 pub mod bundle;
 pub mod callers;
+pub mod children;
 pub mod image;
 pub mod registry;
 pub mod rootfs;

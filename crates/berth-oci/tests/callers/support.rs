@@ -2,14 +2,12 @@
 //! and every container they leave behind), command helpers with output in files, terminals,
 //! and the checks that a container left nothing behind.
 
-use std::collections::HashMap;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::process::{ChildStdin, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub struct Suite {
@@ -46,12 +44,10 @@ pub fn init() {
     SUITE.set(suite).ok().expect("init once");
 }
 
-/// Makes the harness the subreaper of everything its children leave, and starts the thread
-/// that reaps them: conmon double-forks and the shims daemonize.
+/// Makes the suite the subreaper of what it starts, with a thread that reaps them: conmon
+/// double-forks and the shims daemonize.
 pub fn start_reaper() {
-    // SAFETY: plain prctl.
-    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }, 0);
-    std::thread::spawn(reaper);
+    berth_testkit::children::become_subreaper();
 }
 
 /// A name unique to this suite run and test.
@@ -59,168 +55,23 @@ pub fn unique(name: &str) -> String {
     format!("{}-{name}", suite().tag)
 }
 
-// ------------------------------------------------------------------------------------- reaping
-
-/// Held while spawning (and while creating descriptors that must not leak into children), so
-/// the reaper cannot reap a new child before its pid is registered.
-pub static SPAWN_LOCK: Mutex<()> = Mutex::new(());
-static REAPED: Mutex<Option<HashMap<u32, std::process::ExitStatus>>> = Mutex::new(None);
-static REAPED_CV: Condvar = Condvar::new();
-
-fn reaper() {
-    loop {
-        // SAFETY: waitid with WNOWAIT only reports which child is waitable.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let r = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) };
-        if r != 0 {
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
-        }
-        let pid = unsafe { info.si_pid() };
-        let _g = SPAWN_LOCK.lock().unwrap();
-        let mut status = 0;
-        // SAFETY: reaping the child waitid reported.
-        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
-            let mut map = REAPED.lock().unwrap();
-            map.get_or_insert_with(HashMap::new).insert(pid as u32, std::process::ExitStatus::from_raw(status));
-            REAPED_CV.notify_all();
-        }
-    }
-}
-
-fn wait_reaped(pid: u32, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    let mut map = REAPED.lock().unwrap();
-    loop {
-        if let Some(s) = map.get_or_insert_with(HashMap::new).remove(&pid) {
-            return Some(s);
-        }
-        let left = deadline.checked_duration_since(Instant::now())?;
-        map = REAPED_CV.wait_timeout(map, left).unwrap().0;
-    }
-}
-
 // ------------------------------------------------------------------------------------- commands
 
-#[derive(Debug)]
-pub struct Output {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Output {
-    #[track_caller]
-    pub fn ok(self, what: &str) -> Output {
-        assert_eq!(self.code, 0, "{what} failed: stdout: {} stderr: {}", self.stdout, self.stderr);
-        self
-    }
-
-    #[track_caller]
-    pub fn code(self, what: &str, code: i32) -> Output {
-        assert_eq!(self.code, code, "{what}: exit code; stdout: {} stderr: {}", self.stdout, self.stderr);
-        self
-    }
-}
-
-/// A spawned process whose exit the reaper reports. stdout and stderr go to files, not pipes:
-/// conmon and the containers may inherit them and keep them open after the caller exits.
-pub struct Spawned {
-    pub pid: u32,
-    what: String,
-    out_path: PathBuf,
-    err_path: PathBuf,
-}
-
-static OUTPUT_SEQ: AtomicU64 = AtomicU64::new(0);
+pub use berth_testkit::children::{Output, Spawned, SPAWN_LOCK};
 
 pub fn spawn(cmd: &mut Command, stdin: Option<Vec<u8>>) -> Spawned {
-    let (spawned, input) = spawn_inner(cmd, stdin.is_some());
-    if let (Some(data), Some(input)) = (stdin, input) {
-        std::thread::spawn(move || write_and_close(input, &data));
-    }
-    spawned
+    berth_testkit::children::spawn(&suite().dir, cmd, stdin)
 }
 
 /// Spawns with stdin a pipe whose writing end the caller holds (input that must wait for
 /// something, and its end, which comes when the caller drops it).
 pub fn spawn_with_stdin_pipe(cmd: &mut Command) -> (Spawned, ChildStdin) {
-    let (spawned, input) = spawn_inner(cmd, true);
-    (spawned, input.unwrap())
+    berth_testkit::children::spawn_with_stdin_pipe(&suite().dir, cmd)
 }
 
 /// Writes `data` and closes the pipe.
 pub fn write_and_close(mut input: ChildStdin, data: &[u8]) {
     let _ = input.write_all(data);
-}
-
-fn spawn_inner(cmd: &mut Command, piped: bool) -> (Spawned, Option<ChildStdin>) {
-    let n = OUTPUT_SEQ.fetch_add(1, Ordering::Relaxed);
-    let out_path = suite().dir.join(format!(".out-{n}"));
-    let err_path = suite().dir.join(format!(".err-{n}"));
-    let out = std::fs::File::create(&out_path).unwrap();
-    let err = std::fs::File::create(&err_path).unwrap();
-    cmd.stdin(if piped { Stdio::piped() } else { Stdio::null() }).stdout(out).stderr(err);
-    let spawned = {
-        let _g = SPAWN_LOCK.lock().unwrap();
-        let spawned = cmd.spawn();
-        if let Ok(child) = &spawned {
-            // A stale entry for a reused pid belongs to an earlier process.
-            REAPED.lock().unwrap().get_or_insert_with(HashMap::new).remove(&child.id());
-        }
-        spawned
-    };
-    // Not while holding the lock: a panic there would poison it for every other test.
-    // The reaper thread waits for every child, this one included.
-    #[allow(clippy::zombie_processes)]
-    let mut child = spawned.unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-    let input = child.stdin.take();
-    (Spawned { pid: child.id(), what: describe(cmd), out_path, err_path }, input)
-}
-
-fn describe(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for a in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&a.to_string_lossy());
-    }
-    s
-}
-
-impl Spawned {
-    pub fn stdout_so_far(&self) -> String {
-        std::fs::read_to_string(&self.out_path).unwrap_or_default()
-    }
-
-    /// Waits until `path` exists (the container signals through a shared directory); fails
-    /// with the process's output if it exits first.
-    #[track_caller]
-    pub fn wait_for_file(&self, path: &Path) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !path.exists() {
-            if REAPED.lock().unwrap().get_or_insert_with(HashMap::new).contains_key(&self.pid) {
-                let err = std::fs::read_to_string(&self.err_path).unwrap_or_default();
-                panic!("`{}` exited before {} appeared: {} {err}", self.what, path.display(), self.stdout_so_far());
-            }
-            assert!(Instant::now() < deadline, "{} never appeared", path.display());
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    pub fn wait(self, timeout: Duration) -> Output {
-        let Some(status) = wait_reaped(self.pid, timeout) else {
-            // SAFETY: our own child, by pid.
-            unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
-            let _ = wait_reaped(self.pid, Duration::from_secs(10));
-            panic!("`{}` did not finish within {timeout:?}; stdout: {}", self.what, self.stdout_so_far());
-        };
-        let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-        let stdout = std::fs::read_to_string(&self.out_path).unwrap_or_default();
-        let stderr = std::fs::read_to_string(&self.err_path).unwrap_or_default();
-        let _ = std::fs::remove_file(&self.out_path);
-        let _ = std::fs::remove_file(&self.err_path);
-        Output { code, stdout, stderr }
-    }
 }
 
 pub fn run(cmd: &mut Command) -> Output {
@@ -265,50 +116,9 @@ fn winsize(rows: u16, cols: u16) -> libc::winsize {
 }
 
 impl Terminal {
-    pub fn spawn(mut cmd: Command, rows: u16, cols: u16) -> Terminal {
-        let n = OUTPUT_SEQ.fetch_add(1, Ordering::Relaxed);
-        let out_path = suite().dir.join(format!(".out-{n}"));
-        let err_path = suite().dir.join(format!(".err-{n}"));
-        std::fs::File::create(&out_path).unwrap();
-        std::fs::File::create(&err_path).unwrap();
-        let _g = SPAWN_LOCK.lock().unwrap();
-        // Under the spawn lock: no other thread forks between openpty and FD_CLOEXEC.
-        let (mut m, mut s) = (-1, -1);
-        let ws = winsize(rows, cols);
-        // SAFETY: openpty fills two descriptors we then own.
-        let r = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), &ws) };
-        if r != 0 {
-            let e = std::io::Error::last_os_error();
-            drop(_g); // a panic under the lock would poison it for every other test
-            panic!("openpty: {e}");
-        }
-        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)) };
-        for fd in [&master, &slave] {
-            // SAFETY: fcntl on descriptors we own.
-            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-        }
-        cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
-            .stdout(Stdio::from(slave.try_clone().unwrap()))
-            .stderr(Stdio::from(slave));
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let spawned = cmd.spawn();
-        if let Ok(child) = &spawned {
-            REAPED.lock().unwrap().get_or_insert_with(HashMap::new).remove(&child.id());
-        }
-        drop(_g);
-        // The reaper thread waits for every child, this one included.
-        #[allow(clippy::zombie_processes)]
-        let child = spawned.unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-        // Our copies of the slave go with the Command: the command's are the only ones left.
-        drop(cmd);
+    pub fn spawn(cmd: Command, rows: u16, cols: u16) -> Terminal {
+        let (child, master) = berth_testkit::children::spawn_on_pty(&suite().dir, cmd, rows, cols);
+        let master = OwnedFd::from(master);
         let output = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let reader = {
@@ -316,13 +126,7 @@ impl Terminal {
             let (output, stop) = (output.clone(), stop.clone());
             std::thread::spawn(move || read_master(fd, &output, &stop))
         };
-        Terminal {
-            master,
-            output,
-            stop,
-            reader: Some(reader),
-            child: Some(Spawned { pid: child.id(), what: "terminal command".into(), out_path, err_path }),
-        }
+        Terminal { master, output, stop, reader: Some(reader), child: Some(child) }
     }
 
     pub fn write(&self, text: &str) {

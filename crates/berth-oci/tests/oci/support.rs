@@ -2,12 +2,9 @@
 //! subreaper of every container it starts), command helpers, and the leak check that ends the
 //! suite.
 
-use std::collections::HashMap;
-use std::io::Write;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use berth_testkit::Bundle;
@@ -41,9 +38,7 @@ pub fn init() {
     };
     SUITE.set(suite).ok().expect("init once");
     // Containers whose runtime exits (create, run -d) are re-parented to us: we reap them.
-    // SAFETY: plain prctl.
-    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }, 0);
-    std::thread::spawn(reaper);
+    berth_testkit::children::become_subreaper();
 }
 
 /// Builds a busybox rootfs. It runs `busybox --list` through std's Command, which waits for its
@@ -53,148 +48,13 @@ pub fn build_rootfs(dest: &Path) {
     berth_testkit::build_busybox_rootfs(dest).expect("building the busybox rootfs (is busybox-static installed?)");
 }
 
-// ------------------------------------------------------------------------------------- reaping
+// ------------------------------------------------------------------------------------- processes
 
-/// Held while spawning, so the reaper cannot reap a new child before its pid is registered.
-static SPAWN_LOCK: Mutex<()> = Mutex::new(());
-static REAPED: Mutex<Option<HashMap<u32, std::process::ExitStatus>>> = Mutex::new(None);
-static REAPED_CV: Condvar = Condvar::new();
+pub use berth_testkit::children::{Output, Spawned, SPAWN_LOCK};
 
-fn reaper() {
-    loop {
-        // SAFETY: waitid with WNOWAIT only reports which child is waitable.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let r = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) };
-        if r != 0 {
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
-        }
-        let pid = unsafe { info.si_pid() };
-        let _g = SPAWN_LOCK.lock().unwrap();
-        let mut status = 0;
-        // SAFETY: reaping the child waitid reported.
-        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
-            let mut map = REAPED.lock().unwrap();
-            map.get_or_insert_with(HashMap::new).insert(pid as u32, std::process::ExitStatus::from_raw(status));
-            REAPED_CV.notify_all();
-        }
-    }
-}
-
-fn wait_reaped(pid: u32, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    let mut map = REAPED.lock().unwrap();
-    loop {
-        if let Some(s) = map.get_or_insert_with(HashMap::new).remove(&pid) {
-            return Some(s);
-        }
-        let left = deadline.checked_duration_since(Instant::now())?;
-        map = REAPED_CV.wait_timeout(map, left).unwrap().0;
-    }
-}
-
-#[derive(Debug)]
-pub struct Output {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Output {
-    pub fn ok(self, what: &str) -> Output {
-        assert_eq!(self.code, 0, "{what} failed: stdout: {} stderr: {}", self.stdout, self.stderr);
-        self
-    }
-
-    pub fn failed(self, what: &str) -> Output {
-        assert_ne!(self.code, 0, "{what} should have failed: stdout: {} stderr: {}", self.stdout, self.stderr);
-        self
-    }
-}
-
-/// A spawned process whose exit the reaper reports. Its stdout and stderr go to files, not
-/// pipes: a container started by `create` inherits them and may keep them open long after the
-/// runtime exits.
-pub struct Spawned {
-    pub pid: u32,
-    out_path: PathBuf,
-    err_path: PathBuf,
-}
-
-static OUTPUT_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
+/// Spawns with its output in the suite's directory; the suite's reaper reports its exit.
 pub fn spawn(cmd: &mut Command, stdin: Option<Vec<u8>>) -> Spawned {
-    let n = OUTPUT_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let out_path = suite().dir.join(format!(".out-{n}"));
-    let err_path = suite().dir.join(format!(".err-{n}"));
-    let out = std::fs::File::create(&out_path).unwrap();
-    let err = std::fs::File::create(&err_path).unwrap();
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(out).stderr(err);
-    let spawned = {
-        let _g = SPAWN_LOCK.lock().unwrap();
-        let child = cmd.spawn();
-        if let Ok(child) = &child {
-            // A stale entry for a reused pid belongs to an earlier process.
-            REAPED.lock().unwrap().get_or_insert_with(HashMap::new).remove(&child.id());
-        }
-        child
-    };
-    // Not while holding the lock: a panic there would poison it for every other test.
-    // The reaper thread waits for every child, this one included.
-    #[allow(clippy::zombie_processes)]
-    let mut child = spawned.unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-    if let Some(data) = stdin {
-        let mut input = child.stdin.take().unwrap();
-        std::thread::spawn(move || {
-            let _ = input.write_all(&data);
-        });
-    }
-    Spawned { pid: child.id(), out_path, err_path }
-}
-
-impl Spawned {
-    /// What the process wrote to stdout so far.
-    pub fn stdout_so_far(&self) -> String {
-        std::fs::read_to_string(&self.out_path).unwrap_or_default()
-    }
-
-    /// Waits until the process's stdout contains `text`.
-    pub fn wait_for_stdout(&self, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.stdout_so_far().contains(text) {
-            assert!(Instant::now() < deadline, "{text:?} never appeared in: {}", self.stdout_so_far());
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// The first child of the process (e.g. the container process of `exec`).
-    pub fn first_child(&self) -> i32 {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let children =
-                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.pid)).unwrap_or_default();
-            if let Some(c) = children.split_whitespace().next() {
-                return c.parse().unwrap();
-            }
-            assert!(Instant::now() < deadline, "process {} has no child", self.pid);
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    pub fn wait(self, timeout: Duration) -> Output {
-        let Some(status) = wait_reaped(self.pid, timeout) else {
-            // SAFETY: our own child, by pid.
-            unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
-            let _ = wait_reaped(self.pid, Duration::from_secs(10));
-            panic!("process {} did not finish within {timeout:?}", self.pid);
-        };
-        let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-        let stdout = std::fs::read_to_string(&self.out_path).unwrap_or_default();
-        let stderr = std::fs::read_to_string(&self.err_path).unwrap_or_default();
-        let _ = std::fs::remove_file(&self.out_path);
-        let _ = std::fs::remove_file(&self.err_path);
-        Output { code, stdout, stderr }
-    }
+    berth_testkit::children::spawn(&suite().dir, cmd, stdin)
 }
 
 pub fn run(cmd: &mut Command) -> Output {

@@ -3,12 +3,10 @@
 //! berth-init; a reaper (the suite is the subreaper of every monitor it starts); command
 //! helpers; and the leak check that ends the suite.
 
-use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -153,9 +151,8 @@ pub fn init() {
         })
         .ok()
         .expect("init once");
-    // SAFETY: plain prctl: monitors (double-forked by berth) are re-parented to us.
-    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }, 0);
-    std::thread::spawn(reaper);
+    // Monitors (double-forked by berth) are re-parented to us.
+    berth_testkit::children::become_subreaper();
     import_images(&suite().root);
 }
 
@@ -211,126 +208,18 @@ pub fn import_images(root: &Path) {
     berth_in(root, &["load", "-q", "-i", layout_dir.to_str().unwrap()]).ok("load test images");
 }
 
-// ------------------------------------------------------------------------------------- reaping
+// ------------------------------------------------------------------------------------- processes
 
-static SPAWN_LOCK: Mutex<()> = Mutex::new(());
-static REAPED: Mutex<Option<HashMap<u32, std::process::ExitStatus>>> = Mutex::new(None);
-static REAPED_CV: Condvar = Condvar::new();
-
-fn reaper() {
-    loop {
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: waitid with WNOWAIT only reports which child is waitable.
-        if unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) } != 0 {
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
-        }
-        let pid = unsafe { info.si_pid() };
-        let _g = SPAWN_LOCK.lock().unwrap();
-        let mut status = 0;
-        // SAFETY: reaping the child waitid reported.
-        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
-            let mut map = REAPED.lock().unwrap();
-            map.get_or_insert_with(HashMap::new).insert(pid as u32, std::process::ExitStatus::from_raw(status));
-            REAPED_CV.notify_all();
-        }
-    }
-}
-
-fn wait_reaped(pid: u32, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    let mut map = REAPED.lock().unwrap();
-    loop {
-        if let Some(s) = map.get_or_insert_with(HashMap::new).remove(&pid) {
-            return Some(s);
-        }
-        let left = deadline.checked_duration_since(Instant::now())?;
-        map = REAPED_CV.wait_timeout(map, left).unwrap().0;
-    }
-}
-
-#[derive(Debug)]
-pub struct Output {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Output {
-    #[track_caller]
-    pub fn ok(self, what: &str) -> Output {
-        assert_eq!(self.code, 0, "{what} failed: stdout: {} stderr: {}", self.stdout, self.stderr);
-        self
-    }
-
-    #[track_caller]
-    pub fn failed(self, what: &str) -> Output {
-        assert_ne!(self.code, 0, "{what} should have failed: stdout: {} stderr: {}", self.stdout, self.stderr);
-        self
-    }
-
-    pub fn line(&self) -> String {
-        self.stdout.trim().to_string()
-    }
-}
-
-pub struct Spawned {
-    pub pid: u32,
-    out: PathBuf,
-    err: PathBuf,
-}
-
-static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub use berth_testkit::children::{Output, Spawned, SPAWN_LOCK};
 
 /// Spawns with stdout/stderr to files (a monitor may hold inherited descriptors long after).
 pub fn spawn(cmd: &mut Command, stdin: Option<Vec<u8>>) -> Spawned {
-    let piped = stdin.is_some();
-    let (spawned, input) = spawn_with(cmd, piped);
-    if let (Some(data), Some(mut input)) = (stdin, input) {
-        std::thread::spawn(move || {
-            let _ = input.write_all(&data);
-        });
-    }
-    spawned
+    berth_testkit::children::spawn(&suite().dir, cmd, stdin)
 }
 
 /// Spawns with a stdin pipe the caller holds open (and closes by dropping).
 pub fn spawn_open_stdin(cmd: &mut Command) -> (Spawned, std::process::ChildStdin) {
-    let (s, input) = spawn_with(cmd, true);
-    (s, input.unwrap())
-}
-
-fn spawn_with(cmd: &mut Command, piped: bool) -> (Spawned, Option<std::process::ChildStdin>) {
-    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let out = suite().dir.join(format!(".out-{n}"));
-    let err = suite().dir.join(format!(".err-{n}"));
-    cmd.stdin(if piped { Stdio::piped() } else { Stdio::null() })
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap());
-    let mut child = {
-        let _g = SPAWN_LOCK.lock().unwrap();
-        let c = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-        REAPED.lock().unwrap().get_or_insert_with(HashMap::new).remove(&c.id());
-        c
-    };
-    (Spawned { pid: child.id(), out, err }, child.stdin.take())
-}
-
-impl Spawned {
-    pub fn wait(self, timeout: Duration) -> Output {
-        let Some(status) = wait_reaped(self.pid, timeout) else {
-            // SAFETY: our own child, by pid.
-            unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
-            let _ = wait_reaped(self.pid, Duration::from_secs(10));
-            panic!("process {} did not finish within {timeout:?}", self.pid);
-        };
-        let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-        let stdout = std::fs::read_to_string(&self.out).unwrap_or_default();
-        let stderr = std::fs::read_to_string(&self.err).unwrap_or_default();
-        let _ = std::fs::remove_file(&self.out);
-        let _ = std::fs::remove_file(&self.err);
-        Output { code, stdout, stderr }
-    }
+    berth_testkit::children::spawn_with_stdin_pipe(&suite().dir, cmd)
 }
 
 pub fn berth_cmd(root: &Path, args: &[&str]) -> Command {
@@ -531,35 +420,9 @@ pub struct Pty {
 /// Spawns `berth args` on a new pty of `rows` x `cols`, in a session of its own with the pty
 /// as its controlling terminal (so a resize signals it, as a terminal emulator's would).
 pub fn spawn_on_pty(args: &[&str], rows: u16, cols: u16) -> (Spawned, Pty) {
-    use std::os::fd::FromRawFd;
-    use std::os::unix::process::CommandExt;
-    let mut cmd = berth_cmd(&suite().root, args);
-    let _g = SPAWN_LOCK.lock().unwrap();
-    let (mut m, mut s) = (0, 0);
-    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
-    // SAFETY: openpty with valid out-pointers; both ends close-on-exec at once (under the
-    // spawn lock, so no other test's child inherits them).
-    unsafe {
-        assert_eq!(libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), &ws), 0, "openpty");
-        libc::fcntl(m, libc::F_SETFD, libc::FD_CLOEXEC);
-        libc::fcntl(s, libc::F_SETFD, libc::FD_CLOEXEC);
-    }
-    let (master, slave) = unsafe { (std::fs::File::from_raw_fd(m), std::fs::File::from_raw_fd(s)) };
-    cmd.stdin(slave.try_clone().unwrap()).stdout(slave.try_clone().unwrap()).stderr(slave);
-    // SAFETY: setsid and TIOCSCTTY on the child's stdin (the pty) between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            libc::ioctl(0, libc::TIOCSCTTY, 0);
-            Ok(())
-        });
-    }
-    // The suite's reaper thread waits for it (Spawned::wait takes its status).
-    #[allow(clippy::zombie_processes)]
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    REAPED.lock().unwrap().get_or_insert_with(HashMap::new).remove(&child.id());
-    let dummy = suite().dir.join(".none");
-    (Spawned { pid: child.id(), out: dummy.clone(), err: dummy }, Pty { master, seen: String::new() })
+    let cmd = berth_cmd(&suite().root, args);
+    let (spawned, master) = berth_testkit::children::spawn_on_pty(&suite().dir, cmd, rows, cols);
+    (spawned, Pty { master, seen: String::new() })
 }
 
 impl Pty {
