@@ -7,6 +7,56 @@ use oci_spec::runtime::{Capability, LinuxCapabilities};
 use crate::error::{Error, Result};
 use crate::sys;
 
+/// Capability names, indexed by the kernel's number.
+pub const NAMES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The name of capability number `n`, if this runtime knows it.
+pub fn name(n: u32) -> Option<&'static str> {
+    NAMES.get(n as usize).copied()
+}
+
 /// The kernel's number for a capability.
 pub fn number(cap: Capability) -> u32 {
     use Capability::*;
@@ -115,7 +165,7 @@ impl CapSets {
 pub fn names(mask: u64) -> Vec<String> {
     (0..64)
         .filter(|c| mask & (1 << c) != 0)
-        .map(|c| crate::features::cap_name(c).map_or(format!("capability {c}"), str::to_string))
+        .map(|c| name(c).map_or(format!("capability {c}"), str::to_string))
         .collect()
 }
 
