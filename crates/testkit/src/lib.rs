@@ -4,6 +4,7 @@
 pub mod bundle;
 pub mod callers;
 pub mod children;
+pub mod host;
 pub mod image;
 pub mod registry;
 pub mod rootfs;

@@ -58,6 +58,7 @@ pub fn unique(name: &str) -> String {
 // ------------------------------------------------------------------------------------- commands
 
 pub use berth_testkit::children::{Output, Spawned, SPAWN_LOCK};
+pub use berth_testkit::host::{hierarchies, is_dead, processes_in_cgroups};
 
 pub fn spawn(cmd: &mut Command, stdin: Option<Vec<u8>>) -> Spawned {
     berth_testkit::children::spawn(&suite().dir, cmd, stdin)
@@ -207,20 +208,6 @@ fn read_master(fd: OwnedFd, output: &Mutex<Vec<u8>>, stop: &AtomicBool) {
 
 // ------------------------------------------------------------------------------------- leaks
 
-/// Hierarchy directory names under /sys/fs/cgroup ("" on pure v2).
-pub fn hierarchies() -> Vec<String> {
-    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        return vec![String::new()];
-    }
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        if e.path().join("cgroup.procs").exists() {
-            out.push(e.file_name().to_string_lossy().into_owned());
-        }
-    }
-    out
-}
-
 /// The cgroup directories named `name` directly under the suite's prefix, in any hierarchy.
 pub fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
     hierarchies()
@@ -230,23 +217,6 @@ pub fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Live (not zombie) processes with `component` as a component of their cgroup path.
-pub fn processes_in_cgroups(component: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        if oci_runtime::state::proc_stat(pid).is_none_or(|(s, _)| s == 'Z') {
-            continue;
-        }
-        if let Ok(cg) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) {
-            if cg.lines().any(|l| l.rsplit(':').next().unwrap_or("").split('/').any(|c| c == component)) {
-                out.push(pid);
-            }
-        }
-    }
-    out
-}
-
 /// Live processes whose command line mentions `text` (conmon, shims, podman's cleanup
 /// processes all name the suite directory).
 pub fn processes_mentioning(text: &str) -> Vec<(i32, String)> {
@@ -254,7 +224,7 @@ pub fn processes_mentioning(text: &str) -> Vec<(i32, String)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        if pid == me || oci_runtime::state::proc_stat(pid).is_none_or(|(s, _)| s == 'Z') {
+        if pid == me || is_dead(pid) {
             continue;
         }
         let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };

@@ -44,7 +44,7 @@ pub fn thousand_lifecycles_leave_nothing() {
             assert_eq!(descriptors(pid), ["0", "1", "2"], "cycle {i}: descriptors in the container");
         }
         c.oci(&["kill", &c.id, "KILL"]).ok(&format!("kill {i}"));
-        wait_until("the init to die", || oci_runtime::state::proc_stat(pid).is_none_or(|(s, _)| s == 'Z'));
+        wait_until("the init to die", || is_dead(pid));
         c.oci(&["delete", &c.id]).ok(&format!("delete {i}"));
     }
     let elapsed = started.elapsed();

@@ -99,10 +99,7 @@ pub fn exec_detached_with_pid_file() {
     assert_eq!(cmdline, "sleep\u{0}1000\u{0}");
     assert!(processes_in_cgroups(&c.id).contains(&pid), "the exec'd process is in the container's cgroup");
     c.delete();
-    assert!(
-        oci_runtime::state::proc_stat(pid).is_none_or(|(s, _)| s == 'Z'),
-        "the exec'd process died with the container"
-    );
+    assert!(is_dead(pid), "the exec'd process died with the container");
 }
 
 pub fn exec_process_file_and_terminal() {

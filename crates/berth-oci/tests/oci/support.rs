@@ -51,6 +51,7 @@ pub fn build_rootfs(dest: &Path) {
 // ------------------------------------------------------------------------------------- processes
 
 pub use berth_testkit::children::{Output, Spawned, SPAWN_LOCK};
+pub use berth_testkit::host::{hierarchies, is_cgroup2, is_dead, processes_in_cgroups};
 
 /// Spawns with its output in the suite's directory; the suite's reaper reports its exit.
 pub fn spawn(cmd: &mut Command, stdin: Option<Vec<u8>>) -> Spawned {
@@ -205,46 +206,9 @@ impl Drop for Ctr {
     }
 }
 
-pub fn is_cgroup2() -> bool {
-    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
-}
-
 /// A cgroup2 hierarchy is mounted (pure v2, or hybrid's unified mount).
 pub fn has_cgroup2_mount() -> bool {
     read("/proc/self/mountinfo").lines().any(|l| l.split(" - ").nth(1).is_some_and(|f| f.starts_with("cgroup2 ")))
-}
-
-/// Hierarchy directory names under /sys/fs/cgroup ("" on pure v2).
-pub fn hierarchies() -> Vec<String> {
-    if is_cgroup2() {
-        return vec![String::new()];
-    }
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        if e.path().join("cgroup.procs").exists() {
-            out.push(e.file_name().to_string_lossy().into_owned());
-        }
-    }
-    out
-}
-
-/// Pids of processes with `component` as a component of their cgroup path (an id is not
-/// matched by a longer id that starts with it).
-pub fn processes_in_cgroups(component: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        // A zombie (exited, not yet reaped by the harness) holds nothing.
-        if oci_runtime::state::proc_stat(pid).is_none_or(|(s, _)| s == 'Z') {
-            continue;
-        }
-        if let Ok(cg) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) {
-            if cg.lines().any(|l| l.rsplit(':').next().unwrap_or("").split('/').any(|c| c == component)) {
-                out.push(pid);
-            }
-        }
-    }
-    out
 }
 
 /// The suite's closing check: nothing any test started or made remains on the host.
