@@ -265,34 +265,10 @@ fn push_cmd(cli: &Cli, a: &PushArgs) -> Result<()> {
     Ok(())
 }
 
-/// Seconds since the epoch of an RFC 3339 timestamp (UTC or with an offset).
-fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 19 {
-        return None;
-    }
-    let n = |r: std::ops::Range<usize>| s.get(r).and_then(|x| x.parse::<i64>().ok());
-    let (y, mo, d, h, mi, se) = (n(0..4)?, n(5..7)?, n(8..10)?, n(11..13)?, n(14..16)?, n(17..19)?);
-    let (y2, m2) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * m2 + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let mut t = days * 86400 + h * 3600 + mi * 60 + se;
-    let rest = &s[19..];
-    let rest = rest.trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
-    if let Some(off) = rest.strip_prefix('+').or_else(|| rest.strip_prefix('-')) {
-        let sign = if rest.starts_with('+') { 1 } else { -1 };
-        let oh: i64 = off.get(0..2)?.parse().ok()?;
-        let om: i64 = off.get(3..5)?.parse().ok()?;
-        t -= sign * (oh * 3600 + om * 60);
-    }
-    Some(t)
-}
-
 fn ago(created: Option<&str>) -> String {
-    let Some(t) = created.and_then(parse_rfc3339) else { return "unknown".into() };
+    let Some(t) = created.and_then(berth_engine::time::parse_rfc3339).map(|ns| (ns / 1_000_000_000) as i64) else {
+        return "unknown".into();
+    };
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     let d = (now - t).max(0);
