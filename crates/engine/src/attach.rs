@@ -97,27 +97,6 @@ impl AttachConn {
     }
 }
 
-/// Receives one descriptor sent with SCM_RIGHTS.
-fn recv_fd(sock: i32) -> std::io::Result<OwnedFd> {
-    let mut buf = [0u8; 4096];
-    let mut cmsg = [0u64; 8];
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cmsg.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&cmsg);
-    // SAFETY: msghdr points at live buffers.
-    if unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-    if c.is_null() || unsafe { (*c).cmsg_type } != libc::SCM_RIGHTS {
-        return Err(std::io::Error::other("no pty master received on the console socket"));
-    }
-    Ok(unsafe { OwnedFd::from_raw_fd(std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const i32)) })
-}
-
 /// `exec -t` in the foreground: runtimes hand over a new pty's master only when they detach
 /// (`--detach --console-socket`), so this process becomes a child subreaper (the exec'd
 /// process is re-parented to it when the runtime exits), relays the master to its own stdio
@@ -149,7 +128,10 @@ fn exec_with_pty(mut cmd: std::process::Command, id: &str, interactive: bool, ru
     };
     let _ = std::fs::remove_file(&path);
     let master = match conn {
-        Some(c) => Some(recv_fd(c.as_raw_fd()).ctx("exec -t")?),
+        Some(c) => Some(
+            oci_runtime::terminal::recv_master(c.as_raw_fd())
+                .map_err(|e| Error::new(crate::error::Kind::System, format!("exec -t: {e}")))?,
+        ),
         None => None,
     };
     let out = child.wait_with_output().ctx("runtime exec")?;
