@@ -46,9 +46,21 @@ impl Channel {
         self.send_with_fds(msg, &[])
     }
 
+    /// Sends `msg`. When the other side has already gone, its last word (the `Failed` it sent
+    /// before exiting) is the error, not the broken pipe.
     pub fn send_with_fds(&self, msg: &Msg, fds: &[RawFd]) -> Result<()> {
         let bytes = serde_json::to_vec(msg).expect("messages serialise");
-        sys::send_with_fds(self.raw(), &bytes, fds).map_err(|e| Error::from_io(e).context("sync socket"))
+        let err = match sys::send_with_fds(self.raw(), &bytes, fds) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if matches!(err.raw_os_error(), Some(libc::EPIPE) | Some(libc::ECONNRESET)) {
+            // The peer is closed, so this read returns at once: a message it left, or EOF.
+            if let Ok(Some((Msg::Failed { kind, message, errno }, _))) = self.recv() {
+                return Err(Error::from_parts(kind, message, errno));
+            }
+        }
+        Err(Error::from_io(err).context("sync socket"))
     }
 
     pub fn send_error(&self, err: &Error) {
@@ -89,5 +101,29 @@ impl Channel {
             }
             None => Err(Error::new(ErrorKind::System, format!("{who} exited before {want}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_send_to_a_peer_that_failed_and_left_reports_its_failure() {
+        let (ours, theirs) = sys::socketpair_seqpacket().unwrap();
+        let (ours, theirs) = (Channel(ours), Channel(theirs));
+        theirs.send_error(&Error::new(ErrorKind::System, "joining cgroup /x: no space left on device"));
+        drop(theirs);
+        let err = ours.send(&Msg::Go { pid: 1 }).unwrap_err();
+        assert_eq!(err.message(), "joining cgroup /x: no space left on device");
+    }
+
+    #[test]
+    fn a_send_to_a_peer_that_left_without_a_word_is_a_broken_pipe() {
+        let (ours, theirs) = sys::socketpair_seqpacket().unwrap();
+        drop(theirs);
+        let err = Channel(ours).send(&Msg::Go { pid: 1 }).unwrap_err();
+        assert!(err.to_string().contains("sync socket"), "{err}");
+        assert_eq!(err.errno(), Some(libc::EPIPE));
     }
 }

@@ -300,3 +300,32 @@ pub fn shared_parent_created_and_removed_concurrently() {
         }
     }
 }
+
+/// Another container's create may have made a shared parent and not yet given its v1 cpuset
+/// any CPUs or memory nodes: a container created below it must still get them (a cpuset
+/// without them is one no process can join), and run.
+pub fn cpuset_below_a_parent_not_yet_filled_in() {
+    let parent = format!("berth-emptycpuset-{}", std::process::id());
+    let hierarchy = if is_cgroup2() { "" } else { "cpuset" };
+    let root = Path::new("/sys/fs/cgroup").join(hierarchy);
+    let parent_dir = root.join(&parent);
+    std::fs::create_dir(&parent_dir).unwrap();
+    if !is_cgroup2() {
+        assert_eq!(read(parent_dir.join("cpuset.cpus")).trim(), "", "a new v1 cpuset starts empty");
+    }
+    let mut c = Ctr::new("emptycpuset", &["true"]);
+    c.config()["linux"]["cgroupsPath"] = json!(format!("/{parent}/{}", c.id));
+    c.create();
+    if !is_cgroup2() {
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            let want = read(root.join(f));
+            assert_eq!(read(parent_dir.join(f)), want, "{f} of the parent");
+            assert_eq!(read(c.cgroup_dir("cpuset").join(f)), want, "{f} of the container");
+        }
+    }
+    c.start();
+    c.wait_status("stopped");
+    c.delete();
+    c.assert_gone();
+    std::fs::remove_dir(&parent_dir).unwrap();
+}

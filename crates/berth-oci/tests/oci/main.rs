@@ -106,6 +106,7 @@ fn main() {
         cgroups::unified_resources,
         cgroups::relative_cgroups_path,
         cgroups::shared_parent_created_and_removed_concurrently,
+        cgroups::cpuset_below_a_parent_not_yet_filled_in,
         errors::malformed_config_names_the_json_path,
         errors::missing_rootfs_and_relative_paths,
         errors::bad_namespaces,

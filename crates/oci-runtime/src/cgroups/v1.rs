@@ -20,12 +20,19 @@ fn set(dir: &Path, file: &str, value: impl ToString, field: &str) -> Result<()> 
     write_file(dir, file, &value.to_string()).map_err(|e| e.context(field))
 }
 
+/// Gives a cpuset with no CPUs or memory nodes those of its parent, filling in an empty parent
+/// first: another container's create may have made that parent and not yet filled it in, and
+/// copying its emptiness would leave a cpuset no process can join (ENOSPC).
 pub(super) fn init_cpuset(dir: &Path) -> Result<()> {
     let parent = dir.parent().expect("a new cgroup has a parent");
     for file in ["cpuset.cpus", "cpuset.mems"] {
         let current = read_file(dir, file)?;
         if current.trim().is_empty() {
-            let value = read_file(parent, file)?;
+            let mut value = read_file(parent, file)?;
+            if value.trim().is_empty() {
+                init_cpuset(parent)?;
+                value = read_file(parent, file)?;
+            }
             write_file(dir, file, value.trim())?;
         }
     }
