@@ -44,44 +44,7 @@ pub fn ensure_sealed() -> Result<()> {
         ));
     }
     let exe = sys::open(Path::new("/proc/self/exe"), libc::O_RDONLY).ctx("opening /proc/self/exe")?;
-    let name = c"berth-oci";
-    const MFD_CLOEXEC: u32 = 0x1;
-    const MFD_ALLOW_SEALING: u32 = 0x2;
-    const MFD_EXEC: u32 = 0x10;
-    // MFD_EXEC keeps the copy executable where vm.memfd_noexec makes memfds non-executable by
-    // default; kernels before 6.3 do not know the flag and refuse it.
-    let mut fd =
-        unsafe { libc::syscall(libc::SYS_memfd_create, name.as_ptr(), MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC) };
-    if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-        fd = unsafe { libc::syscall(libc::SYS_memfd_create, name.as_ptr(), MFD_CLOEXEC | MFD_ALLOW_SEALING) };
-    }
-    if fd < 0 {
-        return Err(Error::last_os("creating a memfd for a sealed copy of berth-oci"));
-    }
-    // SAFETY: a fresh descriptor.
-    let memfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let size = sys::fstat(exe.as_raw_fd())?.st_size as usize;
-    let mut copied = 0;
-    while copied < size {
-        // SAFETY: in-kernel copy between two descriptors we own (copy_file_range refuses to
-        // cross filesystems; sendfile does not).
-        let n = unsafe { libc::sendfile(memfd.as_raw_fd(), exe.as_raw_fd(), std::ptr::null_mut(), size - copied) };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(Error::from_io(err).context("copying berth-oci into a memfd"));
-        }
-        if n == 0 {
-            break;
-        }
-        copied += n as usize;
-    }
-    // SAFETY: fcntl on our memfd.
-    if unsafe { libc::fcntl(memfd.as_raw_fd(), F_ADD_SEALS, SEALS) } < 0 {
-        return Err(Error::last_os("sealing the memfd copy of berth-oci"));
-    }
+    let memfd = sealed_copy(&exe)?;
     let args: Vec<CString> = std::env::args_os().map(|a| sys::cstr(&a)).collect::<std::io::Result<_>>()?;
     let mut env: Vec<CString> = std::env::vars_os()
         .map(|(k, v)| {
@@ -108,4 +71,63 @@ pub fn ensure_sealed() -> Result<()> {
         );
     }
     Err(Error::last_os("re-executing berth-oci from its sealed copy"))
+}
+
+/// A sealed memfd copy of `exe`. Adding the write seal fails with EBUSY while the kernel still
+/// holds extra references to the copy's pages (seen under load, after it has waited about
+/// 150 ms for them): a fresh copy gets fresh pages.
+fn sealed_copy(exe: &OwnedFd) -> Result<OwnedFd> {
+    const ATTEMPTS: usize = 5;
+    for attempt in 1.. {
+        let memfd = copy_to_memfd(exe)?;
+        // SAFETY: fcntl on our memfd.
+        if unsafe { libc::fcntl(memfd.as_raw_fd(), F_ADD_SEALS, SEALS) } == 0 {
+            return Ok(memfd);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EBUSY) || attempt == ATTEMPTS {
+            return Err(Error::from_io(err).context(format!("sealing the memfd copy of berth-oci (attempt {attempt})")));
+        }
+    }
+    unreachable!("the loop returns by its last attempt")
+}
+
+fn copy_to_memfd(exe: &OwnedFd) -> Result<OwnedFd> {
+    let name = c"berth-oci";
+    const MFD_CLOEXEC: u32 = 0x1;
+    const MFD_ALLOW_SEALING: u32 = 0x2;
+    const MFD_EXEC: u32 = 0x10;
+    // MFD_EXEC keeps the copy executable where vm.memfd_noexec makes memfds non-executable by
+    // default; kernels before 6.3 do not know the flag and refuse it.
+    let mut fd =
+        unsafe { libc::syscall(libc::SYS_memfd_create, name.as_ptr(), MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC) };
+    if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+        fd = unsafe { libc::syscall(libc::SYS_memfd_create, name.as_ptr(), MFD_CLOEXEC | MFD_ALLOW_SEALING) };
+    }
+    if fd < 0 {
+        return Err(Error::last_os("creating a memfd for a sealed copy of berth-oci"));
+    }
+    // SAFETY: a fresh descriptor.
+    let memfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let size = sys::fstat(exe.as_raw_fd())?.st_size as usize;
+    // An explicit offset: a second attempt copies from the start again.
+    let mut offset: libc::off_t = 0;
+    let mut copied = 0;
+    while copied < size {
+        // SAFETY: in-kernel copy between two descriptors we own (copy_file_range refuses to
+        // cross filesystems; sendfile does not).
+        let n = unsafe { libc::sendfile(memfd.as_raw_fd(), exe.as_raw_fd(), &mut offset, size - copied) };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(Error::from_io(err).context("copying berth-oci into a memfd"));
+        }
+        if n == 0 {
+            break;
+        }
+        copied += n as usize;
+    }
+    Ok(memfd)
 }
