@@ -13,8 +13,9 @@ deps:
 
 # berth-oci and berth-monitor are linked statically and optimised for size: the runtime runs
 # for every container operation and the monitor stays beside every container, so start-up
-# time and resident size count (ratios in `make bench`); stripped, because create and exec
-# copy berth-oci into a sealed memfd (CVE-2019-5736).
+# time and resident size count (ratios in `make bench`); stripped, because where create and
+# exec cannot mount a read-only view of berth-oci (rootless) they copy it into a sealed memfd
+# (CVE-2019-5736).
 HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 
 build: deps

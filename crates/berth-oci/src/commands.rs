@@ -82,8 +82,12 @@ pub fn dispatch(cli: &Cli, logger: &Logger) -> Result<i32> {
     };
     let root = state_root(cli);
     if matches!(cli.command, Command::Create(_) | Command::Run(_) | Command::Exec(_)) {
-        // These run code inside containers: from a sealed copy of ourselves (CVE-2019-5736).
-        oci_runtime::selfexe::ensure_sealed()?;
+        if matches!(cli.command, Command::Create(_) | Command::Run(_)) {
+            oci_runtime::state::ensure_root(&root)?;
+        }
+        // These run code inside containers: from a copy of ourselves no one can write
+        // (CVE-2019-5736).
+        oci_runtime::selfexe::ensure_running_unwritable(&root)?;
     }
     logger.debug(|| format!("{:?} (state root {})", cli.command, root.display()));
     match &cli.command {

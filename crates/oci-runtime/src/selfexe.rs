@@ -3,8 +3,14 @@
 //! The container's init is a clone of the runtime until it execs; if the container's program is
 //! `#!/proc/self/exe`, the kernel starts the runtime's binary inside the container, where another
 //! container process can open it through /proc/PID/exe and write to it. So before creating or
-//! entering a container the runtime re-executes itself from a sealed memfd copy: /proc/self/exe
-//! then names that copy, which no one can write, and the binary on disk is out of reach.
+//! entering a container the runtime re-executes itself from a file no one can write: /proc/self/exe
+//! then names that file, and the binary on disk is out of reach.
+//!
+//! That file is the binary seen through a detached, read-only overlayfs mount of its directory
+//! (as runc 1.2 does): it costs one mount, which no mount table shows and which goes away with
+//! the last process running from it. Where that mount cannot be made (no privilege, no
+//! overlayfs, a directory name overlayfs options cannot carry), it is a sealed memfd copy,
+//! which costs a copy of the binary on every create, run and exec.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -13,7 +19,8 @@ use std::path::Path;
 use crate::error::{Context, Error, Result};
 use crate::sys;
 
-/// Set in the copy's environment: a copy that cannot see its seals must not re-exec again.
+/// Set in the re-executed program's environment: one that cannot see its protection must not
+/// re-exec again.
 const MARKER: &str = "_BERTH_OCI_SEALED";
 
 const F_ADD_SEALS: i32 = 1033;
@@ -23,28 +30,41 @@ const F_SEAL_SHRINK: i32 = 0x0002;
 const F_SEAL_GROW: i32 = 0x0004;
 const F_SEAL_WRITE: i32 = 0x0008;
 const SEALS: i32 = F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
+const OVERLAYFS_SUPER_MAGIC: libc::c_long = 0x794c_7630;
 
-/// True if this process runs from a memfd carrying all the seals.
-pub fn running_sealed() -> bool {
+/// True if this process runs from a file no one can write: a memfd carrying all the seals, or
+/// a file on a read-only overlayfs.
+pub fn running_unwritable() -> bool {
     let Ok(exe) = sys::open(Path::new("/proc/self/exe"), libc::O_RDONLY) else { return false };
     // SAFETY: fcntl on a descriptor we own.
     let seals = unsafe { libc::fcntl(exe.as_raw_fd(), F_GET_SEALS) };
-    seals >= 0 && seals & SEALS == SEALS
+    if seals >= 0 && seals & SEALS == SEALS {
+        return true;
+    }
+    let overlayfs = sys::fstatfs(exe.as_raw_fd()).is_ok_and(|fs| fs.f_type as libc::c_long == OVERLAYFS_SUPER_MAGIC);
+    // SAFETY: statvfs is plain data, filled by the kernel.
+    let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
+    overlayfs && unsafe { libc::fstatvfs(exe.as_raw_fd(), &mut vfs) } == 0 && vfs.f_flag & libc::ST_RDONLY != 0
 }
 
-/// Re-executes this program from a sealed memfd copy, unless it already runs from one. Returns
-/// only when already sealed (or on error).
-pub fn ensure_sealed() -> Result<()> {
-    if running_sealed() {
+/// Re-executes this program from a read-only view or a sealed copy of itself, unless it already
+/// runs from one. Returns only when already running so (or on error). `spare_dir` is an existing
+/// directory, neither inside nor above the binary's, that the view's overlayfs can use as its
+/// bottom layer (the runtime's state root): overlayfs accepts no detached mount as a layer.
+pub fn ensure_running_unwritable(spare_dir: &Path) -> Result<()> {
+    if running_unwritable() {
         return Ok(());
     }
     if std::env::var_os(MARKER).is_some() {
         return Err(Error::unsupported(
-            "re-executed from a sealed copy of berth-oci, but its seals are not visible (memfd sealing unsupported?)",
+            "re-executed from a read-only or sealed copy of berth-oci, but it is not seen as such (memfd sealing unsupported?)",
         ));
     }
     let exe = sys::open(Path::new("/proc/self/exe"), libc::O_RDONLY).ctx("opening /proc/self/exe")?;
-    let memfd = sealed_copy(&exe)?;
+    let unwritable = match read_only_view(&exe, spare_dir) {
+        Some(view) => view,
+        None => sealed_copy(&exe)?,
+    };
     let args: Vec<CString> = std::env::args_os().map(|a| sys::cstr(&a)).collect::<std::io::Result<_>>()?;
     let mut env: Vec<CString> = std::env::vars_os()
         .map(|(k, v)| {
@@ -63,14 +83,41 @@ pub fn ensure_sealed() -> Result<()> {
     unsafe {
         libc::syscall(
             libc::SYS_execveat,
-            memfd.as_raw_fd(),
+            unwritable.as_raw_fd(),
             c"".as_ptr(),
             argv.as_ptr(),
             envp.as_ptr(),
             libc::AT_EMPTY_PATH,
         );
     }
-    Err(Error::last_os("re-executing berth-oci from its sealed copy"))
+    Err(Error::last_os("re-executing berth-oci from its read-only view or sealed copy"))
+}
+
+/// The binary `exe` seen through a new detached overlayfs mount with no upper layer (so
+/// read-only): its directory on top of `spare_dir` (overlayfs needs two layers then, and refuses
+/// the same directory twice). None when that cannot be made here, or does not show the same file.
+fn read_only_view(exe: &OwnedFd, spare_dir: &Path) -> Option<OwnedFd> {
+    let path = std::fs::read_link("/proc/self/exe").ok()?;
+    let (dir, name) = (path.parent()?, path.file_name()?);
+    let layer = |p: &Path| {
+        // ':' separates layers and ',' options; a binary replaced since it started reads
+        // "NAME (deleted)", which names nothing.
+        p.to_str().filter(|d| d.starts_with('/') && !d.contains([':', ',', '\\', '='])).map(str::to_string)
+    };
+    let lowerdir = format!("{}:{}", layer(dir)?, layer(spare_dir)?);
+    let fs = sys::fsopen("overlay").ok()?;
+    sys::fsconfig_string(fs.as_raw_fd(), "lowerdir", &lowerdir).ok()?;
+    // Layers on two filesystems would otherwise turn on inode number mapping, which changes
+    // st_ino (compared below) and logs a kernel warning.
+    let _ = sys::fsconfig_string(fs.as_raw_fd(), "xino", "off");
+    sys::fsconfig_create(fs.as_raw_fd()).ok()?;
+    let attrs = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOSUID;
+    let mount = sys::fsmount(fs.as_raw_fd(), attrs).ok()?;
+    let view = sys::openat(mount.as_raw_fd(), Path::new(name), libc::O_PATH | libc::O_NOFOLLOW, 0).ok()?;
+    let (ours, theirs) = (sys::fstat(exe.as_raw_fd()).ok()?, sys::fstat(view.as_raw_fd()).ok()?);
+    let same = theirs.st_mode & libc::S_IFMT == libc::S_IFREG
+        && (ours.st_ino, ours.st_size) == (theirs.st_ino, theirs.st_size);
+    same.then_some(view)
 }
 
 /// A sealed memfd copy of `exe`. Adding the write seal fails with EBUSY while the kernel still
@@ -130,4 +177,49 @@ fn copy_to_memfd(exe: &OwnedFd) -> Result<OwnedFd> {
         copied += n as usize;
     }
     Ok(memfd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contents(fd: &OwnedFd) -> Vec<u8> {
+        std::fs::read(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap()
+    }
+
+    fn write_error(fd: &OwnedFd) -> Option<i32> {
+        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let result = std::fs::OpenOptions::new().append(true).open(path).and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(b"pwned")
+        });
+        result.err().and_then(|e| e.raw_os_error())
+    }
+
+    #[test]
+    fn the_sealed_copy_is_the_binary_and_refuses_writes() {
+        let exe = sys::open(Path::new("/proc/self/exe"), libc::O_RDONLY).unwrap();
+        // Twice: the second copy must start from the binary's first byte too.
+        for _ in 0..2 {
+            let copy = sealed_copy(&exe).unwrap();
+            assert!(contents(&copy) == contents(&exe), "the copy differs from the binary");
+            assert_eq!(write_error(&copy), Some(libc::EPERM));
+        }
+    }
+
+    /// Needs root (CAP_SYS_ADMIN for the mount), as the suite runs in CI.
+    #[test]
+    fn the_read_only_view_is_the_binary_and_refuses_writes() {
+        let spare = std::env::temp_dir().join(format!("berth-selfexe-{}", std::process::id()));
+        std::fs::create_dir(&spare).unwrap();
+        let exe = sys::open(Path::new("/proc/self/exe"), libc::O_RDONLY).unwrap();
+        let view = read_only_view(&exe, &spare);
+        std::fs::remove_dir(&spare).unwrap();
+        let view = view.expect("a read-only overlayfs view of the test binary (run as root)");
+        assert!(contents(&view) == contents(&exe), "the view differs from the binary");
+        assert_eq!(write_error(&view), Some(libc::EROFS));
+        // The same directory twice is refused by overlayfs, and then there is no view.
+        let dir = std::fs::read_link("/proc/self/exe").unwrap().parent().unwrap().to_path_buf();
+        assert!(read_only_view(&exe, &dir).is_none());
+    }
 }

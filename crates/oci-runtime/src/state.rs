@@ -158,7 +158,8 @@ impl StateDir {
     }
 }
 
-fn ensure_root(root: &Path) -> Result<()> {
+/// Makes the state root (mode 0711) unless it exists; an existing non-directory is an error.
+pub fn ensure_root(root: &Path) -> Result<()> {
     match std::fs::metadata(root) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => Err(Error::invalid(format!("--root {} is not a directory", root.display()))),
