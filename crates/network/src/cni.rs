@@ -71,6 +71,7 @@ impl Cni {
         }
         let input = serde_json::to_vec(&Value::Object(conf)).unwrap_or_default();
         let cni_path = std::env::join_paths(&self.plugin_dirs).unwrap_or_default();
+        let _serialised = plugin_lock()?;
         let mut child = Command::new(&path)
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", a.container_id)
@@ -207,6 +208,33 @@ impl Cni {
     }
 }
 
+/// Held while a plugin runs. The plugins check for their host-wide iptables chains
+/// (CNI-ADMIN, CNI-HOSTPORT-*) and then create them, so two run at once by concurrent `berth`
+/// invocations can both see a chain missing and one fail with "chain already exists"
+/// (containernetworking/plugins#335): one plugin at a time on the host.
+const PLUGIN_LOCK: &str = "/run/lock/berth-cni.lock";
+
+/// Locks PLUGIN_LOCK; the lock is held while the returned file is open.
+fn plugin_lock() -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(PLUGIN_LOCK)
+        .map_err(|e| Error::msg(format!("{PLUGIN_LOCK}: {e}")))?;
+    loop {
+        // SAFETY: flock on a descriptor we own; released when it is closed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(file);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(Error::msg(format!("locking {PLUGIN_LOCK}: {err}")));
+        }
+    }
+}
+
 /// The container's IPv4 address (without prefix) and gateway from an ADD result.
 pub fn ipv4_of(result: &Value) -> Option<(String, Option<String>)> {
     for ip in result["ips"].as_array()? {
@@ -218,4 +246,52 @@ pub fn ipv4_of(result: &Value) -> Option<(String, Option<String>)> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two concurrent ADDs never run plugins at the same time. The fake plugin claims a
+    /// directory while it runs, and fails if another holds it already.
+    #[test]
+    fn plugins_run_one_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("berth-cni-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let plugin = dir.join("claim");
+        let busy = dir.join("busy");
+        std::fs::write(
+            &plugin,
+            format!(
+                "#!/bin/sh\ncat >/dev/null\nmkdir {busy} || {{ echo '{{\"code\":999,\"msg\":\"overlap\"}}'; exit 1; }}\n\
+                 sleep 0.05\nrmdir {busy}\necho '{{\"cniVersion\":\"1.0.0\"}}'\n",
+                busy = busy.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let cni = Cni::new(vec![dir.clone()], dir.join("cache"));
+        let list = json!({ "cniVersion": "1.0.0", "name": "locktest", "plugins": [{ "type": "claim" }] });
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..4)
+                .map(|w| {
+                    let (cni, list) = (&cni, &list);
+                    s.spawn(move || {
+                        let id = format!("c{w}");
+                        let a = Attachment {
+                            container_id: &id,
+                            netns: Path::new("/nonexistent"),
+                            ifname: "eth0",
+                            port_mappings: &[],
+                        };
+                        for _ in 0..5 {
+                            cni.add(list, &a).unwrap();
+                        }
+                    })
+                })
+                .collect();
+            workers.into_iter().for_each(|w| w.join().unwrap());
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
