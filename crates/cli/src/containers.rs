@@ -649,23 +649,23 @@ fn relay(e: &Engine, c: &Container, conn: AttachConn, stdin: bool, tty: bool) ->
     }
     let _raw = RawMode::enter(tty && stdin);
     if tty {
-        if let Some((r, cols)) = term_size() {
+        // The size sent is the one the watcher compares with: a resize between two reads
+        // would otherwise never be sent.
+        let mut last = term_size();
+        if let Some((r, cols)) = last {
             let _ = conn.resize(r, cols);
         }
         let resizer = conn.try_clone()?;
-        std::thread::spawn(move || {
-            let mut last = term_size();
-            loop {
-                std::thread::sleep(Duration::from_millis(200));
-                let now = term_size();
-                if now != last {
-                    if let Some((r, cols)) = now {
-                        if resizer.resize(r, cols).is_err() {
-                            return;
-                        }
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = term_size();
+            if now != last {
+                if let Some((r, cols)) = now {
+                    if resizer.resize(r, cols).is_err() {
+                        return;
                     }
-                    last = now;
                 }
+                last = now;
             }
         });
     }
