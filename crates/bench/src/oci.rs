@@ -1,4 +1,5 @@
-//! OCI runtimes side by side: the lifecycle of a /bin/true container, and sequential runs.
+//! OCI runtimes side by side: the lifecycle of a /bin/true container, exec of /bin/true into a
+//! running container (what liveness probes cost), and sequential runs.
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ struct Runtime {
     name: String,
     path: PathBuf,
     lifecycle: Vec<Duration>,
+    execs: Vec<Duration>,
     runs: Duration,
     peak_rss_kib: u64,
 }
@@ -51,6 +53,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
                     name: name.into(),
                     path: path.into(),
                     lifecycle: Vec::new(),
+                    execs: Vec::new(),
                     runs: Duration::ZERO,
                     peak_rss_kib: 0,
                 });
@@ -129,6 +132,7 @@ fn bench(work: &Path, runtimes: &mut [Runtime], iterations: usize, runs: usize) 
             reap_orphans();
         }
     }
+    bench_exec(work, runtimes, iterations)?;
     for rt in runtimes.iter_mut() {
         let root = work.join(format!("state-{}", rt.name)).display().to_string();
         let started = Instant::now();
@@ -151,15 +155,59 @@ fn bench(work: &Path, runtimes: &mut [Runtime], iterations: usize, runs: usize) 
     Ok(())
 }
 
+/// `exec` of /bin/true into a running container, each runtime's turn interleaved with the
+/// others' as in the lifecycle.
+fn bench_exec(work: &Path, runtimes: &mut [Runtime], iterations: usize) -> Result<(), String> {
+    let rootfs = work.join("rootfs");
+    let mut bundle = berth_testkit::Bundle::with_rootfs(
+        &work.join("bundle-sleep"),
+        rootfs.to_str().unwrap(),
+        &["/bin/sleep", "1000"],
+    );
+    bundle.config["ociVersion"] = "1.0.2".into();
+    bundle.write().map_err(|e| e.to_string())?;
+    let bundle_dir = bundle.dir.to_str().unwrap().to_string();
+    let s = |v: &str| v.to_string();
+    let base = |rt: &Runtime| {
+        [rt.path.display().to_string(), s("--root"), work.join(format!("state-{}", rt.name)).display().to_string()]
+    };
+    let id = |rt: &Runtime| format!("bench-{}-{}-exec", std::process::id(), rt.name);
+    for rt in runtimes.iter() {
+        run(&[&base(rt)[..], &[s("run"), s("--detach"), s("--bundle"), bundle_dir.clone(), id(rt)]].concat())?;
+    }
+    let result = (|| {
+        for _ in 0..iterations {
+            for rt in runtimes.iter_mut() {
+                let started = Instant::now();
+                let r = run(&[&base(rt)[..], &[s("exec"), id(rt), s("/bin/true")]].concat())?;
+                rt.execs.push(started.elapsed());
+                rt.peak_rss_kib = rt.peak_rss_kib.max(r.max_rss_kib);
+            }
+        }
+        Ok(())
+    })();
+    for rt in runtimes.iter() {
+        run(&[&base(rt)[..], &[s("delete"), s("--force"), id(rt)]].concat())?;
+    }
+    reap_orphans();
+    result
+}
+
 fn print_table(runtimes: &[Runtime], iterations: usize, runs: usize) {
     let first = &runtimes[0];
     let first_med = summarize(&first.lifecycle).median;
-    println!("OCI runtimes: create+start+wait+delete of /bin/true ({iterations} iterations), {runs} sequential runs");
+    let first_exec = summarize(&first.execs).median;
     println!(
-        "{:<10} {:>12} {:>17} {:>14} {:>12} {:>14} {:>14}",
+        "OCI runtimes: create+start+wait+delete of /bin/true and exec of /bin/true into a running container \
+         ({iterations} iterations each), {runs} sequential runs"
+    );
+    println!(
+        "{:<10} {:>12} {:>17} {:>14} {:>12} {:>14} {:>12} {:>14} {:>14}",
         "runtime",
         "median ms",
         "min-max ms",
+        format!("{}/this", first.name),
+        "exec ms",
         format!("{}/this", first.name),
         format!("{runs} runs s"),
         format!("{}/this", first.name),
@@ -167,14 +215,18 @@ fn print_table(runtimes: &[Runtime], iterations: usize, runs: usize) {
     );
     for rt in runtimes {
         let s = summarize(&rt.lifecycle);
+        let exec = summarize(&rt.execs).median;
         let ratio = first_med.as_secs_f64() / s.median.as_secs_f64();
+        let exec_ratio = first_exec.as_secs_f64() / exec.as_secs_f64();
         let run_ratio = first.runs.as_secs_f64() / rt.runs.as_secs_f64();
         println!(
-            "{:<10} {:>12} {:>17} {:>14.2} {:>12.2} {:>14.2} {:>14.1}",
+            "{:<10} {:>12} {:>17} {:>14.2} {:>12} {:>14.2} {:>12.2} {:>14.2} {:>14.1}",
             rt.name,
             ms(s.median),
             format!("{}-{}", ms(s.min), ms(s.max)),
             ratio,
+            ms(exec),
+            exec_ratio,
             rt.runs.as_secs_f64(),
             run_ratio,
             rt.peak_rss_kib as f64 / 1024.0
