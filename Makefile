@@ -42,7 +42,8 @@ lint:
 	$(CARGO) clippy --manifest-path crates/init/Cargo.toml --target-dir target/init -- -D warnings
 
 # Unit and integration tests (real containers, as root, in temp roots) on this host's cgroup
-# layout, then the berth-oci suite again on pure cgroup v1 and inside a pure cgroup v2 guest, and
+# layout, then the berth-oci suite again on pure cgroup v1 and, with its podman and containerd
+# callers suite, inside a pure cgroup v2 guest, and
 # the snapshot tests on Debian 12's 6.1 kernel (overlayfs before the new mount API's lowerdir+).
 # The engine's end-to-end tests run the workspace's binaries (berth, berth-monitor, berth-oci)
 # and berth-init: all are built first.
