@@ -8,20 +8,29 @@
 //!
 //! That file is the binary seen through a detached, read-only overlayfs mount of its directory
 //! (as runc 1.2 does): it costs one mount, which no mount table shows and which goes away with
-//! the last process running from it. Where that mount cannot be made (no privilege, no
-//! overlayfs, a directory name overlayfs options cannot carry), it is a sealed memfd copy,
-//! which costs a copy of the binary on every create, run and exec.
+//! the last process running from it. Where that mount cannot be made (no CAP_SYS_ADMIN over our
+//! mount namespace, no overlayfs, a directory name overlayfs options cannot carry) or its exec
+//! fails, it is a sealed memfd copy, which costs a copy of the binary on every create, run and
+//! exec.
+//!
+//! A process trusts only protection it made itself: a memfd with every seal (which cannot be
+//! undone), or, when it re-executed itself from a view, an overlayfs that is read-only and on a
+//! mount missing from its mount table (detached, so no one can remount it read-write). A
+//! read-only overlayfs it was merely started from may be remounted read-write later.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use crate::error::{Context, Error, Result};
 use crate::sys;
 
-/// Set in the re-executed program's environment: one that cannot see its protection must not
-/// re-exec again.
+/// In the re-executed program's environment: how it was re-executed (`VIEW` or `MEMFD`), so it
+/// knows what to check and does not re-exec again. Removed once read, so nothing it starts
+/// inherits it.
 const MARKER: &str = "_BERTH_OCI_SEALED";
+const VIEW: &str = "overlay";
+const MEMFD: &str = "memfd";
 
 const F_ADD_SEALS: i32 = 1033;
 const F_GET_SEALS: i32 = 1034;
@@ -32,41 +41,101 @@ const F_SEAL_WRITE: i32 = 0x0008;
 const SEALS: i32 = F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
 const OVERLAYFS_SUPER_MAGIC: libc::c_long = 0x794c_7630;
 
-/// True if this process runs from a file no one can write: a memfd carrying all the seals, or
-/// a file on a read-only overlayfs.
-pub fn running_unwritable() -> bool {
-    let Ok(exe) = sys::open(Path::new("/proc/self/exe"), libc::O_RDONLY) else { return false };
-    // SAFETY: fcntl on a descriptor we own.
-    let seals = unsafe { libc::fcntl(exe.as_raw_fd(), F_GET_SEALS) };
-    if seals >= 0 && seals & SEALS == SEALS {
-        return true;
-    }
-    let overlayfs = sys::fstatfs(exe.as_raw_fd()).is_ok_and(|fs| fs.f_type as libc::c_long == OVERLAYFS_SUPER_MAGIC);
+fn is_sealed_memfd(exe: RawFd) -> bool {
+    // SAFETY: fcntl on a descriptor the caller owns.
+    let seals = unsafe { libc::fcntl(exe, F_GET_SEALS) };
+    seals >= 0 && seals & SEALS == SEALS
+}
+
+/// A read-only overlayfs on a detached mount: the view `read_only_view` makes.
+fn is_detached_read_only_view(exe: RawFd) -> bool {
+    let overlayfs = sys::fstatfs(exe).is_ok_and(|fs| fs.f_type as libc::c_long == OVERLAYFS_SUPER_MAGIC);
     // SAFETY: statvfs is plain data, filled by the kernel.
     let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
-    overlayfs && unsafe { libc::fstatvfs(exe.as_raw_fd(), &mut vfs) } == 0 && vfs.f_flag & libc::ST_RDONLY != 0
+    let read_only = overlayfs && unsafe { libc::fstatvfs(exe, &mut vfs) } == 0 && vfs.f_flag & libc::ST_RDONLY != 0;
+    read_only && mount_id(exe).is_some_and(|id| !in_mount_table(id))
+}
+
+/// The mount id of an open file, from fdinfo (every kernel this runtime supports).
+fn mount_id(fd: RawFd) -> Option<u64> {
+    let info = std::fs::read_to_string(format!("/proc/thread-self/fdinfo/{fd}")).ok()?;
+    info.lines().find_map(|l| l.strip_prefix("mnt_id:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// Whether mount `id` is in the calling thread's mount namespace's table.
+fn in_mount_table(id: u64) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/thread-self/mountinfo") else { return true };
+    table.lines().any(|l| l.split(' ').next().and_then(|f| f.parse::<u64>().ok()) == Some(id))
 }
 
 /// Re-executes this program from a read-only view or a sealed copy of itself, unless it already
-/// runs from one. Returns only when already running so (or on error). `spare_dir` is an existing
-/// directory, neither inside nor above the binary's, that the view's overlayfs can use as its
-/// bottom layer (the runtime's state root): overlayfs accepts no detached mount as a layer.
+/// runs from one it made. Returns only when running so (or on error). `spare_dir` is an
+/// existing directory, neither inside nor above the binary's, that the view's overlayfs can use
+/// as its bottom layer (the runtime's state root): overlayfs accepts no detached mount as a layer.
 pub fn ensure_running_unwritable(spare_dir: &Path) -> Result<()> {
-    if running_unwritable() {
+    let marker = std::env::var(MARKER).ok();
+    // Read before anything else runs: no other thread exists yet.
+    std::env::remove_var(MARKER);
+    let exe = sys::open(Path::new("/proc/self/exe"), libc::O_RDONLY).ctx("opening /proc/self/exe")?;
+    if is_sealed_memfd(exe.as_raw_fd()) {
         return Ok(());
     }
-    if std::env::var_os(MARKER).is_some() {
-        return Err(Error::unsupported(
-            "re-executed from a read-only or sealed copy of berth-oci, but it is not seen as such (memfd sealing unsupported?)",
-        ));
+    match marker.as_deref() {
+        Some(VIEW) if is_detached_read_only_view(exe.as_raw_fd()) => return Ok(()),
+        Some(MEMFD) => {
+            return Err(Error::unsupported(
+                "re-executed from a sealed memfd copy of berth-oci, but its seals are not visible (memfd sealing unsupported?)",
+            ))
+        }
+        _ => {}
     }
-    let exe = sys::open(Path::new("/proc/self/exe"), libc::O_RDONLY).ctx("opening /proc/self/exe")?;
-    let unwritable = match read_only_view(&exe, spare_dir) {
-        Some(view) => view,
-        None => sealed_copy(&exe)?,
-    };
+    // A view not seen as one after the re-exec (it should be) gets the memfd, not another view.
+    if marker.as_deref() != Some(VIEW) {
+        if let Some(view) = read_only_view(&exe, spare_dir) {
+            // Only returns if the exec failed (an LSM may refuse it): then the memfd.
+            let _ = reexec(&view, VIEW);
+        }
+    }
+    let copy = sealed_copy(&exe)?;
+    Err(reexec(&copy, MEMFD))
+}
+
+/// Executes `exe` with our arguments and environment, `MARKER` set to `how`. Returns the error
+/// if the exec fails.
+fn reexec(exe: &OwnedFd, how: &str) -> Error {
+    match reexec_args() {
+        Ok((args, env)) => {
+            let mut env = env;
+            env.push(CString::new(format!("{MARKER}={how}")).expect("no NUL"));
+            let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+            argv.push(std::ptr::null());
+            let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+            envp.push(std::ptr::null());
+            // SAFETY: NUL-terminated arrays of valid C strings; on success this does not return.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_execveat,
+                    exe.as_raw_fd(),
+                    c"".as_ptr(),
+                    argv.as_ptr(),
+                    envp.as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                );
+            }
+            Error::last_os(format!(
+                "re-executing berth-oci from its {}",
+                if how == VIEW { "read-only view" } else { "sealed copy" }
+            ))
+        }
+        Err(e) => e,
+    }
+}
+
+type ArgsAndEnv = (Vec<CString>, Vec<CString>);
+
+fn reexec_args() -> Result<ArgsAndEnv> {
     let args: Vec<CString> = std::env::args_os().map(|a| sys::cstr(&a)).collect::<std::io::Result<_>>()?;
-    let mut env: Vec<CString> = std::env::vars_os()
+    let env: Vec<CString> = std::env::vars_os()
         .map(|(k, v)| {
             let mut kv = k;
             kv.push("=");
@@ -74,23 +143,7 @@ pub fn ensure_running_unwritable(spare_dir: &Path) -> Result<()> {
             sys::cstr(&kv)
         })
         .collect::<std::io::Result<_>>()?;
-    env.push(CString::new(format!("{MARKER}=1")).expect("no NUL"));
-    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
-    envp.push(std::ptr::null());
-    // SAFETY: NUL-terminated arrays of valid C strings; on success this does not return.
-    unsafe {
-        libc::syscall(
-            libc::SYS_execveat,
-            unwritable.as_raw_fd(),
-            c"".as_ptr(),
-            argv.as_ptr(),
-            envp.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        );
-    }
-    Err(Error::last_os("re-executing berth-oci from its read-only view or sealed copy"))
+    Ok((args, env))
 }
 
 /// The binary `exe` seen through a new detached overlayfs mount with no upper layer (so
@@ -104,6 +157,10 @@ fn read_only_view(exe: &OwnedFd, spare_dir: &Path) -> Option<OwnedFd> {
         // "NAME (deleted)", which names nothing.
         p.to_str().filter(|d| d.starts_with('/') && !d.contains([':', ',', '\\', '='])).map(str::to_string)
     };
+    // Checked first: overlayfs logs every layer it cannot resolve to the kernel log.
+    if !spare_dir.is_dir() {
+        return None;
+    }
     let lowerdir = format!("{}:{}", layer(dir)?, layer(spare_dir)?);
     let fs = sys::fsopen("overlay").ok()?;
     sys::fsconfig_string(fs.as_raw_fd(), "lowerdir", &lowerdir).ok()?;
@@ -176,6 +233,12 @@ fn copy_to_memfd(exe: &OwnedFd) -> Result<OwnedFd> {
         }
         copied += n as usize;
     }
+    if copied != size {
+        return Err(Error::new(
+            crate::error::ErrorKind::System,
+            format!("copying berth-oci into a memfd: {copied} of its {size} bytes copied"),
+        ));
+    }
     Ok(memfd)
 }
 
@@ -218,8 +281,60 @@ mod tests {
         let view = view.expect("a read-only overlayfs view of the test binary (run as root)");
         assert!(contents(&view) == contents(&exe), "the view differs from the binary");
         assert_eq!(write_error(&view), Some(libc::EROFS));
+        assert!(is_detached_read_only_view(view.as_raw_fd()));
         // The same directory twice is refused by overlayfs, and then there is no view.
         let dir = std::fs::read_link("/proc/self/exe").unwrap().parent().unwrap().to_path_buf();
         assert!(read_only_view(&exe, &dir).is_none());
+    }
+
+    /// A read-only overlayfs someone mounted (which its owner may remount read-write) is not
+    /// the runtime's own view, and is not trusted. In a thread with a mount namespace of its
+    /// own, gone with the thread.
+    #[test]
+    fn a_read_only_overlayfs_in_the_mount_table_is_not_trusted() {
+        std::thread::spawn(|| {
+            // SAFETY: unshare and mount with valid C strings; this thread's namespace only.
+            unsafe {
+                assert_eq!(libc::unshare(libc::CLONE_NEWNS), 0, "{}", std::io::Error::last_os_error());
+                assert_eq!(
+                    libc::mount(
+                        c"none".as_ptr(),
+                        c"/".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null()
+                    ),
+                    0
+                );
+            }
+            let base = std::env::temp_dir().join(format!("berth-selfexe-mounted-{}", std::process::id()));
+            for d in ["upper", "lower", "merged"] {
+                std::fs::create_dir_all(base.join(d)).unwrap();
+            }
+            std::fs::write(base.join("upper/prog"), b"#!/bin/sh\n").unwrap();
+            let options = format!("lowerdir={}:{}", base.join("upper").display(), base.join("lower").display());
+            let (merged, options) =
+                (sys::cstr(base.join("merged").as_os_str()).unwrap(), CString::new(options).unwrap());
+            // SAFETY: as above.
+            let mounted = unsafe {
+                libc::mount(
+                    c"overlay".as_ptr(),
+                    merged.as_ptr(),
+                    c"overlay".as_ptr(),
+                    libc::MS_RDONLY,
+                    options.as_ptr().cast(),
+                )
+            };
+            assert_eq!(mounted, 0, "{}", std::io::Error::last_os_error());
+            let prog = sys::open(&base.join("merged/prog"), libc::O_RDONLY).unwrap();
+            let trusted = is_detached_read_only_view(prog.as_raw_fd());
+            drop(prog);
+            // SAFETY: as above.
+            unsafe { libc::umount2(merged.as_ptr(), libc::MNT_DETACH) };
+            std::fs::remove_dir_all(&base).unwrap();
+            assert!(!trusted, "a mounted read-only overlayfs was taken for the runtime's own view");
+        })
+        .join()
+        .unwrap();
     }
 }
