@@ -11,3 +11,15 @@ pub mod rootfs;
 
 pub use bundle::Bundle;
 pub use rootfs::build_busybox_rootfs;
+
+/// The integration suites' test list: `trials![module::name, ...]` makes one libtest-mimic
+/// trial per test function, named `module::name`. (The suite crate depends on libtest-mimic.)
+#[macro_export]
+macro_rules! trials {
+    ($($module:ident :: $name:ident),* $(,)?) => {
+        vec![$(::libtest_mimic::Trial::test(concat!(stringify!($module), "::", stringify!($name)), || {
+            $module::$name();
+            Ok(())
+        })),*]
+    };
+}

@@ -16,16 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use libtest_mimic::{Arguments, Trial};
-
-macro_rules! trials {
-    ($($module:ident :: $name:ident),* $(,)?) => {
-        vec![$(Trial::test(concat!(stringify!($module), "::", stringify!($name)), || {
-            $module::$name();
-            Ok(())
-        })),*]
-    };
-}
+use berth_testkit::trials;
+use libtest_mimic::Arguments;
 
 /// Fails (with what to do) when a caller's program is not installed.
 pub fn require_tool(name: &str) -> Result<(), String> {

@@ -11,16 +11,8 @@ mod options;
 mod recovery;
 mod support;
 
-use libtest_mimic::{Arguments, Trial};
-
-macro_rules! trials {
-    ($($module:ident :: $name:ident),* $(,)?) => {
-        vec![$(Trial::test(concat!(stringify!($module), "::", stringify!($name)), || {
-            $module::$name();
-            Ok(())
-        })),*]
-    };
-}
+use berth_testkit::trials;
+use libtest_mimic::Arguments;
 
 fn main() {
     let args = Arguments::from_args();
