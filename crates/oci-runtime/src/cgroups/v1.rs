@@ -208,30 +208,33 @@ fn set_memory_and_swap(dir: &Path, limit: Option<i64>, swap: Option<i64>) -> Res
 
 fn apply_blkio(cg: &Cgroup, b: &oci_spec::runtime::LinuxBlockIo) -> Result<()> {
     let dir = dir_for(cg, "blkio", "blockIO")?;
-    // CFQ's blkio.weight is gone from current kernels; BFQ offers blkio.bfq.weight.
-    let weight_file = |base: &str| -> Result<String> {
+    // CFQ's blkio.weight is gone from current kernels; BFQ offers blkio.bfq.weight. Neither
+    // exists where the disks' schedulers have no weights (mq-deadline, kyber, none).
+    let weight_file = |base: &str, field: &str| -> Result<String> {
         for f in [format!("blkio.{base}"), format!("blkio.bfq.{base}")] {
             if dir.join(&f).exists() {
                 return Ok(f);
             }
         }
         Err(Error::unsupported(format!(
-            "blockIO: {base}: neither blkio.{base} nor blkio.bfq.{base} exists (the disk's I/O scheduler does not support weights)"
+            "{field}: neither blkio.{base} nor blkio.bfq.{base} exists (the disk's I/O scheduler does not support weights)"
         )))
     };
     if let Some(w) = b.weight().filter(|w| *w != 0) {
-        set(dir, &weight_file("weight")?, w, "blockIO.weight")?;
+        set(dir, &weight_file("weight", "blockIO.weight")?, w, "blockIO.weight")?;
     }
     if let Some(w) = b.leaf_weight().filter(|w| *w != 0) {
-        set(dir, &weight_file("leaf_weight")?, w, "blockIO.leafWeight")?;
+        set(dir, &weight_file("leaf_weight", "blockIO.leafWeight")?, w, "blockIO.leafWeight")?;
     }
     for (i, d) in b.weight_device().iter().flatten().enumerate() {
         let field = format!("blockIO.weightDevice[{i}]");
         if let Some(w) = d.weight() {
-            set(dir, &weight_file("weight_device")?, format!("{}:{} {}", d.major(), d.minor(), w), &field)?;
+            let file = weight_file("weight_device", &field)?;
+            set(dir, &file, format!("{}:{} {}", d.major(), d.minor(), w), &field)?;
         }
         if let Some(w) = d.leaf_weight() {
-            set(dir, &weight_file("leaf_weight_device")?, format!("{}:{} {}", d.major(), d.minor(), w), &field)?;
+            let file = weight_file("leaf_weight_device", &field)?;
+            set(dir, &file, format!("{}:{} {}", d.major(), d.minor(), w), &field)?;
         }
     }
     let throttles = [

@@ -151,17 +151,18 @@ pub(super) fn apply(cg: &Cgroup, r: &LinuxResources, devices_extra: &[DeviceRule
             } else if dir.join("io.bfq.weight").exists() {
                 set(dir, "io.bfq.weight", w, "blockIO.weight")?;
             } else {
-                return Err(Error::unsupported("blockIO.weight: neither io.weight nor io.bfq.weight exists"));
+                return Err(Error::unsupported("blockIO.weight: neither io.weight nor io.bfq.weight exists (this host's I/O controller does not support weights)"));
             }
         }
         for (i, d) in b.weight_device().iter().flatten().enumerate() {
             if let Some(w) = d.weight() {
-                set(
-                    dir,
-                    "io.bfq.weight",
-                    format!("{}:{} {}", d.major(), d.minor(), w),
-                    &format!("blockIO.weightDevice[{i}]"),
-                )?;
+                let field = format!("blockIO.weightDevice[{i}]");
+                if !dir.join("io.bfq.weight").exists() {
+                    return Err(Error::unsupported(format!(
+                        "{field}: io.bfq.weight does not exist (the disk's I/O scheduler is not BFQ)"
+                    )));
+                }
+                set(dir, "io.bfq.weight", format!("{}:{} {}", d.major(), d.minor(), w), &field)?;
             }
         }
         let throttles = [
