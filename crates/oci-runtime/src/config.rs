@@ -129,6 +129,11 @@ pub fn validate(spec: &Spec) -> Result<()> {
                     "an ID-mapped mount needs both uidMappings and gidMappings",
                 ));
             }
+            for (field, maps) in [("uidMappings", m.uid_mappings()), ("gidMappings", m.gid_mappings())] {
+                for (j, map) in maps.iter().flatten().enumerate() {
+                    check_mapping(map, &format!("{at}.{field}[{j}]"))?;
+                }
+            }
             crate::mounts::MountOptions::parse(m.options().as_deref().unwrap_or(&[]))
                 .map_err(|e| e.context(format!("{at}.options")))?;
         }
@@ -231,6 +236,17 @@ pub fn validate_process_fields(process: &oci_spec::runtime::Process, at: &str) -
         if !e.contains('=') {
             return Err(invalid(format!("{at}.env[{i}]"), format!("'{e}' is not of the form KEY=value")));
         }
+        no_nul(e, &format!("{at}.env[{i}]"))?;
+    }
+    for (i, a) in args.iter().enumerate() {
+        no_nul(a, &format!("{at}.args[{i}]"))?;
+    }
+    no_nul(&process.cwd().to_string_lossy(), &format!("{at}.cwd"))?;
+    let user = process.user();
+    check_process_id(user.uid(), &format!("{at}.user.uid"))?;
+    check_process_id(user.gid(), &format!("{at}.user.gid"))?;
+    for (i, g) in user.additional_gids().iter().flatten().enumerate() {
+        check_process_id(*g, &format!("{at}.user.additionalGids[{i}]"))?;
     }
     crate::attrs::ProcessAttrs::from_spec(process, at)?;
     let mut seen = Vec::new();
@@ -245,6 +261,47 @@ pub fn validate_process_fields(process: &oci_spec::runtime::Process, at: &str) -
             ));
         }
         seen.push(r.typ());
+    }
+    Ok(())
+}
+
+/// The largest uid or gid a process may be given. The kernel's ids are 32 bits, but -1
+/// (4294967295) means "leave unchanged" to setresuid/setresgid and setgroups-style calls, so a
+/// process given it would silently keep the runtime's root; like runc, only the non-negative
+/// 32-bit signed range is accepted.
+pub const MAX_PROCESS_ID: u32 = i32::MAX as u32;
+
+/// A process's uid or gid: within 0..=MAX_PROCESS_ID.
+pub fn check_process_id(id: u32, field: &str) -> Result<()> {
+    if id > MAX_PROCESS_ID {
+        return Err(invalid(field, format!("{id} is out of range (a process id is 0 to {MAX_PROCESS_ID})")));
+    }
+    Ok(())
+}
+
+/// Strings that become C strings (arguments, environment, paths) cannot hold NUL: the kernel
+/// would see them cut short, so they are refused rather than truncated or emptied.
+fn no_nul(value: &str, field: &str) -> Result<()> {
+    if value.contains('\0') {
+        return Err(invalid(field, format!("{value:?} contains a NUL byte")));
+    }
+    Ok(())
+}
+
+/// An id mapping's ranges: ids are 32 bits and 4294967295 is never a valid id, so
+/// `containerID + size` and `hostID + size` must both stay within 2^32 - 1 (the kernel refuses
+/// a range that wraps; checked here to name the field).
+fn check_mapping(m: &oci_spec::runtime::LinuxIdMapping, field: &str) -> Result<()> {
+    if m.size() == 0 {
+        return Err(invalid(format!("{field}.size"), "0"));
+    }
+    for (name, start) in [("containerID", m.container_id()), ("hostID", m.host_id())] {
+        if u64::from(start) + u64::from(m.size()) > u64::from(u32::MAX) {
+            return Err(invalid(
+                field,
+                format!("{name} {start} + size {} goes past the last id {}", m.size(), u32::MAX - 1),
+            ));
+        }
     }
     Ok(())
 }
@@ -282,9 +339,7 @@ fn validate_namespaces(spec: &Spec) -> Result<HashSet<LinuxNamespaceType>> {
                 return Err(invalid(field, "a new user namespace needs uid and gid mappings"));
             }
             for (i, m) in maps.iter().enumerate() {
-                if m.size() == 0 {
-                    return Err(invalid(format!("{field}[{i}].size"), "0"));
-                }
+                check_mapping(m, &format!("{field}[{i}]"))?;
             }
         }
     } else if has_maps {

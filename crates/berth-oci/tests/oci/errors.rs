@@ -233,3 +233,53 @@ pub fn host_limits_fail_clearly() {
         o.assert_gone();
     }
 }
+
+/// uid/gid 4294967295 is -1 to setresuid/setresgid ("leave unchanged"): a process given it
+/// would keep the runtime's root. Every process id field is range-checked, by name; id maps
+/// have their own limit (a range may not go past the last id). NUL bytes would cut arguments
+/// and environment entries short: refused, not emptied.
+pub fn ids_out_of_range_and_nul_bytes_are_refused() {
+    for (field, value, needle) in [
+        ("uid", json!(4294967295u32), "process.user.uid: 4294967295 is out of range"),
+        ("gid", json!(4294967295u32), "process.user.gid: 4294967295 is out of range"),
+        ("additionalGids", json!([5, 2147483648u32]), "process.user.additionalGids[1]: 2147483648 is out of range"),
+    ] {
+        let mut c = Ctr::new(&format!("idrange{field}"), &["id"]);
+        c.config()["process"]["user"]["uid"] = json!(1000);
+        c.config()["process"]["user"]["gid"] = json!(1000);
+        c.config()["process"]["user"][field] = value;
+        assert_contains(&create_fails(&c, &format!("{field} out of range")), needle);
+    }
+    // The largest valid id still works.
+    let mut ok = Ctr::new("idmax", &["sh", "-c", "echo $(id -u) $(id -g)"]);
+    ok.config()["process"]["user"]["uid"] = json!(2147483647u32);
+    ok.config()["process"]["user"]["gid"] = json!(2147483647u32);
+    assert_eq!(ok.output().trim(), "2147483647 2147483647");
+
+    let mut e = Ctr::new("envnul", &["true"]);
+    e.config()["process"]["env"].as_array_mut().unwrap().push(json!("SECRET=x\u{0}y"));
+    assert_contains(&create_fails(&e, "an environment entry with NUL"), "contains a NUL byte");
+    let mut a = Ctr::new("argnul", &["true"]);
+    a.config()["process"]["args"] = json!(["echo", "a\u{0}b"]);
+    assert_contains(&create_fails(&a, "an argument with NUL"), "process.args[1]");
+
+    let mut m = Ctr::new("mapwrap", &["true"]);
+    m.config()["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
+    m.config()["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 4294967295u32, "size": 1}]);
+    m.config()["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    assert_contains(&create_fails(&m, "a mapping past the last id"), "linux.uidMappings[0]: hostID 4294967295");
+
+    // exec: the same limits for --user and --additional-gids.
+    let c = Ctr::new("idexec", &["sleep", "1000"]);
+    c.create();
+    c.start();
+    let out = c.oci(&["exec", "--user", "4294967295", &c.id, "id", "-u"]).failed("exec as uid -1");
+    assert_contains(&out.stderr, "4294967295 is out of range");
+    let out = c.oci(&["exec", "--user", "1000:4294967295", &c.id, "id", "-g"]).failed("exec as gid -1");
+    assert_contains(&out.stderr, "4294967295 is out of range");
+    let out =
+        c.oci(&["exec", "--additional-gids", "4294967295", &c.id, "id", "-G"]).failed("exec with a -1 extra group");
+    assert_contains(&out.stderr, "4294967295 is out of range");
+    c.delete();
+    c.assert_gone();
+}

@@ -107,6 +107,7 @@ fn main() {
         errors::mount_destination_escaping_the_rootfs,
         errors::failed_creates_leave_nothing,
         errors::host_limits_fail_clearly,
+        errors::ids_out_of_range_and_nul_bytes_are_refused,
         defences::cve_2019_5736_runtime_binary_out_of_reach,
         defences::cve_2024_21626_no_leaked_descriptors_and_cwd_inside_root,
         defences::cve_2019_19921_proc_and_sys_only_on_real_directories,
