@@ -433,6 +433,10 @@ fn parse_env_file(p: &Path) -> Result<Vec<String>> {
         if l.starts_with('=') {
             bail!("--env-file {}:{}: variable name missing", p.display(), i + 1);
         }
+        if l.contains('\0') {
+            let name = l.split('=').next().unwrap_or_default();
+            bail!("--env-file {}:{}: variable {name}: contains a NUL byte", p.display(), i + 1);
+        }
         out.push(expand_env(l));
     }
     Ok(out)
@@ -727,6 +731,7 @@ fn forward_signals(monitor: i32) {
 
 /// The exit code of a container whose output stream ended: from its exit file (kept for a
 /// `--rm` container after its removal), else by waiting for its state.
+/// An exit status no one saw (the monitor was killed) is an error, not a made-up code.
 fn exit_code(e: &Engine, c: &Container) -> Result<i32> {
     for _ in 0..500 {
         if let Some(code) = e.exit_code_of(&c.id) {
@@ -738,6 +743,10 @@ fn exit_code(e: &Engine, c: &Container) -> Result<i32> {
         std::thread::sleep(Duration::from_millis(10));
     }
     match e.wait(&c.id) {
+        Ok(berth_engine::container::EXIT_UNKNOWN) => Err(Error::msg(format!(
+            "container {}: exit status unknown (its monitor died before recording the exit)",
+            c.name
+        ))),
         Ok(code) => Ok(code),
         Err(err) if err.kind == berth_engine::Kind::NotFound => Ok(0),
         Err(err) => Err(err),
@@ -758,7 +767,12 @@ fn status_text(c: &Container) -> String {
     };
     match c.state.status.as_str() {
         "running" => format!("Up {}", since(&c.state.started_at)),
-        "exited" => format!("Exited ({}) {} ago", c.state.exit_code.unwrap_or(0), since(&c.state.finished_at)),
+        "exited" => match c.state.exit_code {
+            Some(berth_engine::container::EXIT_UNKNOWN) => {
+                format!("Exited (unknown) {} ago", since(&c.state.finished_at))
+            }
+            code => format!("Exited ({}) {} ago", code.unwrap_or(0), since(&c.state.finished_at)),
+        },
         "created" => "Created".into(),
         "creating" => "Creating (incomplete)".into(),
         s => s.to_string(),

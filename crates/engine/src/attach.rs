@@ -303,9 +303,17 @@ impl Engine {
             let all = crate::spec::available_caps();
             process["capabilities"] = serde_json::json!({"bounding": all, "effective": all, "permitted": all});
         }
-        let file = self.run_dir(&c.id).join(format!("exec-{}.json", &random_id()[..12]));
+        let tag = &random_id()[..12];
+        let file = self.run_dir(&c.id).join(format!("exec-{tag}.json"));
         std::fs::write(&file, serde_json::to_vec(&process).unwrap_or_default()).ctx(file.display())?;
         let mut cmd = rt.command();
+        // A detached process inherits the runtime's stdio and keeps it open for as long as it
+        // runs: the runtime gets /dev/null (so does the process, as with docker's exec -d) and
+        // reports its errors through its JSON log instead of a pipe read to the end.
+        let log = self.run_dir(&c.id).join(format!("exec-{tag}.log"));
+        if o.detach {
+            cmd.arg("--log").arg(&log).arg("--log-format").arg("json");
+        }
         cmd.arg("exec").arg("--process").arg(&file);
         if o.tty {
             cmd.arg("--tty");
@@ -317,22 +325,40 @@ impl Engine {
         }
         if o.detach {
             cmd.arg("--detach");
-            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         } else if !o.interactive {
             cmd.stdin(Stdio::null());
         }
         cmd.arg(&c.id);
-        let r = if o.detach {
-            cmd.output().map(|out| (out.status, String::from_utf8_lossy(&out.stderr).into_owned()))
-        } else {
-            cmd.status().map(|s| (s, String::new()))
-        };
+        let r = cmd.status();
         let _ = std::fs::remove_file(&file);
-        let (status, err) = r.ctx(format!("runtime {}", rt.name))?;
+        let err = if o.detach { runtime_log_error(&log) } else { String::new() };
+        let _ = std::fs::remove_file(&log);
+        let status = r.ctx(format!("runtime {}", rt.name))?;
         if o.detach && !status.success() {
-            bail!(System, "exec: runtime {}: {}", rt.name, err.trim());
+            bail!(System, "exec: runtime {}: {}", rt.name, err);
         }
         use std::os::unix::process::ExitStatusExt;
         Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
     }
+}
+
+/// The last error a runtime wrote to its `--log-format json` log (runc's, crun's and
+/// berth-oci's lines are `{"level":"error","msg":...}`), or the log's text.
+fn runtime_log_error(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let last_error = text
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["level"] == "error")
+        .and_then(|v| v["msg"].as_str().map(str::to_string));
+    last_error.unwrap_or_else(|| {
+        let t = text.trim();
+        if t.is_empty() {
+            "failed (its log is empty)".to_string()
+        } else {
+            t.to_string()
+        }
+    })
 }

@@ -169,6 +169,10 @@ impl Container {
     }
 }
 
+/// The exit code recorded when no one saw the container exit (its monitor was killed): no
+/// process exits with it, so it never reads as a real status (255 does: `exit 255`).
+pub const EXIT_UNKNOWN: i32 = -1;
+
 /// The monitor's exit file.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -283,21 +287,32 @@ impl Engine {
             if m < 6 << 20 {
                 bail!(Invalid, "memory limit {m} is too small: the minimum is 6m");
             }
+            if m > spec::MAX_MEMORY {
+                bail!(Invalid, "memory limit {m} is larger than the kernel can enforce");
+            }
         }
         if let Some(c) = o.cpus {
             let max = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
-            if !(c > 0.0 && c.is_finite()) || c > max {
-                bail!(Invalid, "--cpus {c}: must be more than 0 and at most the {max} CPUs of this host");
+            // The CFS quota is cpus × a 100 ms period, and the kernel's smallest quota is 1 ms.
+            if !(c.is_finite() && c >= spec::MIN_CPUS) || c > max {
+                bail!(Invalid, "--cpus {c}: must be from {} to the {max} CPUs of this host", spec::MIN_CPUS);
             }
         }
         if let Some(p) = o.pids_limit {
             if p == 0 || p < -1 {
                 bail!(Invalid, "--pids-limit {p}: must be positive (or -1 for unlimited)");
             }
+            if p > spec::MAX_PIDS_LIMIT {
+                bail!(Invalid, "--pids-limit {p}: the kernel's limit is at most {}", spec::MAX_PIDS_LIMIT);
+            }
         }
         for e in &o.env {
             if e.is_empty() || e.starts_with('=') {
                 bail!(Invalid, "invalid environment variable {e:?}");
+            }
+            if e.contains('\0') {
+                let name = e.split('=').next().unwrap_or_default();
+                bail!(Invalid, "environment variable {name}: its value contains a NUL byte");
             }
         }
         if let Some(s) = &o.stop_signal {
@@ -387,25 +402,27 @@ impl Engine {
                 Some(s) => berth_image::spec::signal_number(s)?,
                 None => d.stop_signal,
             };
-            // The image's VOLUMEs not covered by a mount become anonymous volumes.
+            // The image's VOLUMEs not covered by a mount become anonymous volumes; their keys
+            // are container paths only (the image is not trusted with host paths or names).
             for v in &d.volumes {
-                let dst = v.trim_end_matches('/');
-                if !mounts.iter().any(|m| m.destination.trim_end_matches('/') == dst) && !dst.is_empty() {
-                    mounts.push(spec::parse_volume(dst)?);
+                let volume = spec::image_volume(v)?;
+                let dst = volume.destination.trim_end_matches('/');
+                if !mounts.iter().any(|m| m.destination.trim_end_matches('/') == dst) {
+                    mounts.push(volume);
                 }
             }
             let mut ports = port_specs.clone();
             if o.publish_all {
                 for e in &d.exposed_ports {
-                    if let Some((p, proto)) = berth_network::ports::parse_exposed(e) {
-                        if !ports.iter().any(|m| m.container_port == p && m.protocol == proto) {
-                            ports.push(PortMapping {
-                                host_port: 0,
-                                container_port: p,
-                                protocol: proto,
-                                host_ip: String::new(),
-                            });
-                        }
+                    let (p, proto) = berth_network::ports::parse_exposed(e)
+                        .map_err(|err| Error::invalid(format!("image config ExposedPorts key {err}")))?;
+                    if !ports.iter().any(|m| m.container_port == p && m.protocol == proto) {
+                        ports.push(PortMapping {
+                            host_port: 0,
+                            container_port: p,
+                            protocol: proto,
+                            host_ip: String::new(),
+                        });
                     }
                 }
             }
@@ -456,7 +473,7 @@ impl Engine {
                 }
             };
             let dir = self.container_dir(&id);
-            std::fs::create_dir_all(&dir).ctx(dir.display())?;
+            crate::private_dir(&dir)?;
             let mut env = d.env.clone();
             if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
                 env.push(format!("HOSTNAME={}", c.hostname));
@@ -471,7 +488,10 @@ impl Engine {
             let init = if o.init { Some(self.init_path()?) } else { None };
             let netns = self.netns_path(&id);
             let mut annotations = serde_json::Map::new();
-            for (k, v) in d.labels.iter().chain(o.labels.iter()) {
+            // Only the user's labels: runtimes act on some annotations (crun's `run.oci.*`
+            // opens host paths for hook output, berth-oci's `org.berth.*`), and an image is
+            // not trusted to steer the runtime. The image's labels stay in its config.
+            for (k, v) in o.labels.iter() {
                 annotations.insert(k.clone(), Value::String(v.clone()));
             }
             let cgroup_v2 = runtime::cgroup_version() == "2";
@@ -503,8 +523,7 @@ impl Engine {
                 annotations,
             };
             let spec = spec::build(&input);
-            std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&spec).unwrap_or_default())
-                .ctx("write config.json")?;
+            crate::write_private(&dir.join("config.json"), &serde_json::to_vec_pretty(&spec).unwrap_or_default())?;
             // Unmounted until started: a created container holds no mount.
             self.store.snapshots.unmount(&id)?;
             c.state.status = "created".into();
@@ -567,7 +586,7 @@ impl Engine {
             return self.refresh(c);
         }
         c.state.status = "exited".into();
-        c.state.exit_code = Some(255);
+        c.state.exit_code = Some(EXIT_UNKNOWN);
         c.state.finished_at = time::now_rfc3339();
         c.state.error =
             "the container's monitor died before the container's exit was recorded; exit status unknown".into();
@@ -736,8 +755,8 @@ impl Engine {
         }
         let run = self.run_dir(&id);
         let _ = std::fs::remove_dir_all(&run);
-        if let Err(e) = std::fs::create_dir_all(&run) {
-            return Err(fail(e.into(), c, self));
+        if let Err(e) = crate::private_dir(&run) {
+            return Err(fail(e, c, self));
         }
         let spawned = self.spawn_monitor(c, &rt, &monitor);
         let (mut reader, mut sock, monitor_pid, ctr_pid) = match spawned {

@@ -81,9 +81,17 @@ impl Engine {
             None if root == Path::new(berth_image::store::DEFAULT_ROOT) => PathBuf::from("/run/berth"),
             None => root.join("run"),
         };
-        for d in [run_root.join("containers"), run_root.join("netns"), run_root.join("locks"), root.join("containers")]
-        {
-            std::fs::create_dir_all(&d).ctx(d.display())?;
+        // Bundles (the environment, i.e. secrets), logs, volumes (setuid files a container
+        // wrote or an image brought), monitors' sockets and exit files: none of it is for
+        // other local users. These directories are private whatever the umask, and set so
+        // again at every open (stores made by earlier versions had them 0755).
+        // The run root is the engine's own when it is the default, or inside the store.
+        make_dir(&run_root, engine_cfg.run_root.is_none() || run_root.starts_with(&root))?;
+        for d in ["containers", "netns", "locks", "runtimes", "cni"] {
+            private_dir(&run_root.join(d))?;
+        }
+        for d in ["containers", "volumes", "networks"] {
+            private_dir(&root.join(d))?;
         }
         store.db().conn.execute_batch(SCHEMA).ctx("metadata database: containers table")?;
         Ok(Engine {
@@ -222,6 +230,46 @@ impl Engine {
         }
         bail!(NotFound, "no such container: {name_or_id}")
     }
+}
+
+/// Creates `dir` (and its parents) 0700, and makes an existing one 0700 again.
+pub(crate) fn private_dir(dir: &Path) -> Result<()> {
+    make_dir(dir, true)
+}
+
+/// Creates `dir` (and its parents) 0700; an existing directory keeps its mode unless
+/// `correct` (a configured run root such as /run must not be changed).
+fn make_dir(dir: &Path, correct: bool) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).ctx(dir.display())?;
+    let meta = std::fs::symlink_metadata(dir).ctx(dir.display())?;
+    if !meta.is_dir() {
+        bail!(System, "{}: not a directory", dir.display());
+    }
+    if correct && meta.permissions().mode() & 0o7777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).ctx(dir.display())?;
+    }
+    Ok(())
+}
+
+/// Writes a file only root may read (a bundle's config.json holds the container's
+/// environment): created 0600, written aside and renamed into place.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes));
+    if let Err(e) = written.and_then(|_| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).ctx(path.display());
+    }
+    Ok(())
 }
 
 /// Crash-recovery tests stop a berth command dead at a named point: with

@@ -133,6 +133,34 @@ fn check_destination(d: &str, spec: &str) -> Result<()> {
     Ok(())
 }
 
+/// An image's `VOLUME`: only ever a path inside the container (as docker treats the keys of
+/// the image config's `Volumes`), never parsed as `-v`'s `SOURCE:DEST` — a key such as
+/// `/:/host` is the container directory named `/:/host`, not a bind of the host's root.
+/// Cleaned as a path (`//`, `.` and a trailing `/` dropped; a relative key is taken from the
+/// container's `/`, as docker resolves it); `..`, `/` itself and NUL are refused.
+pub fn image_volume(key: &str) -> Result<MountInfo> {
+    let what = format!("image config Volumes key {key:?}");
+    if key.contains('\0') {
+        bail!(Invalid, "{what}: contains a NUL byte");
+    }
+    let parts: Vec<&str> = key.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    if parts.contains(&"..") {
+        bail!(Invalid, "{what}: contains '..'");
+    }
+    if parts.is_empty() {
+        bail!(Invalid, "{what}: cannot be the container's /");
+    }
+    Ok(MountInfo {
+        kind: "volume".into(),
+        name: String::new(),
+        source: String::new(),
+        destination: format!("/{}", parts.join("/")),
+        rw: true,
+        options: vec!["rw".into()],
+        anonymous: true,
+    })
+}
+
 pub fn valid_volume_name(n: &str) -> bool {
     let b = n.as_bytes();
     b.len() >= 2
@@ -261,28 +289,50 @@ pub fn parse_tmpfs(spec: &str) -> Result<MountInfo> {
     })
 }
 
-/// `--memory`: `512m`, `1g`, `1048576`, `64k` (binary units, as docker).
+/// The smallest `--cpus`: a quota of 1 ms per 100 ms period, the kernel's minimum quota.
+pub const MIN_CPUS: f64 = 0.01;
+
+/// The largest pids limit the kernel takes (PID_MAX_LIMIT, 2^22).
+pub const MAX_PIDS_LIMIT: i64 = 1 << 22;
+
+/// The largest memory limit the kernel honours: its page counters hold at most
+/// `i64::MAX / PAGE_SIZE` pages, and a larger value is silently taken as "no limit".
+pub const MAX_MEMORY: i64 = i64::MAX / 4096 * 4096;
+
+/// `--memory`: `512m`, `1g`, `1.5g`, `1048576`, `64k` (binary units, as docker): digits with an
+/// optional fraction, then an optional unit (k, m, g, t, p) and `b`. No exponents, signs or
+/// spaces; 6m to MAX_MEMORY.
 pub fn parse_memory(s: &str) -> Result<i64> {
+    let bad = || crate::Error::invalid(format!("invalid memory value {s:?} (examples: 512m, 1.5g, 1048576)"));
     let t = s.trim().to_ascii_lowercase();
     let t = t.strip_suffix('b').unwrap_or(&t);
-    let (num, mult) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        Some('t') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
+    let (num, shift) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 10),
+        Some('m') => (&t[..t.len() - 1], 20),
+        Some('g') => (&t[..t.len() - 1], 30),
+        Some('t') => (&t[..t.len() - 1], 40),
+        Some('p') => (&t[..t.len() - 1], 50),
+        _ => (t, 0),
     };
-    let v: f64 = num
-        .parse()
-        .map_err(|_| crate::Error::invalid(format!("invalid memory value {s:?} (examples: 512m, 1g, 1048576)")))?;
-    let bytes = (v * mult as f64) as i64;
-    if !(v.is_finite()) || bytes <= 0 {
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    let digits = |d: &str| !d.is_empty() && d.len() <= 30 && d.bytes().all(|b| b.is_ascii_digit());
+    if !digits(int) || (num.contains('.') && !digits(frac)) {
+        return Err(bad());
+    }
+    let frac = &frac[..frac.len().min(18)];
+    let int: u128 = int.parse().map_err(|_| bad())?;
+    let frac_value: u128 = if frac.is_empty() { 0 } else { frac.parse().map_err(|_| bad())? };
+    let bytes = (int << shift).saturating_add((frac_value << shift) / 10u128.pow(frac.len() as u32));
+    if bytes == 0 {
         bail!(Invalid, "invalid memory value {s:?}: must be positive");
     }
     if bytes < 6 << 20 {
         bail!(Invalid, "memory limit {s:?} is too small: the minimum is 6m");
     }
-    Ok(bytes)
+    if bytes > MAX_MEMORY as u128 {
+        bail!(Invalid, "memory limit {s:?} is larger than the kernel can enforce (at most {MAX_MEMORY} bytes)");
+    }
+    Ok(bytes as i64)
 }
 
 pub struct SpecInput<'a> {
@@ -517,6 +567,14 @@ mod tests {
         assert!(parse_memory("12x").is_err());
         assert!(parse_memory("-1m").is_err());
         assert!(parse_memory("1k").unwrap_err().to_string().contains("too small"));
+        // Exponents, signs and values past what the kernel's page counters hold are refused
+        // (1e30 once became i64::MAX, i.e. no limit at all).
+        for v in ["1e30", "1e9", "+64m", "64 m", ".5g", "1.g", "nan", "inf", "9999999999999999p"] {
+            assert!(parse_memory(v).is_err(), "{v} was accepted");
+        }
+        assert!(parse_memory("8192p").unwrap_err().to_string().contains("larger than the kernel can enforce"));
+        assert_eq!(parse_memory("0.5g").unwrap(), 1 << 29);
+        assert_eq!(parse_memory("7.9p").unwrap(), (79u128 * (1 << 50) / 10) as i64);
     }
 
     #[test]

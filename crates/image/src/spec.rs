@@ -102,8 +102,11 @@ pub fn signal_number(s: &str) -> Result<i32> {
         "ABRT" => libc::SIGABRT,
         "ALRM" => libc::SIGALRM,
         _ => {
-            if let Some(off) = name.strip_prefix("RTMIN+").and_then(|x| x.parse::<i32>().ok()) {
+            let rt_offset = name.strip_prefix("RTMIN+").and_then(|x| x.parse::<i32>().ok());
+            if let Some(off) = rt_offset.filter(|off| (0..=libc::SIGRTMAX() - libc::SIGRTMIN()).contains(off)) {
                 libc::SIGRTMIN() + off
+            } else if rt_offset.is_some() {
+                bail!("StopSignal {s:?}: beyond SIGRTMAX")
             } else {
                 bail!("StopSignal {s:?}: unknown signal")
             }
@@ -112,9 +115,34 @@ pub fn signal_number(s: &str) -> Result<i32> {
     Ok(n)
 }
 
+/// The largest uid or gid a container's process may run as: 4294967295 is -1 to
+/// setresuid/setresgid ("leave unchanged", i.e. root), so as runc only 0 to 2^31 - 1.
+pub const MAX_PROCESS_ID: u32 = i32::MAX as u32;
+
+fn check_id(id: u32, what: &str) -> Result<u32> {
+    if id > MAX_PROCESS_ID {
+        bail!("{what} {id} is out of range (0 to {MAX_PROCESS_ID})");
+    }
+    Ok(id)
+}
+
 /// Resolves `user` (`name`, `uid`, `name:group`, `uid:gid`, ...) against the image's
-/// /etc/passwd and /etc/group. Returns (uid, gid, supplementary gids).
+/// /etc/passwd and /etc/group. Returns (uid, gid, supplementary gids), each within
+/// 0..=MAX_PROCESS_ID (a hostile /etc/passwd or /etc/group is checked too).
 pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32, Vec<u32>)> {
+    let (uid, gid, extra) = resolve_user_unchecked(rootfs, user)?;
+    check_id(uid, "uid")?;
+    check_id(gid, "gid")?;
+    for g in &extra {
+        check_id(*g, "supplementary gid (from the image's /etc/group)")?;
+    }
+    Ok((uid, gid, extra))
+}
+
+fn resolve_user_unchecked(rootfs: &Path, user: &str) -> Result<(u32, u32, Vec<u32>)> {
+    if user.contains('\0') {
+        bail!("contains a NUL byte");
+    }
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
@@ -180,6 +208,24 @@ pub fn runtime_defaults(config: &ImageConfig, rootfs: &Path, o: &Overrides) -> R
     if args.is_empty() {
         bail!("the image has neither Entrypoint nor Cmd, and no command was given");
     }
+    for (i, e) in c.env.iter().flatten().enumerate() {
+        if e.split('=').next().is_none_or(str::is_empty) || !e.contains('=') {
+            bail!("image config Env[{i}] {e:?} is not of the form KEY=value");
+        }
+    }
+    // The image's strings become C strings in the container's process: a NUL would cut them.
+    for (field, list) in [("Entrypoint", &c.entrypoint), ("Cmd", &c.cmd), ("Env", &c.env)] {
+        for (i, v) in list.iter().flatten().enumerate() {
+            if v.contains('\0') {
+                bail!("image config {field}[{i}] {v:?} contains a NUL byte");
+            }
+        }
+    }
+    for e in &o.env {
+        if e.contains('\0') {
+            bail!("environment variable {e:?} contains a NUL byte");
+        }
+    }
     let mut env: Vec<String> = c.env.clone().unwrap_or_default();
     for e in &o.env {
         let key = e.split('=').next().unwrap_or("");
@@ -189,12 +235,18 @@ pub fn runtime_defaults(config: &ImageConfig, rootfs: &Path, o: &Overrides) -> R
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, DEFAULT_PATH.to_string());
     }
+    let cwd_origin = if o.workdir.is_some() { "working directory" } else { "image config WorkingDir" };
     let cwd = o.workdir.clone().or(c.working_dir.clone()).filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
     if !cwd.starts_with('/') {
-        bail!("WorkingDir {cwd:?} is not an absolute path");
+        bail!("{cwd_origin} {cwd:?} is not an absolute path");
     }
+    if cwd.contains('\0') {
+        bail!("{cwd_origin} {cwd:?} contains a NUL byte");
+    }
+    let user_origin = if o.user.is_some() { "user" } else { "image config User" };
     let user = o.user.clone().or(c.user.clone()).unwrap_or_default();
-    let (uid, gid, additional_gids) = resolve_user(rootfs, &user)?;
+    let (uid, gid, additional_gids) =
+        resolve_user(rootfs, &user).map_err(|e| e.context(format!("{user_origin} {user:?}")))?;
     let stop_signal = match &c.stop_signal {
         Some(s) if !s.is_empty() => signal_number(s)?,
         _ => libc::SIGTERM,

@@ -139,7 +139,14 @@ impl Store {
         for suffix in ["", "-wal", "-shm"] {
             let p = root.join(format!("berth.db{suffix}"));
             match fs::symlink_metadata(&p) {
-                Ok(_) => set_mode(&p, 0o600)?,
+                // Another process closing the database may remove -wal and -shm meanwhile.
+                Ok(_) => {
+                    use std::os::unix::fs::PermissionsExt;
+                    match fs::set_permissions(&p, fs::Permissions::from_mode(0o600)) {
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !suffix.is_empty() => {}
+                        r => r.ctx(format!("chmod 600 {}", p.display()))?,
+                    }
+                }
                 Err(_) if suffix.is_empty() => {
                     use std::os::unix::fs::OpenOptionsExt;
                     fs::OpenOptions::new()
@@ -153,15 +160,23 @@ impl Store {
                 Err(_) => {}
             }
         }
+        let lock_path = root.join("store.lock");
+        if fs::symlink_metadata(&lock_path).is_ok() {
+            set_mode(&lock_path, 0o600)?;
+        }
         let db = Db::open(&db_path)?;
         Ok(Store { lock_path: root.join("store.lock"), root, config, content, layers, snapshots, db: Mutex::new(db) })
     }
 
     fn lock(&self, op: libc::c_int) -> Result<Lock> {
+        use std::os::unix::fs::OpenOptionsExt;
+        // 0600: flock needs only a readable descriptor, so a lock file others could open
+        // would let any local user hold the store's lock and stall garbage collection.
         let f = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&self.lock_path)
             .ctx(self.lock_path.display())?;
         crate::content::flock(&f, op).ctx(format!("lock {}", self.lock_path.display()))?;

@@ -70,7 +70,7 @@ impl LogWriter {
 fn open_append(path: &CString) -> io::Result<i32> {
     // SAFETY: plain open.
     let fd =
-        unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC, 0o640) };
+        unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC, 0o600) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -212,15 +212,21 @@ impl Cni {
 /// (CNI-ADMIN, CNI-HOSTPORT-*) and then create them, so two run at once by concurrent `berth`
 /// invocations can both see a chain missing and one fail with "chain already exists"
 /// (containernetworking/plugins#335): one plugin at a time on the host.
-const PLUGIN_LOCK: &str = "/run/lock/berth-cni.lock";
+/// In /run itself, which only root writes: /run/lock is world-writable, where any local user
+/// could create the file first (or open ours, since flock needs only a readable descriptor)
+/// and hold the lock, stalling every container's networking.
+const PLUGIN_LOCK: &str = "/run/berth-cni.lock";
 
 /// Locks PLUGIN_LOCK; the lock is held while the returned file is open.
 fn plugin_lock() -> Result<std::fs::File> {
     use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(PLUGIN_LOCK)
         .map_err(|e| Error::msg(format!("{PLUGIN_LOCK}: {e}")))?;
     loop {

@@ -92,15 +92,32 @@ pub fn free_port(protocol: &str) -> Result<u16> {
     p.map(|a| a.port()).map_err(|e| Error::msg(format!("choosing a free {protocol} port: {e}")))
 }
 
-/// A container port from an image's ExposedPorts key (`80/tcp`).
-pub fn parse_exposed(s: &str) -> Option<(u16, String)> {
+/// A container port from an image's ExposedPorts key (`80/tcp`, `53/udp`, `8080`): a port
+/// from 1 to 65535 and tcp or udp, the protocols `-p` publishes.
+pub fn parse_exposed(s: &str) -> Result<(u16, String)> {
     let (p, proto) = s.split_once('/').unwrap_or((s, "tcp"));
-    Some((p.parse().ok()?, proto.to_ascii_lowercase()))
+    let proto = proto.to_ascii_lowercase();
+    if proto != "tcp" && proto != "udp" {
+        return Err(Error::msg(format!("{s:?}: protocol {proto:?} is not tcp or udp")));
+    }
+    let port = p.parse::<u16>().ok().filter(|p| *p > 0);
+    let port = port.ok_or_else(|| Error::msg(format!("{s:?}: {p:?} is not a port number (1-65535)")))?;
+    Ok((port, proto))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exposed_ports() {
+        assert_eq!(parse_exposed("80/tcp").unwrap(), (80, "tcp".to_string()));
+        assert_eq!(parse_exposed("53/UDP").unwrap(), (53, "udp".to_string()));
+        assert_eq!(parse_exposed("8080").unwrap(), (8080, "tcp".to_string()));
+        for bad in ["0/tcp", "65536/tcp", "80/icmp", "x/tcp", "/tcp", "-1"] {
+            assert!(parse_exposed(bad).is_err(), "{bad} was accepted");
+        }
+    }
 
     #[test]
     fn specs() {

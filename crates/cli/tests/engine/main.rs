@@ -5,6 +5,7 @@
 //!
 //! Needs the workspace's binaries built (`cargo build --workspace --bins`; `make test` does).
 
+mod hostile;
 mod lifecycle;
 mod net;
 mod options;
@@ -53,6 +54,14 @@ fn main() {
         recovery::monitor_killed_at_each_point,
         recovery::concurrent_invocations,
         recovery::system_prune_in_its_own_root,
+        hostile::image_volume_keys_are_container_paths_only,
+        hostile::process_ids_out_of_range_are_refused,
+        hostile::nul_bytes_in_the_environment_are_refused,
+        hostile::image_labels_do_not_steer_the_runtime,
+        hostile::resources_beyond_the_kernel_are_refused,
+        hostile::exec_detached_returns_while_the_process_runs,
+        hostile::the_store_is_private_to_root,
+        hostile::image_config_fields_are_checked,
     ];
     support::init();
     let conclusion = libtest_mimic::run(&args, tests);

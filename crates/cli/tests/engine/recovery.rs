@@ -122,10 +122,25 @@ pub fn monitor_killed_at_each_point() {
     wait_until("the container's end", Duration::from_secs(20), || inspect(&n)["State"]["Status"] == "exited");
     let v = inspect(&n);
     assert!(v["State"]["Error"].as_str().unwrap().contains("monitor died"), "{v}");
+    // No one saw the exit: its status is unknown, never a made-up 255 that reads as a real one.
+    assert_eq!(v["State"]["ExitCode"], -1, "{v}");
+    let ps = berth(&["ps", "-a", "--filter", &format!("name={n}")]).ok("ps").stdout;
+    assert!(ps.contains("Exited (unknown)"), "{ps}");
+    assert_eq!(berth(&["wait", &n]).ok("wait").stdout.trim(), "-1");
     cleaned_by_ps(&id);
     assert!(crate::net::iptables_mentions(&id).is_empty(), "CNI DEL on recovery");
     berth(&["rm", &n]).ok("rm");
     no_leftovers_of(&id);
+
+    // A real 255 stays 255.
+    let n = name("exit255");
+    let _c = Cleanup(vec![n.clone()]);
+    let o = berth(&["run", "--name", &n, "--network", "none", IMAGE, "sh", "-c", "exit 255"]);
+    assert_eq!(o.code, 255, "{o:?}");
+    assert_eq!(inspect(&n)["State"]["ExitCode"], 255);
+    let ps = berth(&["ps", "-a", "--filter", &format!("name={n}")]).ok("ps").stdout;
+    assert!(ps.contains("Exited (255)"), "{ps}");
+    berth(&["rm", &n]).ok("rm");
 }
 
 /// A foreground `berth run` killed while its container runs: the container goes on (its
@@ -165,6 +180,11 @@ pub fn monitor_killed_under_a_running_container() {
     let v = inspect(&n);
     assert_eq!(v["State"]["Status"], "exited");
     assert!(v["State"]["Error"].as_str().unwrap().contains("monitor died"), "{v}");
+    // No one saw the exit: its status is unknown, never a made-up 255 that reads as a real one.
+    assert_eq!(v["State"]["ExitCode"], -1, "{v}");
+    let ps = berth(&["ps", "-a", "--filter", &format!("name={n}")]).ok("ps").stdout;
+    assert!(ps.contains("Exited (unknown)"), "{ps}");
+    assert_eq!(berth(&["wait", &n]).ok("wait").stdout.trim(), "-1");
     assert!(
         std::fs::metadata(format!("/proc/{pid}")).map(|_| false).unwrap_or(true) || {
             let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
