@@ -516,6 +516,7 @@ impl Engine {
                 sources: &sources,
                 init: init.as_deref(),
                 memory: o.memory,
+                swap_accounting: o.memory.is_some() && runtime::swap_accounting(),
                 cpus: o.cpus,
                 pids_limit: o.pids_limit.filter(|p| *p > 0),
                 cgroups_path: format!("{}/{}", self.config.cgroup_parent().trim_end_matches('/'), id),

@@ -61,6 +61,20 @@ pub fn cgroup_version() -> &'static str {
     }
 }
 
+/// Whether the kernel accounts swap per cgroup (v1's memory.memsw.* files; v2's
+/// memory.swap.max, seen in this process's own cgroup), so a swap limit can be set.
+pub fn swap_accounting() -> bool {
+    if cgroup_version() == "2" {
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let path = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or("/").trim_start_matches('/');
+        let dir = Path::new("/sys/fs/cgroup").join(path);
+        // The root cgroup has no memory.swap.max: look at a child of it then.
+        dir.join("memory.swap.max").exists() || Path::new("/sys/fs/cgroup/init.scope/memory.swap.max").exists()
+    } else {
+        Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
+    }
+}
+
 /// Creates the containers' parent cgroup in the v1 cpuset hierarchy with the CPUs and memory
 /// nodes of its own parent: a new cpuset cgroup starts empty, and a container cgroup created
 /// under an empty parent cannot take a task (ENOSPC). Done once, before runtimes race to it.

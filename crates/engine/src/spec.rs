@@ -358,6 +358,8 @@ pub struct SpecInput<'a> {
     pub sources: &'a [String],
     pub init: Option<&'a Path>,
     pub memory: Option<i64>,
+    /// the host accounts swap per cgroup: a memory limit gets docker's default swap limit
+    pub swap_accounting: bool,
     pub cpus: Option<f64>,
     pub pids_limit: Option<i64>,
     pub cgroups_path: String,
@@ -426,6 +428,11 @@ pub fn build(i: &SpecInput) -> Value {
     let mut resources = json!({ "devices": devices });
     if let Some(m) = i.memory {
         resources["memory"] = json!({ "limit": m });
+        // docker's default: as much swap as memory (the OCI swap value is memory + swap), so a
+        // container over its limit is OOM-killed instead of swapping without bound.
+        if i.swap_accounting {
+            resources["memory"]["swap"] = json!(m.saturating_mul(2).min(MAX_MEMORY));
+        }
     }
     if let Some(c) = i.cpus {
         resources["cpu"] = json!({ "quota": (c * 100_000.0).round() as i64, "period": 100_000 });

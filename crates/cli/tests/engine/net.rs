@@ -129,8 +129,9 @@ pub fn containers_reach_each_other_on_their_network() {
     let subnet = {
         let s = suite().subnet.clone();
         let third: u32 = s.split('.').nth(2).unwrap().parse().unwrap();
-        format!("10.231.{}.0/24", (third + 128) % 256)
+        free_subnet(third + 128)
     };
+    assert_ne!(subnet, suite().subnet, "a second free /24");
     let (a, b) = (name("neta"), name("netb"));
     let _c = Cleanup(vec![a.clone(), b.clone()]);
     berth(&["network", "create", "--subnet", &subnet, "--bridge", &bridge, &net]).ok("network create");

@@ -46,26 +46,29 @@ fn workspace_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().parent().unwrap().to_path_buf()
 }
 
-/// A /24 in 10.231.0.0/16 that no host route overlaps.
-fn free_subnet(seed: u32) -> String {
+/// A /24 that no host route overlaps: in 10.231.0.0/16, else (a route such as a VPN's
+/// 10.0.0.0/8 covers all of it) in 172.31.0.0/16 or 192.168.0.0/16.
+pub fn free_subnet(seed: u32) -> String {
     let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
-    for i in 0..256 {
-        let third = (seed + i) % 256;
-        let net = u32::from_be_bytes([10, 231, third as u8, 0]);
-        let clash = routes.lines().skip(1).any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() < 8 {
-                return false;
+    for (a, b) in [(10u8, 231u8), (172, 31), (192, 168)] {
+        for i in 0..256 {
+            let third = ((seed + i) % 256) as u8;
+            let net = u32::from_be_bytes([a, b, third, 0]);
+            let clash = routes.lines().skip(1).any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                if f.len() < 8 {
+                    return false;
+                }
+                let dst = u32::from_be_bytes(u32::from_str_radix(f[1], 16).unwrap_or(0).to_le_bytes());
+                let mask = u32::from_be_bytes(u32::from_str_radix(f[7], 16).unwrap_or(0).to_le_bytes());
+                mask != 0 && (dst & mask & 0xffff_ff00) == (net & mask & 0xffff_ff00)
+            });
+            if !clash {
+                return format!("{a}.{b}.{third}.0/24");
             }
-            let dst = u32::from_be_bytes(u32::from_str_radix(f[1], 16).unwrap_or(0).to_le_bytes());
-            let mask = u32::from_be_bytes(u32::from_str_radix(f[7], 16).unwrap_or(0).to_le_bytes());
-            mask != 0 && (dst & mask & 0xffff_ff00) == (net & mask & 0xffff_ff00)
-        });
-        if !clash {
-            return format!("10.231.{third}.0/24");
         }
     }
-    panic!("no free /24 in 10.231.0.0/16 for the test network");
+    panic!("no /24 free of host routes in 10.231/16, 172.31/16 or 192.168/16 for the test network");
 }
 
 fn iptables_chains() -> Vec<(String, String)> {
@@ -287,8 +290,18 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
     Ok(r.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(r))
 }
 
+/// The host has the one unified hierarchy (pure cgroup v2) rather than v1 controllers.
+pub fn pure_cgroup2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// A container's cgroup: in the v1 `hierarchy`, or on a pure v2 host its one directory.
 pub fn container_cgroup(hierarchy: &str, id: &str) -> PathBuf {
-    PathBuf::from(format!("/sys/fs/cgroup/{hierarchy}{}/{id}", suite().cgroup_parent))
+    if pure_cgroup2() {
+        PathBuf::from(format!("/sys/fs/cgroup{}/{id}", suite().cgroup_parent))
+    } else {
+        PathBuf::from(format!("/sys/fs/cgroup/{hierarchy}{}/{id}", suite().cgroup_parent))
+    }
 }
 
 // ---------------------------------------------------------------------------------- the end
@@ -331,9 +344,11 @@ pub fn check_leaks() -> Vec<String> {
             }
         }
     }
-    // The suite's (now empty) cgroup parents.
-    for e in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
-        let _ = std::fs::remove_dir(e.path().join(s.cgroup_parent.trim_start_matches('/')));
+    // The suite's (now empty) cgroup parents: in each v1 hierarchy and hybrid's unified/, or
+    // at the top of a pure v2 host.
+    let hierarchies = std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten().map(|e| e.path());
+    for h in hierarchies.chain([PathBuf::from("/sys/fs/cgroup")]) {
+        let _ = std::fs::remove_dir(h.join(s.cgroup_parent.trim_start_matches('/')));
     }
     if Path::new("/sys/class/net").join(&s.bridge).exists() {
         leaks.push(format!("bridge {}", s.bridge));
