@@ -11,8 +11,8 @@ use serde_json::Value;
 use crate::error::{bail, Context, Error, Result};
 use crate::{random_id, Engine};
 
-pub const STDOUT: u8 = 1;
-pub const STDERR: u8 = 2;
+pub use berth_monitor::protocol::attach::{STDERR, STDOUT};
+use berth_monitor::protocol::{attach, ATTACH_SOCKET};
 
 pub struct AttachConn {
     fd: OwnedFd,
@@ -23,7 +23,7 @@ impl AttachConn {
     /// than a socket address allows).
     pub fn connect(run_dir: &Path) -> Result<AttachConn> {
         let dir = std::fs::File::open(run_dir).ctx(run_dir.display())?;
-        let path = format!("/proc/self/fd/{}/attach", dir.as_raw_fd());
+        let path = format!("/proc/self/fd/{}/{ATTACH_SOCKET}", dir.as_raw_fd());
         // SAFETY: socket/connect with a valid address.
         let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
@@ -37,7 +37,8 @@ impl AttachConn {
         }
         let len = (std::mem::size_of::<libc::sa_family_t>() + path.len() + 1) as u32;
         if unsafe { libc::connect(fd.as_raw_fd(), (&addr as *const libc::sockaddr_un).cast(), len) } != 0 {
-            return Err(std::io::Error::last_os_error()).ctx(format!("attach to {}", run_dir.join("attach").display()));
+            return Err(std::io::Error::last_os_error())
+                .ctx(format!("attach to {}", run_dir.join(ATTACH_SOCKET).display()));
         }
         Ok(AttachConn { fd })
     }
@@ -53,7 +54,7 @@ impl AttachConn {
     pub fn send_stdin(&self, data: &[u8]) -> std::io::Result<()> {
         for chunk in data.chunks(32 * 1024) {
             let mut m = Vec::with_capacity(chunk.len() + 1);
-            m.push(0);
+            m.push(attach::STDIN);
             m.extend_from_slice(chunk);
             self.send(&m)?;
         }
@@ -61,13 +62,11 @@ impl AttachConn {
     }
 
     pub fn close_stdin(&self) -> std::io::Result<()> {
-        self.send(&[2])
+        self.send(&[attach::CLOSE_STDIN])
     }
 
     pub fn resize(&self, rows: u16, cols: u16) -> std::io::Result<()> {
-        let r = rows.to_le_bytes();
-        let c = cols.to_le_bytes();
-        self.send(&[1, r[0], r[1], c[0], c[1]])
+        self.send(&attach::resize(rows, cols))
     }
 
     /// The next chunk of output: (stream, bytes in `buf`), or None when the container is gone.

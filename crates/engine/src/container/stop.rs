@@ -1,0 +1,145 @@
+//! Signals, `stop` (the stop signal, then SIGKILL), `kill`, `restart`, `rm` and `wait`.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::error::{bail, Result};
+use crate::Engine;
+
+impl Engine {
+    pub(crate) fn wait_monitor_gone(&self, c: &Container, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while alive(c.state.monitor_pid, c.state.monitor_start) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    pub(crate) fn wait_exit(&self, id: &str, c: &Container, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let exit = self.exit_file(id);
+        loop {
+            if exit.exists() {
+                return true;
+            }
+            if !alive(c.state.monitor_pid, c.state.monitor_start) && !alive(c.state.pid, c.state.pid_start) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends `signal` to the container's init (through the runtime; directly when the
+    /// runtime's state is gone but the process lives on).
+    pub(crate) fn signal(&self, c: &Container, signal: i32) -> Result<()> {
+        let rt = self.runtime(Some(&c.runtime))?;
+        match rt.kill(&c.id, signal) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if alive(c.state.pid, c.state.pid_start) {
+                    // SAFETY: signalling the container's init, verified by its start time.
+                    if unsafe { libc::kill(c.state.pid, signal) } == 0 {
+                        return Ok(());
+                    }
+                }
+                if !alive(c.state.pid, c.state.pid_start) {
+                    return Ok(());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// `stop`: the stop signal, then SIGKILL after `timeout` seconds (default: the
+    /// container's --stop-timeout, else 10). Waits for the exit and its cleanup.
+    pub fn stop(&self, name_or_id: &str, timeout: Option<u32>) -> Result<Container> {
+        let mut c = self.get(name_or_id)?;
+        // Marked first, under the lock: an exit being handled now restarts nothing after this.
+        self.mark_stopped_by_user(&mut c)?;
+        self.refresh(&mut c)?;
+        if !c.running() {
+            return Ok(c);
+        }
+        let timeout = timeout.unwrap_or(c.stop_timeout);
+        if timeout > 0 {
+            self.signal(&c, c.stop_signal)?;
+        }
+        if timeout == 0 || !self.wait_exit(&c.id, &c, Duration::from_secs(timeout as u64)) {
+            self.signal(&c, libc::SIGKILL)?;
+            if !self.wait_exit(&c.id, &c, Duration::from_secs(30)) {
+                bail!(System, "container {} did not exit after SIGKILL", c.name);
+            }
+        }
+        self.wait_monitor_gone(&c, Duration::from_secs(30));
+        self.get(&c.id)
+    }
+
+    pub(crate) fn mark_stopped_by_user(&self, c: &mut Container) -> Result<()> {
+        let _l = self.lock(&c.id)?;
+        if let Some(fresh) = self.load(&c.id)? {
+            *c = fresh;
+        }
+        c.state.stopped_by_user = true;
+        self.save(c)
+    }
+
+    /// `kill`: a signal to a running container.
+    pub fn kill(&self, name_or_id: &str, signal: i32) -> Result<()> {
+        let mut c = self.get(name_or_id)?;
+        if !c.running() {
+            bail!(Conflict, "container {} is not running", c.name);
+        }
+        if matches!(signal, libc::SIGKILL | libc::SIGTERM | libc::SIGINT) || signal == c.stop_signal {
+            self.mark_stopped_by_user(&mut c)?;
+        }
+        self.signal(&c, signal)
+    }
+
+    /// `restart`: stop (if running), then start.
+    pub fn restart(&self, name_or_id: &str, timeout: Option<u32>) -> Result<()> {
+        let c = self.stop(name_or_id, timeout)?;
+        self.start(&c.id)
+    }
+
+    /// `rm`: a running container needs `force` (it is killed). `volumes`: its anonymous
+    /// volumes go too.
+    pub fn remove(&self, name_or_id: &str, force: bool, volumes: bool) -> Result<()> {
+        let c = self.get(name_or_id)?;
+        if c.running() {
+            if !force {
+                bail!(Conflict, "container {} is running: stop it first, or remove it with -f", c.name);
+            }
+            self.stop(&c.id, Some(0))?;
+        }
+        let _l = self.lock(&c.id)?;
+        let Some(c) = self.load(&c.id)? else { return Ok(()) };
+        if c.running() && !force {
+            bail!(Conflict, "container {} was started again meanwhile", c.name);
+        }
+        self.destroy(&c, volumes || c.options.auto_remove)
+    }
+
+    /// `wait`: blocks until the container is not running; its exit code.
+    pub fn wait(&self, name_or_id: &str) -> Result<i32> {
+        let id = self.resolve_id(name_or_id)?;
+        loop {
+            let c = match self.get(&id) {
+                Ok(c) => c,
+                Err(e) if e.kind == crate::Kind::NotFound => {
+                    bail!(NotFound, "container {name_or_id} was removed while waiting")
+                }
+                Err(e) => return Err(e),
+            };
+            if !c.running() && c.state.status != "creating" {
+                return Ok(c.state.exit_code.unwrap_or(0));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The contract between the engine and berth-monitor, defined once for both sides: the
+//! monitor's command line, the lines on the sync socket, the attach socket's messages, the
+//! files in the container's run directory and the exit record. No dependencies at all: the
+//! monitor's size is measured against conmon's.
+//!
+//! Sync socket (a socket pair; one line per message):
+//! monitor → engine `monitor <pid>`, `created <pid>` (the runtime's create succeeded and the
+//! attach socket is up), then `started` or `error <message>`; engine → monitor `start`
+//! (anything else, or EOF, and the created container is deleted again).
+//!
+//! Attach socket (SOCK_SEQPACKET, one message per packet): client → monitor `0` + bytes
+//! (stdin), `1` + rows (u16 LE) + cols (u16 LE) (terminal size), `2` (close stdin); monitor →
+//! client `1` + bytes (stdout) or `2` + bytes (stderr). Closed when the container exits.
+
+/// Files in the container's run directory (`--dir`).
+pub const ATTACH_SOCKET: &str = "attach";
+pub const EXIT_FILE: &str = "exit";
+pub const PID_FILE: &str = "pid";
+pub const RUNTIME_LOG: &str = "runtime.log";
+
+/// The exit code recorded when no one saw the container's exit status (its monitor was
+/// killed, or the status could not be read): no process exits with it, so it never reads as
+/// a real status (255 does: `exit 255`).
+pub const EXIT_UNKNOWN: i32 = -1;
+
+/// The monitor's command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MonitorArgs {
+    pub id: String,
+    /// the OCI runtime's program and the arguments before its command (`--root …`)
+    pub runtime: String,
+    pub runtime_args: Vec<String>,
+    /// run the runtime in a private mount namespace without /sys/fs/cgroup/unified
+    pub hide_cgroup2: bool,
+    pub bundle: String,
+    /// the container's run directory: attach socket, exit file, pid file, runtime log
+    pub dir: String,
+    /// the CRI log file, rotated at `log_max` bytes (0: never)
+    pub log: String,
+    pub log_max: u64,
+    pub stdin: bool,
+    pub terminal: bool,
+    /// the monitor's end of the sync socket
+    pub sync_fd: i32,
+    /// run after the container exited and its runtime state is deleted (the engine's cleanup)
+    pub exit_command: Option<String>,
+    pub exit_args: Vec<String>,
+}
+
+pub const USAGE: &str = "usage: berth-monitor --id ID --runtime PATH [--runtime-arg ARG]... [--hide-cgroup2] --bundle DIR --dir DIR --log FILE [--log-max-size BYTES] [--stdin] [--terminal] --sync-fd FD [--exit-command PATH [--exit-arg ARG]...]";
+
+impl MonitorArgs {
+    /// The arguments the engine passes (without the program's name).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut v: Vec<String> = vec!["--id".into(), self.id.clone(), "--runtime".into(), self.runtime.clone()];
+        for a in &self.runtime_args {
+            v.extend(["--runtime-arg".into(), a.clone()]);
+        }
+        if self.hide_cgroup2 {
+            v.push("--hide-cgroup2".into());
+        }
+        v.extend(["--bundle".into(), self.bundle.clone(), "--dir".into(), self.dir.clone()]);
+        v.extend(["--log".into(), self.log.clone(), "--log-max-size".into(), self.log_max.to_string()]);
+        if self.stdin {
+            v.push("--stdin".into());
+        }
+        if self.terminal {
+            v.push("--terminal".into());
+        }
+        v.extend(["--sync-fd".into(), self.sync_fd.to_string()]);
+        if let Some(cmd) = &self.exit_command {
+            v.extend(["--exit-command".into(), cmd.clone()]);
+            for a in &self.exit_args {
+                v.extend(["--exit-arg".into(), a.clone()]);
+            }
+        }
+        v
+    }
+
+    /// Parses the monitor's arguments (without the program's name).
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<MonitorArgs, String> {
+        let mut a = MonitorArgs { sync_fd: -1, ..Default::default() };
+        let mut it = args.into_iter();
+        while let Some(flag) = it.next() {
+            let mut value = || it.next().ok_or_else(|| format!("{flag}: missing value"));
+            match flag.as_str() {
+                "--id" => a.id = value()?,
+                "--runtime" => a.runtime = value()?,
+                "--runtime-arg" => a.runtime_args.push(value()?),
+                "--hide-cgroup2" => a.hide_cgroup2 = true,
+                "--bundle" => a.bundle = value()?,
+                "--dir" => a.dir = value()?,
+                "--log" => a.log = value()?,
+                "--log-max-size" => {
+                    a.log_max = value()?.parse().map_err(|_| "--log-max-size: not a number".to_string())?
+                }
+                "--stdin" => a.stdin = true,
+                "--terminal" => a.terminal = true,
+                "--sync-fd" => a.sync_fd = value()?.parse().map_err(|_| "--sync-fd: not a number".to_string())?,
+                "--exit-command" => a.exit_command = Some(value()?),
+                "--exit-arg" => a.exit_args.push(value()?),
+                "--help" | "-h" => return Err(USAGE.into()),
+                other => return Err(format!("unknown option {other}\n{USAGE}")),
+            }
+        }
+        for (v, name) in
+            [(&a.id, "--id"), (&a.runtime, "--runtime"), (&a.bundle, "--bundle"), (&a.dir, "--dir"), (&a.log, "--log")]
+        {
+            if v.is_empty() {
+                return Err(format!("{name} is required\n{USAGE}"));
+            }
+        }
+        if a.sync_fd < 0 {
+            return Err(format!("--sync-fd is required\n{USAGE}"));
+        }
+        Ok(a)
+    }
+}
+
+/// A line from the monitor to the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToEngine {
+    /// the monitor (the second process, in its own session) runs with this pid
+    Monitor(i32),
+    /// the runtime created the container; its init has this pid; the attach socket is up
+    Created(i32),
+    /// the runtime started the container
+    Started,
+    /// the monitor gave up: the runtime's own error, or the monitor's
+    Error(String),
+}
+
+impl ToEngine {
+    /// The line, newline-terminated; a message's own newlines become spaces.
+    pub fn encode(&self) -> String {
+        match self {
+            ToEngine::Monitor(pid) => format!("monitor {pid}\n"),
+            ToEngine::Created(pid) => format!("created {pid}\n"),
+            ToEngine::Started => "started\n".into(),
+            ToEngine::Error(m) => format!("error {}\n", m.replace('\n', " ")),
+        }
+    }
+
+    pub fn parse(line: &str) -> Option<ToEngine> {
+        let line = line.trim_end_matches('\n');
+        let pid = |p: &str| p.parse::<i32>().ok().filter(|p| *p > 0);
+        if let Some(p) = line.strip_prefix("monitor ") {
+            return pid(p).map(ToEngine::Monitor);
+        }
+        if let Some(p) = line.strip_prefix("created ") {
+            return pid(p).map(ToEngine::Created);
+        }
+        if let Some(m) = line.strip_prefix("error ") {
+            return Some(ToEngine::Error(m.to_string()));
+        }
+        (line == "started").then_some(ToEngine::Started)
+    }
+}
+
+/// The engine's one message to the monitor: start the created container.
+pub const START: &str = "start";
+
+/// The attach socket's message types.
+pub mod attach {
+    /// client → monitor: bytes for the container's stdin
+    pub const STDIN: u8 = 0;
+    /// client → monitor: the terminal's size, rows and columns as u16 LE
+    pub const RESIZE: u8 = 1;
+    /// client → monitor: close the container's stdin once what was sent is written
+    pub const CLOSE_STDIN: u8 = 2;
+    /// monitor → client: the container's stdout (or the terminal's output)
+    pub const STDOUT: u8 = 1;
+    /// monitor → client: the container's stderr
+    pub const STDERR: u8 = 2;
+
+    pub fn resize(rows: u16, cols: u16) -> [u8; 5] {
+        let (r, c) = (rows.to_le_bytes(), cols.to_le_bytes());
+        [RESIZE, r[0], r[1], c[0], c[1]]
+    }
+}
+
+/// What the monitor records when the container exits (the run directory's `exit`, written
+/// atomically before the attach clients are closed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExitRecord {
+    /// the exit status, 128 + the signal for a killed process, or EXIT_UNKNOWN
+    pub exit_code: i32,
+    /// the signal that killed it, 0 if it exited
+    pub signal: i32,
+    pub oom_killed: bool,
+    pub pid: i32,
+    /// RFC 3339 timestamps
+    pub started_at: String,
+    pub finished_at: String,
+}
+
+impl ExitRecord {
+    /// One JSON object on one line: `{"exitCode":0,"signal":0,"oomKilled":false,"pid":…,
+    /// "startedAt":"…","finishedAt":"…"}`.
+    pub fn to_json(&self) -> String {
+        format!(
+            "{{\"exitCode\":{},\"signal\":{},\"oomKilled\":{},\"pid\":{},\"startedAt\":\"{}\",\"finishedAt\":\"{}\"}}\n",
+            self.exit_code,
+            self.signal,
+            self.oom_killed,
+            self.pid,
+            json_safe(&self.started_at),
+            json_safe(&self.finished_at)
+        )
+    }
+
+    /// Reads what `to_json` wrote: a flat object of numbers, booleans and strings without
+    /// escapes. Anything else (a torn or foreign file) is None.
+    pub fn parse(text: &str) -> Option<ExitRecord> {
+        let body = text.trim().strip_prefix('{')?.strip_suffix('}')?;
+        let mut r = ExitRecord::default();
+        let mut seen_code = false;
+        let mut rest = body.trim();
+        while !rest.is_empty() {
+            let after_quote = rest.strip_prefix('"')?;
+            let (key, after_key) = after_quote.split_once('"')?;
+            let after_colon = after_key.trim_start().strip_prefix(':')?.trim_start();
+            let (value, after_value) = if let Some(s) = after_colon.strip_prefix('"') {
+                let (v, r) = s.split_once('"')?;
+                if v.contains('\\') {
+                    return None;
+                }
+                (Value::Text(v), r)
+            } else {
+                let end = after_colon.find(',').unwrap_or(after_colon.len());
+                let raw = after_colon[..end].trim();
+                let v = match raw {
+                    "true" => Value::Bool(true),
+                    "false" => Value::Bool(false),
+                    n => Value::Number(n.parse().ok()?),
+                };
+                (v, &after_colon[end..])
+            };
+            match (key, value) {
+                ("exitCode", Value::Number(n)) => {
+                    r.exit_code = i32::try_from(n).ok()?;
+                    seen_code = true;
+                }
+                ("signal", Value::Number(n)) => r.signal = i32::try_from(n).ok()?,
+                ("pid", Value::Number(n)) => r.pid = i32::try_from(n).ok()?,
+                ("oomKilled", Value::Bool(b)) => r.oom_killed = b,
+                ("startedAt", Value::Text(t)) => r.started_at = t.to_string(),
+                ("finishedAt", Value::Text(t)) => r.finished_at = t.to_string(),
+                // A field a later monitor added: skipped, so older engines still read it.
+                (_, _) => {}
+            }
+            let after_value = after_value.trim_start();
+            rest = match after_value.strip_prefix(',') {
+                Some(r) => r.trim_start(),
+                None if after_value.is_empty() => after_value,
+                None => return None,
+            };
+        }
+        seen_code.then_some(r)
+    }
+}
+
+enum Value<'a> {
+    Number(i64),
+    Bool(bool),
+    Text(&'a str),
+}
+
+/// Timestamps never hold quotes or backslashes; anything else is dropped rather than escaped.
+fn json_safe(s: &str) -> String {
+    s.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_round_trip() {
+        let a = MonitorArgs {
+            id: "abc".into(),
+            runtime: "/usr/bin/runc".into(),
+            runtime_args: vec!["--root".into(), "/run/x".into()],
+            hide_cgroup2: true,
+            bundle: "/b".into(),
+            dir: "/d".into(),
+            log: "/d/ctr.log".into(),
+            log_max: 4096,
+            stdin: true,
+            terminal: false,
+            sync_fd: 5,
+            exit_command: Some("/bin/berth".into()),
+            exit_args: vec!["container".into(), "cleanup".into(), "abc".into()],
+        };
+        assert_eq!(MonitorArgs::parse(a.to_args()).unwrap(), a);
+        let missing = MonitorArgs::parse(vec!["--id".to_string(), "x".to_string()]).unwrap_err();
+        assert!(missing.starts_with("--runtime is required"), "{missing}");
+        assert!(MonitorArgs::parse(vec!["--bogus".to_string()]).unwrap_err().starts_with("unknown option --bogus"));
+    }
+
+    #[test]
+    fn sync_lines() {
+        for m in [ToEngine::Monitor(12), ToEngine::Created(34), ToEngine::Started, ToEngine::Error("no".into())] {
+            assert_eq!(ToEngine::parse(&m.encode()), Some(m));
+        }
+        assert_eq!(ToEngine::Error("a\nb".into()).encode(), "error a b\n");
+        assert_eq!(ToEngine::parse("created x"), None);
+        assert_eq!(ToEngine::parse("created -4"), None);
+        assert_eq!(ToEngine::parse("startedd"), None);
+    }
+
+    #[test]
+    fn exit_records() {
+        let r = ExitRecord {
+            exit_code: 137,
+            signal: 9,
+            oom_killed: true,
+            pid: 4242,
+            started_at: "2026-12-06T06:00:00.123456789Z".into(),
+            finished_at: "2026-12-06T06:00:01Z".into(),
+        };
+        assert_eq!(ExitRecord::parse(&r.to_json()), Some(r.clone()));
+        let unknown = ExitRecord { exit_code: EXIT_UNKNOWN, ..Default::default() };
+        assert_eq!(ExitRecord::parse(&unknown.to_json()).unwrap().exit_code, -1);
+        // Torn, foreign or hostile files are not records.
+        for bad in [
+            "",
+            "{",
+            "{\"exitCode\":1",
+            "{\"signal\":1}",
+            "{\"exitCode\":99999999999}",
+            "{\"exitCode\":1 2}",
+            "{\"exitCode\":\"1\"}",
+            "{\"exitCode\":1,\"startedAt\":\"a\\\"b\"}",
+            "[1]",
+        ] {
+            assert_eq!(ExitRecord::parse(bad), None, "{bad}");
+        }
+        // Fields a later monitor may add are skipped.
+        assert_eq!(ExitRecord::parse("{\"exitCode\":3,\"extra\":true}").unwrap().exit_code, 3);
+    }
+}

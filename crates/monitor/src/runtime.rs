@@ -1,0 +1,113 @@
+//! Running the OCI runtime (`create`, `start`, `delete`) and the exit command: fork and exec
+//! with chosen stdio, waiting, and the runtime's own error from its JSON log.
+
+use std::ffi::CString;
+use std::io;
+
+use crate::sys::{cstring, os_err};
+
+pub(crate) struct Child {
+    pub(crate) pid: i32,
+}
+
+/// Forks and execs `argv` with the given stdio; `hide_cgroup2` runs it in a private mount
+/// namespace without the cgroup2 mount of a hybrid host (for runtimes that refuse hybrid).
+pub(crate) fn spawn(argv: &[String], stdio: [i32; 3], hide_cgroup2: bool) -> Result<Child, String> {
+    let cargs: Vec<CString> = argv.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?;
+    let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    let unified = c"/sys/fs/cgroup/unified";
+    let root = c"/";
+    // SAFETY: the child only calls async-signal-safe functions before execvp.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(os_err("fork"));
+    }
+    if pid == 0 {
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            for (i, fd) in stdio.iter().enumerate() {
+                if *fd == i as i32 {
+                    let fl = libc::fcntl(*fd, libc::F_GETFD);
+                    libc::fcntl(*fd, libc::F_SETFD, fl & !libc::FD_CLOEXEC);
+                } else {
+                    libc::dup2(*fd, i as i32);
+                }
+            }
+            if hide_cgroup2 {
+                if libc::unshare(libc::CLONE_NEWNS) != 0
+                    || libc::mount(
+                        std::ptr::null(),
+                        root.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null(),
+                    ) != 0
+                {
+                    libc::_exit(125);
+                }
+                libc::umount2(unified.as_ptr(), libc::MNT_DETACH);
+            }
+            libc::execvp(ptrs[0], ptrs.as_ptr());
+            libc::_exit(127);
+        }
+    }
+    Ok(Child { pid })
+}
+
+pub(crate) fn wait_for(pid: i32) -> i32 {
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return status;
+        }
+        if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return -1;
+        }
+    }
+}
+
+pub(crate) fn status_text(status: i32) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exit status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("wait status {status}")
+    }
+}
+
+/// The last error message in the runtime's JSON log (`{"level":"error","msg":"..."}`).
+pub(crate) fn runtime_error(log: &str) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines().rev().filter(|l| l.contains("\"error\"")).find_map(|l| json_string_field(l, "msg"))
+}
+
+pub(crate) fn json_string_field(line: &str, key: &str) -> Option<String> {
+    let pat = format!("\"{key}\":");
+    let start = line.find(&pat)? + pat.len();
+    let rest = line[start..].trim_start().strip_prefix('"')?;
+    let mut out = String::new();
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                'u' => {
+                    let hex: String = chars.by_ref().take(4).collect();
+                    out.push(u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32).unwrap_or('?'));
+                }
+                other => out.push(other),
+            },
+            c => out.push(c),
+        }
+    }
+    None
+}
