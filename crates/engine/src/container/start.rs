@@ -14,7 +14,7 @@ use berth_monitor::protocol::{self, MonitorArgs, ToEngine};
 use super::*;
 use crate::error::{bail, Context, Error, Result};
 use crate::runtime::Runtime;
-use crate::spec::{self};
+use crate::spec;
 use crate::{time, Engine};
 
 impl Engine {

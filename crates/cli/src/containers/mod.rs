@@ -1,0 +1,102 @@
+//! The container commands: run, create, start, stop, restart, kill, rm, ps, logs, exec, attach,
+//! inspect, wait, top, stats, port, cp, volume, network, system prune, info — a thin layer over
+//! berth-engine (argument parsing, output formats, the terminal).
+
+// Before the modules: a macro is in scope only after its definition.
+macro_rules! bail {
+    ($($t:tt)*) => { return Err(Error::invalid(format!($($t)*))) };
+}
+
+mod args;
+mod create;
+mod exec;
+mod inspect;
+mod networks;
+mod system;
+mod terminal;
+mod volumes;
+
+use crate::{Cli, Command};
+use berth_engine::{Engine, Error, Result};
+use std::path::PathBuf;
+
+pub use args::*;
+use create::*;
+use exec::*;
+use inspect::*;
+use networks::*;
+use system::*;
+use terminal::*;
+use volumes::*;
+
+pub(crate) fn open(cli: &Cli) -> Result<Engine> {
+    let root = berth_image::Store::default_root(cli.root.as_deref());
+    let config = cli.config.clone().or_else(|| std::env::var_os("BERTH_CONFIG").map(PathBuf::from));
+    let mut e = Engine::open(&root, config.as_deref())?;
+    if let Ok(exe) = std::env::current_exe() {
+        let mut cmd = vec![exe.to_string_lossy().into_owned(), "--root".into(), e.root.to_string_lossy().into_owned()];
+        if let Some(c) = &config {
+            cmd.push("--config".into());
+            cmd.push(c.to_string_lossy().into_owned());
+        }
+        cmd.push("container".into());
+        cmd.push("cleanup".into());
+        e.exit_command = Some(cmd);
+    }
+    Ok(e)
+}
+
+/// Runs a container command; `Ok(None)` when `command` is not one, else the exit code.
+pub fn run(cli: &Cli) -> Option<Result<i32>> {
+    let r = match &cli.command {
+        Command::Run(a) => run_cmd(cli, a),
+        Command::Create(a) => create_cmd(cli, a),
+        Command::Start(a) => start_cmd(cli, a),
+        Command::Stop(a) => each(cli, &a.names, |e, n| e.stop(n, a.time).map(|_| ())),
+        Command::Restart(a) => each(cli, &a.names, |e, n| e.restart(n, a.time)),
+        Command::Kill(a) => {
+            let sig = match berth_image::spec::signal_number(&a.signal) {
+                Ok(s) => s,
+                Err(e) => return Some(Err(Error::invalid(format!("--signal: {e}")))),
+            };
+            each(cli, &a.names, |e, n| e.kill(n, sig))
+        }
+        Command::Rm(a) => each(cli, &a.names, |e, n| e.remove(n, a.force, a.volumes)),
+        Command::Ps(a) => ps(cli, a),
+        Command::Logs(a) => logs(cli, a),
+        Command::Exec(a) => exec(cli, a),
+        Command::Attach(a) => attach_cmd(cli, a),
+        Command::Inspect(a) => inspect(cli, a),
+        Command::Wait(a) => wait(cli, a),
+        Command::Top(a) => top(cli, a),
+        Command::Stats(a) => stats(cli, a),
+        Command::Port(a) => port(cli, a),
+        Command::Cp(a) => cp(cli, a),
+        Command::Volume(c) => volume(cli, c),
+        Command::Network(c) => network(cli, c),
+        Command::Info(a) => info(cli, a),
+        Command::Container(ContainerCommand::Cleanup { id }) => open(cli).and_then(|e| e.on_exit(id)).map(|_| 0),
+        Command::System(crate::images::SystemCommand::Prune(a)) => system_prune(cli, a),
+        _ => return None,
+    };
+    Some(r)
+}
+
+pub(crate) fn each(cli: &Cli, names: &[String], f: impl Fn(&Engine, &str) -> Result<()>) -> Result<i32> {
+    let e = open(cli)?;
+    let mut failed = None;
+    for n in names {
+        match f(&e, n) {
+            Ok(()) => println!("{n}"),
+            Err(err) => {
+                eprintln!("berth: {n}: {err}");
+                failed = Some(err);
+            }
+        }
+    }
+    match failed {
+        Some(e) if names.len() == 1 => Err(e),
+        Some(_) => Ok(1),
+        None => Ok(0),
+    }
+}
