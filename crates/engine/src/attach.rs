@@ -224,7 +224,7 @@ impl Engine {
     pub fn attach(&self, name_or_id: &str) -> Result<AttachConn> {
         let c = self.get(name_or_id)?;
         if !c.running() {
-            bail!(Conflict, "container {} is not running", c.name);
+            bail!(InvalidState, "container {} is not running", c.name);
         }
         AttachConn::connect(&self.run_dir(&c.id))
     }
@@ -234,10 +234,10 @@ impl Engine {
     pub fn exec(&self, name_or_id: &str, o: &ExecOptions) -> Result<i32> {
         let c = self.get(name_or_id)?;
         if !c.running() {
-            bail!(Conflict, "container {} is not running", c.name);
+            bail!(InvalidState, "container {} is not running", c.name);
         }
         if o.command.is_empty() {
-            bail!(Invalid, "exec: no command given");
+            bail!(InvalidInput, "exec: no command given");
         }
         let rt = self.runtime(Some(&c.runtime))?;
         let features = rt.features(&self.run_root.join("runtimes"));
@@ -288,7 +288,7 @@ impl Engine {
         process["env"] = serde_json::json!(order.iter().map(|k| format!("{k}={}", env[k])).collect::<Vec<_>>());
         if let Some(w) = &o.workdir {
             if !w.starts_with('/') {
-                bail!(Invalid, "exec -w {w:?}: not an absolute path");
+                bail!(InvalidInput, "exec -w {w:?}: not an absolute path");
             }
             process["cwd"] = Value::String(w.clone());
         }

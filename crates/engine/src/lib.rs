@@ -136,32 +136,26 @@ impl Engine {
 
     pub(crate) fn insert(&self, c: &Container) -> Result<()> {
         let rec = serde_json::to_string(c).ctx("serialize container")?;
-        self.store
-            .db()
-            .write(|tx| {
-                let clash: Option<String> =
-                    tx.query_row("SELECT id FROM containers WHERE name = ?1", [&c.name], |r| r.get(0)).optional()?;
-                if let Some(other) = clash {
-                    return Err(berth_image::Error::msg(format!(
-                        "the container name {:?} is already in use by container {}: remove it or choose another name",
-                        c.name,
-                        &other[..12]
-                    )));
-                }
+        let clash = self.store.db().write(|tx| {
+            let clash: Option<String> =
+                tx.query_row("SELECT id FROM containers WHERE name = ?1", [&c.name], |r| r.get(0)).optional()?;
+            if clash.is_none() {
                 tx.execute(
                     "INSERT INTO containers (id, name, created_at, record) VALUES (?1, ?2, ?3, ?4)",
                     params![c.id, c.name, time::now_secs(), rec],
                 )?;
-                Ok(())
-            })
-            .map_err(|e| {
-                let m = e.message().to_string();
-                if m.contains("already in use") {
-                    Error::conflict(m)
-                } else {
-                    Error::msg(m)
-                }
-            })
+            }
+            Ok(clash)
+        })?;
+        match clash {
+            Some(other) => bail!(
+                AlreadyExists,
+                "the container name {:?} is already in use by container {}: remove it or choose another name",
+                c.name,
+                &other[..12]
+            ),
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn save(&self, c: &Container) -> Result<()> {
@@ -206,7 +200,7 @@ impl Engine {
     /// A container by name, full id or unique id prefix.
     pub fn resolve_id(&self, name_or_id: &str) -> Result<String> {
         if name_or_id.is_empty() {
-            bail!(Invalid, "empty container name or id");
+            bail!(InvalidInput, "empty container name or id");
         }
         let db = self.store.db();
         let by_name: Option<String> =

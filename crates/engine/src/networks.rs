@@ -100,7 +100,7 @@ impl Engine {
         let bridge = self.config.network.default_bridge.clone().unwrap_or_else(|| crate::config::DEFAULT_BRIDGE.into());
         match self.network_create(&name, Some(&subnet), Some(&bridge)) {
             Ok(n) => Ok(n.config),
-            Err(e) if e.kind == crate::Kind::Conflict && p.exists() => {
+            Err(e) if e.is(crate::Kind::AlreadyExists) && p.exists() => {
                 serde_json::from_slice(&fs::read(&p).ctx(p.display())?).ctx(p.display())
             }
             Err(e) => Err(e.context("creating the default network")),
@@ -110,11 +110,11 @@ impl Engine {
     /// `network create NAME [--subnet CIDR] [--bridge IFNAME]`
     pub fn network_create(&self, name: &str, subnet: Option<&str>, bridge: Option<&str>) -> Result<NetworkInfo> {
         if !valid_network_name(name) || matches!(name, "host" | "none" | "bridge") {
-            bail!(Invalid, "invalid network name {name:?}");
+            bail!(InvalidInput, "invalid network name {name:?}");
         }
         let _l = self.network_lock()?;
         if self.conflist_path(name).exists() {
-            bail!(Conflict, "network {name} already exists");
+            bail!(AlreadyExists, "network {name} already exists");
         }
         let existing = self.network_list()?;
         let subnet = match subnet {
@@ -132,12 +132,14 @@ impl Engine {
                         break;
                     }
                 }
-                pick.ok_or_else(|| Error::conflict("no free subnet in 10.90.0.0/16: give one with --subnet"))?
+                pick.ok_or_else(|| {
+                    Error::new(crate::Kind::ResourceExhausted, "no free subnet in 10.90.0.0/16: give one with --subnet")
+                })?
             }
         };
         for e in &existing {
             if Subnet::parse(&e.subnet).map(|x| x.overlaps(&subnet)).unwrap_or(false) {
-                bail!(Conflict, "subnet {subnet} overlaps network {} ({})", e.name, e.subnet);
+                bail!(AlreadyExists, "subnet {subnet} overlaps network {} ({})", e.name, e.subnet);
             }
         }
         let bridge = match bridge {
@@ -156,15 +158,15 @@ impl Engine {
             }
         };
         if !berth_network::valid_ifname(&bridge) {
-            bail!(Invalid, "bridge name {bridge:?} is not a valid interface name (1-15 characters)");
+            bail!(InvalidInput, "bridge name {bridge:?} is not a valid interface name (1-15 characters)");
         }
         if let Some(e) = existing.iter().find(|e| e.bridge == bridge) {
-            bail!(Conflict, "bridge {bridge} is already used by network {}", e.name);
+            bail!(AlreadyExists, "bridge {bridge} is already used by network {}", e.name);
         }
         if host_routes().iter().any(|r| r.overlaps(&subnet))
             && !std::path::Path::new("/sys/class/net").join(&bridge).exists()
         {
-            bail!(Conflict, "subnet {subnet} overlaps a network this host already routes to");
+            bail!(AlreadyExists, "subnet {subnet} overlaps a network this host already routes to");
         }
         let conf = bridge_conflist(name, &bridge, &subnet, &self.networks_dir().join("ipam"));
         // Written whole to a temporary file, then linked into place: readers never see a
@@ -176,7 +178,7 @@ impl Engine {
         let _ = fs::remove_file(&tmp);
         if let Err(e) = linked {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
-                bail!(Conflict, "network {name} already exists");
+                bail!(AlreadyExists, "network {name} already exists");
             }
             return Err(e).ctx(p.display());
         }
@@ -229,7 +231,7 @@ impl Engine {
     pub fn network_remove(&self, name: &str) -> Result<()> {
         let info = self.network_inspect(name)?;
         if !info.containers.is_empty() {
-            bail!(Conflict, "network {name} is in use by container(s) {}", info.containers.join(", "));
+            bail!(InvalidState, "network {name} is in use by container(s) {}", info.containers.join(", "));
         }
         let _l = self.network_lock()?;
         fs::remove_file(self.conflist_path(&info.name)).ctx(format!("remove network {name}"))?;
@@ -276,7 +278,7 @@ impl Engine {
     pub fn network_check(&self, name_or_id: &str) -> Result<Vec<String>> {
         let c = self.get(name_or_id)?;
         if !c.running() {
-            bail!(Conflict, "container {} is not running", c.name);
+            bail!(InvalidState, "container {} is not running", c.name);
         }
         let ns = self.netns_path(&c.id);
         let cni = self.cni();

@@ -54,7 +54,7 @@ pub fn normalize_cap(c: &str) -> Result<String> {
     }
     let full = if up.starts_with("CAP_") { up } else { format!("CAP_{up}") };
     if !ALL_CAPS.contains(&full.as_str()) {
-        bail!(Invalid, "unknown capability {c:?}");
+        bail!(InvalidInput, "unknown capability {c:?}");
     }
     Ok(full)
 }
@@ -80,7 +80,7 @@ pub fn capabilities(privileged: bool, add: &[String], drop: &[String]) -> Result
     for c in &add {
         if c != "ALL" && !available.contains(&c.as_str()) {
             bail!(
-                Invalid,
+                InvalidInput,
                 "--cap-add {c}: this capability is not available to berth on this host (not in its bounding set)"
             );
         }
@@ -122,13 +122,13 @@ pub struct MountInfo {
 
 fn check_destination(d: &str, spec: &str) -> Result<()> {
     if !d.starts_with('/') {
-        bail!(Invalid, "{spec:?}: the container path {d:?} is not absolute");
+        bail!(InvalidInput, "{spec:?}: the container path {d:?} is not absolute");
     }
     if d.split('/').any(|c| c == "..") {
-        bail!(Invalid, "{spec:?}: the container path {d:?} contains '..'");
+        bail!(InvalidInput, "{spec:?}: the container path {d:?} contains '..'");
     }
     if d == "/" {
-        bail!(Invalid, "{spec:?}: cannot mount over the container's /");
+        bail!(InvalidInput, "{spec:?}: cannot mount over the container's /");
     }
     Ok(())
 }
@@ -141,14 +141,14 @@ fn check_destination(d: &str, spec: &str) -> Result<()> {
 pub fn image_volume(key: &str) -> Result<MountInfo> {
     let what = format!("image config Volumes key {key:?}");
     if key.contains('\0') {
-        bail!(Invalid, "{what}: contains a NUL byte");
+        bail!(InvalidInput, "{what}: contains a NUL byte");
     }
     let parts: Vec<&str> = key.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
     if parts.contains(&"..") {
-        bail!(Invalid, "{what}: contains '..'");
+        bail!(InvalidInput, "{what}: contains '..'");
     }
     if parts.is_empty() {
-        bail!(Invalid, "{what}: cannot be the container's /");
+        bail!(InvalidInput, "{what}: cannot be the container's /");
     }
     Ok(MountInfo {
         kind: "volume".into(),
@@ -177,7 +177,7 @@ pub fn parse_volume(spec: &str) -> Result<MountInfo> {
         [d] => ("", *d, ""),
         [s, d] => (*s, *d, ""),
         [s, d, o] => (*s, *d, *o),
-        _ => bail!(Invalid, "volume {spec:?}: expected [SOURCE:]CONTAINER_PATH[:ro|rw]"),
+        _ => bail!(InvalidInput, "volume {spec:?}: expected [SOURCE:]CONTAINER_PATH[:ro|rw]"),
     };
     check_destination(dst, spec)?;
     let mut rw = true;
@@ -185,7 +185,7 @@ pub fn parse_volume(spec: &str) -> Result<MountInfo> {
         match o {
             "ro" | "readonly" => rw = false,
             "rw" => rw = true,
-            other => bail!(Invalid, "volume {spec:?}: unknown option {other:?} (ro or rw)"),
+            other => bail!(InvalidInput, "volume {spec:?}: unknown option {other:?} (ro or rw)"),
         }
     }
     let options = vec![if rw { "rw".into() } else { "ro".into() }];
@@ -202,11 +202,11 @@ pub fn parse_volume(spec: &str) -> Result<MountInfo> {
     }
     if src.starts_with('/') || src.starts_with('.') {
         if !src.starts_with('/') {
-            bail!(Invalid, "volume {spec:?}: the host path {src:?} must be absolute");
+            bail!(InvalidInput, "volume {spec:?}: the host path {src:?} must be absolute");
         }
         let p = Path::new(src);
         if !p.exists() {
-            bail!(Invalid, "volume {spec:?}: bind mount source path {src} does not exist");
+            bail!(InvalidInput, "volume {spec:?}: bind mount source path {src} does not exist");
         }
         return Ok(MountInfo {
             kind: "bind".into(),
@@ -219,7 +219,7 @@ pub fn parse_volume(spec: &str) -> Result<MountInfo> {
         });
     }
     if !valid_volume_name(src) {
-        bail!(Invalid, "volume {spec:?}: {src:?} is neither an absolute host path nor a valid volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]+)");
+        bail!(InvalidInput, "volume {spec:?}: {src:?} is neither an absolute host path nor a valid volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]+)");
     }
     Ok(MountInfo {
         kind: "volume".into(),
@@ -257,7 +257,7 @@ pub fn parse_tmpfs(spec: &str) -> Result<MountInfo> {
             || o.starts_with("gid=")
             || o.starts_with("nr_inodes=");
         if !known {
-            bail!(Invalid, "--tmpfs {spec:?}: unknown option {o:?}");
+            bail!(InvalidInput, "--tmpfs {spec:?}: unknown option {o:?}");
         }
         let opposite = |a: &str| match a {
             "ro" => Some("rw"),
@@ -324,13 +324,13 @@ pub fn parse_memory(s: &str) -> Result<i64> {
     let frac_value: u128 = if frac.is_empty() { 0 } else { frac.parse().map_err(|_| bad())? };
     let bytes = (int << shift).saturating_add((frac_value << shift) / 10u128.pow(frac.len() as u32));
     if bytes == 0 {
-        bail!(Invalid, "invalid memory value {s:?}: must be positive");
+        bail!(InvalidInput, "invalid memory value {s:?}: must be positive");
     }
     if bytes < 6 << 20 {
-        bail!(Invalid, "memory limit {s:?} is too small: the minimum is 6m");
+        bail!(InvalidInput, "memory limit {s:?} is too small: the minimum is 6m");
     }
     if bytes > MAX_MEMORY as u128 {
-        bail!(Invalid, "memory limit {s:?} is larger than the kernel can enforce (at most {MAX_MEMORY} bytes)");
+        bail!(InvalidInput, "memory limit {s:?} is larger than the kernel can enforce (at most {MAX_MEMORY} bytes)");
     }
     Ok(bytes as i64)
 }
@@ -497,13 +497,13 @@ pub fn hosts_file(hostname: &str, ip: Option<&str>, add_hosts: &[String]) -> Str
 /// `--add-host NAME:IP`
 pub fn check_add_host(h: &str) -> Result<()> {
     let Some((name, ip)) = h.split_once(':').or_else(|| h.split_once('=')) else {
-        bail!(Invalid, "--add-host {h:?}: expected NAME:IP");
+        bail!(InvalidInput, "--add-host {h:?}: expected NAME:IP");
     };
     if name.is_empty() || name.contains(char::is_whitespace) {
-        bail!(Invalid, "--add-host {h:?}: invalid host name");
+        bail!(InvalidInput, "--add-host {h:?}: invalid host name");
     }
     if ip.parse::<std::net::IpAddr>().is_err() {
-        bail!(Invalid, "--add-host {h:?}: {ip:?} is not an IP address");
+        bail!(InvalidInput, "--add-host {h:?}: {ip:?} is not an IP address");
     }
     Ok(())
 }

@@ -108,7 +108,7 @@ impl Engine {
     pub fn top(&self, name_or_id: &str) -> Result<Vec<Process>> {
         let c = self.get(name_or_id)?;
         if !c.running() {
-            bail!(Conflict, "container {} is not running", c.name);
+            bail!(InvalidState, "container {} is not running", c.name);
         }
         let rt = self.runtime(Some(&c.runtime))?;
         let pids = match rt.pids(&c.id) {

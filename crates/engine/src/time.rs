@@ -1,19 +1,6 @@
 //! Time as the engine shows and stores it: RFC 3339 UTC with nanoseconds.
 
-pub use berth_time::{format_rfc3339, parse_rfc3339};
-
-pub fn now_nanos() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-}
-
-pub fn now_secs() -> i64 {
-    (now_nanos() / 1_000_000_000) as i64
-}
-
-pub fn now_rfc3339() -> String {
-    let n = now_nanos();
-    format_rfc3339((n / 1_000_000_000) as i64, (n % 1_000_000_000) as u32)
-}
+pub use berth_time::{format_rfc3339, now_nanos, now_rfc3339, now_secs, parse_rfc3339};
 
 /// `--since`: an RFC 3339 time, a Unix timestamp (`1700000000[.5]`), or a duration before now
 /// (`10m`, `1h30m`, `45s`). Returns nanoseconds since the epoch.

@@ -54,7 +54,7 @@ impl Engine {
         let name = match name {
             Some(n) => {
                 if !valid_volume_name(n) {
-                    bail!(Invalid, "invalid volume name {n:?}: [a-zA-Z0-9][a-zA-Z0-9_.-]+");
+                    bail!(InvalidInput, "invalid volume name {n:?}: [a-zA-Z0-9][a-zA-Z0-9_.-]+");
                 }
                 n.to_string()
             }
@@ -64,7 +64,9 @@ impl Engine {
         let dir = self.volumes_dir().join(&name);
         match fs::create_dir(&dir) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(Conflict, "volume {name} already exists"),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                bail!(AlreadyExists, "volume {name} already exists")
+            }
             Err(e) => return Err(e).ctx(dir.display()),
         }
         let data = dir.join("_data");
@@ -92,12 +94,10 @@ impl Engine {
     pub fn volume_get_or_create(&self, name: &str) -> Result<Volume> {
         match self.volume_inspect(name) {
             Ok(v) => Ok(v),
-            Err(e) if e.kind == crate::Kind::NotFound => {
-                match self.volume_create(Some(name), &BTreeMap::new(), false) {
-                    Err(e) if e.kind == crate::Kind::Conflict => self.volume_inspect(name),
-                    r => r,
-                }
-            }
+            Err(e) if e.is(crate::Kind::NotFound) => match self.volume_create(Some(name), &BTreeMap::new(), false) {
+                Err(e) if e.is(crate::Kind::AlreadyExists) => self.volume_inspect(name),
+                r => r,
+            },
             Err(e) => Err(e),
         }
     }
@@ -138,7 +138,7 @@ impl Engine {
         self.volume_inspect(name)?;
         let users = self.volume_users(name)?;
         if !users.is_empty() && !force {
-            bail!(Conflict, "volume {name} is in use by container(s) {}", users.join(", "));
+            bail!(InvalidState, "volume {name} is in use by container(s) {}", users.join(", "));
         }
         let dir = self.volumes_dir().join(name);
         // Renamed first, so a half-removed volume is never found by its name.

@@ -27,6 +27,13 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// Into berth's one error type, for the crates above (until this crate's errors are that type).
+impl From<Error> for berth_sys::Error {
+    fn from(e: Error) -> berth_sys::Error {
+        berth_sys::Error::msg(e.0)
+    }
+}
+
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Error {
         Error(e.to_string())

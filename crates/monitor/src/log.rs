@@ -28,7 +28,7 @@ impl LogWriter {
     /// Writes one chunk read from `stream`: its complete lines as `F` records, a trailing
     /// incomplete line as a `P` record.
     pub fn write(&mut self, stream: &str, data: &[u8]) {
-        let ts = timestamp_now();
+        let ts = berth_time::now_rfc3339();
         let mut out = Vec::with_capacity(data.len() + 64);
         let mut rest = data;
         while !rest.is_empty() {
@@ -91,14 +91,6 @@ pub fn write_all(fd: i32, mut data: &[u8]) -> io::Result<()> {
         data = &data[n as usize..];
     }
     Ok(())
-}
-
-/// Now, as RFC 3339 UTC with nanoseconds: `2024-05-01T12:00:00.123456789Z`.
-pub fn timestamp_now() -> String {
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    berth_time::format_rfc3339(ts.tv_sec, ts.tv_nsec as u32)
 }
 
 #[cfg(test)]

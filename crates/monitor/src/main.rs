@@ -54,7 +54,7 @@ fn main() {
     unsafe { libc::setsid() };
     let sync = args.sync_fd;
     if let Err(e) = Monitor::run(args) {
-        send(sync, &ToEngine::Error(e));
+        send(sync, &ToEngine::Error(e.to_string()));
         std::process::exit(1);
     }
 }

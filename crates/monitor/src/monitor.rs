@@ -3,11 +3,12 @@
 //! `start`, the relay, then the exit record, the runtime's `delete` and the exit command.
 
 use berth_monitor::protocol::{self, ExitRecord, MonitorArgs, ToEngine};
+use berth_sys::{Error, Result};
 
-use crate::log::{self, LogWriter};
+use crate::log::LogWriter;
 use crate::oom::{oom_counter_path, oom_kills};
 use crate::runtime::{runtime_error, spawn, status_text, wait_for};
-use crate::sys::{close, cstring, drain_text, listen_unix, os_err, pipe, read_line, recv_fd, send, set_nonblock};
+use crate::sys::{close, cstring, drain_text, listen_unix, pipe, read_line, recv_fd, send, set_nonblock};
 use crate::{crash_point, FORWARDED};
 
 pub(crate) struct Client {
@@ -32,7 +33,7 @@ pub(crate) struct Monitor {
 }
 
 impl Monitor {
-    pub(crate) fn run(a: MonitorArgs) -> Result<(), String> {
+    pub(crate) fn run(a: MonitorArgs) -> Result<()> {
         unsafe {
             libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
             libc::signal(libc::SIGPIPE, libc::SIG_IGN);
@@ -40,7 +41,7 @@ impl Monitor {
         // Our own stdio goes nowhere: the engine that started us may be gone any moment.
         let devnull = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
         if devnull < 0 {
-            return Err(os_err("/dev/null"));
+            return Err(Error::last_os("/dev/null"));
         }
         for fd in 0..3 {
             if fd != a.sync_fd {
@@ -61,17 +62,18 @@ impl Monitor {
             libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
         };
         if sfd < 0 {
-            return Err(os_err("signalfd"));
+            return Err(Error::last_os("signalfd"));
         }
         send(a.sync_fd, &ToEngine::Monitor(unsafe { libc::getpid() }));
 
         let cdir = cstring(&a.dir)?;
         let dirfd = unsafe { libc::open(cdir.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
         if dirfd < 0 {
-            return Err(os_err(&a.dir));
+            return Err(Error::last_os(&a.dir));
         }
         let listener = listen_unix(dirfd, protocol::ATTACH_SOCKET, libc::SOCK_SEQPACKET)?;
-        let log = LogWriter::open(&a.log, a.log_max).map_err(|e| format!("log {}: {e}", a.log))?;
+        let log =
+            LogWriter::open(&a.log, a.log_max).map_err(|e| Error::from_io(e).context(format!("log {}", a.log)))?;
 
         let runtime_log = format!("{}/{}", a.dir, protocol::RUNTIME_LOG);
         let pid_file = format!("{}/{}", a.dir, protocol::PID_FILE);
@@ -89,7 +91,7 @@ impl Monitor {
             let console_path = format!("/tmp/.berth-console-{}.sock", unsafe { libc::getpid() });
             let tmp = unsafe { libc::open(c"/tmp".as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
             if tmp < 0 {
-                return Err(os_err("/tmp"));
+                return Err(Error::last_os("/tmp"));
             }
             let console = listen_unix(tmp, &console_path[5..], libc::SOCK_STREAM);
             close(tmp);
@@ -110,7 +112,7 @@ impl Monitor {
                 if unsafe { libc::waitpid(child.pid, &mut st, libc::WNOHANG) } == child.pid {
                     let _ = std::fs::remove_file(&console_path);
                     let msg = runtime_error(&runtime_log).unwrap_or_else(|| drain_text(err_r));
-                    return Err(format!("runtime create: {} ({})", msg.trim(), status_text(st)));
+                    return Err(Error::msg(format!("runtime create: {} ({})", msg.trim(), status_text(st))));
                 }
                 let mut pfd = libc::pollfd { fd: console, events: libc::POLLIN, revents: 0 };
                 unsafe { libc::poll(&mut pfd, 1, 50) };
@@ -122,7 +124,7 @@ impl Monitor {
             let st = wait_for(child.pid);
             if st != 0 {
                 let msg = runtime_error(&runtime_log).unwrap_or_else(|| drain_text(err_r));
-                return Err(format!("runtime create: {} ({})", msg.trim(), status_text(st)));
+                return Err(Error::msg(format!("runtime create: {} ({})", msg.trim(), status_text(st))));
             }
             close(err_r);
             set_nonblock(master);
@@ -145,7 +147,7 @@ impl Monitor {
             let st = wait_for(child.pid);
             if st != 0 {
                 let msg = runtime_error(&runtime_log).unwrap_or_else(|| drain_text(err_r));
-                return Err(format!("runtime create: {} ({})", msg.trim(), status_text(st)));
+                return Err(Error::msg(format!("runtime create: {} ({})", msg.trim(), status_text(st))));
             }
             if in_w >= 0 {
                 set_nonblock(in_w);
@@ -157,7 +159,7 @@ impl Monitor {
         let ctr_pid: i32 = std::fs::read_to_string(&pid_file)
             .ok()
             .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| format!("runtime create wrote no pid to {pid_file}"))?;
+            .ok_or_else(|| Error::msg(format!("runtime create wrote no pid to {pid_file}")))?;
         let oom_path = oom_counter_path(ctr_pid);
         let oom_before = oom_kills(&oom_path);
         send(a.sync_fd, &ToEngine::Created(ctr_pid));
@@ -181,7 +183,7 @@ impl Monitor {
         let go = read_line(m.a.sync_fd);
         if go.as_deref() != Some(protocol::START) {
             m.abort(&global);
-            return Err("the engine went away before starting the container".into());
+            return Err(Error::msg("the engine went away before starting the container"));
         }
         m.early_clients();
         let mut start = global.clone();
@@ -191,9 +193,9 @@ impl Monitor {
         if st != 0 {
             let msg = runtime_error(&runtime_log).unwrap_or_default();
             m.abort(&global);
-            return Err(format!("runtime start: {} ({})", msg.trim(), status_text(st)));
+            return Err(Error::msg(format!("runtime start: {} ({})", msg.trim(), status_text(st))));
         }
-        let started_at = log::timestamp_now();
+        let started_at = berth_time::now_rfc3339();
         send(m.a.sync_fd, &ToEngine::Started);
         close(m.a.sync_fd);
         m.a.sync_fd = -1;
@@ -213,7 +215,7 @@ impl Monitor {
             oom_killed: oom_kills(&oom_path) > oom_before,
             pid: m.ctr_pid,
             started_at,
-            finished_at: log::timestamp_now(),
+            finished_at: berth_time::now_rfc3339(),
         };
         let tmp = format!("{}/{}.tmp", m.a.dir, protocol::EXIT_FILE);
         if std::fs::write(&tmp, exit.to_json()).is_ok() {

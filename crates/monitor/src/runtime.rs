@@ -4,7 +4,9 @@
 use std::ffi::CString;
 use std::io;
 
-use crate::sys::{cstring, os_err};
+use berth_sys::{Error, Result};
+
+use crate::sys::cstring;
 
 pub(crate) struct Child {
     pub(crate) pid: i32,
@@ -12,8 +14,8 @@ pub(crate) struct Child {
 
 /// Forks and execs `argv` with the given stdio; `hide_cgroup2` runs it in a private mount
 /// namespace without the cgroup2 mount of a hybrid host (for runtimes that refuse hybrid).
-pub(crate) fn spawn(argv: &[String], stdio: [i32; 3], hide_cgroup2: bool) -> Result<Child, String> {
-    let cargs: Vec<CString> = argv.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?;
+pub(crate) fn spawn(argv: &[String], stdio: [i32; 3], hide_cgroup2: bool) -> Result<Child> {
+    let cargs: Vec<CString> = argv.iter().map(|a| cstring(a)).collect::<Result<_>>()?;
     let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
     ptrs.push(std::ptr::null());
     let unified = c"/sys/fs/cgroup/unified";
@@ -21,7 +23,7 @@ pub(crate) fn spawn(argv: &[String], stdio: [i32; 3], hide_cgroup2: bool) -> Res
     // SAFETY: the child only calls async-signal-safe functions before execvp.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(os_err("fork"));
+        return Err(Error::last_os("fork"));
     }
     if pid == 0 {
         unsafe {

@@ -6,6 +6,7 @@ use std::ffi::CString;
 use std::io;
 
 use berth_monitor::protocol::ToEngine;
+use berth_sys::{Error, Result};
 
 use crate::log::write_all;
 
@@ -16,19 +17,15 @@ pub(crate) fn send(fd: i32, msg: &ToEngine) {
     }
 }
 
-pub(crate) fn cstring(s: &str) -> Result<CString, String> {
-    CString::new(s).map_err(|_| format!("{s:?} contains NUL"))
+pub(crate) fn cstring(s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::invalid(format!("{s:?} contains NUL")))
 }
 
-pub(crate) fn os_err(what: &str) -> String {
-    format!("{what}: {}", io::Error::last_os_error())
-}
-
-pub(crate) fn pipe() -> Result<(i32, i32), String> {
+pub(crate) fn pipe() -> Result<(i32, i32)> {
     let mut fds = [0; 2];
     // SAFETY: valid array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(os_err("pipe"));
+        return Err(Error::last_os("pipe"));
     }
     Ok((fds[0], fds[1]))
 }
@@ -49,11 +46,11 @@ pub(crate) fn close(fd: i32) {
 
 /// A unix socket bound at `dir/name` (through /proc/self/fd, so the directory's length does
 /// not count against the 108 bytes of a socket address).
-pub(crate) fn listen_unix(dirfd: i32, name: &str, kind: i32) -> Result<i32, String> {
+pub(crate) fn listen_unix(dirfd: i32, name: &str, kind: i32) -> Result<i32> {
     // SAFETY: socket setup with valid arguments.
     let fd = unsafe { libc::socket(libc::AF_UNIX, kind | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
     if fd < 0 {
-        return Err(os_err("socket"));
+        return Err(Error::last_os("socket"));
     }
     let path = format!("/proc/self/fd/{dirfd}/{name}");
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
@@ -65,16 +62,16 @@ pub(crate) fn listen_unix(dirfd: i32, name: &str, kind: i32) -> Result<i32, Stri
     unsafe { libc::unlink(c.as_ptr()) };
     let len = (std::mem::size_of::<libc::sa_family_t>() + path.len() + 1) as u32;
     if unsafe { libc::bind(fd, (&addr as *const libc::sockaddr_un).cast(), len) } != 0 {
-        return Err(os_err(&format!("bind {name}")));
+        return Err(Error::last_os(format!("bind {name}")));
     }
     if unsafe { libc::listen(fd, 16) } != 0 {
-        return Err(os_err(&format!("listen {name}")));
+        return Err(Error::last_os(format!("listen {name}")));
     }
     Ok(fd)
 }
 
 /// Receives one file descriptor (the pty master) sent with SCM_RIGHTS.
-pub(crate) fn recv_fd(sock: i32) -> Result<i32, String> {
+pub(crate) fn recv_fd(sock: i32) -> Result<i32> {
     let mut buf = [0u8; 4096];
     let mut cmsg = [0u64; 8];
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
@@ -85,11 +82,11 @@ pub(crate) fn recv_fd(sock: i32) -> Result<i32, String> {
     msg.msg_controllen = std::mem::size_of_val(&cmsg);
     // SAFETY: msghdr points at live buffers.
     if unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) } < 0 {
-        return Err(os_err("receiving the pty master"));
+        return Err(Error::last_os("receiving the pty master"));
     }
     let c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
     if c.is_null() || unsafe { (*c).cmsg_type } != libc::SCM_RIGHTS {
-        return Err("the runtime sent no pty master on the console socket".into());
+        return Err(Error::msg("the runtime sent no pty master on the console socket"));
     }
     Ok(unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const i32) })
 }

@@ -15,24 +15,7 @@ use serde_json::{json, Value};
 pub use cni::{Attachment, Cni};
 pub use ports::PortMapping;
 
-#[derive(Debug)]
-pub struct Error(String);
-
-pub type Result<T> = std::result::Result<T, Error>;
-
-impl Error {
-    pub fn msg(m: impl Into<String>) -> Error {
-        Error(m.into())
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Error {}
+pub use berth_sys::{Error, Result};
 
 /// An IPv4 subnet, `a.b.c.d/len`, with its host bits zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,17 +26,18 @@ pub struct Subnet {
 
 impl Subnet {
     pub fn parse(s: &str) -> Result<Subnet> {
-        let (a, l) = s.split_once('/').ok_or_else(|| Error::msg(format!("subnet {s:?}: expected ADDRESS/LENGTH")))?;
+        let (a, l) =
+            s.split_once('/').ok_or_else(|| Error::invalid(format!("subnet {s:?}: expected ADDRESS/LENGTH")))?;
         let addr: Ipv4Addr =
-            a.parse().map_err(|_| Error::msg(format!("subnet {s:?}: {a:?} is not an IPv4 address")))?;
+            a.parse().map_err(|_| Error::invalid(format!("subnet {s:?}: {a:?} is not an IPv4 address")))?;
         let len: u8 = l
             .parse()
             .ok()
             .filter(|l| (8..=30).contains(l))
-            .ok_or_else(|| Error::msg(format!("subnet {s:?}: prefix length {l:?} must be between 8 and 30")))?;
+            .ok_or_else(|| Error::invalid(format!("subnet {s:?}: prefix length {l:?} must be between 8 and 30")))?;
         let mask = u32::MAX << (32 - len);
         if u32::from(addr) & !mask != 0 {
-            return Err(Error::msg(format!(
+            return Err(Error::invalid(format!(
                 "subnet {s:?}: host bits are set (did you mean {}/{len}?)",
                 Ipv4Addr::from(u32::from(addr) & mask)
             )));

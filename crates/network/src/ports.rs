@@ -22,7 +22,7 @@ fn port(s: &str, spec: &str) -> Result<u16> {
     s.parse::<u16>()
         .ok()
         .filter(|p| *p > 0)
-        .ok_or_else(|| Error::msg(format!("port spec {spec:?}: {s:?} is not a port number (1-65535)")))
+        .ok_or_else(|| Error::invalid(format!("port spec {spec:?}: {s:?} is not a port number (1-65535)")))
 }
 
 fn range(s: &str, spec: &str) -> Result<(u16, u16)> {
@@ -30,7 +30,7 @@ fn range(s: &str, spec: &str) -> Result<(u16, u16)> {
         Some((a, b)) => {
             let (a, b) = (port(a, spec)?, port(b, spec)?);
             if b < a {
-                return Err(Error::msg(format!("port spec {spec:?}: range {s:?} ends before it starts")));
+                return Err(Error::invalid(format!("port spec {spec:?}: range {s:?} ends before it starts")));
             }
             Ok((a, b))
         }
@@ -48,7 +48,7 @@ pub fn parse(spec: &str) -> Result<Vec<PortMapping>> {
         None => (spec, "tcp".to_string()),
     };
     if proto != "tcp" && proto != "udp" {
-        return Err(Error::msg(format!("port spec {spec:?}: protocol {proto:?} is not tcp or udp")));
+        return Err(Error::invalid(format!("port spec {spec:?}: protocol {proto:?} is not tcp or udp")));
     }
     let parts: Vec<&str> = body.split(':').collect();
     let (ip, host, ctr) = match parts.as_slice() {
@@ -62,13 +62,13 @@ pub fn parse(spec: &str) -> Result<Vec<PortMapping>> {
         }
     };
     if !ip.is_empty() && ip.parse::<Ipv4Addr>().is_err() {
-        return Err(Error::msg(format!("port spec {spec:?}: {ip:?} is not an IPv4 address")));
+        return Err(Error::invalid(format!("port spec {spec:?}: {ip:?} is not an IPv4 address")));
     }
     let (c0, c1) = range(ctr, spec)?;
     let hosts = if host.is_empty() { None } else { Some(range(host, spec)?) };
     if let Some((h0, h1)) = hosts {
         if h1 - h0 != c1 - c0 {
-            return Err(Error::msg(format!("port spec {spec:?}: host and container ranges differ in length")));
+            return Err(Error::invalid(format!("port spec {spec:?}: host and container ranges differ in length")));
         }
     }
     Ok((c0..=c1)
@@ -98,10 +98,10 @@ pub fn parse_exposed(s: &str) -> Result<(u16, String)> {
     let (p, proto) = s.split_once('/').unwrap_or((s, "tcp"));
     let proto = proto.to_ascii_lowercase();
     if proto != "tcp" && proto != "udp" {
-        return Err(Error::msg(format!("{s:?}: protocol {proto:?} is not tcp or udp")));
+        return Err(Error::invalid(format!("{s:?}: protocol {proto:?} is not tcp or udp")));
     }
     let port = p.parse::<u16>().ok().filter(|p| *p > 0);
-    let port = port.ok_or_else(|| Error::msg(format!("{s:?}: {p:?} is not a port number (1-65535)")))?;
+    let port = port.ok_or_else(|| Error::invalid(format!("{s:?}: {p:?} is not a port number (1-65535)")))?;
     Ok((port, proto))
 }
 

@@ -40,3 +40,10 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// Into berth's one error type, for the crates above (until this crate's errors are that type).
+impl From<Error> for berth_sys::Error {
+    fn from(e: Error) -> berth_sys::Error {
+        berth_sys::Error::msg(e.0)
+    }
+}

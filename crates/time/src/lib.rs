@@ -2,6 +2,22 @@
 //! civil date from days since the epoch and back (Howard Hinnant's algorithms), no time zones
 //! beyond a numeric offset when parsing.
 
+/// Nanoseconds since the epoch, now.
+pub fn now_nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+/// Seconds since the epoch, now.
+pub fn now_secs() -> i64 {
+    (now_nanos() / 1_000_000_000) as i64
+}
+
+/// Now, as `format_rfc3339` writes it.
+pub fn now_rfc3339() -> String {
+    let n = now_nanos();
+    format_rfc3339((n / 1_000_000_000) as i64, (n % 1_000_000_000) as u32)
+}
+
 /// `2024-05-01T12:00:00.123456789Z`.
 pub fn format_rfc3339(secs: i64, nanos: u32) -> String {
     let days = secs.div_euclid(86_400);

@@ -185,7 +185,7 @@ pub(crate) fn inspect(cli: &Cli, a: &NamesArgs) -> Result<i32> {
     for n in &a.names {
         match e.get(n) {
             Ok(c) => out.push(container_json(&e, &c)),
-            Err(err) if err.kind == berth_engine::Kind::NotFound => match e.store.resolve(n) {
+            Err(err) if err.is(berth_engine::Kind::NotFound) => match e.store.resolve(n) {
                 Ok(img) => out.push(e.store.inspect(&img)?),
                 Err(_) => return Err(Error::not_found(format!("no such container or image: {n}"))),
             },

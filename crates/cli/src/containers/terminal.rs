@@ -174,7 +174,7 @@ pub(crate) fn exit_code(e: &Engine, c: &Container) -> Result<i32> {
             c.name
         ))),
         Ok(code) => Ok(code),
-        Err(err) if err.kind == berth_engine::Kind::NotFound => Ok(0),
+        Err(err) if err.is(berth_engine::Kind::NotFound) => Ok(0),
         Err(err) => Err(err),
     }
 }

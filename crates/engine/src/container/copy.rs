@@ -10,7 +10,7 @@ impl Engine {
     /// The container's root filesystem, mounted (a stopped container's is mounted again).
     pub(crate) fn rootfs_for_copy(&self, c: &Container) -> Result<PathBuf> {
         if c.state.status == "creating" {
-            bail!(Conflict, "container {} is not completely created", c.name);
+            bail!(InvalidState, "container {} is not completely created", c.name);
         }
         Ok(self.store.mount_snapshot(&c.id)?)
     }

@@ -24,7 +24,7 @@ impl Engine {
         if let Some(n) = &o.name {
             if !valid_name(n) {
                 bail!(
-                    Invalid,
+                    InvalidInput,
                     "invalid container name {n:?}: letters, digits, '_', '.' and '-', starting with a letter or digit"
                 );
             }
@@ -39,7 +39,7 @@ impl Engine {
         let mut seen = std::collections::HashSet::new();
         for m in &mounts {
             if !seen.insert(m.destination.trim_end_matches('/').to_string()) {
-                bail!(Invalid, "duplicate mount point {}", m.destination);
+                bail!(InvalidInput, "duplicate mount point {}", m.destination);
             }
         }
         let mut ports = Vec::new();
@@ -48,19 +48,19 @@ impl Engine {
         }
         let network = o.network.as_deref().unwrap_or("bridge");
         if !ports.is_empty() && matches!(network, "host" | "none") {
-            bail!(Invalid, "ports cannot be published with --network {network}");
+            bail!(InvalidInput, "ports cannot be published with --network {network}");
         }
         if !matches!(network, "host" | "none" | "bridge") {
             self.network_config(network)?;
         }
         let restart = RestartPolicy::parse(o.restart.as_deref())?;
         if o.auto_remove && restart.name != "no" {
-            bail!(Invalid, "--rm and --restart {} cannot be combined", restart.name);
+            bail!(InvalidInput, "--rm and --restart {} cannot be combined", restart.name);
         }
         let caps = spec::capabilities(o.privileged, &o.cap_add, &o.cap_drop)?;
         if let Some(h) = &o.hostname {
             if !spec::valid_hostname(h) {
-                bail!(Invalid, "invalid hostname {h:?}");
+                bail!(InvalidInput, "invalid hostname {h:?}");
             }
         }
         for h in &o.add_hosts {
@@ -68,39 +68,39 @@ impl Engine {
         }
         for d in &o.dns {
             if d.parse::<std::net::IpAddr>().is_err() {
-                bail!(Invalid, "--dns {d:?} is not an IP address");
+                bail!(InvalidInput, "--dns {d:?} is not an IP address");
             }
         }
         if let Some(m) = o.memory {
             if m < 6 << 20 {
-                bail!(Invalid, "memory limit {m} is too small: the minimum is 6m");
+                bail!(InvalidInput, "memory limit {m} is too small: the minimum is 6m");
             }
             if m > spec::MAX_MEMORY {
-                bail!(Invalid, "memory limit {m} is larger than the kernel can enforce");
+                bail!(InvalidInput, "memory limit {m} is larger than the kernel can enforce");
             }
         }
         if let Some(c) = o.cpus {
             let max = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
             // The CFS quota is cpus × a 100 ms period, and the kernel's smallest quota is 1 ms.
             if !(c.is_finite() && c >= spec::MIN_CPUS) || c > max {
-                bail!(Invalid, "--cpus {c}: must be from {} to the {max} CPUs of this host", spec::MIN_CPUS);
+                bail!(InvalidInput, "--cpus {c}: must be from {} to the {max} CPUs of this host", spec::MIN_CPUS);
             }
         }
         if let Some(p) = o.pids_limit {
             if p == 0 || p < -1 {
-                bail!(Invalid, "--pids-limit {p}: must be positive (or -1 for unlimited)");
+                bail!(InvalidInput, "--pids-limit {p}: must be positive (or -1 for unlimited)");
             }
             if p > spec::MAX_PIDS_LIMIT {
-                bail!(Invalid, "--pids-limit {p}: the kernel's limit is at most {}", spec::MAX_PIDS_LIMIT);
+                bail!(InvalidInput, "--pids-limit {p}: the kernel's limit is at most {}", spec::MAX_PIDS_LIMIT);
             }
         }
         for e in &o.env {
             if e.is_empty() || e.starts_with('=') {
-                bail!(Invalid, "invalid environment variable {e:?}");
+                bail!(InvalidInput, "invalid environment variable {e:?}");
             }
             if e.contains('\0') {
                 let name = e.split('=').next().unwrap_or_default();
-                bail!(Invalid, "environment variable {name}: its value contains a NUL byte");
+                bail!(InvalidInput, "environment variable {name}: its value contains a NUL byte");
             }
         }
         if let Some(s) = &o.stop_signal {
@@ -167,7 +167,7 @@ impl Engine {
         }
         match self.insert(&c) {
             Ok(()) => {}
-            Err(e) if e.kind == crate::Kind::Conflict && o.name.is_none() => {
+            Err(e) if e.is(crate::Kind::AlreadyExists) && o.name.is_none() => {
                 c.name = format!("{}_{}", c.name, &id[..6]);
                 self.insert(&c)?;
             }

@@ -91,8 +91,8 @@ impl RestartPolicy {
         match name {
             "no" | "always" | "unless-stopped" if max == 0 => {}
             "on-failure" => {}
-            _ if max != 0 => bail!(Invalid, "--restart {s:?}: only on-failure takes a retry count"),
-            _ => bail!(Invalid, "--restart {s:?}: expected no, on-failure[:N], always or unless-stopped"),
+            _ if max != 0 => bail!(InvalidInput, "--restart {s:?}: only on-failure takes a retry count"),
+            _ => bail!(InvalidInput, "--restart {s:?}: expected no, on-failure[:N], always or unless-stopped"),
         }
         Ok(RestartPolicy { name: name.into(), maximum_retry_count: max })
     }
@@ -191,23 +191,7 @@ impl Engine {
     }
 }
 
-/// A process's start time (field 22 of /proc/PID/stat); None if it is gone or a zombie.
-pub fn process_start(pid: i32) -> Option<u64> {
-    if pid <= 0 {
-        return None;
-    }
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    if f.first() == Some(&"Z") || f.first() == Some(&"X") {
-        return None;
-    }
-    f.get(19)?.parse().ok()
-}
-
-fn alive(pid: i32, start: u64) -> bool {
-    pid > 0 && process_start(pid) == Some(start)
-}
+pub use berth_sys::proc::{alive, process_start};
 
 const ADJECTIVES: &[&str] = &[
     "amber", "brave", "calm", "deft", "eager", "fair", "gentle", "happy", "idle", "jolly", "keen", "lucid", "merry",

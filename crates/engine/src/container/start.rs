@@ -34,7 +34,7 @@ impl Engine {
         self.refresh(&mut c)?;
         match c.state.status.as_str() {
             "running" => return Ok(None),
-            "creating" => bail!(Conflict, "container {} was not completely created (the command creating it was interrupted): remove it with rm -f", c.name),
+            "creating" => bail!(InvalidState, "container {} was not completely created (the command creating it was interrupted): remove it with rm -f", c.name),
             _ => {}
         }
         if !c.state.cleaned && c.state.status == "exited" {

@@ -93,7 +93,7 @@ impl Engine {
     pub fn kill(&self, name_or_id: &str, signal: i32) -> Result<()> {
         let mut c = self.get(name_or_id)?;
         if !c.running() {
-            bail!(Conflict, "container {} is not running", c.name);
+            bail!(InvalidState, "container {} is not running", c.name);
         }
         if matches!(signal, libc::SIGKILL | libc::SIGTERM | libc::SIGINT) || signal == c.stop_signal {
             self.mark_stopped_by_user(&mut c)?;
@@ -113,14 +113,14 @@ impl Engine {
         let c = self.get(name_or_id)?;
         if c.running() {
             if !force {
-                bail!(Conflict, "container {} is running: stop it first, or remove it with -f", c.name);
+                bail!(InvalidState, "container {} is running: stop it first, or remove it with -f", c.name);
             }
             self.stop(&c.id, Some(0))?;
         }
         let _l = self.lock(&c.id)?;
         let Some(c) = self.load(&c.id)? else { return Ok(()) };
         if c.running() && !force {
-            bail!(Conflict, "container {} was started again meanwhile", c.name);
+            bail!(InvalidState, "container {} was started again meanwhile", c.name);
         }
         self.destroy(&c, volumes || c.options.auto_remove)
     }
@@ -131,7 +131,7 @@ impl Engine {
         loop {
             let c = match self.get(&id) {
                 Ok(c) => c,
-                Err(e) if e.kind == crate::Kind::NotFound => {
+                Err(e) if e.is(crate::Kind::NotFound) => {
                     bail!(NotFound, "container {name_or_id} was removed while waiting")
                 }
                 Err(e) => return Err(e),
