@@ -31,7 +31,12 @@ pub enum Msg {
     /// listener.
     SeccompNotify,
     /// Either direction: what failed.
-    Failed { kind: ErrorKind, message: String, errno: Option<i32> },
+    Failed {
+        #[serde(with = "kind_name")]
+        kind: ErrorKind,
+        message: String,
+        errno: Option<i32>,
+    },
 }
 
 pub struct Channel(pub OwnedFd);
@@ -101,6 +106,22 @@ impl Channel {
             }
             None => Err(Error::new(ErrorKind::System, format!("{who} exited before {want}"))),
         }
+    }
+}
+
+/// An error's kind on the wire: its stable name.
+mod kind_name {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    use crate::error::ErrorKind;
+
+    pub fn serialize<S: Serializer>(kind: &ErrorKind, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(kind.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ErrorKind, D::Error> {
+        let name = String::deserialize(d)?;
+        ErrorKind::from_name(&name).ok_or_else(|| D::Error::custom(format!("unknown error kind {name:?}")))
     }
 }
 
