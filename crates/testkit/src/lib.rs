@@ -6,6 +6,7 @@ pub mod callers;
 pub mod children;
 pub mod host;
 pub mod image;
+pub mod leaks;
 pub mod registry;
 pub mod rootfs;
 

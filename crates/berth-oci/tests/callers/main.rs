@@ -14,7 +14,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_testkit::trials;
 use libtest_mimic::Arguments;
@@ -88,36 +88,19 @@ fn main() {
 /// a shim on its way out) get some time first.
 fn check_leaks() -> Vec<String> {
     let s = support::suite();
-    let dir = s.dir.display().to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline
-        && !(support::processes_mentioning(&dir).is_empty()
-            && support::processes_in_cgroups(&s.cgroup_prefix).is_empty())
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut leaks = Vec::new();
-    for (pid, cmdline) in support::processes_mentioning(&dir) {
-        leaks.push(format!("process {pid}: {cmdline}"));
-    }
-    for pid in support::processes_in_cgroups(&s.cgroup_prefix) {
-        leaks.push(format!("process {pid} in a test cgroup"));
-    }
-    for h in support::hierarchies() {
-        let parent = Path::new("/sys/fs/cgroup").join(&h).join(&s.cgroup_prefix);
-        for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-            // podman's own cgroup for conmon (<parent>/conmon) is podman's, not a container's.
-            if e.path().is_dir() && e.file_name() != "conmon" {
-                leaks.push(format!("cgroup {}", e.path().display()));
-            }
-        }
-    }
-    for m in support::mounts_containing(&dir) {
-        leaks.push(format!("mount {m}"));
-    }
-    let mut roots = vec![PathBuf::from(support::PODMAN_RUNTIME_ROOT)];
-    roots.extend(containerd::runtime_root());
-    for root in roots {
+    let mut state_roots = vec![PathBuf::from(support::PODMAN_RUNTIME_ROOT)];
+    state_roots.extend(containerd::runtime_root());
+    let scope = berth_testkit::leaks::Scope {
+        dir: s.dir.clone(),
+        cgroup: s.cgroup_prefix.clone(),
+        // podman's own cgroup for conmon (<parent>/conmon) is podman's, not a container's
+        cgroups_not_containers: vec!["conmon".into()],
+        settle: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let mut leaks = berth_testkit::leaks::leaks(&scope);
+    // berth-oci's state roots hold other entries of containerd's and podman's own.
+    for root in state_roots {
         for entry in containerd::leftovers(&root) {
             leaks.push(format!("berth-oci state {entry}"));
         }

@@ -58,7 +58,8 @@ pub fn unique(name: &str) -> String {
 // ------------------------------------------------------------------------------------- commands
 
 pub use berth_testkit::children::{Output, Spawned, SPAWN_LOCK};
-pub use berth_testkit::host::{hierarchies, is_dead, processes_in_cgroups};
+pub use berth_testkit::host::{hierarchies, processes_in_cgroups};
+pub use berth_testkit::leaks::{mounts_containing, processes_mentioning};
 
 pub fn spawn(cmd: &mut Command, stdin: Option<Vec<u8>>) -> Spawned {
     berth_testkit::children::spawn(&suite().dir, cmd, stdin)
@@ -214,36 +215,6 @@ pub fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
         .iter()
         .map(|h| Path::new("/sys/fs/cgroup").join(h).join(&suite().cgroup_prefix).join(name))
         .filter(|d| d.exists())
-        .collect()
-}
-
-/// Live processes whose command line mentions `text` (conmon, shims, podman's cleanup
-/// processes all name the suite directory).
-pub fn processes_mentioning(text: &str) -> Vec<(i32, String)> {
-    let me = std::process::id() as i32;
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        if pid == me || is_dead(pid) {
-            continue;
-        }
-        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
-        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
-        if cmdline.contains(text) {
-            out.push((pid, cmdline));
-        }
-    }
-    out
-}
-
-/// Mount points whose path contains `text`, in our mount namespace.
-pub fn mounts_containing(text: &str) -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.contains(text))
-        .map(String::from)
         .collect()
 }
 

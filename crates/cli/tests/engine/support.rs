@@ -318,50 +318,20 @@ pub fn check_leaks() -> Vec<String> {
         }
     }
     let _ = berth(&["network", "rm", &s.network]);
-    let dir = s.dir.to_string_lossy().into_owned();
-    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    for l in mi.lines().filter(|l| l.contains(&dir)) {
-        leaks.push(format!("mount: {l}"));
-    }
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let zombie = stat.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z')).unwrap_or(false);
-        if !zombie && pid != std::process::id() as i32 && String::from_utf8_lossy(&cmd).contains(&dir) {
-            leaks.push(format!("process {pid}: {}", String::from_utf8_lossy(&cmd).replace('\0', " ")));
-        }
-    }
-    // Every hierarchy (v1 controllers, and cgroup2 at unified/ or at the top).
-    let hierarchies = std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten().map(|e| e.path());
-    for h in hierarchies.chain([PathBuf::from("/sys/fs/cgroup")]) {
-        let p = h.join(s.cgroup_parent.trim_start_matches('/'));
-        if let Ok(rd) = std::fs::read_dir(&p) {
-            for e in rd.flatten() {
-                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    leaks.push(format!("cgroup {}", e.path().display()));
-                }
-            }
-        }
-    }
-    // The suite's (now empty) cgroup parents: in each v1 hierarchy and hybrid's unified/, or
-    // at the top of a pure v2 host.
-    let hierarchies = std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten().map(|e| e.path());
-    for h in hierarchies.chain([PathBuf::from("/sys/fs/cgroup")]) {
-        let _ = std::fs::remove_dir(h.join(s.cgroup_parent.trim_start_matches('/')));
-    }
-    if Path::new("/sys/class/net").join(&s.bridge).exists() {
-        leaks.push(format!("bridge {}", s.bridge));
-    }
-    let net = s.subnet.trim_end_matches(".0/24");
-    for table in ["filter", "nat"] {
-        let o = run(Command::new("iptables").args(["-t", table, "-S"]));
-        for l in o.stdout.lines() {
-            if l.contains(net) || l.contains(&format!("t{}-", std::process::id())) {
-                leaks.push(format!("iptables -t {table}: {l}"));
-            }
-        }
-    }
+    let net = s.subnet.trim_end_matches("0/24");
+    let scope = berth_testkit::leaks::Scope {
+        dir: s.dir.clone(),
+        cgroup: s.cgroup_parent.trim_start_matches('/').to_string(),
+        // what each container has while it exists (a `--rm` container's exit record may
+        // outlive it in run/containers for the `run` waiting on it, so that one is not here)
+        state_roots: ["containers", "run/netns", "run/cni", "run/locks"].iter().map(|d| s.root.join(d)).collect(),
+        interfaces: vec![s.bridge.clone()],
+        markers: vec![net.to_string(), format!("t{}-", std::process::id())],
+        settle: Duration::from_secs(10),
+        ..Default::default()
+    };
+    leaks.extend(berth_testkit::leaks::leaks(&scope));
+    berth_testkit::leaks::remove_cgroup_parents(&scope.cgroup);
     // The CNI plugins' shared chains (empty once every container is gone): removed again
     // when the suite created them.
     let before = &s.new_chains;
