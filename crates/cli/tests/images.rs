@@ -680,6 +680,45 @@ fn cli_gc_removes_what_a_crash_left_behind() {
 }
 
 #[test]
+fn cli_empty_database_stops_every_command_and_prune_deletes_nothing() {
+    // The fault: berth.db left empty (a crash or a full disk while it was written). An empty
+    // file used to be taken for a new store, and `image prune --all` then deleted every blob
+    // and layer the lost records had kept.
+    let env = Env::new();
+    let repo = env.push("simple", "test/dbloss:v1");
+    env.ok(&["pull", "-q", &repo]);
+    let root = env.root();
+    let db = root.join("berth.db");
+    let good = fs::read(&db).unwrap();
+    let blobs = dir_entries(&root.join("content/blobs/sha256"));
+    let layers = dir_entries(&root.join("layers"));
+    assert!(blobs.len() >= 3 && layers.len() == 1, "{blobs:?} {layers:?}");
+    fs::write(&db, b"").unwrap();
+    for args in [
+        vec!["image", "prune", "--all"],
+        vec!["system", "prune", "--all"],
+        vec!["images"],
+        vec!["pull", "-q", &repo],
+        vec!["system", "df"],
+    ] {
+        let err = env.fail(&args);
+        assert!(
+            err.contains(&format!("{} is empty (0 bytes)", db.display()))
+                && err.contains("refusing to start a new database")
+                && err.contains("Recovering the metadata database"),
+            "berth {args:?}: {err}"
+        );
+    }
+    assert_eq!(dir_entries(&root.join("content/blobs/sha256")), blobs, "blobs were deleted");
+    assert_eq!(dir_entries(&root.join("layers")), layers, "layers were deleted");
+    assert_eq!(fs::metadata(&db).unwrap().len(), 0, "the empty database was replaced");
+    // Restored from a backup, the store is whole again.
+    fs::write(&db, &good).unwrap();
+    let img = env.inspect_in(&root, &repo);
+    assert!(layer_dir(&root, img["Layers"][0]["ChainID"].as_str().unwrap()).join("bin/busybox").is_file());
+}
+
+#[test]
 fn cli_tls_registry_verified_against_system_roots() {
     let env = Env::new();
     let (ca, cert, key) = berth_testkit::registry::make_test_certs(&env.tmp.path().join("certs")).unwrap();
