@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_testkit::image::{build_fixtures, Fixtures};
-use berth_testkit::registry::{skopeo, skopeo_push, AfterBudget, Proxy, Registry};
+use berth_testkit::registry::{put_manifest, skopeo, skopeo_push, AfterBudget, Proxy, Registry};
 use serde_json::Value;
 
 struct Env {
@@ -253,6 +253,71 @@ fn cli_pull_multiarch_index_selects_platform() {
     let img = env.inspect_in(&env.root(), &list);
     assert_eq!(img["Architecture"], "arm64");
     assert_eq!(img["MediaType"], "application/vnd.docker.distribution.manifest.v2+json");
+}
+
+/// An index over `entries` (descriptors), as bytes and as a descriptor for linux/amd64.
+fn index_doc(entries: &[Value]) -> (Vec<u8>, Value) {
+    let bytes = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    }))
+    .unwrap();
+    let desc = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "digest": format!("sha256:{}", berth_testkit::image::sha256_hex(&bytes)),
+        "size": bytes.len(),
+        "platform": {"architecture": "amd64", "os": "linux"},
+    });
+    (bytes, desc)
+}
+
+#[test]
+fn cli_pull_and_load_follow_nested_indexes() {
+    // The image-spec says implementations SHOULD support an index listing indexes: it used to
+    // fail with "no image for platform linux/amd64 (available: linux/amd64)".
+    let env = Env::new();
+    let addr = env.registry.addr();
+    env.push("simple", "test/nested:simple");
+    let put = |reference: &str, bytes: &[u8]| {
+        put_manifest(&addr, "test/nested", reference, bytes, "application/vnd.oci.image.index.v1+json").unwrap()
+    };
+    // simple inside an index of its own, inside the top index (tagged v1).
+    let (inner, inner_desc) = index_doc(std::slice::from_ref(&env.fx.simple.manifest_descriptor));
+    put(inner_desc["digest"].as_str().unwrap(), &inner);
+    let (top, top_desc) = index_doc(std::slice::from_ref(&inner_desc));
+    put("v1", &top);
+    let repo = format!("{addr}/test/nested:v1");
+    let (out, _) = env.ok(&["pull", &repo]);
+    assert_eq!(out.trim(), env.fx.simple.config_digest);
+    let img = env.inspect_in(&env.root(), &repo);
+    assert_eq!(img["Digest"], env.fx.simple.manifest_descriptor["digest"]);
+    assert_eq!(img["RepoDigests"][0], format!("{addr}/test/nested@{}", top_desc["digest"].as_str().unwrap()));
+    // Deeper than the limit: refused, saying so.
+    let (mut bytes, mut desc) = (inner, inner_desc);
+    for _ in 0..9 {
+        (bytes, desc) = index_doc(&[desc]);
+        put(desc["digest"].as_str().unwrap(), &bytes);
+    }
+    put("deep", &bytes);
+    let err = env.fail(&["pull", &format!("{addr}/test/nested:deep")]);
+    assert!(err.contains("indexes nested more than 8 deep: sha256:"), "{err}");
+
+    // berth load of an OCI layout whose index.json lists an index of an index.
+    let dir = env.tmp.path().join("nested-layout");
+    let mut layout = berth_testkit::image::OciLayout::create(&dir).unwrap();
+    let mut b = berth_testkit::image::LayerBuilder::new();
+    b.file("nested", 0o644, b"found through two indexes\n");
+    let l = berth_testkit::image::Layer { tar: b.finish(), compression: berth_testkit::image::Compression::Gzip };
+    let info = layout.image(&[l], serde_json::json!({"Cmd": ["/bin/sh"]}), "amd64").unwrap();
+    let mut inner = layout.index(std::slice::from_ref(&info.manifest_descriptor)).unwrap();
+    inner["platform"] = serde_json::json!({"architecture": "amd64", "os": "linux"});
+    let outer = layout.index(&[inner]).unwrap();
+    layout.tag("localhost/nested:1", &outer).unwrap();
+    let root = env.tmp.path().join("root-load");
+    let (out, _) = env.ok_in(&root, &["load", "-i", dir.to_str().unwrap()]);
+    assert!(out.contains("localhost/nested:1"), "{out}");
+    assert_eq!(env.inspect_in(&root, "localhost/nested:1")["Id"], info.config_digest.as_str());
 }
 
 #[test]

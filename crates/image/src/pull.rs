@@ -128,7 +128,12 @@ fn pull_from(
     let (manifest_fetch, media_type, manifest, index_digest) = match doc {
         Document::Index(idx) => {
             let want = opts.platform.clone().unwrap_or_else(Platform::host);
-            let desc = manifest::select_platform(&idx, &want, &format!("index {reference}"))?;
+            // Nested indexes are read from the endpoints as manifests, by digest (verified).
+            let mut fetch = |_: &Descriptor, d: &Digest| -> Result<Vec<u8>> {
+                let what = format!("index {d}");
+                Ok(from_endpoints(clients, opts.progress, &what, |c| c.get_manifest(repo, d.as_str()))?.bytes)
+            };
+            let desc = manifest::select_manifest(&idx, &top.digest, &want, &format!("index {reference}"), &mut fetch)?;
             let d = desc.digest("index manifests")?;
             let f =
                 from_endpoints(clients, opts.progress, &format!("manifest {d}"), |c| c.get_manifest(repo, d.as_str()))?;
@@ -137,7 +142,7 @@ fn pull_from(
             }
             let w = format!("manifest {}@{d}", reference.name());
             let (doc, mt) = manifest::parse_document(&f.bytes, f.content_type.as_deref(), &w)?;
-            let Document::Manifest(m) = doc else { bail!("{w}: an index inside an index is not supported") };
+            let Document::Manifest(m) = doc else { bail!("{w}: listed as an image manifest, but it is an index") };
             store.content.write_blob(&top.bytes, Some(&top.digest))?;
             (f, mt, m, Some(top.digest.clone()))
         }

@@ -577,6 +577,27 @@ fn serve(client: TcpStream, upstream_port: u16, own_port: u16, st: &ProxyState) 
     Ok(())
 }
 
+/// PUTs a manifest or index document to the plain-HTTP registry at `addr` (`host:port`) as
+/// `repo:reference` (a tag or its digest), as a push tool does; skopeo cannot push an index
+/// that lists another index. Returns the status line on anything but 201.
+pub fn put_manifest(addr: &str, repo: &str, reference: &str, bytes: &[u8], media_type: &str) -> io::Result<()> {
+    let mut c = TcpStream::connect(addr)?;
+    let head = format!(
+        "PUT /v2/{repo}/manifests/{reference} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {media_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        bytes.len()
+    );
+    c.write_all(head.as_bytes())?;
+    c.write_all(bytes)?;
+    let mut r = BufReader::new(c);
+    let Some(resp) = read_head(&mut r)? else { return Err(io::Error::other("no response to the manifest PUT")) };
+    if resp[0].split(' ').nth(1) != Some("201") {
+        let mut body = String::new();
+        let _ = r.take(4096).read_to_string(&mut body);
+        return Err(io::Error::other(format!("PUT {repo}:{reference}: {} {body}", resp[0])));
+    }
+    Ok(())
+}
+
 /// Runs skopeo (Debian's) with the given arguments; errors carry its stderr.
 pub fn skopeo(args: &[&str]) -> io::Result<String> {
     let out = Command::new("skopeo")
