@@ -886,6 +886,7 @@ fn cli_layer_cache_poisoning_is_refused() {
 
     // A chain directory without a record (planted, or left by an older berth) is not trusted.
     let root = env.tmp.path().join("root-planted");
+    env.ok_in(&root, &["images"]); // the store and its database first: content alone is no new store
     fs::create_dir_all(layer_dir(&root, &chain).join("bin")).unwrap();
     fs::write(layer_dir(&root, &chain).join("poisoned"), b"planted\n").unwrap();
     fs::write(layer_dir(&root, &chain).join("bin/busybox"), b"#!/bin/sh\n").unwrap();
