@@ -574,6 +574,65 @@ fn cli_stalled_download_times_out_then_resumes() {
     assert!(dir_entries(&ingest).is_empty(), "ingest left after a completed pull");
 }
 
+/// Runs `berth pull src`, which must end by itself (a guard kills it after two minutes: a
+/// registry dripping bytes used to keep a pull alive for ever), and returns its stderr.
+fn pull_must_give_up(env: &Env, root: &Path, src: &str) -> String {
+    let mut child = env.cmd(root, &["pull", src]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let guard = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > guard {
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            child.wait().unwrap();
+            panic!("berth pull {src} was never cut off by a dripping registry");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the pull through a dripping registry succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn cli_dripping_registry_is_cut_off_by_the_deadlines() {
+    let (env, proxy, src) = big_image_env();
+    let layer = {
+        let m: Value = serde_json::from_str(
+            &skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{src}")]).unwrap(),
+        )
+        .unwrap();
+        m["layers"][0]["digest"].as_str().unwrap().to_string()
+    };
+    // One byte every 50 ms keeps every read alive (the stall timeout never fires): only the
+    // deadlines end it. Small deadlines make the test fast; nothing here measures time.
+    let drip = Duration::from_millis(50);
+    env.write_config("retries = 1\nstall-timeout = 60\nblob-timeout = 2\nmin-download-rate = 1000000\n");
+    proxy.drip(Some(berth_testkit::registry::Drip::Blobs { after: 20_000 }), drip);
+    let err = pull_must_give_up(&env, &env.root(), &src);
+    assert!(
+        err.contains(&format!("download of blob {layer} from {}", proxy.addr()))
+            && err.contains("exceeded its deadline"),
+        "{err}"
+    );
+    assert!(err.contains("registries.blob-timeout") && err.contains("registries.min-download-rate"), "{err}");
+    assert_consistent_empty(&env, &env.root());
+    // The config (a small blob, into a store without it) dripped from its first byte: the
+    // fixed deadline.
+    env.write_config("retries = 1\nstall-timeout = 60\nmanifest-timeout = 2\n");
+    proxy.drip(Some(berth_testkit::registry::Drip::Blobs { after: 0 }), drip);
+    let fresh = env.tmp.path().join("root-drip");
+    let err = pull_must_give_up(&env, &fresh, &src);
+    assert!(err.contains("exceeded its deadline") && err.contains("registries.manifest-timeout is 2s"), "{err}");
+    // The manifest, its status line and headers included.
+    proxy.drip(Some(berth_testkit::registry::Drip::Manifests), drip);
+    let err = pull_must_give_up(&env, &fresh, &src);
+    assert!(err.contains(&format!("registry {}", proxy.addr())) && err.contains("/manifests/"), "{err}");
+    assert!(err.contains("no complete answer in time: registries.manifest-timeout is 2s"), "{err}");
+    assert_consistent_empty(&env, &env.root());
+    // At full speed again, the pull completes.
+    proxy.drip(None, drip);
+    env.ok(&["pull", "-q", &src]);
+}
+
 #[test]
 fn cli_registry_stopped_mid_layer_then_pull_completes() {
     let (mut env, proxy, src) = big_image_env();

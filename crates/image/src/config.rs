@@ -8,6 +8,9 @@
 //! max-concurrent-downloads = 3
 //! stall-timeout = 30                      # seconds without data before a download fails
 //! retries = 3
+//! manifest-timeout = 60                   # seconds for a manifest, index, config or token
+//! blob-timeout = 120                      # a blob gets these seconds, plus one second
+//! min-download-rate = 65536               # per this many bytes received
 //! [registries.aliases]
 //! busybox = "registry.lan:5000/tools/busybox"
 //! [[registries.mirrors]]
@@ -55,6 +58,15 @@ pub struct Registries {
     pub stall_timeout: u64,
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// Seconds a manifest, index, config or token request may take in all.
+    #[serde(default = "default_manifest_timeout")]
+    pub manifest_timeout: u64,
+    /// Seconds every blob download gets, on top of one second per `min_download_rate` bytes.
+    #[serde(default = "default_blob_timeout")]
+    pub blob_timeout: u64,
+    /// Bytes per second a blob download must average beyond `blob_timeout`.
+    #[serde(default = "default_min_rate")]
+    pub min_download_rate: u64,
     #[serde(default)]
     pub aliases: BTreeMap<String, String>,
     #[serde(default)]
@@ -86,6 +98,15 @@ fn default_stall() -> u64 {
 fn default_retries() -> u32 {
     3
 }
+fn default_manifest_timeout() -> u64 {
+    60
+}
+fn default_blob_timeout() -> u64 {
+    120
+}
+fn default_min_rate() -> u64 {
+    64 << 10
+}
 
 impl Default for Registries {
     fn default() -> Self {
@@ -95,6 +116,9 @@ impl Default for Registries {
             max_concurrent_downloads: default_concurrency(),
             stall_timeout: default_stall(),
             retries: default_retries(),
+            manifest_timeout: default_manifest_timeout(),
+            blob_timeout: default_blob_timeout(),
+            min_download_rate: default_min_rate(),
             aliases: BTreeMap::new(),
             mirrors: Vec::new(),
         }
@@ -104,11 +128,16 @@ impl Default for Registries {
 impl Config {
     pub fn parse(text: &str, origin: &Path) -> Result<Config> {
         let c: Config = toml::from_str(text).ctx(origin.display())?;
-        if c.registries.max_concurrent_downloads == 0 {
-            return Err(crate::Error::msg(format!(
-                "{}: registries.max-concurrent-downloads must be at least 1",
-                origin.display()
-            )));
+        let r = &c.registries;
+        for (key, value) in [
+            ("max-concurrent-downloads", r.max_concurrent_downloads as u64),
+            ("manifest-timeout", r.manifest_timeout),
+            ("blob-timeout", r.blob_timeout),
+            ("min-download-rate", r.min_download_rate),
+        ] {
+            if value == 0 {
+                return Err(crate::Error::msg(format!("{}: registries.{key} must be at least 1", origin.display())));
+            }
         }
         // One registry only: trying several in turn (podman's unqualified-search-registries)
         // lets whichever registry answers first decide what `busybox` is.

@@ -438,9 +438,9 @@ fn copy_into_ingest(net: &mut BlobStream, ingest: &mut Ingest, progress: &dyn Pr
 
 /// What was already downloaded (from the ingest file), then the network, whose bytes are
 /// appended to the ingest (and hashed) as they pass.
-struct TeeReader<'a, 'c> {
+struct TeeReader<'a> {
     existing: Option<io::Take<File>>,
-    net: BlobStream<'c>,
+    net: BlobStream,
     ingest: &'a mut Ingest,
     progress: &'a dyn Progress,
     id: &'a str,
@@ -449,7 +449,7 @@ struct TeeReader<'a, 'c> {
     net_failed: bool,
 }
 
-impl Read for TeeReader<'_, '_> {
+impl Read for TeeReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if let Some(e) = &mut self.existing {
             let n = e.read(buf)?;
