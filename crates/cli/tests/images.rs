@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_testkit::image::{build_fixtures, Fixtures};
+use berth_testkit::image::{build_fixtures, compress, Fixtures};
 use berth_testkit::registry::{put_manifest, skopeo, skopeo_push, AfterBudget, Proxy, Registry};
 use serde_json::Value;
 
@@ -729,6 +729,48 @@ fn cli_hostile_and_inconsistent_images_are_rejected() {
     env.write_config("bogus-option = 1\n");
     let err = env.fail(&["images"]);
     assert!(err.contains("bogus-option"), "{err}");
+}
+
+#[test]
+fn cli_sparse_layers_keep_holes_and_count_against_the_image_size_limit() {
+    use berth_testkit::image::{Compression as C, Layer, LayerBuilder, OciLayout};
+    let env = Env::new();
+    // A layer of a few KB: a 4 GiB old-GNU sparse file and a 1 GiB PAX 1.0 one.
+    let dir = env.tmp.path().join("sparse");
+    let mut layout = OciLayout::create(&dir).unwrap();
+    let mut b = LayerBuilder::new();
+    b.gnu_sparse("huge", 4 << 30, &[(0, &[1u8; 512]), ((4 << 30) - 512, &[2u8; 512])]).pax_sparse(
+        "1.0",
+        "also-huge",
+        1 << 30,
+        &[(1 << 20, &[3u8; 512])],
+    );
+    let tar = b.finish();
+    let layer_blob = compress(&tar, C::Gzip);
+    let layer_digest = format!("sha256:{}", berth_testkit::image::sha256_hex(&layer_blob));
+    assert!(layer_blob.len() < 8192, "{} bytes", layer_blob.len());
+    let info =
+        layout.image(&[Layer { tar, compression: C::Gzip }], serde_json::json!({"Cmd": ["/bin/sh"]}), "amd64").unwrap();
+    layout.tag("sparse", &info.manifest_descriptor).unwrap();
+    let repo = format!("{}/test/sparse:v1", env.registry.addr());
+    skopeo_push(&dir, "sparse", &repo, false, None, None).unwrap();
+    // Over a 2 GiB limit: refused at the entry that passes it, nothing recorded.
+    fs::write(env.config(), "[registries]\nretries = 2\n[storage]\nmax-image-size = \"2GiB\"\n").unwrap();
+    let err = env.fail(&["pull", &repo]);
+    assert!(err.contains(&format!("layer {layer_digest}: entry \"huge\"")), "{err}");
+    assert!(err.contains("more than 2147483648 bytes unpacked") && err.contains("storage.max-image-size"), "{err}");
+    assert_consistent_empty(&env, &env.root());
+    // Under the default limit: pulled, the holes kept as holes.
+    env.write_config("");
+    env.ok(&["pull", "-q", &repo]);
+    let img = env.inspect_in(&env.root(), &repo);
+    let layer = layer_dir(&env.root(), img["Layers"][0]["ChainID"].as_str().unwrap());
+    for (name, size) in [("huge", 4u64 << 30), ("also-huge", 1 << 30)] {
+        let md = fs::metadata(layer.join(name)).unwrap();
+        assert_eq!(md.len(), size, "{name}");
+        assert!(md.blocks() * 512 <= 1 << 20, "{name}: {} bytes on disk", md.blocks() * 512);
+    }
+    assert_eq!(img["Size"].as_u64(), Some((4 << 30) + (1 << 30)), "the size counts the holes");
 }
 
 #[test]
