@@ -249,3 +249,37 @@ fn new_store_database_is_made_aside_then_renamed_into_place() {
     import(&store, tmp.path(), "f", "localhost/f:1");
     assert_eq!(store.list().unwrap().len(), 1);
 }
+
+#[test]
+fn store_files_are_private_to_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let store = Store::open(&root, Config::default()).unwrap();
+    import(&store, tmp.path(), "private", "localhost/private:1");
+    let _ingest = store.content.ingest(&berth_image::Digest::of(b"pending"), Some(7)).unwrap().unwrap();
+    let _lock = store.lock_shared().unwrap();
+    // While the store is open: the database, its WAL and shared memory, the lock.
+    for f in ["berth.db", "berth.db-wal", "berth.db-shm", "store.lock"] {
+        assert_eq!(mode(&root.join(f)), 0o600, "{f}");
+    }
+    assert_eq!(mode(&root), 0o711);
+    for d in ["content", "layers", "snapshots"] {
+        assert_eq!(mode(&root.join(d)), 0o700, "{d}/");
+    }
+    // Blobs and downloads are the owner's only, whatever the directories around them.
+    let mut files = 0;
+    let mut stack = vec![root.join("content")];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let md = fs::symlink_metadata(&p).unwrap();
+            if md.is_dir() {
+                stack.push(p);
+            } else {
+                assert_eq!(md.permissions().mode() & 0o077, 0, "{} is {:o}", p.display(), md.permissions().mode());
+                files += 1;
+            }
+        }
+    }
+    assert!(files >= 4, "{files} files under content/");
+}

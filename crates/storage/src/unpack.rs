@@ -437,8 +437,21 @@ impl Extractor<'_> {
                 let (fmt, dev) = match kind {
                     tar::EntryType::Fifo => (libc::S_IFIFO, 0),
                     _ => {
-                        let major = h.device_major().ok().flatten().unwrap_or(0);
-                        let minor = h.device_minor().ok().flatten().unwrap_or(0);
+                        // The kernel's device numbers: 12 bits of major, 20 of minor. A number
+                        // that does not parse is refused (it used to become 0, and 0:0 is an
+                        // overlay whiteout).
+                        let number = |what: &str, v: io::Result<Option<u32>>, max: u32| match v {
+                            Ok(Some(n)) if n <= max => Ok(n),
+                            Ok(Some(n)) => {
+                                Err(self.err(Some(&raw_path), format!("device {what} {n} out of range (0 to {max})")))
+                            }
+                            Ok(None) => Err(self.err(Some(&raw_path), format!("device entry without a {what} number"))),
+                            Err(e) => {
+                                Err(self.err(Some(&raw_path), format!("invalid device {what} in tar header: {e}")))
+                            }
+                        };
+                        let major = number("major", h.device_major(), 0xfff)?;
+                        let minor = number("minor", h.device_minor(), 0xfffff)?;
                         let fmt = if kind == tar::EntryType::Char { libc::S_IFCHR } else { libc::S_IFBLK };
                         (fmt, libc::makedev(major, minor))
                     }
@@ -495,10 +508,15 @@ impl Extractor<'_> {
                 }
             }
         }
-        let (uid, gid) = (
-            u32::try_from(uid).map_err(|_| self.err(Some(raw_path), format!("uid {uid} out of range")))?,
-            u32::try_from(gid).map_err(|_| self.err(Some(raw_path), format!("gid {gid} out of range")))?,
-        );
+        // Owners are 32-bit, and (uid_t)-1 is no owner: chown(2) takes it for "unchanged" and
+        // would leave the file root's.
+        let id = |what: &str, v: u64| {
+            u32::try_from(v)
+                .ok()
+                .filter(|v| *v != u32::MAX)
+                .ok_or_else(|| self.err(Some(raw_path), format!("{what} {v} out of range (0 to 4294967294)")))
+        };
+        let (uid, gid) = (id("uid", uid)?, id("gid", gid)?);
         Ok(Meta { uid, gid, mode, mtime, mtime_nsec, xattrs })
     }
 

@@ -579,3 +579,34 @@ fn expanded_size_limit_refuses_before_writing() {
     let err = unpack_within(&mut &many[..], Compression::Gzip, &sb.layer, LAYER, &limit).unwrap_err().to_string();
     assert!(err.contains(setting), "{err}");
 }
+
+#[test]
+fn hostile_ids_and_device_numbers_refused() {
+    // (uid_t)-1 means "unchanged" to chown: the file would stay root's.
+    let mut b = LayerBuilder::new();
+    b.uid = u32::MAX as u64;
+    b.file("owned-by-minus-one", 0o4755, b"#!/bin/sh\n");
+    expect_rejected(b.finish(), "owned-by-minus-one", "uid 4294967295 out of range");
+    let mut b = LayerBuilder::new();
+    b.pax_header(&[(b"gid", b"4294967295")]).file("group-minus-one", 0o644, b"x");
+    expect_rejected(b.finish(), "group-minus-one", "gid 4294967295 out of range");
+    let mut b = LayerBuilder::new();
+    b.pax_header(&[(b"uid", b"4294967296")]).file("wide-uid", 0o644, b"x");
+    expect_rejected(b.finish(), "wide-uid", "uid 4294967296 out of range");
+    // Device numbers beyond the kernel's 12 + 20 bits would be cut to others.
+    let mut b = LayerBuilder::new();
+    b.char_dev("dev/big-major", 4096, 1);
+    expect_rejected(b.finish(), "dev/big-major", "device major 4096 out of range");
+    let mut b = LayerBuilder::new();
+    b.char_dev("dev/big-minor", 1, 1 << 20);
+    expect_rejected(b.finish(), "dev/big-minor", "device minor 1048576 out of range");
+    // The largest valid ones are fine.
+    let mut b = LayerBuilder::new();
+    b.uid = 4294967294;
+    b.file("top-uid", 0o644, b"x").char_dev("dev/top", 4095, (1 << 20) - 1);
+    let sb = sandbox();
+    unpack_bytes(&b.finish(), Compression::None, &sb.layer).unwrap();
+    assert_eq!(fs::metadata(sb.layer.join("top-uid")).unwrap().uid(), 4294967294);
+    let rdev = fs::metadata(sb.layer.join("dev/top")).unwrap().rdev();
+    assert_eq!((libc::major(rdev), libc::minor(rdev)), (4095, (1 << 20) - 1));
+}
