@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_testkit::image::{build_fixtures, Fixtures};
-use berth_testkit::registry::{skopeo, skopeo_push, AfterBudget, Proxy, Registry};
+use berth_testkit::image::{build_fixtures, compress, Fixtures};
+use berth_testkit::registry::{put_manifest, skopeo, skopeo_push, AfterBudget, Proxy, Registry};
 use serde_json::Value;
 
 struct Env {
@@ -253,6 +253,71 @@ fn cli_pull_multiarch_index_selects_platform() {
     let img = env.inspect_in(&env.root(), &list);
     assert_eq!(img["Architecture"], "arm64");
     assert_eq!(img["MediaType"], "application/vnd.docker.distribution.manifest.v2+json");
+}
+
+/// An index over `entries` (descriptors), as bytes and as a descriptor for linux/amd64.
+fn index_doc(entries: &[Value]) -> (Vec<u8>, Value) {
+    let bytes = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    }))
+    .unwrap();
+    let desc = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "digest": format!("sha256:{}", berth_testkit::image::sha256_hex(&bytes)),
+        "size": bytes.len(),
+        "platform": {"architecture": "amd64", "os": "linux"},
+    });
+    (bytes, desc)
+}
+
+#[test]
+fn cli_pull_and_load_follow_nested_indexes() {
+    // The image-spec says implementations SHOULD support an index listing indexes: it used to
+    // fail with "no image for platform linux/amd64 (available: linux/amd64)".
+    let env = Env::new();
+    let addr = env.registry.addr();
+    env.push("simple", "test/nested:simple");
+    let put = |reference: &str, bytes: &[u8]| {
+        put_manifest(&addr, "test/nested", reference, bytes, "application/vnd.oci.image.index.v1+json").unwrap()
+    };
+    // simple inside an index of its own, inside the top index (tagged v1).
+    let (inner, inner_desc) = index_doc(std::slice::from_ref(&env.fx.simple.manifest_descriptor));
+    put(inner_desc["digest"].as_str().unwrap(), &inner);
+    let (top, top_desc) = index_doc(std::slice::from_ref(&inner_desc));
+    put("v1", &top);
+    let repo = format!("{addr}/test/nested:v1");
+    let (out, _) = env.ok(&["pull", &repo]);
+    assert_eq!(out.trim(), env.fx.simple.config_digest);
+    let img = env.inspect_in(&env.root(), &repo);
+    assert_eq!(img["Digest"], env.fx.simple.manifest_descriptor["digest"]);
+    assert_eq!(img["RepoDigests"][0], format!("{addr}/test/nested@{}", top_desc["digest"].as_str().unwrap()));
+    // Deeper than the limit: refused, saying so.
+    let (mut bytes, mut desc) = (inner, inner_desc);
+    for _ in 0..9 {
+        (bytes, desc) = index_doc(&[desc]);
+        put(desc["digest"].as_str().unwrap(), &bytes);
+    }
+    put("deep", &bytes);
+    let err = env.fail(&["pull", &format!("{addr}/test/nested:deep")]);
+    assert!(err.contains("indexes nested more than 8 deep: sha256:"), "{err}");
+
+    // berth load of an OCI layout whose index.json lists an index of an index.
+    let dir = env.tmp.path().join("nested-layout");
+    let mut layout = berth_testkit::image::OciLayout::create(&dir).unwrap();
+    let mut b = berth_testkit::image::LayerBuilder::new();
+    b.file("nested", 0o644, b"found through two indexes\n");
+    let l = berth_testkit::image::Layer { tar: b.finish(), compression: berth_testkit::image::Compression::Gzip };
+    let info = layout.image(&[l], serde_json::json!({"Cmd": ["/bin/sh"]}), "amd64").unwrap();
+    let mut inner = layout.index(std::slice::from_ref(&info.manifest_descriptor)).unwrap();
+    inner["platform"] = serde_json::json!({"architecture": "amd64", "os": "linux"});
+    let outer = layout.index(&[inner]).unwrap();
+    layout.tag("localhost/nested:1", &outer).unwrap();
+    let root = env.tmp.path().join("root-load");
+    let (out, _) = env.ok_in(&root, &["load", "-i", dir.to_str().unwrap()]);
+    assert!(out.contains("localhost/nested:1"), "{out}");
+    assert_eq!(env.inspect_in(&root, "localhost/nested:1")["Id"], info.config_digest.as_str());
 }
 
 #[test]
@@ -509,6 +574,65 @@ fn cli_stalled_download_times_out_then_resumes() {
     assert!(dir_entries(&ingest).is_empty(), "ingest left after a completed pull");
 }
 
+/// Runs `berth pull src`, which must end by itself (a guard kills it after two minutes: a
+/// registry dripping bytes used to keep a pull alive for ever), and returns its stderr.
+fn pull_must_give_up(env: &Env, root: &Path, src: &str) -> String {
+    let mut child = env.cmd(root, &["pull", src]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let guard = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > guard {
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            child.wait().unwrap();
+            panic!("berth pull {src} was never cut off by a dripping registry");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the pull through a dripping registry succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn cli_dripping_registry_is_cut_off_by_the_deadlines() {
+    let (env, proxy, src) = big_image_env();
+    let layer = {
+        let m: Value = serde_json::from_str(
+            &skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{src}")]).unwrap(),
+        )
+        .unwrap();
+        m["layers"][0]["digest"].as_str().unwrap().to_string()
+    };
+    // One byte every 50 ms keeps every read alive (the stall timeout never fires): only the
+    // deadlines end it. Small deadlines make the test fast; nothing here measures time.
+    let drip = Duration::from_millis(50);
+    env.write_config("retries = 1\nstall-timeout = 60\nblob-timeout = 2\nmin-download-rate = 1000000\n");
+    proxy.drip(Some(berth_testkit::registry::Drip::Blobs { after: 20_000 }), drip);
+    let err = pull_must_give_up(&env, &env.root(), &src);
+    assert!(
+        err.contains(&format!("download of blob {layer} from {}", proxy.addr()))
+            && err.contains("exceeded its deadline"),
+        "{err}"
+    );
+    assert!(err.contains("registries.blob-timeout") && err.contains("registries.min-download-rate"), "{err}");
+    assert_consistent_empty(&env, &env.root());
+    // The config (a small blob, into a store without it) dripped from its first byte: the
+    // fixed deadline.
+    env.write_config("retries = 1\nstall-timeout = 60\nmanifest-timeout = 2\n");
+    proxy.drip(Some(berth_testkit::registry::Drip::Blobs { after: 0 }), drip);
+    let fresh = env.tmp.path().join("root-drip");
+    let err = pull_must_give_up(&env, &fresh, &src);
+    assert!(err.contains("exceeded its deadline") && err.contains("registries.manifest-timeout is 2s"), "{err}");
+    // The manifest, its status line and headers included.
+    proxy.drip(Some(berth_testkit::registry::Drip::Manifests), drip);
+    let err = pull_must_give_up(&env, &fresh, &src);
+    assert!(err.contains(&format!("registry {}", proxy.addr())) && err.contains("/manifests/"), "{err}");
+    assert!(err.contains("no complete answer in time: registries.manifest-timeout is 2s"), "{err}");
+    assert_consistent_empty(&env, &env.root());
+    // At full speed again, the pull completes.
+    proxy.drip(None, drip);
+    env.ok(&["pull", "-q", &src]);
+}
+
 #[test]
 fn cli_registry_stopped_mid_layer_then_pull_completes() {
     let (mut env, proxy, src) = big_image_env();
@@ -608,6 +732,48 @@ fn cli_hostile_and_inconsistent_images_are_rejected() {
 }
 
 #[test]
+fn cli_sparse_layers_keep_holes_and_count_against_the_image_size_limit() {
+    use berth_testkit::image::{Compression as C, Layer, LayerBuilder, OciLayout};
+    let env = Env::new();
+    // A layer of a few KB: a 4 GiB old-GNU sparse file and a 1 GiB PAX 1.0 one.
+    let dir = env.tmp.path().join("sparse");
+    let mut layout = OciLayout::create(&dir).unwrap();
+    let mut b = LayerBuilder::new();
+    b.gnu_sparse("huge", 4 << 30, &[(0, &[1u8; 512]), ((4 << 30) - 512, &[2u8; 512])]).pax_sparse(
+        "1.0",
+        "also-huge",
+        1 << 30,
+        &[(1 << 20, &[3u8; 512])],
+    );
+    let tar = b.finish();
+    let layer_blob = compress(&tar, C::Gzip);
+    let layer_digest = format!("sha256:{}", berth_testkit::image::sha256_hex(&layer_blob));
+    assert!(layer_blob.len() < 8192, "{} bytes", layer_blob.len());
+    let info =
+        layout.image(&[Layer { tar, compression: C::Gzip }], serde_json::json!({"Cmd": ["/bin/sh"]}), "amd64").unwrap();
+    layout.tag("sparse", &info.manifest_descriptor).unwrap();
+    let repo = format!("{}/test/sparse:v1", env.registry.addr());
+    skopeo_push(&dir, "sparse", &repo, false, None, None).unwrap();
+    // Over a 2 GiB limit: refused at the entry that passes it, nothing recorded.
+    fs::write(env.config(), "[registries]\nretries = 2\n[storage]\nmax-image-size = \"2GiB\"\n").unwrap();
+    let err = env.fail(&["pull", &repo]);
+    assert!(err.contains(&format!("layer {layer_digest}: entry \"huge\"")), "{err}");
+    assert!(err.contains("more than 2147483648 bytes unpacked") && err.contains("storage.max-image-size"), "{err}");
+    assert_consistent_empty(&env, &env.root());
+    // Under the default limit: pulled, the holes kept as holes.
+    env.write_config("");
+    env.ok(&["pull", "-q", &repo]);
+    let img = env.inspect_in(&env.root(), &repo);
+    let layer = layer_dir(&env.root(), img["Layers"][0]["ChainID"].as_str().unwrap());
+    for (name, size) in [("huge", 4u64 << 30), ("also-huge", 1 << 30)] {
+        let md = fs::metadata(layer.join(name)).unwrap();
+        assert_eq!(md.len(), size, "{name}");
+        assert!(md.blocks() * 512 <= 1 << 20, "{name}: {} bytes on disk", md.blocks() * 512);
+    }
+    assert_eq!(img["Size"].as_u64(), Some((4 << 30) + (1 << 30)), "the size counts the holes");
+}
+
+#[test]
 fn cli_concurrent_pulls_share_one_store() {
     let env = Env::new();
     let repo = env.push("multi", "test/conc:v1");
@@ -677,6 +843,45 @@ fn cli_gc_removes_what_a_crash_left_behind() {
     assert!(layer_dir(&root, img["Layers"][0]["ChainID"].as_str().unwrap()).join("bin/busybox").is_file());
     let save = env.tmp.path().join("after-gc.tar");
     env.ok(&["save", "-o", save.to_str().unwrap(), &repo]);
+}
+
+#[test]
+fn cli_empty_database_stops_every_command_and_prune_deletes_nothing() {
+    // The fault: berth.db left empty (a crash or a full disk while it was written). An empty
+    // file used to be taken for a new store, and `image prune --all` then deleted every blob
+    // and layer the lost records had kept.
+    let env = Env::new();
+    let repo = env.push("simple", "test/dbloss:v1");
+    env.ok(&["pull", "-q", &repo]);
+    let root = env.root();
+    let db = root.join("berth.db");
+    let good = fs::read(&db).unwrap();
+    let blobs = dir_entries(&root.join("content/blobs/sha256"));
+    let layers = dir_entries(&root.join("layers"));
+    assert!(blobs.len() >= 3 && layers.len() == 1, "{blobs:?} {layers:?}");
+    fs::write(&db, b"").unwrap();
+    for args in [
+        vec!["image", "prune", "--all"],
+        vec!["system", "prune", "--all"],
+        vec!["images"],
+        vec!["pull", "-q", &repo],
+        vec!["system", "df"],
+    ] {
+        let err = env.fail(&args);
+        assert!(
+            err.contains(&format!("{} is empty (0 bytes)", db.display()))
+                && err.contains("refusing to start a new database")
+                && err.contains("Recovering the metadata database"),
+            "berth {args:?}: {err}"
+        );
+    }
+    assert_eq!(dir_entries(&root.join("content/blobs/sha256")), blobs, "blobs were deleted");
+    assert_eq!(dir_entries(&root.join("layers")), layers, "layers were deleted");
+    assert_eq!(fs::metadata(&db).unwrap().len(), 0, "the empty database was replaced");
+    // Restored from a backup, the store is whole again.
+    fs::write(&db, &good).unwrap();
+    let img = env.inspect_in(&root, &repo);
+    assert!(layer_dir(&root, img["Layers"][0]["ChainID"].as_str().unwrap()).join("bin/busybox").is_file());
 }
 
 #[test]
@@ -782,6 +987,7 @@ fn cli_layer_cache_poisoning_is_refused() {
 
     // A chain directory without a record (planted, or left by an older berth) is not trusted.
     let root = env.tmp.path().join("root-planted");
+    env.ok_in(&root, &["images"]); // the store and its database first: content alone is no new store
     fs::create_dir_all(layer_dir(&root, &chain).join("bin")).unwrap();
     fs::write(layer_dir(&root, &chain).join("poisoned"), b"planted\n").unwrap();
     fs::write(layer_dir(&root, &chain).join("bin/busybox"), b"#!/bin/sh\n").unwrap();

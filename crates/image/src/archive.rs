@@ -426,14 +426,18 @@ fn load_oci(store: &Store, idx: &[u8], origin: &str, progress: &dyn Progress) ->
         let mut index_digest = None;
         let (mut doc, mut media) = manifest::parse_document(&bytes, Some(&mt), &what)?;
         if let Document::Index(inner) = &doc {
-            let sel = manifest::select_platform(inner, &Platform::host(), &what)?;
+            // Nested indexes are blobs of the layout too (read back verified).
+            let mut fetch = |_: &manifest::Descriptor, n: &Digest| store.content.read(n);
+            let sel = manifest::select_manifest(inner, &d, &Platform::host(), &what, &mut fetch)?;
             index_digest = Some(d.clone());
             d = sel.digest(&what)?;
             bytes = store.content.read(&d).map_err(|e| e.context(&what))?;
             mt = sel.media_type.clone();
             (doc, media) = manifest::parse_document(&bytes, Some(&mt), &what)?;
         }
-        let Document::Manifest(m) = doc else { bail!("{what}: nested index") };
+        let Document::Manifest(m) = doc else {
+            bail!("{what}: {d} is listed as an image manifest, but it is an index")
+        };
         let cfg_d = m.config.digest(&what)?;
         let cfg_bytes = store.content.read(&cfg_d).map_err(|e| e.context(&what))?;
         let cfg = manifest::parse_config(&cfg_bytes, &format!("{what}: config"))?;

@@ -8,6 +8,9 @@
 //! max-concurrent-downloads = 3
 //! stall-timeout = 30                      # seconds without data before a download fails
 //! retries = 3
+//! manifest-timeout = 60                   # seconds for a manifest, index, config or token
+//! blob-timeout = 120                      # a blob gets these seconds, plus one second
+//! min-download-rate = 65536               # per this many bytes received
 //! [registries.aliases]
 //! busybox = "registry.lan:5000/tools/busybox"
 //! [[registries.mirrors]]
@@ -15,6 +18,7 @@
 //! locations = ["mirror.lan:5000"]
 //! [storage]
 //! driver = "overlay"                      # or "copy"
+//! max-image-size = "64GiB"                # the most an image may take unpacked
 //! [engine]                                # containers: see berth-engine's config.rs
 //! ```
 
@@ -55,6 +59,15 @@ pub struct Registries {
     pub stall_timeout: u64,
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// Seconds a manifest, index, config or token request may take in all.
+    #[serde(default = "default_manifest_timeout")]
+    pub manifest_timeout: u64,
+    /// Seconds every blob download gets, on top of one second per `min_download_rate` bytes.
+    #[serde(default = "default_blob_timeout")]
+    pub blob_timeout: u64,
+    /// Bytes per second a blob download must average beyond `blob_timeout`.
+    #[serde(default = "default_min_rate")]
+    pub min_download_rate: u64,
     #[serde(default)]
     pub aliases: BTreeMap<String, String>,
     #[serde(default)]
@@ -69,9 +82,45 @@ pub struct Mirror {
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Storage {
     pub driver: Option<String>,
+    /// The most an image may take unpacked: bytes, or a string with a unit ("64GiB", "512M";
+    /// K, M, G, T are powers of 1024). Default `DEFAULT_MAX_IMAGE_SIZE`.
+    pub max_image_size: Option<ByteSize>,
+}
+
+/// The default of `storage.max-image-size`: 64 GiB (the largest common images, CUDA and
+/// machine-learning ones, unpack to a few tens of GB).
+pub const DEFAULT_MAX_IMAGE_SIZE: u64 = 64 << 30;
+
+/// A size in berth.toml: an integer (bytes) or a string with a unit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ByteSize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl ByteSize {
+    pub fn bytes(&self) -> std::result::Result<u64, String> {
+        let s = match self {
+            ByteSize::Bytes(n) => return Ok(*n),
+            ByteSize::Text(s) => s.trim(),
+        };
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = (&s[..split], s[split..].trim());
+        let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (e.g. 64GiB, 512M or a number of bytes)"))?;
+        let shift = match unit.to_ascii_lowercase().as_str() {
+            "" | "b" => 0,
+            "k" | "kb" | "kib" => 10,
+            "m" | "mb" | "mib" => 20,
+            "g" | "gb" | "gib" => 30,
+            "t" | "tb" | "tib" => 40,
+            _ => return Err(format!("{s:?}: unknown unit {unit:?} (B, K, M, G or T, powers of 1024)")),
+        };
+        n.checked_mul(1u64 << shift).ok_or_else(|| format!("{s:?} is too large"))
+    }
 }
 
 fn default_short() -> Vec<String> {
@@ -86,6 +135,15 @@ fn default_stall() -> u64 {
 fn default_retries() -> u32 {
     3
 }
+fn default_manifest_timeout() -> u64 {
+    60
+}
+fn default_blob_timeout() -> u64 {
+    120
+}
+fn default_min_rate() -> u64 {
+    64 << 10
+}
 
 impl Default for Registries {
     fn default() -> Self {
@@ -95,6 +153,9 @@ impl Default for Registries {
             max_concurrent_downloads: default_concurrency(),
             stall_timeout: default_stall(),
             retries: default_retries(),
+            manifest_timeout: default_manifest_timeout(),
+            blob_timeout: default_blob_timeout(),
+            min_download_rate: default_min_rate(),
             aliases: BTreeMap::new(),
             mirrors: Vec::new(),
         }
@@ -104,11 +165,16 @@ impl Default for Registries {
 impl Config {
     pub fn parse(text: &str, origin: &Path) -> Result<Config> {
         let c: Config = toml::from_str(text).ctx(origin.display())?;
-        if c.registries.max_concurrent_downloads == 0 {
-            return Err(crate::Error::msg(format!(
-                "{}: registries.max-concurrent-downloads must be at least 1",
-                origin.display()
-            )));
+        let r = &c.registries;
+        for (key, value) in [
+            ("max-concurrent-downloads", r.max_concurrent_downloads as u64),
+            ("manifest-timeout", r.manifest_timeout),
+            ("blob-timeout", r.blob_timeout),
+            ("min-download-rate", r.min_download_rate),
+        ] {
+            if value == 0 {
+                return Err(crate::Error::msg(format!("{}: registries.{key} must be at least 1", origin.display())));
+            }
         }
         // One registry only: trying several in turn (podman's unqualified-search-registries)
         // lets whichever registry answers first decide what `busybox` is.
@@ -129,6 +195,18 @@ impl Config {
         }
         if let Some(d) = &c.storage.driver {
             berth_storage::Driver::parse(d).ctx(format!("{}: storage.driver", origin.display()))?;
+        }
+        if let Some(m) = &c.storage.max_image_size {
+            match m.bytes() {
+                Ok(0) => {
+                    return Err(crate::Error::msg(format!(
+                        "{}: storage.max-image-size must be more than 0",
+                        origin.display()
+                    )))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(crate::Error::msg(format!("{}: storage.max-image-size: {e}", origin.display()))),
+            }
         }
         Ok(c)
     }
@@ -183,6 +261,11 @@ impl Config {
         Duration::from_secs(self.registries.stall_timeout.max(1))
     }
 
+    /// `storage.max-image-size` in bytes (checked by `parse`).
+    pub fn max_image_size(&self) -> u64 {
+        self.storage.max_image_size.as_ref().and_then(|m| m.bytes().ok()).unwrap_or(DEFAULT_MAX_IMAGE_SIZE)
+    }
+
     pub fn driver(&self) -> berth_storage::Driver {
         match &self.storage.driver {
             Some(d) => berth_storage::Driver::parse(d).unwrap_or(berth_storage::Driver::Overlay),
@@ -226,6 +309,15 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("t.toml") && e.contains("registries.short-name-registries"), "{e}");
+        }
+        let size = |v: &str| Config::parse(&format!("[storage]\nmax-image-size = {v}\n"), Path::new("t.toml"));
+        assert_eq!(size("\"2GiB\"").unwrap().max_image_size(), 2 << 30);
+        assert_eq!(size("\"512 m\"").unwrap().max_image_size(), 512 << 20);
+        assert_eq!(size("1000").unwrap().max_image_size(), 1000);
+        assert_eq!(Config::default().max_image_size(), DEFAULT_MAX_IMAGE_SIZE);
+        for bad in ["0", "\"12 parsecs\"", "\"lots\"", "\"99999999999T\""] {
+            let e = size(bad).unwrap_err().to_string();
+            assert!(e.contains("t.toml: storage.max-image-size"), "{bad}: {e}");
         }
         assert!(is_loopback("127.0.0.1:5000") && is_loopback("localhost") && is_loopback("[::1]:80"));
         assert!(!is_loopback("example.com:5000"));

@@ -2,11 +2,13 @@
 //! written through `content/ingest/`: a blob is visible under its digest only once it is
 //! complete, verified and fsynced (temp file → verify → fsync → rename). An interrupted
 //! download stays in `ingest/<hex>/data` and is resumed from where it stopped; each ingest
-//! is held under an exclusive lock so two processes never write the same one.
+//! is held under an exclusive lock so two processes never write the same one. Ingests, and
+//! so blobs, are created 0600 (inside the 0700 `content/`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use berth_storage::digest::{Hasher, HashingReader};
@@ -116,7 +118,7 @@ impl ContentStore {
         let mut file = loop {
             tries += 1;
             fs::create_dir_all(&dir).ctx(format!("create {}", dir.display()))?;
-            let f = match OpenOptions::new().read(true).append(true).create(true).open(&path) {
+            let f = match OpenOptions::new().read(true).append(true).create(true).mode(0o600).open(&path) {
                 Ok(f) => f,
                 // The previous holder committed and removed the directory meanwhile.
                 Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 100 => continue,
@@ -153,8 +155,12 @@ impl ContentStore {
         let dir = self.root.join("ingest").join(format!("tmp-{}", berth_storage::unique_suffix()));
         fs::create_dir(&dir).ctx(format!("create {}", dir.display()))?;
         let path = dir.join("data");
-        let file =
-            OpenOptions::new().write(true).create_new(true).open(&path).ctx(format!("create {}", path.display()))?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .ctx(format!("create {}", path.display()))?;
         flock(&file, libc::LOCK_EX)?;
         Ok(Writer { dir, file, hasher: Hasher::new() })
     }

@@ -278,24 +278,143 @@ impl std::fmt::Display for Platform {
     }
 }
 
-/// Picks the manifest for `want` from an index: the best variant (see `Platform::rank`), the
-/// first listed among equals.
-pub fn select_platform<'a>(idx: &'a Index, want: &Platform, what: &str) -> Result<&'a Descriptor> {
-    let best = idx
-        .manifests
-        .iter()
-        .filter(|d| d.media_type == OCI_MANIFEST || d.media_type == DOCKER_MANIFEST || d.media_type.is_empty())
-        .filter_map(|d| Some((want.rank(d.platform.as_ref()?)?, d)))
-        .min_by_key(|(rank, _)| *rank);
-    if let Some((_, d)) = best {
+/// How deep indexes may nest below the one selected from (the image-spec says nested
+/// indexes SHOULD be supported; a chain longer than this is refused).
+pub const MAX_INDEX_DEPTH: usize = 8;
+
+/// How many nested indexes one selection may read (each is a request to the registry).
+pub const MAX_NESTED_INDEXES: usize = 64;
+
+/// Reads a nested index listed by `descriptor`, whose digest is `digest`: its bytes, checked
+/// against the digest by the reader (a registry fetch by digest, the content store).
+pub type FetchIndex<'a> = dyn FnMut(&Descriptor, &Digest) -> Result<Vec<u8>> + 'a;
+
+/// Picks the manifest for `want` from the index `top` (whose digest is `top_digest`) and
+/// the indexes it lists, followed depth-first in document order: the best variant (see
+/// `Platform::rank`), the first met among equals. A nested index whose descriptor names
+/// another platform is not read. An index that lists one of the indexes it is listed by (a
+/// loop), a chain deeper than `MAX_INDEX_DEPTH` or more than `MAX_NESTED_INDEXES` nested
+/// indexes are refused, saying which.
+pub fn select_manifest(
+    top: &Index,
+    top_digest: &Digest,
+    want: &Platform,
+    what: &str,
+    fetch: &mut FetchIndex,
+) -> Result<Descriptor> {
+    let mut s = Selection {
+        want,
+        what,
+        fetch,
+        path: vec![top_digest.clone()],
+        searched: std::collections::HashSet::new(),
+        read: 0,
+        available: Vec::new(),
+    };
+    if let Some((_, d)) = s.search(top)? {
         return Ok(d);
     }
-    let available: Vec<String> =
-        idx.manifests.iter().filter_map(|d| d.platform.as_ref().map(|p| p.to_string())).collect();
+    let mut available: Vec<String> = Vec::new();
+    for p in s.available {
+        if !available.contains(&p) {
+            available.push(p);
+        }
+    }
     bail!(
         "{what}: no image for platform {want} (available: {})",
         if available.is_empty() { "none".into() } else { available.join(", ") }
     )
+}
+
+/// Picks the manifest for `want` from an index without reading nested ones (an index listed
+/// is an error): see `select_manifest`.
+pub fn select_platform(idx: &Index, want: &Platform, what: &str) -> Result<Descriptor> {
+    let top = Digest::of(b"");
+    select_manifest(idx, &top, want, what, &mut |_, d| bail!("{what}: nested index {d} is not read here"))
+}
+
+struct Selection<'a, 'f> {
+    want: &'a Platform,
+    what: &'a str,
+    fetch: &'a mut FetchIndex<'f>,
+    /// The indexes from the top one to the one being searched.
+    path: Vec<Digest>,
+    /// Nested indexes already searched (listed twice, or by two indexes).
+    searched: std::collections::HashSet<Digest>,
+    read: usize,
+    available: Vec<String>,
+}
+
+impl Selection<'_, '_> {
+    fn chain(&self, last: &Digest) -> String {
+        self.path.iter().chain(std::iter::once(last)).map(|d| d.to_string()).collect::<Vec<_>>().join(" → ")
+    }
+
+    fn search(&mut self, idx: &Index) -> Result<Option<(u32, Descriptor)>> {
+        let mut best: Option<(u32, Descriptor)> = None;
+        let consider = |rank: u32, d: &Descriptor, best: &mut Option<(u32, Descriptor)>| {
+            if best.as_ref().map(|(b, _)| rank < *b).unwrap_or(true) {
+                *best = Some((rank, d.clone()));
+            }
+        };
+        for (i, d) in idx.manifests.iter().enumerate() {
+            if is_index_type(&d.media_type) {
+                if let Some(p) = &d.platform {
+                    self.available.push(p.to_string());
+                    if self.want.rank(p).is_none() {
+                        continue;
+                    }
+                }
+                let here = self.path.last().cloned().expect("the path starts with the top index");
+                let digest = d.digest(&format!("{}: index {here}: manifests[{i}]", self.what))?;
+                if let Some(at) = self.path.iter().position(|x| *x == digest) {
+                    let cycle = self.path[at..].iter().chain(std::iter::once(&digest));
+                    bail!(
+                        "{}: index loop: {}",
+                        self.what,
+                        cycle.map(|d| d.to_string()).collect::<Vec<_>>().join(" → ")
+                    );
+                }
+                if self.path.len() > MAX_INDEX_DEPTH {
+                    bail!("{}: indexes nested more than {MAX_INDEX_DEPTH} deep: {}", self.what, self.chain(&digest));
+                }
+                if !self.searched.insert(digest.clone()) {
+                    continue;
+                }
+                self.read += 1;
+                if self.read > MAX_NESTED_INDEXES {
+                    bail!("{}: more than {MAX_NESTED_INDEXES} nested indexes to read", self.what);
+                }
+                let w = format!("{}: nested index {digest}", self.what);
+                let bytes = (self.fetch)(d, &digest)?;
+                if bytes.len() as u64 != d.size(&w)? {
+                    bail!("{w}: size mismatch with index {here} ({} bytes, listed as {})", bytes.len(), d.size);
+                }
+                let Document::Index(inner) = parse_document(&bytes, Some(&d.media_type), &w)?.0 else {
+                    bail!("{w}: listed as an index by {here}, but it is an image manifest");
+                };
+                self.path.push(digest);
+                let found = self.search(&inner)?;
+                self.path.pop();
+                if let Some((rank, d)) = found {
+                    if rank == 0 {
+                        return Ok(Some((0, d)));
+                    }
+                    consider(rank, &d, &mut best);
+                }
+            } else if d.media_type == OCI_MANIFEST || d.media_type == DOCKER_MANIFEST || d.media_type.is_empty() {
+                let Some(p) = &d.platform else { continue };
+                self.available.push(p.to_string());
+                if let Some(rank) = self.want.rank(p) {
+                    if rank == 0 {
+                        return Ok(Some((0, d.clone())));
+                    }
+                    consider(rank, d, &mut best);
+                }
+            }
+        }
+        Ok(best)
+    }
 }
 
 #[cfg(test)]
@@ -384,5 +503,115 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    fn manifest_desc(arch: &str, n: u8) -> Descriptor {
+        Descriptor {
+            media_type: OCI_MANIFEST.into(),
+            digest: format!("sha256:{}", format!("{n:02x}").repeat(32)),
+            size: 1,
+            platform: Some(Platform::parse(&format!("linux/{arch}")).unwrap()),
+            annotations: None,
+            urls: None,
+        }
+    }
+
+    /// An index document listing `entries`, and a descriptor of it (with `platform`).
+    fn index_of(entries: &[Descriptor], platform: Option<&str>) -> (Vec<u8>, Descriptor) {
+        let bytes = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries,
+        }))
+        .unwrap();
+        let d = Descriptor {
+            media_type: OCI_INDEX.into(),
+            digest: Digest::of(&bytes).to_string(),
+            size: bytes.len() as i64,
+            platform: platform.map(|p| Platform::parse(p).unwrap()),
+            annotations: None,
+            urls: None,
+        };
+        (bytes, d)
+    }
+
+    fn parse_index(bytes: &[u8]) -> Index {
+        match parse_document(bytes, None, "t").unwrap().0 {
+            Document::Index(i) => i,
+            Document::Manifest(_) => panic!("not an index"),
+        }
+    }
+
+    /// Selects from `top` with the documents of `blobs` (looked up by digest, unverified).
+    fn select_from(top: &[u8], blobs: &[Vec<u8>], want: &str) -> (Result<Descriptor>, Vec<Digest>) {
+        let mut read = Vec::new();
+        let mut fetch = |_: &Descriptor, d: &Digest| -> Result<Vec<u8>> {
+            read.push(d.clone());
+            blobs.iter().find(|b| Digest::of(b) == *d).cloned().ok_or_else(|| Error::msg(format!("no blob {d}")))
+        };
+        let r = select_manifest(
+            &parse_index(top),
+            &Digest::of(top),
+            &Platform::parse(want).unwrap(),
+            "index t",
+            &mut fetch,
+        );
+        (r, read)
+    }
+
+    #[test]
+    fn nested_indexes_are_followed() {
+        let (amd, arm) = (manifest_desc("amd64", 1), manifest_desc("arm64", 2));
+        let (inner, inner_d) = index_of(&[arm.clone(), amd.clone()], Some("linux/amd64"));
+        let (arm_only, arm_only_d) = index_of(std::slice::from_ref(&arm), Some("linux/arm64"));
+        // The arm64 index is not read for amd64; an index listed twice is read once.
+        let (top, _) = index_of(&[arm_only_d, inner_d.clone(), inner_d.clone()], None);
+        let (got, read) = select_from(&top, &[inner.clone(), arm_only.clone()], "linux/amd64");
+        assert_eq!(got.unwrap(), amd);
+        assert_eq!(read, vec![Digest::of(&inner)]);
+        // Two levels, with no platform on the descriptors of the indexes.
+        let (inner2, inner2_d) = index_of(&[arm.clone(), amd.clone()], None);
+        let (mid, mid_d) = index_of(&[inner2_d], None);
+        let (top, _) = index_of(&[mid_d], None);
+        assert_eq!(select_from(&top, &[mid.clone(), inner2.clone()], "linux/arm64").0.unwrap(), arm);
+        let err = select_from(&top, &[mid, inner2], "linux/s390x").0.unwrap_err().to_string();
+        assert!(err.contains("no image for platform linux/s390x (available: linux/arm64, linux/amd64)"), "{err}");
+    }
+
+    #[test]
+    fn nested_indexes_deeper_than_the_limit_are_refused() {
+        let mut blobs = Vec::new();
+        let (mut bytes, mut d) = index_of(&[manifest_desc("amd64", 1)], Some("linux/amd64"));
+        for _ in 0..MAX_INDEX_DEPTH {
+            blobs.push(bytes);
+            (bytes, d) = index_of(&[d], Some("linux/amd64"));
+        }
+        // MAX_INDEX_DEPTH levels below the top one: followed.
+        assert_eq!(select_from(&bytes, &blobs, "linux/amd64").0.unwrap(), manifest_desc("amd64", 1));
+        blobs.push(bytes);
+        let (top, _) = index_of(&[d], None);
+        let err = select_from(&top, &blobs, "linux/amd64").0.unwrap_err().to_string();
+        assert!(err.contains(&format!("index t: indexes nested more than {MAX_INDEX_DEPTH} deep: sha256:")), "{err}");
+    }
+
+    #[test]
+    fn index_loops_are_refused() {
+        // Content addressing makes a loop impossible to build honestly; a reader that does
+        // not verify digests (as this test's) must still not recurse forever.
+        let top_digest = Digest::of(b"the top index");
+        let back = Descriptor {
+            media_type: OCI_INDEX.into(),
+            digest: top_digest.to_string(),
+            size: 1,
+            platform: None,
+            annotations: None,
+            urls: None,
+        };
+        let (inner, inner_d) = index_of(&[back], None);
+        let (top, _) = index_of(&[inner_d], None);
+        let mut fetch = |_: &Descriptor, _: &Digest| -> Result<Vec<u8>> { Ok(inner.clone()) };
+        let err = select_manifest(&parse_index(&top), &top_digest, &Platform::host(), "index t", &mut fetch)
+            .unwrap_err()
+            .to_string();
+        let want = format!("index t: index loop: {top_digest} → {} → {top_digest}", Digest::of(&inner));
+        assert!(err.contains(&want), "{err}");
     }
 }

@@ -10,7 +10,7 @@ use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use berth_storage::{Compression, Digest};
+use berth_storage::{Compression, Digest, SizeLimit};
 
 use crate::auth::AuthFile;
 use crate::content::Ingest;
@@ -128,7 +128,12 @@ fn pull_from(
     let (manifest_fetch, media_type, manifest, index_digest) = match doc {
         Document::Index(idx) => {
             let want = opts.platform.clone().unwrap_or_else(Platform::host);
-            let desc = manifest::select_platform(&idx, &want, &format!("index {reference}"))?;
+            // Nested indexes are read from the endpoints as manifests, by digest (verified).
+            let mut fetch = |_: &Descriptor, d: &Digest| -> Result<Vec<u8>> {
+                let what = format!("index {d}");
+                Ok(from_endpoints(clients, opts.progress, &what, |c| c.get_manifest(repo, d.as_str()))?.bytes)
+            };
+            let desc = manifest::select_manifest(&idx, &top.digest, &want, &format!("index {reference}"), &mut fetch)?;
             let d = desc.digest("index manifests")?;
             let f =
                 from_endpoints(clients, opts.progress, &format!("manifest {d}"), |c| c.get_manifest(repo, d.as_str()))?;
@@ -137,7 +142,7 @@ fn pull_from(
             }
             let w = format!("manifest {}@{d}", reference.name());
             let (doc, mt) = manifest::parse_document(&f.bytes, f.content_type.as_deref(), &w)?;
-            let Document::Manifest(m) = doc else { bail!("{w}: an index inside an index is not supported") };
+            let Document::Manifest(m) = doc else { bail!("{w}: listed as an image manifest, but it is an index") };
             store.content.write_blob(&top.bytes, Some(&top.digest))?;
             (f, mt, m, Some(top.digest.clone()))
         }
@@ -209,6 +214,8 @@ pub fn fetch_layers(
         parent = Some(chain.clone());
         plan.push((d.clone(), blob, diff_id, chain));
     }
+    // The image's unpacked size, counted by every layer (those already here too).
+    let limit = berth_storage::SizeLimit::new(store.config.max_image_size(), "storage.max-image-size in berth.toml");
     let workers = store.config.registries.max_concurrent_downloads.min(plan.len()).max(1);
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
@@ -221,7 +228,7 @@ pub fn fetch_layers(
                     break;
                 }
                 let (d, blob, diff_id, chain) = &plan[i];
-                let r = ensure_layer(store, remote, d, blob, diff_id, chain, progress);
+                let r = ensure_layer(store, remote, d, blob, diff_id, chain, &limit, progress);
                 if r.is_err() {
                     failed.store(true, Ordering::SeqCst);
                 }
@@ -248,6 +255,7 @@ pub fn fetch_layers(
     Ok(out)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn ensure_layer(
     store: &Store,
     remote: Option<(&[Client], &str)>,
@@ -255,6 +263,7 @@ fn ensure_layer(
     blob: &Digest,
     diff_id: &Digest,
     chain: &Digest,
+    limit: &SizeLimit,
     progress: &dyn Progress,
 ) -> Result<NewLayer> {
     let id = short(blob);
@@ -272,6 +281,11 @@ fn ensure_layer(
     };
     let recorded = store.db().layer(chain.as_str())?;
     let unpacked = recorded.is_some() && store.layers.contains(chain);
+    if let (Some((t, c)), true) = (recorded, unpacked) {
+        // Already unpacked: it counts as it was measured then.
+        let size = t.max(c).max(0) as u64;
+        limit.take(size).map_err(|m| Error::msg(format!("layer {blob} (already unpacked, {size} bytes): {m}")))?;
+    }
     progress.begin(&id, &format!("layer {id}"), size);
     if unpacked && store.content.contains(blob) {
         progress.end(&id, "already exists");
@@ -282,7 +296,7 @@ fn ensure_layer(
         let Some((clients, repo)) = remote else {
             bail!("layer {blob} is not in the content store");
         };
-        let layer = Layer { blob, diff_id, chain, compression, size, recorded: recorded.filter(|_| unpacked) };
+        let layer = Layer { blob, diff_id, chain, compression, size, recorded: recorded.filter(|_| unpacked), limit };
         for (i, client) in clients.iter().enumerate() {
             // None: another process stored the blob meanwhile.
             let Some(ingest) = store.content.ingest(blob, Some(size))? else { break };
@@ -304,7 +318,7 @@ fn ensure_layer(
         let (t, c) = recorded.unwrap();
         return Ok(new_layer(t as u64, c as u64));
     }
-    let stats = unpack_local(store, blob, compression, diff_id, chain)?;
+    let stats = unpack_local(store, blob, compression, diff_id, chain, limit)?;
     progress.end(&id, "unpacked");
     Ok(new_layer(stats.tar_size, stats.content_bytes))
 }
@@ -319,6 +333,8 @@ struct Layer<'a> {
     /// (tar size, content size) when the layer is unpacked and recorded (only its blob is
     /// missing).
     recorded: Option<(i64, i64)>,
+    /// The image's unpacked size so far.
+    limit: &'a SizeLimit,
 }
 
 /// Why a download failed: the transfer (the endpoint failed, or sent other content: another
@@ -357,7 +373,7 @@ fn download_layer(
     let net = client.blob_stream(repo, blob, resumed, size);
     let mut reader =
         TeeReader { existing: Some(existing), net, ingest: &mut ingest, progress, id, done: 0, net_failed: false };
-    let unpacked = berth_storage::unpack(&mut reader, l.compression, tmp.path(), blob.as_str());
+    let unpacked = berth_storage::unpack_within(&mut reader, l.compression, tmp.path(), blob.as_str(), l.limit);
     // Read to the end so the digest covers everything, also after an unpack error: a corrupt
     // blob is then reported as the digest mismatch it is.
     let drained = io::copy(&mut reader, &mut io::sink());
@@ -400,11 +416,12 @@ pub fn unpack_local(
     compression: Compression,
     diff_id: &Digest,
     chain: &Digest,
+    limit: &SizeLimit,
 ) -> Result<berth_storage::UnpackStats> {
     let mut tmp = store.layers.temp().ctx("layers directory")?;
     let file = store.content.open_blob(blob)?;
     let mut r = io::BufReader::with_capacity(256 << 10, file);
-    let stats = berth_storage::unpack(&mut r, compression, tmp.path(), blob.as_str())?;
+    let stats = berth_storage::unpack_within(&mut r, compression, tmp.path(), blob.as_str(), limit)?;
     check_diff_id(blob, diff_id, &stats.diff_id)?;
     store.commit_layer(&mut tmp, chain)?;
     Ok(stats)
@@ -433,9 +450,9 @@ fn copy_into_ingest(net: &mut BlobStream, ingest: &mut Ingest, progress: &dyn Pr
 
 /// What was already downloaded (from the ingest file), then the network, whose bytes are
 /// appended to the ingest (and hashed) as they pass.
-struct TeeReader<'a, 'c> {
+struct TeeReader<'a> {
     existing: Option<io::Take<File>>,
-    net: BlobStream<'c>,
+    net: BlobStream,
     ingest: &'a mut Ingest,
     progress: &'a dyn Progress,
     id: &'a str,
@@ -444,7 +461,7 @@ struct TeeReader<'a, 'c> {
     net_failed: bool,
 }
 
-impl Read for TeeReader<'_, '_> {
+impl Read for TeeReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if let Some(e) = &mut self.existing {
             let n = e.read(buf)?;

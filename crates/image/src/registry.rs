@@ -2,11 +2,19 @@
 //! manifests and blobs, anonymous / Bearer-token / basic authentication, retries with
 //! backoff, resumable blob streams that fail clearly when a transfer stalls, and the push
 //! side (existence checks, cross-repository mounts, monolithic uploads, manifest PUT).
+//!
+//! Every request but an upload has a deadline, so a registry that answers one byte at a
+//! time is cut off: manifests, indexes, configs, tokens and the push side's small requests
+//! get `manifest-timeout` seconds in all (ureq's own request timeout, which also bounds the
+//! response's headers and body); a blob gets `blob-timeout` seconds plus one second per
+//! `min-download-rate` bytes received (see `BlobStream`).
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use berth_storage::Digest;
 use serde_json::Value;
@@ -16,21 +24,40 @@ use crate::config::Config;
 use crate::error::{bail, Error, Result};
 use crate::manifest::{ACCEPT, MAX_DOCUMENT};
 
+/// A client of one endpoint. Clones share their state (the scheme settled on, the token).
+#[derive(Clone)]
 pub struct Client {
     agent: ureq::Agent,
     /// The registry as named in references (used for credentials and errors).
     pub registry: String,
     /// scheme://host of the endpoint actually contacted (a mirror, or the registry).
-    base: Mutex<String>,
+    base: Arc<Mutex<String>>,
     /// Plain HTTP may be tried after HTTPS failed (insecure and loopback registries); set to
     /// false once a scheme answered.
-    http_fallback: Mutex<bool>,
+    http_fallback: Arc<Mutex<bool>>,
     host: String,
     creds: Option<Credentials>,
     scopes: Vec<String>,
-    auth: Mutex<Option<String>>,
+    auth: Arc<Mutex<Option<String>>>,
     retries: u32,
     stall: Duration,
+    /// Seconds of `manifest-timeout`, `blob-timeout`, and `min-download-rate` (bytes/s).
+    manifest_timeout: Duration,
+    blob_timeout: Duration,
+    min_rate: u64,
+}
+
+/// When a request must be complete, and the setting that says so (for errors).
+#[derive(Clone, Debug)]
+pub struct Deadline {
+    pub at: Instant,
+    pub why: String,
+}
+
+impl Deadline {
+    fn remaining(&self) -> Option<Duration> {
+        self.at.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+    }
 }
 
 /// A fetched manifest or index.
@@ -101,12 +128,6 @@ fn error_body(resp: ureq::Response) -> String {
     String::from_utf8_lossy(&body).trim().chars().take(200).collect()
 }
 
-fn is_stall(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
-        || e.to_string().contains("timed out")
-        || e.get_ref().map(|i| i.to_string().contains("timed out")).unwrap_or(false)
-}
-
 pub enum Body<'a> {
     Empty,
     Bytes(&'a [u8], &'a str),
@@ -137,14 +158,26 @@ impl Client {
         Client {
             agent,
             registry: registry.to_string(),
-            base: Mutex::new(format!("https://{host}")),
-            http_fallback: Mutex::new(config.is_insecure(endpoint)),
+            base: Arc::new(Mutex::new(format!("https://{host}"))),
+            http_fallback: Arc::new(Mutex::new(config.is_insecure(endpoint))),
             host,
             creds,
             scopes,
-            auth: Mutex::new(None),
+            auth: Arc::new(Mutex::new(None)),
             retries: config.registries.retries,
             stall,
+            manifest_timeout: Duration::from_secs(config.registries.manifest_timeout),
+            blob_timeout: Duration::from_secs(config.registries.blob_timeout),
+            min_rate: config.registries.min_download_rate,
+        }
+    }
+
+    /// The deadline of a small request (a manifest, an index, a config, a token, the push
+    /// side's checks) starting now.
+    pub fn small_deadline(&self) -> Deadline {
+        Deadline {
+            at: later(Instant::now(), self.manifest_timeout),
+            why: format!("registries.manifest-timeout is {}s (berth.toml)", self.manifest_timeout.as_secs()),
         }
     }
 
@@ -191,7 +224,7 @@ impl Client {
     }
 
     /// `send`, with the error statuses in `accept` returned as responses (a 404 that answers
-    /// a question).
+    /// a question). Uploads have no deadline; any other request the small one.
     pub fn send_accepting(
         &self,
         method: &str,
@@ -199,6 +232,21 @@ impl Client {
         headers: &[(&str, &str)],
         body: Body,
         accept: &[u16],
+    ) -> Result<ureq::Response> {
+        let deadline = (!matches!(body, Body::Reopen(..))).then(|| self.small_deadline());
+        self.send_until(method, path, headers, body, accept, deadline.as_ref())
+    }
+
+    /// `send_accepting` within `deadline`: every attempt (authentication, redirects and
+    /// retries included) and the response's body must be done by then.
+    pub fn send_until(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Body,
+        accept: &[u16],
+        deadline: Option<&Deadline>,
     ) -> Result<ureq::Response> {
         let mut url = self.url(path);
         let mut authed_retry = false;
@@ -211,6 +259,10 @@ impl Client {
         loop {
             let what = format!("registry {}: {method} {}", self.registry, url.split('?').next().unwrap_or(&url));
             let mut req = self.agent.request(method, &url);
+            if let Some(d) = deadline {
+                let Some(left) = d.remaining() else { bail!("{what}: no complete answer in time: {}", d.why) };
+                req = req.timeout(left);
+            }
             for (k, v) in headers {
                 req = req.set(k, v);
             }
@@ -264,7 +316,7 @@ impl Client {
                     authed_retry = true;
                     let challenge = resp.header("WWW-Authenticate").unwrap_or("").to_string();
                     let _ = error_body(resp);
-                    self.authenticate(&challenge)?;
+                    self.authenticate(&challenge, deadline)?;
                 }
                 Err(ureq::Error::Status(code, resp)) if accept.contains(&code) => return Ok(resp),
                 Err(ureq::Error::Status(code, resp))
@@ -272,7 +324,7 @@ impl Client {
                 {
                     let _ = error_body(resp);
                     attempt += 1;
-                    backoff(attempt);
+                    backoff_until(attempt, deadline);
                 }
                 Err(ureq::Error::Status(code, resp)) => {
                     let msg = error_body(resp);
@@ -290,10 +342,16 @@ impl Client {
                         None => bail!("{what}: {code} {msg}{hint}"),
                     }
                 }
+                Err(ureq::Error::Transport(t)) if deadline.is_some_and(|d| d.remaining().is_none()) => {
+                    bail!(
+                        "{what}: no complete answer in time: {} ({t})",
+                        deadline.map(|d| d.why.as_str()).unwrap_or("")
+                    )
+                }
                 Err(ureq::Error::Transport(t)) if replayable && attempt < self.retries => {
                     let _ = t;
                     attempt += 1;
-                    backoff(attempt);
+                    backoff_until(attempt, deadline);
                 }
                 Err(ureq::Error::Transport(t)) => match &https_error {
                     Some(h) => bail!("{what}: {t} (after HTTPS failed: {h})"),
@@ -305,10 +363,10 @@ impl Client {
 
     /// Handles a 401 challenge: a Bearer token from the realm (with our credentials, if any),
     /// or basic authentication.
-    fn authenticate(&self, challenge: &str) -> Result<()> {
+    fn authenticate(&self, challenge: &str, deadline: Option<&Deadline>) -> Result<()> {
         let challenges = parse_challenges(challenge);
         if let Some(b) = challenges.iter().find(|c| c.scheme == "bearer") {
-            let token = self.fetch_token(&b.params)?;
+            let token = self.fetch_token(&b.params, deadline)?;
             *self.auth.lock().unwrap() = Some(format!("Bearer {token}"));
             return Ok(());
         }
@@ -326,7 +384,14 @@ impl Client {
         bail!("registry {}: unsupported authentication challenge {challenge:?}", self.registry)
     }
 
-    fn fetch_token(&self, params: &BTreeMap<String, String>) -> Result<String> {
+    /// A token from the realm, within `deadline` (or the small one when there is none: an
+    /// upload's).
+    fn fetch_token(&self, params: &BTreeMap<String, String>, deadline: Option<&Deadline>) -> Result<String> {
+        let small = self.small_deadline();
+        let deadline = match deadline {
+            Some(d) if d.at < small.at => d,
+            _ => &small,
+        };
         let Some(realm) = params.get("realm") else {
             bail!("registry {}: Bearer challenge without a realm", self.registry);
         };
@@ -361,17 +426,22 @@ impl Client {
         };
         let mut last = String::new();
         for attempt in 0..=self.retries {
-            let mut req = self.agent.get(&url);
+            let Some(left) = deadline.remaining() else {
+                bail!("registry {}: token from {realm}: no complete answer in time: {}", self.registry, deadline.why)
+            };
+            let mut req = self.agent.get(&url).timeout(left);
             if let Some(c) = &self.creds {
                 req = req.set("Authorization", &c.basic_header());
             }
             match req.call() {
                 Ok(resp) => {
                     let mut body = Vec::new();
-                    resp.into_reader()
-                        .take(1 << 20)
-                        .read_to_end(&mut body)
-                        .map_err(|e| Error::msg(format!("registry {}: token from {realm}: {e}", self.registry)))?;
+                    resp.into_reader().take(1 << 20).read_to_end(&mut body).map_err(|e| {
+                        let late = deadline.remaining().is_none();
+                        let e =
+                            if late { format!("no complete answer in time: {}", deadline.why) } else { e.to_string() };
+                        Error::msg(format!("registry {}: token from {realm}: {e}", self.registry))
+                    })?;
                     let v: Value = serde_json::from_slice(&body).map_err(|e| {
                         Error::msg(format!("registry {}: token from {realm}: invalid JSON: {e}", self.registry))
                     })?;
@@ -386,8 +456,15 @@ impl Client {
                 }
                 Err(e) => {
                     last = e.to_string();
+                    if deadline.remaining().is_none() {
+                        bail!(
+                            "registry {}: token from {realm}: no complete answer in time: {}",
+                            self.registry,
+                            deadline.why
+                        );
+                    }
                     if attempt < self.retries {
-                        backoff(attempt + 1);
+                        backoff_until(attempt + 1, Some(deadline));
                     }
                 }
             }
@@ -408,11 +485,16 @@ impl Client {
     /// must match it.
     pub fn get_manifest(&self, repo: &str, reference: &str) -> Result<Fetched> {
         let what = format!("{}/{repo}:{reference}", self.registry);
-        let resp =
-            self.send("GET", &format!("/v2/{repo}/manifests/{reference}"), &[("Accept", ACCEPT)], Body::Empty)?;
+        let deadline = self.small_deadline();
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let resp = self.send_until("GET", &path, &[("Accept", ACCEPT)], Body::Empty, &[], Some(&deadline))?;
         let content_type = resp.header("Content-Type").map(str::to_string);
         let bytes =
-            crate::content::read_all_limited(&mut resp.into_reader(), MAX_DOCUMENT, &format!("manifest {what}"))?;
+            crate::content::read_all_limited(&mut resp.into_reader(), MAX_DOCUMENT, &format!("manifest {what}"))
+                .map_err(|e| match deadline.remaining() {
+                    None => Error::msg(format!("manifest {what}: no complete answer in time: {}", deadline.why)),
+                    Some(_) => e,
+                })?;
         let digest = Digest::of(&bytes);
         if reference.starts_with("sha256:") && digest.as_str() != reference {
             bail!("manifest {what}: digest mismatch: the registry sent content hashing to {digest}");
@@ -425,7 +507,7 @@ impl Client {
         if size > MAX_DOCUMENT {
             bail!("blob {digest}: {size} bytes is too large for an image config");
         }
-        let mut s = self.blob_stream(repo, digest, 0, size);
+        let mut s = self.blob_stream_until(repo, digest, 0, size, Limit::Fixed(self.small_deadline()));
         let mut out = Vec::new();
         (&mut s).take(size + 1).read_to_end(&mut out).map_err(|e| Error::msg(e.to_string()))?;
         if out.len() as u64 != size {
@@ -438,15 +520,26 @@ impl Client {
     }
 
     /// A reader of blob `digest` from byte `offset` that reconnects (with a Range request) on
-    /// errors and stalls, up to the configured retries.
-    pub fn blob_stream<'a>(&'a self, repo: &str, digest: &Digest, offset: u64, size: u64) -> BlobStream<'a> {
+    /// errors and stalls, up to the configured retries, and fails once it is too slow: it
+    /// gets `blob-timeout` seconds plus one second per `min-download-rate` bytes received.
+    pub fn blob_stream(&self, repo: &str, digest: &Digest, offset: u64, size: u64) -> BlobStream {
+        let limit = Limit::Rate { base: self.blob_timeout, rate: self.min_rate.max(1) };
+        self.blob_stream_until(repo, digest, offset, size, limit)
+    }
+
+    fn blob_stream_until(&self, repo: &str, digest: &Digest, offset: u64, size: u64, limit: Limit) -> BlobStream {
         BlobStream {
-            client: self,
+            client: self.clone(),
             path: format!("/v2/{repo}/blobs/{digest}"),
             digest: digest.clone(),
             offset,
             size,
-            inner: None,
+            started: Instant::now(),
+            first: offset,
+            limit,
+            conn: None,
+            pending: Vec::new(),
+            used: 0,
             failures: 0,
             dead: None,
         }
@@ -517,95 +610,266 @@ impl Client {
     }
 }
 
-fn backoff(attempt: u32) {
-    let ms = (250u64 << attempt.min(5)).min(5000);
-    std::thread::sleep(Duration::from_millis(ms));
+/// `t + d`, or ten years after `t` when that is further than a clock can count (deadlines
+/// from absurd settings).
+fn later(t: Instant, d: Duration) -> Instant {
+    let cap = Duration::from_secs(10 * 365 * 86400);
+    t.checked_add(d.min(cap)).unwrap_or(t)
 }
 
-pub struct BlobStream<'a> {
-    client: &'a Client,
+/// Waits before attempt `attempt` (longer each time), never past `deadline`.
+fn backoff_until(attempt: u32, deadline: Option<&Deadline>) {
+    let mut wait = Duration::from_millis((250u64 << attempt.min(5)).min(5000));
+    if let Some(d) = deadline {
+        wait = wait.min(d.remaining().unwrap_or_default());
+    }
+    std::thread::sleep(wait);
+}
+
+/// How long a blob transfer may take.
+#[derive(Clone, Debug)]
+pub enum Limit {
+    /// All of it by then (a config: a small document).
+    Fixed(Deadline),
+    /// `base`, plus one second per `rate` bytes received: a blob of size S is done within
+    /// base + S / rate, and a size that the manifest overstates buys no time, since the
+    /// deadline moves only with what actually arrives.
+    Rate { base: Duration, rate: u64 },
+}
+
+/// What a connection's reader thread sends.
+enum Msg {
+    Data(Vec<u8>),
+    /// Bytes read and dropped (a registry without range requests resending the start).
+    Skipped,
+    End,
+    Failed(String),
+}
+
+/// A connection being read by its own thread (so a registry that sends nothing, or one
+/// byte at a time, is noticed whatever ureq is blocked in). Dropping it tells the thread
+/// to stop: it does at its next read, or at the latest deadline the stream could have.
+struct Conn {
+    rx: Receiver<Msg>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A blob download (see `Client::blob_stream`). Stalls (no data for `stall-timeout`) and
+/// errors reconnect from the current offset up to the configured retries; the deadline
+/// ends it at once.
+pub struct BlobStream {
+    client: Client,
     path: String,
     digest: Digest,
     pub offset: u64,
     size: u64,
-    inner: Option<Box<dyn Read + Send + Sync>>,
+    started: Instant,
+    /// The offset the stream started at (what was received counts from there).
+    first: u64,
+    limit: Limit,
+    conn: Option<Conn>,
+    /// Received and not read yet: `pending[used..]`.
+    pending: Vec<u8>,
+    used: usize,
     failures: u32,
     /// Set once the retries are used up: later reads fail at once with the same error.
     dead: Option<String>,
 }
 
-impl BlobStream<'_> {
-    fn open(&mut self) -> Result<()> {
-        let range = format!("bytes={}-", self.offset);
-        let headers: Vec<(&str, &str)> = if self.offset > 0 { vec![("Range", range.as_str())] } else { Vec::new() };
-        let resp = self.client.send("GET", &self.path, &headers, Body::Empty)?;
-        let status = resp.status();
-        let mut r = resp.into_reader();
-        if self.offset > 0 && status == 200 {
-            // No range support: skip what we already have.
-            let skipped = io::copy(&mut (&mut r).take(self.offset), &mut io::sink())?;
-            if skipped != self.offset {
-                bail!("blob {}: the registry sent fewer bytes than before", self.digest);
+impl BlobStream {
+    /// When the stream must be done, given what it received so far.
+    fn deadline(&self) -> Instant {
+        match &self.limit {
+            Limit::Fixed(d) => d.at,
+            Limit::Rate { base, rate } => {
+                let got = self.offset.saturating_sub(self.first) as u128;
+                let earned = (got * 1_000_000_000 / *rate as u128).min(u64::MAX as u128) as u64;
+                later(self.started, *base + Duration::from_nanos(earned))
             }
         }
-        self.inner = Some(r);
-        Ok(())
     }
 
-    fn fail(&mut self, e: impl std::fmt::Display, stalled: bool) -> io::Error {
-        let why =
-            if stalled { format!("stalled: no data for {}s", self.client.stall.as_secs()) } else { e.to_string() };
-        io::Error::other(format!(
+    /// The latest the deadline can be (the whole blob received): the connection's own.
+    fn latest(&self) -> Instant {
+        match &self.limit {
+            Limit::Fixed(d) => d.at,
+            Limit::Rate { base, rate } => {
+                later(self.started, *base + Duration::from_secs(self.size.saturating_sub(self.first) / rate + 1))
+            }
+        }
+    }
+
+    fn connect(&mut self) -> io::Result<Conn> {
+        let (tx, rx) = mpsc::sync_channel(4);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let deadline = Deadline {
+            at: self.latest(),
+            why: format!(
+                "the deadline of blob {} (berth.toml: registries.blob-timeout, min-download-rate)",
+                self.digest
+            ),
+        };
+        let (client, path, offset, stop) = (self.client.clone(), self.path.clone(), self.offset, cancel.clone());
+        let digest = self.digest.clone();
+        std::thread::Builder::new()
+            .name("berth-blob".into())
+            .spawn(move || read_connection(&client, &path, &digest, offset, &deadline, &tx, &stop))
+            .map_err(|e| io::Error::other(format!("blob {}: start a download thread: {e}", self.digest)))?;
+        Ok(Conn { rx, cancel })
+    }
+
+    fn source(&self) -> String {
+        if self.client.host == self.client.registry {
+            self.client.registry.clone()
+        } else {
+            format!("{} (through {})", self.client.registry, self.client.host)
+        }
+    }
+
+    fn fail(&mut self, why: String) -> io::Error {
+        let msg = format!(
             "download of blob {} from {} failed at byte {} of {} after {} attempts: {why}",
-            self.digest, self.client.registry, self.offset, self.size, self.failures
-        ))
+            self.digest,
+            self.source(),
+            self.offset,
+            self.size,
+            self.failures
+        );
+        self.dead = Some(msg.clone());
+        io::Error::other(msg)
+    }
+
+    fn too_slow(&mut self) -> io::Error {
+        let got = self.offset - self.first;
+        let took = self.started.elapsed().as_secs();
+        let rule = match &self.limit {
+            Limit::Fixed(d) => d.why.clone(),
+            Limit::Rate { base, rate } => format!(
+                "a blob gets registries.blob-timeout ({}s) plus one second per registries.min-download-rate ({rate}) bytes received (berth.toml)",
+                base.as_secs()
+            ),
+        };
+        let msg = format!(
+            "download of blob {} from {} exceeded its deadline at byte {} of {}: {got} bytes in {took}s; {rule}",
+            self.digest,
+            self.source(),
+            self.offset,
+            self.size
+        );
+        self.conn = None;
+        self.dead = Some(msg.clone());
+        io::Error::new(io::ErrorKind::TimedOut, msg)
+    }
+
+    /// After a failed connection: another, unless the retries are used up.
+    fn retry(&mut self, why: String) -> io::Result<()> {
+        self.conn = None;
+        self.failures += 1;
+        if Instant::now() >= self.deadline() {
+            return Err(self.too_slow());
+        }
+        if self.failures > self.client.retries {
+            return Err(self.fail(why));
+        }
+        let left = self.deadline().saturating_duration_since(Instant::now());
+        backoff_until(self.failures, Some(&Deadline { at: Instant::now() + left, why: String::new() }));
+        Ok(())
     }
 }
 
-impl Read for BlobStream<'_> {
+/// A connection's thread: GETs the blob from `offset` and sends what comes.
+fn read_connection(
+    client: &Client,
+    path: &str,
+    digest: &Digest,
+    offset: u64,
+    deadline: &Deadline,
+    tx: &SyncSender<Msg>,
+    cancel: &AtomicBool,
+) {
+    let range = format!("bytes={offset}-");
+    let headers: Vec<(&str, &str)> = if offset > 0 { vec![("Range", range.as_str())] } else { Vec::new() };
+    let resp = match client.send_until("GET", path, &headers, Body::Empty, &[], Some(deadline)) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = tx.send(Msg::Failed(e.to_string()));
+            return;
+        }
+    };
+    let status = resp.status();
+    let mut r = resp.into_reader();
+    let mut buf = vec![0u8; 64 << 10];
+    // No range support: skip what we already have.
+    let mut skip = if offset > 0 && status == 200 { offset } else { 0 };
+    loop {
+        if cancel.load(Ordering::SeqCst) {
+            return;
+        }
+        let want = if skip > 0 { buf.len().min(skip.min(usize::MAX as u64) as usize) } else { buf.len() };
+        let msg = match r.read(&mut buf[..want]) {
+            Ok(0) if skip > 0 => Msg::Failed(format!("blob {digest}: the registry sent fewer bytes than before")),
+            Ok(0) => Msg::End,
+            Ok(n) if skip > 0 => {
+                skip -= n as u64;
+                Msg::Skipped
+            }
+            Ok(n) => Msg::Data(buf[..n].to_vec()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Msg::Failed(e.to_string()),
+        };
+        let last = matches!(msg, Msg::End | Msg::Failed(_));
+        if tx.send(msg).is_err() || last {
+            return;
+        }
+    }
+}
+
+impl Read for BlobStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if let Some(d) = &self.dead {
             return Err(io::Error::other(d.clone()));
         }
         loop {
+            if self.used < self.pending.len() {
+                let n = buf.len().min(self.pending.len() - self.used);
+                buf[..n].copy_from_slice(&self.pending[self.used..self.used + n]);
+                self.used += n;
+                self.offset += n as u64;
+                return Ok(n);
+            }
             if self.offset >= self.size {
                 return Ok(0);
             }
-            if self.inner.is_none() {
-                if let Err(e) = self.open() {
-                    self.failures += 1;
-                    if self.failures > self.client.retries {
-                        return Err(self.fail(e, false));
-                    }
-                    backoff(self.failures);
-                    continue;
-                }
+            let now = Instant::now();
+            let deadline = self.deadline();
+            if now >= deadline {
+                return Err(self.too_slow());
             }
-            let want = buf.len().min((self.size - self.offset).min(usize::MAX as u64) as usize);
-            match self.inner.as_mut().unwrap().read(&mut buf[..want]) {
-                Ok(0) => {
-                    // Closed before the declared size: reconnect from here.
-                    self.inner = None;
-                    self.failures += 1;
-                    if self.failures > self.client.retries {
-                        return Err(self.fail("connection closed early", false));
-                    }
-                    backoff(self.failures);
+            if self.conn.is_none() {
+                self.conn = Some(self.connect()?);
+            }
+            let wait = self.client.stall.min(deadline - now);
+            let got = self.conn.as_ref().expect("connected").rx.recv_timeout(wait);
+            match got {
+                Ok(Msg::Data(mut v)) => {
+                    // Never past the declared size (the ingest refuses more anyway).
+                    v.truncate((self.size - self.offset).min(usize::MAX as u64) as usize);
+                    (self.pending, self.used) = (v, 0);
                 }
-                Ok(n) => {
-                    self.offset += n as u64;
-                    return Ok(n);
+                Ok(Msg::Skipped) => {}
+                Ok(Msg::End) => self.retry("connection closed early".into())?,
+                Ok(Msg::Failed(e)) => self.retry(e)?,
+                Err(RecvTimeoutError::Timeout) if Instant::now() >= self.deadline() => return Err(self.too_slow()),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.retry(format!("stalled: no data for {}s", self.client.stall.as_secs()))?
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let stalled = is_stall(&e);
-                    self.inner = None;
-                    self.failures += 1;
-                    if self.failures > self.client.retries {
-                        return Err(self.fail(e, stalled));
-                    }
-                    backoff(self.failures);
-                }
+                Err(RecvTimeoutError::Disconnected) => self.retry("the download thread ended".into())?,
             }
         }
     }

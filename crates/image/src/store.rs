@@ -34,6 +34,91 @@ fn set_mode(p: &Path, mode: u32) -> Result<()> {
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).ctx(format!("chmod {mode:o} {}", p.display()))
 }
 
+/// Opens (creating it 0600) and flocks the lock file at `path`.
+fn lock_file(path: &Path, op: libc::c_int) -> Result<Lock> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f =
+        fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(path).ctx(path.display())?;
+    crate::content::flock(&f, op).ctx(format!("lock {}", path.display()))?;
+    Ok(Lock { _file: f })
+}
+
+/// What the store holds besides its database, one phrase per kind ("3 blobs"): blobs and
+/// downloads, layers (with unpacks and removals in progress), container snapshots, and the
+/// engine's containers and volumes kept beside. Empty for a new store.
+fn store_content(root: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (dir, one, many) in [
+        ("content/blobs/sha256", "blob", "blobs"),
+        ("content/ingest", "download in progress", "downloads in progress"),
+        ("layers", "layer directory", "layer directories"),
+        ("snapshots", "container snapshot", "container snapshots"),
+        ("containers", "container directory", "container directories"),
+        ("volumes", "volume", "volumes"),
+    ] {
+        let p = root.join(dir);
+        let n = match fs::read_dir(&p) {
+            Ok(rd) => rd.count(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e).ctx(format!("list {}", p.display())),
+        };
+        if n > 0 {
+            out.push(format!("{n} {} ({dir}/)", if n == 1 { one } else { many }));
+        }
+    }
+    Ok(out)
+}
+
+/// Opens `<root>/berth.db`, creating it only for a new store. Whether the store is new is
+/// decided from the store itself, never from the database file: a missing, empty, truncated
+/// or corrupt database beside existing content stops here with what to do, since a fresh
+/// database would lose every record and garbage collection would then delete the content.
+fn open_db(root: &Path) -> Result<Db> {
+    let path = root.join("berth.db");
+    match Db::open(&path) {
+        Ok(db) => return Ok(db),
+        Err(db::OpenError::Other(e)) => return Err(e),
+        Err(_) => {}
+    }
+    // Set-up under the exclusive store lock: one process at a time decides and creates, and
+    // no pull or load that opened the store before is still adding content.
+    let _lock = lock_file(&root.join("store.lock"), libc::LOCK_EX)?;
+    let why = match Db::open(&path) {
+        Ok(db) => return Ok(db),
+        Err(db::OpenError::Other(e)) => return Err(e),
+        Err(db::OpenError::Missing) => None,
+        Err(db::OpenError::Damaged(w)) => Some(w),
+    };
+    let content = store_content(root)?;
+    if !content.is_empty() {
+        let state = why.as_deref().unwrap_or("is missing");
+        bail!(
+            "store {root}: the metadata database {db} {state}, but the store holds {content}: refusing to start a new \
+             database over them (the records of images, tags and containers would be lost and garbage collection would \
+             then delete the content). Stop every berth process, then restore {db} from a backup, or salvage what SQLite \
+             can still read (sqlite3 .recover), or move the whole store aside (mv {root} {root}.damaged) to start afresh \
+             and pull the images again: see \"Recovering the metadata database\" in berth's docs/ARCHITECTURE.md",
+            root = root.display(),
+            db = path.display(),
+            content = content.join(", "),
+        );
+    }
+    // A new store. Leftovers of a set-up that crashed before its rename go first.
+    if let Ok(rd) = fs::read_dir(root) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".berth.db.tmp-") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+    Db::create(&path, why.is_some())?;
+    Db::open(&path).map_err(|e| match e {
+        db::OpenError::Other(e) => e,
+        db::OpenError::Missing => Error::msg(format!("{}: vanished right after it was created", path.display())),
+        db::OpenError::Damaged(w) => Error::msg(format!("{}: the database just created {w}", path.display())),
+    })
+}
+
 pub struct Store {
     pub root: PathBuf,
     pub config: Config,
@@ -115,8 +200,10 @@ impl Store {
 
     /// Opens (creating if needed) the store at `root`, as root. The tree is private whatever the umask,
     /// and made so again on every open (stores of older versions were not): the root is
-    /// searchable only (0711), and `content/`, `layers/` and `snapshots/` are 0700, since
-    /// layers hold images' setuid binaries, file capabilities and device nodes.
+    /// searchable only (0711), `content/`, `layers/` and `snapshots/` are 0700, since
+    /// layers hold images' setuid binaries, file capabilities and device nodes, and the
+    /// database and lock files 0600. The database is created only for a new store (nothing
+    /// in it yet): see `open_db`.
     pub fn open(root: &Path, config: Config) -> Result<Store> {
         // Unpacking layers sets their files' owners and creates device nodes; overlay mounts
         // need CAP_SYS_ADMIN. Without root nothing would work, so say so at once.
@@ -134,53 +221,25 @@ impl Store {
         let content = ContentStore::open(&root.join("content"))?;
         let layers = LayerStore::open(&root.join("layers")).ctx("layers directory")?;
         let snapshots = Snapshotter::open(&root.join("snapshots")).ctx("snapshots directory")?;
-        let db_path = root.join("berth.db");
-        // SQLite creates its -wal and -shm files with the database file's mode.
-        for suffix in ["", "-wal", "-shm"] {
-            let p = root.join(format!("berth.db{suffix}"));
-            match fs::symlink_metadata(&p) {
+        // SQLite creates its -wal and -shm files with the database file's mode; the lock file
+        // is private too (anyone who could open it could hold it and block every pull).
+        for name in ["berth.db", "berth.db-wal", "berth.db-shm", "store.lock"] {
+            let p = root.join(name);
+            if fs::symlink_metadata(&p).map(|m| m.is_file()).unwrap_or(false) {
                 // Another process closing the database may remove -wal and -shm meanwhile.
-                Ok(_) => {
-                    use std::os::unix::fs::PermissionsExt;
-                    match fs::set_permissions(&p, fs::Permissions::from_mode(0o600)) {
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !suffix.is_empty() => {}
-                        r => r.ctx(format!("chmod 600 {}", p.display()))?,
-                    }
+                use std::os::unix::fs::PermissionsExt;
+                match fs::set_permissions(&p, fs::Permissions::from_mode(0o600)) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && name != "berth.db" => {}
+                    r => r.ctx(format!("chmod 600 {}", p.display()))?,
                 }
-                Err(_) if suffix.is_empty() => {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    fs::OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(false)
-                        .mode(0o600)
-                        .open(&p)
-                        .ctx(format!("create {}", p.display()))?;
-                }
-                Err(_) => {}
             }
         }
-        let lock_path = root.join("store.lock");
-        if fs::symlink_metadata(&lock_path).is_ok() {
-            set_mode(&lock_path, 0o600)?;
-        }
-        let db = Db::open(&db_path)?;
+        let db = open_db(&root)?;
         Ok(Store { lock_path: root.join("store.lock"), root, config, content, layers, snapshots, db: Mutex::new(db) })
     }
 
     fn lock(&self, op: libc::c_int) -> Result<Lock> {
-        use std::os::unix::fs::OpenOptionsExt;
-        // 0600: flock needs only a readable descriptor, so a lock file others could open
-        // would let any local user hold the store's lock and stall garbage collection.
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&self.lock_path)
-            .ctx(self.lock_path.display())?;
-        crate::content::flock(&f, op).ctx(format!("lock {}", self.lock_path.display()))?;
-        Ok(Lock { _file: f })
+        lock_file(&self.lock_path, op)
     }
 
     /// Held while adding content (pull, load, import): GC waits for it.

@@ -24,6 +24,7 @@ fn store_tree_is_private_even_when_it_existed() {
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
     // A store as an older berth left it: everything world-readable, a setuid binary in a layer.
     let root = tmp.path().join("root");
+    drop(Store::open(&root, Config::default()).unwrap());
     let layer = root.join("layers").join("ab".repeat(32));
     fs::create_dir_all(layer.join("bin")).unwrap();
     for d in ["content/blobs/sha256", "snapshots/c1/rootfs"] {
@@ -140,4 +141,145 @@ fn ingest_waiting_for_a_discarded_download_starts_a_new_one() {
         assert_eq!(got, d);
     });
     assert_eq!(store.content.read(&d).unwrap(), right);
+}
+
+/// What `Store::open` says about the store at `root` (which must not open).
+fn open_error(root: &Path) -> String {
+    match Store::open(root, Config::default()) {
+        Ok(_) => panic!("the store opened over a damaged database"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn count(dir: &Path) -> usize {
+    fs::read_dir(dir).map(|r| r.count()).unwrap_or(0)
+}
+
+#[test]
+fn damaged_database_beside_content_stops_the_store_and_is_never_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let store = Store::open(&root, Config::default()).unwrap();
+    let id = import(&store, tmp.path(), "precious", "localhost/precious:1");
+    drop(store);
+    let db = root.join("berth.db");
+    let good = fs::read(&db).unwrap();
+    assert!(good.len() >= 3 * 4096, "the test needs a database of several pages ({} bytes)", good.len());
+    let (blobs, layers) = (count(&root.join("content/blobs/sha256")), count(&root.join("layers")));
+    assert!(blobs >= 3 && layers == 1, "{blobs} blobs, {layers} layers");
+    let mut garbage = good.clone();
+    garbage[..16].copy_from_slice(b"not sqlite at al");
+    let mut corrupt = good.clone();
+    corrupt[4096..8192].fill(0xff);
+    let cases: Vec<(&str, Option<Vec<u8>>, &str)> = vec![
+        ("empty", Some(Vec::new()), "is empty (0 bytes)"),
+        ("truncated", Some(good[..good.len() / 2].to_vec()), "cannot be read as a database"),
+        ("truncated inside its header", Some(good[..10].to_vec()), "is truncated"),
+        ("not SQLite", Some(garbage), "is not an SQLite database"),
+        ("corrupt page", Some(corrupt), "integrity check"),
+        ("missing", None, "is missing"),
+    ];
+    for (what, bytes, says) in cases {
+        match &bytes {
+            Some(b) => fs::write(&db, b).unwrap(),
+            None => fs::remove_file(&db).unwrap(),
+        }
+        for attempt in 0..2 {
+            let err = open_error(&root);
+            for part in [db.to_string_lossy().as_ref(), says, "refusing to start a new database", "blobs", "1 layer"] {
+                assert!(err.contains(part), "{what} (attempt {attempt}): {part:?} missing from: {err}");
+            }
+            assert!(err.contains("Recovering the metadata database"), "{what}: no pointer to the procedure: {err}");
+            match &bytes {
+                Some(b) => assert_eq!(&fs::read(&db).unwrap(), b, "{what}: berth.db was rewritten"),
+                None => assert!(!db.exists(), "{what}: a new berth.db was made"),
+            }
+            assert_eq!(count(&root.join("content/blobs/sha256")), blobs, "{what}: blobs were removed");
+            assert_eq!(count(&root.join("layers")), layers, "{what}: layers were removed");
+        }
+    }
+    // The good database back: everything is there again.
+    fs::write(&db, &good).unwrap();
+    let store = Store::open(&root, Config::default()).unwrap();
+    assert_eq!(store.resolve("localhost/precious:1").unwrap().id(), id);
+}
+
+#[test]
+fn containers_or_volumes_alone_make_a_store_that_is_not_new() {
+    let tmp = tempfile::tempdir().unwrap();
+    for dir in ["containers/0123456789ab", "volumes/data"] {
+        let root = tmp.path().join(dir.replace('/', "-"));
+        fs::create_dir_all(root.join(dir)).unwrap();
+        fs::write(root.join("berth.db"), b"").unwrap();
+        let err = open_error(&root);
+        assert!(err.contains("is empty (0 bytes)") && err.contains(dir.split('/').next().unwrap()), "{err}");
+        assert_eq!(fs::metadata(root.join("berth.db")).unwrap().len(), 0);
+    }
+}
+
+#[test]
+fn new_store_database_is_made_aside_then_renamed_into_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    // What a set-up that crashed half-way left: an empty berth.db (as earlier versions made
+    // it before filling it) and a temporary file of ours. The store holds nothing yet.
+    let root = tmp.path().join("root");
+    fs::create_dir_all(root.join("layers")).unwrap();
+    fs::write(root.join("berth.db"), b"").unwrap();
+    fs::write(root.join("berth.db-wal"), b"stale").unwrap();
+    fs::write(root.join(".berth.db.tmp-1-0011223344556677"), b"half made").unwrap();
+    let store = Store::open(&root, Config::default()).unwrap();
+    assert!(store.list().unwrap().is_empty());
+    drop(store);
+    let names: Vec<String> =
+        fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(!names.iter().any(|n| n.contains(".tmp-")), "leftovers: {names:?}");
+    let db = fs::read(root.join("berth.db")).unwrap();
+    assert!(db.starts_with(b"SQLite format 3\0") && db.len() >= 4096, "{} bytes", db.len());
+    assert_eq!(mode(&root.join("berth.db")), 0o600);
+    assert_eq!(mode(&root.join("store.lock")), 0o600, "store.lock");
+    // Processes opening a new store at once all get the one database.
+    let fresh = tmp.path().join("fresh");
+    std::thread::scope(|s| {
+        let opens: Vec<_> = (0..4).map(|_| s.spawn(|| Store::open(&fresh, Config::default()).map(drop))).collect();
+        for o in opens {
+            o.join().unwrap().unwrap();
+        }
+    });
+    let store = Store::open(&fresh, Config::default()).unwrap();
+    import(&store, tmp.path(), "f", "localhost/f:1");
+    assert_eq!(store.list().unwrap().len(), 1);
+}
+
+#[test]
+fn store_files_are_private_to_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let store = Store::open(&root, Config::default()).unwrap();
+    import(&store, tmp.path(), "private", "localhost/private:1");
+    let _ingest = store.content.ingest(&berth_image::Digest::of(b"pending"), Some(7)).unwrap().unwrap();
+    let _lock = store.lock_shared().unwrap();
+    // While the store is open: the database, its WAL and shared memory, the lock.
+    for f in ["berth.db", "berth.db-wal", "berth.db-shm", "store.lock"] {
+        assert_eq!(mode(&root.join(f)), 0o600, "{f}");
+    }
+    assert_eq!(mode(&root), 0o711);
+    for d in ["content", "layers", "snapshots"] {
+        assert_eq!(mode(&root.join(d)), 0o700, "{d}/");
+    }
+    // Blobs and downloads are the owner's only, whatever the directories around them.
+    let mut files = 0;
+    let mut stack = vec![root.join("content")];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let md = fs::symlink_metadata(&p).unwrap();
+            if md.is_dir() {
+                stack.push(p);
+            } else {
+                assert_eq!(md.permissions().mode() & 0o077, 0, "{} is {:o}", p.display(), md.permissions().mode());
+                files += 1;
+            }
+        }
+    }
+    assert!(files >= 4, "{files} files under content/");
 }

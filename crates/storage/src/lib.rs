@@ -15,7 +15,7 @@ use std::path::Path;
 pub use digest::Digest;
 pub use layers::{unique_suffix, LayerStore};
 pub use snapshot::{Driver, OverlayMount, Snapshotter};
-pub use unpack::{unpack, Compression, UnpackStats};
+pub use unpack::{unpack, unpack_within, Compression, SizeLimit, UnpackStats};
 
 /// An error with its full context in the message: which layer, which entry, what failed.
 #[derive(Debug, Clone, PartialEq, Eq)]

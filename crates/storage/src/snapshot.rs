@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use crate::sys;
@@ -347,6 +347,44 @@ fn copy_meta(src: BorrowedFd, dst: BorrowedFd, st: &libc::stat, with_times: bool
     Ok(())
 }
 
+/// Copies the regular file `src` (`len` bytes) into the empty `dst`, keeping its holes as
+/// holes: only the ranges SEEK_DATA finds are copied, and the size is set at the end (a
+/// layer's sparse file would otherwise be written out as zeros into every copy snapshot).
+fn copy_sparse(src: &fs::File, dst: &fs::File, len: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let fd = src.as_raw_fd();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut at = 0u64;
+    while at < len {
+        // SAFETY: lseek on our descriptor.
+        let data = unsafe { libc::lseek(fd, at as libc::off_t, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                break; // only a hole up to the end
+            }
+            return Err(e);
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let (mut pos, end) = (data as u64, (hole as u64).min(len));
+        while pos < end {
+            let want = buf.len().min((end - pos) as usize);
+            let n = src.read_at(&mut buf[..want], pos)?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while it was copied"));
+            }
+            dst.write_all_at(&buf[..n], pos)?;
+            pos += n as u64;
+        }
+        at = end;
+    }
+    dst.set_len(len)
+}
+
 /// Applies one unpacked layer (`src`, overlay whiteout format) on top of `dst`: whiteouts
 /// delete, opaque directories replace, everything else is copied with its metadata.
 /// `links` maps (dev, inode) of hardlinked files to their copy's path, to keep them linked.
@@ -407,9 +445,9 @@ fn merge_layer(
             libc::S_IFREG => {
                 let sfd = sys::open_beneath(src, name.to_bytes(), libc::O_RDONLY)?;
                 let dfd = sys::create_file(dst, &name)?;
-                let mut sf = fs::File::from(sfd);
-                let mut df = fs::File::from(dfd);
-                io::copy(&mut sf, &mut df)?;
+                let sf = fs::File::from(sfd);
+                let df = fs::File::from(dfd);
+                copy_sparse(&sf, &df, st.st_size as u64)?;
                 copy_meta(sf.as_fd(), df.as_fd(), &st, true)?;
             }
             libc::S_IFLNK => {

@@ -7,8 +7,11 @@
 //! done here.
 //!
 //! Supported: ustar, GNU and PAX headers; GNU long names and links; PAX `path`, `linkpath`
-//! and `size` (other records are handed to the caller); old GNU sparse files (holes read as
-//! zeros). PAX global headers are skipped.
+//! and `size` (other records are handed to the caller); sparse files in the old GNU format
+//! and in the three PAX formats of GNU tar (0.0 and 0.1, whose map is in PAX records, and
+//! 1.0, whose map precedes the data), read as data and holes (`read_chunk`) or with holes
+//! as zeros (`read_data`). Any other sparse format is refused. PAX global headers are
+//! skipped.
 
 use std::io::{self, Read};
 
@@ -40,6 +43,10 @@ pub struct EntryHeader {
     pub link: Option<Vec<u8>>,
     /// Bytes of content (for a sparse file: its full size, holes included).
     pub size: u64,
+    /// Bytes of content stored in the archive (for a sparse file: its data, without holes).
+    pub stored: u64,
+    /// A sparse file (its content comes as data and holes).
+    pub sparse: bool,
     /// The records of the entry's PAX extended header, in order.
     pub pax: PaxRecords,
 }
@@ -59,6 +66,18 @@ struct Sparse {
     pos: u64,
     real_size: u64,
 }
+
+/// A piece of an entry's content (see `TarStream::read_chunk`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunk {
+    /// This many bytes were read into the buffer.
+    Data(usize),
+    /// A hole of this many bytes: zeros that are not stored (a sparse file's).
+    Hole(u64),
+}
+
+/// Most entries of a PAX 1.0 sparse map, and bytes of the map (it precedes the data).
+const MAX_SPARSE_MAP: u64 = MAX_EXTENSION;
 
 pub struct TarStream<R> {
     inner: R,
@@ -94,6 +113,40 @@ pub fn parse_pax(mut b: &[u8]) -> Result<PaxRecords, String> {
     Ok(out)
 }
 
+/// Checks a sparse map against the file's size and the data stored: segments in order, not
+/// overlapping, within the file, their lengths adding up to the data. Old GNU archives also
+/// store every segment but the last in whole blocks.
+fn check_sparse(
+    name: &str,
+    segments: Vec<(u64, u64)>,
+    real_size: u64,
+    stored: u64,
+    blocks: bool,
+) -> io::Result<Sparse> {
+    let (mut end, mut data) = (0u64, 0u64);
+    for (i, (off, len)) in segments.iter().enumerate() {
+        if *off < end {
+            return Err(bad(format!("entry {name:?}: sparse map segments out of order or overlapping")));
+        }
+        if blocks && *len != 0 && i > 0 && data % BLOCK != 0 {
+            return Err(bad(format!("entry {name:?}: sparse data not aligned to 512 bytes")));
+        }
+        end = off.checked_add(*len).ok_or_else(|| bad(format!("entry {name:?}: sparse map overflows")))?;
+        if end > real_size {
+            return Err(bad(format!(
+                "entry {name:?}: sparse map segment at {off} (+{len}) ends past the file's size {real_size}"
+            )));
+        }
+        data += len;
+    }
+    if data != stored {
+        return Err(bad(format!(
+            "entry {name:?}: sparse map covers {end} bytes with {data} of data, the header says {real_size} with {stored}"
+        )));
+    }
+    Ok(Sparse { segments, next: 0, pos: 0, real_size })
+}
+
 fn padding(size: u64) -> u64 {
     (BLOCK - size % BLOCK) % BLOCK
 }
@@ -113,6 +166,10 @@ impl<R: Read> TarStream<R> {
 
     pub fn into_inner(self) -> R {
         self.inner
+    }
+
+    pub fn get_ref(&self) -> &R {
+        &self.inner
     }
 
     /// Reads a whole block; false at a clean end of the stream (no byte read).
@@ -244,14 +301,45 @@ impl<R: Read> TarStream<R> {
                     .and_then(|s| s.parse().ok())
                     .ok_or_else(|| bad(format!("entry {:?}: invalid PAX size {:?}", show(&path), show(&s))))?;
             }
-            let mut size = stored;
-            if kind == tar::EntryType::GNUSparse {
-                let sparse = self.sparse_map(&h, stored)?;
-                size = sparse.real_size;
-                self.sparse = Some(sparse);
-            }
             (self.left, self.pad) = (stored, padding(stored));
-            return Ok(Some(EntryHeader { header: h, kind, path, link, size, pax: records }));
+            let pax_sparse = records.iter().any(|(k, _)| k.starts_with(b"GNU.sparse."));
+            let mut path = path;
+            let sparse = if kind == tar::EntryType::GNUSparse {
+                if pax_sparse {
+                    return Err(bad(format!(
+                        "entry {:?}: an old GNU sparse header with GNU.sparse PAX records",
+                        show(&path)
+                    )));
+                }
+                Some(self.sparse_map(&h, stored)?)
+            } else if pax_sparse {
+                if !matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) {
+                    return Err(bad(format!("entry {:?}: GNU.sparse PAX records on a {kind:?} entry", show(&path))));
+                }
+                if let Some(n) = value(b"GNU.sparse.name") {
+                    path = n;
+                    self.current = path.clone();
+                }
+                Some(self.pax_sparse_map(&records)?)
+            } else {
+                None
+            };
+            let (size, stored) = match &sparse {
+                Some(sp) => (sp.real_size, self.left),
+                None => (stored, stored),
+            };
+            let is_sparse = sparse.is_some();
+            self.sparse = sparse;
+            return Ok(Some(EntryHeader {
+                header: h,
+                kind,
+                path,
+                link,
+                size,
+                stored,
+                sparse: is_sparse,
+                pax: records,
+            }));
         }
     }
 
@@ -293,23 +381,122 @@ impl<R: Read> TarStream<R> {
             }
             extended = ext.is_extended();
         }
-        let (mut end, mut data) = (0u64, 0u64);
-        for (i, (off, len)) in segments.iter().enumerate() {
-            if *off < end {
-                return Err(bad(format!("entry {name:?}: sparse map segments out of order or overlapping")));
+        check_sparse(&name, segments, real_size, stored, true)
+    }
+
+    /// Reads the map of a sparse file in one of GNU tar's PAX formats (the records were
+    /// checked to be on a regular file): 1.0 (`GNU.sparse.major=1`, `minor=0`; the map is in
+    /// the data, before the file's own), 0.1 (`GNU.sparse.map`), 0.0 (repeated
+    /// `GNU.sparse.offset` / `GNU.sparse.numbytes`). Any other version is refused.
+    fn pax_sparse_map(&mut self, records: &PaxRecords) -> io::Result<Sparse> {
+        let name = show(&self.current);
+        let value = |key: &[u8]| records.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_slice());
+        let number = |what: &str, v: &[u8]| -> io::Result<u64> {
+            std::str::from_utf8(v)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| bad(format!("entry {name:?}: invalid {what} {:?}", show(v))))
+        };
+        let real_size = match value(b"GNU.sparse.realsize").or_else(|| value(b"GNU.sparse.size")) {
+            Some(v) => number("GNU.sparse.realsize", v)?,
+            None => return Err(bad(format!("entry {name:?}: GNU sparse records without the file's size"))),
+        };
+        let mut segments = Vec::new();
+        match (value(b"GNU.sparse.major"), value(b"GNU.sparse.minor")) {
+            (Some(b"1"), Some(b"0")) => {
+                // Decimal numbers, one per line: the count, then offset and length pairs;
+                // padded with NULs to a block boundary.
+                let mut nums: Vec<u64> = Vec::new();
+                let mut digits: Vec<u8> = Vec::new();
+                let mut count: Option<u64> = None;
+                let mut read = 0u64;
+                while count.map(|c| (nums.len() as u64) < c.saturating_mul(2).saturating_add(1)).unwrap_or(true) {
+                    if read >= MAX_SPARSE_MAP {
+                        return Err(bad(format!("entry {name:?}: sparse map over {MAX_SPARSE_MAP} bytes")));
+                    }
+                    let mut block = [0u8; BLOCK as usize];
+                    let mut got = 0;
+                    while got < block.len() {
+                        match self.read_stored(&mut block[got..]) {
+                            Ok(0) => {
+                                return Err(bad(format!("entry {name:?}: the sparse map runs past the entry's data")))
+                            }
+                            Ok(n) => got += n,
+                            Err(e) => return Err(io::Error::new(e.kind(), format!("entry {name:?}: sparse map: {e}"))),
+                        }
+                    }
+                    read += BLOCK;
+                    for &b in block.iter() {
+                        if count.map(|c| (nums.len() as u64) >= c.saturating_mul(2).saturating_add(1)).unwrap_or(false)
+                        {
+                            break;
+                        }
+                        if b == b'\n' {
+                            nums.push(number("sparse map number", &digits)?);
+                            digits.clear();
+                            if count.is_none() {
+                                count = Some(nums[0]);
+                            }
+                        } else {
+                            digits.push(b);
+                            if digits.len() > 20 {
+                                return Err(bad(format!("entry {name:?}: invalid sparse map number")));
+                            }
+                        }
+                    }
+                }
+                segments.extend(nums[1..].chunks(2).map(|p| (p[0], p[1])));
             }
-            if *len != 0 && i > 0 && data % BLOCK != 0 {
-                return Err(bad(format!("entry {name:?}: sparse data not aligned to 512 bytes")));
+            (None, None) => {
+                if let Some(map) = value(b"GNU.sparse.map") {
+                    let nums = map
+                        .split(|b| *b == b',')
+                        .map(|v| number("GNU.sparse.map value", v))
+                        .collect::<io::Result<Vec<u64>>>()?;
+                    if nums.len() % 2 != 0 {
+                        return Err(bad(format!("entry {name:?}: GNU.sparse.map has an odd number of values")));
+                    }
+                    segments.extend(nums.chunks(2).map(|p| (p[0], p[1])));
+                } else {
+                    let mut offset = None;
+                    for (k, v) in records {
+                        match k.as_slice() {
+                            b"GNU.sparse.offset" if offset.is_none() => offset = Some(number("GNU.sparse.offset", v)?),
+                            b"GNU.sparse.numbytes" if offset.is_some() => {
+                                segments.push((offset.take().unwrap_or(0), number("GNU.sparse.numbytes", v)?))
+                            }
+                            b"GNU.sparse.offset" | b"GNU.sparse.numbytes" => {
+                                return Err(bad(format!(
+                                    "entry {name:?}: GNU.sparse.offset and GNU.sparse.numbytes do not alternate"
+                                )))
+                            }
+                            _ => {}
+                        }
+                    }
+                    if offset.is_some() || segments.is_empty() {
+                        return Err(bad(format!("entry {name:?}: GNU sparse records without a complete map")));
+                    }
+                }
+                if let Some(n) = value(b"GNU.sparse.numblocks") {
+                    if number("GNU.sparse.numblocks", n)? != segments.len() as u64 {
+                        return Err(bad(format!(
+                            "entry {name:?}: GNU.sparse.numblocks says {} segments, the map has {}",
+                            show(n),
+                            segments.len()
+                        )));
+                    }
+                }
             }
-            end = off.checked_add(*len).ok_or_else(|| bad(format!("entry {name:?}: sparse map overflows")))?;
-            data += len;
+            (major, minor) => {
+                return Err(bad(format!(
+                    "entry {name:?}: unsupported GNU sparse format version {}.{}",
+                    show(major.unwrap_or(b"?")),
+                    show(minor.unwrap_or(b"?"))
+                )))
+            }
         }
-        if end != real_size || data != stored {
-            return Err(bad(format!(
-                "entry {name:?}: sparse map covers {end} bytes with {data} of data, the header says {real_size} with {stored}"
-            )));
-        }
-        Ok(Sparse { segments, next: 0, pos: 0, real_size })
+        check_sparse(&name, segments, real_size, self.left, false)
     }
 
     fn read_stored(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -335,29 +522,52 @@ impl<R: Read> TarStream<R> {
 
     /// Reads the current entry's content (holes of a sparse file as zeros).
     pub fn read_data(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.read_chunk(buf)? {
+            None => Ok(0),
+            Some(Chunk::Data(n)) => Ok(n),
+            Some(Chunk::Hole(h)) => {
+                // The hole was skipped whole; give back what fits as zeros.
+                let n = buf.len().min(h.min(usize::MAX as u64) as usize);
+                buf[..n].fill(0);
+                if let Some(sp) = &mut self.sparse {
+                    sp.pos -= h - n as u64;
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    /// The next piece of the current entry's content: data read into `buf`, or a hole (a
+    /// sparse file's bytes that are zeros and not stored: to be skipped, not written); None
+    /// at its end.
+    pub fn read_chunk(&mut self, buf: &mut [u8]) -> io::Result<Option<Chunk>> {
         let Some(mut sp) = self.sparse.take() else {
-            return self.read_stored(buf);
+            return Ok(match self.read_stored(buf)? {
+                0 => None,
+                n => Some(Chunk::Data(n)),
+            });
         };
         let r = (|| {
             while let Some(&(off, len)) = sp.segments.get(sp.next) {
                 if sp.pos < off {
-                    let n = buf.len().min((off - sp.pos).min(usize::MAX as u64) as usize);
-                    buf[..n].fill(0);
-                    sp.pos += n as u64;
-                    return Ok(n);
+                    let hole = off - sp.pos;
+                    sp.pos = off;
+                    return Ok(Some(Chunk::Hole(hole)));
                 }
                 if sp.pos < off + len {
                     let n = buf.len().min((off + len - sp.pos).min(usize::MAX as u64) as usize);
                     let n = self.read_stored(&mut buf[..n])?;
                     sp.pos += n as u64;
-                    return Ok(n);
+                    return Ok(Some(Chunk::Data(n)));
                 }
                 sp.next += 1;
             }
-            let n = buf.len().min((sp.real_size - sp.pos).min(usize::MAX as u64) as usize);
-            buf[..n].fill(0);
-            sp.pos += n as u64;
-            Ok(n)
+            if sp.pos < sp.real_size {
+                let hole = sp.real_size - sp.pos;
+                sp.pos = sp.real_size;
+                return Ok(Some(Chunk::Hole(hole)));
+            }
+            Ok(None)
         })();
         self.sparse = Some(sp);
         r

@@ -15,12 +15,13 @@
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::digest::{Digest, HashingReader};
 use crate::sys;
-use crate::tarstream::{EntryHeader, TarStream};
+use crate::tarstream::{Chunk, EntryHeader, TarStream};
 use crate::Error;
 
 /// How a layer blob is compressed.
@@ -95,17 +96,79 @@ pub struct UnpackStats {
     pub entries: u64,
 }
 
+/// How large an image may grow once unpacked, shared by its layers (unpacked in parallel).
+/// A layer counts the larger of its uncompressed tar stream (so every entry's header counts)
+/// and the sizes of its files, holes included (so a sparse file counts what it would take
+/// copied, not only what it takes on disk). Counted as each entry's header is read, before
+/// anything is written.
+#[derive(Debug)]
+pub struct SizeLimit {
+    limit: u64,
+    used: AtomicU64,
+    /// The setting that gives the limit, for errors (e.g. "storage.max-image-size in berth.toml").
+    setting: String,
+}
+
+impl SizeLimit {
+    pub fn new(limit: u64, setting: &str) -> SizeLimit {
+        SizeLimit { limit, used: AtomicU64::new(0), setting: setting.to_string() }
+    }
+
+    pub fn unlimited() -> SizeLimit {
+        SizeLimit::new(u64::MAX, "no limit")
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes counted so far.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::SeqCst)
+    }
+
+    /// Counts `n` more bytes, or (counting nothing) says how the limit would be passed.
+    pub fn take(&self, n: u64) -> Result<(), String> {
+        let mut cur = self.used.load(Ordering::SeqCst);
+        loop {
+            let Some(next) = cur.checked_add(n).filter(|v| *v <= self.limit) else {
+                return Err(format!(
+                    "the image would take more than {} bytes unpacked ({} counted before this, {n} more) ({})",
+                    self.limit, cur, self.setting
+                ));
+            };
+            match self.used.compare_exchange(cur, next, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return Ok(()),
+                Err(v) => cur = v,
+            }
+        }
+    }
+}
+
 /// The overlayfs xattr that makes a directory hide the lower layers' contents.
 pub const OPAQUE_XATTR: &CStr = c"trusted.overlay.opaque";
 
 /// Unpacks the layer stream `reader` (compressed as `compression`) into the directory `dest`,
-/// which should be empty. `layer` names the layer in errors (its digest). The reader is read
-/// to the end of the compressed stream, so a caller hashing it sees every byte.
+/// which should be empty, with no limit on its size (see `unpack_within`). `layer` names the
+/// layer in errors (its digest). The reader is read to the end of the compressed stream, so
+/// a caller hashing it sees every byte.
 pub fn unpack<R: Read>(
     reader: &mut R,
     compression: Compression,
     dest: &std::path::Path,
     layer: &str,
+) -> Result<UnpackStats, Error> {
+    unpack_within(reader, compression, dest, layer, &SizeLimit::unlimited())
+}
+
+/// `unpack`, counting the layer against `limit` (the image's): an entry that would pass it is
+/// refused, naming the layer and the entry, before anything of it is written.
+pub fn unpack_within<R: Read>(
+    reader: &mut R,
+    compression: Compression,
+    dest: &std::path::Path,
+    layer: &str,
+    limit: &SizeLimit,
 ) -> Result<UnpackStats, Error> {
     let root = sys::open_dir(dest).map_err(|e| Error::new(format!("layer {layer}: open {}: {e}", dest.display())))?;
     let decoder = compression.decoder(reader).map_err(|e| Error::new(format!("layer {layer}: decompress: {e}")))?;
@@ -118,16 +181,34 @@ pub fn unpack<R: Read>(
         deferred_dirs: Vec::new(),
         free,
         content_bytes: 0,
+        disk_bytes: 0,
         entries: 0,
         buf: vec![0u8; 256 << 10],
+        limit,
+        counted: 0,
     };
     let mut tar = TarStream::new(hashing);
     while let Some(h) = tar.next_entry().map_err(|e| x.err(None, format!("reading the tar stream: {e}")))? {
+        let stream = tar.get_ref().hasher.len;
+        x.count(&h, stream)?;
         x.entry(&h, &mut tar)?;
     }
     x.finish_dirs()?;
     let mut hashing = tar.into_inner();
-    hashing.drain().map_err(|e| x.err(None, format!("reading past the end of the tar stream: {e}")))?;
+    // What follows the end of the archive is hashed (it is part of the DiffID) and counted.
+    loop {
+        match hashing.read(&mut x.buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(x.err(None, format!("reading past the end of the tar stream: {e}"))),
+        }
+        let total = hashing.hasher.len.max(x.content_bytes);
+        if total > x.counted {
+            x.limit.take(total - x.counted).map_err(|m| x.err(None, format!("after the end of the archive: {m}")))?;
+            x.counted = total;
+        }
+    }
     Ok(UnpackStats {
         diff_id: hashing.hasher.digest(),
         tar_size: hashing.hasher.len,
@@ -136,7 +217,7 @@ pub fn unpack<R: Read>(
     })
 }
 
-struct Extractor {
+struct Extractor<'l> {
     root: OwnedFd,
     layer: String,
     /// Directories opened beneath the root, by path. Bounded; cleared when full or when a
@@ -145,9 +226,15 @@ struct Extractor {
     /// Directories whose mtime is set at the end (creating children changes it).
     deferred_dirs: Vec<(Vec<u8>, i64, u32)>,
     free: u64,
+    /// Bytes of file content, holes included (what the files' sizes add up to).
     content_bytes: u64,
+    /// Bytes of file content actually written (holes are not).
+    disk_bytes: u64,
     entries: u64,
     buf: Vec<u8>,
+    limit: &'l SizeLimit,
+    /// What this layer has counted against `limit`.
+    counted: u64,
 }
 
 /// Owner, mode, times and xattrs of an entry.
@@ -180,12 +267,27 @@ fn components(path: &[u8]) -> Result<Vec<&[u8]>, String> {
     Ok(out)
 }
 
-impl Extractor {
+impl Extractor<'_> {
     fn err(&self, entry: Option<&[u8]>, msg: impl std::fmt::Display) -> Error {
         match entry {
             Some(e) => Error::new(format!("layer {}: entry {:?}: {msg}", self.layer, show(e))),
             None => Error::new(format!("layer {}: {msg}", self.layer)),
         }
+    }
+
+    /// Counts the entry whose header ends at byte `stream` of the tar stream against the
+    /// limit: the layer's size is the larger of its tar stream (this entry's stored content
+    /// and padding included) and its files' sizes (this one's included).
+    fn count(&mut self, h: &EntryHeader, stream: u64) -> Result<(), Error> {
+        let file = matches!(h.kind, tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse);
+        let stored = h.stored.saturating_add((512 - h.stored % 512) % 512);
+        let content = self.content_bytes.saturating_add(if file { h.size } else { 0 });
+        let total = stream.saturating_add(stored).max(content);
+        if total > self.counted {
+            self.limit.take(total - self.counted).map_err(|m| self.err(Some(&h.path), m))?;
+            self.counted = total;
+        }
+        Ok(())
     }
 
     fn entry<R: Read>(&mut self, h: &EntryHeader, tar: &mut TarStream<R>) -> Result<(), Error> {
@@ -243,37 +345,51 @@ impl Extractor {
         let replaced_whiteout = self.clear_slot(dir, &cname, kind == tar::EntryType::Directory, &comps.join(&b'/'))?;
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                let size = h.size;
-                if size > self.free.saturating_sub(self.content_bytes) {
+                // Holes of a sparse file are never written (the file is extended past them),
+                // so only its stored data needs room.
+                let (size, data) = (h.size, h.stored);
+                let room = self.free.saturating_sub(self.disk_bytes);
+                if data > room {
                     return Err(self.err(
                         Some(&raw_path),
-                        format!(
-                            "claims {size} bytes, more than the {} bytes free on the layer filesystem",
-                            self.free.saturating_sub(self.content_bytes)
-                        ),
+                        format!("claims {data} bytes, more than the {room} bytes free on the layer filesystem"),
                     ));
                 }
                 let fd =
                     sys::create_file(dir, &cname).map_err(|e| self.err(Some(&raw_path), format!("create: {e}")))?;
                 let mut file = File::from(fd);
-                let mut written: u64 = 0;
+                let (mut pos, mut written) = (0u64, 0u64);
                 loop {
-                    let n = match tar.read_data(&mut self.buf) {
-                        Ok(0) => break,
-                        Ok(n) => n,
+                    match tar.read_chunk(&mut self.buf) {
+                        Ok(None) => break,
+                        Ok(Some(Chunk::Data(n))) => {
+                            file.write_all(&self.buf[..n])
+                                .map_err(|e| self.err(Some(&raw_path), format!("write: {e}")))?;
+                            pos += n as u64;
+                            written += n as u64;
+                        }
+                        Ok(Some(Chunk::Hole(n))) => {
+                            pos =
+                                pos.checked_add(n).ok_or_else(|| self.err(Some(&raw_path), "sparse file too large"))?;
+                            file.seek(SeekFrom::Start(pos))
+                                .map_err(|e| self.err(Some(&raw_path), format!("seek past a hole: {e}")))?;
+                        }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(self.err(Some(&raw_path), format!("reading content: {e}"))),
-                    };
-                    file.write_all(&self.buf[..n]).map_err(|e| self.err(Some(&raw_path), format!("write: {e}")))?;
-                    written += n as u64;
+                    }
                 }
-                if written != size && kind != tar::EntryType::GNUSparse {
+                if pos != size {
                     return Err(self.err(
                         Some(&raw_path),
-                        format!("claims {size} bytes but the layer ends after {written} (truncated layer)"),
+                        format!("claims {size} bytes but the layer ends after {pos} (truncated layer)"),
                     ));
                 }
-                self.content_bytes += written;
+                if h.sparse {
+                    // A hole at the end: the size is set, no byte written.
+                    file.set_len(size).map_err(|e| self.err(Some(&raw_path), format!("set size {size}: {e}")))?;
+                }
+                self.content_bytes += size;
+                self.disk_bytes += written;
                 self.apply_fd(file.as_fd(), &meta, &raw_path)?;
             }
             tar::EntryType::Directory => {
@@ -321,8 +437,21 @@ impl Extractor {
                 let (fmt, dev) = match kind {
                     tar::EntryType::Fifo => (libc::S_IFIFO, 0),
                     _ => {
-                        let major = h.device_major().ok().flatten().unwrap_or(0);
-                        let minor = h.device_minor().ok().flatten().unwrap_or(0);
+                        // The kernel's device numbers: 12 bits of major, 20 of minor. A number
+                        // that does not parse is refused (it used to become 0, and 0:0 is an
+                        // overlay whiteout).
+                        let number = |what: &str, v: io::Result<Option<u32>>, max: u32| match v {
+                            Ok(Some(n)) if n <= max => Ok(n),
+                            Ok(Some(n)) => {
+                                Err(self.err(Some(&raw_path), format!("device {what} {n} out of range (0 to {max})")))
+                            }
+                            Ok(None) => Err(self.err(Some(&raw_path), format!("device entry without a {what} number"))),
+                            Err(e) => {
+                                Err(self.err(Some(&raw_path), format!("invalid device {what} in tar header: {e}")))
+                            }
+                        };
+                        let major = number("major", h.device_major(), 0xfff)?;
+                        let minor = number("minor", h.device_minor(), 0xfffff)?;
                         let fmt = if kind == tar::EntryType::Char { libc::S_IFCHR } else { libc::S_IFBLK };
                         (fmt, libc::makedev(major, minor))
                     }
@@ -379,10 +508,15 @@ impl Extractor {
                 }
             }
         }
-        let (uid, gid) = (
-            u32::try_from(uid).map_err(|_| self.err(Some(raw_path), format!("uid {uid} out of range")))?,
-            u32::try_from(gid).map_err(|_| self.err(Some(raw_path), format!("gid {gid} out of range")))?,
-        );
+        // Owners are 32-bit, and (uid_t)-1 is no owner: chown(2) takes it for "unchanged" and
+        // would leave the file root's.
+        let id = |what: &str, v: u64| {
+            u32::try_from(v)
+                .ok()
+                .filter(|v| *v != u32::MAX)
+                .ok_or_else(|| self.err(Some(raw_path), format!("{what} {v} out of range (0 to 4294967294)")))
+        };
+        let (uid, gid) = (id("uid", uid)?, id("gid", gid)?);
         Ok(Meta { uid, gid, mode, mtime, mtime_nsec, xattrs })
     }
 

@@ -142,3 +142,30 @@ fn overlay_errors_carry_the_kernels_reason() {
     }
     assert!(snaps.list().unwrap().is_empty(), "a failed snapshot is removed");
 }
+
+#[test]
+fn copy_snapshot_keeps_sparse_files_sparse() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = LayerBuilder::new();
+    let size: u64 = 4 << 30;
+    b.gnu_sparse("disk.img", size, &[(0, &[1u8; 512]), (size - 512, &[2u8; 512])]).file("plain", 0o644, b"x\n");
+    let lower = layer(&tmp.path().join("layer"), b);
+    let snaps = Snapshotter::open(&tmp.path().join("snapshots")).unwrap();
+    let rootfs = snaps.prepare("cp", &[lower], Driver::Copy).unwrap();
+    let copy = rootfs.join("disk.img");
+    let md = fs::metadata(&copy).unwrap();
+    assert_eq!(md.len(), size);
+    assert!(md.blocks() * 512 <= 1 << 20, "the copy wrote {} bytes for 1 KiB of data", md.blocks() * 512);
+    let data = {
+        use std::os::unix::fs::FileExt;
+        let f = fs::File::open(&copy).unwrap();
+        let mut head = [0u8; 512];
+        let mut tail = [0u8; 512];
+        f.read_exact_at(&mut head, 0).unwrap();
+        f.read_exact_at(&mut tail, size - 512).unwrap();
+        (head, tail)
+    };
+    assert_eq!(data, ([1u8; 512], [2u8; 512]));
+    assert_eq!(fs::read(rootfs.join("plain")).unwrap(), b"x\n");
+}

@@ -389,3 +389,224 @@ fn pax_size_long_names_and_gnu_sparse_files_unpack() {
     assert!(sparse[..4096].iter().all(|b| *b == 0) && sparse[4096..5120].iter().all(|b| *b == 7));
     assert!(sparse[5120..].iter().all(|b| *b == 0));
 }
+
+/// Bytes a file takes on disk (its allocated blocks).
+fn on_disk(p: &Path) -> u64 {
+    fs::metadata(p).unwrap().blocks() * 512
+}
+
+fn read_at(p: &Path, off: u64, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len];
+    fs::File::open(p).unwrap().read_exact_at(&mut buf, off).unwrap();
+    buf
+}
+
+const GIB4: u64 = 4 << 30;
+
+#[test]
+fn old_gnu_sparse_file_of_4_gib_keeps_its_holes() {
+    // The attack: a layer of about 2 KB holding an old-GNU sparse entry of 4 GiB used to write
+    // 4 GiB of real zeros.
+    let mut b = LayerBuilder::new();
+    b.gnu_sparse("huge", GIB4, &[(0, &[1u8; 512]), (GIB4 - 512, &[2u8; 512])]);
+    let tar = b.finish();
+    assert!(tar.len() <= 4096, "{} bytes", tar.len());
+    let sb = sandbox();
+    let stats = unpack_bytes(&tar, Compression::None, &sb.layer).unwrap();
+    let f = sb.layer.join("huge");
+    assert_eq!(fs::metadata(&f).unwrap().len(), GIB4);
+    assert!(on_disk(&f) <= 1 << 20, "{} bytes written for 1 KiB of data", on_disk(&f));
+    assert_eq!(read_at(&f, 0, 512), vec![1u8; 512]);
+    assert_eq!(read_at(&f, 1 << 30, 512), vec![0u8; 512]);
+    assert_eq!(read_at(&f, GIB4 - 512, 512), vec![2u8; 512]);
+    assert_eq!(stats.content_bytes, GIB4, "the content size counts the holes");
+    assert_eq!(stats.diff_id, Digest::of(&tar));
+}
+
+#[test]
+fn pax_sparse_formats_unpack_with_their_holes() {
+    let (a, c) = (vec![b'a'; 512], vec![b'c'; 100]);
+    let segments: [(u64, &[u8]); 3] = [(0, &a), (1 << 20, &a), ((1 << 30) - 100, &c)];
+    for version in ["0.0", "0.1", "1.0"] {
+        let mut b = LayerBuilder::new();
+        b.dir("dir/", 0o755).pax_sparse(version, "dir/sparse", 1 << 30, &segments).file("dir/after", 0o644, b"next\n");
+        let tar = b.finish();
+        let sb = sandbox();
+        let stats = unpack_bytes(&tar, Compression::None, &sb.layer).unwrap_or_else(|e| panic!("{version}: {e}"));
+        assert_eq!(stats.diff_id, Digest::of(&tar));
+        let f = sb.layer.join("dir/sparse");
+        assert_eq!(fs::metadata(&f).unwrap().len(), 1 << 30, "{version}");
+        assert!(on_disk(&f) <= 1 << 20, "{version}: {} bytes on disk", on_disk(&f));
+        assert_eq!(read_at(&f, 0, 512), a, "{version}");
+        assert_eq!(read_at(&f, 512, 512), vec![0u8; 512], "{version}");
+        assert_eq!(read_at(&f, 1 << 20, 512), a, "{version}");
+        assert_eq!(read_at(&f, (1 << 30) - 100, 100), c, "{version}");
+        assert_eq!(fs::read(sb.layer.join("dir/after")).unwrap(), b"next\n", "{version}: the next entry");
+        assert!(!sb.layer.join("dir/GNUSparseFile.0").exists(), "{version}: extracted in its condensed form");
+    }
+}
+
+#[test]
+fn sparse_archives_of_gnu_tar_unpack_exactly() {
+    // What GNU tar itself writes, in each of its sparse formats.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let file = src.join("disk.img");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::File::create(&file).unwrap();
+        f.set_len(64 << 20).unwrap();
+        for (i, off) in [0u64, 3 << 20, 40 << 20, (64 << 20) - 4096].iter().enumerate() {
+            f.write_all_at(&[i as u8 + 1; 4096], *off).unwrap();
+        }
+    }
+    let want = fs::read(&file).unwrap();
+    for format in [
+        &["--format=gnu"][..],
+        &["--format=pax", "--sparse-version=0.0"],
+        &["--format=pax", "--sparse-version=0.1"],
+        &["--format=pax", "--sparse-version=1.0"],
+    ] {
+        let archive = tmp.path().join("sparse.tar");
+        let out = std::process::Command::new("tar")
+            .args(["--sparse", "-c", "-f"])
+            .arg(&archive)
+            .args(format)
+            .arg("-C")
+            .arg(&src)
+            .arg("disk.img")
+            .output()
+            .expect("GNU tar (Debian package tar)");
+        assert!(out.status.success(), "tar {format:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let tar = fs::read(&archive).unwrap();
+        assert!(tar.len() < 1 << 20, "{format:?}: GNU tar did not write a sparse entry ({} bytes)", tar.len());
+        let sb = sandbox();
+        unpack_bytes(&tar, Compression::None, &sb.layer).unwrap_or_else(|e| panic!("{format:?}: {e}"));
+        let got = sb.layer.join("disk.img");
+        assert!(fs::read(&got).unwrap() == want, "{format:?}: the content differs");
+        assert!(on_disk(&got) <= 1 << 20, "{format:?}: {} bytes on disk", on_disk(&got));
+    }
+}
+
+#[test]
+fn hostile_sparse_maps_are_refused() {
+    let rec = |b: &mut LayerBuilder, recs: &[(&str, &str)], data: &[u8]| {
+        let recs: Vec<(&[u8], &[u8])> = recs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect();
+        b.pax_header(&recs).file("s", 0o644, data);
+    };
+    let pad = |b: &[u8]| {
+        let mut v = b.to_vec();
+        v.resize(512, 0);
+        v
+    };
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<u8>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec![("GNU.sparse.major", "2"), ("GNU.sparse.minor", "0"), ("GNU.sparse.realsize", "10")],
+            vec![],
+            "unsupported GNU sparse format version 2.0",
+        ),
+        (vec![("GNU.sparse.size", "4096"), ("GNU.sparse.map", "0,100")], vec![7; 50], "sparse map covers"),
+        (vec![("GNU.sparse.size", "10"), ("GNU.sparse.map", "0,100")], vec![7; 100], "ends past the file's size"),
+        (vec![("GNU.sparse.size", "4096"), ("GNU.sparse.map", "0,10,5,10")], vec![7; 20], "out of order"),
+        (vec![("GNU.sparse.size", "4096"), ("GNU.sparse.map", "0,10,20")], vec![7; 10], "odd number"),
+        (vec![("GNU.sparse.size", "4096"), ("GNU.sparse.offset", "0")], vec![], "complete map"),
+        (
+            vec![("GNU.sparse.size", "4096"), ("GNU.sparse.numblocks", "2"), ("GNU.sparse.map", "0,10")],
+            vec![7; 10],
+            "numblocks",
+        ),
+        (vec![("GNU.sparse.map", "0,10")], vec![7; 10], "without the file's size"),
+        (
+            vec![("GNU.sparse.major", "1"), ("GNU.sparse.minor", "0"), ("GNU.sparse.realsize", "4096")],
+            {
+                // A map of more entries than the entry holds: a full block of "0\n", no more.
+                let mut m = b"9999999\n".to_vec();
+                while m.len() < 512 {
+                    m.extend_from_slice(b"0\n");
+                }
+                m
+            },
+            "runs past the entry's data",
+        ),
+        (
+            vec![("GNU.sparse.major", "1"), ("GNU.sparse.minor", "0"), ("GNU.sparse.realsize", "4096")],
+            pad(b"1\nx\n"),
+            "invalid sparse map number",
+        ),
+    ];
+    for (recs, data, why) in cases {
+        let mut b = LayerBuilder::new();
+        rec(&mut b, &recs, &data);
+        expect_rejected(b.finish(), "\"s\"", why);
+    }
+}
+
+#[test]
+fn expanded_size_limit_refuses_before_writing() {
+    use berth_storage::{unpack_within, SizeLimit};
+    let setting = "storage.max-image-size in berth.toml";
+    // The sparse file alone passes a 1 MiB limit: refused at its header, nothing created.
+    let mut b = LayerBuilder::new();
+    b.file("small", 0o644, b"fits").gnu_sparse("huge", GIB4, &[(GIB4 - 512, &[2u8; 512])]);
+    let tar = b.finish();
+    let sb = sandbox();
+    let limit = SizeLimit::new(1 << 20, setting);
+    let err = unpack_within(&mut &tar[..], Compression::None, &sb.layer, LAYER, &limit).unwrap_err().to_string();
+    assert!(err.contains(LAYER) && err.contains("entry \"huge\"") && err.contains(setting), "{err}");
+    assert!(err.contains("more than 1048576 bytes unpacked"), "{err}");
+    assert!(!sb.layer.join("huge").exists() && sb.layer.join("small").exists());
+    // One limit for the layers of an image: the second layer passes it.
+    let limit = SizeLimit::new(1 << 20, setting);
+    let mut b = LayerBuilder::new();
+    b.file("half", 0o644, &vec![5u8; 600 << 10]);
+    let layer = b.finish();
+    let (one, two) = (sandbox(), sandbox());
+    unpack_within(&mut &layer[..], Compression::None, &one.layer, LAYER, &limit).unwrap();
+    let err = unpack_within(&mut &layer[..], Compression::None, &two.layer, LAYER, &limit).unwrap_err().to_string();
+    assert!(err.contains("entry \"half\"") && err.contains(setting), "{err}");
+    // Entries count even when empty: 4000 empty files are 2 MB of tar stream.
+    let mut b = LayerBuilder::new();
+    for i in 0..4000 {
+        b.file(&format!("e{i}"), 0o644, b"");
+    }
+    let many = compress(&b.finish(), C::Gzip);
+    assert!(many.len() < 200 << 10);
+    let sb = sandbox();
+    let limit = SizeLimit::new(1 << 20, setting);
+    let err = unpack_within(&mut &many[..], Compression::Gzip, &sb.layer, LAYER, &limit).unwrap_err().to_string();
+    assert!(err.contains(setting), "{err}");
+}
+
+#[test]
+fn hostile_ids_and_device_numbers_refused() {
+    // (uid_t)-1 means "unchanged" to chown: the file would stay root's.
+    let mut b = LayerBuilder::new();
+    b.uid = u32::MAX as u64;
+    b.file("owned-by-minus-one", 0o4755, b"#!/bin/sh\n");
+    expect_rejected(b.finish(), "owned-by-minus-one", "uid 4294967295 out of range");
+    let mut b = LayerBuilder::new();
+    b.pax_header(&[(b"gid", b"4294967295")]).file("group-minus-one", 0o644, b"x");
+    expect_rejected(b.finish(), "group-minus-one", "gid 4294967295 out of range");
+    let mut b = LayerBuilder::new();
+    b.pax_header(&[(b"uid", b"4294967296")]).file("wide-uid", 0o644, b"x");
+    expect_rejected(b.finish(), "wide-uid", "uid 4294967296 out of range");
+    // Device numbers beyond the kernel's 12 + 20 bits would be cut to others.
+    let mut b = LayerBuilder::new();
+    b.char_dev("dev/big-major", 4096, 1);
+    expect_rejected(b.finish(), "dev/big-major", "device major 4096 out of range");
+    let mut b = LayerBuilder::new();
+    b.char_dev("dev/big-minor", 1, 1 << 20);
+    expect_rejected(b.finish(), "dev/big-minor", "device minor 1048576 out of range");
+    // The largest valid ones are fine.
+    let mut b = LayerBuilder::new();
+    b.uid = 4294967294;
+    b.file("top-uid", 0o644, b"x").char_dev("dev/top", 4095, (1 << 20) - 1);
+    let sb = sandbox();
+    unpack_bytes(&b.finish(), Compression::None, &sb.layer).unwrap();
+    assert_eq!(fs::metadata(sb.layer.join("top-uid")).unwrap().uid(), 4294967294);
+    let rdev = fs::metadata(sb.layer.join("dev/top")).unwrap().rdev();
+    assert_eq!((libc::major(rdev), libc::minor(rdev)), (4095, (1 << 20) - 1));
+}

@@ -156,25 +156,103 @@ impl LayerBuilder {
     }
     /// A file with pax extended attributes (SCHILY.xattr.*).
     pub fn file_with_xattr(&mut self, path: &str, content: &[u8], xattr: &str, value: &[u8]) -> &mut Self {
-        let mut rec = Vec::new();
-        let kv = format!(" SCHILY.xattr.{xattr}=");
-        let body_len = kv.len() + value.len() + 1;
-        let mut total = body_len + 1;
-        while total != body_len + total.to_string().len() {
-            total = body_len + total.to_string().len();
+        let key = format!("SCHILY.xattr.{xattr}");
+        self.pax_header(&[(key.as_bytes(), value)]);
+        self.file(path, 0o644, content)
+    }
+
+    /// A PAX extended header with `records` (for the entry appended next).
+    pub fn pax_header(&mut self, records: &[(&[u8], &[u8])]) -> &mut Self {
+        let mut body = Vec::new();
+        for (k, v) in records {
+            let len = k.len() + v.len() + 3; // ' ', '=', '\n'
+            let mut total = len + 1;
+            while total != len + total.to_string().len() {
+                total = len + total.to_string().len();
+            }
+            body.extend_from_slice(total.to_string().as_bytes());
+            body.push(b' ');
+            body.extend_from_slice(k);
+            body.push(b'=');
+            body.extend_from_slice(v);
+            body.push(b'\n');
         }
-        rec.extend_from_slice(total.to_string().as_bytes());
-        rec.extend_from_slice(kv.as_bytes());
-        rec.extend_from_slice(value);
-        rec.push(b'\n');
         let mut p = tar::Header::new_ustar();
         p.set_entry_type(tar::EntryType::XHeader);
-        p.set_size(rec.len() as u64);
+        p.set_size(body.len() as u64);
         p.set_mode(0o644);
         p.as_ustar_mut().unwrap().name[..10].copy_from_slice(b"PaxHeaders");
         p.set_cksum();
-        self.b.append(&p, &rec[..]).unwrap();
-        self.file(path, 0o644, content)
+        self.b.append(&p, &body[..]).unwrap();
+        self
+    }
+
+    /// An old GNU sparse file (type 'S'): `real_size` bytes of which only the `segments`
+    /// (offset, data) are stored, holes elsewhere. Every segment but the last must be whole
+    /// 512-byte blocks (as GNU tar writes them); at most 4 segments (no extension blocks).
+    pub fn gnu_sparse(&mut self, path: &str, real_size: u64, segments: &[(u64, &[u8])]) -> &mut Self {
+        assert!(segments.len() <= 4, "the fixture builder writes the map in the header only");
+        let data: Vec<u8> = segments.iter().flat_map(|(_, d)| d.iter().copied()).collect();
+        let mut h = self.header(tar::EntryType::GNUSparse, 0o644, data.len() as u64);
+        {
+            let g = h.as_gnu_mut().unwrap();
+            for (i, (off, d)) in segments.iter().enumerate() {
+                g.sparse[i].set_offset(*off);
+                g.sparse[i].set_length(d.len() as u64);
+            }
+            g.realsize.copy_from_slice(format!("{real_size:011o}\0").as_bytes());
+        }
+        self.append(h, path, None, &data)
+    }
+
+    /// A sparse file in one of GNU tar's PAX formats ("0.0", "0.1" or "1.0"), written as
+    /// GNU tar writes it: the map in PAX records (0.x) or before the data (1.0), the real name
+    /// in GNU.sparse.name and a GNUSparseFile.0/ name in the header (0.1, 1.0).
+    pub fn pax_sparse(&mut self, version: &str, path: &str, real_size: u64, segments: &[(u64, &[u8])]) -> &mut Self {
+        let mut data: Vec<u8> = Vec::new();
+        let mut recs: Vec<(String, String)> = Vec::new();
+        let (dir, base) = path.rsplit_once('/').map(|(d, b)| (format!("{d}/"), b)).unwrap_or((String::new(), path));
+        let sparse_name = format!("{dir}GNUSparseFile.0/{base}");
+        let header_name = match version {
+            "0.0" => {
+                recs.push(("GNU.sparse.size".into(), real_size.to_string()));
+                recs.push(("GNU.sparse.numblocks".into(), segments.len().to_string()));
+                for (off, d) in segments {
+                    recs.push(("GNU.sparse.offset".into(), off.to_string()));
+                    recs.push(("GNU.sparse.numbytes".into(), d.len().to_string()));
+                }
+                path.to_string()
+            }
+            "0.1" => {
+                recs.push(("GNU.sparse.size".into(), real_size.to_string()));
+                recs.push(("GNU.sparse.numblocks".into(), segments.len().to_string()));
+                let map: Vec<String> =
+                    segments.iter().flat_map(|(o, d)| [o.to_string(), d.len().to_string()]).collect();
+                recs.push(("GNU.sparse.map".into(), map.join(",")));
+                recs.push(("GNU.sparse.name".into(), path.into()));
+                sparse_name
+            }
+            "1.0" => {
+                recs.push(("GNU.sparse.major".into(), "1".into()));
+                recs.push(("GNU.sparse.minor".into(), "0".into()));
+                recs.push(("GNU.sparse.name".into(), path.into()));
+                recs.push(("GNU.sparse.realsize".into(), real_size.to_string()));
+                let mut map = format!("{}\n", segments.len());
+                for (off, d) in segments {
+                    map.push_str(&format!("{off}\n{}\n", d.len()));
+                }
+                data.extend_from_slice(map.as_bytes());
+                data.resize(data.len().div_ceil(512) * 512, 0);
+                sparse_name
+            }
+            v => panic!("no GNU sparse format {v}"),
+        };
+        for (_, d) in segments {
+            data.extend_from_slice(d);
+        }
+        let recs: Vec<(&[u8], &[u8])> = recs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect();
+        self.pax_header(&recs);
+        self.file(&header_name, 0o644, &data)
     }
 
     /// Adds every entry of the directory tree `root` (sorted, deterministic), with the

@@ -3,8 +3,8 @@
 //! authentication against the loopback `TokenServer` here, which signs JWTs with openssl), and a
 //! loopback `Proxy` in front of it that the tests steer: it can demand Bearer tokens (issued
 //! by its own token endpoint, the flow a registry with a token server uses), stall or cut a
-//! blob download after a number of bytes, redirect blob downloads to another host, and records
-//! every request it received.
+//! blob download after a number of bytes, drip blobs or manifests one byte at a time,
+//! redirect blob downloads to another host, and records every request it received.
 //!
 //! Processes are stopped by pid and reaped on drop; nothing is left running.
 
@@ -256,8 +256,18 @@ pub enum AfterBudget {
     Cut,
 }
 
+/// Responses the proxy sends one byte at a time (see `Proxy::drip`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drip {
+    /// Blob bodies, after their first `after` bytes (the headers come at once).
+    Blobs { after: u64 },
+    /// Manifest responses, from the first byte of the status line.
+    Manifests,
+}
+
 #[derive(Default)]
 struct ProxyState {
+    drip: Mutex<Option<(Drip, Duration)>>,
     requests: Mutex<Vec<String>>,
     /// Blob body bytes still allowed through (u64::MAX: unlimited).
     budget: AtomicU64,
@@ -325,6 +335,12 @@ impl Proxy {
         self.state.cut.store(after == AfterBudget::Cut, Ordering::SeqCst);
         self.state.stalled.store(false, Ordering::SeqCst);
         self.state.budget.store(bytes, Ordering::SeqCst);
+    }
+
+    /// Sends the responses `what` selects one byte every `interval` (None: at full speed
+    /// again), as a registry that keeps a connection alive without ever finishing.
+    pub fn drip(&self, what: Option<Drip>, interval: Duration) {
+        *self.state.drip.lock().unwrap() = what.map(|w| (w, interval));
     }
 
     /// Removes the limit: stalled transfers continue.
@@ -540,6 +556,24 @@ fn serve(client: TcpStream, upstream_port: u16, own_port: u16, st: &ProxyState) 
         rh.push_str("\r\n");
     }
     rh.push_str("Connection: close\r\n\r\n");
+    let is_manifest = path.contains("/manifests/") && request_line.starts_with("GET");
+    let drip = *st.drip.lock().unwrap();
+    match drip {
+        Some((Drip::Blobs { after }, interval)) if is_blob => {
+            client.write_all(rh.as_bytes())?;
+            let mut body = Vec::new();
+            ur.read_to_end(&mut body)?;
+            let at_once = (after as usize).min(body.len());
+            client.write_all(&body[..at_once])?;
+            return drip_bytes(&mut client, &body[at_once..], interval, st);
+        }
+        Some((Drip::Manifests, interval)) if is_manifest => {
+            let mut all = rh.into_bytes();
+            ur.read_to_end(&mut all)?;
+            return drip_bytes(&mut client, &all, interval, st);
+        }
+        _ => {}
+    }
     client.write_all(rh.as_bytes())?;
     let mut buf = [0u8; 16 * 1024];
     loop {
@@ -574,6 +608,40 @@ fn serve(client: TcpStream, upstream_port: u16, own_port: u16, st: &ProxyState) 
         client.write_all(chunk)?;
     }
     let _ = client.shutdown(Shutdown::Both);
+    Ok(())
+}
+
+/// Writes `data` one byte every `interval`, until done, the client gone or the proxy stopped.
+fn drip_bytes(client: &mut TcpStream, data: &[u8], interval: Duration, st: &ProxyState) -> io::Result<()> {
+    for b in data {
+        if st.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        client.write_all(std::slice::from_ref(b))?;
+        thread::sleep(interval);
+    }
+    let _ = client.shutdown(Shutdown::Both);
+    Ok(())
+}
+
+/// PUTs a manifest or index document to the plain-HTTP registry at `addr` (`host:port`) as
+/// `repo:reference` (a tag or its digest), as a push tool does; skopeo cannot push an index
+/// that lists another index. Returns the status line on anything but 201.
+pub fn put_manifest(addr: &str, repo: &str, reference: &str, bytes: &[u8], media_type: &str) -> io::Result<()> {
+    let mut c = TcpStream::connect(addr)?;
+    let head = format!(
+        "PUT /v2/{repo}/manifests/{reference} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {media_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        bytes.len()
+    );
+    c.write_all(head.as_bytes())?;
+    c.write_all(bytes)?;
+    let mut r = BufReader::new(c);
+    let Some(resp) = read_head(&mut r)? else { return Err(io::Error::other("no response to the manifest PUT")) };
+    if resp[0].split(' ').nth(1) != Some("201") {
+        let mut body = String::new();
+        let _ = r.take(4096).read_to_string(&mut body);
+        return Err(io::Error::other(format!("PUT {repo}:{reference}: {} {body}", resp[0])));
+    }
     Ok(())
 }
 
