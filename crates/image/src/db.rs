@@ -102,8 +102,8 @@ pub struct LayerRow {
 /// The tables of `SCHEMA`: a database at the current version lacking one is damaged.
 const TABLES: [&str; 7] = ["images", "image_layers", "tags", "repo_digests", "layers", "blob_sources", "snapshots"];
 
-/// The first 16 bytes of every SQLite database file.
-const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+/// The size of an SQLite database file's header: a shorter file is no database.
+const SQLITE_HEADER_LEN: u64 = 100;
 
 /// Why `Db::open` could not open the database.
 #[derive(Debug)]
@@ -136,7 +136,9 @@ fn is_damage(e: &rusqlite::Error) -> bool {
 }
 
 fn sqlite_err(path: &Path, what: &str, e: rusqlite::Error) -> OpenError {
-    if is_damage(&e) {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) {
+        damaged(format!("is not an SQLite database ({what}: {e})"))
+    } else if is_damage(&e) {
         damaged(format!("cannot be read as a database ({what}: {e})"))
     } else {
         OpenError::Other(crate::Error::msg(format!("metadata database {}: {what}: {e}", path.display())))
@@ -176,17 +178,12 @@ impl Db {
         if meta.len() == 0 {
             return Err(damaged("is empty (0 bytes)"));
         }
-        let mut magic = [0u8; 16];
-        let read = std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic));
-        match read {
-            Ok(()) if &magic == SQLITE_MAGIC => {}
-            Ok(()) => {
-                return Err(damaged(format!("is not an SQLite database ({} bytes without its header)", meta.len())))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Err(damaged(format!("is truncated ({} bytes)", meta.len())))
-            }
-            Err(e) => return Err(damaged(format!("cannot be read ({e})"))),
+        // The header is judged from the size and by SQLite itself, never by reading the file
+        // through a descriptor of our own: while every command did that before SQLite opened
+        // it, commands running side by side read container records older than writes other
+        // commands had committed (seen as containers started again being "exited").
+        if meta.len() < SQLITE_HEADER_LEN {
+            return Err(damaged(format!("is truncated ({} bytes, less than a database header)", meta.len())));
         }
         // Without SQLITE_OPEN_CREATE: a file removed meanwhile is not made again.
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
