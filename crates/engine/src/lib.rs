@@ -68,6 +68,12 @@ pub struct Lock {
     _f: File,
 }
 
+impl Lock {
+    pub(crate) fn from_file(f: File) -> Lock {
+        Lock { _f: f }
+    }
+}
+
 impl Engine {
     /// Opens the store at `root` with the configuration file `config_path` (or the default).
     pub fn open(root: &Path, config_path: Option<&Path>) -> Result<Engine> {

@@ -29,9 +29,17 @@ impl Engine {
     /// monitor starts it. Starting a running container does nothing.
     pub fn start_with<T>(&self, name_or_id: &str, before_start: impl FnOnce(&Path) -> Result<T>) -> Result<Option<T>> {
         let id = self.resolve_id(name_or_id)?;
+        // A previous run's monitor finishes first: it deletes the runtime's state of the
+        // container it watched, then runs the exit hook (which needs this lock). A new run
+        // started before that would have its container deleted under it.
+        if let Some(prev) = self.load(&id)? {
+            if prev.state.status != "running" || self.exit_file(&id).exists() {
+                self.wait_monitor_gone(&prev, Duration::from_secs(30));
+            }
+        }
         let _lock = self.lock(&id)?;
         let mut c = self.load(&id)?.ok_or_else(|| Error::not_found(format!("no such container: {name_or_id}")))?;
-        self.refresh(&mut c)?;
+        self.refresh_locked(&mut c)?;
         match c.state.status.as_str() {
             "running" => return Ok(None),
             "creating" => bail!(InvalidState, "container {} was not completely created (the command creating it was interrupted): remove it with rm -f", c.name),

@@ -4,7 +4,7 @@
 use std::os::fd::AsRawFd;
 
 use super::*;
-use crate::error::{bail, Error, Result};
+use crate::error::{bail, Context, Error, Result};
 use crate::runtime::{self, Runtime};
 use crate::{time, Engine};
 
@@ -32,50 +32,49 @@ impl Engine {
         Ok(all)
     }
 
-    /// Brings a `running` record up to date; a container found dead with its cleanup not done
-    /// is cleaned up now (if no one else holds its lock).
+    /// Brings a record up to date with the truth, for a caller that does not hold the
+    /// container's lock. A record changes only under the lock and as it is stored then: a
+    /// reader that looked before a `start` must not write its stale view (an exit it saw, a
+    /// dead monitor) over the new run's. When someone else holds the lock (a start, a stop,
+    /// the monitor's exit hook), the stored record is read again and brought up to date in
+    /// memory only: the holder records what it does.
     pub(crate) fn refresh(&self, c: &mut Container) -> Result<()> {
-        if c.state.status != "running" {
-            if c.state.status == "exited" && !c.state.cleaned {
-                self.try_cleanup(c)?;
+        let stale = match c.state.status.as_str() {
+            "running" => self.observe(&mut c.clone()),
+            "exited" => !c.state.cleaned,
+            _ => false,
+        };
+        if !stale {
+            return Ok(());
+        }
+        let lock = self.try_lock(&c.id)?;
+        match self.load(&c.id)? {
+            Some(fresh) => *c = fresh,
+            // Removed meanwhile (a `--rm` container's own exit hook).
+            None => {
+                c.state.status = "removed".into();
+                return Ok(());
             }
-            return Ok(());
         }
-        if let Some(x) = read_exit_record(&self.exit_file(&c.id)) {
-            c.state.record_exit(x);
-            self.save(c)?;
-            if !alive(c.state.monitor_pid, c.state.monitor_start) {
-                self.try_cleanup(c)?;
+        match lock {
+            Some(_held) => self.refresh_locked(c),
+            None => {
+                self.observe(c);
+                Ok(())
             }
-            return Ok(());
         }
-        if alive(c.state.monitor_pid, c.state.monitor_start) || alive(c.state.pid, c.state.pid_start) {
-            return Ok(());
-        }
-        // Re-read: the exit file may have been written between the two checks.
-        if self.exit_file(&c.id).exists() {
-            return self.refresh(c);
-        }
-        c.state.status = "exited".into();
-        c.state.exit_code = Some(EXIT_UNKNOWN);
-        c.state.finished_at = time::now_rfc3339();
-        c.state.error =
-            "the container's monitor died before the container's exit was recorded; exit status unknown".into();
-        self.save(c)?;
-        self.try_cleanup(c)
     }
 
-    pub(crate) fn try_cleanup(&self, c: &mut Container) -> Result<()> {
-        let p = self.run_root.join("locks").join(&c.id);
-        let Ok(f) = std::fs::File::options().create(true).truncate(false).write(true).open(&p) else { return Ok(()) };
-        // SAFETY: flock on our descriptor.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Ok(());
+    /// As `refresh`, for a caller that holds the container's lock: records the exit the
+    /// monitor wrote, or an exit no one saw (monitor and init both gone), and releases what a
+    /// dead container still holds.
+    pub(crate) fn refresh_locked(&self, c: &mut Container) -> Result<()> {
+        if self.observe(c) {
+            self.save(c)?;
         }
-        if let Some(fresh) = self.load(&c.id)? {
-            *c = fresh;
-        }
-        if c.state.status == "exited" && !c.state.cleaned {
+        // The monitor's own exit hook cleans up after it; a dead container whose monitor is
+        // gone too is cleaned up here.
+        if c.state.status == "exited" && !c.state.cleaned && !alive(c.state.monitor_pid, c.state.monitor_start) {
             self.cleanup_locked(c);
             if c.options.auto_remove {
                 self.destroy(c, true)?;
@@ -83,6 +82,43 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Updates a `running` record in memory from the truth: the exit the monitor recorded, or
+    /// an exit no one saw (the monitor and the init both gone). Whether it changed.
+    fn observe(&self, c: &mut Container) -> bool {
+        if c.state.status != "running" {
+            return false;
+        }
+        if let Some(x) = read_exit_record(&self.exit_file(&c.id)) {
+            c.state.record_exit(x);
+            return true;
+        }
+        if alive(c.state.monitor_pid, c.state.monitor_start) || alive(c.state.pid, c.state.pid_start) {
+            return false;
+        }
+        // Written between the two looks?
+        if let Some(x) = read_exit_record(&self.exit_file(&c.id)) {
+            c.state.record_exit(x);
+            return true;
+        }
+        c.state.status = "exited".into();
+        c.state.exit_code = Some(EXIT_UNKNOWN);
+        c.state.finished_at = time::now_rfc3339();
+        c.state.error =
+            "the container's monitor died before the container's exit was recorded; exit status unknown".into();
+        true
+    }
+
+    /// The container's lock if no one holds it now.
+    pub(crate) fn try_lock(&self, id: &str) -> Result<Option<crate::Lock>> {
+        let p = self.run_root.join("locks").join(id);
+        let f = std::fs::File::options().create(true).truncate(false).write(true).open(&p).ctx(p.display())?;
+        // SAFETY: flock on our descriptor.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Ok(None);
+        }
+        Ok(Some(crate::Lock::from_file(f)))
     }
 
     /// Releases what a stopped container holds: runtime state and cgroups, CNI attachments and
