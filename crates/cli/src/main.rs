@@ -98,6 +98,10 @@ pub enum Command {
 }
 
 fn main() -> ExitCode {
+    // A reader that goes away (`berth inspect | head`) ends us quietly, as it does other
+    // command-line tools, instead of a panic on the failed write.
+    // SAFETY: restoring the default disposition before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     if let Some(r) = containers::run(&cli) {
         return match r {

@@ -205,7 +205,7 @@ fn write_docker<W: Write>(store: &Store, images: &[(Image, Vec<String>)], b: &mu
             let h = header(&path, size, 0o644, tar::EntryType::Regular)?;
             b.append(&h, &mut hashing).ctx(format!("archive entry {path}"))?;
             if hashing.hasher.digest() != diff {
-                bail!("layer {blob}: the stored blob does not match its DiffID {diff} any more");
+                bail!(DataLoss, "layer {blob}: the stored blob does not match its DiffID {diff} any more");
             }
         }
         manifest.push(json!({"Config": cfg_name, "RepoTags": tags, "Layers": layer_paths}));

@@ -88,7 +88,7 @@ impl ContentStore {
         let mut f = self.open_blob(d)?;
         let data = read_all_limited(&mut f, MAX_DOCUMENT, &format!("blob {d}"))?;
         if Digest::of(&data) != *d {
-            bail!("blob {d} in the content store is corrupt (digest mismatch)");
+            bail!(DataLoss, "blob {d} in the content store is corrupt (digest mismatch)");
         }
         Ok(data)
     }
@@ -98,7 +98,7 @@ impl ContentStore {
         let d = Digest::of(data);
         if let Some(e) = expected {
             if *e != d {
-                bail!("content digest mismatch: expected {e}, got {d}");
+                bail!(DataLoss, "content digest mismatch: expected {e}, got {d}");
             }
         }
         if self.contains(&d) {
@@ -271,13 +271,13 @@ impl Ingest {
         if let Some(s) = self.expected_size {
             if self.hasher.len != s {
                 let _ = fs::remove_dir_all(&self.dir);
-                bail!("blob {}: size mismatch: expected {s} bytes, got {}", self.expected, self.hasher.len);
+                bail!(DataLoss, "blob {}: size mismatch: expected {s} bytes, got {}", self.expected, self.hasher.len);
             }
         }
         let got = self.hasher.digest();
         if got != self.expected {
             let _ = fs::remove_dir_all(&self.dir);
-            bail!("blob {}: digest mismatch: the content received hashes to {got}", self.expected);
+            bail!(DataLoss, "blob {}: digest mismatch: the content received hashes to {got}", self.expected);
         }
         Ok(())
     }
@@ -328,7 +328,7 @@ impl Writer {
         let got = self.hasher.digest();
         if let Some(e) = expected {
             if *e != got {
-                bail!("blob {e}: digest mismatch: the content hashes to {got}");
+                bail!(DataLoss, "blob {e}: digest mismatch: the content hashes to {got}");
             }
         }
         publish(store, &self.dir, &self.file, &got)?;

@@ -321,6 +321,7 @@ pub fn select_manifest(
         }
     }
     bail!(
+        NotFound,
         "{what}: no image for platform {want} (available: {})",
         if available.is_empty() { "none".into() } else { available.join(", ") }
     )
@@ -388,7 +389,12 @@ impl Selection<'_, '_> {
                 let w = format!("{}: nested index {digest}", self.what);
                 let bytes = (self.fetch)(d, &digest)?;
                 if bytes.len() as u64 != d.size(&w)? {
-                    bail!("{w}: size mismatch with index {here} ({} bytes, listed as {})", bytes.len(), d.size);
+                    bail!(
+                        DataLoss,
+                        "{w}: size mismatch with index {here} ({} bytes, listed as {})",
+                        bytes.len(),
+                        d.size
+                    );
                 }
                 let Document::Index(inner) = parse_document(&bytes, Some(&d.media_type), &w)?.0 else {
                     bail!("{w}: listed as an index by {here}, but it is an image manifest");

@@ -138,7 +138,7 @@ fn pull_from(
             let f =
                 from_endpoints(clients, opts.progress, &format!("manifest {d}"), |c| c.get_manifest(repo, d.as_str()))?;
             if f.bytes.len() as u64 != desc.size("index manifest")? {
-                bail!("manifest {d}: size mismatch with the index ({} vs {})", f.bytes.len(), desc.size);
+                bail!(DataLoss, "manifest {d}: size mismatch with the index ({} vs {})", f.bytes.len(), desc.size);
             }
             let w = format!("manifest {}@{d}", reference.name());
             let (doc, mt) = manifest::parse_document(&f.bytes, f.content_type.as_deref(), &w)?;
@@ -392,9 +392,9 @@ fn download_layer(
                     "layer {blob}: digest mismatch: the registry sent content hashing to {got} ({e})"
                 ))));
             }
-            return Err(content(e.into()));
+            return Err(content(e));
         }
-        (Err(e), Err(_)) => return Err(if net_failed { transfer(e.into()) } else { content(e.into()) }),
+        (Err(e), Err(_)) => return Err(if net_failed { transfer(e) } else { content(e) }),
     };
     // Nothing is committed before everything is verified: the blob against its digest, then
     // the layer against the config's DiffID (a hostile config could otherwise claim another
@@ -429,7 +429,7 @@ pub fn unpack_local(
 
 pub fn check_diff_id(blob: &Digest, expected: &Digest, got: &Digest) -> Result<()> {
     if expected != got {
-        bail!("layer {blob}: DiffID mismatch: the image config (rootfs.diff_ids) says {expected}, the uncompressed layer is {got}");
+        bail!(DataLoss, "layer {blob}: DiffID mismatch: the image config (rootfs.diff_ids) says {expected}, the uncompressed layer is {got}");
     }
     Ok(())
 }

@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::auth::{parse_challenges, Credentials};
 use crate::config::Config;
-use crate::error::{bail, Error, Result};
+use crate::error::{bail, Error, Kind, Result};
 use crate::manifest::{ACCEPT, MAX_DOCUMENT};
 
 /// A client of one endpoint. Clones share their state (the scheme settled on, the token).
@@ -337,13 +337,15 @@ impl Client {
                     } else {
                         ""
                     };
-                    match &https_error {
-                        Some(h) => bail!("{what}: {code} {msg}{hint} (after HTTPS failed: {h})"),
-                        None => bail!("{what}: {code} {msg}{hint}"),
-                    }
+                    let text = match &https_error {
+                        Some(h) => format!("{what}: {code} {msg}{hint} (after HTTPS failed: {h})"),
+                        None => format!("{what}: {code} {msg}{hint}"),
+                    };
+                    return Err(Error::new(status_kind(code), text));
                 }
                 Err(ureq::Error::Transport(t)) if deadline.is_some_and(|d| d.remaining().is_none()) => {
                     bail!(
+                        DeadlineExceeded,
                         "{what}: no complete answer in time: {} ({t})",
                         deadline.map(|d| d.why.as_str()).unwrap_or("")
                     )
@@ -354,8 +356,8 @@ impl Client {
                     backoff_until(attempt, deadline);
                 }
                 Err(ureq::Error::Transport(t)) => match &https_error {
-                    Some(h) => bail!("{what}: {t} (after HTTPS failed: {h})"),
-                    None => bail!("{what}: {t}"),
+                    Some(h) => bail!(Unavailable, "{what}: {t} (after HTTPS failed: {h})"),
+                    None => bail!(Unavailable, "{what}: {t}"),
                 },
             }
         }
@@ -497,7 +499,7 @@ impl Client {
                 })?;
         let digest = Digest::of(&bytes);
         if reference.starts_with("sha256:") && digest.as_str() != reference {
-            bail!("manifest {what}: digest mismatch: the registry sent content hashing to {digest}");
+            bail!(DataLoss, "manifest {what}: digest mismatch: the registry sent content hashing to {digest}");
         }
         Ok(Fetched { bytes, content_type, digest })
     }
@@ -511,10 +513,14 @@ impl Client {
         let mut out = Vec::new();
         (&mut s).take(size + 1).read_to_end(&mut out).map_err(|e| Error::msg(e.to_string()))?;
         if out.len() as u64 != size {
-            bail!("blob {digest}: size mismatch: expected {size} bytes, got {}", out.len());
+            bail!(DataLoss, "blob {digest}: size mismatch: expected {size} bytes, got {}", out.len());
         }
         if Digest::of(&out) != *digest {
-            bail!("blob {digest}: digest mismatch: the registry sent content hashing to {}", Digest::of(&out));
+            bail!(
+                DataLoss,
+                "blob {digest}: digest mismatch: the registry sent content hashing to {}",
+                Digest::of(&out)
+            );
         }
         Ok(out)
     }
@@ -872,5 +878,16 @@ impl Read for BlobStream {
                 Err(RecvTimeoutError::Disconnected) => self.retry("the download thread ended".into())?,
             }
         }
+    }
+}
+/// The kind of a registry's HTTP error status.
+fn status_kind(code: u16) -> Kind {
+    match code {
+        401 | 403 => Kind::PermissionDenied,
+        404 => Kind::NotFound,
+        408 | 504 => Kind::DeadlineExceeded,
+        429 => Kind::ResourceExhausted,
+        400..=499 => Kind::InvalidInput,
+        _ => Kind::Unavailable,
     }
 }

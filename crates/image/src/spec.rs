@@ -165,7 +165,7 @@ fn resolve_user_unchecked(rootfs: &Path, user: &str) -> Result<(u32, u32, Vec<u3
                 let uid = f[2].parse().ctx(format!("image /etc/passwd: user {u}: uid"))?;
                 (uid, f[3].parse().ctx(format!("image /etc/passwd: user {u}: gid"))?, Some(u.to_string()))
             }
-            None => bail!("user {u:?} not found in the image's /etc/passwd"),
+            None => bail!(NotFound, "user {u:?} not found in the image's /etc/passwd"),
         }
     };
     if let Some(g) = g {
@@ -174,7 +174,7 @@ fn resolve_user_unchecked(rootfs: &Path, user: &str) -> Result<(u32, u32, Vec<u3
         } else {
             match gr.iter().find(|f| f[0] == g) {
                 Some(f) => f[2].parse().ctx(format!("image /etc/group: group {g}: gid"))?,
-                None => bail!("group {g:?} not found in the image's /etc/group"),
+                None => bail!(NotFound, "group {g:?} not found in the image's /etc/group"),
             }
         };
     }

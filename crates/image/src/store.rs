@@ -93,6 +93,7 @@ fn open_db(root: &Path) -> Result<Db> {
     if !content.is_empty() {
         let state = why.as_deref().unwrap_or("is missing");
         bail!(
+            DataLoss,
             "store {root}: the metadata database {db} {state}, but the store holds {content}: refusing to start a new \
              database over them (the records of images, tags and containers would be lost and garbage collection would \
              then delete the content). Stop every berth process, then restore {db} from a backup, or salvage what SQLite \
@@ -289,12 +290,12 @@ impl Store {
         if let Some(hex) = name.strip_prefix("sha256:").filter(|h| id_like(h)) {
             return self
                 .by_id_prefix(name, hex)?
-                .ok_or_else(|| Error::msg(format!("image {name} not found in the store")));
+                .ok_or_else(|| Error::not_found(format!("image {name} not found in the store")));
         }
         if name.len() == 64 && id_like(name) {
             return self
                 .by_id_prefix(name, name)?
-                .ok_or_else(|| Error::msg(format!("image {name} not found in the store")));
+                .ok_or_else(|| Error::not_found(format!("image {name} not found in the store")));
         }
         let r = match self.config.resolve(name) {
             Ok(r) => r,
@@ -316,8 +317,8 @@ impl Store {
             }
         }
         match r.tagged() {
-            Some(t) if r.digest.is_none() => bail!("image {name} ({t}) not found in the store"),
-            _ => bail!("image {name} not found in the store"),
+            Some(t) if r.digest.is_none() => bail!(NotFound, "image {name} ({t}) not found in the store"),
+            _ => bail!(NotFound, "image {name} not found in the store"),
         }
     }
 
@@ -385,7 +386,7 @@ impl Store {
         img.layers
             .iter()
             .map(|l| {
-                let c = Digest::parse(&l.chain_id).map_err(Error::msg)?;
+                let c = Digest::parse(&l.chain_id)?;
                 let p = self.layers.path(&c);
                 if !p.is_dir() {
                     bail!("image {}: layer {} (chain {c}) is missing from {}", img.id(), l.blob_digest, p.display());
@@ -730,7 +731,7 @@ impl Store {
                     tx.execute("DELETE FROM snapshots WHERE id = ?1", [id])?;
                     Ok(())
                 });
-                Err(e.into())
+                Err(e)
             }
         }
     }
@@ -747,7 +748,7 @@ impl Store {
                 })
                 .optional()?
         };
-        let Some((md, driver)) = row else { bail!("snapshot {id} not found") };
+        let Some((md, driver)) = row else { bail!(NotFound, "snapshot {id} not found") };
         let rootfs = self.snapshots.rootfs(id);
         if driver == "overlay" && !berth_storage::sys::is_mountpoint(&rootfs).unwrap_or(false) {
             let img =

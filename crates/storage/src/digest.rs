@@ -10,13 +10,18 @@ use sha2::{Digest as _, Sha256};
 pub struct Digest(String);
 
 impl Digest {
-    pub fn parse(s: &str) -> Result<Digest, String> {
-        let (algo, hex) = s.split_once(':').ok_or_else(|| format!("{s:?} is not a digest (expected sha256:<hex>)"))?;
+    pub fn parse(s: &str) -> Result<Digest, crate::Error> {
+        use crate::Error;
+        let (algo, hex) = s
+            .split_once(':')
+            .ok_or_else(|| Error::invalid(format!("{s:?} is not a digest (expected sha256:<hex>)")))?;
         if algo != "sha256" {
-            return Err(format!("digest {s:?}: unsupported algorithm {algo:?} (berth supports sha256)"));
+            return Err(Error::unsupported(format!(
+                "digest {s:?}: unsupported algorithm {algo:?} (berth supports sha256)"
+            )));
         }
         if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            return Err(format!("digest {s:?}: expected 64 lowercase hex digits"));
+            return Err(Error::invalid(format!("digest {s:?}: expected 64 lowercase hex digits")));
         }
         Ok(Digest(s.to_string()))
     }

@@ -25,11 +25,13 @@ pub enum Driver {
 }
 
 impl Driver {
-    pub fn parse(s: &str) -> Result<Driver, String> {
+    pub fn parse(s: &str) -> Result<Driver, Error> {
         match s {
             "overlay" | "overlayfs" => Ok(Driver::Overlay),
             "copy" | "vfs" => Ok(Driver::Copy),
-            other => Err(format!("unknown storage driver {other:?} (expected \"overlay\" or \"copy\")")),
+            other => {
+                Err(Error::invalid(format!("unknown storage driver {other:?} (expected \"overlay\" or \"copy\")")))
+            }
         }
     }
 
@@ -84,7 +86,7 @@ pub fn validate_id(id: &str) -> Result<(), Error> {
     if ok {
         Ok(())
     } else {
-        Err(Error::new(format!("invalid snapshot id {id:?} (letters, digits, '_', '-', '.')")))
+        Err(Error::msg(format!("invalid snapshot id {id:?} (letters, digits, '_', '-', '.')")))
     }
 }
 
@@ -112,32 +114,32 @@ impl Snapshotter {
     pub fn prepare(&self, id: &str, lowers: &[PathBuf], driver: Driver) -> Result<PathBuf, Error> {
         validate_id(id)?;
         let base = self.path(id);
-        fs::create_dir(&base).map_err(|e| Error::new(format!("snapshot {id}: create {}: {e}", base.display())))?;
+        fs::create_dir(&base).map_err(|e| Error::msg(format!("snapshot {id}: create {}: {e}", base.display())))?;
         let result = (|| -> Result<PathBuf, Error> {
             let rootfs = base.join("rootfs");
-            fs::create_dir(&rootfs).map_err(|e| Error::io(&rootfs, e))?;
+            fs::create_dir(&rootfs).map_err(|e| crate::io_error(&rootfs, e))?;
             // The container's / (the upper directory's mode, for overlay): 0755 whatever the umask.
             let mode = |p: &Path| {
                 use std::os::unix::fs::PermissionsExt;
-                fs::set_permissions(p, fs::Permissions::from_mode(0o755)).map_err(|e| Error::io(p, e))
+                fs::set_permissions(p, fs::Permissions::from_mode(0o755)).map_err(|e| crate::io_error(p, e))
             };
             mode(&rootfs)?;
-            fs::write(base.join("driver"), driver.name()).map_err(|e| Error::io(&base, e))?;
+            fs::write(base.join("driver"), driver.name()).map_err(|e| crate::io_error(&base, e))?;
             match driver {
                 Driver::Overlay => {
                     for d in ["upper", "work"] {
-                        fs::create_dir(base.join(d)).map_err(|e| Error::io(&base.join(d), e))?;
+                        fs::create_dir(base.join(d)).map_err(|e| crate::io_error(&base.join(d), e))?;
                     }
                     mode(&base.join("upper"))?;
                     self.mount(id, lowers)?;
                 }
                 Driver::Copy => {
-                    let dst = sys::open_dir(&rootfs).map_err(|e| Error::io(&rootfs, e))?;
+                    let dst = sys::open_dir(&rootfs).map_err(|e| crate::io_error(&rootfs, e))?;
                     for lower in lowers {
-                        let src = sys::open_dir(lower).map_err(|e| Error::io(lower, e))?;
+                        let src = sys::open_dir(lower).map_err(|e| crate::io_error(lower, e))?;
                         let mut links = HashMap::new();
                         merge_layer(src.as_fd(), dst.as_fd(), dst.as_fd(), b"", &mut links)
-                            .map_err(|e| Error::new(format!("snapshot {id}: copy {}: {e}", lower.display())))?;
+                            .map_err(|e| Error::msg(format!("snapshot {id}: copy {}: {e}", lower.display())))?;
                     }
                 }
             }
@@ -162,7 +164,7 @@ impl Snapshotter {
     pub fn mount(&self, id: &str, lowers: &[PathBuf]) -> Result<(), Error> {
         validate_id(id)?;
         if lowers.is_empty() {
-            return Err(Error::new(format!("snapshot {id}: an image without layers cannot be mounted")));
+            return Err(Error::msg(format!("snapshot {id}: an image without layers cannot be mounted")));
         }
         if self.overlay_mount == OverlayMount::Auto && overlay_parses_its_parameters() {
             if let Some(r) = self.mount_lowerdir_plus(id, lowers) {
@@ -179,12 +181,12 @@ impl Snapshotter {
         let (upper, work, rootfs) = (base.join("upper"), base.join("work"), base.join("rootfs"));
         let ctx = match sys::FsContext::open("overlay") {
             Ok(c) => c,
-            Err(e) => return Some(Err(Error::new(format!("snapshot {id}: overlayfs: {e}")))),
+            Err(e) => return Some(Err(Error::msg(format!("snapshot {id}: overlayfs: {e}")))),
         };
         let failed = |what: String, e: io::Error, ctx: &sys::FsContext| {
             let kernel = ctx.messages();
             let kernel = if kernel.is_empty() { String::new() } else { format!(" (kernel: {kernel})") };
-            Error::new(format!("snapshot {id}: {what}: {e}{kernel}"))
+            Error::msg(format!("snapshot {id}: {what}: {e}{kernel}"))
         };
         for (i, l) in lowers.iter().rev().enumerate() {
             if let Err(e) = ctx.set_string("lowerdir+", l.as_os_str().as_encoded_bytes()) {
@@ -193,7 +195,7 @@ impl Snapshotter {
                     if kernel.is_empty() || kernel.contains("Unknown parameter") {
                         return None; // kernel older than 6.8
                     }
-                    return Some(Err(Error::new(format!(
+                    return Some(Err(Error::msg(format!(
                         "snapshot {id}: overlay lowerdir {}: {e} (kernel: {kernel})",
                         l.display()
                     ))));
@@ -225,9 +227,9 @@ impl Snapshotter {
             match fs::metadata(l) {
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => {
-                    return Err(Error::new(format!("snapshot {id}: overlay lowerdir {}: not a directory", l.display())))
+                    return Err(Error::msg(format!("snapshot {id}: overlay lowerdir {}: not a directory", l.display())))
                 }
-                Err(e) => return Err(Error::new(format!("snapshot {id}: overlay lowerdir {}: {e}", l.display()))),
+                Err(e) => return Err(Error::msg(format!("snapshot {id}: overlay lowerdir {}: {e}", l.display()))),
             }
         }
         let esc = |p: &Path| -> String {
@@ -249,26 +251,26 @@ impl Snapshotter {
             match fs::remove_dir_all(&links) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(&links, e)),
+                Err(e) => return Err(crate::io_error(&links, e)),
             }
-            fs::create_dir(&links).map_err(|e| Error::io(&links, e))?;
+            fs::create_dir(&links).map_err(|e| crate::io_error(&links, e))?;
             for (i, l) in lowers.iter().enumerate() {
                 let link = links.join(i.to_string());
-                std::os::unix::fs::symlink(l, &link).map_err(|e| Error::io(&link, e))?;
+                std::os::unix::fs::symlink(l, &link).map_err(|e| crate::io_error(&link, e))?;
             }
             let short: Vec<String> = (0..lowers.len()).rev().map(|i| i.to_string()).collect();
             data = format!("lowerdir={},upperdir=../upper,workdir=../work", short.join(":"));
             cwd = Some(links);
         }
         if data.len() >= page {
-            return Err(Error::new(format!(
+            return Err(Error::msg(format!(
                 "snapshot {id}: {} layers do not fit in one overlay mount option page on this kernel (needs 6.8+ for more)",
                 lowers.len()
             )));
         }
         let (target, data) = (
-            sys::cstr(rootfs.as_os_str().as_encoded_bytes()).map_err(|e| Error::io(&rootfs, e))?,
-            sys::cstr(data.as_bytes()).map_err(|e| Error::io(&rootfs, e))?,
+            sys::cstr(rootfs.as_os_str().as_encoded_bytes()).map_err(|e| crate::io_error(&rootfs, e))?,
+            sys::cstr(data.as_bytes()).map_err(|e| crate::io_error(&rootfs, e))?,
         );
         let mount = || -> io::Result<()> {
             if let Some(dir) = &cwd {
@@ -292,7 +294,7 @@ impl Snapshotter {
         } else {
             mount()
         };
-        r.map_err(|e| Error::new(format!("snapshot {id}: mount overlay on {}: {e}", rootfs.display())))
+        r.map_err(|e| Error::msg(format!("snapshot {id}: mount overlay on {}: {e}", rootfs.display())))
     }
 
     pub fn unmount(&self, id: &str) -> Result<(), Error> {
@@ -300,7 +302,7 @@ impl Snapshotter {
         let rootfs = self.rootfs(id);
         if sys::is_mountpoint(&rootfs).unwrap_or(false) {
             sys::umount(&rootfs)
-                .map_err(|e| Error::new(format!("snapshot {id}: unmount {}: {e}", rootfs.display())))?;
+                .map_err(|e| Error::msg(format!("snapshot {id}: unmount {}: {e}", rootfs.display())))?;
         }
         Ok(())
     }
@@ -312,7 +314,7 @@ impl Snapshotter {
         match fs::remove_dir_all(&base) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(&base, e)),
+            Err(e) => Err(crate::io_error(&base, e)),
         }
     }
 

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::digest::{Digest, HashingReader};
 use crate::sys;
 use crate::tarstream::{Chunk, EntryHeader, TarStream};
-use crate::Error;
+use crate::{Error, Kind};
 
 /// How a layer blob is compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub enum Compression {
 impl Compression {
     /// The compression of a layer media type (OCI and Docker schema2), or an error naming an
     /// unsupported one.
-    pub fn from_media_type(media_type: &str) -> Result<Compression, String> {
+    pub fn from_media_type(media_type: &str) -> Result<Compression, Error> {
         match media_type {
             "application/vnd.oci.image.layer.v1.tar"
             | "application/vnd.oci.image.layer.nondistributable.v1.tar"
@@ -46,7 +46,7 @@ impl Compression {
             | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Ok(Compression::Gzip),
             "application/vnd.oci.image.layer.v1.tar+zstd"
             | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Ok(Compression::Zstd),
-            other => Err(format!("unsupported layer media type {other:?}")),
+            other => Err(Error::unsupported(format!("unsupported layer media type {other:?}"))),
         }
     }
 
@@ -170,8 +170,8 @@ pub fn unpack_within<R: Read>(
     layer: &str,
     limit: &SizeLimit,
 ) -> Result<UnpackStats, Error> {
-    let root = sys::open_dir(dest).map_err(|e| Error::new(format!("layer {layer}: open {}: {e}", dest.display())))?;
-    let decoder = compression.decoder(reader).map_err(|e| Error::new(format!("layer {layer}: decompress: {e}")))?;
+    let root = sys::open_dir(dest).map_err(|e| Error::msg(format!("layer {layer}: open {}: {e}", dest.display())))?;
+    let decoder = compression.decoder(reader).map_err(|e| Error::msg(format!("layer {layer}: decompress: {e}")))?;
     let hashing = HashingReader::new(decoder);
     let free = sys::free_bytes(root.as_fd()).unwrap_or(u64::MAX);
     let mut x = Extractor {
@@ -205,7 +205,9 @@ pub fn unpack_within<R: Read>(
         }
         let total = hashing.hasher.len.max(x.content_bytes);
         if total > x.counted {
-            x.limit.take(total - x.counted).map_err(|m| x.err(None, format!("after the end of the archive: {m}")))?;
+            x.limit.take(total - x.counted).map_err(|m| {
+                x.err(None, format!("after the end of the archive: {m}")).with_kind(Kind::ResourceExhausted)
+            })?;
             x.counted = total;
         }
     }
@@ -267,11 +269,38 @@ fn components(path: &[u8]) -> Result<Vec<&[u8]>, String> {
     Ok(out)
 }
 
+/// Why a layer or one of its entries failed: what happened to an I/O call, or what is wrong
+/// with the content.
+trait Refusal {
+    fn into_error(self) -> Error;
+}
+
+impl Refusal for std::io::Error {
+    fn into_error(self) -> Error {
+        Error::from_io(self)
+    }
+}
+
+impl Refusal for String {
+    fn into_error(self) -> Error {
+        Error::invalid(self)
+    }
+}
+
+impl Refusal for &str {
+    fn into_error(self) -> Error {
+        Error::invalid(self)
+    }
+}
+
 impl Extractor<'_> {
-    fn err(&self, entry: Option<&[u8]>, msg: impl std::fmt::Display) -> Error {
+    /// An error about the layer (and its entry): an I/O error keeps its errno and kind; a
+    /// description is the layer's content refused (InvalidInput).
+    fn err(&self, entry: Option<&[u8]>, why: impl Refusal) -> Error {
+        let e = why.into_error();
         match entry {
-            Some(e) => Error::new(format!("layer {}: entry {:?}: {msg}", self.layer, show(e))),
-            None => Error::new(format!("layer {}: {msg}", self.layer)),
+            Some(entry) => e.context(format!("layer {}: entry {:?}", self.layer, show(entry))),
+            None => e.context(format!("layer {}", self.layer)),
         }
     }
 
@@ -284,7 +313,9 @@ impl Extractor<'_> {
         let content = self.content_bytes.saturating_add(if file { h.size } else { 0 });
         let total = stream.saturating_add(stored).max(content);
         if total > self.counted {
-            self.limit.take(total - self.counted).map_err(|m| self.err(Some(&h.path), m))?;
+            self.limit
+                .take(total - self.counted)
+                .map_err(|m| self.err(Some(&h.path), m).with_kind(Kind::ResourceExhausted))?;
             self.counted = total;
         }
         Ok(())

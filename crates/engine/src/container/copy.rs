@@ -12,7 +12,7 @@ impl Engine {
         if c.state.status == "creating" {
             bail!(InvalidState, "container {} is not completely created", c.name);
         }
-        Ok(self.store.mount_snapshot(&c.id)?)
+        self.store.mount_snapshot(&c.id)
     }
 
     /// `cp CONTAINER:PATH HOST_PATH`

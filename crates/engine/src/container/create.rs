@@ -9,7 +9,7 @@ use berth_network::PortMapping;
 use serde_json::Value;
 
 use super::*;
-use crate::error::{bail, Context, Error, Result};
+use crate::error::{bail, Context, Error, Kind, Result};
 use crate::runtime::{self};
 use crate::spec::{self, MountInfo};
 use crate::{random_id, time, Engine};
@@ -130,10 +130,13 @@ impl Engine {
     pub fn create(&self, o: &CreateOptions) -> Result<Container> {
         let (mut mounts, port_specs, restart, caps) = self.validate(o)?;
         let rt = self.runtime(o.runtime.as_deref())?;
-        let img = self
-            .store
-            .resolve(&o.image)
-            .map_err(|e| Error::not_found(format!("{} (pull, load or import it first)", e.message())))?;
+        let img = self.store.resolve(&o.image).map_err(|e| {
+            if e.is(Kind::NotFound) {
+                Error::not_found(format!("{e} (pull, load or import it first)"))
+            } else {
+                e
+            }
+        })?;
         let (_, img_cfg) = self.store.image_config(&img)?;
         let id = random_id();
         let name = match &o.name {
