@@ -301,7 +301,7 @@ pub fn shared_parent_created_and_removed_concurrently() {
             std::thread::spawn(move || {
                 let mut c = Ctr::new(&format!("sharedparent{w}"), &["true"]);
                 c.config()["linux"]["cgroupsPath"] = json!(format!("/{parent}/{}", c.id));
-                c.bundle.write().unwrap();
+                c.write_bundle();
                 let bundle = c.bundle.dir.to_str().unwrap().to_string();
                 for i in 0..60 {
                     c.oci(&["create", "--bundle", &bundle, &c.id]).ok(&format!("worker {w}: create {i}"));

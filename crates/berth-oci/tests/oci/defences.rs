@@ -225,7 +225,7 @@ pub fn cve_2021_30465_mount_target_swapped_during_create() {
     std::fs::create_dir_all(race.join("dir")).unwrap();
     std::os::unix::fs::symlink("/tmp", race.join("link")).unwrap();
     mounts(&mut c).push(json!({"destination": "/race/dir", "type": "bind", "source": volume, "options": ["rbind"]}));
-    c.bundle.write().unwrap();
+    c.write_bundle();
 
     let stop = Arc::new(AtomicBool::new(false));
     let swapper = {

@@ -103,7 +103,7 @@ pub fn bad_namespaces() {
 
 pub fn container_ids() {
     let c = Ctr::new("ids", &["sleep", "1000"]);
-    c.bundle.write().unwrap();
+    c.write_bundle();
     for bad in ["../escape", "a/b", "with space", ".."] {
         let out = c.oci(&["create", "--bundle", c.bundle.dir.to_str().unwrap(), bad]).failed("a bad id");
         assert_contains(&out.stderr, "invalid container id");

@@ -15,7 +15,64 @@ pub struct Suite {
     pub rootfs: PathBuf,
     /// Every test container's cgroup lives under /<cgroup_prefix>/ in each hierarchy.
     pub cgroup_prefix: String,
+    /// The runtime under test: berth-oci, or the one `BERTH_OCI_TEST_RUNTIME` names.
     pub bin: PathBuf,
+    pub runtime: Runtime,
+}
+
+/// Which runtime the suite drives. `BERTH_OCI_TEST_RUNTIME=runc|crun|/path/to/runtime` runs
+/// the suite against another runtime with runc's command line, as a comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    Berth,
+    Runc,
+    Crun,
+    /// Any other runtime given by path.
+    Other,
+}
+
+impl Runtime {
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Berth => "berth-oci",
+            Runtime::Runc => "runc",
+            Runtime::Crun => "crun",
+            Runtime::Other => "other",
+        }
+    }
+}
+
+fn runtime_under_test() -> (PathBuf, Runtime) {
+    let berth = PathBuf::from(env!("CARGO_BIN_EXE_berth-oci"));
+    let Some(wanted) = std::env::var_os("BERTH_OCI_TEST_RUNTIME").filter(|v| !v.is_empty()) else {
+        return (berth, Runtime::Berth);
+    };
+    let wanted = PathBuf::from(wanted);
+    let path = if wanted.components().count() == 1 {
+        let found = std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+            .map(|d| d.join(&wanted))
+            .find(|p| p.is_file());
+        found.unwrap_or_else(|| panic!("BERTH_OCI_TEST_RUNTIME={}: not found in PATH", wanted.display()))
+    } else {
+        wanted
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let runtime = match name.as_str() {
+        "berth-oci" => Runtime::Berth,
+        "runc" => Runtime::Runc,
+        "crun" => Runtime::Crun,
+        _ => Runtime::Other,
+    };
+    if runtime == Runtime::Crun && has_cgroup2_mount() && !is_cgroup2() {
+        eprintln!(
+            "BERTH_OCI_TEST_RUNTIME=crun: Debian's crun 1.8 refuses this hybrid cgroup host; run the suite through tools/test-oci-peers.sh (a private mount namespace without the cgroup2 mount)"
+        );
+        std::process::exit(1);
+    }
+    (path, runtime)
 }
 
 static SUITE: OnceLock<Suite> = OnceLock::new();
@@ -30,12 +87,8 @@ pub fn init() {
     std::fs::create_dir_all(&dir).unwrap();
     let rootfs = dir.join("rootfs");
     build_rootfs(&rootfs);
-    let suite = Suite {
-        dir,
-        rootfs,
-        cgroup_prefix: format!("berth-test-{pid}"),
-        bin: PathBuf::from(env!("CARGO_BIN_EXE_berth-oci")),
-    };
+    let (bin, runtime) = runtime_under_test();
+    let suite = Suite { dir, rootfs, cgroup_prefix: format!("berth-test-{pid}"), bin, runtime };
     SUITE.set(suite).ok().expect("init once");
     // Containers whose runtime exits (create, run -d) are re-parented to us: we reap them.
     berth_testkit::children::become_subreaper();
@@ -116,8 +169,21 @@ impl Ctr {
         run(&mut self.command(args))
     }
 
+    /// Writes config.json. crun 1.8 refuses runtime-spec versions newer than it knows (1.1):
+    /// for it the bundle claims 1.1.0; the fields the tests use are read all the same.
+    pub fn write_bundle(&self) {
+        if suite().runtime == Runtime::Crun {
+            let mut config = self.bundle.config.clone();
+            config["ociVersion"] = Value::String("1.1.0".into());
+            let b = Bundle { dir: self.bundle.dir.clone(), config };
+            b.write().unwrap();
+        } else {
+            self.bundle.write().unwrap();
+        }
+    }
+
     pub fn create_raw(&self) -> Output {
-        self.bundle.write().unwrap();
+        self.write_bundle();
         self.oci(&["create", "--bundle", self.bundle.dir.to_str().unwrap(), &self.id])
     }
 
@@ -145,7 +211,7 @@ impl Ctr {
 
     /// `run` in the foreground: the container's output and exit code.
     pub fn run(&self) -> Output {
-        self.bundle.write().unwrap();
+        self.write_bundle();
         self.oci(&["run", "--bundle", self.bundle.dir.to_str().unwrap(), &self.id])
     }
 
