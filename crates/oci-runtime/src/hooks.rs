@@ -130,6 +130,21 @@ pub fn run_all_warn(hooks: Option<&Hooks>, kind: Kind, state: &Value) -> Vec<Str
 /// Most of a failing hook's stderr that goes into the error.
 const STDERR_LIMIT: usize = 4096;
 
+/// The state a hook reads on stdin, in a memfd: a hook may exit without reading it (`/bin/true`)
+/// or read it slowly. Written to a pipe, the first raised SIGPIPE in the writer (which killed the
+/// container's init: it had a handler for it, or had it blocked until the handler came) and the
+/// second could block past the hook's timeout once the state outgrew the pipe's buffer.
+fn state_input(input: &str) -> Result<std::fs::File> {
+    use std::io::{Seek, SeekFrom};
+    let fd = sys::memfd_create(c"hook-state", sys::MFD_CLOEXEC)
+        .map_err(|e| Error::from_io(e).context("the hook's stdin"))?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(input.as_bytes())
+        .and_then(|_| file.seek(SeekFrom::Start(0)).map(drop))
+        .map_err(|e| Error::from_io(e).context("the hook's stdin"))?;
+    Ok(file)
+}
+
 fn run_one(h: &Hook, input: &str) -> Result<()> {
     let args = h.args().as_deref().unwrap_or(&[]);
     let mut cmd = Command::new(h.path());
@@ -142,12 +157,8 @@ fn run_one(h: &Hook, input: &str) -> Result<()> {
             cmd.env(k, v);
         }
     }
-    cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::from(state_input(input)?)).stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| Error::from_io(e).context("starting the hook"))?;
-    // The state goes in whole; a hook that does not read it only loses its stdin.
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(input.as_bytes());
-    }
     let stderr: OwnedFd = child.stderr.take().map(OwnedFd::from).expect("piped");
     sys::set_nonblocking(stderr.as_raw_fd(), true)?;
     let deadline = h.timeout().map(|t| Instant::now() + Duration::from_secs(t as u64));

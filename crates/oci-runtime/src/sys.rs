@@ -174,6 +174,14 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
         .map(|n| n as usize)
 }
 
+pub const MFD_CLOEXEC: u32 = 0x1;
+pub const MFD_ALLOW_SEALING: u32 = 0x2;
+pub const MFD_EXEC: u32 = 0x10;
+
+pub fn memfd_create(name: &CStr, flags: u32) -> io::Result<OwnedFd> {
+    owned(unsafe { libc::syscall(libc::SYS_memfd_create, name.as_ptr(), flags) })
+}
+
 pub fn dup_fd(fd: RawFd) -> io::Result<OwnedFd> {
     owned(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) } as libc::c_long)
 }
@@ -566,8 +574,8 @@ pub fn signalfd(signals: &[i32]) -> io::Result<OwnedFd> {
     }
 }
 
-/// Reads one signal number from a signalfd.
-pub fn read_signal(fd: RawFd) -> io::Result<i32> {
+/// Reads one signal from a signalfd: its number and the pid of the process that sent it.
+pub fn read_signal(fd: RawFd) -> io::Result<(i32, i32)> {
     let mut info = MaybeUninit::<libc::signalfd_siginfo>::uninit();
     let n = retry(|| {
         check_long(
@@ -578,7 +586,8 @@ pub fn read_signal(fd: RawFd) -> io::Result<i32> {
         return Err(io::Error::other("short read from signalfd"));
     }
     // SAFETY: fully initialised by the read above.
-    Ok(unsafe { info.assume_init() }.ssi_signo as i32)
+    let info = unsafe { info.assume_init() };
+    Ok((info.ssi_signo as i32, info.ssi_pid as i32))
 }
 
 // ---------------------------------------------------------------------------------------- sockets

@@ -6,6 +6,7 @@
 //! lifecycle tests inside a pure cgroup v2 guest.
 
 mod cgroups;
+mod conformance;
 mod defences;
 mod endurance;
 mod errors;
@@ -138,6 +139,7 @@ fn main() {
         defences::cve_2025_31133_masked_paths_use_the_real_dev_null,
         defences::cve_2025_52565_dev_console_symlink,
         endurance::thousand_lifecycles_leave_nothing,
+        conformance::hooked_containers_stress,
     ];
     support::init();
     let tests = mark_differences(tests, support::suite().runtime);
