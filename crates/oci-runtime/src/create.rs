@@ -459,11 +459,13 @@ fn create_steps(
             "bundle": bundle.dir, "annotations": spec.annotations().clone().unwrap_or_default(),
         })
     };
+    // By the time these hooks run the container's environment is complete (the spec's
+    // lifecycle, step 2 before the hooks): its state is `created`.
     let runtime_hooks = || -> Result<()> {
         let state =
-            crate::hooks::state(id, "creating", init_pid, &bundle.dir, &spec.annotations().clone().unwrap_or_default());
-        crate::hooks::run_all(spec.hooks().as_ref(), crate::hooks::Kind::Prestart, &state)?;
-        crate::hooks::run_all(spec.hooks().as_ref(), crate::hooks::Kind::CreateRuntime, &state)
+            crate::hooks::state(id, "created", init_pid, &bundle.dir, &spec.annotations().clone().unwrap_or_default());
+        crate::hooks::run_all(spec.hooks().as_ref(), crate::hooks::Kind::Prestart, &state, None)?;
+        crate::hooks::run_all(spec.hooks().as_ref(), crate::hooks::Kind::CreateRuntime, &state, None)
     };
     wait_ready(&sync, "the container's init", init_pid, linux.seccomp().as_ref(), state_for_listener, runtime_hooks)
         .map_err(|e| e.context("creating the container"))?;

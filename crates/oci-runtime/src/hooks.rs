@@ -103,12 +103,15 @@ pub fn state(
     s
 }
 
-/// Runs every hook of `kind` in order; the first failure stops them and is returned.
-pub fn run_all(hooks: Option<&Hooks>, kind: Kind, state: &Value) -> Result<()> {
+/// Runs every hook of `kind` in order; the first failure stops them and is returned. A hook
+/// without `env` gets `environment`: None for this process's own (the runtime's), or the
+/// container process's for the hooks that run in the container (as runc's init has it).
+pub fn run_all(hooks: Option<&Hooks>, kind: Kind, state: &Value, environment: Option<&[String]>) -> Result<()> {
     let Some(hooks) = hooks else { return Ok(()) };
     let input = state.to_string();
     for (i, h) in kind.of(hooks).iter().enumerate() {
-        run_one(h, &input).map_err(|e| e.context(format!("hooks.{}[{i}] ({})", kind.name(), h.path().display())))?;
+        run_one(h, &input, environment)
+            .map_err(|e| e.context(format!("hooks.{}[{i}] ({})", kind.name(), h.path().display())))?;
     }
     Ok(())
 }
@@ -120,7 +123,7 @@ pub fn run_all_warn(hooks: Option<&Hooks>, kind: Kind, state: &Value) -> Vec<Str
     let input = state.to_string();
     let mut warnings = Vec::new();
     for (i, h) in kind.of(hooks).iter().enumerate() {
-        if let Err(e) = run_one(h, &input) {
+        if let Err(e) = run_one(h, &input, None) {
             warnings.push(format!("hooks.{}[{i}] ({}): {e}", kind.name(), h.path().display()));
         }
     }
@@ -145,16 +148,20 @@ fn state_input(input: &str) -> Result<std::fs::File> {
     Ok(file)
 }
 
-fn run_one(h: &Hook, input: &str) -> Result<()> {
+fn run_one(h: &Hook, input: &str, environment: Option<&[String]>) -> Result<()> {
     let args = h.args().as_deref().unwrap_or(&[]);
     let mut cmd = Command::new(h.path());
     if let Some((first, rest)) = args.split_first() {
         cmd.arg0(first).args(rest);
     }
-    cmd.env_clear();
-    for e in h.env().iter().flatten() {
-        if let Some((k, v)) = e.split_once('=') {
-            cmd.env(k, v);
+    // `env` given (even empty): exactly that. Absent: execv's semantics, the caller's
+    // environment, as runc and crun give it.
+    if let Some(env) = h.env().as_deref().or(environment) {
+        cmd.env_clear();
+        for e in env {
+            if let Some((k, v)) = e.split_once('=') {
+                cmd.env(k, v);
+            }
         }
     }
     cmd.stdin(Stdio::from(state_input(input)?)).stdout(Stdio::null()).stderr(Stdio::piped());

@@ -163,7 +163,8 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
     hooks::run_all(
         plan.hooks.as_ref(),
         Kind::CreateContainer,
-        &hooks::state(id, "creating", host_pid, bundle, annotations),
+        &hooks::state(id, "created", host_pid, bundle, annotations),
+        Some(&plan.process.env),
     )?;
     // The working directory is created now, as root, the way runc and docker do.
     // Kept as a descriptor and entered with fchdir: a path would be walked by the kernel, which
@@ -247,7 +248,7 @@ fn finish(plan: &InitPlan, fds: InitFds, ready: Ready) -> Error {
     }
     let (id, bundle, annotations) = &plan.hook_state;
     let state = hooks::state(id, "created", ready.host_pid, bundle, annotations);
-    if let Err(e) = hooks::run_all(plan.hooks.as_ref(), Kind::StartContainer, &state) {
+    if let Err(e) = hooks::run_all(plan.hooks.as_ref(), Kind::StartContainer, &state, Some(&plan.process.env)) {
         return e;
     }
     if let Err(e) = plan.process.attrs.apply_labels(&ready.proc, ready.host_pid) {

@@ -4,11 +4,93 @@
 //! DIFFERENCES says which is right per the runtime-spec and the test is skipped for that peer,
 //! loudly.
 
-use serde_json::json;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use serde_json::{json, Value};
 
 use crate::support::*;
 
 // ------------------------------------------------------------------------------------- hooks
+
+fn script(path: &Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// (Item 12.) A hook without `env` gets its caller's environment (execv's semantics, as runc and
+/// crun give it): the runtime's for the hooks run in the runtime's namespaces, the container
+/// process's for those run in the container (as in runc's init). With `env`, exactly that.
+pub fn hooks_environment() {
+    let mut c = Ctr::new("hookenv", &["true"]);
+    let out = c.dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let hook = c.dir.join("env.sh");
+    script(&hook, &format!("env > {}/$1", out.display()));
+    c.config()["process"]["env"].as_array_mut().unwrap().push(json!("BERTH_PROCESS_MARKER=from-the-process"));
+    c.config()["hooks"] = json!({
+        "prestart": [
+            {"path": hook, "args": ["env.sh", "inherited"]},
+            {"path": hook, "args": ["env.sh", "given"], "env": ["ONLY=this"]},
+            {"path": hook, "args": ["env.sh", "empty"], "env": []},
+        ],
+        "createContainer": [{"path": hook, "args": ["env.sh", "in-container"]}],
+    });
+    let mut cmd = c.command(&["create", "--bundle", c.bundle.dir.to_str().unwrap(), &c.id]);
+    cmd.env("BERTH_HOOK_MARKER", "from-the-runtime");
+    c.write_bundle();
+    run(&mut cmd).ok("create");
+    let inherited = read(out.join("inherited"));
+    assert!(
+        inherited.contains("BERTH_HOOK_MARKER=from-the-runtime") && !inherited.contains("BERTH_PROCESS_MARKER"),
+        "{inherited}"
+    );
+    let given = read(out.join("given"));
+    assert!(given.contains("ONLY=this") && !given.contains("BERTH_HOOK_MARKER"), "{given}");
+    assert!(!read(out.join("empty")).contains("BERTH_HOOK_MARKER"));
+    let in_container = read(out.join("in-container"));
+    assert!(
+        in_container.contains("BERTH_PROCESS_MARKER=from-the-process") && !in_container.contains("BERTH_HOOK_MARKER"),
+        "{in_container}"
+    );
+    c.delete();
+}
+
+/// (Item 13.) The state given to prestart, createRuntime and createContainer hooks says `created`:
+/// the create operation's environment is complete by then.
+pub fn hook_state_is_created() {
+    let mut c = Ctr::new("hookstate", &["true"]);
+    let out = c.dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let hook = c.dir.join("state.sh");
+    script(&hook, &format!("cat > {}/$1", out.display()));
+    let h = |name: &str| json!({"path": hook, "args": ["state.sh", name]});
+    c.config()["hooks"] = json!({"prestart": [h("prestart")], "createRuntime": [h("createRuntime")], "createContainer": [h("createContainer")]});
+    c.create();
+    for name in ["prestart", "createRuntime", "createContainer"] {
+        let state: Value = serde_json::from_str(&read(out.join(name))).unwrap();
+        assert_eq!(state["status"], "created", "{name}");
+    }
+    c.delete();
+}
+
+/// (Item 17.) A failing poststart hook is a warning: the remaining hooks run and the container runs
+/// (runtime-spec: "the runtime MUST log a warning, but the remaining hooks and lifecycle
+/// continue as if the hook had succeeded").
+pub fn poststart_failure_is_a_warning() {
+    let mut c = Ctr::new("poststartfail", &["sleep", "1000"]);
+    let marker = c.dir.join("second-ran");
+    let fail = c.dir.join("fail.sh");
+    script(&fail, "exit 3");
+    let second = c.dir.join("second.sh");
+    script(&second, &format!("touch {}", marker.display()));
+    c.config()["hooks"] = json!({"poststart": [{"path": fail}, {"path": second}]});
+    c.create();
+    c.oci(&["start", &c.id]).ok("start with a failing poststart hook");
+    assert_eq!(c.status(), "running");
+    assert!(marker.exists(), "the poststart hook after the failing one did not run");
+    c.delete();
+}
 
 /// (Item 18.) Hooks that exit without reading their state: a few hundred containers in a row all
 /// start and exit 0. The state written to a hook that had already gone raised SIGPIPE in the
