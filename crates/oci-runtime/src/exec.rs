@@ -295,7 +295,5 @@ pub fn process_from_config(root: &Path, id: &str, o: &ProcessOverrides) -> Resul
 /// Reads a process.json given with --process.
 pub fn process_from_file(path: &Path) -> Result<Process> {
     let bytes = std::fs::read(path).with_ctx(|| format!("--process {}", path.display()))?;
-    let d = &mut serde_json::Deserializer::from_slice(&bytes);
-    serde_path_to_error::deserialize(d)
-        .map_err(|e| Error::invalid(format!("--process {}: {}: {}", path.display(), e.path(), e.inner())))
+    crate::config::parse_process(&bytes, &format!("--process {}", path.display()))
 }

@@ -11,6 +11,41 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
+// ------------------------------------------------------------------------------------- process
+
+/// (Item 8.) process.scheduler.flags by the runtime-spec's names (SCHED_FLAG_RESET_ON_FORK, ...).
+pub fn scheduler_flags_by_their_spec_names() {
+    let mut c = Ctr::new("schedflags", &["/probe", "sched"]);
+    c.with_probe();
+    c.config()["process"]["scheduler"] =
+        json!({"policy": "SCHED_BATCH", "nice": 3, "flags": ["SCHED_FLAG_RESET_ON_FORK"]});
+    let out = c.run().ok("scheduler flags by their spec names");
+    assert_eq!(out.stdout, "policy=3 flags=1 priority=0 nice=3\n");
+    c.assert_gone();
+    // Every flag the spec lists is a known name (whether this kernel takes it for this policy
+    // is another matter: only the parse is checked here).
+    let mut all = Ctr::new("schedallflags", &["true"]);
+    all.config()["process"]["scheduler"] = json!({"policy": "SCHED_OTHER", "flags": [
+        "SCHED_FLAG_RESET_ON_FORK", "SCHED_FLAG_RECLAIM", "SCHED_FLAG_DL_OVERRUN", "SCHED_FLAG_KEEP_POLICY",
+        "SCHED_FLAG_KEEP_PARAMS", "SCHED_FLAG_UTIL_CLAMP_MIN", "SCHED_FLAG_UTIL_CLAMP_MAX"
+    ]});
+    let out = all.create_raw();
+    if out.code != 0 {
+        assert!(!out.stderr.contains("unknown variant"), "a spec flag name was not understood: {}", out.stderr);
+    } else {
+        all.delete();
+    }
+    all.assert_gone();
+    let mut bad = Ctr::new("schedbadflag", &["true"]);
+    bad.config()["process"]["scheduler"] = json!({"policy": "SCHED_OTHER", "flags": ["SCHED_FLAG_NOPE"]});
+    let out = bad.create_raw().failed("an unknown scheduler flag");
+    if is_berth() {
+        assert_contains(&out.stderr, "process.scheduler.flags[0]");
+        assert_contains(&out.stderr, "`SCHED_FLAG_RESET_ON_FORK`");
+    }
+    bad.assert_gone();
+}
+
 // ------------------------------------------------------------------------------------- hooks
 
 fn script(path: &Path, body: &str) {

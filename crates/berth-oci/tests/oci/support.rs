@@ -42,6 +42,12 @@ impl Runtime {
     }
 }
 
+/// The runtime under test is berth-oci: assertions on berth-oci's own error texts and
+/// warnings apply.
+pub fn is_berth() -> bool {
+    suite().runtime == Runtime::Berth
+}
+
 fn runtime_under_test() -> (PathBuf, Runtime) {
     let berth = PathBuf::from(env!("CARGO_BIN_EXE_berth-oci"));
     let Some(wanted) = std::env::var_os("BERTH_OCI_TEST_RUNTIME").filter(|v| !v.is_empty()) else {
@@ -307,6 +313,33 @@ pub fn check_leaks() -> Vec<String> {
         }
     }
     leaks
+}
+
+/// The suite's static probe (probe.c), built once with the C compiler every Rust build has.
+pub fn probe() -> &'static Path {
+    static PROBE: OnceLock<PathBuf> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        let dir = suite().dir.join("probe");
+        std::fs::create_dir_all(&dir).unwrap();
+        let source = dir.join("probe.c");
+        std::fs::write(&source, include_str!("probe.c")).unwrap();
+        let bin = dir.join("probe");
+        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+        let out = run(Command::new(&cc).args(["-static", "-Os", "-o"]).arg(&bin).arg(&source));
+        assert_eq!(out.code, 0, "building the probe with `{cc} -static` (libc6-dev's libc.a): {}", out.stderr);
+        bin
+    })
+}
+
+impl Ctr {
+    /// Bind-mounts the probe at /probe.
+    pub fn with_probe(&mut self) -> &mut Ctr {
+        let probe = probe().to_path_buf();
+        self.config()["mounts"].as_array_mut().unwrap().push(
+            serde_json::json!({"destination": "/probe", "type": "bind", "source": probe, "options": ["bind", "ro"]}),
+        );
+        self
+    }
 }
 
 pub fn cleanup_suite_dir() {
