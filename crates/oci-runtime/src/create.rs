@@ -310,10 +310,29 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions, console: ConsoleTarge
     let mut sysctl: Vec<(String, String)> = linux.sysctl().clone().unwrap_or_default().into_iter().collect();
     sysctl.sort();
 
+    let mut warnings = config_warnings(&rootfs);
+    if let Some(resources) = linux.resources() {
+        warnings.extend(cgroups::resource_warnings(resources, &cgroup, "linux.resources"));
+    }
+
     let dir = StateDir::create(root, id)?;
     let mut undo =
         Undo { dir: Some(dir), cgroup: None, children: Vec::new(), poststop: None, hooks: spec.hooks().clone() };
-    match create_steps(&bundle, id, opts, console, ns, in_userns, process, rootfs, sysctl, &mut cgroup, &mut undo) {
+    let created = create_steps(
+        &bundle,
+        id,
+        opts,
+        console,
+        ns,
+        in_userns,
+        process,
+        rootfs,
+        sysctl,
+        &mut cgroup,
+        &mut undo,
+        warnings,
+    );
+    match created {
         Ok(created) => {
             undo.disarm();
             Ok(created)
@@ -338,6 +357,7 @@ fn create_steps(
     sysctl: Vec<(String, String)>,
     cgroup: &mut Cgroup,
     undo: &mut Undo,
+    mut warnings: Vec<String>,
 ) -> Result<Created> {
     let spec = &bundle.spec;
     let linux = spec.linux().as_ref().expect("validated");
@@ -493,7 +513,6 @@ fn create_steps(
         state::write_atomic(&path, init_pid.to_string().as_bytes()).map_err(|e| e.context("--pid-file"))?;
     }
     sync.send(&Msg::Committed)?;
-    let mut warnings = Vec::new();
     if let Some(f) = plan.seccomp.as_ref().filter(|f| !f.unknown_syscalls.is_empty()) {
         warnings.push(format!(
             "linux.seccomp: syscalls unknown to libseccomp here, skipped: {}",
@@ -507,6 +526,20 @@ fn create_steps(
         ));
     }
     Ok(Created { pid: init_pid, pidfd: init_pidfd, is_child, warnings })
+}
+
+/// What config.json asks that is accepted but not applied (for the log).
+fn config_warnings(rootfs: &RootfsPlan) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for m in &rootfs.mounts {
+        for option in &m.ignored_options {
+            warnings.push(format!(
+                "{}.options: '{option}' does not apply to a bind mount (it is the filesystem's, and a bind makes no new filesystem); ignored",
+                m.at
+            ));
+        }
+    }
+    warnings
 }
 
 fn owner_name() -> String {

@@ -226,8 +226,9 @@ pub fn pids(root: &Path, id: &str) -> Result<Vec<i32>> {
     state.cgroup.pids()
 }
 
-/// Applies new resources to a running (or created) container and remembers them.
-pub fn update(root: &Path, id: &str, resources: &LinuxResources) -> Result<()> {
+/// Applies new resources to a running (or created) container and remembers them; returns what
+/// was accepted but not applied (for the log).
+pub fn update(root: &Path, id: &str, resources: &LinuxResources) -> Result<Vec<String>> {
     crate::cgroups::validate_resources(resources).map_err(|e| e.context("resources"))?;
     let (dir, mut state, status) = open(root, id, true)?;
     if status == Status::Stopped {
@@ -235,8 +236,10 @@ pub fn update(root: &Path, id: &str, resources: &LinuxResources) -> Result<()> {
     }
     // Device rules are replaced whole; other resources are applied as given.
     state.cgroup.apply(resources, &crate::cgroups::default_device_rules(), true)?;
+    let warnings = crate::cgroups::resource_warnings(resources, &state.cgroup, "resources");
     state.resources = Some(merge_resources(state.resources.take().unwrap_or_default(), resources));
-    dir.save(&state)
+    dir.save(&state)?;
+    Ok(warnings)
 }
 
 /// Overlays the fields set in `new` onto `old` (JSON object merge), as later `update`s see it.

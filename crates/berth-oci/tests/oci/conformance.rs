@@ -11,6 +11,88 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
+/// `create` with a JSON --log: its output and the log's records.
+fn create_logged(c: &Ctr) -> (Output, Vec<Value>) {
+    c.write_bundle();
+    let log = c.dir.join("log.json");
+    let _ = std::fs::remove_file(&log);
+    let out = c.oci(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "create",
+        "--bundle",
+        c.bundle.dir.to_str().unwrap(),
+        &c.id,
+    ]);
+    let records = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    (out, records)
+}
+
+/// The warnings of a berth-oci log.
+fn warnings(records: &[Value]) -> String {
+    records
+        .iter()
+        .filter(|r| r["level"] == "warning")
+        .map(|r| r["msg"].as_str().unwrap_or("").to_string() + "\n")
+        .collect()
+}
+
+fn start_and_wait(c: &Ctr) {
+    c.start();
+    c.wait_status("stopped");
+}
+
+// ------------------------------------------------------------------------------------- cgroups
+
+/// (Item 2.) memory.kernel and memory.kernelTCP are accepted (the runtime-spec deprecates them; the
+/// kernel no longer has kernel memory limits); what cannot be applied is a warning.
+pub fn kernel_memory_limits_accepted() {
+    let mut c = Ctr::new("kmem", &["true"]);
+    c.config()["linux"]["resources"]["memory"] = json!({"limit": 64 << 20, "kernel": 16 << 20, "kernelTCP": 8 << 20});
+    let (out, log) = create_logged(&c);
+    let out = out.ok("create with kernel memory limits");
+    assert!(out.stderr.is_empty() || !is_berth(), "{}", out.stderr);
+    if is_berth() {
+        assert_contains(&warnings(&log), "linux.resources.memory.kernel");
+    }
+    // And by `update`.
+    let resources = c.dir.join("resources.json");
+    std::fs::write(&resources, json!({"memory": {"kernel": 32 << 20, "kernelTCP": 4 << 20}}).to_string()).unwrap();
+    c.oci(&["update", "--resources", resources.to_str().unwrap(), &c.id]).ok("update with kernel memory limits");
+    start_and_wait(&c);
+    c.delete();
+    c.assert_gone();
+}
+
+// ------------------------------------------------------------------------------------- mounts
+
+/// (Item 6.) Filesystem options given to a bind mount do not apply to it: accepted and ignored, as
+/// runc does, and the log says so.
+pub fn bind_mount_with_data_options() {
+    let src = suite().dir.join("bind-data-source");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), "bound\n").unwrap();
+    let mut c = Ctr::new("binddata", &["cat", "/data/f"]);
+    c.config()["mounts"].as_array_mut().unwrap().push(
+        json!({"destination": "/data", "type": "bind", "source": src, "options": ["rbind", "ro", "mode=755", "size=1m"]}),
+    );
+    let (out, log) = create_logged(&c);
+    out.ok("create with data options on a bind mount");
+    if is_berth() {
+        let w = warnings(&log);
+        assert_contains(&w, "mode=755");
+        assert_contains(&w, "does not apply to a bind mount");
+    }
+    c.delete();
+    assert_eq!(c.output(), "bound\n");
+}
+
 // ------------------------------------------------------------------------------------- process
 
 /// (Item 8.) process.scheduler.flags by the runtime-spec's names (SCHED_FLAG_RESET_ON_FORK, ...).

@@ -139,6 +139,8 @@ fn main() {
         defences::cve_2025_31133_masked_paths_use_the_real_dev_null,
         defences::cve_2025_52565_dev_console_symlink,
         endurance::thousand_lifecycles_leave_nothing,
+        conformance::kernel_memory_limits_accepted,
+        conformance::bind_mount_with_data_options,
         conformance::scheduler_flags_by_their_spec_names,
         conformance::hooks_environment,
         conformance::hook_state_is_created,

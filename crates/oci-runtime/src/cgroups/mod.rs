@@ -505,15 +505,39 @@ pub(crate) fn read_file(dir: &Path, file: &str) -> Result<String> {
     std::fs::read_to_string(&path).with_ctx(|| path.display().to_string())
 }
 
-/// Checks that needs no host access: values in range, and deprecated fields refused.
-pub fn validate_resources(r: &LinuxResources) -> Result<()> {
+/// What linux.resources asks that is accepted but not applied here, one warning each for the
+/// log (`at` prefixes the field: "linux.resources" or "resources").
+pub fn resource_warnings(r: &LinuxResources, cgroup: &Cgroup, at: &str) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let Some(m) = r.memory() else { return warnings };
     #[allow(deprecated)]
+    if m.kernel().is_some() {
+        warnings.push(format!(
+            "{at}.memory.kernel: Linux has no kernel memory limit any more (the runtime-spec deprecates the field); ignored"
+        ));
+    }
+    if m.kernel_tcp().is_some() && !cgroup.kernel_tcp_limit_available() {
+        let why = if cgroup.mode == Mode::Unified {
+            "cgroup v2 has no separate TCP memory limit"
+        } else {
+            "this kernel's memory cgroup has no memory.kmem.tcp.limit_in_bytes"
+        };
+        warnings.push(format!("{at}.memory.kernelTCP: {why} (the runtime-spec deprecates the field); ignored"));
+    }
+    warnings
+}
+
+impl Cgroup {
+    /// The v1 memory controller's TCP buffer limit exists (v2 has none).
+    pub(crate) fn kernel_tcp_limit_available(&self) -> bool {
+        self.mode != Mode::Unified
+            && self.v1_dir("memory").is_some_and(|d| d.join("memory.kmem.tcp.limit_in_bytes").exists())
+    }
+}
+
+/// Checks that needs no host access: values in range.
+pub fn validate_resources(r: &LinuxResources) -> Result<()> {
     if let Some(m) = r.memory() {
-        if m.kernel().is_some() {
-            return Err(Error::unsupported(
-                "memory.kernel: kernel memory limits were removed from Linux (5.4 deprecated them); not supported",
-            ));
-        }
         if let Some(s) = m.swappiness() {
             if s > 100 {
                 return Err(Error::invalid(format!("memory.swappiness: {s} is above 100")));

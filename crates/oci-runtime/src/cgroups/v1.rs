@@ -60,7 +60,9 @@ pub(super) fn apply(cg: &Cgroup, r: &LinuxResources, devices_extra: &[DeviceRule
         if let Some(v) = m.disable_oom_killer() {
             set(dir, "memory.oom_control", if v { 1 } else { 0 }, "memory.disableOOMKiller")?;
         }
-        if let Some(v) = m.kernel_tcp() {
+        // Deprecated by the runtime-spec; applied where the kernel still has it, else a warning
+        // (resource_warnings). memory.kernel is never applied: Linux ignores it.
+        if let Some(v) = m.kernel_tcp().filter(|_| cg.kernel_tcp_limit_available()) {
             set(dir, "memory.kmem.tcp.limit_in_bytes", v, "memory.kernelTCP")?;
         }
         if let Some(v) = m.use_hierarchy() {
