@@ -347,6 +347,13 @@ fn check_sysctl(key: &str, namespaces: &HashSet<LinuxNamespaceType>) -> Result<(
     if key.is_empty() || key.contains("..") || key.starts_with(['.', '/']) {
         return Err(invalid(at, "not a valid sysctl name"));
     }
+    // The uts namespace's names have fields of their own; a sysctl would fight them (which one
+    // wins would depend on the order the runtime applies them), so runc and crun refuse it too.
+    for (name, field) in [("kernel.hostname", "hostname"), ("kernel.domainname", "domainname")] {
+        if key == name || key == name.replace('.', "/") {
+            return Err(invalid(at, format!("conflicts with the {field} field: set the {field} there")));
+        }
+    }
     let needed = if key.starts_with("net.") {
         Some(LinuxNamespaceType::Network)
     } else if key.starts_with("fs.mqueue.")
@@ -363,8 +370,6 @@ fn check_sysctl(key: &str, namespaces: &HashSet<LinuxNamespaceType>) -> Result<(
         )
     {
         Some(LinuxNamespaceType::Ipc)
-    } else if matches!(key, "kernel.hostname" | "kernel.domainname") {
-        Some(LinuxNamespaceType::Uts)
     } else {
         None
     };

@@ -128,6 +128,21 @@ pub fn scheduler_flags_by_their_spec_names() {
     bad.assert_gone();
 }
 
+// ------------------------------------------------------------------------------------- namespaces
+
+/// (Item 15.) kernel.hostname and kernel.domainname conflict with hostname and domainname: refused.
+pub fn hostname_sysctls_refused() {
+    for key in ["kernel.hostname", "kernel.domainname"] {
+        let mut c = Ctr::new(&format!("sysctl{}", key.replace('.', "")), &["true"]);
+        c.config()["linux"]["sysctl"] = json!({key: "other"});
+        let out = c.create_raw().failed(key);
+        if is_berth() {
+            assert_contains(&out.stderr, &format!("linux.sysctl.{key}"));
+        }
+        c.assert_gone();
+    }
+}
+
 // ------------------------------------------------------------------------------------- hooks
 
 fn script(path: &Path, body: &str) {
