@@ -72,6 +72,17 @@ pub fn kernel_memory_limits_accepted() {
 
 // ------------------------------------------------------------------------------------- mounts
 
+/// (Item 5.) rootfsPropagation: unbindable (and the other values) apply to the container's /.
+pub fn rootfs_propagation_unbindable() {
+    for (value, field) in [("unbindable", "unbindable"), ("runbindable", "unbindable"), ("shared", "shared:")] {
+        let mut c = Ctr::new(&format!("prop{value}"), &["awk", "$5 == \"/\"", "/proc/self/mountinfo"]);
+        c.config()["linux"]["rootfsPropagation"] = json!(value);
+        let out = c.run().ok(value);
+        assert_contains(&out.stdout, field);
+        c.assert_gone();
+    }
+}
+
 /// (Item 6.) Filesystem options given to a bind mount do not apply to it: accepted and ignored, as
 /// runc does, and the log says so.
 pub fn bind_mount_with_data_options() {

@@ -140,6 +140,7 @@ fn main() {
         defences::cve_2025_52565_dev_console_symlink,
         endurance::thousand_lifecycles_leave_nothing,
         conformance::kernel_memory_limits_accepted,
+        conformance::rootfs_propagation_unbindable,
         conformance::bind_mount_with_data_options,
         conformance::scheduler_flags_by_their_spec_names,
         conformance::hooks_environment,
