@@ -117,6 +117,10 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
         // Now that we are in the container's cgroup, it becomes the namespace's root.
         sys::unshare(libc::CLONE_NEWCGROUP).ctx("creating the cgroup namespace")?;
     }
+    if ns.creates(LinuxNamespaceType::Network) {
+        // A new network namespace starts with its loopback down; runc and crun bring it up.
+        sys::link_up("lo").ctx("linux.namespaces: bringing up the new network namespace's loopback")?;
+    }
     // The host's procfs, verified, opened while the host's mounts are still all we see: sysctls
     // land in this process's namespaces, LSM labels on this process.
     let proc = Procfs::open()?;

@@ -592,6 +592,28 @@ pub fn read_signal(fd: RawFd) -> io::Result<(i32, i32)> {
 
 // ---------------------------------------------------------------------------------------- sockets
 
+/// struct ifreq with the flags member of its union (40 bytes on 64-bit Linux).
+#[repr(C)]
+struct IfreqFlags {
+    name: [u8; 16],
+    flags: libc::c_short,
+    _rest: [u8; 22],
+}
+
+/// Brings a network interface of this process's network namespace up (SIOCSIFFLAGS IFF_UP).
+pub fn link_up(name: &str) -> io::Result<()> {
+    let sock = owned(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) } as libc::c_long)?;
+    let mut req = IfreqFlags { name: [0; 16], flags: 0, _rest: [0; 22] };
+    req.name[..name.len().min(15)].copy_from_slice(&name.as_bytes()[..name.len().min(15)]);
+    // SAFETY: ioctls on a socket we own with a buffer laid out as the kernel's struct ifreq.
+    unsafe {
+        check(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req))?;
+        req.flags |= libc::IFF_UP as libc::c_short;
+        check(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req))?;
+    }
+    Ok(())
+}
+
 pub fn socketpair_seqpacket() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     check(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) })?;

@@ -141,6 +141,14 @@ pub fn scheduler_flags_by_their_spec_names() {
 
 // ------------------------------------------------------------------------------------- namespaces
 
+/// (Item 14.) A new network namespace has its loopback interface up.
+pub fn loopback_up_in_a_new_network_namespace() {
+    let c = Ctr::new("loopback", &["cat", "/sys/class/net/lo/flags"]);
+    let flags = c.output();
+    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & libc::IFF_UP as u32, libc::IFF_UP as u32, "lo is down: {flags:#x}");
+}
+
 /// (Item 15.) kernel.hostname and kernel.domainname conflict with hostname and domainname: refused.
 pub fn hostname_sysctls_refused() {
     for key in ["kernel.hostname", "kernel.domainname"] {

@@ -145,6 +145,7 @@ fn main() {
         conformance::scheduler_flags_by_their_spec_names,
         conformance::hooks_environment,
         conformance::hook_state_is_created,
+        conformance::loopback_up_in_a_new_network_namespace,
         conformance::hostname_sysctls_refused,
         conformance::poststart_failure_is_a_warning,
         conformance::hooked_containers_stress,
