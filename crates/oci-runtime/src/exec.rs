@@ -194,7 +194,8 @@ fn child(
         sys::prctl(libc::PR_SET_DUMPABLE, 0).ctx("PR_SET_DUMPABLE")?;
         // The mount namespace's root is the container's root now.
         let root = sys::open(Path::new("/"), libc::O_PATH | libc::O_DIRECTORY).ctx("opening the container's root")?;
-        let cwd = fs::resolve(root.as_raw_fd(), &plan.cwd, Resolve::EXISTING).map_err(|e| e.context("process.cwd"))?;
+        let cwd = fs::resolve(root.as_raw_fd(), &plan.cwd, Resolve::EXISTING)
+            .map_err(|e| process::cwd_error(e, &plan.cwd, false))?;
         if plan.terminal {
             let socket = console.as_ref().expect("checked by the caller");
             let pty = terminal::open_in_root(root.as_raw_fd())?;

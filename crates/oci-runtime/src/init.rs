@@ -174,7 +174,7 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
     // Kept as a descriptor and entered with fchdir: a path would be walked by the kernel, which
     // follows /proc/self/fd/N magic links to whatever the runtime holds open (CVE-2024-21626).
     let cwd = fs::resolve(asm.root.as_raw_fd(), &plan.process.cwd, Resolve::create(Create::Dir))
-        .map_err(|e| e.context("process.cwd"))?;
+        .map_err(|e| process::cwd_error(e, &plan.process.cwd, true))?;
     rootfs::finish(&plan.rootfs, asm, pty.as_ref())?;
     if let Some(slave) = &pty {
         terminal::become_controlling(slave)?;

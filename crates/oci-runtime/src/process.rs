@@ -103,6 +103,15 @@ impl ProcessPlan {
     }
 }
 
+/// Names the step and the directory of a failed working directory: `process.cwd: chdir to /x:
+/// no such file or directory`. A system error reads as the step's; one without an errno (an
+/// escape through `..`) keeps its own words.
+pub fn cwd_error(e: Error, cwd: &Path, creating: bool) -> Error {
+    let step = if creating { "creating" } else { "chdir to" };
+    let e = if e.errno().is_some() { Error::from_parts(e.kind(), String::new(), e.errno()) } else { e };
+    e.context(format!("process.cwd: {step} {}", cwd.display()))
+}
+
 /// Whether this process has a capability in its effective set (in its own user namespace).
 pub fn have_capability(cap: u32) -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -294,7 +303,7 @@ pub fn become_process(
     switch_user(p, setgroups_allowed(in_userns))?;
     // fchdir, never chdir(path): the kernel would follow /proc/self/fd/N magic links to
     // whatever the runtime holds open (CVE-2024-21626).
-    sys::fchdir(cwd.as_raw_fd()).with_ctx(|| format!("process.cwd: {}", p.cwd.display()))?;
+    sys::fchdir(cwd.as_raw_fd()).map_err(|e| cwd_error(e.into(), &p.cwd, false))?;
     drop(cwd);
     apply_caps(p)?;
     if let Some(mask) = p.umask {

@@ -139,6 +139,18 @@ pub fn scheduler_flags_by_their_spec_names() {
     bad.assert_gone();
 }
 
+/// (Item 16.) A failing exec says which step failed.
+pub fn exec_cwd_error_names_the_step() {
+    let c = Ctr::new("execcwd", &["sleep", "1000"]);
+    c.create();
+    c.start();
+    let out = c.oci(&["exec", "--cwd", "/no/such/dir", &c.id, "true"]).failed("exec in a missing cwd");
+    if is_berth() {
+        assert_contains(&out.stderr, "chdir to /no/such/dir: no such file or directory");
+    }
+    c.delete();
+}
+
 // ------------------------------------------------------------------------------------- namespaces
 
 /// (Item 14.) A new network namespace has its loopback interface up.

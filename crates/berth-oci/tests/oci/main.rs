@@ -147,6 +147,7 @@ fn main() {
         conformance::hook_state_is_created,
         conformance::loopback_up_in_a_new_network_namespace,
         conformance::hostname_sysctls_refused,
+        conformance::exec_cwd_error_names_the_step,
         conformance::poststart_failure_is_a_warning,
         conformance::hooked_containers_stress,
     ];
