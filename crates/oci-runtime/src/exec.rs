@@ -171,6 +171,9 @@ fn child(
 ) -> Error {
     let result = (|| -> Result<std::ffi::CString> {
         sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).ctx("PR_SET_PDEATHSIG")?;
+        // A session of its own, as runc makes it (and a terminal needs it to become the
+        // controlling one).
+        sys::setsid().ctx("setsid")?;
         // execCPUAffinity: "initial" before entering the cgroup, "final" once in it.
         if let Some(cpus) = &plan.attrs.cpus_initial {
             crate::attrs::set_affinity(cpus, "process.execCPUAffinity.initial")?;

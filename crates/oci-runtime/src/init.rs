@@ -95,6 +95,9 @@ struct Ready {
 fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
     // Die with the runtime while it still has to hear from us.
     sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).ctx("PR_SET_PDEATHSIG")?;
+    // A session of its own, as runc's and crun's container processes lead: not the caller's
+    // (its terminal's signals, its job control).
+    sys::setsid().ctx("setsid")?;
     if stage == Stage::Direct {
         // Still the host's root here (no id switch yet): allowed to move ourselves. (The
         // intermediate joined before it entered a user namespace, and we inherited that.)

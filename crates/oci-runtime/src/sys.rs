@@ -489,6 +489,10 @@ pub fn prctl(option: i32, arg2: u64) -> io::Result<()> {
     check(unsafe { libc::prctl(option, arg2, 0u64, 0u64, 0u64) }).map(drop)
 }
 
+pub fn setsid() -> io::Result<()> {
+    check(unsafe { libc::setsid() }).map(drop)
+}
+
 pub fn getpid() -> i32 {
     unsafe { libc::getpid() }
 }

@@ -11,6 +11,14 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
+fn namespaces(c: &mut Ctr) -> &mut Vec<Value> {
+    c.config()["linux"]["namespaces"].as_array_mut().unwrap()
+}
+
+fn without_namespace(c: &mut Ctr, typ: &str) {
+    namespaces(c).retain(|n| n["type"] != typ);
+}
+
 /// `create` with a JSON --log: its output and the log's records.
 fn create_logged(c: &Ctr) -> (Output, Vec<Value>) {
     c.write_bundle();
@@ -137,6 +145,24 @@ pub fn scheduler_flags_by_their_spec_names() {
         assert_contains(&out.stderr, "`SCHED_FLAG_RESET_ON_FORK`");
     }
     bad.assert_gone();
+}
+
+/// (Item 11.) The container's process and an exec'd one each lead a session of their own.
+pub fn processes_lead_their_own_session() {
+    let mut c = Ctr::new("session", &["sh", "-c", "/probe session; sleep 1000"]);
+    c.with_probe();
+    without_namespace(&mut c, "pid");
+    let pid = c.create();
+    c.start();
+    let stat = read(format!("/proc/{pid}/stat"));
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+    assert_eq!(fields[3], pid.to_string(), "the container's process does not lead its session: {stat}");
+    let out = c.oci(&["exec", &c.id, "/probe", "session"]).ok("exec");
+    let line = out.stdout.trim();
+    let pid_of = |k: &str| line.split_whitespace().find_map(|f| f.strip_prefix(k)).unwrap().to_string();
+    assert_eq!(pid_of("sid="), pid_of("pid="), "exec: {line}");
+    assert_eq!(pid_of("pgrp="), pid_of("pid="), "exec: {line}");
+    c.delete();
 }
 
 /// (Item 16.) A failing exec says which step failed.
