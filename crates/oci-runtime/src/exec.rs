@@ -43,7 +43,7 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
         _ => {}
     }
     crate::config::validate_process_fields(&opts.process, "process")?;
-    let plan = ProcessPlan::from_spec(&opts.process, "process")?;
+    let mut plan = ProcessPlan::from_spec(&opts.process, "process")?;
     if plan.terminal && opts.detach && opts.console_socket.is_none() {
         return Err(Error::invalid("process.terminal with --detach needs --console-socket"));
     }
@@ -56,6 +56,12 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
     if !st.init_alive() {
         return Err(Error::state(format!("cannot exec in a stopped container {id}")));
     }
+    // HOME from the container's /etc/passwd as the container sees it (its mounts included),
+    // through the init's root.
+    let proc = crate::procfs::Proc::open()?;
+    let container_root = proc.root_of(st.pid).ctx("the container's root")?;
+    plan.env = process::with_home(&plan.env, container_root.as_raw_fd(), plan.uid);
+    drop((container_root, proc));
     let linux = st.spec.linux().as_ref();
     let mut ns_flags = 0;
     for ns in linux.and_then(|l| l.namespaces().as_ref()).into_iter().flatten() {

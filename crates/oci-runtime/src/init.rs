@@ -88,6 +88,8 @@ pub fn exit(code: i32) -> ! {
 
 struct Ready {
     executable: std::ffi::CString,
+    /// process.env, with HOME from the container's /etc/passwd when it has none.
+    env: Vec<String>,
     host_pid: i32,
     proc: Procfs,
 }
@@ -148,6 +150,8 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
         join_session_keyring(name)?;
     }
     let asm = rootfs::prepare(&plan.rootfs)?;
+    // Read with the config's mounts in place (a caller may bind its own /etc/passwd).
+    let env = process::with_home(&plan.process.env, asm.root.as_raw_fd(), plan.process.uid);
     let pty = if plan.process.terminal {
         let socket = fds
             .console_socket
@@ -171,7 +175,7 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
         plan.hooks.as_ref(),
         Kind::CreateContainer,
         &hooks::state(id, "created", host_pid, bundle, annotations),
-        Some(&plan.process.env),
+        Some(&env),
     )?;
     // The working directory is created now, as root, the way runc and docker do.
     // Kept as a descriptor and entered with fchdir: a path would be walked by the kernel, which
@@ -193,7 +197,7 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
     // From here the runtime may exit at any moment (after Committed): the death signal would
     // kill us then. Should it die before Committed instead, the sync socket reads EOF and we exit.
     sys::prctl(libc::PR_SET_PDEATHSIG, 0).ctx("PR_SET_PDEATHSIG")?;
-    Ok(Ready { executable, host_pid, proc })
+    Ok(Ready { executable, env, host_pid, proc })
 }
 
 /// Loads the seccomp filter now if it cannot wait until right before execve: without
@@ -255,7 +259,7 @@ fn finish(plan: &InitPlan, fds: InitFds, ready: Ready) -> Error {
     }
     let (id, bundle, annotations) = &plan.hook_state;
     let state = hooks::state(id, "created", ready.host_pid, bundle, annotations);
-    if let Err(e) = hooks::run_all(plan.hooks.as_ref(), Kind::StartContainer, &state, Some(&plan.process.env)) {
+    if let Err(e) = hooks::run_all(plan.hooks.as_ref(), Kind::StartContainer, &state, Some(&ready.env)) {
         return e;
     }
     if let Err(e) = plan.process.attrs.apply_labels(&ready.proc, ready.host_pid) {
@@ -268,12 +272,10 @@ fn finish(plan: &InitPlan, fds: InitFds, ready: Ready) -> Error {
     drop(fds.state_dir);
     match &plan.socket_activation {
         // SAFETY: getpid cannot fail; it names us as the container sees us.
-        Some(activation) => process::execve(
-            &ready.executable,
-            &plan.process,
-            &activation.env(&plan.process.env, unsafe { libc::getpid() }),
-        ),
-        None => process::execve(&ready.executable, &plan.process, &plan.process.env),
+        Some(activation) => {
+            process::execve(&ready.executable, &plan.process, &activation.env(&ready.env, unsafe { libc::getpid() }))
+        }
+        None => process::execve(&ready.executable, &plan.process, &ready.env),
     }
 }
 

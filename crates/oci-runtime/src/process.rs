@@ -2,6 +2,7 @@
 //! executing its program.
 
 use std::ffi::CString;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -110,6 +111,38 @@ pub fn cwd_error(e: Error, cwd: &Path, creating: bool) -> Error {
     let step = if creating { "creating" } else { "chdir to" };
     let e = if e.errno().is_some() { Error::from_parts(e.kind(), String::new(), e.errno()) } else { e };
     e.context(format!("process.cwd: {step} {}", cwd.display()))
+}
+
+/// The environment with HOME added when it has none: the home of `uid` in the container's
+/// /etc/passwd (resolved inside `root`, never following a link out of it), else `/`, as runc
+/// and crun set it.
+pub fn with_home(env: &[String], root: RawFd, uid: u32) -> Vec<String> {
+    let mut env = env.to_vec();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", home_of(root, uid).unwrap_or_else(|| "/".into())));
+    }
+    env
+}
+
+fn home_of(root: RawFd, uid: u32) -> Option<String> {
+    use std::io::Read;
+    let file = crate::fs::resolve(root, Path::new("/etc/passwd"), crate::fs::Resolve::EXISTING).ok()?;
+    if !crate::fs::is_regular(file.as_raw_fd()).ok()? {
+        return None;
+    }
+    let file = crate::fs::reopen(file.as_raw_fd(), libc::O_RDONLY | libc::O_CLOEXEC).ok()?;
+    let mut text = Vec::new();
+    // A passwd file is small; a huge one is not read whole.
+    std::fs::File::from(file).take(4 << 20).read_to_end(&mut text).ok()?;
+    passwd_home(&String::from_utf8_lossy(&text), uid)
+}
+
+/// The home directory of `uid` in passwd(5) text.
+fn passwd_home(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.len() >= 7 && fields[2].parse() == Ok(uid) && !fields[5].is_empty()).then(|| fields[5].to_string())
+    })
 }
 
 /// Whether this process has a capability in its effective set (in its own user namespace).
@@ -317,4 +350,19 @@ pub fn become_process(
     }
     sys::cloexec_from(inherited_end).ctx("closing the runtime's descriptors on exec")?;
     Ok(executable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwd_home_by_uid() {
+        let passwd =
+            "root:x:0:0:root:/root:/bin/sh\n# comment\nuser:x:1000:1000::/home/user:/bin/sh\nnohome:x:7:7:::/bin/sh\n";
+        assert_eq!(passwd_home(passwd, 0).as_deref(), Some("/root"));
+        assert_eq!(passwd_home(passwd, 1000).as_deref(), Some("/home/user"));
+        assert_eq!(passwd_home(passwd, 7), None);
+        assert_eq!(passwd_home(passwd, 4242), None);
+    }
 }

@@ -147,6 +147,30 @@ pub fn scheduler_flags_by_their_spec_names() {
     bad.assert_gone();
 }
 
+/// (Item 10.) HOME comes from the container's /etc/passwd entry for the user (or is /) when
+/// process.env has none; a HOME given is kept. Likewise for exec.
+pub fn home_from_passwd() {
+    let cases =
+        [(0, None, "/root"), (1000, None, "/home/user"), (4242, None, "/"), (1000, Some("/elsewhere"), "/elsewhere")];
+    for (i, (uid, given, want)) in cases.into_iter().enumerate() {
+        let mut c = Ctr::new(&format!("home{i}"), &["sh", "-c", "echo $HOME"]);
+        c.config()["process"]["user"] = json!({"uid": uid, "gid": uid});
+        let env = c.config()["process"]["env"].as_array_mut().unwrap();
+        env.retain(|e| !e.as_str().unwrap().starts_with("HOME="));
+        if let Some(home) = given {
+            env.push(json!(format!("HOME={home}")));
+        }
+        assert_eq!(c.output(), format!("{want}\n"), "uid {uid}");
+    }
+    let mut e = Ctr::new("homeexec", &["sleep", "1000"]);
+    e.config()["process"]["env"].as_array_mut().unwrap().retain(|e| !e.as_str().unwrap().starts_with("HOME="));
+    e.create();
+    e.start();
+    let out = e.oci(&["exec", "--user", "1000:1000", &e.id, "sh", "-c", "echo $HOME"]).ok("exec");
+    assert_eq!(out.stdout, "/home/user\n");
+    e.delete();
+}
+
 /// (Item 11.) The container's process and an exec'd one each lead a session of their own.
 pub fn processes_lead_their_own_session() {
     let mut c = Ctr::new("session", &["sh", "-c", "/probe session; sleep 1000"]);

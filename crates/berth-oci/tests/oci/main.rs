@@ -143,6 +143,7 @@ fn main() {
         conformance::rootfs_propagation_unbindable,
         conformance::bind_mount_with_data_options,
         conformance::scheduler_flags_by_their_spec_names,
+        conformance::home_from_passwd,
         conformance::processes_lead_their_own_session,
         conformance::hooks_environment,
         conformance::hook_state_is_created,
