@@ -225,8 +225,8 @@ pub fn validate(spec: &Spec) -> Result<()> {
     if let Some(p) = linux.personality() {
         crate::attrs::personality(p)?;
     }
-    if linux.memory_policy().is_some() {
-        return Err(unsupported("linux.memoryPolicy", "a NUMA memory policy"));
+    if let Some(p) = linux.memory_policy() {
+        crate::attrs::memory_policy(p)?;
     }
     if linux.net_devices().is_some() {
         return Err(unsupported("linux.netDevices", "moving network devices"));

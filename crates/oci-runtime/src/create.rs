@@ -415,6 +415,7 @@ fn create_steps(
         socket_activation: opts.socket_activation.clone(),
         session_keyring: (!opts.no_new_keyring).then(|| id.to_string()),
         personality: linux.personality().as_ref().map(crate::attrs::personality).transpose()?,
+        memory_policy: linux.memory_policy().as_ref().map(crate::attrs::memory_policy).transpose()?,
         hooks: spec.hooks().clone(),
         hook_state: (id.to_string(), bundle.dir.clone(), spec.annotations().clone().unwrap_or_default()),
         seccomp: match linux.seccomp() {

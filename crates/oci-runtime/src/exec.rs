@@ -68,6 +68,8 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
         ns_flags |= namespaces::clone_flag(ns.typ());
     }
     let in_userns = ns_flags & libc::CLONE_NEWUSER != 0;
+    // The container's memory policy holds for its exec'd processes too.
+    let memory_policy = linux.and_then(|l| l.memory_policy().as_ref()).map(crate::attrs::memory_policy).transpose()?;
     // The container's seccomp profile confines its exec'd processes too.
     let seccomp_config = linux.and_then(|l| l.seccomp().as_ref());
     let filter = seccomp_config.map(|s| crate::seccomp::compile(s, "linux.seccomp")).transpose()?;
@@ -109,6 +111,7 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
                 ns_flags & !for_children,
                 in_userns,
                 &plan,
+                memory_policy.as_ref(),
                 filter.as_ref(),
                 opts,
                 console,
@@ -170,6 +173,7 @@ fn child(
     ns_flags: i32,
     in_userns: bool,
     plan: &ProcessPlan,
+    memory_policy: Option<&crate::attrs::MemoryPolicy>,
     filter: Option<&crate::seccomp::Filter>,
     opts: &ExecOptions,
     console: Option<OwnedFd>,
@@ -189,6 +193,9 @@ fn child(
         cgroup.join_self(cgroup2_joined)?;
         if let Some(cpus) = &plan.attrs.cpus_final {
             crate::attrs::set_affinity(cpus, "process.execCPUAffinity.final")?;
+        }
+        if let Some(policy) = memory_policy {
+            policy.apply()?;
         }
         if ns_flags != 0 {
             // All at once through the pidfd: the kernel enters the user namespace first.

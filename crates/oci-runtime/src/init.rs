@@ -31,6 +31,8 @@ pub struct InitPlan {
     pub sysctl: Vec<(String, String)>,
     /// linux.personality, as personality(2) takes it.
     pub personality: Option<u64>,
+    /// linux.memoryPolicy, as set_mempolicy(2) takes it.
+    pub memory_policy: Option<crate::attrs::MemoryPolicy>,
     pub namespaces: NamespacePlan,
     pub cgroup: crate::cgroups::Cgroup,
     /// clone3 placed the init in its cgroup2 directory (CLONE_INTO_CGROUP).
@@ -190,6 +192,9 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
 
     if let Some(persona) = plan.personality {
         crate::attrs::set_personality(persona)?;
+    }
+    if let Some(policy) = &plan.memory_policy {
+        policy.apply()?;
     }
     load_seccomp_early(plan.seccomp.as_ref(), plan.process.no_new_privileges, &fds.sync)?;
     let inherited_fds = plan.socket_activation.as_ref().map_or(0, |a| a.fds) + plan.preserve_fds;

@@ -114,6 +114,78 @@ pub fn bind_mount_with_data_options() {
 
 // ------------------------------------------------------------------------------------- process
 
+/// (Item 7.) linux.memoryPolicy: every mode and flag the spec lists, through set_mempolicy, as the
+/// container's process sees it (/proc/self/numa_maps).
+pub fn memory_policy() {
+    if !Path::new("/proc/self/numa_maps").exists() {
+        // A kernel without NUMA: the policy is refused, naming the field.
+        let mut c = Ctr::new("mempolicynonuma", &["true"]);
+        c.config()["linux"]["memoryPolicy"] = json!({"mode": "MPOL_BIND", "nodes": "0"});
+        let out = c.create_raw().failed("a memory policy without NUMA");
+        if is_berth() {
+            assert_contains(&out.stderr, "linux.memoryPolicy");
+        }
+        return;
+    }
+    let weighted = Path::new("/sys/kernel/mm/mempolicy/weighted_interleave").exists();
+    let mut cases = vec![
+        (json!({"mode": "MPOL_DEFAULT"}), " default "),
+        (json!({"mode": "MPOL_LOCAL"}), " local "),
+        (json!({"mode": "MPOL_BIND", "nodes": "0"}), " bind:0 "),
+        (json!({"mode": "MPOL_INTERLEAVE", "nodes": "0"}), " interleave:0 "),
+        (json!({"mode": "MPOL_PREFERRED", "nodes": "0", "flags": ["MPOL_F_STATIC_NODES"]}), " prefer=static:0 "),
+        (json!({"mode": "MPOL_PREFERRED_MANY", "nodes": "0"}), " prefer (many):0 "),
+        (json!({"mode": "MPOL_BIND", "nodes": "0", "flags": ["MPOL_F_RELATIVE_NODES"]}), " bind=relative:0 "),
+    ];
+    if weighted {
+        cases.push((json!({"mode": "MPOL_WEIGHTED_INTERLEAVE", "nodes": "0"}), " weighted interleave:0 "));
+        cases.push((
+            json!({"mode": "MPOL_BIND", "nodes": "0", "flags": ["MPOL_F_NUMA_BALANCING"]}),
+            " bind=balancing:0 ",
+        ));
+    }
+    for (i, (policy, shown)) in cases.into_iter().enumerate() {
+        let mut c = Ctr::new(&format!("mempolicy{i}"), &["head", "-2", "/proc/self/numa_maps"]);
+        c.config()["linux"]["memoryPolicy"] = policy.clone();
+        let out = c.run();
+        assert_eq!(out.code, 0, "{policy}: {out:?}");
+        assert!(
+            out.stdout.lines().nth(1).is_some_and(|l| l.contains(shown)),
+            "{policy}: expected {shown:?} in {}",
+            out.stdout
+        );
+        c.assert_gone();
+    }
+    // The container's policy holds for its exec'd processes too.
+    let mut e = Ctr::new("mempolicyexec", &["sleep", "1000"]);
+    e.config()["linux"]["memoryPolicy"] = json!({"mode": "MPOL_INTERLEAVE", "nodes": "0"});
+    e.create();
+    e.start();
+    let out = e.oci(&["exec", &e.id, "head", "-2", "/proc/self/numa_maps"]).ok("exec");
+    assert!(out.stdout.lines().nth(1).is_some_and(|l| l.contains(" interleave:0 ")), "{}", out.stdout);
+    e.delete();
+    // The spec's rules and what this host has not: refused, naming the field.
+    let refused = [
+        json!({"mode": "MPOL_BIND"}),
+        json!({"mode": "MPOL_INTERLEAVE", "nodes": ""}),
+        json!({"mode": "MPOL_PREFERRED", "nodes": "bad"}),
+        json!({"mode": "MPOL_PREFERRED", "nodes": "10284838"}),
+        json!({"mode": "MPOL_PREFERRED", "nodes": "0", "flags": ["MPOL_F_RELATIVE_NODES", "MPOL_F_STATIC_NODES"]}),
+        json!({"mode": "MPOL_PREFERRED", "nodes": "0", "flags": ["MPOL_F_NUMA_BALANCING"]}),
+        json!({"mode": "MPOL_NOSUCH", "nodes": "0"}),
+    ];
+    for (i, policy) in refused.into_iter().enumerate() {
+        let mut c = Ctr::new(&format!("mempolicybad{i}"), &["true"]);
+        c.config()["linux"]["memoryPolicy"] = policy.clone();
+        let out = c.create_raw();
+        assert_ne!(out.code, 0, "{policy} was accepted");
+        if is_berth() {
+            assert_contains(&out.stderr, "linux.memoryPolicy");
+        }
+        c.assert_gone();
+    }
+}
+
 /// (Item 8.) process.scheduler.flags by the runtime-spec's names (SCHED_FLAG_RESET_ON_FORK, ...).
 pub fn scheduler_flags_by_their_spec_names() {
     let mut c = Ctr::new("schedflags", &["/probe", "sched"]);

@@ -142,6 +142,7 @@ fn main() {
         conformance::kernel_memory_limits_accepted,
         conformance::rootfs_propagation_unbindable,
         conformance::bind_mount_with_data_options,
+        conformance::memory_policy,
         conformance::scheduler_flags_by_their_spec_names,
         conformance::home_from_passwd,
         conformance::processes_lead_their_own_session,
