@@ -36,6 +36,21 @@ pub struct SchedAttr {
     util_max: u32,
 }
 
+impl SchedAttr {
+    /// SCHED_FIFO or SCHED_RR: real-time policies, which need real-time CPU time in the
+    /// process's cgroup where the kernel budgets it per group.
+    pub fn is_realtime(&self) -> bool {
+        matches!(self.policy, 1 | 2)
+    }
+
+    pub fn policy_name(&self) -> &'static str {
+        ["SCHED_OTHER", "SCHED_FIFO", "SCHED_RR", "SCHED_BATCH", "SCHED_ISO", "SCHED_IDLE", "SCHED_DEADLINE"]
+            .get(self.policy as usize)
+            .copied()
+            .unwrap_or("?")
+    }
+}
+
 /// "0-3,7" to CPU numbers.
 pub fn parse_cpu_list(list: &str, at: &str) -> Result<Vec<usize>> {
     let bad = || Error::invalid(format!("{at}: '{list}' is not a CPU list (like 0-3,7)"));

@@ -389,7 +389,20 @@ fn create_steps(
         rootfs.cgroup_mounts = cgroup_mounts(&layout, cgroup);
     }
     if let Some(resources) = linux.resources().as_ref().filter(|_| !cgroup.shared) {
-        cgroup.apply(resources, &extra_device_rules(spec), false).map_err(|e| e.context("config.json"))?;
+        let applied = cgroup.apply(resources, &extra_device_rules(spec), false);
+        // What apply gave the parents (real-time runtime) is undone with the cgroup.
+        undo.cgroup = Some(cgroup.clone());
+        applied.map_err(|e| e.context("config.json"))?;
+    }
+    if let Some(sched) = process.attrs.scheduler.filter(|s| s.is_realtime()) {
+        let given = cgroup.ensure_realtime();
+        undo.cgroup = Some(cgroup.clone());
+        given.map_err(|e| {
+            e.context(format!(
+                "config.json: process.scheduler.policy: {} needs real-time CPU time in the container's cgroup",
+                sched.policy_name()
+            ))
+        })?;
     }
 
     let console_socket = match console {

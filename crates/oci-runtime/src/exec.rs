@@ -31,6 +31,11 @@ pub struct ExecOptions {
 
 /// Runs the process; returns its exit code in the foreground, 0 once it runs when detached.
 pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
+    let wants_realtime = ProcessPlan::from_spec(&opts.process, "process")
+        .is_ok_and(|p| p.attrs.scheduler.is_some_and(|s| s.is_realtime()));
+    if wants_realtime {
+        give_realtime(root, id)?;
+    }
     let dir = StateDir::open(root, id, false)?;
     let st = dir.load()?.ok_or_else(|| state::not_exist(id))?;
     match st.status(&dir.path) {
@@ -162,6 +167,18 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
     };
     let status = crate::run::wait_loop(pid, pidfd.as_raw_fd(), sigfd.as_raw_fd(), master.as_ref())?;
     Ok(status.code())
+}
+
+/// A real-time policy needs real-time CPU time in the container's cgroup where the kernel
+/// budgets it per group: given from its parents, and recorded in the state (under the
+/// container's lock) for delete to take back.
+fn give_realtime(root: &Path, id: &str) -> Result<()> {
+    let dir = StateDir::open(root, id, true)?;
+    let Some(mut st) = dir.load()? else { return Err(state::not_exist(id)) };
+    st.cgroup.ensure_realtime().map_err(|e| {
+        e.context("process.scheduler.policy: a real-time policy needs real-time CPU time in the container's cgroup")
+    })?;
+    dir.save(&st)
 }
 
 /// The exec process before execve; returns only with what failed.

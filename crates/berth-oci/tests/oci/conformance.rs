@@ -78,6 +78,77 @@ pub fn kernel_memory_limits_accepted() {
     c.assert_gone();
 }
 
+/// (Item 9.) SCHED_FIFO and SCHED_RR need real-time CPU time in the container's cgroup where the
+/// kernel schedules real-time groups (v1 cpu.rt_runtime_us): the container gets it from its
+/// parent, or a clear error says the parent has none.
+pub fn realtime_scheduler_in_a_new_cgroup() {
+    let _rt = REALTIME.lock().unwrap_or_else(|e| e.into_inner());
+    let cpu_root = Path::new("/sys/fs/cgroup/cpu");
+    let rt_groups = cpu_root.join("cpu.rt_runtime_us").exists();
+    if is_cgroup2() {
+        // cgroup v2 has no real-time budget per group: the policy is granted, or (a kernel with
+        // real-time group scheduling) refused clearly.
+        let mut c = Ctr::new("rtv2", &["true"]);
+        c.config()["process"]["scheduler"] = json!({"policy": "SCHED_FIFO", "priority": 10});
+        let out = c.run();
+        if out.code != 0 && is_berth() {
+            assert_contains(&out.stderr, "process.scheduler");
+        }
+        c.assert_gone();
+        return;
+    }
+    let budget: i64 = if rt_groups { read(cpu_root.join("cpu.rt_runtime_us")).trim().parse().unwrap() } else { -1 };
+    for policy in ["SCHED_FIFO", "SCHED_RR"] {
+        let mut c = Ctr::new(&format!("rt{}", policy.to_lowercase()), &["true"]);
+        c.config()["process"]["scheduler"] = json!({"policy": policy, "priority": 10});
+        if !rt_groups || budget != 0 {
+            c.create();
+            let pid = c.pid();
+            let expected = if policy == "SCHED_FIFO" { libc::SCHED_FIFO } else { libc::SCHED_RR };
+            // SAFETY: reading another process's policy.
+            assert_eq!(unsafe { libc::sched_getscheduler(pid) }, expected);
+            if rt_groups {
+                let mine: i64 = read(c.cgroup_dir("cpu").join("cpu.rt_runtime_us")).trim().parse().unwrap();
+                assert!(mine > 0, "the container's cgroup got no real-time runtime");
+            }
+            start_and_wait(&c);
+            c.delete();
+            // What the parents were given for it is taken back.
+            let parent = cpu_root.join(&suite().cgroup_prefix);
+            if rt_groups && parent.exists() {
+                assert_eq!(read(parent.join("cpu.rt_runtime_us")).trim(), "0", "the parent kept real-time runtime");
+            }
+        } else {
+            let out = c.create_raw().failed("a real-time policy without real-time budget");
+            if is_berth() {
+                assert_contains(&out.stderr, "process.scheduler.policy");
+            }
+        }
+        c.assert_gone();
+    }
+    // An exec'd process asking for it gets it the same way.
+    if !rt_groups || budget != 0 {
+        let e = Ctr::new("rtexec", &["sleep", "1000"]);
+        e.create();
+        e.start();
+        let process = e.dir.join("process.json");
+        std::fs::write(
+            &process,
+            json!({"args": ["true"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+                   "scheduler": {"policy": "SCHED_FIFO", "priority": 5}})
+            .to_string(),
+        )
+        .unwrap();
+        e.oci(&["exec", "--process", process.to_str().unwrap(), &e.id]).ok("exec with a real-time policy");
+        e.delete();
+        let parent = cpu_root.join(&suite().cgroup_prefix);
+        if rt_groups && parent.exists() {
+            assert_eq!(read(parent.join("cpu.rt_runtime_us")).trim(), "0", "the parent kept real-time runtime");
+        }
+        e.assert_gone();
+    }
+}
+
 // ------------------------------------------------------------------------------------- mounts
 
 /// (Item 5.) rootfsPropagation: unbindable (and the other values) apply to the container's /.

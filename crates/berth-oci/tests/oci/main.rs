@@ -144,6 +144,7 @@ fn main() {
         conformance::bind_mount_with_data_options,
         conformance::memory_policy,
         conformance::scheduler_flags_by_their_spec_names,
+        conformance::realtime_scheduler_in_a_new_cgroup,
         conformance::home_from_passwd,
         conformance::processes_lead_their_own_session,
         conformance::hooks_environment,

@@ -315,6 +315,10 @@ pub fn check_leaks() -> Vec<String> {
     leaks
 }
 
+/// Held by the tests that give containers real-time CPU time: a container asking for a
+/// real-time policy takes all its parents can spare, so two at once would starve each other.
+pub static REALTIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The suite's static probe (probe.c), built once with the C compiler every Rust build has.
 pub fn probe() -> &'static Path {
     static PROBE: OnceLock<PathBuf> = OnceLock::new();
