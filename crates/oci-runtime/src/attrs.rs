@@ -196,17 +196,34 @@ impl ProcessAttrs {
         Ok(())
     }
 
-    /// The LSM labels for the program about to be executed, written through the verified
-    /// procfs handle (`pid` is this process as that procfs sees it).
-    pub fn apply_labels(&self, proc: &Proc, pid: i32) -> Result<()> {
+    /// The LSM label files for the program about to be executed, opened through the verified
+    /// procfs handle (`pid` is this process as that procfs sees it) before the seccomp filter
+    /// is loaded; [`Labels::write`] writes them at the last moment.
+    pub fn open_labels(&self, proc: &Proc, pid: i32) -> Result<Labels> {
+        let mut files = Vec::new();
         if let Some(profile) = &self.apparmor {
-            let data = format!("exec {profile}");
-            proc.write(format!("{pid}/attr/apparmor/exec"), data.as_bytes())
-                .or_else(|_| proc.write(format!("{pid}/attr/exec"), data.as_bytes()))
+            let fd = proc
+                .open_write(format!("{pid}/attr/apparmor/exec"))
+                .or_else(|_| proc.open_write(format!("{pid}/attr/exec")))
                 .map_err(|e| e.context("process.apparmorProfile"))?;
+            files.push((fd, format!("exec {profile}"), "process.apparmorProfile"));
         }
         if let Some(label) = &self.selinux {
-            proc.write(format!("{pid}/attr/exec"), label.as_bytes()).map_err(|e| e.context("process.selinuxLabel"))?;
+            let fd = proc.open_write(format!("{pid}/attr/exec")).map_err(|e| e.context("process.selinuxLabel"))?;
+            files.push((fd, label.clone(), "process.selinuxLabel"));
+        }
+        Ok(Labels(files))
+    }
+}
+
+/// LSM label files opened for writing, and what to write (see [`ProcessAttrs::open_labels`]).
+pub struct Labels(Vec<(std::os::fd::OwnedFd, String, &'static str)>);
+
+impl Labels {
+    pub fn write(self) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        for (fd, data, field) in self.0 {
+            crate::sys::write_all(fd.as_raw_fd(), data.as_bytes()).map_err(|e| Error::from_io(e).context(field))?;
         }
         Ok(())
     }

@@ -362,9 +362,8 @@ fn create_steps(
     let spec = &bundle.spec;
     let linux = spec.linux().as_ref().expect("validated");
     let dir = undo.dir.as_ref().expect("set by caller");
-    sys::mkfifo(&dir.fifo(), 0o622).ctx("creating the exec fifo")?;
-    // mkfifo applied the umask; the init may run as any user by the time it opens it.
-    std::fs::set_permissions(dir.fifo(), std::os::unix::fs::PermissionsExt::from_mode(0o622)).ctx("exec fifo")?;
+    // Only the runtime opens it by name (the init inherits its end): its owner's alone.
+    sys::mkfifo(&dir.fifo(), 0o600).ctx("creating the exec fifo")?;
 
     let created_result = cgroup.create();
     // Registered even on partial failure: destroy removes whatever was made.
@@ -411,7 +410,9 @@ fn create_steps(
         ConsoleTarget::Fd(fd) => Some(fd),
     };
     let (parent_end, child_end) = sys::socketpair_seqpacket().ctx("creating the sync socket")?;
-    let state_dir_fd = sys::open(&dir.path, libc::O_PATH | libc::O_DIRECTORY).ctx("state directory")?;
+    // The init's end of the exec fifo, read-write (never blocks to open): it waits reading it,
+    // and `start`, opening it for writing, sees whether any init is still there to read.
+    let exec_fifo = sys::open(&dir.fifo(), libc::O_RDWR).ctx("opening the exec fifo")?;
     ns.enter_for_children()?;
 
     let mut plan = InitPlan {
@@ -451,7 +452,7 @@ fn create_steps(
             // SAFETY: closing a descriptor number this process no longer uses.
             unsafe { libc::close(lock_fd) };
             drop(parent_end);
-            let fds = InitFds { sync: Channel(child_end), state_dir: state_dir_fd, console_socket };
+            let fds = InitFds { sync: Channel(child_end), exec_fifo, console_socket };
             if two_stage {
                 intermediate(&plan, fds);
             }
@@ -461,6 +462,8 @@ fn create_steps(
     };
     drop(child_end);
     drop(console_socket);
+    // Only the init may hold the fifo: `start` takes any holder for a live init.
+    drop(exec_fifo);
     let sync = Channel(parent_end);
     undo.children.push((pid, pidfd, true));
     undo.poststop =

@@ -240,14 +240,19 @@ fn child(
         }
         drop(console);
         drop(root);
+        // As in the init: all but the identity switch before the seccomp filter.
+        let staged = process::stage(plan, cwd, in_userns, opts.preserve_fds)?;
+        let labels = plan.attrs.open_labels(&proc, host_pid)?;
+        drop(proc);
+        sys::default_signals();
         crate::init::load_seccomp_early(filter, plan.no_new_privileges, sync)?;
-        let executable = process::become_process(plan, cwd, in_userns, opts.preserve_fds)?;
+        process::assume_identity(plan, &staged)?;
         if plan.no_new_privileges {
             sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).ctx("process.noNewPrivileges")?;
         }
-        plan.attrs.apply_labels(&proc, host_pid)?;
+        labels.write()?;
         sys::prctl(libc::PR_SET_PDEATHSIG, 0).ctx("PR_SET_PDEATHSIG")?;
-        Ok(executable)
+        Ok(staged.executable)
     })();
     let executable = match result {
         Ok(e) => e,
@@ -256,7 +261,6 @@ fn child(
     if let Err(e) = sync.send(&Msg::Ready) {
         return e;
     }
-    sys::default_signals();
     if let Err(e) = crate::init::load_seccomp_late(filter, plan.no_new_privileges) {
         return e;
     }

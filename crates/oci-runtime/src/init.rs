@@ -53,8 +53,9 @@ pub struct InitPlan {
 /// Descriptors the init inherits and uses.
 pub struct InitFds {
     pub sync: Channel,
-    /// The container's state directory (O_PATH), where exec.fifo is.
-    pub state_dir: OwnedFd,
+    /// The exec fifo, opened read-write by the runtime: the init blocks reading it until
+    /// `start` writes.
+    pub exec_fifo: OwnedFd,
     pub console_socket: Option<OwnedFd>,
 }
 
@@ -93,7 +94,8 @@ struct Ready {
     /// process.env, with HOME from the container's /etc/passwd when it has none.
     env: Vec<String>,
     host_pid: i32,
-    proc: Procfs,
+    /// The LSM label files, opened, written just before execve.
+    labels: crate::attrs::Labels,
 }
 
 fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
@@ -196,13 +198,20 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
     if let Some(policy) = &plan.memory_policy {
         policy.apply()?;
     }
-    load_seccomp_early(plan.seccomp.as_ref(), plan.process.no_new_privileges, &fds.sync)?;
+    // Everything but the identity switch happens before the seccomp filter, which without
+    // no_new_privs is loaded next: the runtime's own work must not depend on what the
+    // container's profile allows (close_range, openat, fcntl, getdents64, ...).
     let inherited_fds = plan.socket_activation.as_ref().map_or(0, |a| a.fds) + plan.preserve_fds;
-    let executable = process::become_process(&plan.process, cwd, plan.in_userns, inherited_fds)?;
+    let staged = process::stage(&plan.process, cwd, plan.in_userns, inherited_fds)?;
+    let labels = plan.process.attrs.open_labels(&proc, host_pid)?;
+    drop(proc);
+    sys::exit_on_signals();
+    load_seccomp_early(plan.seccomp.as_ref(), plan.process.no_new_privileges, &fds.sync)?;
+    process::assume_identity(&plan.process, &staged)?;
     // From here the runtime may exit at any moment (after Committed): the death signal would
     // kill us then. Should it die before Committed instead, the sync socket reads EOF and we exit.
     sys::prctl(libc::PR_SET_PDEATHSIG, 0).ctx("PR_SET_PDEATHSIG")?;
-    Ok(Ready { executable, env, host_pid, proc })
+    Ok(Ready { executable: staged.executable, env, host_pid, labels })
 }
 
 /// Loads the seccomp filter now if it cannot wait until right before execve: without
@@ -244,11 +253,15 @@ fn join_session_keyring(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// After Ready: from here on a seccomp filter may be loaded (without no_new_privs), and this
+/// process makes only the calls that cannot come before it: reads and writes on descriptors
+/// it holds, the identity switch, the startContainer hooks (run as the container's process,
+/// as runc runs them) and execve.
 fn finish(plan: &InitPlan, fds: InitFds, ready: Ready) -> Error {
     if let Err(e) = fds.sync.send(&Msg::Ready) {
         return e;
     }
-    if let Err(e) = fds.sync.expect("Committed", "berth-oci", |m| matches!(m, Msg::Committed)) {
+    if let Err(e) = fds.sync.expect_plain("Committed", "berth-oci", |m| matches!(m, Msg::Committed)) {
         // The runtime failed after we were ready and is tearing the container down.
         return e;
     }
@@ -258,23 +271,21 @@ fn finish(plan: &InitPlan, fds: InitFds, ready: Ready) -> Error {
             return Error::from_io(e).context("process.noNewPrivileges");
         }
     }
-    sys::exit_on_signals();
-    if let Err(e) = wait_for_start(fds.state_dir.as_raw_fd()) {
+    if let Err(e) = wait_for_start(fds.exec_fifo.as_raw_fd()) {
         return e;
     }
+    drop(fds.exec_fifo);
     let (id, bundle, annotations) = &plan.hook_state;
     let state = hooks::state(id, "created", ready.host_pid, bundle, annotations);
     if let Err(e) = hooks::run_all(plan.hooks.as_ref(), Kind::StartContainer, &state, Some(&ready.env)) {
         return e;
     }
-    if let Err(e) = plan.process.attrs.apply_labels(&ready.proc, ready.host_pid) {
+    if let Err(e) = ready.labels.write() {
         return e;
     }
-    drop(ready.proc);
     if let Err(e) = load_seccomp_late(plan.seccomp.as_ref(), plan.process.no_new_privileges) {
         return e;
     }
-    drop(fds.state_dir);
     match &plan.socket_activation {
         // SAFETY: getpid cannot fail; it names us as the container sees us.
         Some(activation) => {
@@ -284,9 +295,16 @@ fn finish(plan: &InitPlan, fds: InitFds, ready: Ready) -> Error {
     }
 }
 
-/// Blocks until `start` opens the exec fifo for reading, then tells it we are going.
-fn wait_for_start(state_dir: RawFd) -> Result<()> {
-    let fifo =
-        sys::openat(state_dir, Path::new(crate::state::EXEC_FIFO), libc::O_WRONLY, 0).ctx("opening the exec fifo")?;
-    sys::write_all(fifo.as_raw_fd(), b"0").ctx("writing to the exec fifo")
+/// Blocks until `start` writes to the exec fifo (which the runtime opened read-write for us
+/// before cloning: no open after the seccomp filter, and a reader `start` can see).
+fn wait_for_start(fifo: RawFd) -> Result<()> {
+    let mut byte = [0u8; 1];
+    loop {
+        match sys::read(fifo, &mut byte) {
+            Ok(1) => return Ok(()),
+            Ok(_) => continue,
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) => return Err(Error::from_io(e).context("waiting on the exec fifo")),
+        }
+    }
 }

@@ -33,6 +33,11 @@ impl Proc {
             .with_ctx(|| format!("/proc/{}", rel.display()))
     }
 
+    /// A /proc file opened for writing, to write later.
+    pub fn open_write(&self, rel: impl AsRef<Path>) -> Result<OwnedFd> {
+        self.file(rel.as_ref(), libc::O_WRONLY)
+    }
+
     pub fn write(&self, rel: impl AsRef<Path>, data: &[u8]) -> Result<()> {
         let rel = rel.as_ref();
         let fd = self.file(rel, libc::O_WRONLY)?;

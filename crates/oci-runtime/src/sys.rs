@@ -715,7 +715,27 @@ pub fn c_string_lossy(s: &CStr) -> String {
 
 /// Marks every descriptor from `from` upwards close-on-exec (close_range(2)), so nothing the
 /// runtime holds leaks into the container process while the runtime can use them until exec.
+/// Marks every descriptor from `from` up close-on-exec: close_range(CLOSE_RANGE_CLOEXEC), or on
+/// kernels without it (before 5.11) each descriptor /proc/self/fd lists.
 pub fn cloexec_from(from: RawFd) -> io::Result<()> {
     const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
-    check_long(unsafe { libc::syscall(libc::SYS_close_range, from as u32, u32::MAX, CLOSE_RANGE_CLOEXEC) }).map(drop)
+    match check_long(unsafe { libc::syscall(libc::SYS_close_range, from as u32, u32::MAX, CLOSE_RANGE_CLOEXEC) }) {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) => {
+            let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .filter(|fd| *fd >= from)
+                .collect();
+            for fd in fds {
+                // The directory's own descriptor is gone by now: EBADF.
+                match set_cloexec(fd, true) {
+                    Err(e) if e.raw_os_error() != Some(libc::EBADF) => return Err(e),
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }

@@ -56,6 +56,32 @@ fn start_and_wait(c: &Ctr) {
     c.wait_status("stopped");
 }
 
+// ------------------------------------------------------------------------------------- seccomp
+
+/// (Item 1.) The runtime's own work after the filter is loaded (closing its descriptors, waiting for
+/// `start`) never depends on what the container's profile allows: a profile that denies the
+/// calls it could use (close_range, openat, fcntl, getdents64) still runs, with and without
+/// no_new_privs, for the container's process and an exec'd one.
+pub fn seccomp_profile_denying_the_runtimes_housekeeping() {
+    let denied = ["close_range", "openat", "openat2", "open", "fcntl", "getdents64", "getdents"];
+    for nnp in [false, true] {
+        let mut c = Ctr::new(&format!("housekeeping{nnp}"), &["sleep", "1000"]);
+        c.config()["process"]["noNewPrivileges"] = json!(nnp);
+        c.config()["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "syscalls": [{"names": denied, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+        });
+        c.create();
+        c.start();
+        assert_eq!(c.status(), "running");
+        let out = c.oci(&["exec", &c.id, "echo", "exec-ok"]).ok("exec under the profile");
+        assert_eq!(out.stdout, "exec-ok\n");
+        c.delete();
+        c.assert_gone();
+    }
+}
+
 // ------------------------------------------------------------------------------------- cgroups
 
 /// (Item 2.) memory.kernel and memory.kernelTCP are accepted (the runtime-spec deprecates them; the
