@@ -82,6 +82,54 @@ pub fn seccomp_profile_denying_the_runtimes_housekeeping() {
     }
 }
 
+/// (Item 1b.) Syscalls newer than any the profile lists answer ENOSYS, not the default errno, so
+/// programs fall back (clone3 to clone); older ones left out get the default errno.
+pub fn seccomp_enosys_for_syscalls_newer_than_the_profile() {
+    // What the probe and the runtime's identity switch need; rseq (334) is the newest listed.
+    let allowed = [
+        "execve",
+        "brk",
+        "arch_prctl",
+        "set_tid_address",
+        "set_robust_list",
+        "rseq",
+        "prlimit64",
+        "readlink",
+        "getrandom",
+        "mprotect",
+        "mmap",
+        "munmap",
+        "newfstatat",
+        "fstat",
+        "write",
+        "read",
+        "close",
+        "exit",
+        "exit_group",
+        "prctl",
+        "capget",
+        "capset",
+        "setgroups",
+        "setresuid",
+        "setresgid",
+        "getuid",
+    ];
+    for nnp in [false, true] {
+        let mut c = Ctr::new(&format!("enosys{nnp}"), &["/probe", "errnos"]);
+        c.with_probe();
+        c.config()["process"]["noNewPrivileges"] = json!(nnp);
+        c.config()["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1,
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": allowed, "action": "SCMP_ACT_ALLOW"}]
+        });
+        let out = c.run();
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(out.stdout, format!("newer={} older={}\n", libc::ENOSYS, libc::EPERM), "noNewPrivileges {nnp}");
+        c.assert_gone();
+    }
+}
+
 // ------------------------------------------------------------------------------------- cgroups
 
 /// (Item 2.) memory.kernel and memory.kernelTCP are accepted (the runtime-spec deprecates them; the

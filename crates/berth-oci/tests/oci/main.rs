@@ -140,6 +140,7 @@ fn main() {
         defences::cve_2025_52565_dev_console_symlink,
         endurance::thousand_lifecycles_leave_nothing,
         conformance::seccomp_profile_denying_the_runtimes_housekeeping,
+        conformance::seccomp_enosys_for_syscalls_newer_than_the_profile,
         conformance::kernel_memory_limits_accepted,
         conformance::rootfs_propagation_unbindable,
         conformance::bind_mount_with_data_options,
