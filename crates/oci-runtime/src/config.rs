@@ -309,14 +309,9 @@ fn validate_namespaces(spec: &Spec) -> Result<HashSet<LinuxNamespaceType>> {
             if !path.is_absolute() {
                 return Err(invalid(format!("{at}.path"), format!("'{}' is not an absolute path", path.display())));
             }
-            if ns.typ() == LinuxNamespaceType::Mount {
-                return Err(unsupported(&format!("{at}.path"), "joining an existing mount namespace"));
-            }
         }
     }
-    if !seen.contains(&LinuxNamespaceType::Mount) {
-        return Err(invalid("linux.namespaces", "a mount namespace is required to set up the root filesystem"));
-    }
+    check_shared_mount_table(spec)?;
     let new_user =
         linux.namespaces().iter().flatten().any(|ns| ns.typ() == LinuxNamespaceType::User && ns.path().is_none());
     let has_maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
@@ -338,6 +333,56 @@ fn validate_namespaces(spec: &Spec) -> Result<HashSet<LinuxNamespaceType>> {
         return Err(invalid("linux.uidMappings", "mappings are given but linux.namespaces creates no user namespace"));
     }
     Ok(seen)
+}
+
+/// Whether the container gets a mount namespace of its own (a new one). Without one (none
+/// listed, or one joined by path) it shares a mount table that is not its to change.
+pub fn owns_mount_namespace(linux: &oci_spec::runtime::Linux) -> bool {
+    linux.namespaces().iter().flatten().any(|n| n.typ() == LinuxNamespaceType::Mount && n.path().is_none())
+}
+
+/// A container without a mount namespace of its own shares the runtime's (or the joined one's)
+/// mount table: nothing may be mounted for it there. Its root is root.path, entered with
+/// chroot, not pivot_root; what needs mounts is refused, naming the field.
+fn check_shared_mount_table(spec: &Spec) -> Result<()> {
+    let linux = spec.linux().as_ref().expect("checked by caller");
+    if owns_mount_namespace(linux) {
+        return Ok(());
+    }
+    let joined = linux.namespaces().iter().flatten().any(|n| n.typ() == LinuxNamespaceType::Mount);
+    let whose = if joined { "the joined mount namespace's" } else { "the runtime's" };
+    let refuse = |field: &str, what: &str| {
+        invalid(
+            field,
+            format!("{what} needs a mount namespace of the container's own; without one the container shares {whose} mount table, which berth-oci does not change"),
+        )
+    };
+    if spec.mounts().as_ref().is_some_and(|m| !m.is_empty()) {
+        return Err(refuse("mounts", "mounting"));
+    }
+    if linux.masked_paths().as_ref().is_some_and(|p| !p.is_empty()) {
+        return Err(refuse("linux.maskedPaths", "masking paths"));
+    }
+    if linux.readonly_paths().as_ref().is_some_and(|p| !p.is_empty()) {
+        return Err(refuse("linux.readonlyPaths", "read-only paths"));
+    }
+    if linux.rootfs_propagation().is_some() {
+        return Err(refuse("linux.rootfsPropagation", "the rootfs's propagation"));
+    }
+    if spec.root().as_ref().is_some_and(|r| r.readonly() == Some(true)) {
+        return Err(refuse("root.readonly", "a read-only root"));
+    }
+    if linux.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        return Err(refuse("linux.devices", "creating devices"));
+    }
+    if spec.process().as_ref().is_some_and(|p| p.terminal() == Some(true)) {
+        return Err(refuse("process.terminal", "a terminal (/dev/console, the container's devpts)"));
+    }
+    let idmap = crate::create::ROOTFS_IDMAP_ANNOTATION;
+    if spec.annotations().as_ref().and_then(|a| a.get(idmap)).is_some_and(|v| v == "true") {
+        return Err(refuse(&format!("annotations.{idmap}"), "an ID-mapped rootfs"));
+    }
+    Ok(())
 }
 
 /// Only namespaced sysctls may be set, and only when the container has that namespace: a

@@ -102,6 +102,14 @@ fn build_rootfs_plan(
         no_pivot: opts.no_pivot,
         in_userns,
         prepared_root: None,
+        shared_root: if config::owns_mount_namespace(linux) {
+            None
+        } else {
+            Some(
+                sys::open(&bundle.rootfs, libc::O_PATH | libc::O_DIRECTORY)
+                    .with_ctx(|| format!("root.path {}", bundle.rootfs.display()))?,
+            )
+        },
     })
 }
 

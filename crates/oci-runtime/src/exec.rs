@@ -66,8 +66,11 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
     let proc = crate::procfs::Proc::open()?;
     let container_root = proc.root_of(st.pid).ctx("the container's root")?;
     plan.env = process::with_home(&plan.env, container_root.as_raw_fd(), plan.uid);
-    drop((container_root, proc));
+    drop(proc);
     let linux = st.spec.linux().as_ref();
+    // A container without a mount namespace of its own has its root by chroot: entering its
+    // mount namespace (if it joined one) does not give it; the init's root does.
+    let shared_root = linux.is_some_and(|l| !crate::config::owns_mount_namespace(l)).then_some(container_root);
     let mut ns_flags = 0;
     for ns in linux.and_then(|l| l.namespaces().as_ref()).into_iter().flatten() {
         ns_flags |= namespaces::clone_flag(ns.typ());
@@ -110,6 +113,7 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
             drop(parent_end);
             let sync = Channel(child_end);
             let err = child(
+                shared_root,
                 &st.cgroup,
                 cgroup2.is_some(),
                 &init,
@@ -184,6 +188,7 @@ fn give_realtime(root: &Path, id: &str) -> Result<()> {
 /// The exec process before execve; returns only with what failed.
 #[allow(clippy::too_many_arguments)]
 fn child(
+    shared_root: Option<OwnedFd>,
     cgroup: &crate::cgroups::Cgroup,
     cgroup2_joined: bool,
     init: &OwnedFd,
@@ -220,6 +225,9 @@ fn child(
         }
         if in_userns {
             namespaces::become_namespace_root()?;
+        }
+        if let Some(root) = shared_root {
+            crate::rootfs::enter_shared(root.as_raw_fd())?;
         }
         let host_pid = sync.expect_go()?;
         // Not before Go: our /proc files would turn root's, and an unprivileged runtime writes

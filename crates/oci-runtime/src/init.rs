@@ -153,15 +153,24 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
     if let Some(name) = &plan.session_keyring {
         join_session_keyring(name)?;
     }
-    let asm = rootfs::prepare(&plan.rootfs)?;
+    // A container sharing a mount table (no mount namespace of its own) gets no mounts.
+    let asm = match &plan.rootfs.shared_root {
+        None => Some(rootfs::prepare(&plan.rootfs)?),
+        Some(_) => None,
+    };
+    let root_fd = match (&asm, &plan.rootfs.shared_root) {
+        (Some(asm), _) => asm.root.as_raw_fd(),
+        (None, Some(root)) => root.as_raw_fd(),
+        (None, None) => unreachable!("one of the two"),
+    };
     // Read with the config's mounts in place (a caller may bind its own /etc/passwd).
-    let env = process::with_home(&plan.process.env, asm.root.as_raw_fd(), plan.process.uid);
+    let env = process::with_home(&plan.process.env, root_fd, plan.process.uid);
     let pty = if plan.process.terminal {
         let socket = fds
             .console_socket
             .as_ref()
             .ok_or_else(|| Error::invalid("process.terminal is true but no --console-socket was given"))?;
-        let pty = terminal::open_in_root(asm.root.as_raw_fd())?;
+        let pty = terminal::open_in_root(root_fd)?;
         if let Some((rows, cols)) = plan.process.console_size {
             terminal::set_size(pty.master.as_raw_fd(), rows, cols)?;
         }
@@ -184,9 +193,12 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
     // The working directory is created now, as root, the way runc and docker do.
     // Kept as a descriptor and entered with fchdir: a path would be walked by the kernel, which
     // follows /proc/self/fd/N magic links to whatever the runtime holds open (CVE-2024-21626).
-    let cwd = fs::resolve(asm.root.as_raw_fd(), &plan.process.cwd, Resolve::create(Create::Dir))
+    let cwd = fs::resolve(root_fd, &plan.process.cwd, Resolve::create(Create::Dir))
         .map_err(|e| process::cwd_error(e, &plan.process.cwd, true))?;
-    rootfs::finish(&plan.rootfs, asm, pty.as_ref())?;
+    match asm {
+        Some(asm) => rootfs::finish(&plan.rootfs, asm, pty.as_ref())?,
+        None => rootfs::enter_shared(root_fd)?,
+    }
     if let Some(slave) = &pty {
         terminal::become_controlling(slave)?;
     }

@@ -104,6 +104,18 @@ pub struct RootfsPlan {
     /// The rootfs as an ID-mapped tree the runtime prepared (annotation
     /// org.berth.rootfs.idmap), attached instead of a plain bind.
     pub prepared_root: Option<OwnedFd>,
+    /// Without a mount namespace of its own the container shares a mount table: nothing is
+    /// mounted, and its root is this directory (root.path, opened by the runtime in its own
+    /// mount namespace), entered with chroot.
+    pub shared_root: Option<OwnedFd>,
+}
+
+/// The root of a container that shares a mount table: chroot into root.path, no pivot_root,
+/// no mount anywhere.
+pub fn enter_shared(root: RawFd) -> Result<()> {
+    sys::fchdir(root).ctx("entering the rootfs")?;
+    sys::chroot(Path::new(".")).ctx("chroot into the rootfs (no mount namespace of its own)")?;
+    sys::chdir(Path::new("/")).ctx("chdir /")
 }
 
 /// Host objects opened before the root filesystem is assembled, verified once.

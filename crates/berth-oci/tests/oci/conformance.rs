@@ -225,6 +225,83 @@ pub fn realtime_scheduler_in_a_new_cgroup() {
 
 // ------------------------------------------------------------------------------------- mounts
 
+/// (Item 3.) Without a mount namespace the container shares the runtime's: no pivot_root, nothing in
+/// the host's mount table, its root is root.path. What needs a mount namespace of its own is a
+/// clear error naming the field.
+pub fn no_mount_namespace() {
+    let mut c = Ctr::new("nomntns", &["sleep", "1000"]);
+    without_namespace(&mut c, "mount");
+    for field in ["mounts", "maskedPaths", "readonlyPaths"] {
+        if field == "mounts" {
+            c.config()["mounts"] = json!([]);
+        } else {
+            c.config()["linux"][field] = json!([]);
+        }
+    }
+    c.config()["root"]["readonly"] = json!(false);
+    let mountinfo_before = read("/proc/self/mountinfo").lines().count();
+    let pid = c.create();
+    let host_mnt = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    assert_eq!(std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap(), host_mnt, "a mount namespace was made");
+    assert_eq!(std::fs::read_link(format!("/proc/{pid}/root")).unwrap(), c.rootfs(), "the root is not root.path");
+    c.start();
+    let out = c.oci(&["exec", &c.id, "ls", "/"]).ok("exec without a mount namespace");
+    assert_contains(&out.stdout, "bin\n");
+    assert!(read("/proc/self/mountinfo").lines().count() <= mountinfo_before, "the host's mount table grew");
+    c.delete();
+    c.assert_gone();
+    // What a shared mount table cannot take.
+    type Edit = fn(&mut Value);
+    let refused: [(&str, &str, Edit); 4] = [
+        ("mounts", "mounts", |c| c["mounts"] = json!([{"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}])),
+        ("masked", "linux.maskedPaths", |c| c["linux"]["maskedPaths"] = json!(["/proc/kcore"])),
+        ("readonly", "linux.readonlyPaths", |c| c["linux"]["readonlyPaths"] = json!(["/proc/sys"])),
+        ("propagation", "linux.rootfsPropagation", |c| c["linux"]["rootfsPropagation"] = json!("private")),
+    ];
+    for (name, field, edit) in refused {
+        let mut r = Ctr::new(&format!("nomntns{name}"), &["true"]);
+        without_namespace(&mut r, "mount");
+        r.config()["mounts"] = json!([]);
+        r.config()["linux"]["maskedPaths"] = json!([]);
+        r.config()["linux"]["readonlyPaths"] = json!([]);
+        r.config()["root"]["readonly"] = json!(false);
+        edit(r.config());
+        let out = r.create_raw().failed(name);
+        if is_berth() {
+            assert_contains(&out.stderr, field);
+        }
+        r.assert_gone();
+    }
+}
+
+/// (Item 4.) A mount namespace given by path is joined: the container's process is in it, its root
+/// is root.path, and the namespace (someone else's) is not changed.
+pub fn mount_namespace_joined_by_path() {
+    let a = Ctr::new("mntnsowner", &["sleep", "1000"]);
+    let apid = a.create();
+    let theirs = std::fs::read_link(format!("/proc/{apid}/ns/mnt")).unwrap();
+    let their_mounts = read(format!("/proc/{apid}/mountinfo"));
+    let mut b = Ctr::new("mntnsjoiner", &["sleep", "1000"]);
+    for n in namespaces(&mut b) {
+        if n["type"] == "mount" {
+            n["path"] = json!(format!("/proc/{apid}/ns/mnt"));
+        }
+    }
+    b.config()["mounts"] = json!([]);
+    b.config()["linux"]["maskedPaths"] = json!([]);
+    b.config()["linux"]["readonlyPaths"] = json!([]);
+    b.config()["root"]["readonly"] = json!(false);
+    let bpid = b.create();
+    assert_eq!(std::fs::read_link(format!("/proc/{bpid}/ns/mnt")).unwrap(), theirs, "not in the given namespace");
+    assert_eq!(read(format!("/proc/{apid}/mountinfo")), their_mounts, "the joined namespace's mounts changed");
+    b.start();
+    let out = b.oci(&["exec", &b.id, "ls", "/"]).ok("exec into a joined mount namespace");
+    assert_contains(&out.stdout, "bin\n");
+    b.delete();
+    a.delete();
+    b.assert_gone();
+}
+
 /// (Item 5.) rootfsPropagation: unbindable (and the other values) apply to the container's /.
 pub fn rootfs_propagation_unbindable() {
     for (value, field) in [("unbindable", "unbindable"), ("runbindable", "unbindable"), ("shared", "shared:")] {

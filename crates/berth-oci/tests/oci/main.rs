@@ -142,6 +142,8 @@ fn main() {
         conformance::seccomp_profile_denying_the_runtimes_housekeeping,
         conformance::seccomp_enosys_for_syscalls_newer_than_the_profile,
         conformance::kernel_memory_limits_accepted,
+        conformance::no_mount_namespace,
+        conformance::mount_namespace_joined_by_path,
         conformance::rootfs_propagation_unbindable,
         conformance::bind_mount_with_data_options,
         conformance::memory_policy,
