@@ -304,7 +304,12 @@ pub fn mount_namespace_joined_by_path() {
 
 /// (Item 5.) rootfsPropagation: unbindable (and the other values) apply to the container's /.
 pub fn rootfs_propagation_unbindable() {
-    for (value, field) in [("unbindable", "unbindable"), ("runbindable", "unbindable"), ("shared", "shared:")] {
+    // The spec's values; berth-oci also takes the r-prefixed ones.
+    let mut values = vec![("unbindable", "unbindable"), ("shared", "shared:")];
+    if is_berth() {
+        values.push(("runbindable", "unbindable"));
+    }
+    for (value, field) in values {
         let mut c = Ctr::new(&format!("prop{value}"), &["awk", "$5 == \"/\"", "/proc/self/mountinfo"]);
         c.config()["linux"]["rootfsPropagation"] = json!(value);
         let out = c.run().ok(value);
