@@ -299,6 +299,9 @@ pub fn check_leaks() -> Vec<String> {
         if let Ok(entries) = std::fs::read_dir(&parent) {
             for e in entries.flatten().filter(|e| e.path().is_dir()) {
                 leaks.push(format!("cgroup {}", e.path().display()));
+                // Reported; an empty one is removed (a peer runtime's failed creates leave
+                // theirs), so the host is left clean all the same.
+                let _ = std::fs::remove_dir(e.path());
             }
             // The per-suite parent directories are the harness's to remove.
             let _ = std::fs::remove_dir(&parent);
