@@ -393,7 +393,8 @@ fn check_sysctl(key: &str, namespaces: &HashSet<LinuxNamespaceType>) -> Result<(
         return Err(invalid(at, "not a valid sysctl name"));
     }
     // The uts namespace's names have fields of their own; a sysctl would fight them (which one
-    // wins would depend on the order the runtime applies them), so runc and crun refuse it too.
+    // wins would depend on the order the runtime applies them). runc and crun refuse
+    // kernel.hostname too; they take kernel.domainname, from before the spec's domainname field.
     for (name, field) in [("kernel.hostname", "hostname"), ("kernel.domainname", "domainname")] {
         if key == name || key == name.replace('.', "/") {
             return Err(invalid(at, format!("conflicts with the {field} field: set the {field} there")));
