@@ -24,6 +24,9 @@ rm -rf "$files"
 mkdir -p "$files/etc/containers" "$files/usr/share"
 cp /etc/containers/policy.json "$files/etc/containers/"
 cp -a /usr/share/containers "$files/usr/share/"
+# The oci suite's static probe (probe.c): the guest has no C compiler, so it is built here.
+mkdir -p "$files/usr/local/libexec"
+cc -static -Os -o "$files/usr/local/libexec/berth-oci-test-probe" crates/berth-oci/tests/oci/probe.c
 bins="$oci $callers $repo/target/debug/berth-oci"
 for tool in podman conmon containerd ctr containerd-shim-runc-v2; do
     path=$(command -v $tool) || { echo "test-cgroup2: $tool is not installed (make deps)" >&2; exit 1; }
@@ -33,6 +36,7 @@ done
 # suites whatever the first one's result, with this script's arguments (test filters) for both.
 guest='mkdir -p /var/lib /var/tmp /run && cp -a "$1/." / || exit 1; oci=$2; callers=$3; shift 3;'
 guest="$guest"' export TMPDIR=/tmp PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin;'
+guest="$guest"' export BERTH_OCI_TEST_PROBE=/usr/local/libexec/berth-oci-test-probe;'
 guest="$guest"' "$oci" --test-threads 2 --skip endurance:: "$@"; a=$?; echo "== callers (podman, containerd)";'
 guest="$guest"' "$callers" --test-threads 2 "$@"; b=$?; [ $a -eq 0 ] && [ $b -eq 0 ]'
 echo "== berth-oci integration and callers suites in a pure cgroup v2 guest"

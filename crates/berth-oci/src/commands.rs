@@ -140,7 +140,7 @@ pub fn dispatch(cli: &Cli, logger: &Logger) -> Result<i32> {
         Command::Pause(a) => lifecycle::pause(&root, &a.id).map(|_| 0),
         Command::Resume(a) => lifecycle::resume(&root, &a.id).map(|_| 0),
         Command::Events(a) => events(&root, a),
-        Command::Update(a) => update(&root, a),
+        Command::Update(a) => update(&root, a, logger),
         Command::Spec(a) => spec(a),
         Command::Exec(a) => exec(&root, a),
         Command::Features => {
@@ -310,7 +310,7 @@ fn events(root: &Path, a: &EventsArgs) -> Result<i32> {
     }
 }
 
-fn update(root: &Path, a: &UpdateArgs) -> Result<i32> {
+fn update(root: &Path, a: &UpdateArgs, logger: &Logger) -> Result<i32> {
     let flags_given = a.blkio_weight.is_some()
         || a.cpu_period.is_some()
         || a.cpu_quota.is_some()
@@ -344,7 +344,7 @@ fn update(root: &Path, a: &UpdateArgs) -> Result<i32> {
     } else {
         resources_from_flags(a)?
     };
-    lifecycle::update(root, &a.id, &resources)?;
+    lifecycle::update(root, &a.id, &resources)?.iter().for_each(|w| logger.warn(w));
     Ok(0)
 }
 

@@ -224,16 +224,14 @@ pub fn set_process_caps(sets: &CapSets) -> Result<()> {
 pub fn set_ambient(ambient: u64) -> Result<()> {
     sys::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as u64)
         .map_err(|e| Error::from_io(e).context("clearing ambient capabilities"))?;
-    for cap in 0..=last_cap() {
-        if ambient & (1 << cap) != 0 {
-            // SAFETY: plain prctl.
-            let r =
-                unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE, cap as libc::c_ulong, 0, 0) };
-            if r < 0 {
-                return Err(Error::last_os(format!(
-                    "raising ambient capability {cap} (an ambient capability must also be permitted and inheritable)"
-                )));
-            }
+    // The mask's bits only (no /proc read: this runs after a seccomp filter may be loaded).
+    for cap in (0..64).filter(|c| ambient & (1u64 << c) != 0) {
+        // SAFETY: plain prctl.
+        let r = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE, cap as libc::c_ulong, 0, 0) };
+        if r < 0 {
+            return Err(Error::last_os(format!(
+                "raising ambient capability {cap} (an ambient capability must also be permitted and inheritable)"
+            )));
         }
     }
     Ok(())

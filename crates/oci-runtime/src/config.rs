@@ -36,21 +36,68 @@ pub fn load_bundle(dir: &Path) -> Result<Bundle> {
     Ok(Bundle { dir, spec, rootfs })
 }
 
+/// Names the runtime-spec gives that the oci-spec crate spells otherwise (its serde names for
+/// `LinuxSchedulerFlag`): (the spec's, oci-spec's). Both are accepted; errors show the spec's.
+const SCHEDULER_FLAG_SPELLINGS: &[(&str, &str)] =
+    &[("SCHED_FLAG_RESET_ON_FORK", "SCHED_RESET_ON_FORK"), ("SCHED_FLAG_DL_OVERRUN", "SCHED_FLAG_D_L_OVERRUN")];
+
+/// Rewrites the spec's spellings at `scheduler.flags` of a process object into oci-spec's.
+fn respell_scheduler_flags(process: &mut serde_json::Value) {
+    let Some(flags) = process.pointer_mut("/scheduler/flags").and_then(|f| f.as_array_mut()) else { return };
+    for flag in flags {
+        if let Some((_, theirs)) = SCHEDULER_FLAG_SPELLINGS.iter().find(|(spec, _)| flag.as_str() == Some(spec)) {
+            *flag = serde_json::Value::String(theirs.to_string());
+        }
+    }
+}
+
+/// The JSON to hand to oci-spec: the bytes as they are unless they use a spelling it does not
+/// know (then re-encoded with the spelling replaced at that very field, nowhere else).
+fn respelled(bytes: &[u8], process_at: Option<&str>) -> Option<Vec<u8>> {
+    let uses = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    if !SCHEDULER_FLAG_SPELLINGS.iter().any(|(spec, _)| uses(spec)) {
+        return None;
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let process = match process_at {
+        Some(at) => value.pointer_mut(at)?,
+        None => &mut value,
+    };
+    respell_scheduler_flags(process);
+    serde_json::to_vec(&value).ok()
+}
+
+/// An error message with oci-spec's spellings turned back into the spec's.
+fn spec_spelling(message: String) -> String {
+    SCHEDULER_FLAG_SPELLINGS.iter().fold(message, |m, (spec, theirs)| m.replace(theirs, spec))
+}
+
 /// Parses a runtime spec; errors carry the JSON path and the line/column.
 pub fn parse_spec(bytes: &[u8], origin: &str) -> Result<Spec> {
+    let respelled = respelled(bytes, Some("/process"));
+    parse_json(respelled.as_deref().unwrap_or(bytes), origin)
+}
+
+/// Parses a process object (`exec --process`); errors carry the JSON path.
+pub fn parse_process(bytes: &[u8], origin: &str) -> Result<oci_spec::runtime::Process> {
+    let respelled = respelled(bytes, None);
+    parse_json(respelled.as_deref().unwrap_or(bytes), origin)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], origin: &str) -> Result<T> {
     // The path-tracking parser is slower and much larger in code: it only runs to explain an
     // error the plain one found.
     if let Ok(spec) = serde_json::from_slice(bytes) {
         return Ok(spec);
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize::<_, Spec>(de).map_err(|e| {
+    serde_path_to_error::deserialize::<_, T>(de).map(Ok).unwrap_or_else(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
+        let inner = spec_spelling(e.into_inner().to_string());
         if path.is_empty() || path == "." {
-            Error::invalid(format!("{origin}: {inner}"))
+            Err(Error::invalid(format!("{origin}: {inner}")))
         } else {
-            Error::invalid(format!("{origin}: {path}: {inner}"))
+            Err(Error::invalid(format!("{origin}: {path}: {inner}")))
         }
     })
 }
@@ -183,8 +230,8 @@ pub fn validate(spec: &Spec) -> Result<()> {
     if let Some(p) = linux.personality() {
         crate::attrs::personality(p)?;
     }
-    if linux.memory_policy().is_some() {
-        return Err(unsupported("linux.memoryPolicy", "a NUMA memory policy"));
+    if let Some(p) = linux.memory_policy() {
+        crate::attrs::memory_policy(p)?;
     }
     if linux.net_devices().is_some() {
         return Err(unsupported("linux.netDevices", "moving network devices"));
@@ -319,14 +366,9 @@ fn validate_namespaces(spec: &Spec) -> Result<HashSet<LinuxNamespaceType>> {
             if !path.is_absolute() {
                 return Err(invalid(format!("{at}.path"), format!("'{}' is not an absolute path", path.display())));
             }
-            if ns.typ() == LinuxNamespaceType::Mount {
-                return Err(unsupported(&format!("{at}.path"), "joining an existing mount namespace"));
-            }
         }
     }
-    if !seen.contains(&LinuxNamespaceType::Mount) {
-        return Err(invalid("linux.namespaces", "a mount namespace is required to set up the root filesystem"));
-    }
+    check_shared_mount_table(spec)?;
     let new_user =
         linux.namespaces().iter().flatten().any(|ns| ns.typ() == LinuxNamespaceType::User && ns.path().is_none());
     let has_maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
@@ -348,12 +390,70 @@ fn validate_namespaces(spec: &Spec) -> Result<HashSet<LinuxNamespaceType>> {
     Ok(seen)
 }
 
+/// Whether the container gets a mount namespace of its own (a new one). Without one (none
+/// listed, or one joined by path) it shares a mount table that is not its to change.
+pub fn owns_mount_namespace(linux: &oci_spec::runtime::Linux) -> bool {
+    linux.namespaces().iter().flatten().any(|n| n.typ() == LinuxNamespaceType::Mount && n.path().is_none())
+}
+
+/// A container without a mount namespace of its own shares the runtime's (or the joined one's)
+/// mount table: nothing may be mounted for it there. Its root is root.path, entered with
+/// chroot, not pivot_root; what needs mounts is refused, naming the field.
+fn check_shared_mount_table(spec: &Spec) -> Result<()> {
+    let linux = spec.linux().as_ref().expect("checked by caller");
+    if owns_mount_namespace(linux) {
+        return Ok(());
+    }
+    let joined = linux.namespaces().iter().flatten().any(|n| n.typ() == LinuxNamespaceType::Mount);
+    let whose = if joined { "the joined mount namespace's" } else { "the runtime's" };
+    let refuse = |field: &str, what: &str| {
+        invalid(
+            field,
+            format!("{what} needs a mount namespace of the container's own; without one the container shares {whose} mount table, which berth-oci does not change"),
+        )
+    };
+    if spec.mounts().as_ref().is_some_and(|m| !m.is_empty()) {
+        return Err(refuse("mounts", "mounting"));
+    }
+    if linux.masked_paths().as_ref().is_some_and(|p| !p.is_empty()) {
+        return Err(refuse("linux.maskedPaths", "masking paths"));
+    }
+    if linux.readonly_paths().as_ref().is_some_and(|p| !p.is_empty()) {
+        return Err(refuse("linux.readonlyPaths", "read-only paths"));
+    }
+    if linux.rootfs_propagation().is_some() {
+        return Err(refuse("linux.rootfsPropagation", "the rootfs's propagation"));
+    }
+    if spec.root().as_ref().is_some_and(|r| r.readonly() == Some(true)) {
+        return Err(refuse("root.readonly", "a read-only root"));
+    }
+    if linux.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        return Err(refuse("linux.devices", "creating devices"));
+    }
+    if spec.process().as_ref().is_some_and(|p| p.terminal() == Some(true)) {
+        return Err(refuse("process.terminal", "a terminal (/dev/console, the container's devpts)"));
+    }
+    let idmap = crate::create::ROOTFS_IDMAP_ANNOTATION;
+    if spec.annotations().as_ref().and_then(|a| a.get(idmap)).is_some_and(|v| v == "true") {
+        return Err(refuse(&format!("annotations.{idmap}"), "an ID-mapped rootfs"));
+    }
+    Ok(())
+}
+
 /// Only namespaced sysctls may be set, and only when the container has that namespace: a
 /// sysctl outside one would change the host.
 fn check_sysctl(key: &str, namespaces: &HashSet<LinuxNamespaceType>) -> Result<()> {
     let at = format!("linux.sysctl.{key}");
     if key.is_empty() || key.contains("..") || key.starts_with(['.', '/']) {
         return Err(invalid(at, "not a valid sysctl name"));
+    }
+    // The uts namespace's names have fields of their own; a sysctl would fight them (which one
+    // wins would depend on the order the runtime applies them). runc and crun refuse
+    // kernel.hostname too; they take kernel.domainname, from before the spec's domainname field.
+    for (name, field) in [("kernel.hostname", "hostname"), ("kernel.domainname", "domainname")] {
+        if key == name || key == name.replace('.', "/") {
+            return Err(invalid(at, format!("conflicts with the {field} field: set the {field} there")));
+        }
     }
     let needed = if key.starts_with("net.") {
         Some(LinuxNamespaceType::Network)
@@ -371,8 +471,6 @@ fn check_sysctl(key: &str, namespaces: &HashSet<LinuxNamespaceType>) -> Result<(
         )
     {
         Some(LinuxNamespaceType::Ipc)
-    } else if matches!(key, "kernel.hostname" | "kernel.domainname") {
-        Some(LinuxNamespaceType::Uts)
     } else {
         None
     };
@@ -395,5 +493,223 @@ pub fn validate_id(id: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::invalid(format!("invalid container id '{id}': use letters, digits and _ + - . only")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> serde_json::Value {
+        serde_json::json!({
+            "ociVersion": "1.2.0",
+            "root": {"path": "rootfs"},
+            "process": {"args": ["sh"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+            "linux": {"namespaces": [{"type": "mount"}]}
+        })
+    }
+
+    fn parses(edit: impl Fn(&mut serde_json::Value)) -> Result<Spec> {
+        let mut v = minimal();
+        edit(&mut v);
+        parse_spec(v.to_string().as_bytes(), "config.json")
+    }
+
+    /// Every enumerated string the runtime-spec (1.2, config.md, config-linux.md) defines is
+    /// understood by its spec name.
+    #[test]
+    fn every_enumerated_value_of_the_spec_parses() {
+        let mut failures = Vec::new();
+        let mut check = |what: String, result: Result<Spec>| {
+            if let Err(e) = result {
+                failures.push(format!("{what}: {e}"));
+            }
+        };
+        for class in ["IOPRIO_CLASS_RT", "IOPRIO_CLASS_BE", "IOPRIO_CLASS_IDLE"] {
+            check(class.into(), parses(|v| v["process"]["ioPriority"] = serde_json::json!({"class": class})));
+        }
+        for policy in
+            ["SCHED_OTHER", "SCHED_FIFO", "SCHED_RR", "SCHED_BATCH", "SCHED_ISO", "SCHED_IDLE", "SCHED_DEADLINE"]
+        {
+            check(policy.into(), parses(|v| v["process"]["scheduler"] = serde_json::json!({"policy": policy})));
+        }
+        for flag in [
+            "SCHED_FLAG_RESET_ON_FORK",
+            "SCHED_FLAG_RECLAIM",
+            "SCHED_FLAG_DL_OVERRUN",
+            "SCHED_FLAG_KEEP_POLICY",
+            "SCHED_FLAG_KEEP_PARAMS",
+            "SCHED_FLAG_UTIL_CLAMP_MIN",
+            "SCHED_FLAG_UTIL_CLAMP_MAX",
+        ] {
+            check(
+                flag.into(),
+                parses(|v| v["process"]["scheduler"] = serde_json::json!({"policy": "SCHED_OTHER", "flags": [flag]})),
+            );
+        }
+        for rlimit in [
+            "RLIMIT_AS",
+            "RLIMIT_CORE",
+            "RLIMIT_CPU",
+            "RLIMIT_DATA",
+            "RLIMIT_FSIZE",
+            "RLIMIT_LOCKS",
+            "RLIMIT_MEMLOCK",
+            "RLIMIT_MSGQUEUE",
+            "RLIMIT_NICE",
+            "RLIMIT_NOFILE",
+            "RLIMIT_NPROC",
+            "RLIMIT_RSS",
+            "RLIMIT_RTPRIO",
+            "RLIMIT_RTTIME",
+            "RLIMIT_SIGPENDING",
+            "RLIMIT_STACK",
+        ] {
+            check(
+                rlimit.into(),
+                parses(|v| v["process"]["rlimits"] = serde_json::json!([{"type": rlimit, "soft": 1, "hard": 1}])),
+            );
+        }
+        for cap in crate::caps::NAMES {
+            check(
+                cap.to_string(),
+                parses(|v| v["process"]["capabilities"] = serde_json::json!({"bounding": [format!("CAP_{cap}")]})),
+            );
+        }
+        for ns in ["mount", "pid", "network", "uts", "ipc", "user", "cgroup", "time"] {
+            check(ns.into(), parses(|v| v["linux"]["namespaces"] = serde_json::json!([{"type": ns}])));
+        }
+        for t in ["c", "b", "u", "p"] {
+            check(
+                format!("device {t}"),
+                parses(|v| {
+                    v["linux"]["devices"] = serde_json::json!([{"path": "/dev/x", "type": t, "major": 1, "minor": 1}])
+                }),
+            );
+        }
+        for t in ["a", "c", "b"] {
+            check(
+                format!("device rule {t}"),
+                parses(|v| v["linux"]["resources"] = serde_json::json!({"devices": [{"allow": true, "type": t}]})),
+            );
+        }
+        for action in [
+            "SCMP_ACT_KILL",
+            "SCMP_ACT_KILL_PROCESS",
+            "SCMP_ACT_KILL_THREAD",
+            "SCMP_ACT_TRAP",
+            "SCMP_ACT_ERRNO",
+            "SCMP_ACT_TRACE",
+            "SCMP_ACT_ALLOW",
+            "SCMP_ACT_LOG",
+            "SCMP_ACT_NOTIFY",
+        ] {
+            check(action.into(), parses(|v| v["linux"]["seccomp"] = serde_json::json!({"defaultAction": action})));
+        }
+        for op in [
+            "SCMP_CMP_NE",
+            "SCMP_CMP_LT",
+            "SCMP_CMP_LE",
+            "SCMP_CMP_EQ",
+            "SCMP_CMP_GE",
+            "SCMP_CMP_GT",
+            "SCMP_CMP_MASKED_EQ",
+        ] {
+            check(
+                op.into(),
+                parses(|v| {
+                    v["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+                        {"names": ["read"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": 1, "op": op}]}
+                    ]})
+                }),
+            );
+        }
+        for arch in [
+            "SCMP_ARCH_X86",
+            "SCMP_ARCH_X86_64",
+            "SCMP_ARCH_X32",
+            "SCMP_ARCH_ARM",
+            "SCMP_ARCH_AARCH64",
+            "SCMP_ARCH_MIPS",
+            "SCMP_ARCH_MIPS64",
+            "SCMP_ARCH_MIPS64N32",
+            "SCMP_ARCH_MIPSEL",
+            "SCMP_ARCH_MIPSEL64",
+            "SCMP_ARCH_MIPSEL64N32",
+            "SCMP_ARCH_PPC",
+            "SCMP_ARCH_PPC64",
+            "SCMP_ARCH_PPC64LE",
+            "SCMP_ARCH_S390",
+            "SCMP_ARCH_S390X",
+            "SCMP_ARCH_PARISC",
+            "SCMP_ARCH_PARISC64",
+            "SCMP_ARCH_RISCV64",
+        ] {
+            check(
+                arch.into(),
+                parses(|v| {
+                    v["linux"]["seccomp"] =
+                        serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": [arch]})
+                }),
+            );
+        }
+        for flag in [
+            "SECCOMP_FILTER_FLAG_TSYNC",
+            "SECCOMP_FILTER_FLAG_LOG",
+            "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+            "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
+        ] {
+            check(
+                flag.into(),
+                parses(|v| {
+                    v["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "flags": [flag]})
+                }),
+            );
+        }
+        for domain in ["LINUX", "LINUX32"] {
+            check(domain.into(), parses(|v| v["linux"]["personality"] = serde_json::json!({"domain": domain})));
+        }
+        for mode in [
+            "MPOL_DEFAULT",
+            "MPOL_BIND",
+            "MPOL_INTERLEAVE",
+            "MPOL_WEIGHTED_INTERLEAVE",
+            "MPOL_PREFERRED",
+            "MPOL_PREFERRED_MANY",
+            "MPOL_LOCAL",
+        ] {
+            check(mode.into(), parses(|v| v["linux"]["memoryPolicy"] = serde_json::json!({"mode": mode})));
+        }
+        for flag in ["MPOL_F_NUMA_BALANCING", "MPOL_F_RELATIVE_NODES", "MPOL_F_STATIC_NODES"] {
+            check(
+                flag.into(),
+                parses(|v| v["linux"]["memoryPolicy"] = serde_json::json!({"mode": "MPOL_BIND", "flags": [flag]})),
+            );
+        }
+        assert!(failures.is_empty(), "spec values not understood:\n{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn scheduler_flag_errors_use_the_spec_spelling_and_only_that_field_is_respelled() {
+        let err = parses(|v| {
+            v["process"]["scheduler"] = serde_json::json!({"policy": "SCHED_OTHER", "flags": ["SCHED_FLAG_NOPE"]})
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("process.scheduler.flags[0]") && err.contains("`SCHED_FLAG_RESET_ON_FORK`"), "{err}");
+        assert!(!err.contains("`SCHED_RESET_ON_FORK`") && !err.contains("D_L_OVERRUN"), "{err}");
+        let spec = parses(|v| {
+            v["process"]["scheduler"] =
+                serde_json::json!({"policy": "SCHED_OTHER", "flags": ["SCHED_FLAG_RESET_ON_FORK"]});
+            v["annotations"] = serde_json::json!({"note": "SCHED_FLAG_RESET_ON_FORK"});
+        })
+        .unwrap();
+        assert_eq!(spec.annotations().as_ref().unwrap()["note"], "SCHED_FLAG_RESET_ON_FORK");
+        let process = parse_process(
+            br#"{"args": ["sh"], "cwd": "/", "user": {"uid": 0, "gid": 0}, "scheduler": {"policy": "SCHED_OTHER", "flags": ["SCHED_FLAG_DL_OVERRUN"]}}"#,
+            "--process p.json",
+        )
+        .unwrap();
+        assert_eq!(process.scheduler().as_ref().unwrap().flags().as_ref().unwrap().len(), 1);
     }
 }

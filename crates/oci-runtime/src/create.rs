@@ -102,6 +102,14 @@ fn build_rootfs_plan(
         no_pivot: opts.no_pivot,
         in_userns,
         prepared_root: None,
+        shared_root: if config::owns_mount_namespace(linux) {
+            None
+        } else {
+            Some(
+                sys::open(&bundle.rootfs, libc::O_PATH | libc::O_DIRECTORY)
+                    .with_ctx(|| format!("root.path {}", bundle.rootfs.display()))?,
+            )
+        },
     })
 }
 
@@ -310,10 +318,29 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions, console: ConsoleTarge
     let mut sysctl: Vec<(String, String)> = linux.sysctl().clone().unwrap_or_default().into_iter().collect();
     sysctl.sort();
 
+    let mut warnings = config_warnings(&rootfs);
+    if let Some(resources) = linux.resources() {
+        warnings.extend(cgroups::resource_warnings(resources, &cgroup, "linux.resources"));
+    }
+
     let dir = StateDir::create(root, id)?;
     let mut undo =
         Undo { dir: Some(dir), cgroup: None, children: Vec::new(), poststop: None, hooks: spec.hooks().clone() };
-    match create_steps(&bundle, id, opts, console, ns, in_userns, process, rootfs, sysctl, &mut cgroup, &mut undo) {
+    let created = create_steps(
+        &bundle,
+        id,
+        opts,
+        console,
+        ns,
+        in_userns,
+        process,
+        rootfs,
+        sysctl,
+        &mut cgroup,
+        &mut undo,
+        warnings,
+    );
+    match created {
         Ok(created) => {
             undo.disarm();
             Ok(created)
@@ -338,13 +365,13 @@ fn create_steps(
     sysctl: Vec<(String, String)>,
     cgroup: &mut Cgroup,
     undo: &mut Undo,
+    mut warnings: Vec<String>,
 ) -> Result<Created> {
     let spec = &bundle.spec;
     let linux = spec.linux().as_ref().expect("validated");
     let dir = undo.dir.as_ref().expect("set by caller");
-    sys::mkfifo(&dir.fifo(), 0o622).ctx("creating the exec fifo")?;
-    // mkfifo applied the umask; the init may run as any user by the time it opens it.
-    std::fs::set_permissions(dir.fifo(), std::os::unix::fs::PermissionsExt::from_mode(0o622)).ctx("exec fifo")?;
+    // Only the runtime opens it by name (the init inherits its end): its owner's alone.
+    sys::mkfifo(&dir.fifo(), 0o600).ctx("creating the exec fifo")?;
 
     let created_result = cgroup.create();
     // Registered even on partial failure: destroy removes whatever was made.
@@ -369,7 +396,20 @@ fn create_steps(
         rootfs.cgroup_mounts = cgroup_mounts(&layout, cgroup);
     }
     if let Some(resources) = linux.resources().as_ref().filter(|_| !cgroup.shared) {
-        cgroup.apply(resources, &extra_device_rules(spec), false).map_err(|e| e.context("config.json"))?;
+        let applied = cgroup.apply(resources, &extra_device_rules(spec), false);
+        // What apply gave the parents (real-time runtime) is undone with the cgroup.
+        undo.cgroup = Some(cgroup.clone());
+        applied.map_err(|e| e.context("config.json"))?;
+    }
+    if let Some(sched) = process.attrs.scheduler.filter(|s| s.is_realtime()) {
+        let given = cgroup.ensure_realtime();
+        undo.cgroup = Some(cgroup.clone());
+        given.map_err(|e| {
+            e.context(format!(
+                "config.json: process.scheduler.policy: {} needs real-time CPU time in the container's cgroup",
+                sched.policy_name()
+            ))
+        })?;
     }
 
     let console_socket = match console {
@@ -378,7 +418,9 @@ fn create_steps(
         ConsoleTarget::Fd(fd) => Some(fd),
     };
     let (parent_end, child_end) = sys::socketpair_seqpacket().ctx("creating the sync socket")?;
-    let state_dir_fd = sys::open(&dir.path, libc::O_PATH | libc::O_DIRECTORY).ctx("state directory")?;
+    // The init's end of the exec fifo, read-write (never blocks to open): it waits reading it,
+    // and `start`, opening it for writing, sees whether any init is still there to read.
+    let exec_fifo = sys::open(&dir.fifo(), libc::O_RDWR).ctx("opening the exec fifo")?;
     ns.enter_for_children()?;
 
     let mut plan = InitPlan {
@@ -395,6 +437,7 @@ fn create_steps(
         socket_activation: opts.socket_activation.clone(),
         session_keyring: (!opts.no_new_keyring).then(|| id.to_string()),
         personality: linux.personality().as_ref().map(crate::attrs::personality).transpose()?,
+        memory_policy: linux.memory_policy().as_ref().map(crate::attrs::memory_policy).transpose()?,
         hooks: spec.hooks().clone(),
         hook_state: (id.to_string(), bundle.dir.clone(), spec.annotations().clone().unwrap_or_default()),
         seccomp: match linux.seccomp() {
@@ -417,7 +460,7 @@ fn create_steps(
             // SAFETY: closing a descriptor number this process no longer uses.
             unsafe { libc::close(lock_fd) };
             drop(parent_end);
-            let fds = InitFds { sync: Channel(child_end), state_dir: state_dir_fd, console_socket };
+            let fds = InitFds { sync: Channel(child_end), exec_fifo, console_socket };
             if two_stage {
                 intermediate(&plan, fds);
             }
@@ -427,6 +470,8 @@ fn create_steps(
     };
     drop(child_end);
     drop(console_socket);
+    // Only the init may hold the fifo: `start` takes any holder for a live init.
+    drop(exec_fifo);
     let sync = Channel(parent_end);
     undo.children.push((pid, pidfd, true));
     undo.poststop =
@@ -459,11 +504,13 @@ fn create_steps(
             "bundle": bundle.dir, "annotations": spec.annotations().clone().unwrap_or_default(),
         })
     };
+    // By the time these hooks run the container's environment is complete (the spec's
+    // lifecycle, step 2 before the hooks): its state is `created`.
     let runtime_hooks = || -> Result<()> {
         let state =
-            crate::hooks::state(id, "creating", init_pid, &bundle.dir, &spec.annotations().clone().unwrap_or_default());
-        crate::hooks::run_all(spec.hooks().as_ref(), crate::hooks::Kind::Prestart, &state)?;
-        crate::hooks::run_all(spec.hooks().as_ref(), crate::hooks::Kind::CreateRuntime, &state)
+            crate::hooks::state(id, "created", init_pid, &bundle.dir, &spec.annotations().clone().unwrap_or_default());
+        crate::hooks::run_all(spec.hooks().as_ref(), crate::hooks::Kind::Prestart, &state, None)?;
+        crate::hooks::run_all(spec.hooks().as_ref(), crate::hooks::Kind::CreateRuntime, &state, None)
     };
     wait_ready(&sync, "the container's init", init_pid, linux.seccomp().as_ref(), state_for_listener, runtime_hooks)
         .map_err(|e| e.context("creating the container"))?;
@@ -491,7 +538,6 @@ fn create_steps(
         state::write_atomic(&path, init_pid.to_string().as_bytes()).map_err(|e| e.context("--pid-file"))?;
     }
     sync.send(&Msg::Committed)?;
-    let mut warnings = Vec::new();
     if let Some(f) = plan.seccomp.as_ref().filter(|f| !f.unknown_syscalls.is_empty()) {
         warnings.push(format!(
             "linux.seccomp: syscalls unknown to libseccomp here, skipped: {}",
@@ -505,6 +551,20 @@ fn create_steps(
         ));
     }
     Ok(Created { pid: init_pid, pidfd: init_pidfd, is_child, warnings })
+}
+
+/// What config.json asks that is accepted but not applied (for the log).
+fn config_warnings(rootfs: &RootfsPlan) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for m in &rootfs.mounts {
+        for option in &m.ignored_options {
+            warnings.push(format!(
+                "{}.options: '{option}' does not apply to a bind mount (it is the filesystem's, and a bind makes no new filesystem); ignored",
+                m.at
+            ));
+        }
+    }
+    warnings
 }
 
 fn owner_name() -> String {

@@ -31,6 +31,11 @@ pub struct ExecOptions {
 
 /// Runs the process; returns its exit code in the foreground, 0 once it runs when detached.
 pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
+    let wants_realtime = ProcessPlan::from_spec(&opts.process, "process")
+        .is_ok_and(|p| p.attrs.scheduler.is_some_and(|s| s.is_realtime()));
+    if wants_realtime {
+        give_realtime(root, id)?;
+    }
     let dir = StateDir::open(root, id, false)?;
     let st = dir.load()?.ok_or_else(|| state::not_exist(id))?;
     match st.status(&dir.path) {
@@ -43,7 +48,7 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
         _ => {}
     }
     crate::config::validate_process_fields(&opts.process, "process")?;
-    let plan = ProcessPlan::from_spec(&opts.process, "process")?;
+    let mut plan = ProcessPlan::from_spec(&opts.process, "process")?;
     if plan.terminal && opts.detach && opts.console_socket.is_none() {
         return Err(Error::invalid("process.terminal with --detach needs --console-socket"));
     }
@@ -56,12 +61,23 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
     if !st.init_alive() {
         return Err(Error::state(format!("cannot exec in a stopped container {id}")));
     }
+    // HOME from the container's /etc/passwd as the container sees it (its mounts included),
+    // through the init's root.
+    let proc = crate::procfs::Proc::open()?;
+    let container_root = proc.root_of(st.pid).ctx("the container's root")?;
+    plan.env = process::with_home(&plan.env, container_root.as_raw_fd(), plan.uid);
+    drop(proc);
     let linux = st.spec.linux().as_ref();
+    // A container without a mount namespace of its own has its root by chroot: entering its
+    // mount namespace (if it joined one) does not give it; the init's root does.
+    let shared_root = linux.is_some_and(|l| !crate::config::owns_mount_namespace(l)).then_some(container_root);
     let mut ns_flags = 0;
     for ns in linux.and_then(|l| l.namespaces().as_ref()).into_iter().flatten() {
         ns_flags |= namespaces::clone_flag(ns.typ());
     }
     let in_userns = ns_flags & libc::CLONE_NEWUSER != 0;
+    // The container's memory policy holds for its exec'd processes too.
+    let memory_policy = linux.and_then(|l| l.memory_policy().as_ref()).map(crate::attrs::memory_policy).transpose()?;
     // The container's seccomp profile confines its exec'd processes too.
     let seccomp_config = linux.and_then(|l| l.seccomp().as_ref());
     let filter = seccomp_config.map(|s| crate::seccomp::compile(s, "linux.seccomp")).transpose()?;
@@ -97,12 +113,14 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
             drop(parent_end);
             let sync = Channel(child_end);
             let err = child(
+                shared_root,
                 &st.cgroup,
                 cgroup2.is_some(),
                 &init,
                 ns_flags & !for_children,
                 in_userns,
                 &plan,
+                memory_policy.as_ref(),
                 filter.as_ref(),
                 opts,
                 console,
@@ -155,15 +173,29 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
     Ok(status.code())
 }
 
+/// A real-time policy needs real-time CPU time in the container's cgroup where the kernel
+/// budgets it per group: given from its parents, and recorded in the state (under the
+/// container's lock) for delete to take back.
+fn give_realtime(root: &Path, id: &str) -> Result<()> {
+    let dir = StateDir::open(root, id, true)?;
+    let Some(mut st) = dir.load()? else { return Err(state::not_exist(id)) };
+    st.cgroup.ensure_realtime().map_err(|e| {
+        e.context("process.scheduler.policy: a real-time policy needs real-time CPU time in the container's cgroup")
+    })?;
+    dir.save(&st)
+}
+
 /// The exec process before execve; returns only with what failed.
 #[allow(clippy::too_many_arguments)]
 fn child(
+    shared_root: Option<OwnedFd>,
     cgroup: &crate::cgroups::Cgroup,
     cgroup2_joined: bool,
     init: &OwnedFd,
     ns_flags: i32,
     in_userns: bool,
     plan: &ProcessPlan,
+    memory_policy: Option<&crate::attrs::MemoryPolicy>,
     filter: Option<&crate::seccomp::Filter>,
     opts: &ExecOptions,
     console: Option<OwnedFd>,
@@ -171,6 +203,9 @@ fn child(
 ) -> Error {
     let result = (|| -> Result<std::ffi::CString> {
         sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).ctx("PR_SET_PDEATHSIG")?;
+        // A session of its own, as runc makes it (and a terminal needs it to become the
+        // controlling one).
+        sys::setsid().ctx("setsid")?;
         // execCPUAffinity: "initial" before entering the cgroup, "final" once in it.
         if let Some(cpus) = &plan.attrs.cpus_initial {
             crate::attrs::set_affinity(cpus, "process.execCPUAffinity.initial")?;
@@ -181,6 +216,9 @@ fn child(
         if let Some(cpus) = &plan.attrs.cpus_final {
             crate::attrs::set_affinity(cpus, "process.execCPUAffinity.final")?;
         }
+        if let Some(policy) = memory_policy {
+            policy.apply()?;
+        }
         if ns_flags != 0 {
             // All at once through the pidfd: the kernel enters the user namespace first.
             sys::setns(init.as_raw_fd(), ns_flags).ctx("joining the container's namespaces")?;
@@ -188,13 +226,17 @@ fn child(
         if in_userns {
             namespaces::become_namespace_root()?;
         }
+        if let Some(root) = shared_root {
+            crate::rootfs::enter_shared(root.as_raw_fd())?;
+        }
         let host_pid = sync.expect_go()?;
         // Not before Go: our /proc files would turn root's, and an unprivileged runtime writes
         // our oom_score_adj until then.
         sys::prctl(libc::PR_SET_DUMPABLE, 0).ctx("PR_SET_DUMPABLE")?;
         // The mount namespace's root is the container's root now.
         let root = sys::open(Path::new("/"), libc::O_PATH | libc::O_DIRECTORY).ctx("opening the container's root")?;
-        let cwd = fs::resolve(root.as_raw_fd(), &plan.cwd, Resolve::EXISTING).map_err(|e| e.context("process.cwd"))?;
+        let cwd = fs::resolve(root.as_raw_fd(), &plan.cwd, Resolve::EXISTING)
+            .map_err(|e| process::cwd_error(e, &plan.cwd, false))?;
         if plan.terminal {
             let socket = console.as_ref().expect("checked by the caller");
             let pty = terminal::open_in_root(root.as_raw_fd())?;
@@ -206,14 +248,19 @@ fn child(
         }
         drop(console);
         drop(root);
+        // As in the init: all but the identity switch before the seccomp filter.
+        let staged = process::stage(plan, cwd, in_userns, opts.preserve_fds)?;
+        let labels = plan.attrs.open_labels(&proc, host_pid)?;
+        drop(proc);
+        sys::default_signals();
         crate::init::load_seccomp_early(filter, plan.no_new_privileges, sync)?;
-        let executable = process::become_process(plan, cwd, in_userns, opts.preserve_fds)?;
+        process::assume_identity(plan, &staged)?;
         if plan.no_new_privileges {
             sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).ctx("process.noNewPrivileges")?;
         }
-        plan.attrs.apply_labels(&proc, host_pid)?;
+        labels.write()?;
         sys::prctl(libc::PR_SET_PDEATHSIG, 0).ctx("PR_SET_PDEATHSIG")?;
-        Ok(executable)
+        Ok(staged.executable)
     })();
     let executable = match result {
         Ok(e) => e,
@@ -222,7 +269,6 @@ fn child(
     if let Err(e) = sync.send(&Msg::Ready) {
         return e;
     }
-    sys::default_signals();
     if let Err(e) = crate::init::load_seccomp_late(filter, plan.no_new_privileges) {
         return e;
     }
@@ -295,7 +341,5 @@ pub fn process_from_config(root: &Path, id: &str, o: &ProcessOverrides) -> Resul
 /// Reads a process.json given with --process.
 pub fn process_from_file(path: &Path) -> Result<Process> {
     let bytes = std::fs::read(path).with_ctx(|| format!("--process {}", path.display()))?;
-    let d = &mut serde_json::Deserializer::from_slice(&bytes);
-    serde_path_to_error::deserialize(d)
-        .map_err(|e| Error::invalid(format!("--process {}: {}: {}", path.display(), e.path(), e.inner())))
+    crate::config::parse_process(&bytes, &format!("--process {}", path.display()))
 }

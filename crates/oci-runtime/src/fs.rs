@@ -192,6 +192,10 @@ pub fn is_dir(fd: RawFd) -> Result<bool> {
     Ok(is_type(&sys::fstat(fd)?, libc::S_IFDIR))
 }
 
+pub fn is_regular(fd: RawFd) -> Result<bool> {
+    Ok(is_type(&sys::fstat(fd)?, libc::S_IFREG))
+}
+
 /// Lexically cleans a container path into an absolute one ("a/../b" is kept for [`resolve`] to
 /// judge; only empty and "." components go).
 pub fn absolute(path: &Path) -> PathBuf {

@@ -103,12 +103,15 @@ pub fn state(
     s
 }
 
-/// Runs every hook of `kind` in order; the first failure stops them and is returned.
-pub fn run_all(hooks: Option<&Hooks>, kind: Kind, state: &Value) -> Result<()> {
+/// Runs every hook of `kind` in order; the first failure stops them and is returned. A hook
+/// without `env` gets `environment`: None for this process's own (the runtime's), or the
+/// container process's for the hooks that run in the container (as runc's init has it).
+pub fn run_all(hooks: Option<&Hooks>, kind: Kind, state: &Value, environment: Option<&[String]>) -> Result<()> {
     let Some(hooks) = hooks else { return Ok(()) };
     let input = state.to_string();
     for (i, h) in kind.of(hooks).iter().enumerate() {
-        run_one(h, &input).map_err(|e| e.context(format!("hooks.{}[{i}] ({})", kind.name(), h.path().display())))?;
+        run_one(h, &input, environment)
+            .map_err(|e| e.context(format!("hooks.{}[{i}] ({})", kind.name(), h.path().display())))?;
     }
     Ok(())
 }
@@ -120,7 +123,7 @@ pub fn run_all_warn(hooks: Option<&Hooks>, kind: Kind, state: &Value) -> Vec<Str
     let input = state.to_string();
     let mut warnings = Vec::new();
     for (i, h) in kind.of(hooks).iter().enumerate() {
-        if let Err(e) = run_one(h, &input) {
+        if let Err(e) = run_one(h, &input, None) {
             warnings.push(format!("hooks.{}[{i}] ({}): {e}", kind.name(), h.path().display()));
         }
     }
@@ -130,24 +133,39 @@ pub fn run_all_warn(hooks: Option<&Hooks>, kind: Kind, state: &Value) -> Vec<Str
 /// Most of a failing hook's stderr that goes into the error.
 const STDERR_LIMIT: usize = 4096;
 
-fn run_one(h: &Hook, input: &str) -> Result<()> {
+/// The state a hook reads on stdin, in a memfd: a hook may exit without reading it (`/bin/true`)
+/// or read it slowly. Written to a pipe, the first raised SIGPIPE in the writer (which killed the
+/// container's init: it had a handler for it, or had it blocked until the handler came) and the
+/// second could block past the hook's timeout once the state outgrew the pipe's buffer.
+fn state_input(input: &str) -> Result<std::fs::File> {
+    use std::io::{Seek, SeekFrom};
+    let fd = sys::memfd_create(c"hook-state", sys::MFD_CLOEXEC)
+        .map_err(|e| Error::from_io(e).context("the hook's stdin"))?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(input.as_bytes())
+        .and_then(|_| file.seek(SeekFrom::Start(0)).map(drop))
+        .map_err(|e| Error::from_io(e).context("the hook's stdin"))?;
+    Ok(file)
+}
+
+fn run_one(h: &Hook, input: &str, environment: Option<&[String]>) -> Result<()> {
     let args = h.args().as_deref().unwrap_or(&[]);
     let mut cmd = Command::new(h.path());
     if let Some((first, rest)) = args.split_first() {
         cmd.arg0(first).args(rest);
     }
-    cmd.env_clear();
-    for e in h.env().iter().flatten() {
-        if let Some((k, v)) = e.split_once('=') {
-            cmd.env(k, v);
+    // `env` given (even empty): exactly that. Absent: execv's semantics, the caller's
+    // environment, as runc and crun give it.
+    if let Some(env) = h.env().as_deref().or(environment) {
+        cmd.env_clear();
+        for e in env {
+            if let Some((k, v)) = e.split_once('=') {
+                cmd.env(k, v);
+            }
         }
     }
-    cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::from(state_input(input)?)).stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| Error::from_io(e).context("starting the hook"))?;
-    // The state goes in whole; a hook that does not read it only loses its stdin.
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(input.as_bytes());
-    }
     let stderr: OwnedFd = child.stderr.take().map(OwnedFd::from).expect("piped");
     sys::set_nonblocking(stderr.as_raw_fd(), true)?;
     let deadline = h.timeout().map(|t| Instant::now() + Duration::from_secs(t as u64));

@@ -31,6 +31,8 @@ pub struct InitPlan {
     pub sysctl: Vec<(String, String)>,
     /// linux.personality, as personality(2) takes it.
     pub personality: Option<u64>,
+    /// linux.memoryPolicy, as set_mempolicy(2) takes it.
+    pub memory_policy: Option<crate::attrs::MemoryPolicy>,
     pub namespaces: NamespacePlan,
     pub cgroup: crate::cgroups::Cgroup,
     /// clone3 placed the init in its cgroup2 directory (CLONE_INTO_CGROUP).
@@ -51,8 +53,9 @@ pub struct InitPlan {
 /// Descriptors the init inherits and uses.
 pub struct InitFds {
     pub sync: Channel,
-    /// The container's state directory (O_PATH), where exec.fifo is.
-    pub state_dir: OwnedFd,
+    /// The exec fifo, opened read-write by the runtime: the init blocks reading it until
+    /// `start` writes.
+    pub exec_fifo: OwnedFd,
     pub console_socket: Option<OwnedFd>,
 }
 
@@ -88,13 +91,19 @@ pub fn exit(code: i32) -> ! {
 
 struct Ready {
     executable: std::ffi::CString,
+    /// process.env, with HOME from the container's /etc/passwd when it has none.
+    env: Vec<String>,
     host_pid: i32,
-    proc: Procfs,
+    /// The LSM label files, opened, written just before execve.
+    labels: crate::attrs::Labels,
 }
 
 fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
     // Die with the runtime while it still has to hear from us.
     sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).ctx("PR_SET_PDEATHSIG")?;
+    // A session of its own, as runc's and crun's container processes lead: not the caller's
+    // (its terminal's signals, its job control).
+    sys::setsid().ctx("setsid")?;
     if stage == Stage::Direct {
         // Still the host's root here (no id switch yet): allowed to move ourselves. (The
         // intermediate joined before it entered a user namespace, and we inherited that.)
@@ -116,6 +125,10 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
     if ns.creates(LinuxNamespaceType::Cgroup) {
         // Now that we are in the container's cgroup, it becomes the namespace's root.
         sys::unshare(libc::CLONE_NEWCGROUP).ctx("creating the cgroup namespace")?;
+    }
+    if ns.creates(LinuxNamespaceType::Network) {
+        // A new network namespace starts with its loopback down; runc and crun bring it up.
+        sys::link_up("lo").ctx("linux.namespaces: bringing up the new network namespace's loopback")?;
     }
     // The host's procfs, verified, opened while the host's mounts are still all we see: sysctls
     // land in this process's namespaces, LSM labels on this process.
@@ -140,13 +153,24 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
     if let Some(name) = &plan.session_keyring {
         join_session_keyring(name)?;
     }
-    let asm = rootfs::prepare(&plan.rootfs)?;
+    // A container sharing a mount table (no mount namespace of its own) gets no mounts.
+    let asm = match &plan.rootfs.shared_root {
+        None => Some(rootfs::prepare(&plan.rootfs)?),
+        Some(_) => None,
+    };
+    let root_fd = match (&asm, &plan.rootfs.shared_root) {
+        (Some(asm), _) => asm.root.as_raw_fd(),
+        (None, Some(root)) => root.as_raw_fd(),
+        (None, None) => unreachable!("one of the two"),
+    };
+    // Read with the config's mounts in place (a caller may bind its own /etc/passwd).
+    let env = process::with_home(&plan.process.env, root_fd, plan.process.uid);
     let pty = if plan.process.terminal {
         let socket = fds
             .console_socket
             .as_ref()
             .ok_or_else(|| Error::invalid("process.terminal is true but no --console-socket was given"))?;
-        let pty = terminal::open_in_root(asm.root.as_raw_fd())?;
+        let pty = terminal::open_in_root(root_fd)?;
         if let Some((rows, cols)) = plan.process.console_size {
             terminal::set_size(pty.master.as_raw_fd(), rows, cols)?;
         }
@@ -163,14 +187,18 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
     hooks::run_all(
         plan.hooks.as_ref(),
         Kind::CreateContainer,
-        &hooks::state(id, "creating", host_pid, bundle, annotations),
+        &hooks::state(id, "created", host_pid, bundle, annotations),
+        Some(&env),
     )?;
     // The working directory is created now, as root, the way runc and docker do.
     // Kept as a descriptor and entered with fchdir: a path would be walked by the kernel, which
     // follows /proc/self/fd/N magic links to whatever the runtime holds open (CVE-2024-21626).
-    let cwd = fs::resolve(asm.root.as_raw_fd(), &plan.process.cwd, Resolve::create(Create::Dir))
-        .map_err(|e| e.context("process.cwd"))?;
-    rootfs::finish(&plan.rootfs, asm, pty.as_ref())?;
+    let cwd = fs::resolve(root_fd, &plan.process.cwd, Resolve::create(Create::Dir))
+        .map_err(|e| process::cwd_error(e, &plan.process.cwd, true))?;
+    match asm {
+        Some(asm) => rootfs::finish(&plan.rootfs, asm, pty.as_ref())?,
+        None => rootfs::enter_shared(root_fd)?,
+    }
     if let Some(slave) = &pty {
         terminal::become_controlling(slave)?;
     }
@@ -179,13 +207,23 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
     if let Some(persona) = plan.personality {
         crate::attrs::set_personality(persona)?;
     }
-    load_seccomp_early(plan.seccomp.as_ref(), plan.process.no_new_privileges, &fds.sync)?;
+    if let Some(policy) = &plan.memory_policy {
+        policy.apply()?;
+    }
+    // Everything but the identity switch happens before the seccomp filter, which without
+    // no_new_privs is loaded next: the runtime's own work must not depend on what the
+    // container's profile allows (close_range, openat, fcntl, getdents64, ...).
     let inherited_fds = plan.socket_activation.as_ref().map_or(0, |a| a.fds) + plan.preserve_fds;
-    let executable = process::become_process(&plan.process, cwd, plan.in_userns, inherited_fds)?;
+    let staged = process::stage(&plan.process, cwd, plan.in_userns, inherited_fds)?;
+    let labels = plan.process.attrs.open_labels(&proc, host_pid)?;
+    drop(proc);
+    sys::exit_on_signals();
+    load_seccomp_early(plan.seccomp.as_ref(), plan.process.no_new_privileges, &fds.sync)?;
+    process::assume_identity(&plan.process, &staged)?;
     // From here the runtime may exit at any moment (after Committed): the death signal would
     // kill us then. Should it die before Committed instead, the sync socket reads EOF and we exit.
     sys::prctl(libc::PR_SET_PDEATHSIG, 0).ctx("PR_SET_PDEATHSIG")?;
-    Ok(Ready { executable, host_pid, proc })
+    Ok(Ready { executable: staged.executable, env, host_pid, labels })
 }
 
 /// Loads the seccomp filter now if it cannot wait until right before execve: without
@@ -227,11 +265,15 @@ fn join_session_keyring(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// After Ready: from here on a seccomp filter may be loaded (without no_new_privs), and this
+/// process makes only the calls that cannot come before it: reads and writes on descriptors
+/// it holds, the identity switch, the startContainer hooks (run as the container's process,
+/// as runc runs them) and execve.
 fn finish(plan: &InitPlan, fds: InitFds, ready: Ready) -> Error {
     if let Err(e) = fds.sync.send(&Msg::Ready) {
         return e;
     }
-    if let Err(e) = fds.sync.expect("Committed", "berth-oci", |m| matches!(m, Msg::Committed)) {
+    if let Err(e) = fds.sync.expect_plain("Committed", "berth-oci", |m| matches!(m, Msg::Committed)) {
         // The runtime failed after we were ready and is tearing the container down.
         return e;
     }
@@ -241,37 +283,40 @@ fn finish(plan: &InitPlan, fds: InitFds, ready: Ready) -> Error {
             return Error::from_io(e).context("process.noNewPrivileges");
         }
     }
-    sys::exit_on_signals();
-    if let Err(e) = wait_for_start(fds.state_dir.as_raw_fd()) {
+    if let Err(e) = wait_for_start(fds.exec_fifo.as_raw_fd()) {
         return e;
     }
+    drop(fds.exec_fifo);
     let (id, bundle, annotations) = &plan.hook_state;
     let state = hooks::state(id, "created", ready.host_pid, bundle, annotations);
-    if let Err(e) = hooks::run_all(plan.hooks.as_ref(), Kind::StartContainer, &state) {
+    if let Err(e) = hooks::run_all(plan.hooks.as_ref(), Kind::StartContainer, &state, Some(&ready.env)) {
         return e;
     }
-    if let Err(e) = plan.process.attrs.apply_labels(&ready.proc, ready.host_pid) {
+    if let Err(e) = ready.labels.write() {
         return e;
     }
-    drop(ready.proc);
     if let Err(e) = load_seccomp_late(plan.seccomp.as_ref(), plan.process.no_new_privileges) {
         return e;
     }
-    drop(fds.state_dir);
     match &plan.socket_activation {
         // SAFETY: getpid cannot fail; it names us as the container sees us.
-        Some(activation) => process::execve(
-            &ready.executable,
-            &plan.process,
-            &activation.env(&plan.process.env, unsafe { libc::getpid() }),
-        ),
-        None => process::execve(&ready.executable, &plan.process, &plan.process.env),
+        Some(activation) => {
+            process::execve(&ready.executable, &plan.process, &activation.env(&ready.env, unsafe { libc::getpid() }))
+        }
+        None => process::execve(&ready.executable, &plan.process, &ready.env),
     }
 }
 
-/// Blocks until `start` opens the exec fifo for reading, then tells it we are going.
-fn wait_for_start(state_dir: RawFd) -> Result<()> {
-    let fifo =
-        sys::openat(state_dir, Path::new(crate::state::EXEC_FIFO), libc::O_WRONLY, 0).ctx("opening the exec fifo")?;
-    sys::write_all(fifo.as_raw_fd(), b"0").ctx("writing to the exec fifo")
+/// Blocks until `start` writes to the exec fifo (which the runtime opened read-write for us
+/// before cloning: no open after the seccomp filter, and a reader `start` can see).
+fn wait_for_start(fifo: RawFd) -> Result<()> {
+    let mut byte = [0u8; 1];
+    loop {
+        match sys::read(fifo, &mut byte) {
+            Ok(1) => return Ok(()),
+            Ok(_) => continue,
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) => return Err(Error::from_io(e).context("waiting on the exec fifo")),
+        }
+    }
 }

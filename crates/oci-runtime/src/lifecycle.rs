@@ -101,27 +101,15 @@ pub fn start(root: &Path, id: &str) -> Result<Vec<String>> {
         Status::Stopped => return Err(Error::state(format!("cannot start a container that has stopped: {id}"))),
         other => return Err(Error::state(format!("cannot start an already {} container {id}", other.as_str()))),
     }
-    // The pidfd first: once the fifo is open the program may run, and finish, at any moment.
-    let pidfd = sys::pidfd_open(state.pid).ctx("watching the container's init")?;
-    if !state.init_alive() {
-        return Err(Error::state(format!("container {id}'s init exited before it could start")));
-    }
-    let fifo = sys::open(&dir.fifo(), libc::O_RDONLY | libc::O_NONBLOCK).ctx("opening the exec fifo")?;
-    let mut byte = [0u8; 1];
-    loop {
-        let ready = sys::poll_readable(&[fifo.as_raw_fd(), pidfd.as_raw_fd()], -1)?;
-        if ready[0] {
-            match sys::read(fifo.as_raw_fd(), &mut byte) {
-                Ok(1) => break,
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
-                Err(e) => return Err(Error::from_io(e).context("reading the exec fifo")),
-            }
-        }
-        if ready[1] {
+    // The init holds the fifo open to read it; with no reader left it has exited (ENXIO).
+    let fifo = match sys::open(&dir.fifo(), libc::O_WRONLY | libc::O_NONBLOCK) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
             return Err(Error::state(format!("container {id}'s init exited before it could start")));
         }
-    }
+        Err(e) => return Err(Error::from_io(e).context("opening the exec fifo")),
+    };
+    sys::write_all(fifo.as_raw_fd(), b"0").ctx("writing to the exec fifo")?;
     std::fs::remove_file(dir.fifo()).ctx("removing the exec fifo")?;
     let hook_state = crate::hooks::state(id, "running", state.pid, &state.bundle, &state.annotations);
     Ok(crate::hooks::run_all_warn(state.spec.hooks().as_ref(), crate::hooks::Kind::Poststart, &hook_state))
@@ -226,8 +214,9 @@ pub fn pids(root: &Path, id: &str) -> Result<Vec<i32>> {
     state.cgroup.pids()
 }
 
-/// Applies new resources to a running (or created) container and remembers them.
-pub fn update(root: &Path, id: &str, resources: &LinuxResources) -> Result<()> {
+/// Applies new resources to a running (or created) container and remembers them; returns what
+/// was accepted but not applied (for the log).
+pub fn update(root: &Path, id: &str, resources: &LinuxResources) -> Result<Vec<String>> {
     crate::cgroups::validate_resources(resources).map_err(|e| e.context("resources"))?;
     let (dir, mut state, status) = open(root, id, true)?;
     if status == Status::Stopped {
@@ -235,8 +224,10 @@ pub fn update(root: &Path, id: &str, resources: &LinuxResources) -> Result<()> {
     }
     // Device rules are replaced whole; other resources are applied as given.
     state.cgroup.apply(resources, &crate::cgroups::default_device_rules(), true)?;
+    let warnings = crate::cgroups::resource_warnings(resources, &state.cgroup, "resources");
     state.resources = Some(merge_resources(state.resources.take().unwrap_or_default(), resources));
-    dir.save(&state)
+    dir.save(&state)?;
+    Ok(warnings)
 }
 
 /// Overlays the fields set in `new` onto `old` (JSON object merge), as later `update`s see it.

@@ -163,6 +163,9 @@ pub struct MountSpec {
     /// A detached tree the runtime prepared (an ID-mapped bind needs the host's privileges),
     /// with its attributes already set; attached as it is.
     pub prepared: Option<OwnedFd>,
+    /// Options given that do not apply to this mount (filesystem options on a bind), left out
+    /// and logged.
+    pub ignored_options: Vec<String>,
 }
 
 impl MountSpec {
@@ -183,11 +186,18 @@ impl MountSpec {
         } else if fstype.is_empty() {
             return Err(Error::invalid(format!("{at}.type: missing (and the options do not say bind)")));
         }
-        if bind && (!options.data.is_empty() || !options.sb_flags.is_empty()) {
-            let bad = options.data.first().or(options.sb_flags.first()).unwrap();
-            return Err(Error::invalid(format!("{at}.options: '{bad}' does not apply to a bind mount")));
-        }
         let mut options = options;
+        // Filesystem options given to a bind mount (`mode=755`) have no filesystem to go to:
+        // accepted and left out, as runc does (the kernel ignores them there), and logged.
+        let mut ignored_options = Vec::new();
+        if bind {
+            ignored_options.append(&mut options.data);
+            ignored_options.append(&mut options.sb_flags);
+            if options.tmpcopyup {
+                ignored_options.push("tmpcopyup".to_string());
+                options.tmpcopyup = false;
+            }
+        }
         options.bind = bind;
         let id_mappings = match (m.uid_mappings(), m.gid_mappings()) {
             (Some(u), Some(g)) if !u.is_empty() => Some((u.clone(), g.clone())),
@@ -209,6 +219,7 @@ impl MountSpec {
             at,
             id_mappings,
             prepared: None,
+            ignored_options,
         };
         check_proc_destination(&spec)?;
         Ok(spec)

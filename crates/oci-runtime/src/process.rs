@@ -2,6 +2,7 @@
 //! executing its program.
 
 use std::ffi::CString;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -103,6 +104,47 @@ impl ProcessPlan {
     }
 }
 
+/// Names the step and the directory of a failed working directory: `process.cwd: chdir to /x:
+/// no such file or directory`. A system error reads as the step's; one without an errno (an
+/// escape through `..`) keeps its own words.
+pub fn cwd_error(e: Error, cwd: &Path, creating: bool) -> Error {
+    let step = if creating { "creating" } else { "chdir to" };
+    let e = if e.errno().is_some() { Error::from_parts(e.kind(), String::new(), e.errno()) } else { e };
+    e.context(format!("process.cwd: {step} {}", cwd.display()))
+}
+
+/// The environment with HOME added when it has none: the home of `uid` in the container's
+/// /etc/passwd (resolved inside `root`, never following a link out of it), else `/`, as runc
+/// and crun set it.
+pub fn with_home(env: &[String], root: RawFd, uid: u32) -> Vec<String> {
+    let mut env = env.to_vec();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", home_of(root, uid).unwrap_or_else(|| "/".into())));
+    }
+    env
+}
+
+fn home_of(root: RawFd, uid: u32) -> Option<String> {
+    use std::io::Read;
+    let file = crate::fs::resolve(root, Path::new("/etc/passwd"), crate::fs::Resolve::EXISTING).ok()?;
+    if !crate::fs::is_regular(file.as_raw_fd()).ok()? {
+        return None;
+    }
+    let file = crate::fs::reopen(file.as_raw_fd(), libc::O_RDONLY | libc::O_CLOEXEC).ok()?;
+    let mut text = Vec::new();
+    // A passwd file is small; a huge one is not read whole.
+    std::fs::File::from(file).take(4 << 20).read_to_end(&mut text).ok()?;
+    passwd_home(&String::from_utf8_lossy(&text), uid)
+}
+
+/// The home directory of `uid` in passwd(5) text.
+fn passwd_home(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.len() >= 7 && fields[2].parse() == Ok(uid) && !fields[5].is_empty()).then(|| fields[5].to_string())
+    })
+}
+
 /// Whether this process has a capability in its effective set (in its own user namespace).
 pub fn have_capability(cap: u32) -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -164,6 +206,29 @@ pub fn apply_oom_score_adj(pid: i32, value: i32, at: &str) -> Result<()> {
     }
 }
 
+/// Finds the program as the container's user will run it, while this process is still root:
+/// with the user's groups and file system ids (the effective ids, and so the capabilities the
+/// seccomp filter's loading needs, stay), then the file system ids back to root's.
+fn find_executable_as(plan: &ProcessPlan, setgroups_allowed: bool) -> Result<CString> {
+    if setgroups_allowed {
+        // SAFETY: valid slice of gids.
+        if unsafe { libc::setgroups(plan.additional_gids.len(), plan.additional_gids.as_ptr()) } != 0 {
+            return Err(Error::last_os(format!("process.user.additionalGids: setgroups({:?})", plan.additional_gids)));
+        }
+    }
+    // SAFETY: plain syscalls; setfs*id report nothing, the lookup just runs as root if refused.
+    unsafe {
+        libc::setfsgid(plan.gid);
+        libc::setfsuid(plan.uid);
+    }
+    let found = find_executable(plan);
+    unsafe {
+        libc::setfsuid(0);
+        libc::setfsgid(0);
+    }
+    found
+}
+
 /// Finds the program to run: args[0] if it has a '/', else the first executable file on the
 /// process's PATH. Runs inside the container's root, after pivot_root.
 pub fn find_executable(plan: &ProcessPlan) -> Result<CString> {
@@ -175,8 +240,10 @@ pub fn find_executable(plan: &ProcessPlan) -> Result<CString> {
     };
     for path in &candidates {
         let c = sys::cstr(path)?;
-        // SAFETY: valid C string; access(2) checks as the real (container) user.
-        if unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0 {
+        // SAFETY: valid C string; AT_EACCESS checks with the file system ids, which
+        // find_executable_as set to the container user's.
+        if unsafe { libc::syscall(libc::SYS_faccessat2, libc::AT_FDCWD, c.as_ptr(), libc::X_OK, libc::AT_EACCESS) } == 0
+        {
             if let Ok(m) = std::fs::metadata(path) {
                 if m.is_file() {
                     return Ok(c);
@@ -279,33 +346,60 @@ fn setgroups_allowed(in_userns: bool) -> bool {
     !in_userns || std::fs::read_to_string("/proc/self/setgroups").map(|s| s.trim() == "allow").unwrap_or(true)
 }
 
-/// Turns the calling process into the container's process, up to (not including) execve: the
-/// bounding set, the user, the working directory (a descriptor resolved inside the root),
-/// capabilities, umask, the program, and descriptors (stdio and `inherited_fds` from 3 up survive).
-pub fn become_process(
-    p: &ProcessPlan,
-    cwd: std::os::fd::OwnedFd,
-    in_userns: bool,
-    inherited_fds: i32,
-) -> Result<CString> {
-    use std::os::fd::AsRawFd;
+/// The container's process, half made: what [`stage`] did before the seccomp filter.
+#[derive(Debug)]
+pub struct Staged {
+    pub executable: CString,
+    setgroups_allowed: bool,
+}
+
+/// Turns the calling process into the container's process but for who it is: I/O priority and
+/// scheduler, the bounding set, umask, the working directory (a descriptor resolved inside the
+/// root), the program (looked up as the user), and descriptors (stdio and `inherited_fds` from 3
+/// up survive execve). Runs before the seccomp filter is loaded: none of the runtime's own work
+/// may depend on what the container's profile allows. [`assume_identity`] does the rest.
+pub fn stage(p: &ProcessPlan, cwd: std::os::fd::OwnedFd, in_userns: bool, inherited_fds: i32) -> Result<Staged> {
     p.attrs.apply_early()?;
     crate::caps::drop_bounding(p.caps.map_or(0, |c| c.bounding))?;
-    switch_user(p, setgroups_allowed(in_userns))?;
-    // fchdir, never chdir(path): the kernel would follow /proc/self/fd/N magic links to
-    // whatever the runtime holds open (CVE-2024-21626).
-    sys::fchdir(cwd.as_raw_fd()).with_ctx(|| format!("process.cwd: {}", p.cwd.display()))?;
-    drop(cwd);
-    apply_caps(p)?;
     if let Some(mask) = p.umask {
         // SAFETY: plain syscall.
         unsafe { libc::umask(mask as libc::mode_t) };
     }
-    let executable = find_executable(p)?;
+    // fchdir, never chdir(path): the kernel would follow /proc/self/fd/N magic links to
+    // whatever the runtime holds open (CVE-2024-21626). As root, as runc enters it: the user
+    // may start in a directory it cannot search.
+    sys::fchdir(cwd.as_raw_fd()).map_err(|e| cwd_error(e.into(), &p.cwd, false))?;
+    drop(cwd);
+    let setgroups_allowed = setgroups_allowed(in_userns);
+    let executable = find_executable_as(p, setgroups_allowed)?;
     let inherited_end = 3 + inherited_fds;
     for fd in 3..inherited_end {
         sys::set_cloexec(fd, false).with_ctx(|| format!("passing descriptor {fd} (LISTEN_FDS, --preserve-fds)"))?;
     }
     sys::cloexec_from(inherited_end).ctx("closing the runtime's descriptors on exec")?;
-    Ok(executable)
+    Ok(Staged { executable, setgroups_allowed })
+}
+
+/// Who the process is: groups, gid, uid, capabilities. Without no_new_privs these follow the
+/// seccomp filter (loading one then needs CAP_SYS_ADMIN, which they give up): these calls
+/// (setgroups, setresgid, setresuid, capset, prctl) are the profile's business, as in runc and
+/// crun.
+pub fn assume_identity(p: &ProcessPlan, staged: &Staged) -> Result<()> {
+    switch_user(p, staged.setgroups_allowed)?;
+    apply_caps(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwd_home_by_uid() {
+        let passwd =
+            "root:x:0:0:root:/root:/bin/sh\n# comment\nuser:x:1000:1000::/home/user:/bin/sh\nnohome:x:7:7:::/bin/sh\n";
+        assert_eq!(passwd_home(passwd, 0).as_deref(), Some("/root"));
+        assert_eq!(passwd_home(passwd, 1000).as_deref(), Some("/home/user"));
+        assert_eq!(passwd_home(passwd, 7), None);
+        assert_eq!(passwd_home(passwd, 4242), None);
+    }
 }

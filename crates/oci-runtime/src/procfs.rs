@@ -33,10 +33,23 @@ impl Proc {
             .with_ctx(|| format!("/proc/{}", rel.display()))
     }
 
+    /// A /proc file opened for writing, to write later.
+    pub fn open_write(&self, rel: impl AsRef<Path>) -> Result<OwnedFd> {
+        self.file(rel.as_ref(), libc::O_WRONLY)
+    }
+
     pub fn write(&self, rel: impl AsRef<Path>, data: &[u8]) -> Result<()> {
         let rel = rel.as_ref();
         let fd = self.file(rel, libc::O_WRONLY)?;
         sys::write_all(fd.as_raw_fd(), data).with_ctx(|| format!("writing /proc/{}", rel.display()))
+    }
+
+    /// The root directory of process `pid` (the kernel's magic link `<pid>/root`, followed
+    /// from this verified procfs: nothing in a container can stand in for it).
+    pub fn root_of(&self, pid: i32) -> Result<OwnedFd> {
+        let dir = self.file(Path::new(&pid.to_string()), libc::O_PATH | libc::O_DIRECTORY)?;
+        sys::openat(dir.as_raw_fd(), Path::new("root"), libc::O_PATH | libc::O_DIRECTORY, 0)
+            .with_ctx(|| format!("/proc/{pid}/root"))
     }
 
     pub fn read(&self, rel: impl AsRef<Path>) -> Result<String> {

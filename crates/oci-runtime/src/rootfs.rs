@@ -104,6 +104,18 @@ pub struct RootfsPlan {
     /// The rootfs as an ID-mapped tree the runtime prepared (annotation
     /// org.berth.rootfs.idmap), attached instead of a plain bind.
     pub prepared_root: Option<OwnedFd>,
+    /// Without a mount namespace of its own the container shares a mount table: nothing is
+    /// mounted, and its root is this directory (root.path, opened by the runtime in its own
+    /// mount namespace), entered with chroot.
+    pub shared_root: Option<OwnedFd>,
+}
+
+/// The root of a container that shares a mount table: chroot into root.path, no pivot_root,
+/// no mount anywhere.
+pub fn enter_shared(root: RawFd) -> Result<()> {
+    sys::fchdir(root).ctx("entering the rootfs")?;
+    sys::chroot(Path::new(".")).ctx("chroot into the rootfs (no mount namespace of its own)")?;
+    sys::chdir(Path::new("/")).ctx("chdir /")
 }
 
 /// Host objects opened before the root filesystem is assembled, verified once.
@@ -137,8 +149,11 @@ pub struct Assembly {
 pub fn prepare(plan: &RootfsPlan) -> Result<Assembly> {
     let devnull = HostDevNull::open()?;
     // Nothing mounted from here on may propagate back to the host.
+    // Shared and unbindable are the container root's own propagation, applied once it is the
+    // root (finish): a shared tree here would propagate back, an unbindable one could not be
+    // bound to make the root.
     let prop = plan.propagation.unwrap_or(Propagation { flag: libc::MS_SLAVE, recursive: true });
-    let root_flag = if prop.flag == libc::MS_SHARED { libc::MS_SLAVE } else { prop.flag };
+    let root_flag = if prop.flag == libc::MS_PRIVATE { libc::MS_PRIVATE } else { libc::MS_SLAVE };
     sys::mount(None, Path::new("/"), None, root_flag | libc::MS_REC, None).ctx("making / a slave/private mount")?;
     // pivot_root needs the rootfs to be a mount point, whose parent is not shared.
     match &plan.prepared_root {
@@ -198,9 +213,10 @@ pub fn finish(plan: &RootfsPlan, asm: Assembly, console: Option<&OwnedFd>) -> Re
     }
     enter_root(plan, &asm.root)?;
     let prop = plan.propagation.unwrap_or(Propagation { flag: libc::MS_SLAVE, recursive: true });
-    if prop.flag == libc::MS_SHARED {
-        sys::mount(None, Path::new("/"), None, libc::MS_SHARED | if prop.recursive { libc::MS_REC } else { 0 }, None)
-            .ctx("linux.rootfsPropagation: making / shared")?;
+    if prop.flag == libc::MS_SHARED || prop.flag == libc::MS_UNBINDABLE {
+        let what = if prop.flag == libc::MS_SHARED { "shared" } else { "unbindable" };
+        sys::mount(None, Path::new("/"), None, prop.flag | if prop.recursive { libc::MS_REC } else { 0 }, None)
+            .with_ctx(|| format!("linux.rootfsPropagation: making / {what}"))?;
     }
     Ok(())
 }

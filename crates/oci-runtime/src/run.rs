@@ -159,9 +159,12 @@ pub(crate) fn wait_loop(init: i32, init_pidfd: RawFd, sigfd: RawFd, master: Opti
         });
         let ready = sys::poll_readable(&fds, -1)?;
         if ready[0] {
-            let sig = sys::read_signal(sigfd)?;
+            let (sig, sender) = sys::read_signal(sigfd)?;
             match sig {
                 libc::SIGCHLD => {}
+                // Our own write to a closed pipe (the caller's stdout): not the container's
+                // business, and the write itself reports it.
+                libc::SIGPIPE if sender == sys::getpid() => {}
                 libc::SIGWINCH => {
                     if let (Some(m), Some((rows, cols))) = (master, terminal::get_size(0)) {
                         let _ = terminal::set_size(m.as_raw_fd(), rows, cols);

@@ -19,7 +19,7 @@
 //! read-only overlayfs it was merely started from may be remounted read-write later.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use crate::error::{Context, Error, Result};
@@ -198,21 +198,14 @@ fn sealed_copy(exe: &OwnedFd) -> Result<OwnedFd> {
 
 fn copy_to_memfd(exe: &OwnedFd) -> Result<OwnedFd> {
     let name = c"berth-oci";
-    const MFD_CLOEXEC: u32 = 0x1;
-    const MFD_ALLOW_SEALING: u32 = 0x2;
-    const MFD_EXEC: u32 = 0x10;
+    use sys::{MFD_ALLOW_SEALING, MFD_CLOEXEC, MFD_EXEC};
     // MFD_EXEC keeps the copy executable where vm.memfd_noexec makes memfds non-executable by
     // default; kernels before 6.3 do not know the flag and refuse it.
-    let mut fd =
-        unsafe { libc::syscall(libc::SYS_memfd_create, name.as_ptr(), MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC) };
-    if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-        fd = unsafe { libc::syscall(libc::SYS_memfd_create, name.as_ptr(), MFD_CLOEXEC | MFD_ALLOW_SEALING) };
+    let memfd = match sys::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => sys::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING),
+        other => other,
     }
-    if fd < 0 {
-        return Err(Error::last_os("creating a memfd for a sealed copy of berth-oci"));
-    }
-    // SAFETY: a fresh descriptor.
-    let memfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    .ctx("creating a memfd for a sealed copy of berth-oci")?;
     let size = sys::fstat(exe.as_raw_fd())?.st_size as usize;
     // An explicit offset: a second attempt copies from the start again.
     let mut offset: libc::off_t = 0;

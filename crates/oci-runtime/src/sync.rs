@@ -47,25 +47,49 @@ impl Channel {
         self.0.as_raw_fd()
     }
 
+    /// Sends `msg` with write(2): a message without descriptors needs no sendmsg, and the
+    /// container's process sends its last ones after a seccomp filter may be loaded.
     pub fn send(&self, msg: &Msg) -> Result<()> {
-        self.send_with_fds(msg, &[])
+        let bytes = serde_json::to_vec(msg).expect("messages serialise");
+        let err = match sys::retry(|| {
+            // SAFETY: writing a buffer we own; SEQPACKET keeps it one message.
+            let n = unsafe { libc::write(self.raw(), bytes.as_ptr().cast(), bytes.len()) };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(n)
+            }
+        }) {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        Err(self.peer_failure(err))
     }
 
     /// Sends `msg`. When the other side has already gone, its last word (the `Failed` it sent
     /// before exiting) is the error, not the broken pipe.
     pub fn send_with_fds(&self, msg: &Msg, fds: &[RawFd]) -> Result<()> {
+        if fds.is_empty() {
+            return self.send(msg);
+        }
         let bytes = serde_json::to_vec(msg).expect("messages serialise");
         let err = match sys::send_with_fds(self.raw(), &bytes, fds) {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
+        Err(self.peer_failure(err))
+    }
+
+    /// A failed send's error: when the peer has gone, its last word (the `Failed` it sent
+    /// before exiting), not the broken pipe.
+    fn peer_failure(&self, err: std::io::Error) -> Error {
         if matches!(err.raw_os_error(), Some(libc::EPIPE) | Some(libc::ECONNRESET)) {
             // The peer is closed, so this read returns at once: a message it left, or EOF.
             if let Ok(Some((Msg::Failed { kind, message, errno }, _))) = self.recv() {
-                return Err(Error::from_parts(kind, message, errno));
+                return Error::from_parts(kind, message, errno);
             }
         }
-        Err(Error::from_io(err).context("sync socket"))
+        Error::from_io(err).context("sync socket")
     }
 
     pub fn send_error(&self, err: &Error) {
@@ -95,10 +119,34 @@ impl Channel {
         }
     }
 
+    /// [`Channel::expect`] for a message without descriptors, received with read(2) (the
+    /// container's process, after a seccomp filter may be loaded).
+    pub fn expect_plain(&self, want: &str, who: &str, is: impl Fn(&Msg) -> bool) -> Result<()> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = sys::retry(|| sys::read(self.raw(), &mut buf)).map_err(|e| Error::from_io(e).context("sync socket"))?;
+        let received = if n == 0 {
+            None
+        } else {
+            let msg = serde_json::from_slice(&buf[..n])
+                .map_err(|e| Error::new(ErrorKind::System, format!("sync socket: bad message: {e}")))?;
+            Some((msg, Vec::new()))
+        };
+        Self::judge(received, want, who, is).map(drop)
+    }
+
     /// Waits for the message `is` accepts (`want` names it); a `Failed` message becomes that
     /// error, EOF an error naming `who`.
     pub fn expect(&self, want: &str, who: &str, is: impl Fn(&Msg) -> bool) -> Result<Vec<OwnedFd>> {
-        match self.recv()? {
+        Self::judge(self.recv()?, want, who, is)
+    }
+
+    fn judge(
+        received: Option<(Msg, Vec<OwnedFd>)>,
+        want: &str,
+        who: &str,
+        is: impl Fn(&Msg) -> bool,
+    ) -> Result<Vec<OwnedFd>> {
+        match received {
             Some((Msg::Failed { kind, message, errno }, _)) => Err(Error::from_parts(kind, message, errno)),
             Some((msg, fds)) if is(&msg) => Ok(fds),
             Some((msg, _)) => {

@@ -174,6 +174,14 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
         .map(|n| n as usize)
 }
 
+pub const MFD_CLOEXEC: u32 = 0x1;
+pub const MFD_ALLOW_SEALING: u32 = 0x2;
+pub const MFD_EXEC: u32 = 0x10;
+
+pub fn memfd_create(name: &CStr, flags: u32) -> io::Result<OwnedFd> {
+    owned(unsafe { libc::syscall(libc::SYS_memfd_create, name.as_ptr(), flags) })
+}
+
 pub fn dup_fd(fd: RawFd) -> io::Result<OwnedFd> {
     owned(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) } as libc::c_long)
 }
@@ -481,6 +489,10 @@ pub fn prctl(option: i32, arg2: u64) -> io::Result<()> {
     check(unsafe { libc::prctl(option, arg2, 0u64, 0u64, 0u64) }).map(drop)
 }
 
+pub fn setsid() -> io::Result<()> {
+    check(unsafe { libc::setsid() }).map(drop)
+}
+
 pub fn getpid() -> i32 {
     unsafe { libc::getpid() }
 }
@@ -566,8 +578,8 @@ pub fn signalfd(signals: &[i32]) -> io::Result<OwnedFd> {
     }
 }
 
-/// Reads one signal number from a signalfd.
-pub fn read_signal(fd: RawFd) -> io::Result<i32> {
+/// Reads one signal from a signalfd: its number and the pid of the process that sent it.
+pub fn read_signal(fd: RawFd) -> io::Result<(i32, i32)> {
     let mut info = MaybeUninit::<libc::signalfd_siginfo>::uninit();
     let n = retry(|| {
         check_long(
@@ -578,10 +590,33 @@ pub fn read_signal(fd: RawFd) -> io::Result<i32> {
         return Err(io::Error::other("short read from signalfd"));
     }
     // SAFETY: fully initialised by the read above.
-    Ok(unsafe { info.assume_init() }.ssi_signo as i32)
+    let info = unsafe { info.assume_init() };
+    Ok((info.ssi_signo as i32, info.ssi_pid as i32))
 }
 
 // ---------------------------------------------------------------------------------------- sockets
+
+/// struct ifreq with the flags member of its union (40 bytes on 64-bit Linux).
+#[repr(C)]
+struct IfreqFlags {
+    name: [u8; 16],
+    flags: libc::c_short,
+    _rest: [u8; 22],
+}
+
+/// Brings a network interface of this process's network namespace up (SIOCSIFFLAGS IFF_UP).
+pub fn link_up(name: &str) -> io::Result<()> {
+    let sock = owned(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) } as libc::c_long)?;
+    let mut req = IfreqFlags { name: [0; 16], flags: 0, _rest: [0; 22] };
+    req.name[..name.len().min(15)].copy_from_slice(&name.as_bytes()[..name.len().min(15)]);
+    // SAFETY: ioctls on a socket we own with a buffer laid out as the kernel's struct ifreq.
+    unsafe {
+        check(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req))?;
+        req.flags |= libc::IFF_UP as libc::c_short;
+        check(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req))?;
+    }
+    Ok(())
+}
 
 pub fn socketpair_seqpacket() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
@@ -680,7 +715,27 @@ pub fn c_string_lossy(s: &CStr) -> String {
 
 /// Marks every descriptor from `from` upwards close-on-exec (close_range(2)), so nothing the
 /// runtime holds leaks into the container process while the runtime can use them until exec.
+/// Marks every descriptor from `from` up close-on-exec: close_range(CLOSE_RANGE_CLOEXEC), or on
+/// kernels without it (before 5.11) each descriptor /proc/self/fd lists.
 pub fn cloexec_from(from: RawFd) -> io::Result<()> {
     const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
-    check_long(unsafe { libc::syscall(libc::SYS_close_range, from as u32, u32::MAX, CLOSE_RANGE_CLOEXEC) }).map(drop)
+    match check_long(unsafe { libc::syscall(libc::SYS_close_range, from as u32, u32::MAX, CLOSE_RANGE_CLOEXEC) }) {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) => {
+            let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .filter(|fd| *fd >= from)
+                .collect();
+            for fd in fds {
+                // The directory's own descriptor is gone by now: EBADF.
+                match set_cloexec(fd, true) {
+                    Err(e) if e.raw_os_error() != Some(libc::EBADF) => return Err(e),
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }

@@ -78,13 +78,11 @@ pub fn recv_master(socket: RawFd) -> Result<OwnedFd> {
     fds.pop().ok_or_else(|| Error::new(crate::error::ErrorKind::System, "no pty master received on the console socket"))
 }
 
-/// Makes the slave this process's controlling terminal and stdio (in a new session).
+/// Makes the slave this process's controlling terminal and stdio (the caller leads a session
+/// of its own already: the init and exec'd processes each start one).
 pub fn become_controlling(slave: &OwnedFd) -> Result<()> {
     // SAFETY: plain syscalls on a descriptor we own.
     unsafe {
-        if libc::setsid() < 0 {
-            return Err(Error::last_os("setsid"));
-        }
         if libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) < 0 {
             return Err(Error::last_os("making the pty the controlling terminal"));
         }

@@ -26,7 +26,7 @@ fn rich_config() -> Value {
     c["process"]["execCPUAffinity"] = json!({"initial": "0", "final": "0"});
     c["process"]["consoleSize"] = json!({"height": 30, "width": 100});
     c["linux"]["personality"] = json!({"domain": "LINUX"});
-    c["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1", "kernel.domainname": "x"});
+    c["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1", "kernel.shmmni": "4096"});
     c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     c["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));

@@ -84,12 +84,36 @@ pub fn cpu() {
     c.delete();
     c.assert_gone();
 
-    // Real-time CPU time: the period is set; a runtime the parent cannot grant is refused.
+    // Real-time CPU time (v1 only): the period is set, the runtime given from the parents'
+    // budget (a new parent has none: it gets it from above first); more than the hierarchy's
+    // root has is refused.
+    let root = Path::new("/sys/fs/cgroup/cpu");
+    if is_cgroup2() || !root.join("cpu.rt_runtime_us").exists() {
+        return;
+    }
+    let _rt = REALTIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut rt = Ctr::new("cpurt", &["true"]);
     rt.config()["linux"]["resources"]["cpu"] = json!({"realtimePeriod": 500000, "realtimeRuntime": 100000});
-    let out = rt.create_raw().failed("real-time runtime without a budget in the parent");
-    assert_contains(&out.stderr, "cpu.realtime");
+    let root_runtime: i64 = read(root.join("cpu.rt_runtime_us")).trim().parse().unwrap();
+    let root_period: i64 = read(root.join("cpu.rt_period_us")).trim().parse().unwrap();
+    if root_runtime > 0 && root_runtime * 5 >= root_period {
+        rt.create();
+        assert_eq!(file(&rt, "cpu", "cpu.rt_period_us"), "500000");
+        assert_eq!(file(&rt, "cpu", "cpu.rt_runtime_us"), "100000");
+        rt.delete();
+    }
     rt.assert_gone();
+    if (0..root_period).contains(&root_runtime) {
+        let mut all = Ctr::new("cpurtall", &["true"]);
+        all.config()["linux"]["resources"]["cpu"] = json!({"realtimePeriod": 100000, "realtimeRuntime": 100000});
+        let out = all.create_raw().failed("more real-time runtime than the hierarchy has");
+        assert_contains(&out.stderr, "cpu.realtimeRuntime");
+        all.assert_gone();
+        let parent = root.join(&suite().cgroup_prefix);
+        if parent.exists() {
+            assert_eq!(read(parent.join("cpu.rt_runtime_us")).trim(), "0", "the parent kept real-time runtime");
+        }
+    }
 }
 
 pub fn pids_limit_stops_forks() {
@@ -301,7 +325,7 @@ pub fn shared_parent_created_and_removed_concurrently() {
             std::thread::spawn(move || {
                 let mut c = Ctr::new(&format!("sharedparent{w}"), &["true"]);
                 c.config()["linux"]["cgroupsPath"] = json!(format!("/{parent}/{}", c.id));
-                c.bundle.write().unwrap();
+                c.write_bundle();
                 let bundle = c.bundle.dir.to_str().unwrap().to_string();
                 for i in 0..60 {
                     c.oci(&["create", "--bundle", &bundle, &c.id]).ok(&format!("worker {w}: create {i}"));

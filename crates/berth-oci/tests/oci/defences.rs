@@ -225,7 +225,7 @@ pub fn cve_2021_30465_mount_target_swapped_during_create() {
     std::fs::create_dir_all(race.join("dir")).unwrap();
     std::os::unix::fs::symlink("/tmp", race.join("link")).unwrap();
     mounts(&mut c).push(json!({"destination": "/race/dir", "type": "bind", "source": volume, "options": ["rbind"]}));
-    c.bundle.write().unwrap();
+    c.write_bundle();
 
     let stop = Arc::new(AtomicBool::new(false));
     let swapper = {
@@ -274,11 +274,11 @@ pub fn cve_2021_30465_mount_target_swapped_during_create() {
 /// files (here a host file bound over the very files written) are refused; the writes go
 /// through the host's verified procfs.
 pub fn cve_2025_52881_proc_writes_not_redirected() {
-    for (name, dest) in [("domainname", "/proc/sys/kernel/domainname"), ("oom", "/proc/self/oom_score_adj")] {
+    for (name, dest) in [("shmmni", "/proc/sys/kernel/shmmni"), ("oom", "/proc/self/oom_score_adj")] {
         let mut c = Ctr::new(&format!("cve52881{name}"), &["true"]);
         let victim = c.dir.join("victim");
         std::fs::write(&victim, "original\n").unwrap();
-        c.config()["linux"]["sysctl"] = json!({"kernel.domainname": "redirected"});
+        c.config()["linux"]["sysctl"] = json!({"kernel.shmmni": "4321"});
         c.config()["process"]["oomScoreAdj"] = json!(500);
         mounts(&mut c).push(json!({"destination": dest, "type": "bind", "source": victim, "options": ["bind"]}));
         let out = c.run().failed(&format!("a bind mount over {dest}"));
@@ -287,11 +287,11 @@ pub fn cve_2025_52881_proc_writes_not_redirected() {
         c.assert_gone();
     }
     // Without the mounts the same writes reach the container's namespace and process.
-    let mut c = Ctr::new("cve52881writes", &["sh", "-c", "cat /proc/sys/kernel/domainname /proc/self/oom_score_adj"]);
-    c.config()["linux"]["sysctl"] = json!({"kernel.domainname": "redirected"});
+    let mut c = Ctr::new("cve52881writes", &["sh", "-c", "cat /proc/sys/kernel/shmmni /proc/self/oom_score_adj"]);
+    c.config()["linux"]["sysctl"] = json!({"kernel.shmmni": "4321"});
     c.config()["process"]["oomScoreAdj"] = json!(500);
-    assert_eq!(c.output(), "redirected\n500\n");
-    assert_ne!(read("/proc/sys/kernel/domainname").trim(), "redirected", "the host's domainname changed");
+    assert_eq!(c.output(), "4321\n500\n");
+    assert_ne!(read("/proc/sys/kernel/shmmni").trim(), "4321", "the host's shmmni changed");
 }
 
 /// CVE-2025-31133: masked paths are hidden under /dev/null, and an image can make its /dev/null

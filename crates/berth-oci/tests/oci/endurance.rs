@@ -29,7 +29,7 @@ fn descriptors(pid: i32) -> Vec<String> {
 
 pub fn thousand_lifecycles_leave_nothing() {
     let c = Ctr::new("endurance", &["sleep", "1000"]);
-    c.bundle.write().unwrap();
+    c.write_bundle();
     let bundle = c.bundle.dir.to_str().unwrap().to_string();
     let started = Instant::now();
     for i in 0..CYCLES {

@@ -49,7 +49,7 @@ pub fn every_hook_runs_with_its_state() {
     let container_uts = std::fs::read_link(format!("/proc/{pid}/ns/uts")).unwrap().to_string_lossy().into_owned();
     let host_uts = std::fs::read_link("/proc/self/ns/uts").unwrap().to_string_lossy().into_owned();
     for (name, status, in_container) in
-        [("prestart", "creating", false), ("createRuntime", "creating", false), ("createContainer", "creating", true)]
+        [("prestart", "created", false), ("createRuntime", "created", false), ("createContainer", "created", true)]
     {
         let state: Value = serde_json::from_str(&read(out.join(format!("{name}.json")))).unwrap();
         assert_eq!(state["status"], status, "{name}");

@@ -71,7 +71,7 @@ pub fn run_returns_exit_codes() {
 /// The lost wake-up youki's run suffers: a container that exits at once, many times.
 pub fn run_never_misses_a_fast_exit() {
     let c = Ctr::new("fastexit", &["true"]);
-    c.bundle.write().unwrap();
+    c.write_bundle();
     for i in 0..100 {
         let mut cmd = c.command(&["run", "--bundle", c.bundle.dir.to_str().unwrap(), &c.id]);
         let out = spawn(&mut cmd, None).wait(Duration::from_secs(20));
@@ -84,7 +84,7 @@ pub fn run_never_misses_a_fast_exit() {
 /// before it could start (the program may finish as soon as the exec fifo is open).
 pub fn start_never_misses_a_fast_exit() {
     let c = Ctr::new("faststart", &["true"]);
-    c.bundle.write().unwrap();
+    c.write_bundle();
     for i in 0..30 {
         c.create();
         let out = c.oci(&["start", &c.id]);
@@ -99,7 +99,7 @@ pub fn run_forwards_signals() {
         "forward",
         &["sh", "-c", "trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.05; done"],
     );
-    c.bundle.write().unwrap();
+    c.write_bundle();
     let mut cmd = c.command(&["run", "--bundle", c.bundle.dir.to_str().unwrap(), &c.id]);
     let child = spawn(&mut cmd, None);
     c.wait_status("running");
@@ -114,14 +114,14 @@ pub fn run_forwards_signals() {
 
 pub fn run_detach_and_keep() {
     let c = Ctr::new("detach", &["sleep", "1000"]);
-    c.bundle.write().unwrap();
+    c.write_bundle();
     c.oci(&["run", "--detach", "--bundle", c.bundle.dir.to_str().unwrap(), &c.id]).ok("run -d");
     assert_eq!(c.status(), "running");
     c.delete();
     c.assert_gone();
 
     let k = Ctr::new("keep", &["true"]);
-    k.bundle.write().unwrap();
+    k.write_bundle();
     k.oci(&["run", "--keep", "--bundle", k.bundle.dir.to_str().unwrap(), &k.id]).ok("run --keep");
     assert_eq!(k.status(), "stopped");
     assert!(k.cgroup_dir("memory").exists(), "--keep keeps the cgroup");
@@ -339,7 +339,7 @@ pub fn update_changes_limits() {
 pub fn pid_file_and_annotations() {
     let mut c = Ctr::new("pidfile", &["sleep", "1000"]);
     c.config()["annotations"] = json!({"org.example.key": "value"});
-    c.bundle.write().unwrap();
+    c.write_bundle();
     let pid_file = c.dir.join("init.pid");
     c.oci(&["create", "--bundle", c.bundle.dir.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), &c.id])
         .ok("create");
@@ -353,7 +353,7 @@ pub fn terminal_over_console_socket() {
     let mut c = Ctr::new("terminal", &["sh", "-c", "tty; stty size; echo done"]);
     c.config()["process"]["terminal"] = json!(true);
     c.config()["process"]["consoleSize"] = json!({"height": 30, "width": 100});
-    c.bundle.write().unwrap();
+    c.write_bundle();
     let sock_path = c.dir.join("console.sock");
     let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
     let accept = std::thread::spawn(move || {
@@ -406,7 +406,7 @@ pub fn terminal_over_console_socket() {
 
 pub fn preserve_fds() {
     let c = Ctr::new("preserve", &["sh", "-c", "echo through-fd-3 >&3; ls /proc/self/fd"]);
-    c.bundle.write().unwrap();
+    c.write_bundle();
     let (r, w) = oci_runtime::sys::pipe().unwrap();
     let w_raw = w.as_raw_fd();
     let mut cmd = c.command(&["run", "--preserve-fds", "1", "--bundle", c.bundle.dir.to_str().unwrap(), &c.id]);
@@ -439,7 +439,7 @@ pub fn preserve_fds() {
 pub fn socket_activation() {
     let script = "for fd in 3 4 5; do echo to-$fd >&$fd; done; echo \"$LISTEN_FDS $LISTEN_PID $LISTEN_FDNAMES\"";
     let c = Ctr::new("listenfds", &["sh", "-c", script]);
-    c.bundle.write().unwrap();
+    c.write_bundle();
     let pipes: Vec<_> = (0..3).map(|_| oci_runtime::sys::pipe().unwrap()).collect();
     let run_activated = |listen_pid: &str| {
         // Parked high, so that placing them at 3, 4, 5 cannot clobber one another.
@@ -546,7 +546,7 @@ pub fn log_json_records_errors() {
 
 pub fn no_pivot() {
     let c = Ctr::new("nopivot", &["sh", "-c", "cat /proc/self/mountinfo | head -1; echo ok"]);
-    c.bundle.write().unwrap();
+    c.write_bundle();
     let out = c.oci(&["run", "--no-pivot", "--bundle", c.bundle.dir.to_str().unwrap(), &c.id]).ok("run --no-pivot");
     assert_contains(&out.stdout, "ok");
     c.assert_gone();
@@ -560,7 +560,7 @@ pub fn session_keyring() {
     assert_contains(&keyrings(), &format!(" keyring   {}: ", c.id));
     c.delete();
     let n = Ctr::new("nokeyring", &["sleep", "1000"]);
-    n.bundle.write().unwrap();
+    n.write_bundle();
     n.oci(&["create", "--no-new-keyring", "--bundle", n.bundle.dir.to_str().unwrap(), &n.id])
         .ok("create --no-new-keyring");
     assert!(!keyrings().contains(&format!(" keyring   {}: ", n.id)));

@@ -167,6 +167,10 @@ pub struct Cgroup {
     /// cgroups, never written to, signalled or removed.
     #[serde(default)]
     pub shared: bool,
+    /// Real-time runtime (v1 cpu.rt_runtime_us, µs) given to ancestors so that the container's
+    /// group could have some, taken back by destroy.
+    #[serde(default)]
+    pub rt_given: Vec<(PathBuf, i64)>,
 }
 
 fn no_cgroup(what: &str) -> Error {
@@ -231,7 +235,7 @@ impl Cgroup {
             _ => base_for(&|c: &str| c.is_empty()),
         };
         let unified = layout.unified.as_ref().map(|(mp, root)| join_cgroup(mp, root, &target(unified_base)));
-        Ok(Cgroup { mode: layout.mode, v1, unified, created: Vec::new(), shared: false })
+        Ok(Cgroup { mode: layout.mode, v1, unified, created: Vec::new(), shared: false, rt_given: Vec::new() })
     }
 
     pub fn v1_dir(&self, controller: &str) -> Option<&Path> {
@@ -336,15 +340,33 @@ impl Cgroup {
 
     /// Applies linux.resources. `devices_extra` are the rules for devices the runtime itself
     /// creates in the container (/dev/null, ...), added after the spec's own rules.
-    pub fn apply(&self, resources: &LinuxResources, devices_extra: &[DeviceRule], updating: bool) -> Result<()> {
+    pub fn apply(&mut self, resources: &LinuxResources, devices_extra: &[DeviceRule], updating: bool) -> Result<()> {
         if self.shared {
             return Err(no_cgroup("linux.resources"));
         }
         match self.mode {
-            Mode::Unified => v2::apply(self, resources, devices_extra, updating),
+            Mode::Unified => v2::apply(&*self, resources, devices_extra, updating),
             Mode::Legacy | Mode::Hybrid => v1::apply(self, resources, devices_extra, updating),
         }
         .map_err(|e| e.context("linux.resources"))
+    }
+
+    /// Real-time CPU time for a container whose process asks for a real-time policy, where the
+    /// kernel budgets it per group (v1 cpu.rt_runtime_us) and the container's group has none
+    /// yet: from its parents (see v1::ensure_rt_runtime).
+    pub fn ensure_realtime(&mut self) -> Result<()> {
+        if self.shared {
+            return Ok(());
+        }
+        let Some(dir) = self.v1_dir("cpu").filter(|d| d.join("cpu.rt_runtime_us").exists()).map(Path::to_path_buf)
+        else {
+            return Ok(());
+        };
+        if read_file(&dir, "cpu.rt_runtime_us")?.trim() == "0" {
+            let given = v1::ensure_rt_runtime(&dir, None)?;
+            self.rt_given.extend(given);
+        }
+        Ok(())
     }
 
     pub fn pids(&self) -> Result<Vec<i32>> {
@@ -462,9 +484,15 @@ impl Cgroup {
         // Created parents go after the leaves, deepest first.
         let mut parents: Vec<&Path> = self.created.iter().map(|p| p.as_path()).filter(|p| !dirs.contains(p)).collect();
         parents.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        // A removed group's real-time runtime stays taken until the kernel frees it, a while
+        // later: handed back first, so the next container can have it right away.
+        if let Some(cpu) = self.v1_dir("cpu").filter(|d| d.join("cpu.rt_runtime_us").exists()) {
+            let _ = write_file(cpu, "cpu.rt_runtime_us", "0");
+        }
         for dir in dirs.drain(..) {
             remove_cgroup_dir(dir)?;
         }
+        v1::return_rt_runtime(&self.rt_given);
         for dir in parents {
             // A parent still holding another container's cgroup stays.
             let _ = std::fs::remove_dir(dir);
@@ -505,15 +533,39 @@ pub(crate) fn read_file(dir: &Path, file: &str) -> Result<String> {
     std::fs::read_to_string(&path).with_ctx(|| path.display().to_string())
 }
 
-/// Checks that needs no host access: values in range, and deprecated fields refused.
-pub fn validate_resources(r: &LinuxResources) -> Result<()> {
+/// What linux.resources asks that is accepted but not applied here, one warning each for the
+/// log (`at` prefixes the field: "linux.resources" or "resources").
+pub fn resource_warnings(r: &LinuxResources, cgroup: &Cgroup, at: &str) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let Some(m) = r.memory() else { return warnings };
     #[allow(deprecated)]
+    if m.kernel().is_some() {
+        warnings.push(format!(
+            "{at}.memory.kernel: Linux has no kernel memory limit any more (the runtime-spec deprecates the field); ignored"
+        ));
+    }
+    if m.kernel_tcp().is_some() && !cgroup.kernel_tcp_limit_available() {
+        let why = if cgroup.mode == Mode::Unified {
+            "cgroup v2 has no separate TCP memory limit"
+        } else {
+            "this kernel's memory cgroup has no memory.kmem.tcp.limit_in_bytes"
+        };
+        warnings.push(format!("{at}.memory.kernelTCP: {why} (the runtime-spec deprecates the field); ignored"));
+    }
+    warnings
+}
+
+impl Cgroup {
+    /// The v1 memory controller's TCP buffer limit exists (v2 has none).
+    pub(crate) fn kernel_tcp_limit_available(&self) -> bool {
+        self.mode != Mode::Unified
+            && self.v1_dir("memory").is_some_and(|d| d.join("memory.kmem.tcp.limit_in_bytes").exists())
+    }
+}
+
+/// Checks that needs no host access: values in range.
+pub fn validate_resources(r: &LinuxResources) -> Result<()> {
     if let Some(m) = r.memory() {
-        if m.kernel().is_some() {
-            return Err(Error::unsupported(
-                "memory.kernel: kernel memory limits were removed from Linux (5.4 deprecated them); not supported",
-            ));
-        }
         if let Some(s) = m.swappiness() {
             if s > 100 {
                 return Err(Error::invalid(format!("memory.swappiness: {s} is above 100")));

@@ -39,7 +39,114 @@ pub(super) fn init_cpuset(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn apply(cg: &Cgroup, r: &LinuxResources, devices_extra: &[DeviceRule], updating: bool) -> Result<()> {
+const RT_RUNTIME: &str = "cpu.rt_runtime_us";
+
+fn rt_value(dir: &Path, file: &str) -> Result<i64> {
+    read_file(dir, file)?
+        .trim()
+        .parse()
+        .map_err(|_| Error::new(crate::error::ErrorKind::System, format!("{}/{file}: not a number", dir.display())))
+}
+
+/// A group's real-time runtime and period (µs); an unlimited runtime (-1) counts as its period.
+fn rt_budget(dir: &Path) -> Result<(i64, i64)> {
+    let period = rt_value(dir, "cpu.rt_period_us")?;
+    let runtime = rt_value(dir, RT_RUNTIME)?;
+    Ok((if runtime < 0 { period } else { runtime }, period))
+}
+
+/// The share of the CPU (runtime/period) a group has not handed to its children, in its own
+/// period's µs.
+fn rt_spare(dir: &Path) -> Result<i64> {
+    let (own, period) = rt_budget(dir)?;
+    let mut given = 0.0;
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::from_io(e).context(dir.display().to_string()))?.flatten() {
+        let child = entry.path();
+        if child.join(RT_RUNTIME).exists() {
+            let (runtime, child_period) = rt_budget(&child)?;
+            given += runtime.max(0) as f64 * period as f64 / child_period as f64;
+        }
+    }
+    Ok(own - given.ceil() as i64)
+}
+
+/// Gives the v1 cpu cgroup `dir` real-time runtime (cpu.rt_runtime_us): `target` µs in all, or
+/// without one all that its nearest ancestor with some to spare has left. A new cgroup has
+/// none, and the kernel lets a group have only the share of the CPU its parent has not given
+/// away: the ancestors on the way that have none to spare get the difference first, from the
+/// top (each in its own period's µs), and get their old values back if a write fails.
+/// Returns what each ancestor was given (for [`Cgroup::destroy`] to take back).
+pub(crate) fn ensure_rt_runtime(dir: &Path, target: Option<i64>) -> Result<Vec<(std::path::PathBuf, i64)>> {
+    let (current, period) = rt_budget(dir)?;
+    if let Some(t) = target.filter(|t| *t <= current) {
+        write_file(dir, RT_RUNTIME, &t.to_string())?;
+        return Ok(Vec::new());
+    }
+    // Up from the parent to the first ancestor with runtime to spare, within the hierarchy.
+    let mut chain = vec![dir.to_path_buf()];
+    let mut giver = None;
+    let mut at = dir.parent();
+    while let Some(p) = at.filter(|p| p.join(RT_RUNTIME).exists()) {
+        let spare = rt_spare(p)?;
+        if spare > 0 {
+            giver = Some((p.to_path_buf(), spare));
+            break;
+        }
+        chain.push(p.to_path_buf());
+        at = p.parent();
+    }
+    let Some((giver, spare)) = giver else {
+        return Err(Error::unsupported(format!(
+            "none of the parents of {} up to the hierarchy's root has real-time CPU time ({RT_RUNTIME}) left to give",
+            dir.display()
+        )));
+    };
+    let giver_period = rt_value(&giver, "cpu.rt_period_us")?;
+    // The share asked for, as a fraction of the CPU.
+    let share = match target {
+        Some(t) => (t - current) as f64 / period as f64,
+        None => spare as f64 / giver_period as f64,
+    };
+    if share * giver_period as f64 > spare as f64 + 0.5 {
+        return Err(Error::unsupported(format!(
+            "{} asks {:.0}% of the CPU more for real-time tasks than {} has left to give ({:.0}%)",
+            dir.display(),
+            share * 100.0,
+            giver.display(),
+            spare as f64 * 100.0 / giver_period as f64
+        )));
+    }
+    let mut written: Vec<(&Path, i64, i64)> = Vec::new();
+    let result = chain.iter().rev().try_for_each(|d| {
+        let (old, d_period) = rt_budget(d)?;
+        let new = match (d == dir, target) {
+            (true, Some(t)) => t,
+            _ => old + (share * d_period as f64).floor() as i64,
+        };
+        write_file(d, RT_RUNTIME, &new.to_string())?;
+        written.push((d, old, new - old));
+        Ok(())
+    });
+    if let Err(e) = result {
+        for (d, old, _) in written.into_iter().rev() {
+            let _ = write_file(d, RT_RUNTIME, &old.to_string());
+        }
+        return Err(e);
+    }
+    Ok(written.into_iter().filter(|(d, _, _)| *d != dir).map(|(d, _, added)| (d.to_path_buf(), added)).collect())
+}
+
+/// Takes back the real-time runtime given to ancestors (deepest first), once the container's
+/// own group is gone; one a sibling has taken from meanwhile keeps it.
+pub(super) fn return_rt_runtime(given: &[(std::path::PathBuf, i64)]) {
+    for (dir, added) in given.iter().rev() {
+        if let Ok(current) = rt_value(dir, RT_RUNTIME) {
+            let _ = write_file(dir, RT_RUNTIME, &(current - added).max(0).to_string());
+        }
+    }
+}
+
+pub(super) fn apply(cg: &mut Cgroup, r: &LinuxResources, devices_extra: &[DeviceRule], updating: bool) -> Result<()> {
     if let Some(m) = r.memory() {
         let dir = dir_for(cg, "memory", "memory")?;
         if m.check_before_update() == Some(true) && updating {
@@ -60,7 +167,9 @@ pub(super) fn apply(cg: &Cgroup, r: &LinuxResources, devices_extra: &[DeviceRule
         if let Some(v) = m.disable_oom_killer() {
             set(dir, "memory.oom_control", if v { 1 } else { 0 }, "memory.disableOOMKiller")?;
         }
-        if let Some(v) = m.kernel_tcp() {
+        // Deprecated by the runtime-spec; applied where the kernel still has it, else a warning
+        // (resource_warnings). memory.kernel is never applied: Linux ignores it.
+        if let Some(v) = m.kernel_tcp().filter(|_| cg.kernel_tcp_limit_available()) {
             set(dir, "memory.kmem.tcp.limit_in_bytes", v, "memory.kernelTCP")?;
         }
         if let Some(v) = m.use_hierarchy() {
@@ -76,7 +185,8 @@ pub(super) fn apply(cg: &Cgroup, r: &LinuxResources, devices_extra: &[DeviceRule
             || c.idle().is_some()
             || c.burst().is_some()
         {
-            let dir = dir_for(cg, "cpu", "cpu")?;
+            let dir_buf = dir_for(cg, "cpu", "cpu")?.to_path_buf();
+            let dir = dir_buf.as_path();
             if let Some(v) = c.shares().filter(|v| *v != 0) {
                 set(dir, "cpu.shares", v, "cpu.shares")?;
             }
@@ -94,7 +204,13 @@ pub(super) fn apply(cg: &Cgroup, r: &LinuxResources, devices_extra: &[DeviceRule
                 set(dir, "cpu.rt_period_us", v, "cpu.realtimePeriod")?;
             }
             if let Some(v) = c.realtime_runtime().filter(|v| *v != 0) {
-                set(dir, "cpu.rt_runtime_us", v, "cpu.realtimeRuntime")?;
+                if v > 0 {
+                    // The parents must have it to give (a new cgroup has none).
+                    let given = ensure_rt_runtime(dir, Some(v)).map_err(|e| e.context("cpu.realtimeRuntime"))?;
+                    cg.rt_given.extend(given);
+                } else {
+                    set(dir, "cpu.rt_runtime_us", v, "cpu.realtimeRuntime")?;
+                }
             }
             if let Some(v) = c.idle() {
                 set(dir, "cpu.idle", v, "cpu.idle")?;

@@ -72,9 +72,6 @@ pub(super) fn apply(cg: &Cgroup, r: &LinuxResources, devices_extra: &[DeviceRule
         if m.disable_oom_killer() == Some(true) {
             return Err(Error::unsupported("memory.disableOOMKiller: cgroup v2 cannot disable the OOM killer"));
         }
-        if m.kernel_tcp().is_some() {
-            return Err(Error::unsupported("memory.kernelTCP: cgroup v2 has no separate TCP memory limit"));
-        }
         let limit = m.limit().filter(|v| *v != 0);
         if m.check_before_update() == Some(true) && updating {
             if let Some(l) = limit.filter(|l| *l > 0) {
