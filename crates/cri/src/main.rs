@@ -1,0 +1,106 @@
+//! berthd: berth's Kubernetes CRI v1 server. Serves RuntimeService and ImageService on a Unix
+//! socket (kubelet's and crictl's `--runtime-endpoint unix:///...`) until SIGTERM or SIGINT.
+
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use berth_cri::proto::image_service_server::ImageServiceServer;
+use berth_cri::proto::runtime_service_server::RuntimeServiceServer;
+use berth_cri::service::Cri;
+use berth_cri::{paths, socket, Error, Result};
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// How long requests still in flight at SIGTERM/SIGINT may take before their connections are
+/// closed under them (server streams such as GetContainerEvents never end on their own).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Parser)]
+#[command(name = "berthd", version, about = "berthd: berth's Kubernetes CRI v1 server (kubelet, crictl)")]
+struct Args {
+    /// Store root (default: $BERTH_ROOT, else /var/lib/berth)
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Configuration file (default: $BERTH_CONFIG, else /etc/berth/berth.toml)
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The socket to serve, unix:///PATH (default: berthd.sock in the run root: /run/berth for
+    /// the default store, <root>/run for another, or [engine] run-root)
+    #[arg(long, value_name = "unix:///PATH")]
+    listen: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berthd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    let socket_path = match &args.listen {
+        Some(l) => paths::parse_listen(l)?,
+        None => {
+            let root = paths::store_root(args.root.as_deref());
+            let config = paths::config_file(args.config.as_deref());
+            paths::run_root(&root, config.as_deref())?.join(paths::SOCKET_NAME)
+        }
+    };
+    // Bound before the async runtime starts any thread: binding sets the umask.
+    let (listener, guard) = socket::bind(&socket_path)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("berthd")
+        .build()
+        .map_err(|e| Error::io("start the async runtime", e))?;
+    let served = rt.block_on(serve(listener, guard.path()));
+    // Connections still open after the grace period are dropped with the runtime.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let removed = guard.remove();
+    served.and(removed)
+}
+
+async fn serve(listener: UnixListener, path: &Path) -> Result<()> {
+    let endpoint = format!("unix://{}", path.display());
+    listener.set_nonblocking(true).map_err(|e| Error::io(format!("{endpoint}: set non-blocking"), e))?;
+    let listener =
+        tokio::net::UnixListener::from_std(listener).map_err(|e| Error::io(format!("{endpoint}: register"), e))?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| Error::io("install the SIGTERM handler", e))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::io("install the SIGINT handler", e))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+
+    let server = tonic::transport::Server::builder()
+        .add_service(RuntimeServiceServer::new(Cri))
+        .add_service(ImageServiceServer::new(Cri))
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), async {
+            let _ = stopped.await;
+        });
+    tokio::pin!(server);
+    // Tests (and service managers) wait for this line: the signal handlers are in place and
+    // the socket accepts.
+    eprintln!("berthd: serving CRI v1 (RuntimeService, ImageService) on {endpoint}");
+
+    let signal_name = tokio::select! {
+        r = &mut server => {
+            return r.map_err(|e| Error::new(format!("{endpoint}: the gRPC server stopped: {e}")));
+        }
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+    };
+    eprintln!("berthd: {signal_name}: shutting down");
+    let _ = stop.send(());
+    match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+        Ok(r) => r.map_err(|e| Error::new(format!("{endpoint}: the gRPC server failed while stopping: {e}")))?,
+        Err(_) => eprintln!(
+            "berthd: requests still in progress after {}s; closing their connections",
+            SHUTDOWN_GRACE.as_secs()
+        ),
+    }
+    Ok(())
+}

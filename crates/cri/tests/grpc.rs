@@ -1,0 +1,207 @@
+//! berthd driven by a tonic client over its Unix socket: Version, the Unimplemented answer of
+//! every other RPC in the proto, and the socket's life (mode, one berthd per socket, stale
+//! sockets, shutdown on SIGTERM and SIGINT).
+
+mod support;
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::net::UnixListener;
+
+use berth_cri::proto::image_service_client::ImageServiceClient;
+use berth_cri::proto::runtime_service_client::RuntimeServiceClient;
+use berth_cri::proto::{self as pb};
+use prost::Message;
+use support::{berthd_command, channel, Berthd};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::Code;
+
+#[tokio::test]
+async fn version_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let berthd = Berthd::start(dir.path());
+    let mut client = RuntimeServiceClient::new(channel(&berthd.socket).await);
+    let v = client.version(pb::VersionRequest { version: "v1".into() }).await.expect("Version").into_inner();
+    assert_eq!(
+        v,
+        pb::VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: "berth".into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: "v1".into(),
+        }
+    );
+}
+
+#[tokio::test]
+async fn run_pod_sandbox_is_unimplemented() {
+    let dir = tempfile::tempdir().unwrap();
+    let berthd = Berthd::start(dir.path());
+    let ch = channel(&berthd.socket).await;
+    let mut runtime = RuntimeServiceClient::new(ch.clone());
+    let e = runtime.run_pod_sandbox(pb::RunPodSandboxRequest::default()).await.expect_err("RunPodSandbox succeeded");
+    assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+    assert_eq!(e.message(), "RunPodSandbox is not implemented by berthd yet");
+    let mut images = ImageServiceClient::new(ch);
+    let e = images.pull_image(pb::PullImageRequest::default()).await.expect_err("PullImage succeeded");
+    assert_eq!((e.code(), e.message()), (Code::Unimplemented, "PullImage is not implemented by berthd yet"));
+}
+
+/// Every RPC of both services in the compiled proto, by its gRPC path, with an empty request:
+/// Version answers, every other one is Unimplemented and names itself. Methods come from the
+/// descriptor, so an RPC added to the proto without a method in berthd fails here.
+#[tokio::test]
+async fn every_other_rpc_is_unimplemented_by_name() {
+    let fds = prost_types::FileDescriptorSet::decode(berth_cri::FILE_DESCRIPTOR_SET).unwrap();
+    let file = fds.file.iter().find(|f| f.package() == "runtime.v1").expect("runtime.v1 in the descriptor");
+    let dir = tempfile::tempdir().unwrap();
+    let berthd = Berthd::start(dir.path());
+    let mut grpc = tonic::client::Grpc::new(channel(&berthd.socket).await);
+    let mut checked = 0;
+    for service in &file.service {
+        for method in &service.method {
+            let path: PathAndQuery = format!("/runtime.v1.{}/{}", service.name(), method.name()).parse().unwrap();
+            grpc.ready().await.unwrap();
+            // An empty message decodes as any request type; the answer is decoded as nothing.
+            let codec = tonic_prost::ProstCodec::<(), ()>::default();
+            let result = if method.server_streaming() {
+                grpc.server_streaming(tonic::Request::new(()), path.clone(), codec).await.map(|_| ())
+            } else {
+                grpc.unary(tonic::Request::new(()), path.clone(), codec).await.map(|_| ())
+            };
+            if (service.name(), method.name()) == ("RuntimeService", "Version") {
+                result.unwrap_or_else(|e| panic!("{path}: {e:?}"));
+                continue;
+            }
+            let e = result.expect_err(&format!("{path} answered with success"));
+            assert_eq!(e.code(), Code::Unimplemented, "{path}: {e:?}");
+            assert_eq!(e.message(), format!("{} is not implemented by berthd yet", method.name()), "{path}");
+            checked += 1;
+        }
+    }
+    // 35 RuntimeService and 6 ImageService RPCs in v1.36, Version aside.
+    assert_eq!(checked, 40);
+}
+
+#[test]
+fn socket_is_private_and_removed_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let berthd = Berthd::start(dir.path());
+    let sock = berthd.socket.clone();
+    let m = std::fs::symlink_metadata(&sock).unwrap();
+    assert!(m.file_type().is_socket());
+    assert_eq!(m.mode() & 0o7777, 0o600, "socket mode");
+    assert_eq!(m.uid(), unsafe { libc::geteuid() });
+    let (status, stderr) = berthd.stop(libc::SIGTERM);
+    assert!(status.success(), "berthd after SIGTERM: {status:?}\n{stderr}");
+    assert!(stderr.contains("berthd: SIGTERM: shutting down"), "{stderr}");
+    assert!(!sock.exists(), "socket left after SIGTERM");
+    assert!(!dir.path().join("berthd.sock.lock").exists(), "lock file left after SIGTERM");
+}
+
+#[test]
+fn sigint_shuts_down_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let berthd = Berthd::start(dir.path());
+    let sock = berthd.socket.clone();
+    let (status, stderr) = berthd.stop(libc::SIGINT);
+    assert!(status.success(), "berthd after SIGINT: {status:?}\n{stderr}");
+    assert!(stderr.contains("berthd: SIGINT: shutting down"), "{stderr}");
+    assert!(!sock.exists(), "socket left after SIGINT");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "files left in the run directory");
+}
+
+#[tokio::test]
+async fn a_second_berthd_on_the_same_socket_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Berthd::start(dir.path());
+    let out = berthd_command(dir.path())
+        .arg("--listen")
+        .arg(format!("unix://{}", first.socket.display()))
+        .output()
+        .expect("run a second berthd");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "second berthd: {err}");
+    assert!(err.contains("another berthd is serving") && err.contains("berthd.sock"), "{err}");
+    // The first one still serves, on the same socket.
+    assert!(first.running());
+    let mut client = RuntimeServiceClient::new(channel(&first.socket).await);
+    client.version(pb::VersionRequest::default()).await.expect("Version from the first berthd");
+}
+
+#[tokio::test]
+async fn a_stale_socket_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("berthd.sock");
+    // What a berthd killed with SIGKILL leaves: its socket, bound but accepted on by nobody,
+    // and its unlocked lock file.
+    drop(UnixListener::bind(&sock).unwrap());
+    std::fs::write(dir.path().join("berthd.sock.lock"), b"").unwrap();
+    let berthd = Berthd::start(dir.path());
+    assert!(berthd.stderr().contains("removed stale socket"), "{}", berthd.stderr());
+    let mut client = RuntimeServiceClient::new(channel(&berthd.socket).await);
+    client.version(pb::VersionRequest::default()).await.expect("Version after replacing the stale socket");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_berthd_is_replaced_by_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Berthd::start(dir.path());
+    let sock = first.socket.clone();
+    drop(first); // SIGKILL, reaped: socket and lock file stay behind
+    assert!(sock.exists());
+    let second = Berthd::start(dir.path());
+    let mut client = RuntimeServiceClient::new(channel(&second.socket).await);
+    client.version(pb::VersionRequest::default()).await.expect("Version from the second berthd");
+    // Stopped with the client still connected (as kubelet always is): the connection is closed
+    // at once (HTTP/2 GOAWAY, which the client's tasks, running meanwhile, acknowledge), not
+    // after the grace period for requests in progress.
+    let (status, stderr) = tokio::task::spawn_blocking(move || second.stop(libc::SIGTERM)).await.unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(!stderr.contains("still in progress"), "an idle connection held up the shutdown:\n{stderr}");
+    drop(client);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "files left in the run directory");
+}
+
+#[test]
+fn something_else_at_the_socket_path_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("berthd.sock");
+    std::fs::create_dir(&sock).unwrap();
+    let out = berthd_command(dir.path()).arg("--listen").arg(format!("unix://{}", sock.display())).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("exists and is not a socket (a directory)"), "{err}");
+    assert!(sock.is_dir(), "berthd removed a directory at its socket path");
+}
+
+#[test]
+fn default_socket_is_in_the_run_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("berth.toml");
+    std::fs::write(&config, "").unwrap();
+    let mut c = berthd_command(dir.path());
+    c.arg("--config").arg(&config);
+    let sock = dir.path().canonicalize().unwrap().join("root/run/berthd.sock");
+    let berthd = Berthd::spawn(c, sock.clone());
+    assert!(
+        berthd.stderr().contains(&format!("on unix://{}", sock.display())),
+        "not serving on <root>/run/berthd.sock: {}",
+        berthd.stderr()
+    );
+    assert!(std::fs::symlink_metadata(&sock).unwrap().file_type().is_socket());
+    assert_eq!(std::fs::metadata(sock.parent().unwrap()).unwrap().mode() & 0o777, 0o700, "run root mode");
+    let (status, stderr) = berthd.stop(libc::SIGTERM);
+    assert!(status.success(), "{stderr}");
+    assert!(!sock.exists());
+}
+
+#[test]
+fn bad_listen_values_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for (value, says) in [("tcp://127.0.0.1:10010", "Unix socket only"), ("unix://relative.sock", "must be absolute")] {
+        let out = berthd_command(dir.path()).arg("--listen").arg(value).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{value}: {err}");
+        assert!(err.contains(value) && err.contains(says), "{value}: {err}");
+    }
+}
