@@ -1,8 +1,12 @@
 //! The little HTTP/1.1 the proxy and the token server speak: a request or response head, a
-//! header of it, a whole response.
+//! header of it, Basic credentials, a whole response.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::TcpStream;
+
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine;
 
 pub(super) fn read_head(r: &mut BufReader<TcpStream>) -> io::Result<Option<Vec<String>>> {
     let mut lines = Vec::new();
@@ -41,22 +45,31 @@ pub(super) fn respond(c: &mut TcpStream, status: &str, extra: &[String], body: &
     c.write_all(s.as_bytes())
 }
 
-pub(super) fn b64decode(s: &str) -> Option<Vec<u8>> {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for ch in s.bytes() {
-        if ch == b'=' {
-            break;
-        }
-        let v = A.iter().position(|x| *x == ch)? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
+/// The credentials of an `Authorization: Basic` header of `head`, decoded (as leniently as a
+/// server that takes what clients send: padding optional, trailing bits ignored).
+pub(super) fn basic_credentials(head: &[String]) -> Option<Vec<u8>> {
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+    let encoded = header(head, "Authorization")?.strip_prefix("Basic ")?;
+    LENIENT.decode(encoded).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::basic_credentials;
+
+    #[test]
+    fn basic_credentials_padded_or_not() {
+        let head = |auth: &str| vec!["GET /token HTTP/1.1".to_string(), format!("Authorization: {auth}")];
+        assert_eq!(basic_credentials(&head("Basic dXNlcjpwYXNzd29yZA==")).as_deref(), Some(&b"user:password"[..]));
+        assert_eq!(basic_credentials(&head("Basic dXNlcjpwYXNzd29yZA")).as_deref(), Some(&b"user:password"[..]));
+        assert_eq!(basic_credentials(&head("Basic dXNlcjpwYXNz")).as_deref(), Some(&b"user:pass"[..]));
+        assert_eq!(basic_credentials(&head("Basic not*base64")), None);
+        assert_eq!(basic_credentials(&head("Bearer dXNlcjpwYXNz")), None);
+        assert_eq!(basic_credentials(&["GET / HTTP/1.1".to_string()]), None);
     }
-    Some(out)
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use super::http::{b64decode, header, read_head, respond};
+use super::http::{basic_credentials, header, read_head, respond};
 
 /// What the proxy does once its blob byte budget is spent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,9 +178,7 @@ fn serve(client: TcpStream, upstream_port: u16, own_port: u16, st: &ProxyState) 
     let policy = st.bearer.lock().unwrap().clone();
     if let Some(p) = &policy {
         if path.starts_with("/token") {
-            let basic_ok = header(&head, "Authorization")
-                .and_then(|a| a.strip_prefix("Basic "))
-                .and_then(b64decode)
+            let basic_ok = basic_credentials(&head)
                 .map(|raw| raw == format!("{}:{}", p.user, p.password).into_bytes())
                 .unwrap_or(false);
             let query = path.split_once('?').map(|(_, q)| q.to_string()).unwrap_or_default();

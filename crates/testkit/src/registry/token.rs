@@ -9,29 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use super::http::{b64decode, header, read_head, respond};
-use super::tls::openssl;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
 
-fn b64(data: &[u8], url: bool) -> String {
-    let a: &[u8] = if url {
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-    } else {
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-    };
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let n =
-            (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(a[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else if !url {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
+use super::http::{basic_credentials, read_head, respond};
+use super::tls::openssl;
 
 #[derive(Default)]
 struct TokenLog {
@@ -76,7 +58,7 @@ impl TokenServer {
             None,
         )?;
         let der = openssl(&["x509", "-in", &c, "-outform", "DER"], None)?;
-        let x5c = b64(&der, false);
+        let x5c = STANDARD.encode(&der);
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         listener.set_nonblocking(true)?;
@@ -152,7 +134,7 @@ fn serve_token(
     let Some(head) = read_head(&mut reader)? else { return Ok(()) };
     let path = head[0].split(' ').nth(1).unwrap_or("").to_string();
     let query = path.split_once('?').map(|(_, q)| q.to_string()).unwrap_or_default();
-    let basic = header(&head, "Authorization").and_then(|a| a.strip_prefix("Basic ")).and_then(b64decode);
+    let basic = basic_credentials(&head);
     let valid = basic.as_deref() == Some(format!("{user}:{password}").as_bytes());
     log.lock().unwrap().requests.push(format!("{query} basic={valid}"));
     if basic.is_some() && !valid {
@@ -198,9 +180,9 @@ fn serve_token(
         now,
         access.join(",")
     );
-    let signing_input = format!("{}.{}", b64(header_json.as_bytes(), true), b64(claims.as_bytes(), true));
+    let signing_input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header_json), URL_SAFE_NO_PAD.encode(claims));
     let sig = openssl(&["dgst", "-sha256", "-sign", key], Some(signing_input.as_bytes()))?;
-    let token = format!("{signing_input}.{}", b64(&sig, true));
+    let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(&sig));
     respond(
         &mut client,
         "200 OK",
