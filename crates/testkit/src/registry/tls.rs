@@ -11,68 +11,43 @@ pub fn make_test_certs(dir: &Path) -> io::Result<(PathBuf, PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir)?;
     let p = |n: &str| dir.join(n).to_string_lossy().into_owned();
     std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")?;
-    let steps: Vec<Vec<String>> = vec![
-        vec![
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &p("ca.key"),
-            "-out",
-            &p("ca.crt"),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=berth test CA",
-        ],
-        vec![
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &p("server.key"),
-            "-out",
-            &p("server.csr"),
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-        vec![
+    self_signed(&dir.join("ca.key"), &dir.join("ca.crt"), "/CN=berth test CA")?;
+    let (key, csr) = (p("server.key"), p("server.csr"));
+    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"], None)?;
+    let (ca, ca_key, cert, ext) = (p("ca.crt"), p("ca.key"), p("server.crt"), p("san.ext"));
+    openssl(
+        &[
             "x509",
             "-req",
             "-in",
-            &p("server.csr"),
+            &csr,
             "-CA",
-            &p("ca.crt"),
+            &ca,
             "-CAkey",
-            &p("ca.key"),
+            &ca_key,
             "-CAcreateserial",
             "-out",
-            &p("server.crt"),
+            &cert,
             "-days",
             "2",
             "-extfile",
-            &p("san.ext"),
+            &ext,
         ],
-    ]
-    .into_iter()
-    .map(|v| v.into_iter().map(String::from).collect())
-    .collect();
-    for args in steps {
-        let out = Command::new("openssl")
-            .args(&args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| io::Error::new(e.kind(), format!("openssl (Debian package openssl): {e}")))?;
-        if !out.status.success() {
-            return Err(io::Error::other(format!("openssl {}: {}", args[0], String::from_utf8_lossy(&out.stderr))));
-        }
-    }
+        None,
+    )?;
     Ok((dir.join("ca.crt"), dir.join("server.crt"), dir.join("server.key")))
 }
 
+/// A new RSA key at `key` and a certificate for it at `cert`, signed by itself, for
+/// `subject`, valid for two days.
+pub(super) fn self_signed(key: &Path, cert: &Path, subject: &str) -> io::Result<()> {
+    let (k, c) = (key.to_string_lossy(), cert.to_string_lossy());
+    let args =
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", &k, "-out", &c, "-days", "2", "-subj", subject];
+    openssl(&args, None).map(drop)
+}
+
+/// Runs openssl with `args` (and `input` on its stdin); its stdout, or an error with its stderr.
 pub(super) fn openssl(args: &[&str], input: Option<&[u8]>) -> io::Result<Vec<u8>> {
     let mut child = Command::new("openssl")
         .args(args)
@@ -89,4 +64,22 @@ pub(super) fn openssl(args: &[&str], input: Option<&[u8]>) -> io::Result<Vec<u8>
         return Err(io::Error::other(format!("openssl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr))));
     }
     Ok(out.stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_certificate_verifies_against_the_ca() {
+        let dir = std::env::temp_dir().join(format!("berth-testkit-certs-{}", std::process::id()));
+        let (ca, cert, key) = make_test_certs(&dir).unwrap();
+        assert!(key.is_file());
+        let (ca, cert) = (ca.to_string_lossy().into_owned(), cert.to_string_lossy().into_owned());
+        let out = openssl(&["verify", "-CAfile", &ca, &cert], None).unwrap();
+        assert!(String::from_utf8_lossy(&out).contains(": OK"), "{}", String::from_utf8_lossy(&out));
+        let text = openssl(&["x509", "-in", &cert, "-noout", "-text"], None).unwrap();
+        assert!(String::from_utf8_lossy(&text).contains("IP Address:127.0.0.1"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 
 use super::http::{basic_credentials, read_head, respond};
-use super::tls::openssl;
+use super::tls::{openssl, self_signed};
 
 #[derive(Default)]
 struct TokenLog {
@@ -39,24 +39,7 @@ impl TokenServer {
         std::fs::create_dir_all(dir)?;
         let (key, cert) = (dir.join("signing.key"), dir.join("signing.crt"));
         let (k, c) = (key.to_string_lossy().into_owned(), cert.to_string_lossy().into_owned());
-        openssl(
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &k,
-                "-out",
-                &c,
-                "-days",
-                "2",
-                "-subj",
-                "/CN=berth test token signer",
-            ],
-            None,
-        )?;
+        self_signed(&key, &cert, "/CN=berth test token signer")?;
         let der = openssl(&["x509", "-in", &c, "-outform", "DER"], None)?;
         let x5c = STANDARD.encode(&der);
         let listener = TcpListener::bind("127.0.0.1:0")?;
