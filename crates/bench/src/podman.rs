@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_testkit::callers::{self, Podman};
+use berth_testkit::host::{remove_cgroups, unmount_all_under};
 
 use crate::measure::{ms, summarize};
 
@@ -63,8 +64,8 @@ pub fn main(args: &[String]) -> Result<(), String> {
     let cgroup_parent = format!("/berth-bench-podman-{}", std::process::id());
     let result = bench(&work, &cgroup_parent, &mut runtimes, iterations);
     drain_children(Duration::from_secs(30));
-    callers::remove_cgroups(&cgroup_parent);
-    callers::unmount_all_under(&work);
+    remove_cgroups(&cgroup_parent);
+    unmount_all_under(&work);
     callers::unshield();
     if let Err(e) = std::fs::remove_dir_all(&work) {
         eprintln!("berth-bench: removing {}: {e}", work.display());

@@ -12,7 +12,6 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -95,25 +94,6 @@ pub fn private_run(scratch: &Path) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Unmounts (detached) every mount at or below `dir` in this mount namespace, deepest first:
-/// what podman's storage and the containers' root filesystems leave before `dir` is removed.
-pub fn unmount_all_under(dir: &Path) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
-    let mut points: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(m.replace("\\040", " ")))
-        .filter(|m| m.starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for p in points {
-        if let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) {
-            // SAFETY: umount2 of a path string.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
-    }
 }
 
 /// Unmounts the /var/lib overlay of `private_run` (its upper layer can then be removed).
@@ -272,47 +252,5 @@ impl Containerd {
     /// `--log`).
     pub fn bundle(&self, namespace: &str, id: &str) -> PathBuf {
         self.state.join("io.containerd.runtime.v2.task").join(namespace).join(id)
-    }
-}
-
-/// The cgroup hierarchies' directories: /sys/fs/cgroup on pure v2, else each v1 hierarchy (and the
-/// cgroup2 mount of a hybrid host).
-pub fn cgroup_hierarchies() -> Vec<PathBuf> {
-    let base = Path::new("/sys/fs/cgroup");
-    if base.join("cgroup.controllers").exists() {
-        return vec![base.to_path_buf()];
-    }
-    let mut out: Vec<PathBuf> = std::fs::read_dir(base)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("cgroup.procs").exists())
-        .collect();
-    out.sort();
-    out
-}
-
-/// Removes the cgroup `name` (a path relative to each hierarchy's root) and everything below it,
-/// in every hierarchy; a cgroup still in use is waited for a little (a killed process leaves its
-/// cgroup a moment later), then left.
-pub fn remove_cgroups(name: &str) {
-    for h in cgroup_hierarchies() {
-        remove_cgroup_tree(&h.join(name.trim_start_matches('/')));
-    }
-}
-
-fn remove_cgroup_tree(dir: &Path) {
-    if !dir.is_dir() {
-        return;
-    }
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.path().is_dir() {
-            remove_cgroup_tree(&e.path());
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::remove_dir(dir).is_err() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
     }
 }

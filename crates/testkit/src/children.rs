@@ -2,8 +2,9 @@
 //!
 //! The suites spawn runtimes that leave containers (and monitors, shims, conmon) behind, which
 //! are re-parented to the suite: one reaper thread waits for every child, and a test gets its
-//! own command's status from it. stdout and stderr go to files, not pipes: a container or
-//! monitor inherits them and may keep them open long after the command exits.
+//! own command's status from it. stdout and stderr go to files in the suite's directory, not
+//! pipes: a container or monitor inherits them and may keep them open long after the command
+//! exits.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -13,8 +14,10 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use crate::check::{poll_until, wait_until};
 
 /// Held while spawning (and while creating descriptors that must not leak into children), so
 /// the reaper cannot reap a new child before its pid is registered.
@@ -22,9 +25,16 @@ pub static SPAWN_LOCK: Mutex<()> = Mutex::new(());
 static REAPED: Mutex<Option<HashMap<u32, ExitStatus>>> = Mutex::new(None);
 static REAPED_CV: Condvar = Condvar::new();
 static OUTPUT_SEQ: AtomicU64 = AtomicU64::new(0);
+static OUTPUT_DIR: OnceLock<PathBuf> = OnceLock::new();
 
-/// Makes this process the subreaper of everything it starts, and starts the reaper thread.
-pub fn become_subreaper() {
+/// How long `run` lets a command take before it kills it and fails the test.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Makes this process the subreaper of everything it starts, and starts the reaper thread;
+/// the output of what it spawns goes to files in `dir` (the suite's directory). Once per
+/// process.
+pub fn become_subreaper(dir: &Path) {
+    OUTPUT_DIR.set(dir.to_path_buf()).expect("become_subreaper once per process");
     // SAFETY: plain prctl.
     assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }, 0, "PR_SET_CHILD_SUBREAPER");
     std::thread::spawn(reaper);
@@ -129,7 +139,8 @@ pub struct Spawned {
     err_path: PathBuf,
 }
 
-fn output_files(dir: &Path) -> (PathBuf, PathBuf, File, File) {
+fn output_files() -> (PathBuf, PathBuf, File, File) {
+    let dir = OUTPUT_DIR.get().expect("children::become_subreaper first");
     let n = OUTPUT_SEQ.fetch_add(1, Ordering::Relaxed);
     let (out_path, err_path) = (dir.join(format!(".out-{n}")), dir.join(format!(".err-{n}")));
     let out = File::create(&out_path).unwrap_or_else(|e| panic!("{}: {e}", out_path.display()));
@@ -137,10 +148,9 @@ fn output_files(dir: &Path) -> (PathBuf, PathBuf, File, File) {
     (out_path, err_path, out, err)
 }
 
-/// Spawns `cmd` with its output in files under `dir`; `stdin`, if given, is written to it
-/// and closed.
-pub fn spawn(dir: &Path, cmd: &mut Command, stdin: Option<Vec<u8>>) -> Spawned {
-    let (spawned, input) = spawn_piped(dir, cmd, stdin.is_some());
+/// Spawns `cmd` with its output in files; `stdin`, if given, is written to it and closed.
+pub fn spawn(cmd: &mut Command, stdin: Option<Vec<u8>>) -> Spawned {
+    let (spawned, input) = spawn_piped(cmd, stdin.is_some());
     if let (Some(data), Some(mut input)) = (stdin, input) {
         std::thread::spawn(move || {
             let _ = input.write_all(&data);
@@ -151,13 +161,23 @@ pub fn spawn(dir: &Path, cmd: &mut Command, stdin: Option<Vec<u8>>) -> Spawned {
 
 /// Spawns with stdin a pipe whose writing end the caller holds (input that must wait for
 /// something, and its end, which comes when the caller drops it).
-pub fn spawn_with_stdin_pipe(dir: &Path, cmd: &mut Command) -> (Spawned, ChildStdin) {
-    let (spawned, input) = spawn_piped(dir, cmd, true);
+pub fn spawn_with_stdin_pipe(cmd: &mut Command) -> (Spawned, ChildStdin) {
+    let (spawned, input) = spawn_piped(cmd, true);
     (spawned, input.expect("a piped stdin"))
 }
 
-fn spawn_piped(dir: &Path, cmd: &mut Command, piped: bool) -> (Spawned, Option<ChildStdin>) {
-    let (out_path, err_path, out, err) = output_files(dir);
+/// Runs `cmd` to its end (at most `RUN_TIMEOUT`).
+pub fn run(cmd: &mut Command) -> Output {
+    spawn(cmd, None).wait(RUN_TIMEOUT)
+}
+
+/// Runs `cmd` with `input` on its stdin, to its end (at most `RUN_TIMEOUT`).
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    spawn(cmd, Some(input.to_vec())).wait(RUN_TIMEOUT)
+}
+
+fn spawn_piped(cmd: &mut Command, piped: bool) -> (Spawned, Option<ChildStdin>) {
+    let (out_path, err_path, out, err) = output_files();
     cmd.stdin(if piped { Stdio::piped() } else { Stdio::null() }).stdout(out).stderr(err);
     // The reaper thread waits for every child, this one included.
     #[allow(clippy::zombie_processes)]
@@ -169,8 +189,8 @@ fn spawn_piped(dir: &Path, cmd: &mut Command, piped: bool) -> (Spawned, Option<C
 /// Spawns `cmd` on a new pty of `rows` x `cols`, in a session of its own with the pty as its
 /// controlling terminal (a resize signals it, as a terminal emulator's would). Returns the
 /// master; the slave's only remaining copies are the command's.
-pub fn spawn_on_pty(dir: &Path, mut cmd: Command, rows: u16, cols: u16) -> (Spawned, File) {
-    let (out_path, err_path, _, _) = output_files(dir);
+pub fn spawn_on_pty(mut cmd: Command, rows: u16, cols: u16) -> (Spawned, File) {
+    let (out_path, err_path, _, _) = output_files();
     let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
     let (master, slave) = {
         // Under the spawn lock: no other test's child forks between openpty and FD_CLOEXEC.
@@ -213,41 +233,42 @@ impl Spawned {
     /// Waits until the process's stdout contains `text`.
     #[track_caller]
     pub fn wait_for_stdout(&self, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.stdout_so_far().contains(text) {
-            assert!(Instant::now() < deadline, "{text:?} never appeared in: {}", self.stdout_so_far());
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let mut seen = String::new();
+        let appeared = poll_until(Duration::from_secs(30), || {
+            seen = self.stdout_so_far();
+            seen.contains(text)
+        });
+        assert!(appeared, "{text:?} never appeared in: {seen}");
     }
 
     /// Waits until `path` exists (a container signals through a shared directory); fails
     /// with the process's output if it exits first.
     #[track_caller]
     pub fn wait_for_file(&self, path: &Path) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !path.exists() {
+        let appeared = poll_until(Duration::from_secs(60), || {
+            if path.exists() {
+                return true;
+            }
             if has_exited(self.pid) {
                 let err = std::fs::read_to_string(&self.err_path).unwrap_or_default();
                 panic!("`{}` exited before {} appeared: {} {err}", self.what, path.display(), self.stdout_so_far());
             }
-            assert!(Instant::now() < deadline, "{} never appeared", path.display());
-            std::thread::sleep(Duration::from_millis(10));
-        }
+            false
+        });
+        assert!(appeared, "{} never appeared", path.display());
     }
 
     /// The first child of the process (e.g. the container process of `exec`).
     #[track_caller]
     pub fn first_child(&self) -> i32 {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        let mut child = None;
+        wait_until(&format!("a child of process {}", self.pid), Duration::from_secs(30), || {
             let children =
                 std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.pid)).unwrap_or_default();
-            if let Some(c) = children.split_whitespace().next() {
-                return c.parse().unwrap();
-            }
-            assert!(Instant::now() < deadline, "process {} has no child", self.pid);
-            std::thread::sleep(Duration::from_millis(10));
-        }
+            child = children.split_whitespace().next().map(|c| c.parse().unwrap());
+            child.is_some()
+        });
+        child.unwrap()
     }
 
     /// Waits for the exit (killing the process after `timeout`, and failing) and collects

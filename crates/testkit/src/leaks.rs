@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::host::{hierarchies, is_dead, processes_in_cgroups};
+use crate::host::{cgroup_dirs, is_dead, mount_points, processes_in_cgroups};
 
 /// What belongs to one suite run.
 #[derive(Debug, Clone, Default)]
@@ -33,12 +33,9 @@ pub struct Scope {
 /// Everything of `scope` still on the host, one line per thing.
 pub fn leaks(scope: &Scope) -> Vec<String> {
     let dir = scope.dir.to_string_lossy().into_owned();
-    let deadline = Instant::now() + scope.settle;
-    while Instant::now() < deadline
-        && !(processes_mentioning(&dir).is_empty() && processes_in_cgroups(&scope.cgroup).is_empty())
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::check::poll_until(scope.settle, || {
+        processes_mentioning(&dir).is_empty() && processes_in_cgroups(&scope.cgroup).is_empty()
+    });
     let mut out = Vec::new();
     for (pid, cmdline) in processes_mentioning(&dir) {
         out.push(format!("process {pid}: {cmdline}"));
@@ -49,7 +46,7 @@ pub fn leaks(scope: &Scope) -> Vec<String> {
     for m in mounts_containing(&dir) {
         out.push(format!("mount {m}"));
     }
-    for parent in cgroup_parents(&scope.cgroup) {
+    for parent in cgroup_dirs(&scope.cgroup) {
         for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if e.path().is_dir() && !scope.cgroups_not_containers.contains(&name) {
@@ -68,7 +65,7 @@ pub fn leaks(scope: &Scope) -> Vec<String> {
         }
     }
     if !scope.markers.is_empty() {
-        for (table, rule) in iptables_rules(&scope.dir) {
+        for (table, rule) in iptables_rules() {
             if scope.markers.iter().any(|m| rule.contains(m.as_str())) {
                 out.push(format!("iptables -t {table}: {rule}"));
             }
@@ -83,21 +80,17 @@ pub fn leaks(scope: &Scope) -> Vec<String> {
     out
 }
 
-/// The suite's cgroup parent in each hierarchy (each v1 controller, hybrid's unified/, or the
-/// one v2 hierarchy).
-pub fn cgroup_parents(cgroup: &str) -> Vec<PathBuf> {
-    let base = Path::new("/sys/fs/cgroup");
-    // (hierarchies() lists hybrid's unified/ too: it has a cgroup.procs)
-    let mut out: Vec<PathBuf> = hierarchies().into_iter().map(|h| base.join(h).join(cgroup)).collect();
-    out.retain(|p| p.is_dir());
-    out
-}
-
-/// Removes the suite's (empty) cgroup parents, deepest first.
-pub fn remove_cgroup_parents(cgroup: &str) {
-    for parent in cgroup_parents(cgroup) {
-        let _ = std::fs::remove_dir(parent);
+/// Ends a suite that left `leaks` behind: prints them (the heading ending with `note`) and
+/// exits with status 1. Without leaks it returns.
+pub fn fail_on(leaks: &[String], note: &str) {
+    if leaks.is_empty() {
+        return;
     }
+    eprintln!("LEAKS after the suite (it left these behind{note}):");
+    for l in leaks {
+        eprintln!("  {l}");
+    }
+    std::process::exit(1);
 }
 
 /// Live processes (not this one) whose command line holds `text`.
@@ -120,22 +113,15 @@ pub fn processes_mentioning(text: &str) -> Vec<(i32, String)> {
 
 /// Mount points whose path holds `text`, in this process's mount namespace.
 pub fn mounts_containing(text: &str) -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.contains(text))
-        .map(String::from)
-        .collect()
+    mount_points().into_iter().map(|m| m.to_string_lossy().into_owned()).filter(|m| m.contains(text)).collect()
 }
 
 /// Every iptables rule of the filter and nat tables, as `iptables -S` prints them (run as a
-/// child of the suite's reaper, with its output in `dir`).
-pub fn iptables_rules(dir: &Path) -> Vec<(String, String)> {
+/// child of the suite's reaper).
+pub fn iptables_rules() -> Vec<(String, String)> {
     let mut out = Vec::new();
     for table in ["filter", "nat"] {
-        let o = crate::children::spawn(dir, Command::new("iptables").args(["-t", table, "-S"]), None)
-            .wait(Duration::from_secs(60));
+        let o = crate::children::run(Command::new("iptables").args(["-t", table, "-S"]));
         for l in o.stdout.lines() {
             out.push((table.to_string(), l.to_string()));
         }

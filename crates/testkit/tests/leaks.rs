@@ -3,16 +3,18 @@
 use std::process::Command;
 use std::time::Duration;
 
-use berth_testkit::leaks::{leaks, remove_cgroup_parents, Scope};
+use berth_testkit::children::{run, spawn};
+use berth_testkit::host::remove_cgroups;
+use berth_testkit::leaks::{leaks, Scope};
 
 #[test]
 fn finds_processes_mounts_cgroups_state_and_rules() {
     assert_eq!(unsafe { libc::geteuid() }, 0, "the leak check test runs as root");
-    berth_testkit::children::become_subreaper();
     let pid = std::process::id();
     let dir = std::env::temp_dir().join(format!("berth-leaks-test-{pid}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("mnt")).unwrap();
+    berth_testkit::children::become_subreaper(&dir);
     std::fs::create_dir_all(dir.join("state/ctr1")).unwrap();
     let cgroup = format!("berth-leaks-test-{pid}");
     let scope = Scope {
@@ -23,11 +25,9 @@ fn finds_processes_mounts_cgroups_state_and_rules() {
         markers: vec![format!("berth-leaks-{pid}")],
         ..Default::default()
     };
-    let run = |cmd: &mut Command| berth_testkit::children::spawn(&dir, cmd, None).wait(Duration::from_secs(30));
     // A process naming the directory, a mount under it, a container cgroup with a process in
     // it, an iptables rule carrying the marker.
-    let sleeper = berth_testkit::children::spawn(
-        &dir,
+    let sleeper = spawn(
         // (sh itself names the directory, as $0; what it runs ends within a second of it)
         Command::new("sh").args(["-c", "while :; do sleep 1; done"]).arg(&dir),
         None,
@@ -67,7 +67,7 @@ fn finds_processes_mounts_cgroups_state_and_rules() {
     std::fs::remove_dir(dir.join("state/ctr1")).unwrap();
     let clean = Scope { interfaces: vec![], ..scope.clone() };
     assert_eq!(leaks(&clean), Vec::<String>::new());
-    remove_cgroup_parents(&cgroup);
+    remove_cgroups(&cgroup);
     assert!(!parent.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

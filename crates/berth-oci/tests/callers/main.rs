@@ -33,7 +33,6 @@ pub fn require_tool(name: &str) -> Result<(), String> {
 pub fn busybox_archive() -> &'static Path {
     static ARCHIVE: OnceLock<PathBuf> = OnceLock::new();
     ARCHIVE.get_or_init(|| {
-        let _g = support::SPAWN_LOCK.lock().unwrap(); // it runs busybox --list: not for the reaper
         let dest = support::suite().dir.join("busybox-oci.tar");
         berth_testkit::callers::busybox_oci_archive(&support::suite().dir, &dest, podman::IMAGE)
             .expect("building the busybox OCI archive (is busybox-static installed?)");
@@ -119,8 +118,8 @@ fn clean_up() {
         // SAFETY: kill by pid, of processes this suite started.
         unsafe { libc::kill(*pid, libc::SIGKILL) };
     }
-    berth_testkit::callers::unmount_all_under(&s.dir);
-    berth_testkit::callers::remove_cgroups(&s.cgroup_prefix);
+    berth_testkit::host::unmount_all_under(&s.dir);
+    berth_testkit::host::remove_cgroups(&s.cgroup_prefix);
     berth_testkit::callers::unshield();
     let _ = std::fs::remove_dir_all(&s.dir);
 }

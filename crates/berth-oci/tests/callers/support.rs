@@ -47,7 +47,7 @@ pub fn init() {
 /// Makes the suite the subreaper of what it starts, with a thread that reaps them: conmon
 /// double-forks and the shims daemonize.
 pub fn start_reaper() {
-    berth_testkit::children::become_subreaper();
+    berth_testkit::children::become_subreaper(&suite().dir);
 }
 
 /// A name unique to this suite run and test.
@@ -57,18 +57,18 @@ pub fn unique(name: &str) -> String {
 
 // ------------------------------------------------------------------------------------- commands
 
-pub use berth_testkit::children::{Output, Spawned, SPAWN_LOCK};
+pub use berth_testkit::children::{Output, Spawned};
 pub use berth_testkit::host::{hierarchies, processes_in_cgroups};
 pub use berth_testkit::leaks::{mounts_containing, processes_mentioning};
 
 pub fn spawn(cmd: &mut Command, stdin: Option<Vec<u8>>) -> Spawned {
-    berth_testkit::children::spawn(&suite().dir, cmd, stdin)
+    berth_testkit::children::spawn(cmd, stdin)
 }
 
 /// Spawns with stdin a pipe whose writing end the caller holds (input that must wait for
 /// something, and its end, which comes when the caller drops it).
 pub fn spawn_with_stdin_pipe(cmd: &mut Command) -> (Spawned, ChildStdin) {
-    berth_testkit::children::spawn_with_stdin_pipe(&suite().dir, cmd)
+    berth_testkit::children::spawn_with_stdin_pipe(cmd)
 }
 
 /// Writes `data` and closes the pipe.
@@ -119,7 +119,7 @@ fn winsize(rows: u16, cols: u16) -> libc::winsize {
 
 impl Terminal {
     pub fn spawn(cmd: Command, rows: u16, cols: u16) -> Terminal {
-        let (child, master) = berth_testkit::children::spawn_on_pty(&suite().dir, cmd, rows, cols);
+        let (child, master) = berth_testkit::children::spawn_on_pty(cmd, rows, cols);
         let master = OwnedFd::from(master);
         let output = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));

@@ -94,27 +94,25 @@ pub fn init() {
     let rootfs = dir.join("rootfs");
     build_rootfs(&rootfs);
     let (bin, runtime) = runtime_under_test();
+    // Containers whose runtime exits (create, run -d) are re-parented to us: we reap them.
+    berth_testkit::children::become_subreaper(&dir);
     let suite = Suite { dir, rootfs, cgroup_prefix: format!("berth-test-{pid}"), bin, runtime };
     SUITE.set(suite).ok().expect("init once");
-    // Containers whose runtime exits (create, run -d) are re-parented to us: we reap them.
-    berth_testkit::children::become_subreaper();
 }
 
-/// Builds a busybox rootfs. It runs `busybox --list` through std's Command, which waits for its
-/// own child: the reaper must not take that child first.
+/// Builds a busybox rootfs.
 pub fn build_rootfs(dest: &Path) {
-    let _g = SPAWN_LOCK.lock().unwrap();
     berth_testkit::build_busybox_rootfs(dest).expect("building the busybox rootfs (is busybox-static installed?)");
 }
 
 // ------------------------------------------------------------------------------------- processes
 
-pub use berth_testkit::children::{Output, Spawned, SPAWN_LOCK};
+pub use berth_testkit::children::{Output, Spawned};
 pub use berth_testkit::host::{hierarchies, is_cgroup2, is_dead, processes_in_cgroups};
 
 /// Spawns with its output in the suite's directory; the suite's reaper reports its exit.
 pub fn spawn(cmd: &mut Command, stdin: Option<Vec<u8>>) -> Spawned {
-    berth_testkit::children::spawn(&suite().dir, cmd, stdin)
+    berth_testkit::children::spawn(cmd, stdin)
 }
 
 pub fn run(cmd: &mut Command) -> Output {

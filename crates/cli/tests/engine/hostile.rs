@@ -15,9 +15,7 @@ use crate::support::*;
 fn load_image(tag: &str, config: Value, extra: Option<berth_testkit::image::LayerBuilder>) {
     use berth_testkit::image::{busybox_layer, Compression, Layer, OciLayout};
     let dir = suite().dir.join(format!("layout-{}", tag.replace(['/', ':'], "_")));
-    let _g = SPAWN_LOCK.lock().unwrap();
     let bb = busybox_layer(&suite().dir).expect("busybox layer");
-    drop(_g);
     let mut layers = vec![Layer { tar: bb, compression: Compression::Gzip }];
     if let Some(x) = extra {
         layers.push(Layer { tar: x.finish(), compression: Compression::Gzip });

@@ -155,7 +155,7 @@ pub fn init() {
         .ok()
         .expect("init once");
     // Monitors (double-forked by berth) are re-parented to us.
-    berth_testkit::children::become_subreaper();
+    berth_testkit::children::become_subreaper(&suite().dir);
     import_images(&suite().root);
 }
 
@@ -163,9 +163,7 @@ pub fn init() {
 pub fn import_images(root: &Path) {
     use berth_testkit::image::{busybox_layer, Compression, Layer, LayerBuilder, OciLayout};
     let layout_dir = suite().dir.join(format!("layout-{}", root.file_name().unwrap().to_string_lossy()));
-    let _g = SPAWN_LOCK.lock().unwrap();
     let bb = busybox_layer(&suite().dir).expect("busybox layer (is busybox-static installed?)");
-    drop(_g);
     let mut extra = LayerBuilder::new();
     extra.dir("data/", 0o755).file("data/seed", 0o644, b"from the image\n").file(
         "var/www/app.txt",
@@ -213,16 +211,16 @@ pub fn import_images(root: &Path) {
 
 // ------------------------------------------------------------------------------------- processes
 
-pub use berth_testkit::children::{Output, Spawned, SPAWN_LOCK};
+pub use berth_testkit::children::{Output, Spawned};
 
 /// Spawns with stdout/stderr to files (a monitor may hold inherited descriptors long after).
 pub fn spawn(cmd: &mut Command, stdin: Option<Vec<u8>>) -> Spawned {
-    berth_testkit::children::spawn(&suite().dir, cmd, stdin)
+    berth_testkit::children::spawn(cmd, stdin)
 }
 
 /// Spawns with a stdin pipe the caller holds open (and closes by dropping).
 pub fn spawn_open_stdin(cmd: &mut Command) -> (Spawned, std::process::ChildStdin) {
-    berth_testkit::children::spawn_with_stdin_pipe(&suite().dir, cmd)
+    berth_testkit::children::spawn_with_stdin_pipe(cmd)
 }
 
 pub fn berth_cmd(root: &Path, args: &[&str]) -> Command {
@@ -331,7 +329,7 @@ pub fn check_leaks() -> Vec<String> {
         ..Default::default()
     };
     leaks.extend(berth_testkit::leaks::leaks(&scope));
-    berth_testkit::leaks::remove_cgroup_parents(&scope.cgroup);
+    berth_testkit::host::remove_cgroups(&scope.cgroup);
     // The CNI plugins' shared chains (empty once every container is gone): removed again
     // when the suite created them.
     let before = &s.new_chains;
@@ -406,7 +404,7 @@ pub struct Pty {
 /// as its controlling terminal (so a resize signals it, as a terminal emulator's would).
 pub fn spawn_on_pty(args: &[&str], rows: u16, cols: u16) -> (Spawned, Pty) {
     let cmd = berth_cmd(&suite().root, args);
-    let (spawned, master) = berth_testkit::children::spawn_on_pty(&suite().dir, cmd, rows, cols);
+    let (spawned, master) = berth_testkit::children::spawn_on_pty(cmd, rows, cols);
     (spawned, Pty { master, seen: String::new() })
 }
 

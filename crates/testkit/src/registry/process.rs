@@ -5,11 +5,11 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::free_port;
 use super::token::TokenServer;
+use crate::check::poll_until;
 
 pub struct Registry {
     child: Option<Child>,
@@ -25,43 +25,28 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry storing into `dir/storage`; with `htpasswd`, basic auth is required.
     pub fn start(dir: &Path, htpasswd: Option<(&str, &str)>) -> io::Result<Registry> {
-        let mut r = Registry {
-            child: None,
-            port: free_port()?,
-            dir: dir.to_path_buf(),
-            htpasswd: htpasswd.map(|(u, p)| (u.to_string(), p.to_string())),
-            tls: None,
-            token: None,
-        };
-        r.restart()?;
-        Ok(r)
+        Registry::launch(dir, htpasswd.map(|(u, p)| (u.to_string(), p.to_string())), None, None)
     }
 
     /// Starts a registry that serves HTTPS only, with `cert` and `key`.
     pub fn start_tls(dir: &Path, cert: &Path, key: &Path) -> io::Result<Registry> {
-        let mut r = Registry {
-            child: None,
-            port: free_port()?,
-            dir: dir.to_path_buf(),
-            htpasswd: None,
-            tls: Some((cert.to_path_buf(), key.to_path_buf())),
-            token: None,
-        };
-        r.restart()?;
-        Ok(r)
+        Registry::launch(dir, None, Some((cert.to_path_buf(), key.to_path_buf())), None)
     }
 
     /// Starts a registry that accepts only Bearer tokens issued by `tokens` (distribution's
     /// own token authentication: JWTs signed by a key whose certificate it trusts).
     pub fn start_token_auth(dir: &Path, tokens: &TokenServer) -> io::Result<Registry> {
-        let mut r = Registry {
-            child: None,
-            port: free_port()?,
-            dir: dir.to_path_buf(),
-            htpasswd: None,
-            tls: None,
-            token: Some((tokens.realm(), tokens.service.clone(), tokens.issuer.clone(), tokens.cert.clone())),
-        };
+        let token = (tokens.realm(), tokens.service.clone(), tokens.issuer.clone(), tokens.cert.clone());
+        Registry::launch(dir, None, None, Some(token))
+    }
+
+    fn launch(
+        dir: &Path,
+        htpasswd: Option<(String, String)>,
+        tls: Option<(PathBuf, PathBuf)>,
+        token: Option<(String, String, String, PathBuf)>,
+    ) -> io::Result<Registry> {
+        let mut r = Registry { child: None, port: free_port()?, dir: dir.to_path_buf(), htpasswd, tls, token };
         r.restart()?;
         Ok(r)
     }
@@ -129,18 +114,11 @@ impl Registry {
     /// Stops the registry (SIGTERM, then SIGKILL) and reaps it.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // SAFETY: kill by pid of our own unreaped child.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break;
-                }
-                thread::sleep(Duration::from_millis(20));
+            if !poll_until(Duration::from_secs(5), || matches!(c.try_wait(), Ok(Some(_)))) {
+                let _ = c.kill();
+                let _ = c.wait();
             }
         }
     }
@@ -152,19 +130,17 @@ impl Drop for Registry {
     }
 }
 
+/// Waits until something on 127.0.0.1:`port` answers an HTTP request.
 pub fn wait_listening(port: u16, timeout: Duration) -> io::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\nHost: localhost\r\n\r\n");
-            let mut buf = [0u8; 12];
-            if s.read(&mut buf).map(|n| n > 0).unwrap_or(false) {
-                return Ok(());
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, format!("nothing listening on port {port}")));
-        }
-        thread::sleep(Duration::from_millis(50));
+    let answers = || {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+        let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        let mut buf = [0u8; 12];
+        s.read(&mut buf).map(|n| n > 0).unwrap_or(false)
+    };
+    if poll_until(timeout, answers) {
+        Ok(())
+    } else {
+        Err(io::Error::new(io::ErrorKind::TimedOut, format!("nothing listening on port {port}")))
     }
 }

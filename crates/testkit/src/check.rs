@@ -1,0 +1,66 @@
+//! What every suite asserts with: waiting for what happens on its own (a container's exit, a
+//! monitor's cleanup, a lock another thread takes), and text that must appear.
+
+use std::time::{Duration, Instant};
+
+/// Asks `cond` until it holds; false if `timeout` passed first. The pause between asks grows
+/// from 1 ms to 20 ms: a quick change is seen at once, a slow one costs little.
+///
+/// A caller that wants to say what it saw last keeps it in a variable the closure sets:
+/// `assert!(poll_until(t, || { seen = read(); seen.contains(x) }), "{seen}")`.
+pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Waits until `cond` holds, failing the test with `what` once `timeout` has passed.
+#[track_caller]
+pub fn wait_until(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+    assert!(poll_until(timeout, cond), "timed out after {timeout:?} waiting for {what}");
+}
+
+/// Fails the test unless `haystack` contains `needle`, showing both.
+#[track_caller]
+pub fn assert_contains(haystack: &str, needle: &str) {
+    assert!(haystack.contains(needle), "expected {needle:?} in:\n{haystack}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_until_true_or_the_deadline() {
+        let mut n = 0;
+        assert!(poll_until(Duration::from_secs(5), || {
+            n += 1;
+            n == 3
+        }));
+        assert_eq!(n, 3);
+        let start = Instant::now();
+        assert!(!poll_until(Duration::from_millis(50), || false));
+        assert!(start.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    #[should_panic(expected = "waiting for the impossible")]
+    fn wait_until_names_what_never_came() {
+        wait_until("the impossible", Duration::from_millis(10), || false);
+    }
+
+    #[test]
+    #[should_panic(expected = "expected \"b\" in:\na")]
+    fn assert_contains_shows_both() {
+        assert_contains("a", "b");
+    }
+}
