@@ -1,5 +1,5 @@
 //! What the tests look at on the host: who runs them, the kernel, cgroup hierarchies and the
-//! processes in them, mounts, extended attributes.
+//! processes in them, mounts, extended attributes; scripts written for tests to run.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -153,4 +153,13 @@ pub fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     }
     buf.truncate(r as usize);
     Some(buf)
+}
+
+/// Writes `text` to `path` as an executable file (mode 0755): a hook, a runtime wrapper, a
+/// script a container runs.
+pub fn write_script(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }

@@ -129,3 +129,13 @@ fn read_master(fd: OwnedFd, output: &Mutex<Vec<u8>>, closed: &AtomicBool, stop: 
         output.lock().unwrap().extend_from_slice(&buf[..n as usize]);
     }
 }
+
+/// Everything a pty master gives until no process holds its slave any more (EIO): what a
+/// container that got the slave as its terminal (over a console socket) wrote on it.
+pub fn read_until_closed(master: OwnedFd) -> String {
+    use std::io::Read;
+    let mut out = Vec::new();
+    // It ends in EIO; what came before it is in `out`.
+    let _ = std::fs::File::from(master).read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -4,20 +4,11 @@
 //! DIFFERENCES says which is right per the runtime-spec and the test is skipped for that peer,
 //! loudly.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use serde_json::{json, Value};
 
 use crate::support::*;
-
-fn namespaces(c: &mut Ctr) -> &mut Vec<Value> {
-    c.config()["linux"]["namespaces"].as_array_mut().unwrap()
-}
-
-fn without_namespace(c: &mut Ctr, typ: &str) {
-    namespaces(c).retain(|n| n["type"] != typ);
-}
 
 /// `create` with a JSON --log: its output and the log's records.
 fn create_logged(c: &Ctr) -> (Output, Vec<Value>) {
@@ -230,7 +221,7 @@ pub fn realtime_scheduler_in_a_new_cgroup() {
 /// clear error naming the field.
 pub fn no_mount_namespace() {
     let mut c = Ctr::new("nomntns", &["sleep", "1000"]);
-    without_namespace(&mut c, "mount");
+    c.without_namespace("mount");
     for field in ["mounts", "maskedPaths", "readonlyPaths"] {
         if field == "mounts" {
             c.config()["mounts"] = json!([]);
@@ -260,7 +251,7 @@ pub fn no_mount_namespace() {
     ];
     for (name, field, edit) in refused {
         let mut r = Ctr::new(&format!("nomntns{name}"), &["true"]);
-        without_namespace(&mut r, "mount");
+        r.without_namespace("mount");
         r.config()["mounts"] = json!([]);
         r.config()["linux"]["maskedPaths"] = json!([]);
         r.config()["linux"]["readonlyPaths"] = json!([]);
@@ -282,7 +273,7 @@ pub fn mount_namespace_joined_by_path() {
     let theirs = std::fs::read_link(format!("/proc/{apid}/ns/mnt")).unwrap();
     let their_mounts = read(format!("/proc/{apid}/mountinfo"));
     let mut b = Ctr::new("mntnsjoiner", &["sleep", "1000"]);
-    for n in namespaces(&mut b) {
+    for n in b.namespaces() {
         if n["type"] == "mount" {
             n["path"] = json!(format!("/proc/{apid}/ns/mnt"));
         }
@@ -325,7 +316,7 @@ pub fn bind_mount_with_data_options() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("f"), "bound\n").unwrap();
     let mut c = Ctr::new("binddata", &["cat", "/data/f"]);
-    c.config()["mounts"].as_array_mut().unwrap().push(
+    c.mounts().push(
         json!({"destination": "/data", "type": "bind", "source": src, "options": ["rbind", "ro", "mode=755", "size=1m"]}),
     );
     let (out, log) = create_logged(&c);
@@ -474,7 +465,7 @@ pub fn home_from_passwd() {
 pub fn processes_lead_their_own_session() {
     let mut c = Ctr::new("session", &["sh", "-c", "/probe session; sleep 1000"]);
     c.with_probe();
-    without_namespace(&mut c, "pid");
+    c.without_namespace("pid");
     let pid = c.create();
     c.start();
     let stat = read(format!("/proc/{pid}/stat"));
@@ -526,8 +517,7 @@ pub fn hostname_sysctls_refused() {
 // ------------------------------------------------------------------------------------- hooks
 
 fn script(path: &Path, body: &str) {
-    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_script(path, &format!("#!/bin/sh\n{body}\n"));
 }
 
 /// (Item 12.) A hook without `env` gets its caller's environment (execv's semantics, as runc and

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::support::*;
 
@@ -34,13 +34,9 @@ fn with_docker_caps(c: &mut Ctr) {
         json!({"bounding": caps, "effective": caps, "permitted": caps, "inheritable": [], "ambient": []});
 }
 
-fn mounts(c: &mut Ctr) -> &mut Vec<Value> {
-    c.config()["mounts"].as_array_mut().unwrap()
-}
-
 /// Drops the config's /dev tmpfs so that the rootfs's own /dev, which an image controls, is used.
 fn use_image_dev(c: &mut Ctr) {
-    mounts(c).retain(|m| m["destination"] != "/dev");
+    c.mounts().retain(|m| m["destination"] != "/dev");
 }
 
 /// CVE-2019-5736: a container that gets the runtime's binary executed inside it (its program is
@@ -57,7 +53,7 @@ pub fn cve_2019_5736_runtime_binary_out_of_reach() {
     let attacker_pid = attacker.create();
     attacker.start();
     let mut victim = Ctr::new("cve5736victim", &["true"]);
-    for ns in victim.config()["linux"]["namespaces"].as_array_mut().unwrap() {
+    for ns in victim.namespaces() {
         if ns["type"] == "pid" {
             ns["path"] = json!(format!("/proc/{attacker_pid}/ns/pid"));
         }
@@ -72,8 +68,7 @@ pub fn cve_2019_5736_runtime_binary_out_of_reach() {
     let out = probe.run().ok("running /proc/self/exe");
     assert_contains(&out.stdout, "berth-oci version");
     // The same through a script's interpreter line, which the kernel resolves.
-    std::fs::write(probe.rootfs().join("evil"), "#!/proc/self/exe --version\n").unwrap();
-    std::fs::set_permissions(probe.rootfs().join("evil"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    write_script(&probe.rootfs().join("evil"), "#!/proc/self/exe --version\n");
     probe.config()["process"]["args"] = json!(["/evil"]);
     let out = probe.run().ok("a script interpreted by /proc/self/exe");
     assert_contains(&out.stdout, "berth-oci version");
@@ -224,7 +219,7 @@ pub fn cve_2021_30465_mount_target_swapped_during_create() {
     let race = c.rootfs().join("race");
     std::fs::create_dir_all(race.join("dir")).unwrap();
     std::os::unix::fs::symlink("/tmp", race.join("link")).unwrap();
-    mounts(&mut c).push(json!({"destination": "/race/dir", "type": "bind", "source": volume, "options": ["rbind"]}));
+    c.mounts().push(json!({"destination": "/race/dir", "type": "bind", "source": volume, "options": ["rbind"]}));
     c.write_bundle();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -280,7 +275,7 @@ pub fn cve_2025_52881_proc_writes_not_redirected() {
         std::fs::write(&victim, "original\n").unwrap();
         c.config()["linux"]["sysctl"] = json!({"kernel.shmmni": "4321"});
         c.config()["process"]["oomScoreAdj"] = json!(500);
-        mounts(&mut c).push(json!({"destination": dest, "type": "bind", "source": victim, "options": ["bind"]}));
+        c.mounts().push(json!({"destination": dest, "type": "bind", "source": victim, "options": ["bind"]}));
         let out = c.run().failed(&format!("a bind mount over {dest}"));
         assert_contains(&out.stderr, dest);
         assert_eq!(read(&victim), "original\n", "a write meant for /proc landed in the bound file");

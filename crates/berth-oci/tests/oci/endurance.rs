@@ -8,14 +8,7 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 
 const CYCLES: usize = 1000;
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
+const WAIT: Duration = Duration::from_secs(20);
 
 fn descriptors(pid: i32) -> Vec<String> {
     let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -38,13 +31,13 @@ pub fn thousand_lifecycles_leave_nothing() {
         c.oci(&["start", &c.id]).ok(&format!("start {i}"));
         if i % 100 == 0 {
             // Once the program runs, it holds stdio only.
-            wait_until("the program to start", || {
+            wait_until("the program to start", WAIT, || {
                 std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e.ends_with("busybox"))
             });
             assert_eq!(descriptors(pid), ["0", "1", "2"], "cycle {i}: descriptors in the container");
         }
         c.oci(&["kill", &c.id, "KILL"]).ok(&format!("kill {i}"));
-        wait_until("the init to die", || is_dead(pid));
+        wait_until("the init to die", WAIT, || is_dead(pid));
         c.oci(&["delete", &c.id]).ok(&format!("delete {i}"));
     }
     let elapsed = started.elapsed();

@@ -72,7 +72,7 @@ pub fn missing_rootfs_and_relative_paths() {
 
 pub fn bad_namespaces() {
     let mut d = Ctr::new("dupns", &["true"]);
-    d.config()["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "pid"}));
+    d.namespaces().push(json!({"type": "pid"}));
     let err = create_fails(&d, "a duplicate namespace");
     assert_contains(&err, "duplicate namespace 'pid'");
 
@@ -86,13 +86,11 @@ pub fn bad_namespaces() {
     assert_contains(&create_fails(&m, "a missing namespace file"), "/proc/999999999/ns/net");
 
     let mut u = Ctr::new("usernomaps", &["true"]);
-    u.config()["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
+    u.namespaces().push(json!({"type": "user"}));
     assert_contains(&create_fails(&u, "a user namespace without mappings"), "linux.uidMappings");
 
     let mut h = Ctr::new("hostnonouts", &["true"]);
-    let ns: Vec<Value> =
-        h.config()["linux"]["namespaces"].as_array().unwrap().iter().filter(|n| n["type"] != "uts").cloned().collect();
-    h.config()["linux"]["namespaces"] = Value::Array(ns);
+    h.without_namespace("uts");
     h.config()["hostname"] = json!("x");
     assert_contains(&create_fails(&h, "a hostname without a uts namespace"), "uts namespace");
 
@@ -260,7 +258,7 @@ pub fn ids_out_of_range_and_nul_bytes_are_refused() {
     assert_contains(&create_fails(&a, "an argument with NUL"), "process.args[1]");
 
     let mut m = Ctr::new("mapwrap", &["true"]);
-    m.config()["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
+    m.namespaces().push(json!({"type": "user"}));
     m.config()["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 4294967295u32, "size": 1}]);
     m.config()["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     assert_contains(&create_fails(&m, "a mapping past the last id"), "linux.uidMappings[0]: hostID 4294967295");

@@ -129,17 +129,7 @@ pub fn exec_process_file_and_terminal() {
     ])
     .ok("exec -p -d --console-socket");
     let master: OwnedFd = accept.join().unwrap();
-    let mut text = Vec::new();
-    let mut buf = [0u8; 256];
-    loop {
-        // SAFETY: reading the master we own.
-        let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            break;
-        }
-        text.extend_from_slice(&buf[..n as usize]);
-    }
-    let text = String::from_utf8_lossy(&text);
+    let text = read_until_closed(master);
     assert_contains(&text, "/dev/pts/");
     assert_contains(&text, "from-process-json");
     // A foreground exec with a terminal relays it itself.
@@ -153,7 +143,7 @@ pub fn exec_process_file_and_terminal() {
 
 pub fn exec_in_a_user_namespace() {
     let mut c = Ctr::new("execuserns", &["sleep", "1000"]);
-    c.config()["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
+    c.namespaces().push(json!({"type": "user"}));
     c.config()["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     c.config()["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     c.create();

@@ -1,6 +1,5 @@
 //! config.json hooks: each point of the lifecycle, its namespaces, its state on stdin, failures.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use serde_json::{json, Value};
@@ -10,14 +9,12 @@ use crate::support::*;
 /// A hook script that records its state, arguments and environment in `out`. The busybox in the
 /// bundle's rootfs runs it inside the container; Debian's /bin/sh on the host.
 fn recorder(path: &Path, shell: &str, out: &str) {
-    std::fs::write(
+    write_script(
         path,
-        format!(
+        &format!(
             "#!{shell}\nname=\"$1\"\ncat > {out}/$name.json\necho \"$0 $* FOO=$FOO\" > {out}/$name.args\nreadlink /proc/self/ns/uts > {out}/$name.uts\n"
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
 }
 
 fn hook(path: &Path, name: &str) -> Value {
@@ -77,19 +74,16 @@ pub fn every_hook_runs_with_its_state() {
 
 pub fn failing_hooks() {
     let fail = suite().dir.join("failing-hook.sh");
-    std::fs::write(&fail, "#!/bin/sh\necho 'the hook says no' >&2\nexit 3\n").unwrap();
-    std::fs::set_permissions(&fail, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_script(&fail, "#!/bin/sh\necho 'the hook says no' >&2\nexit 3\n");
     let slow = suite().dir.join("slow-hook.sh");
-    std::fs::write(&slow, "#!/bin/sh\nsleep 30\n").unwrap();
-    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_script(&slow, "#!/bin/sh\nsleep 30\n");
     // A failing createRuntime or createContainer hook fails create, with its words, and the
     // poststop hooks still run (the create ends as a delete).
     for kind in ["prestart", "createRuntime", "createContainer"] {
         let mut c = Ctr::new(&format!("hookfail{}", kind.to_lowercase()), &["true"]);
         let marker = c.dir.join("poststop-ran");
         let poststop = c.dir.join("poststop.sh");
-        std::fs::write(&poststop, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
-        std::fs::set_permissions(&poststop, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_script(&poststop, &format!("#!/bin/sh\ntouch {}\n", marker.display()));
         c.config()["hooks"] = json!({ kind: [{"path": fail}], "poststop": [{"path": poststop}] });
         let out = c.create_raw().failed(kind);
         assert_contains(&out.stderr, &format!("hooks.{kind}[0]"));

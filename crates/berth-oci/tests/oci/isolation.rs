@@ -4,16 +4,12 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-fn namespaces(c: &mut Ctr) -> &mut Vec<Value> {
-    c.config()["linux"]["namespaces"].as_array_mut().unwrap()
-}
-
 fn userns_maps() -> Value {
     json!([{"containerID": 0, "hostID": 100000, "size": 65536}])
 }
 
 fn with_userns(c: &mut Ctr) {
-    namespaces(c).push(json!({"type": "user"}));
+    c.namespaces().push(json!({"type": "user"}));
     c.config()["linux"]["uidMappings"] = userns_maps();
     c.config()["linux"]["gidMappings"] = userns_maps();
 }
@@ -118,7 +114,7 @@ pub fn user_namespace_joined_by_path() {
 pub fn time_namespace_offsets() {
     let year = 365 * 86400;
     let mut c = Ctr::new("timens", &["cat", "/proc/uptime"]);
-    namespaces(&mut c).push(json!({"type": "time"}));
+    c.namespaces().push(json!({"type": "time"}));
     c.config()["linux"]["timeOffsets"] = json!({"boottime": {"secs": year, "nanosecs": 0}});
     let host_uptime: f64 = read("/proc/uptime").split_whitespace().next().unwrap().parse().unwrap();
     let out = c.output();
@@ -249,7 +245,7 @@ fn mount_line<'a>(mountinfo: &'a str, target: &str) -> &'a str {
 
 pub fn mounts_and_options() {
     let mut c = Ctr::with_own_rootfs("mounts", &["sh", "-c", "cat /proc/self/mountinfo; stat -c 'mode %a' /scratch"]);
-    c.config()["mounts"].as_array_mut().unwrap().push(json!({
+    c.mounts().push(json!({
         "destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
         "options": ["nosuid", "noexec", "nodev", "size=1m", "mode=700"]
     }));
@@ -288,7 +284,7 @@ pub fn tmpcopyup_into_new_and_existing_directories() {
     std::fs::write(old.join("f"), "copied\n").unwrap();
     std::os::unix::fs::chown(&old, Some(1000), Some(1000)).unwrap();
     std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o750)).unwrap();
-    let mounts = c.config()["mounts"].as_array_mut().unwrap();
+    let mounts = c.mounts();
     for dest in ["/new", "/old"] {
         mounts.push(json!({"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": ["rw", "nosuid", "nodev", "tmpcopyup"]}));
     }
@@ -306,7 +302,7 @@ pub fn bind_mounts() {
         "bind",
         &["sh", "-c", "cat /data/file.txt; { echo x > /data/new; } 2>&1; cat /etc/motd; ls /rcg | grep -c . ; ls /cg | grep -c . ; grep ' /rcg/memory ' /proc/self/mountinfo | cut -d' ' -f6; echo end"],
     );
-    let mounts = c.config()["mounts"].as_array_mut().unwrap();
+    let mounts = c.mounts();
     mounts.push(json!({"destination": "/data", "type": "bind", "source": host, "options": ["bind", "ro", "rslave"]}));
     mounts.push(json!({"destination": "/etc/motd", "type": "bind", "source": motd, "options": ["bind", "ro"]}));
     // rbind brings the submounts along (each cgroup hierarchy under /sys/fs/cgroup); rro makes
@@ -466,7 +462,7 @@ pub fn idmapped_mounts() {
     );
     with_userns(&mut c);
     let other = json!([{"containerID": 0, "hostID": 101000, "size": 1}]);
-    let mounts = c.config()["mounts"].as_array_mut().unwrap();
+    let mounts = c.mounts();
     mounts.push(json!({"destination": "/data", "type": "bind", "source": vol, "options": ["rbind", "idmap"]}));
     mounts.push(json!({"destination": "/plain", "type": "bind", "source": vol, "options": ["rbind", "ro"]}));
     mounts.push(json!({"destination": "/other", "type": "bind", "source": vol, "options": ["rbind", "ro"], "uidMappings": other, "gidMappings": other}));
@@ -509,22 +505,16 @@ pub fn idmapped_mounts() {
     assert_contains(&t.create_raw().failed("idmap on tmpfs").stderr, "bind mounts only");
     t.assert_gone();
     let mut n = Ctr::new("idmapnouserns", &["true"]);
-    n.config()["mounts"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"destination": "/data", "type": "bind", "source": vol, "options": ["rbind", "idmap"]}));
+    n.mounts().push(json!({"destination": "/data", "type": "bind", "source": vol, "options": ["rbind", "idmap"]}));
     assert_contains(&n.create_raw().failed("idmap without mappings").stderr, "linux.uidMappings");
     n.assert_gone();
 }
 
 fn idmap_supported(dir: &std::path::Path) -> bool {
-    let release = read("/proc/sys/kernel/osrelease");
-    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     // SAFETY: statfs into a zeroed struct.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     let c = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut st) }, 0);
     const TMPFS_MAGIC: i64 = 0x0102_1994;
-    st.f_type != TMPFS_MAGIC || (major, minor) >= (6, 3)
+    st.f_type != TMPFS_MAGIC || berth_testkit::host::kernel_at_least(6, 3)
 }

@@ -56,14 +56,7 @@ pub fn run_returns_exit_codes() {
     c.assert_gone();
     // Not as PID 1 of a pid namespace: that one ignores signals it has no handler for.
     let mut killed = Ctr::new("exitsignal", &["sh", "-c", "kill -9 $$"]);
-    let ns: Vec<Value> = killed.config()["linux"]["namespaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|n| n["type"] != "pid")
-        .cloned()
-        .collect();
-    killed.config()["linux"]["namespaces"] = Value::Array(ns);
+    killed.without_namespace("pid");
     assert_eq!(killed.run().code, 137, "killed by SIGKILL: 128 + 9");
     killed.assert_gone();
 }
@@ -153,27 +146,13 @@ pub fn kill_signals_and_all() {
 
     // --all reaches every process of a container sharing the host's pid namespace.
     let mut all = Ctr::new("killall", &["sh", "-c", "sleep 1000 & sleep 1000 & wait"]);
-    let ns: Vec<Value> = all.config()["linux"]["namespaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|n| n["type"] != "pid")
-        .cloned()
-        .collect();
-    all.config()["linux"]["namespaces"] = Value::Array(ns);
+    all.without_namespace("pid");
     all.create();
     all.start();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while processes_in_cgroups(&all.id).len() < 3 {
-        assert!(std::time::Instant::now() < deadline, "container processes did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let ten = Duration::from_secs(10);
+    wait_until("the container's processes to start", ten, || processes_in_cgroups(&all.id).len() >= 3);
     all.oci(&["kill", "--all", &all.id, "KILL"]).ok("kill --all");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !processes_in_cgroups(&all.id).is_empty() {
-        assert!(std::time::Instant::now() < deadline, "kill --all left processes");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("kill --all to leave no process", ten, || processes_in_cgroups(&all.id).is_empty());
     all.delete();
     all.assert_gone();
 }
@@ -260,15 +239,12 @@ pub fn ps_lists_container_processes() {
     let c = Ctr::new("ps", &["sh", "-c", "sleep 1000 & wait"]);
     c.create();
     c.start();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let pids: Vec<i64> = loop {
+    let mut pids: Vec<i64> = Vec::new();
+    poll_until(Duration::from_secs(10), || {
         let out = c.oci(&["ps", "--format", "json", &c.id]).ok("ps json");
-        let pids: Vec<i64> = serde_json::from_str(&out.stdout).unwrap();
-        if pids.len() == 2 || std::time::Instant::now() > deadline {
-            break pids;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+        pids = serde_json::from_str(&out.stdout).unwrap();
+        pids.len() == 2
+    });
     assert_eq!(pids.len(), 2, "sh and sleep: {pids:?}");
     assert!(pids.contains(&(c.pid() as i64)));
     let table = c.oci(&["ps", &c.id]).ok("ps").stdout;
@@ -294,11 +270,8 @@ pub fn events_stats_report_usage() {
     // The stream: a stats event per interval until the container stops.
     let mut cmd = c.command(&["events", "--interval", "100ms", &c.id]);
     let stream = spawn(&mut cmd, None);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while stream.stdout_so_far().lines().count() < 2 {
-        assert!(std::time::Instant::now() < deadline, "fewer than two stats events: {}", stream.stdout_so_far());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let two = poll_until(Duration::from_secs(30), || stream.stdout_so_far().lines().count() >= 2);
+    assert!(two, "fewer than two stats events: {}", stream.stdout_so_far());
     c.oci(&["kill", &c.id, "KILL"]).ok("kill");
     let out = stream.wait(Duration::from_secs(20));
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -374,17 +347,7 @@ pub fn terminal_over_console_socket() {
     .ok("create");
     let master: OwnedFd = accept.join().unwrap();
     c.start();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 1024];
-    loop {
-        // SAFETY: reading from the master descriptor we own.
-        let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n as usize]);
-    }
-    let text = String::from_utf8_lossy(&out);
+    let text = read_until_closed(master);
     assert_contains(&text, "/dev/pts/0");
     assert_contains(&text, "30 100");
     assert_contains(&text, "done");
@@ -576,16 +539,12 @@ pub fn events_report_oom() {
     let mut cmd = c.command(&["events", "--interval", "10s", &c.id]);
     let stream = spawn(&mut cmd, None);
     c.start();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let oom_file = if is_cgroup2() {
         c.cgroup_dir("").join("memory.events")
     } else {
         c.cgroup_dir("memory").join("memory.oom_control")
     };
-    while !read(&oom_file).contains("oom_kill 1") {
-        assert!(std::time::Instant::now() < deadline, "no OOM kill happened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("an OOM kill", Duration::from_secs(20), || read(&oom_file).contains("oom_kill 1"));
     stream.wait_for_stdout("\"type\":\"oom\"");
     c.oci(&["kill", &c.id, "KILL"]).ok("kill");
     let out = stream.wait(Duration::from_secs(20));

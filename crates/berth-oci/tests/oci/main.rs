@@ -1,6 +1,7 @@
 //! berth-oci's integration suite: real containers from the busybox bundle, driven through the
 //! runc-compatible command line, as root, in a temp directory. The suite ends by checking that
-//! nothing (mounts, cgroups, processes, state) was left behind.
+//! nothing (mounts, cgroups, processes, state) was left behind, with the leak check the other
+//! suites share (berth_testkit::leaks).
 //!
 //! `cargo test --test oci -- FILTER` runs a subset; tools/test-cgroup2.sh runs the cgroup and
 //! lifecycle tests inside a pure cgroup v2 guest.
@@ -154,11 +155,7 @@ fn mark_differences(tests: Vec<Trial>, runtime: Runtime) -> Vec<Trial> {
 
 fn main() {
     let args = Arguments::from_args();
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("berth-oci's integration tests run real containers and must run as root");
-        std::process::exit(1);
-    }
+    berth_testkit::host::require_root("berth-oci's integration tests run real containers and must run as root");
     let tests = trials![
         lifecycle::create_start_state_delete,
         lifecycle::init_waits_for_start,
@@ -271,15 +268,7 @@ fn main() {
     support::init();
     let tests = mark_differences(tests, support::suite().runtime);
     let conclusion = libtest_mimic::run(&args, tests);
-    let leaks = support::check_leaks();
-    if leaks.is_empty() {
-        support::cleanup_suite_dir();
-    } else {
-        eprintln!("LEAKS after the suite (it left these behind):");
-        for l in &leaks {
-            eprintln!("  {l}");
-        }
-        std::process::exit(1);
-    }
+    berth_testkit::leaks::fail_on(&support::check_leaks(), "");
+    support::cleanup_suite_dir();
     conclusion.exit();
 }

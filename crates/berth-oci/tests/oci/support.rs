@@ -1,11 +1,12 @@
-//! The harness: a suite directory with one shared busybox rootfs, a reaper (the harness is the
-//! subreaper of every container it starts), command helpers, and the leak check that ends the
-//! suite.
+//! The harness: a suite directory with one shared busybox rootfs, containers on it, and the
+//! leak check that ends the suite. The reaper (the harness is the subreaper of every container
+//! it starts), waiting, terminals and the leak check's core are berth_testkit's, shared with
+//! the other suites.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_testkit::Bundle;
 use serde_json::Value;
@@ -107,17 +108,10 @@ pub fn build_rootfs(dest: &Path) {
 
 // ------------------------------------------------------------------------------------- processes
 
-pub use berth_testkit::children::{Output, Spawned};
-pub use berth_testkit::host::{hierarchies, is_cgroup2, is_dead, processes_in_cgroups};
-
-/// Spawns with its output in the suite's directory; the suite's reaper reports its exit.
-pub fn spawn(cmd: &mut Command, stdin: Option<Vec<u8>>) -> Spawned {
-    berth_testkit::children::spawn(cmd, stdin)
-}
-
-pub fn run(cmd: &mut Command) -> Output {
-    spawn(cmd, None).wait(Duration::from_secs(60))
-}
+pub use berth_testkit::check::{assert_contains, poll_until, wait_until};
+pub use berth_testkit::children::{run, spawn, Output};
+pub use berth_testkit::host::{hierarchies, is_cgroup2, is_dead, processes_in_cgroups, write_script};
+pub use berth_testkit::terminal::read_until_closed;
 
 // ------------------------------------------------------------------------------------- containers
 
@@ -157,6 +151,22 @@ impl Ctr {
 
     pub fn config(&mut self) -> &mut Value {
         &mut self.bundle.config
+    }
+
+    /// config.json's linux.namespaces.
+    pub fn namespaces(&mut self) -> &mut Vec<Value> {
+        self.config()["linux"]["namespaces"].as_array_mut().unwrap()
+    }
+
+    /// Leaves the namespace of type `typ` out of linux.namespaces (the container shares the
+    /// runtime's).
+    pub fn without_namespace(&mut self, typ: &str) {
+        self.namespaces().retain(|n| n["type"] != typ);
+    }
+
+    /// config.json's mounts.
+    pub fn mounts(&mut self) -> &mut Vec<Value> {
+        self.config()["mounts"].as_array_mut().unwrap()
     }
 
     pub fn rootfs(&self) -> PathBuf {
@@ -230,31 +240,23 @@ impl Ctr {
 
     /// The container's cgroup directory in a v1 hierarchy (or the unified one).
     pub fn cgroup_dir(&self, hierarchy: &str) -> PathBuf {
-        let rel = self.bundle.config["linux"]["cgroupsPath"].as_str().unwrap().trim_start_matches('/');
-        if is_cgroup2() {
-            Path::new("/sys/fs/cgroup").join(rel)
-        } else {
-            Path::new("/sys/fs/cgroup").join(hierarchy).join(rel)
-        }
+        berth_testkit::host::cgroup_path(hierarchy, self.bundle.config["linux"]["cgroupsPath"].as_str().unwrap())
     }
 
     /// Waits until the status is `want` (the container acts on its own; while `run` is still
     /// creating it, `state` says so and is asked again).
     pub fn wait_status(&self, want: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        let mut s = String::new();
+        let reached = poll_until(Duration::from_secs(20), || {
             let out = self.oci(&["state", &self.id]);
-            let s = if out.code == 0 {
+            s = if out.code == 0 {
                 serde_json::from_str::<Value>(&out.stdout).unwrap()["status"].as_str().unwrap().to_string()
             } else {
                 out.stderr.trim().to_string()
             };
-            if s == want {
-                return;
-            }
-            assert!(Instant::now() < deadline, "container {} stayed {s}, expected {want}", self.id);
-            std::thread::sleep(Duration::from_millis(10));
-        }
+            s == want
+        });
+        assert!(reached, "container {} stayed {s}, expected {want}", self.id);
     }
 
     /// Asserts nothing of this container remains: state, cgroups, processes, mounts.
@@ -281,38 +283,29 @@ pub fn has_cgroup2_mount() -> bool {
     read("/proc/self/mountinfo").lines().any(|l| l.split(" - ").nth(1).is_some_and(|f| f.starts_with("cgroup2 ")))
 }
 
-/// The suite's closing check: nothing any test started or made remains on the host.
+/// The suite's closing check: nothing any test started or made remains on the host. The
+/// shared check (processes in the suite's cgroups or naming its directory, mounts under it,
+/// cgroups under its parent in every hierarchy, the tests' runtime state), and mounts made
+/// elsewhere from something in its directory. The suite's cgroups are removed after (a peer
+/// runtime's failed creates leave empty ones), so the host is left clean all the same.
 pub fn check_leaks() -> Vec<String> {
     let s = suite();
-    let mut leaks = Vec::new();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    for line in mounts.lines().filter(|l| l.contains(s.dir.to_str().unwrap())) {
-        leaks.push(format!("mount: {line}"));
-    }
-    for pid in processes_in_cgroups(&s.cgroup_prefix) {
-        leaks.push(format!("process {pid} in a test cgroup"));
-    }
-    for h in hierarchies() {
-        let parent = Path::new("/sys/fs/cgroup").join(&h).join(&s.cgroup_prefix);
-        if let Ok(entries) = std::fs::read_dir(&parent) {
-            for e in entries.flatten().filter(|e| e.path().is_dir()) {
-                leaks.push(format!("cgroup {}", e.path().display()));
-                // Reported; an empty one is removed (a peer runtime's failed creates leave
-                // theirs), so the host is left clean all the same.
-                let _ = std::fs::remove_dir(e.path());
-            }
-            // The per-suite parent directories are the harness's to remove.
-            let _ = std::fs::remove_dir(&parent);
+    let state_roots = std::fs::read_dir(&s.dir).unwrap().flatten().map(|e| e.path().join("state")).collect();
+    let scope = berth_testkit::leaks::Scope {
+        dir: s.dir.clone(),
+        cgroup: s.cgroup_prefix.clone(),
+        state_roots,
+        settle: Duration::from_secs(10),
+        ..Default::default()
+    };
+    let mut leaks = berth_testkit::leaks::leaks(&scope);
+    let dir = s.dir.to_str().unwrap();
+    for line in read("/proc/self/mountinfo").lines().filter(|l| l.contains(dir)) {
+        if !line.split(' ').nth(4).is_some_and(|point| point.contains(dir)) {
+            leaks.push(format!("mount from the suite's directory: {line}"));
         }
     }
-    for e in std::fs::read_dir(&s.dir).unwrap().flatten() {
-        let state = e.path().join("state");
-        if let Ok(entries) = std::fs::read_dir(&state) {
-            for c in entries.flatten() {
-                leaks.push(format!("state directory {}", c.path().display()));
-            }
-        }
-    }
+    berth_testkit::host::remove_cgroups(&s.cgroup_prefix);
     leaks
 }
 
@@ -344,7 +337,7 @@ impl Ctr {
     /// Bind-mounts the probe at /probe.
     pub fn with_probe(&mut self) -> &mut Ctr {
         let probe = probe().to_path_buf();
-        self.config()["mounts"].as_array_mut().unwrap().push(
+        self.mounts().push(
             serde_json::json!({"destination": "/probe", "type": "bind", "source": probe, "options": ["bind", "ro"]}),
         );
         self
@@ -364,23 +357,13 @@ pub fn read(path: impl AsRef<Path>) -> String {
 /// Waits until process `pid` has a handler for `sig` (a shell's trap is installed): sending it
 /// before then would kill the process instead.
 pub fn wait_for_handler(pid: i32, sig: i32) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    wait_until(&format!("process {pid} to catch signal {sig}"), Duration::from_secs(30), || {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let caught = status
             .lines()
             .find_map(|l| l.strip_prefix("SigCgt:"))
             .map(|m| u64::from_str_radix(m.trim(), 16).unwrap_or(0))
             .unwrap_or(0);
-        if caught & (1 << (sig - 1)) != 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "process {pid} never caught signal {sig}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-#[track_caller]
-pub fn assert_contains(haystack: &str, needle: &str) {
-    assert!(haystack.contains(needle), "expected {needle:?} in:\n{haystack}");
+        caught & (1 << (sig - 1)) != 0
+    });
 }
