@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_testkit::callers::Containerd;
 
@@ -39,17 +39,15 @@ fn setup() -> Result<Env, String> {
     let daemon = spawn(&mut containerd.daemon(), None);
     let daemon_pid = daemon.pid;
     *DAEMON.lock().unwrap() = Some(daemon);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if containerd.socket.exists() && run(containerd.ctr(NAMESPACE).arg("version")).code == 0 {
-            break;
-        }
+    let mut serving = false;
+    poll_until(Duration::from_secs(60), || {
+        serving = containerd.socket.exists() && run(containerd.ctr(NAMESPACE).arg("version")).code == 0;
         // SAFETY: signal 0 only checks that our child is still there.
-        if unsafe { libc::kill(daemon_pid as i32, 0) } != 0 || Instant::now() > deadline {
-            let log = DAEMON.lock().unwrap().take().map(|d| d.wait(Duration::from_secs(10)).stderr);
-            return Err(format!("containerd did not start: {log:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        serving || unsafe { libc::kill(daemon_pid as i32, 0) } != 0
+    });
+    if !serving {
+        let log = DAEMON.lock().unwrap().take().map(|d| d.wait(Duration::from_secs(10)).stderr);
+        return Err(format!("containerd did not start: {log:?}"));
     }
     let out = run(containerd.ctr(NAMESPACE).args(["images", "import"]).arg(crate::busybox_archive()));
     if out.code != 0 {
@@ -141,17 +139,11 @@ fn assert_runs_under_berth_oci(id: &str) {
 fn assert_gone(id: &str) {
     assert_container_gone(&runtime_root().unwrap(), id, id);
     let bundle = env().containerd.bundle(NAMESPACE, id);
-    eventually(&format!("task bundle {} removed", bundle.display()), || !bundle.exists());
+    wait_until(&format!("task bundle {} removed", bundle.display()), SETTLE, || !bundle.exists());
     let listed = run(&mut ctr(&["container", "ls", "--quiet"])).ok("ctr container ls").stdout;
     assert!(!listed.lines().any(|l| l == id), "containerd still lists {id}");
     let shim = format!("-id {id} ");
-    eventually(&format!("the shim of {id} exited"), || processes_mentioning(&shim).is_empty());
-}
-
-fn sync_dir(id: &str) -> PathBuf {
-    let d = suite().dir.join(format!("sync-{id}"));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    wait_until(&format!("the shim of {id} exited"), SETTLE, || processes_mentioning(&shim).is_empty());
 }
 
 // ------------------------------------------------------------------------------------- tests
@@ -268,7 +260,7 @@ pub fn detached_exec_kill_delete() {
     assert_eq!(runtime_state(&runtime_root().unwrap(), &id).unwrap().0, "running");
 
     run(&mut ctr(&["task", "kill", &id])).ok("ctr task kill");
-    eventually("the task stopped", || task(&id).is_some_and(|(_, s)| s == "STOPPED"));
+    wait_until("the task stopped", SETTLE, || task(&id).is_some_and(|(_, s)| s == "STOPPED"));
     let out = run(&mut ctr(&["task", "delete", &id])).ok("ctr task delete");
     assert_contains(&out.stderr, "exit code 7");
     run(&mut ctr(&["container", "delete", &id])).ok("ctr container delete");
@@ -284,7 +276,7 @@ pub fn kill_all_and_force_delete() {
     run(&mut cmd).ok("ctr run --detach");
     assert_runs_under_berth_oci(&id);
     run(&mut ctr(&["task", "kill", "--all", "--signal", "KILL", &id])).ok("ctr task kill --all");
-    eventually("the task stopped", || task(&id).is_some_and(|(_, s)| s == "STOPPED"));
+    wait_until("the task stopped", SETTLE, || task(&id).is_some_and(|(_, s)| s == "STOPPED"));
     assert!(processes_in_cgroups(&id).is_empty(), "processes of {id} survived kill --all");
     let out = run(&mut ctr(&["task", "delete", &id])).ok("ctr task delete");
     assert_contains(&out.stderr, "exit code 137");

@@ -42,11 +42,7 @@ pub fn busybox_archive() -> &'static Path {
 
 fn main() {
     let args = Arguments::from_args();
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("berth-oci's callers tests run real containers and must run as root");
-        std::process::exit(1);
-    }
+    berth_testkit::host::require_root("berth-oci's callers tests run real containers and must run as root");
     support::init();
     // While we are the only thread.
     if let Err(e) = berth_testkit::callers::private_run(&support::suite().dir) {
@@ -54,7 +50,8 @@ fn main() {
         clean_up();
         std::process::exit(1);
     }
-    support::start_reaper();
+    // conmon double-forks and the shims daemonize: they come back to the suite's reaper.
+    berth_testkit::children::become_subreaper(&support::suite().dir);
     let tests = trials![
         podman::run_foreground,
         podman::run_exit_codes_and_errors,
@@ -72,13 +69,7 @@ fn main() {
     containerd::shutdown();
     let leaks = check_leaks();
     clean_up();
-    if !leaks.is_empty() {
-        eprintln!("LEAKS after the suite (it left these behind; now removed):");
-        for l in &leaks {
-            eprintln!("  {l}");
-        }
-        std::process::exit(1);
-    }
+    berth_testkit::leaks::fail_on(&leaks, "; now removed");
     conclusion.exit();
 }
 

@@ -89,13 +89,6 @@ fn assert_gone(id: &str) {
     assert_container_gone(runtime_root(), id, &format!("libpod-{id}"));
 }
 
-/// A directory shared with a container, through which it says it started and is told to go on.
-fn sync_dir(name: &str) -> std::path::PathBuf {
-    let d = suite().dir.join(format!("sync-{name}"));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 // ------------------------------------------------------------------------------------- tests
 
 /// `podman run --rm` in the foreground: output, exit code, and removal.
@@ -160,7 +153,7 @@ pub fn run_interactive_tty() {
     term.resize(50, 132);
     // SIGWINCH goes to podman, which has conmon resize the container's pty: ask until it shows.
     let mut asked = 0;
-    eventually("the container's terminal follows a resize", || {
+    wait_until("the container's terminal to follow a resize", SETTLE, || {
         if asked % 10 == 0 {
             term.write("echo \"r=$(stty size)\"\n");
         }
@@ -246,7 +239,7 @@ pub fn stop_kill_pause_update() {
     run(&mut podman(&["update", "--memory", "64m", "--cpu-shares", "512", &name])).ok("podman update");
     assert_eq!(cgroup_value(&id, "memory", "memory.limit_in_bytes", "memory.max"), "67108864");
     // v2: runc's conversion of shares to a weight, 1 + (512 - 2) * 9999 / 262142
-    assert_eq!(cgroup_value(&id, "cpu", "cpu.shares", "cpu.weight"), if cgroup2() { "20" } else { "512" });
+    assert_eq!(cgroup_value(&id, "cpu", "cpu.shares", "cpu.weight"), if is_cgroup2() { "20" } else { "512" });
 
     run(&mut podman(&["stop", "--time", "1", &name])).ok("podman stop");
     assert_eq!(inspect(&name, "{{.State.Status}} {{.State.ExitCode}}"), "exited 137");
@@ -255,18 +248,10 @@ pub fn stop_kill_pause_update() {
     assert_gone(&id);
 }
 
-fn cgroup2() -> bool {
-    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
-}
-
 /// A limit in the container's cgroup, read on the host (v1 file in its hierarchy, or the v2 file).
 fn cgroup_value(id: &str, hierarchy: &str, v1_file: &str, v2_file: &str) -> String {
-    let rel = format!("{}/libpod-{id}", suite().cgroup_prefix);
-    let path = if cgroup2() {
-        Path::new("/sys/fs/cgroup").join(rel).join(v2_file)
-    } else {
-        Path::new("/sys/fs/cgroup").join(hierarchy).join(rel).join(v1_file)
-    };
+    let dir = berth_testkit::host::cgroup_path(hierarchy, &format!("{}/libpod-{id}", suite().cgroup_prefix));
+    let path = dir.join(if is_cgroup2() { v2_file } else { v1_file });
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).trim().to_string()
 }
 
