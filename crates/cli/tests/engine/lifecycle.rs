@@ -37,7 +37,7 @@ pub fn foreground_run_forwards_signals() {
             args.push("-i");
         }
         args.extend([IMAGE, "sh", "-c", script]);
-        let (p, stdin) = spawn_open_stdin(&mut berth_cmd(&suite().root, &args));
+        let (p, stdin) = spawn_with_stdin_pipe(&mut berth_cmd(&suite().root, &args));
         wait_until("the container's start", Duration::from_secs(20), || berth(&["logs", &n]).stdout.contains("ready"));
         // SAFETY: the berth process this test spawned, by pid.
         unsafe { libc::kill(p.pid as i32, sig) };
@@ -239,31 +239,33 @@ pub fn interactive_stdin_and_terminal() {
 pub fn terminals_sizes_and_keys() {
     const SCRIPT: &str = "stty size; while [ \"$(stty size)\" != \"40 120\" ]; do sleep 0.05; done; \
                           echo resized; read x; echo \"got $x\"; exit 3";
-    let t = Duration::from_secs(20);
-    let (p, mut pty) = spawn_on_pty(&["run", "-it", "--rm", IMAGE, "sh", "-c", SCRIPT], 30, 100);
-    pty.expect("30 100", t);
-    pty.resize(40, 120);
-    pty.expect("resized", t);
-    pty.send("hello\r");
-    pty.expect("got hello", t);
-    assert_eq!(p.wait(t).code, 3, "run -it: {:?}", pty.seen);
+    let term = berth_on_terminal(&["run", "-it", "--rm", IMAGE, "sh", "-c", SCRIPT], 30, 100);
+    term.wait_for("30 100");
+    term.resize(40, 120);
+    term.wait_for("resized");
+    term.write("hello\r");
+    term.wait_for("got hello");
+    let (code, shown) = term.wait();
+    assert_eq!(code, 3, "run -it: {shown:?}");
     let n = name("tty");
     let _c = Cleanup(vec![n.clone()]);
     berth(&["run", "-d", "-it", "--name", &n, IMAGE, "sh"]).ok("run -d -it");
     // exec -it
-    let (p, mut pty) = spawn_on_pty(&["exec", "-it", &n, "sh", "-c", SCRIPT], 31, 101);
-    pty.expect("31 101", t);
-    pty.resize(40, 120);
-    pty.expect("resized", t);
-    pty.send("there\r");
-    pty.expect("got there", t);
-    assert_eq!(p.wait(t).code, 3, "exec -it: {:?}", pty.seen);
+    let term = berth_on_terminal(&["exec", "-it", &n, "sh", "-c", SCRIPT], 31, 101);
+    term.wait_for("31 101");
+    term.resize(40, 120);
+    term.wait_for("resized");
+    term.write("there\r");
+    term.wait_for("got there");
+    let (code, shown) = term.wait();
+    assert_eq!(code, 3, "exec -it: {shown:?}");
     // attach to the container's shell: the size of the attaching terminal, then keys.
-    let (p, mut pty) = spawn_on_pty(&["attach", &n], 33, 90);
-    pty.send("stty size; echo at-$((6*7)); exit 5\r");
-    pty.expect("33 90", t);
-    pty.expect("at-42", t);
-    assert_eq!(p.wait(t).code, 5, "attach: {:?}", pty.seen);
+    let term = berth_on_terminal(&["attach", &n], 33, 90);
+    term.write("stty size; echo at-$((6*7)); exit 5\r");
+    term.wait_for("33 90");
+    term.wait_for("at-42");
+    let (code, shown) = term.wait();
+    assert_eq!(code, 5, "attach: {shown:?}");
 }
 
 pub fn attach_to_a_running_container() {

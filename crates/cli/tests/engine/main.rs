@@ -17,11 +17,7 @@ use libtest_mimic::Arguments;
 
 fn main() {
     let args = Arguments::from_args();
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("the engine tests run real containers and must run as root");
-        std::process::exit(1);
-    }
+    berth_testkit::host::require_root("the engine tests run real containers and must run as root");
     let tests = trials![
         lifecycle::run_foreground_exit_codes_and_streams,
         lifecycle::foreground_run_forwards_signals,
@@ -65,15 +61,7 @@ fn main() {
     ];
     support::init();
     let conclusion = libtest_mimic::run(&args, tests);
-    let leaks = support::check_leaks();
-    if leaks.is_empty() {
-        support::cleanup_suite_dir();
-    } else {
-        eprintln!("LEAKS after the suite (it left these behind):");
-        for l in &leaks {
-            eprintln!("  {l}");
-        }
-        std::process::exit(1);
-    }
+    berth_testkit::leaks::fail_on(&support::check_leaks(), "");
+    support::cleanup_suite_dir();
     conclusion.exit();
 }

@@ -6,18 +6,9 @@ use std::time::Duration;
 
 use crate::support::*;
 
+/// The iptables rules (filter and nat) that mention `s`.
 pub fn iptables_mentions(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for t in ["filter", "nat"] {
-        out.extend(
-            run(Command::new("iptables").args(["-t", t, "-S"]))
-                .stdout
-                .lines()
-                .filter(|l| l.contains(s))
-                .map(str::to_string),
-        );
-    }
-    out
+    iptables_rules().into_iter().map(|(_, rule)| rule).filter(|l| l.contains(s)).collect()
 }
 
 pub fn published_ports_on_localhost() {

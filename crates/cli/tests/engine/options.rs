@@ -196,7 +196,7 @@ pub fn resources_and_oom() {
     let id = inspect(&n)["Id"].as_str().unwrap().to_string();
     let read =
         |h: &str, f: &str| std::fs::read_to_string(container_cgroup(h, &id).join(f)).map(|s| s.trim().to_string());
-    if pure_cgroup2() {
+    if is_cgroup2() {
         assert_eq!(read("", "memory.max").unwrap(), "67108864");
         assert_eq!(read("", "cpu.max").unwrap(), "50000 100000");
     } else {
@@ -207,7 +207,7 @@ pub fn resources_and_oom() {
     assert_eq!(read("pids", "pids.max").unwrap(), "20");
     // docker's default swap limit: as much swap as memory, where the kernel accounts swap.
     let (memsw, swap_max) = (read("memory", "memory.memsw.limit_in_bytes"), read("", "memory.swap.max"));
-    match (pure_cgroup2(), memsw, swap_max) {
+    match (is_cgroup2(), memsw, swap_max) {
         (false, Ok(v), _) => assert_eq!(v, "134217728"),
         (true, _, Ok(v)) => assert_eq!(v, "67108864"),
         _ => {} // no swap accounting on this host: no swap limit can be set

@@ -1,13 +1,14 @@
 //! The engine suite's harness: one temp store root with the test images, a configuration that
 //! gives the suite its own cgroup parent, default network (bridge name and subnet) and
-//! berth-init; a reaper (the suite is the subreaper of every monitor it starts); command
-//! helpers; and the leak check that ends the suite.
+//! berth-init; `berth` commands; and the leak check that ends the suite. The reaper (the suite
+//! is the subreaper of every monitor it starts), waiting, terminals and the leak check's core
+//! are berth_testkit's, shared with the other suites.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -42,10 +43,6 @@ fn target_dir() -> PathBuf {
     exe.parent().unwrap().parent().unwrap().parent().unwrap().to_path_buf()
 }
 
-fn workspace_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().parent().unwrap().to_path_buf()
-}
-
 /// A /24 that no host route overlaps: in 10.231.0.0/16, else (a route such as a VPN's
 /// 10.0.0.0/8 covers all of it) in 172.31.0.0/16 or 192.168.0.0/16.
 pub fn free_subnet(seed: u32) -> String {
@@ -71,22 +68,12 @@ pub fn free_subnet(seed: u32) -> String {
     panic!("no /24 free of host routes in 10.231/16, 172.31/16 or 192.168/16 for the test network");
 }
 
+/// The iptables chains of the filter and nat tables.
 fn iptables_chains() -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for table in ["filter", "nat"] {
-        let o = if SUITE.get().is_some() {
-            run(Command::new("iptables").args(["-t", table, "-S"])).stdout
-        } else {
-            let o = Command::new("iptables").args(["-t", table, "-S"]).output().expect("iptables (make deps)");
-            String::from_utf8_lossy(&o.stdout).into_owned()
-        };
-        for l in o.lines() {
-            if let Some(c) = l.strip_prefix("-N ") {
-                out.push((table.to_string(), c.to_string()));
-            }
-        }
-    }
-    out
+    iptables_rules()
+        .into_iter()
+        .filter_map(|(table, rule)| Some((table, rule.strip_prefix("-N ")?.to_string())))
+        .collect()
 }
 
 pub fn init() {
@@ -107,7 +94,7 @@ pub fn init() {
     let init = target.join("init/release/berth-init");
     let st = Command::new(env!("CARGO"))
         .args(["build", "--quiet", "--release", "--manifest-path"])
-        .arg(workspace_dir().join("crates/init/Cargo.toml"))
+        .arg(berth_testkit::workspace_root().join("crates/init/Cargo.toml"))
         .arg("--target-dir")
         .arg(target.join("init"))
         .status()
@@ -120,12 +107,10 @@ pub fn init() {
     // A runtime handler from berth.toml: runc behind a wrapper that reports neither seccomp
     // nor exec (how the engine treats a runtime that lacks them).
     let limited = dir.join("limited-runtime");
-    std::fs::write(
+    write_script(
         &limited,
         "#!/bin/sh\ncase \"$1\" in features|exec) echo \"limited: no $1\" >&2; exit 1;; --version) echo limited 0.1; exit 0;; esac\nexec runc \"$@\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&limited, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    );
     let config = dir.join("berth.toml");
     std::fs::write(
         &config,
@@ -136,6 +121,8 @@ pub fn init() {
         ),
     )
     .unwrap();
+    // Monitors (double-forked by berth) are re-parented to us.
+    berth_testkit::children::become_subreaper(&dir);
     let before = iptables_chains();
     let ip_forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default().trim().to_string();
     let root = dir.join("root");
@@ -154,8 +141,6 @@ pub fn init() {
         })
         .ok()
         .expect("init once");
-    // Monitors (double-forked by berth) are re-parented to us.
-    berth_testkit::children::become_subreaper(&suite().dir);
     import_images(&suite().root);
 }
 
@@ -211,17 +196,11 @@ pub fn import_images(root: &Path) {
 
 // ------------------------------------------------------------------------------------- processes
 
-pub use berth_testkit::children::{Output, Spawned};
-
-/// Spawns with stdout/stderr to files (a monitor may hold inherited descriptors long after).
-pub fn spawn(cmd: &mut Command, stdin: Option<Vec<u8>>) -> Spawned {
-    berth_testkit::children::spawn(cmd, stdin)
-}
-
-/// Spawns with a stdin pipe the caller holds open (and closes by dropping).
-pub fn spawn_open_stdin(cmd: &mut Command) -> (Spawned, std::process::ChildStdin) {
-    berth_testkit::children::spawn_with_stdin_pipe(cmd)
-}
+pub use berth_testkit::check::wait_until;
+pub use berth_testkit::children::{run, spawn, spawn_with_stdin_pipe, Output};
+pub use berth_testkit::host::{is_cgroup2, write_script};
+pub use berth_testkit::leaks::iptables_rules;
+pub use berth_testkit::terminal::Terminal;
 
 pub fn berth_cmd(root: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(&suite().berth);
@@ -231,7 +210,7 @@ pub fn berth_cmd(root: &Path, args: &[&str]) -> Command {
 }
 
 pub fn berth_in(root: &Path, args: &[&str]) -> Output {
-    spawn(&mut berth_cmd(root, args), None).wait(Duration::from_secs(120))
+    run(&mut berth_cmd(root, args))
 }
 
 pub fn berth(args: &[&str]) -> Output {
@@ -239,11 +218,7 @@ pub fn berth(args: &[&str]) -> Output {
 }
 
 pub fn berth_stdin(args: &[&str], input: &[u8]) -> Output {
-    spawn(&mut berth_cmd(&suite().root, args), Some(input.to_vec())).wait(Duration::from_secs(120))
-}
-
-pub fn run(cmd: &mut Command) -> Output {
-    spawn(cmd, None).wait(Duration::from_secs(60))
+    berth_testkit::children::run_with_stdin(&mut berth_cmd(&suite().root, args), input)
 }
 
 pub fn inspect(name: &str) -> Value {
@@ -268,14 +243,6 @@ impl Drop for Cleanup {
     }
 }
 
-pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// An HTTP GET on 127.0.0.1:port; the body.
 pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
     use std::io::Read;
@@ -288,18 +255,9 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
     Ok(r.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(r))
 }
 
-/// The host has the one unified hierarchy (pure cgroup v2) rather than v1 controllers.
-pub fn pure_cgroup2() -> bool {
-    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
-}
-
 /// A container's cgroup: in the v1 `hierarchy`, or on a pure v2 host its one directory.
 pub fn container_cgroup(hierarchy: &str, id: &str) -> PathBuf {
-    if pure_cgroup2() {
-        PathBuf::from(format!("/sys/fs/cgroup{}/{id}", suite().cgroup_parent))
-    } else {
-        PathBuf::from(format!("/sys/fs/cgroup/{hierarchy}{}/{id}", suite().cgroup_parent))
-    }
+    berth_testkit::host::cgroup_path(hierarchy, &format!("{}/{id}", suite().cgroup_parent))
 }
 
 // ---------------------------------------------------------------------------------- the end
@@ -337,8 +295,7 @@ pub fn check_leaks() -> Vec<String> {
         if before.contains(&(table.clone(), chain.clone())) || !chain.starts_with("CNI-") {
             continue;
         }
-        let text = run(Command::new("iptables").args(["-t", &table, "-S"])).stdout;
-        for l in text.lines() {
+        for (_, l) in iptables_rules().into_iter().filter(|(t, _)| *t == table) {
             if l.ends_with(&format!("-j {chain}")) && !l.starts_with(&format!("-A {chain} ")) {
                 let del = shell_words(&l.replacen("-A ", "-D ", 1));
                 run(Command::new("iptables").args(["-t", &table]).args(&del)).ok("iptables -D");
@@ -394,54 +351,7 @@ pub fn cleanup_suite_dir() {
 
 // ------------------------------------------------------------------------------ terminals
 
-/// The test's side of a pseudo-terminal whose other side is a `berth` command's terminal.
-pub struct Pty {
-    master: std::fs::File,
-    pub seen: String,
-}
-
-/// Spawns `berth args` on a new pty of `rows` x `cols`, in a session of its own with the pty
-/// as its controlling terminal (so a resize signals it, as a terminal emulator's would).
-pub fn spawn_on_pty(args: &[&str], rows: u16, cols: u16) -> (Spawned, Pty) {
-    let cmd = berth_cmd(&suite().root, args);
-    let (spawned, master) = berth_testkit::children::spawn_on_pty(cmd, rows, cols);
-    (spawned, Pty { master, seen: String::new() })
-}
-
-impl Pty {
-    /// Reads the terminal's output until it contains `needle` (everything read is in `seen`).
-    #[track_caller]
-    pub fn expect(&mut self, needle: &str, timeout: Duration) {
-        use std::io::Read;
-        use std::os::fd::AsRawFd;
-        let deadline = Instant::now() + timeout;
-        let mut buf = [0u8; 4096];
-        while !self.seen.contains(needle) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out waiting for {needle:?} on the terminal; saw {:?}", self.seen);
-            let mut p = libc::pollfd { fd: self.master.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-            // SAFETY: poll on one valid descriptor.
-            if unsafe { libc::poll(&mut p, 1, left.as_millis().min(100) as i32) } <= 0 {
-                continue;
-            }
-            match self.master.read(&mut buf) {
-                Ok(0) | Err(_) => {
-                    assert!(self.seen.contains(needle), "the terminal closed before {needle:?}; saw {:?}", self.seen);
-                }
-                Ok(n) => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-            }
-        }
-    }
-
-    pub fn send(&mut self, text: &str) {
-        self.master.write_all(text.as_bytes()).unwrap();
-    }
-
-    /// Resizes the terminal (the kernel signals SIGWINCH to its foreground process group).
-    pub fn resize(&self, rows: u16, cols: u16) {
-        use std::os::fd::AsRawFd;
-        let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
-        // SAFETY: TIOCSWINSZ on our master with a valid winsize.
-        assert_eq!(unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) }, 0);
-    }
+/// `berth args` on a new terminal of `rows` x `cols` (see berth_testkit::terminal).
+pub fn berth_on_terminal(args: &[&str], rows: u16, cols: u16) -> Terminal {
+    Terminal::spawn(berth_cmd(&suite().root, args), rows, cols)
 }
