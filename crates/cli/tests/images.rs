@@ -6,8 +6,10 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use berth_testkit::check::{poll_until, wait_until};
+use berth_testkit::host::xattr;
 use berth_testkit::image::{build_fixtures, compress, Fixtures};
 use berth_testkit::registry::{put_manifest, skopeo, skopeo_push, AfterBudget, Proxy, Registry};
 use serde_json::Value;
@@ -91,17 +93,6 @@ impl Env {
         let (out, _) = self.ok_in(root, &["images", "--format", "json"]);
         serde_json::from_str::<Vec<Value>>(&out).unwrap()
     }
-}
-
-fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    let mut buf = vec![0u8; 64];
-    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (r >= 0).then(|| {
-        buf.truncate(r as usize);
-        buf
-    })
 }
 
 fn layer_dir(root: &Path, chain: &str) -> PathBuf {
@@ -541,14 +532,6 @@ fn big_image_env() -> (Env, Proxy, String) {
     (env, proxy, src)
 }
 
-fn wait_for(what: &str, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn cli_stalled_download_times_out_then_resumes() {
     let (env, proxy, src) = big_image_env();
@@ -578,14 +561,11 @@ fn cli_stalled_download_times_out_then_resumes() {
 /// registry dripping bytes used to keep a pull alive for ever), and returns its stderr.
 fn pull_must_give_up(env: &Env, root: &Path, src: &str) -> String {
     let mut child = env.cmd(root, &["pull", src]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let guard = Instant::now() + Duration::from_secs(120);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > guard {
-            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-            child.wait().unwrap();
-            panic!("berth pull {src} was never cut off by a dripping registry");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if !poll_until(Duration::from_secs(120), || child.try_wait().unwrap().is_some()) {
+        // SAFETY: kill by pid of our own unreaped child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        child.wait().unwrap();
+        panic!("berth pull {src} was never cut off by a dripping registry");
     }
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success(), "the pull through a dripping registry succeeded");
@@ -639,7 +619,7 @@ fn cli_registry_stopped_mid_layer_then_pull_completes() {
     env.write_config("retries = 1\nstall-timeout = 5\n");
     proxy.limit_blob_bytes(250_000, AfterBudget::Stall);
     let child = env.cmd(&env.root(), &["pull", &src]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    wait_for("the transfer to stall", || proxy.has_stalled());
+    wait_until("the transfer to stall", Duration::from_secs(60), || proxy.has_stalled());
     env.registry.stop();
     proxy.cut_stalled();
     let out = child.wait_with_output().unwrap();
@@ -659,7 +639,7 @@ fn cli_killed_pull_leaves_consistent_store() {
     let (env, proxy, src) = big_image_env();
     proxy.limit_blob_bytes(150_000, AfterBudget::Stall);
     let mut child = env.cmd(&env.root(), &["pull", &src]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    wait_for("the transfer to stall", || proxy.has_stalled());
+    wait_until("the transfer to stall", Duration::from_secs(60), || proxy.has_stalled());
     // The proxy has sent its budget; wait until berth has it in the ingest (on a loaded
     // machine it may still be in the socket when the stall is seen).
     let ingest = env.root().join("content/ingest");
@@ -670,7 +650,7 @@ fn cli_killed_pull_leaves_consistent_store() {
             .map(|m| m.len())
             .sum()
     };
-    wait_for("the partial download to reach the ingest", || partial() >= 100_000);
+    wait_until("the partial download to reach the ingest", Duration::from_secs(60), || partial() >= 100_000);
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
     assert_consistent_empty(&env, &env.root());

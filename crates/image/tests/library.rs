@@ -9,16 +9,12 @@ use berth_image::auth::AuthFile;
 use berth_image::pull::{pull, NoProgress, PullOptions};
 use berth_image::spec::{runtime_defaults, Overrides};
 use berth_image::{Config, Store};
+use berth_testkit::host::{is_mounted, UnmountOnDrop};
 use berth_testkit::image::build_fixtures;
 use berth_testkit::registry::{skopeo_push, Registry};
 
 fn config(driver: &str) -> Config {
     Config::parse(&format!("[storage]\ndriver = \"{driver}\"\n"), Path::new("test")).unwrap()
-}
-
-fn is_mounted(p: &Path) -> bool {
-    let want = p.to_string_lossy().into_owned();
-    fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
 }
 
 /// The merged view of the `multi` fixture: whiteouts hide, opaque directories replace.
@@ -40,20 +36,6 @@ fn check_merged_view(rootfs: &Path) {
         fs::metadata(rootfs.join("data/hard1")).unwrap().ino(),
         fs::metadata(rootfs.join("data/hard2")).unwrap().ino()
     );
-}
-
-/// Detaches any mount left under the temp dir if the test fails half-way.
-struct UnmountOnDrop(std::path::PathBuf);
-
-impl Drop for UnmountOnDrop {
-    fn drop(&mut self) {
-        let prefix = self.0.to_string_lossy().into_owned();
-        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for m in mounts.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&prefix)) {
-            let c = std::ffi::CString::new(m).unwrap();
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
-    }
 }
 
 #[test]

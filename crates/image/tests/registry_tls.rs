@@ -14,39 +14,17 @@ use std::time::Duration;
 use berth_image::auth::Credentials;
 use berth_image::registry::Client;
 use berth_image::Config;
-
-/// Reads a request head (up to the empty line).
-fn read_head(s: &mut impl Read) -> io::Result<String> {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if s.read(&mut b)? == 0 {
-            break;
-        }
-        head.push(b[0]);
-    }
-    Ok(String::from_utf8_lossy(&head).into_owned())
-}
-
-fn respond(s: &mut impl Write, status: &str, headers: &[String]) -> io::Result<()> {
-    let mut r = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n");
-    for h in headers {
-        r.push_str(h);
-        r.push_str("\r\n");
-    }
-    r.push_str("\r\n");
-    s.write_all(r.as_bytes())?;
-    s.flush()
-}
+use berth_testkit::registry::http::{header, read_head, respond};
 
 /// Over TLS: 401 (basic) without credentials, then a redirect to plain HTTP on the same port.
-fn serve_tls(mut s: impl Read + Write, port: u16) -> io::Result<()> {
-    let head = read_head(&mut s)?;
-    let path = head.split(' ').nth(1).unwrap_or("/").to_string();
-    if !head.to_ascii_lowercase().contains("\r\nauthorization:") {
-        return respond(&mut s, "401 Unauthorized", &["WWW-Authenticate: Basic realm=\"tls-test\"".into()]);
+fn serve_tls(s: impl Read + Write, port: u16) -> io::Result<()> {
+    let mut s = BufReader::new(s);
+    let head = read_head(&mut s)?.unwrap_or_default();
+    let path = head.first().and_then(|l| l.split(' ').nth(1)).unwrap_or("/").to_string();
+    if header(&head, "Authorization").is_none() {
+        return respond(s.get_mut(), "401 Unauthorized", &["WWW-Authenticate: Basic realm=\"tls-test\"".into()], "");
     }
-    respond(&mut s, "302 Found", &[format!("Location: http://127.0.0.1:{port}{path}")])
+    respond(s.get_mut(), "302 Found", &[format!("Location: http://127.0.0.1:{port}{path}")], "")
 }
 
 fn handle(mut c: TcpStream, tls: Arc<rustls::ServerConfig>, port: u16, plain: &Mutex<Vec<String>>) -> io::Result<()> {
@@ -58,8 +36,8 @@ fn handle(mut c: TcpStream, tls: Arc<rustls::ServerConfig>, port: u16, plain: &M
         let conn = rustls::ServerConnection::new(tls).map_err(io::Error::other)?;
         serve_tls(rustls::StreamOwned::new(conn, c), port)
     } else {
-        plain.lock().unwrap().push(read_head(&mut c)?);
-        respond(&mut c, "404 Not Found", &[])
+        plain.lock().unwrap().push(read_head(&mut BufReader::new(&c))?.unwrap_or_default().join("\n"));
+        respond(&mut c, "404 Not Found", &[], "")
     }
 }
 

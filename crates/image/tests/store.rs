@@ -96,21 +96,18 @@ fn names_resolve_before_id_prefixes() {
 /// Waits until a thread of this process is blocked in flock on the file `inode`.
 fn wait_for_blocked_flock(inode: u64) {
     let pid = std::process::id().to_string();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let locks = fs::read_to_string("/proc/locks").unwrap();
-        if locks.lines().any(|l| {
+    let mut locks = String::new();
+    let blocked = berth_testkit::check::poll_until(std::time::Duration::from_secs(60), || {
+        locks = fs::read_to_string("/proc/locks").unwrap();
+        locks.lines().any(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             f.get(1) == Some(&"->")
                 && f.contains(&"FLOCK")
                 && f.contains(&pid.as_str())
                 && f.iter().any(|x| x.rsplit(':').next() == Some(&inode.to_string()))
-        }) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "no blocked flock appeared:\n{locks}");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+        })
+    });
+    assert!(blocked, "no blocked flock appeared:\n{locks}");
 }
 
 #[test]

@@ -5,20 +5,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use berth_storage::{unpack, Compression, Driver, OverlayMount, Snapshotter};
+use berth_testkit::host::{kernel_at_least, UnmountOnDrop};
 use berth_testkit::image::LayerBuilder;
-
-struct UnmountOnDrop(PathBuf);
-
-impl Drop for UnmountOnDrop {
-    fn drop(&mut self) {
-        let prefix = self.0.to_string_lossy().into_owned();
-        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for m in mounts.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&prefix)) {
-            let c = std::ffi::CString::new(m).unwrap();
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
-    }
-}
 
 fn layer(dir: &Path, b: LayerBuilder) -> PathBuf {
     fs::create_dir_all(dir).unwrap();
@@ -116,12 +104,6 @@ fn snapshot_of_a_few_layers_mounts() {
     let rootfs = snaps.prepare("s", &lowers, Driver::Overlay).unwrap();
     assert!(rootfs.join("f0").exists() && rootfs.join("f1").exists());
     snaps.remove("s").unwrap();
-}
-
-fn kernel_at_least(major: u32, minor: u32) -> bool {
-    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let mut v = release.trim().split(['.', '-']).map(|x| x.parse::<u32>().unwrap_or(0));
-    (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (major, minor)
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use berth_storage::{unpack, Compression, Digest};
+use berth_testkit::host::xattr;
 use berth_testkit::image::{compress, Compression as C, LayerBuilder};
 
 const LAYER: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
@@ -213,18 +214,6 @@ fn unpack_regular_layer_with_links_devices_and_metadata() {
         assert_eq!(fs::read(l.join("usr/lib/implicit/parent.txt")).unwrap(), b"parents created");
         assert_eq!(xattr(&l.join("with-xattr"), "user.berth").as_deref(), Some(&b"value"[..]));
     }
-}
-
-fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    let mut buf = vec![0u8; 256];
-    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
-        return None;
-    }
-    buf.truncate(r as usize);
-    Some(buf)
 }
 
 #[test]

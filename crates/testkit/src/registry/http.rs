@@ -1,14 +1,15 @@
-//! The little HTTP/1.1 the proxy and the token server speak: a request or response head, a
-//! header of it, Basic credentials, a whole response.
+//! The little HTTP/1.1 the proxy, the token server and the tests' own loopback servers speak:
+//! a request or response head, a header of it, Basic credentials, a whole response.
 
-use std::io::{self, BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::io::{self, BufRead, Write};
 
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 
-pub(super) fn read_head(r: &mut BufReader<TcpStream>) -> io::Result<Option<Vec<String>>> {
+/// Reads a request's or response's head: its lines up to the empty one, without their line
+/// ends (None: the peer closed before sending any).
+pub fn read_head(r: &mut impl BufRead) -> io::Result<Option<Vec<String>>> {
     let mut lines = Vec::new();
     loop {
         let mut l = String::new();
@@ -23,7 +24,8 @@ pub(super) fn read_head(r: &mut BufReader<TcpStream>) -> io::Result<Option<Vec<S
     }
 }
 
-pub(super) fn header<'a>(head: &'a [String], name: &str) -> Option<&'a str> {
+/// The value of header `name` (any case) in `head`.
+pub fn header<'a>(head: &'a [String], name: &str) -> Option<&'a str> {
     head.iter().skip(1).find_map(|l| {
         let (k, v) = l.split_once(':')?;
         if k.trim().eq_ignore_ascii_case(name) {
@@ -34,7 +36,9 @@ pub(super) fn header<'a>(head: &'a [String], name: &str) -> Option<&'a str> {
     })
 }
 
-pub(super) fn respond(c: &mut TcpStream, status: &str, extra: &[String], body: &str) -> io::Result<()> {
+/// Sends a response with `status`, the `extra` header lines and `body` (its length given, the
+/// connection to be closed), and flushes it.
+pub fn respond(c: &mut impl Write, status: &str, extra: &[String], body: &str) -> io::Result<()> {
     let mut s = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
     for e in extra {
         s.push_str(e);
@@ -42,7 +46,8 @@ pub(super) fn respond(c: &mut TcpStream, status: &str, extra: &[String], body: &
     }
     s.push_str("\r\n");
     s.push_str(body);
-    c.write_all(s.as_bytes())
+    c.write_all(s.as_bytes())?;
+    c.flush()
 }
 
 /// The credentials of an `Authorization: Basic` header of `head`, decoded (as leniently as a

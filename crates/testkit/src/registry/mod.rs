@@ -9,7 +9,7 @@
 //! Processes are stopped by pid and reaped on drop; nothing is left running.
 
 mod client;
-mod http;
+pub mod http;
 mod process;
 mod proxy;
 mod tls;
