@@ -17,17 +17,13 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long berthd may take to exit after SIGTERM/SIGINT before the test fails.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// crictl from `$CRICTL`, else `../shared/bin/crictl` beside the workspace. `None` (after a
 /// loud message) when it is absent; under CI (`CI=true`) its absence fails the test instead.
 pub fn crictl() -> Option<PathBuf> {
     let path = std::env::var_os("CRICTL")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("../shared/bin/crictl"));
+        .unwrap_or_else(|| berth_testkit::workspace_root().join("../shared/bin/crictl"));
     if path.is_file() {
         return Some(path);
     }
@@ -115,21 +111,17 @@ impl Berthd {
         let mut child = self.child.take().expect("berthd runs");
         // SAFETY: kill(2) on the pid of our own unreaped child (it cannot have been reused).
         unsafe { libc::kill(child.id() as i32, signal) };
-        let deadline = std::time::Instant::now() + STOP_TIMEOUT;
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("wait for berthd") {
-                break s;
-            }
-            if std::time::Instant::now() > deadline {
-                unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-                let _ = child.wait();
-                panic!(
-                    "berthd did not exit within {STOP_TIMEOUT:?} of signal {signal}; its stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let mut status = None;
+        if !berth_testkit::check::poll_until(STOP_TIMEOUT, || {
+            status = child.try_wait().expect("wait for berthd");
+            status.is_some()
+        }) {
+            // SAFETY: as above.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+            panic!("berthd did not exit within {STOP_TIMEOUT:?} of signal {signal}; its stderr:\n{}", self.stderr());
+        }
+        let status = status.unwrap();
         // The drain thread ends with the pipe; let it take the last lines.
         std::thread::sleep(Duration::from_millis(50));
         (status, self.stderr())
