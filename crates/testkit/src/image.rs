@@ -317,9 +317,12 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
     Ok(())
 }
 
-/// The busybox rootfs (see `rootfs`) as one layer tarball.
+/// The busybox rootfs (see `rootfs`) as one layer tarball, built in a directory of its own
+/// under `scratch` (tests running at once may each build one there).
 pub fn busybox_layer(scratch: &Path) -> io::Result<Vec<u8>> {
-    let dir = scratch.join("busybox-rootfs");
+    static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = scratch.join(format!("busybox-rootfs-{n}"));
     if dir.exists() {
         fs::remove_dir_all(&dir)?;
     }
