@@ -3,14 +3,22 @@
 
 use std::time::{Duration, Instant};
 
-/// Asks `cond` until it holds; false if `timeout` passed first. The pause between asks grows
-/// from 1 ms to 20 ms: a quick change is seen at once, a slow one costs little.
+/// The pause between two asks of `poll_until` and `wait_until`: what the suites' own loops
+/// waited (a shorter one makes a test act sooner after its condition first holds, which a
+/// test written against this one may not be ready for).
+pub const PAUSE: Duration = Duration::from_millis(20);
+
+/// Asks `cond` every `PAUSE` until it holds; false if `timeout` passed first.
 ///
 /// A caller that wants to say what it saw last keeps it in a variable the closure sets:
 /// `assert!(poll_until(t, || { seen = read(); seen.contains(x) }), "{seen}")`.
-pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub fn poll_until(timeout: Duration, cond: impl FnMut() -> bool) -> bool {
+    poll_every(PAUSE, timeout, cond)
+}
+
+/// Asks `cond` every `pause` until it holds; false if `timeout` passed first.
+pub fn poll_every(pause: Duration, timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(1);
     loop {
         if cond() {
             return true;
@@ -19,7 +27,6 @@ pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
             return false;
         }
         std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 

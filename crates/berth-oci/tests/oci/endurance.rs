@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 
 const CYCLES: usize = 1000;
+/// A thousand cycles: the waits ask every millisecond, for 20 s at most.
+const PAUSE: Duration = Duration::from_millis(1);
 const WAIT: Duration = Duration::from_secs(20);
 
 fn descriptors(pid: i32) -> Vec<String> {
@@ -31,13 +33,14 @@ pub fn thousand_lifecycles_leave_nothing() {
         c.oci(&["start", &c.id]).ok(&format!("start {i}"));
         if i % 100 == 0 {
             // Once the program runs, it holds stdio only.
-            wait_until("the program to start", WAIT, || {
+            let running = poll_every(PAUSE, WAIT, || {
                 std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e.ends_with("busybox"))
             });
+            assert!(running, "cycle {i}: timed out waiting for the program to start");
             assert_eq!(descriptors(pid), ["0", "1", "2"], "cycle {i}: descriptors in the container");
         }
         c.oci(&["kill", &c.id, "KILL"]).ok(&format!("kill {i}"));
-        wait_until("the init to die", WAIT, || is_dead(pid));
+        assert!(poll_every(PAUSE, WAIT, || is_dead(pid)), "cycle {i}: timed out waiting for the init to die");
         c.oci(&["delete", &c.id]).ok(&format!("delete {i}"));
     }
     let elapsed = started.elapsed();

@@ -108,7 +108,7 @@ pub fn build_rootfs(dest: &Path) {
 
 // ------------------------------------------------------------------------------------- processes
 
-pub use berth_testkit::check::{assert_contains, poll_until, wait_until};
+pub use berth_testkit::check::{assert_contains, poll_every, poll_until, wait_until};
 pub use berth_testkit::children::{run, spawn, Output};
 pub use berth_testkit::host::{hierarchies, is_cgroup2, is_dead, processes_in_cgroups, write_script};
 pub use berth_testkit::terminal::read_until_closed;
