@@ -38,7 +38,10 @@ pub fn foreground_run_forwards_signals() {
         }
         args.extend([IMAGE, "sh", "-c", script]);
         let (p, stdin) = spawn_with_stdin_pipe(&mut berth_cmd(&suite().root, &args));
-        wait_until("the container's start", Duration::from_secs(20), || berth(&["logs", &n]).stdout.contains("ready"));
+        // The container's line relayed by berth itself: by then berth is attached and
+        // forwards signals (the container's log has the line a moment earlier, while berth
+        // may still be attaching, when a signal would end berth instead).
+        p.wait_for_stdout("ready");
         // SAFETY: the berth process this test spawned, by pid.
         unsafe { libc::kill(p.pid as i32, sig) };
         let o = p.wait(Duration::from_secs(20));
@@ -390,7 +393,10 @@ pub fn top_stats_port_wait() {
     let port = berth(&["port", &n]).ok("port").line();
     assert!(port.starts_with("80/tcp -> 0.0.0.0:"), "{port}");
     let hp: u16 = berth(&["port", &n, "80/tcp"]).ok("port 80").line().rsplit(':').next().unwrap().parse().unwrap();
-    assert!(http_get(hp, "/app.txt").unwrap().contains("app page"));
+    // (httpd shows in top a moment before it listens)
+    wait_until("the app page on the published port", Duration::from_secs(20), || {
+        http_get(hp, "/app.txt").is_ok_and(|b| b.contains("app page"))
+    });
     assert!(berth(&["port", &n, "81"]).failed("port 81").stderr.contains("no public port"));
     // The image's StopSignal (SIGUSR1) is what stop sends; httpd as PID 1 has no handler
     // for it (PID 1 ignores default-action signals), so SIGKILL follows after the timeout.
