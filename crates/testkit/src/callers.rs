@@ -9,6 +9,7 @@
 //! `/run/runc`), and containerd 1.6's shim sockets (`/run/containerd/s/`). Callers of this module
 //! run them in a private mount namespace with a tmpfs on /run (`private_run`).
 
+use std::ffi::CStr;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -53,45 +54,30 @@ pub fn private_run(scratch: &Path) -> io::Result<()> {
     std::fs::create_dir_all(&work)?;
     let overlay = format!("lowerdir=/var/lib,upperdir={},workdir={}", upper.display(), work.display());
     let overlay = std::ffi::CString::new(overlay).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: plain syscalls with NUL-terminated strings.
-    unsafe {
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if libc::mount(
-            c"none".as_ptr(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        if libc::mount(
-            c"tmpfs".as_ptr(),
-            c"/run".as_ptr(),
-            c"tmpfs".as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV,
-            c"mode=755".as_ptr().cast(),
-        ) != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        if libc::mount(
-            c"tmpfs".as_ptr(),
-            c"/var/tmp".as_ptr(),
-            c"tmpfs".as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV,
-            c"mode=1777".as_ptr().cast(),
-        ) != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        if libc::mount(c"overlay".as_ptr(), c"/var/lib".as_ptr(), c"overlay".as_ptr(), 0, overlay.as_ptr().cast()) != 0
-        {
-            return Err(io::Error::other(format!("an overlay on /var/lib: {}", io::Error::last_os_error())));
-        }
+    // SAFETY: unshare takes flags only.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    mount(c"none", c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
+    mount(c"tmpfs", c"/run", Some(c"tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, Some(c"mode=755"))?;
+    mount(c"tmpfs", c"/var/tmp", Some(c"tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, Some(c"mode=1777"))?;
+    mount(c"overlay", c"/var/lib", Some(c"overlay"), 0, Some(&overlay))
+        .map_err(|e| io::Error::other(format!("an overlay on /var/lib: {e}")))?;
+    Ok(())
+}
+
+fn mount(
+    source: &CStr,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: libc::c_ulong,
+    data: Option<&CStr>,
+) -> io::Result<()> {
+    let fstype = fstype.map_or(std::ptr::null(), CStr::as_ptr);
+    let data = data.map_or(std::ptr::null(), |d| d.as_ptr().cast());
+    // SAFETY: mount(2) with NUL-terminated strings or nulls.
+    if unsafe { libc::mount(source.as_ptr(), target.as_ptr(), fstype, flags, data) } != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

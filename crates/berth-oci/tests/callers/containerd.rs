@@ -146,6 +146,31 @@ fn assert_gone(id: &str) {
     wait_until(&format!("the shim of {id} exited"), SETTLE, || processes_mentioning(&shim).is_empty());
 }
 
+/// `ctr run --detach` of `args` in the image as task `id`, which berth-oci then runs.
+fn run_detached(id: &str, args: &[&str]) {
+    let mut cmd = ctr(&["run", "--detach"]);
+    cmd.args(run_opts(id)).args([IMAGE, id]).args(args);
+    run(&mut cmd).ok("ctr run --detach");
+    assert_runs_under_berth_oci(id);
+}
+
+/// `ctr run --rm` of `sh -c script` as task `id`, with a directory (returned) the container
+/// sees at /sync.
+fn run_rm_synced(id: &str, script: &str) -> (Command, PathBuf) {
+    let sync = sync_dir(id);
+    let mut cmd = ctr(&["run", "--rm"]);
+    cmd.args(run_opts(id))
+        .arg("--mount")
+        .arg(format!("type=bind,src={},dst=/sync,options=rbind:rw", sync.display()))
+        .args([IMAGE, id, "sh", "-c", script]);
+    (cmd, sync)
+}
+
+/// Waits until ctr lists task `id` as stopped.
+fn wait_stopped(id: &str) {
+    wait_until(&format!("task {id} to stop"), SETTLE, || task(id).is_some_and(|(_, s)| s == "STOPPED"));
+}
+
 // ------------------------------------------------------------------------------------- tests
 
 /// `ctr run --rm` in the foreground: the container's output and exit status come back through
@@ -153,18 +178,10 @@ fn assert_gone(id: &str) {
 pub fn run_foreground() {
     let id = unique("cfg");
     let _rm = Removed(id.clone());
-    let sync = sync_dir(&id);
-    let mut cmd = ctr(&["run", "--rm"]);
-    cmd.args(run_opts(&id))
-        .arg("--mount")
-        .arg(format!("type=bind,src={},dst=/sync,options=rbind:rw", sync.display()))
-        .args([
-            IMAGE,
-            &id,
-            "sh",
-            "-c",
-            "touch /sync/started; while [ ! -e /sync/go ]; do sleep 0.05; done; echo hello from $(hostname); exit 3",
-        ]);
+    let (mut cmd, sync) = run_rm_synced(
+        &id,
+        "touch /sync/started; while [ ! -e /sync/go ]; do sleep 0.05; done; echo hello from $(hostname); exit 3",
+    );
     let fg = spawn(&mut cmd, None);
     fg.wait_for_file(&sync.join("started"));
     assert_runs_under_berth_oci(&id);
@@ -191,12 +208,7 @@ pub fn run_exit_codes_and_errors() {
     // before is lost, and cat would wait forever): the input follows the container's start.
     let id = unique("cstdin");
     let _rm = Removed(id.clone());
-    let sync = sync_dir(&id);
-    let mut cmd = ctr(&["run", "--rm"]);
-    cmd.args(run_opts(&id))
-        .arg("--mount")
-        .arg(format!("type=bind,src={},dst=/sync,options=rbind:rw", sync.display()))
-        .args([IMAGE, &id, "sh", "-c", "touch /sync/started; cat; echo done"]);
+    let (mut cmd, sync) = run_rm_synced(&id, "touch /sync/started; cat; echo done");
     let (fg, stdin) = spawn_with_stdin_pipe(&mut cmd);
     fg.wait_for_file(&sync.join("started"));
     write_and_close(stdin, b"through stdin\n");
@@ -216,10 +228,7 @@ pub fn run_exit_codes_and_errors() {
 pub fn detached_exec_kill_delete() {
     let id = unique("cdetached");
     let _rm = Removed(id.clone());
-    let mut cmd = ctr(&["run", "--detach"]);
-    cmd.args(run_opts(&id)).args([IMAGE, &id, "sh", "-c", "trap 'exit 7' TERM; sleep 1000 & wait"]);
-    run(&mut cmd).ok("ctr run --detach");
-    assert_runs_under_berth_oci(&id);
+    run_detached(&id, &["sh", "-c", "trap 'exit 7' TERM; sleep 1000 & wait"]);
     let (pid, _) = task(&id).unwrap();
     let fifo = env().fifo_dir.display().to_string();
 
@@ -260,7 +269,7 @@ pub fn detached_exec_kill_delete() {
     assert_eq!(runtime_state(&runtime_root().unwrap(), &id).unwrap().0, "running");
 
     run(&mut ctr(&["task", "kill", &id])).ok("ctr task kill");
-    wait_until("the task stopped", SETTLE, || task(&id).is_some_and(|(_, s)| s == "STOPPED"));
+    wait_stopped(&id);
     let out = run(&mut ctr(&["task", "delete", &id])).ok("ctr task delete");
     assert_contains(&out.stderr, "exit code 7");
     run(&mut ctr(&["container", "delete", &id])).ok("ctr container delete");
@@ -271,12 +280,9 @@ pub fn detached_exec_kill_delete() {
 pub fn kill_all_and_force_delete() {
     let id = unique("ckillall");
     let _rm = Removed(id.clone());
-    let mut cmd = ctr(&["run", "--detach"]);
-    cmd.args(run_opts(&id)).args([IMAGE, &id, "sh", "-c", "sleep 1000 & sleep 1000 & wait"]);
-    run(&mut cmd).ok("ctr run --detach");
-    assert_runs_under_berth_oci(&id);
+    run_detached(&id, &["sh", "-c", "sleep 1000 & sleep 1000 & wait"]);
     run(&mut ctr(&["task", "kill", "--all", "--signal", "KILL", &id])).ok("ctr task kill --all");
-    wait_until("the task stopped", SETTLE, || task(&id).is_some_and(|(_, s)| s == "STOPPED"));
+    wait_stopped(&id);
     assert!(processes_in_cgroups(&id).is_empty(), "processes of {id} survived kill --all");
     let out = run(&mut ctr(&["task", "delete", &id])).ok("ctr task delete");
     assert_contains(&out.stderr, "exit code 137");
@@ -285,10 +291,7 @@ pub fn kill_all_and_force_delete() {
 
     let id = unique("cforce");
     let _rm = Removed(id.clone());
-    let mut cmd = ctr(&["run", "--detach"]);
-    cmd.args(run_opts(&id)).args([IMAGE, &id, "sleep", "1000"]);
-    run(&mut cmd).ok("ctr run --detach");
-    assert_runs_under_berth_oci(&id);
+    run_detached(&id, &["sleep", "1000"]);
     run(&mut ctr(&["task", "delete", "--force", &id])).ok("ctr task delete --force");
     run(&mut ctr(&["container", "delete", &id])).ok("ctr container delete");
     assert_gone(&id);

@@ -1,6 +1,5 @@
 //! `exec`: a new process in an existing container, as containerd, podman and CRI-O run it.
 
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use serde_json::json;
@@ -111,13 +110,7 @@ pub fn exec_process_file_and_terminal() {
     )
     .unwrap();
     let sock_path = c.dir.join("exec-console.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
-    let accept = std::thread::spawn(move || {
-        let (conn, _) = listener.accept().unwrap();
-        let mut buf = [0u8; 64];
-        let (_, mut fds) = oci_runtime::sys::recv_with_fds(conn.as_raw_fd(), &mut buf).unwrap();
-        fds.pop().expect("a pty master")
-    });
+    let accept = receive_fd(&sock_path);
     c.oci(&[
         "exec",
         "--process",
@@ -128,7 +121,7 @@ pub fn exec_process_file_and_terminal() {
         &c.id,
     ])
     .ok("exec -p -d --console-socket");
-    let master: OwnedFd = accept.join().unwrap();
+    let (_, master) = accept.join().unwrap();
     let text = read_until_closed(master);
     assert_contains(&text, "/dev/pts/");
     assert_contains(&text, "from-process-json");

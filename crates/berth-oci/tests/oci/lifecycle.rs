@@ -1,6 +1,6 @@
 //! The OCI state machine and the runc command line around it.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -328,14 +328,7 @@ pub fn terminal_over_console_socket() {
     c.config()["process"]["consoleSize"] = json!({"height": 30, "width": 100});
     c.write_bundle();
     let sock_path = c.dir.join("console.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
-    let accept = std::thread::spawn(move || {
-        let (conn, _) = listener.accept().unwrap();
-        let mut buf = [0u8; 256];
-        let (n, mut fds) = oci_runtime::sys::recv_with_fds(conn.as_raw_fd(), &mut buf).unwrap();
-        assert!(n > 0);
-        fds.pop().expect("a pty master descriptor")
-    });
+    let accept = receive_fd(&sock_path);
     c.oci(&[
         "create",
         "--bundle",
@@ -345,7 +338,8 @@ pub fn terminal_over_console_socket() {
         &c.id,
     ])
     .ok("create");
-    let master: OwnedFd = accept.join().unwrap();
+    let (message, master) = accept.join().unwrap();
+    assert!(!message.is_empty());
     c.start();
     let text = read_until_closed(master);
     assert_contains(&text, "/dev/pts/0");

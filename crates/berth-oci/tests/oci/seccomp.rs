@@ -1,6 +1,6 @@
 //! linux.seccomp: actions, argument filters, flags, the listener, exec's confinement.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
 use serde_json::{json, Value};
 
@@ -146,14 +146,11 @@ pub fn notify_listener() {
     seccomp["listenerPath"] = json!(sock);
     seccomp["listenerMetadata"] = json!("answer=EACCES");
     c.config()["linux"]["seccomp"] = seccomp;
-    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let received = receive_fd(&sock);
     let id = c.id.clone();
     let agent = std::thread::spawn(move || {
-        let (conn, _) = listener.accept().unwrap();
-        let mut buf = vec![0u8; 64 * 1024];
-        let (n, mut fds) = oci_runtime::sys::recv_with_fds(conn.as_raw_fd(), &mut buf).unwrap();
-        let msg: Value = serde_json::from_slice(&buf[..n]).unwrap();
-        let fd: OwnedFd = fds.pop().expect("the seccomp fd");
+        let (message, fd) = received.join().unwrap();
+        let msg: Value = serde_json::from_slice(&message).unwrap();
         // Answer the one syscall that arrives.
         let req = libseccomp::ScmpNotifReq::receive(fd.as_raw_fd()).unwrap();
         let name = req.data.syscall.get_name().unwrap();

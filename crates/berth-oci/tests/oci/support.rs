@@ -354,6 +354,20 @@ pub fn read(path: impl AsRef<Path>) -> String {
     std::fs::read_to_string(path.as_ref()).unwrap_or_else(|e| panic!("{}: {e}", path.as_ref().display()))
 }
 
+/// Listens on a Unix socket at `path` for one connection (the runtime's --console-socket, a
+/// seccomp listenerPath) and receives, on a thread, its message and the descriptor it carries.
+pub fn receive_fd(path: &Path) -> std::thread::JoinHandle<(Vec<u8>, std::os::fd::OwnedFd)> {
+    use std::os::fd::AsRawFd;
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let (n, mut fds) = oci_runtime::sys::recv_with_fds(conn.as_raw_fd(), &mut buf).unwrap();
+        buf.truncate(n);
+        (buf, fds.pop().expect("a descriptor in the message"))
+    })
+}
+
 /// Waits until process `pid` has a handler for `sig` (a shell's trap is installed): sending it
 /// before then would kill the process instead.
 pub fn wait_for_handler(pid: i32, sig: i32) {

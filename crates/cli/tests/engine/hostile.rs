@@ -62,8 +62,7 @@ pub fn image_volume_keys_are_container_paths_only() {
         }),
         None,
     );
-    let n = name("volkeys");
-    let _c = Cleanup(vec![n.clone()]);
+    let (n, _c) = named("volkeys");
     let out = berth(&["run", "--name", &n, "--network", "none", &img]).ok("run the image").stdout;
     assert!(out.contains("done"), "{out}");
     assert!(!victim.join("x").exists(), "the image wrote into a host directory: {out}");
@@ -117,8 +116,7 @@ pub fn process_ids_out_of_range_are_refused() {
         assert!(!o.stdout.contains("uid=0"), "ran as root: {o:?}");
     }
     // exec -u is held to the same range.
-    let n = name("execuid");
-    let _c = Cleanup(vec![n.clone()]);
+    let (n, _c) = named("execuid");
     berth(&["run", "-d", "--name", &n, "--network", "none", IMAGE, "sleep", "600"]).ok("run");
     let o = berth(&["exec", "-u", "4294967295", &n, "id", "-u"]).failed("exec as uid -1");
     assert!(o.stderr.contains("uid 4294967295 is out of range"), "{o:?}");
@@ -149,8 +147,7 @@ pub fn image_labels_do_not_steer_the_runtime() {
         json!({"Cmd": ["true"], "Labels": {"run.oci.hooks.stdout": "/tmp/owned", "org.berth.rootfs.idmap": "true"}}),
         None,
     );
-    let n = name("labels");
-    let _c = Cleanup(vec![n.clone()]);
+    let (n, _c) = named("labels");
     berth(&["create", "--name", &n, "--network", "none", "--label", "mine=yes", &img]).ok("create");
     let id = inspect(&n)["Id"].as_str().unwrap().to_string();
     let spec: Value =
@@ -178,8 +175,7 @@ pub fn resources_beyond_the_kernel_are_refused() {
 /// `exec -d` returns once the process runs, not when it ends: the process must not keep the
 /// engine waiting on a pipe it inherited.
 pub fn exec_detached_returns_while_the_process_runs() {
-    let n = name("execd");
-    let _c = Cleanup(vec![n.clone()]);
+    let (n, _c) = named("execd");
     berth(&["run", "-d", "--name", &n, "--network", "none", IMAGE, "sleep", "600"]).ok("run");
     berth(&["exec", "-d", &n, "sleep", "3600"]).ok("exec -d");
     // It returned while the process still runs (it would only end after an hour).
@@ -230,8 +226,7 @@ pub fn the_store_is_private_to_root() {
     layer.dir("data/", 0o755).file("data/euid", 0o4755, b"#!/bin/sh\nid\n");
     load_image(&img, json!({"Cmd": ["sleep", "600"], "Volumes": {"/data": {}}}), Some(layer));
     let vol = format!("privvol{}", std::process::id());
-    let n = name("private");
-    let _c = Cleanup(vec![n.clone()]);
+    let (n, _c) = named("private");
     berth(&[
         "run",
         "-d",

@@ -27,8 +27,7 @@ pub fn foreground_run_forwards_signals() {
     for (sig, code, interactive) in
         [(libc::SIGTERM, 9, false), (libc::SIGTERM, 9, true), (libc::SIGINT, 10, true), (libc::SIGHUP, 11, false)]
     {
-        let n = name(&format!("sig{sig}-{interactive}"));
-        let _c = Cleanup(vec![n.clone()]);
+        let (n, _c) = named(&format!("sig{sig}-{interactive}"));
         let script =
             "trap 'echo got-term; exit 9' TERM; trap 'echo got-int; exit 10' INT; trap 'echo got-hup; exit 11' HUP; \
                       echo ready; while true; do sleep 0.1; done";
@@ -52,8 +51,7 @@ pub fn foreground_run_forwards_signals() {
 }
 
 pub fn detached_lifecycle() {
-    let n = name("life");
-    let _c = Cleanup(vec![n.clone()]);
+    let (n, _c) = named("life");
     let script =
         "trap 'echo got-term; exit 9' TERM; trap 'echo got-usr1' USR1; echo started; while true; do sleep 0.1; done";
     let id =
@@ -191,8 +189,7 @@ pub fn logs_rotation_follow_since() {
 }
 
 pub fn create_start_names_and_ids() {
-    let n = name("create");
-    let _c = Cleanup(vec![n.clone()]);
+    let (n, _c) = named("create");
     let id = berth(&["create", "--name", &n, IMAGE, "sh", "-c", "echo created-then-started"]).ok("create").line();
     assert_eq!(inspect(&n)["State"]["Status"], "created");
     assert!(berth(&["ps", "-a"]).stdout.contains("Created"));
@@ -242,26 +239,21 @@ pub fn interactive_stdin_and_terminal() {
 pub fn terminals_sizes_and_keys() {
     const SCRIPT: &str = "stty size; while [ \"$(stty size)\" != \"40 120\" ]; do sleep 0.05; done; \
                           echo resized; read x; echo \"got $x\"; exit 3";
-    let term = berth_on_terminal(&["run", "-it", "--rm", IMAGE, "sh", "-c", SCRIPT], 30, 100);
-    term.wait_for("30 100");
-    term.resize(40, 120);
-    term.wait_for("resized");
-    term.write("hello\r");
-    term.wait_for("got hello");
-    let (code, shown) = term.wait();
-    assert_eq!(code, 3, "run -it: {shown:?}");
-    let n = name("tty");
-    let _c = Cleanup(vec![n.clone()]);
+    // SCRIPT on a terminal of `size`: that size, then the resize, then a line typed.
+    let sizes_and_keys = |what: &str, args: &[&str], (rows, cols): (u16, u16), key: &str| {
+        let term = berth_on_terminal(args, rows, cols);
+        term.wait_for(&format!("{rows} {cols}"));
+        term.resize(40, 120);
+        term.wait_for("resized");
+        term.write(&format!("{key}\r"));
+        term.wait_for(&format!("got {key}"));
+        let (code, shown) = term.wait();
+        assert_eq!(code, 3, "{what}: {shown:?}");
+    };
+    sizes_and_keys("run -it", &["run", "-it", "--rm", IMAGE, "sh", "-c", SCRIPT], (30, 100), "hello");
+    let (n, _c) = named("tty");
     berth(&["run", "-d", "-it", "--name", &n, IMAGE, "sh"]).ok("run -d -it");
-    // exec -it
-    let term = berth_on_terminal(&["exec", "-it", &n, "sh", "-c", SCRIPT], 31, 101);
-    term.wait_for("31 101");
-    term.resize(40, 120);
-    term.wait_for("resized");
-    term.write("there\r");
-    term.wait_for("got there");
-    let (code, shown) = term.wait();
-    assert_eq!(code, 3, "exec -it: {shown:?}");
+    sizes_and_keys("exec -it", &["exec", "-it", &n, "sh", "-c", SCRIPT], (31, 101), "there");
     // attach to the container's shell: the size of the attaching terminal, then keys.
     let term = berth_on_terminal(&["attach", &n], 33, 90);
     term.write("stty size; echo at-$((6*7)); exit 5\r");
@@ -272,8 +264,7 @@ pub fn terminals_sizes_and_keys() {
 }
 
 pub fn attach_to_a_running_container() {
-    let n = name("attach");
-    let _c = Cleanup(vec![n.clone()]);
+    let (n, _c) = named("attach");
     berth(&["run", "-d", "-i", "--name", &n, IMAGE, "sh", "-c", "while read l; do echo \"echo:$l\"; done; exit 6"])
         .ok("run -d -i");
     let o = berth_stdin(&["attach", &n], b"one\ntwo\n");
@@ -298,8 +289,7 @@ pub fn exec_through_the_runtime() {
 }
 
 fn exec_under(rt: &str) {
-    let n = name(&format!("exec-{rt}"));
-    let _c = Cleanup(vec![n.clone()]);
+    let (n, _c) = named(&format!("exec-{rt}"));
     berth(&["run", "-d", "--runtime", rt, "--name", &n, IMAGE, "sleep", "600"]).ok(rt);
     assert_eq!(
         berth(&["exec", &n, "cat", "/etc/hostname"]).ok("exec").stdout,
@@ -329,8 +319,7 @@ fn exec_under(rt: &str) {
 
 pub fn runtime_handlers() {
     for rt in ["berth-oci", "runc", "crun", "limited"] {
-        let n = name(&format!("rt-{rt}"));
-        let _c = Cleanup(vec![n.clone()]);
+        let (n, _c) = named(&format!("rt-{rt}"));
         berth(&["create", "--runtime", rt, "--name", &n, IMAGE, "sh", "-c", "echo runtime-ok; cat /proc/self/cgroup"])
             .ok(rt);
         let o = berth(&["start", "-a", &n]).ok(rt);
@@ -370,8 +359,7 @@ pub fn runtime_handlers() {
 }
 
 pub fn top_stats_port_wait() {
-    let n = name("top");
-    let _c = Cleanup(vec![n.clone()]);
+    let (n, _c) = named("top");
     berth(&["run", "-d", "--name", &n, "-P", APP]).ok("run app");
     wait_until("httpd", Duration::from_secs(10), || berth(&["top", &n]).stdout.contains("httpd"));
     let top = berth(&["top", &n]).ok("top").stdout;

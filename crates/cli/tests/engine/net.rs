@@ -12,8 +12,7 @@ pub fn iptables_mentions(s: &str) -> Vec<String> {
 }
 
 pub fn published_ports_on_localhost() {
-    let n = name("web");
-    let _c = Cleanup(vec![n.clone()]);
+    let (n, _c) = named("web");
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -58,8 +57,7 @@ pub fn published_ports_on_localhost() {
 /// (`--network bridge`): a datagram sent to 127.0.0.1 reaches a socket in the container's
 /// network namespace, and its answer comes back.
 pub fn published_udp_port_on_localhost() {
-    let n = name("udp");
-    let _c = Cleanup(vec![n.clone()]);
+    let (n, _c) = named("udp");
     let port = {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         s.local_addr().unwrap().port()

@@ -40,8 +40,7 @@ pub fn image_config_is_honoured() {
     assert_eq!(out(&["run", "--rm", "--entrypoint", "id", ENTRY, "-u"]), "1000\n");
     assert_eq!(out(&["run", "--rm", "-u", "0", "--entrypoint", "", ENTRY, "id", "-u"]), "0\n");
     let v = {
-        let n = name("cfg");
-        let _c = Cleanup(vec![n.clone()]);
+        let (n, _c) = named("cfg");
         berth(&["create", "--name", &n, APP]).ok("create app");
         inspect(&n)
     };
@@ -55,8 +54,7 @@ pub fn image_config_is_honoured() {
 }
 
 pub fn etc_files_and_security_defaults() {
-    let n = name("etc");
-    let _c = Cleanup(vec![n.clone()]);
+    let (n, _c) = named("etc");
     let script = "hostname; grep db /etc/hosts; grep nameserver /etc/resolv.conf; df -k /dev/shm | tail -1; wc -c < /proc/keys; \
                   grep -E 'CapEff|NoNewPrivs' /proc/self/status; echo 1 > /proc/sys/kernel/domainname && echo writable || echo proc-sys-ro";
     let o = berth(&[
@@ -153,8 +151,7 @@ pub fn read_only_tmpfs_and_volumes() {
         "host file\nro\n"
     );
     // The image's VOLUME /data: an anonymous volume filled from the image; rm -v removes it.
-    let n = name("anon");
-    let _c = Cleanup(vec![n.clone()]);
+    let (n, _c) = named("anon");
     berth(&["create", "--name", &n, "-v", &format!("{vol}:/v"), APP, "cat", "/data/seed"]).ok("create");
     let anon = inspect(&n)["Mounts"].as_array().unwrap().iter().find(|m| m["Destination"] == "/data").unwrap()["Name"]
         .as_str()
@@ -175,8 +172,7 @@ pub fn read_only_tmpfs_and_volumes() {
 }
 
 pub fn resources_and_oom() {
-    let n = name("res");
-    let _c = Cleanup(vec![n.clone()]);
+    let (n, _c) = named("res");
     berth(&[
         "run",
         "-d",
@@ -265,8 +261,7 @@ pub fn seccomp_profiles() {
 }
 
 pub fn cp_both_ways_inside_the_root() {
-    let n = name("cp");
-    let _c = Cleanup(vec![n.clone()]);
+    let (n, _c) = named("cp");
     berth(&[
         "run",
         "-d",

@@ -75,8 +75,7 @@ pub fn cli_killed_at_each_point() {
 /// record: the container is still listed, and the next `rm -f` finishes the job.
 pub fn rm_killed_midway() {
     for point in ["rm-network", "rm-files"] {
-        let n = name(&format!("crash-{point}"));
-        let _c = Cleanup(vec![n.clone()]);
+        let (n, _c) = named(&format!("crash-{point}"));
         berth(&["run", "-d", "--name", &n, "-p", "80", IMAGE, "sleep", "600"]).ok("run");
         let id = inspect(&n)["Id"].as_str().unwrap().to_string();
         let mut cmd = berth_cmd(&suite().root, &["rm", "-f", &n]);
@@ -94,8 +93,7 @@ pub fn rm_killed_midway() {
 /// The monitor killed after the runtime created the container, before it started it; and
 /// after the container exited, before it wrote the exit file and ran the exit hook.
 pub fn monitor_killed_at_each_point() {
-    let n = name("moncrash-created");
-    let _c = Cleanup(vec![n.clone()]);
+    let (n, _c) = named("moncrash-created");
     let mut cmd = berth_cmd(&suite().root, &["run", "-d", "--name", &n, "-p", "80", IMAGE, "sleep", "600"]);
     cmd.env("BERTH_TEST_CRASH_AT", "monitor-created");
     let o = spawn(&mut cmd, None).wait(Duration::from_secs(60));
@@ -112,8 +110,7 @@ pub fn monitor_killed_at_each_point() {
     berth(&["rm", "-f", &n]).ok("rm -f");
     no_leftovers_of(&id);
 
-    let n = name("moncrash-exit");
-    let _c = Cleanup(vec![n.clone()]);
+    let (n, _c) = named("moncrash-exit");
     let mut cmd =
         berth_cmd(&suite().root, &["run", "-d", "--name", &n, "-p", "80", IMAGE, "sh", "-c", "sleep 0.3; exit 3"]);
     cmd.env("BERTH_TEST_CRASH_AT", "monitor-exit");
@@ -133,8 +130,7 @@ pub fn monitor_killed_at_each_point() {
     no_leftovers_of(&id);
 
     // A real 255 stays 255.
-    let n = name("exit255");
-    let _c = Cleanup(vec![n.clone()]);
+    let (n, _c) = named("exit255");
     let o = berth(&["run", "--name", &n, "--network", "none", IMAGE, "sh", "-c", "exit 255"]);
     assert_eq!(o.code, 255, "{o:?}");
     assert_eq!(inspect(&n)["State"]["ExitCode"], 255);
@@ -146,8 +142,7 @@ pub fn monitor_killed_at_each_point() {
 /// A foreground `berth run` killed while its container runs: the container goes on (its
 /// monitor holds its output), and finishes with its log and exit code recorded.
 pub fn foreground_cli_killed_container_goes_on() {
-    let n = name("fgkill");
-    let _c = Cleanup(vec![n.clone()]);
+    let (n, _c) = named("fgkill");
     let p = spawn(
         &mut berth_cmd(
             &suite().root,

@@ -235,6 +235,13 @@ pub fn name(test: &str) -> String {
 /// Removes a container whatever its state (for test cleanup).
 pub struct Cleanup(pub Vec<String>);
 
+/// A unique container name for a test, and the guard that removes that container when the
+/// test ends, however it ends.
+pub fn named(test: &str) -> (String, Cleanup) {
+    let n = name(test);
+    (n.clone(), Cleanup(vec![n]))
+}
+
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for n in &self.0 {
