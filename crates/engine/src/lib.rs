@@ -22,6 +22,7 @@ pub mod cp;
 pub mod error;
 pub mod logs;
 pub mod networks;
+pub mod oci;
 pub mod runtime;
 pub mod seccomp;
 pub mod spec;
@@ -37,7 +38,7 @@ use berth_image::Store;
 use rusqlite::{params, OptionalExtension};
 
 pub use config::EngineConfig;
-pub use container::{Container, CreateOptions, State};
+pub use container::{Container, ContainerConfig, State};
 pub use error::{Error, Kind, Result};
 
 use error::{bail, Context};
@@ -189,7 +190,10 @@ impl Engine {
             .query_row("SELECT record FROM containers WHERE id = ?1", [id], |r| r.get(0))
             .optional()?;
         match rec {
-            Some(r) => Ok(Some(serde_json::from_str(&r).ctx(format!("container {id}: stored record"))?)),
+            Some(r) => {
+                let c: Container = serde_json::from_str(&r).ctx(format!("container {id}: stored record"))?;
+                Ok(Some(c.upgrade()))
+            }
             None => Ok(None),
         }
     }
@@ -200,7 +204,13 @@ impl Engine {
         let mut st = db.conn.prepare("SELECT id, record FROM containers ORDER BY created_at DESC, id")?;
         let rows: Vec<(String, String)> =
             st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
-        rows.into_iter().map(|(id, r)| serde_json::from_str(&r).ctx(format!("container {id}: stored record"))).collect()
+        rows.into_iter()
+            .map(|(id, r)| {
+                serde_json::from_str::<Container>(&r)
+                    .map(Container::upgrade)
+                    .ctx(format!("container {id}: stored record"))
+            })
+            .collect()
     }
 
     /// A container by name, full id or unique id prefix.

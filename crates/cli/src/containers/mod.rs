@@ -10,6 +10,7 @@ macro_rules! bail {
 mod args;
 mod create;
 mod exec;
+mod flags;
 mod inspect;
 mod networks;
 mod system;
