@@ -24,6 +24,7 @@ pub mod logs;
 pub mod networks;
 pub mod oci;
 pub mod runtime;
+pub mod sandbox;
 pub mod seccomp;
 pub mod spec;
 pub mod stats;
@@ -94,13 +95,14 @@ impl Engine {
         // again at every open (stores made by earlier versions had them 0755).
         // The run root is the engine's own when it is the default, or inside the store.
         make_dir(&run_root, engine_cfg.run_root.is_none() || run_root.starts_with(&root))?;
-        for d in ["containers", "netns", "locks", "runtimes", "cni"] {
+        for d in ["containers", "netns", "locks", "runtimes", "cni", "sandboxes"] {
             private_dir(&run_root.join(d))?;
         }
-        for d in ["containers", "volumes", "networks"] {
+        for d in ["containers", "volumes", "networks", "sandboxes"] {
             private_dir(&root.join(d))?;
         }
         store.db().conn.execute_batch(SCHEMA).ctx("metadata database: containers table")?;
+        store.db().conn.execute_batch(sandbox::SCHEMA).ctx("metadata database: sandboxes table")?;
         Ok(Engine {
             store,
             config: engine_cfg,

@@ -11,8 +11,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capability, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup, LinuxDeviceType, LinuxHugepageLimit, LinuxMemory,
-    LinuxNamespace, LinuxNamespaceType, LinuxPids, LinuxResources, LinuxSeccomp, Mount, Process, Root, Spec, User,
+    Capability, LinuxCapabilities, LinuxCpu, LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxHugepageLimit,
+    LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxPids, LinuxResources, LinuxSeccomp, Mount, Process, Root,
+    Spec, User,
 };
 
 use crate::container::config::{ContainerConfig, MountSource, Propagation};
@@ -52,7 +53,9 @@ pub struct Resolved<'a> {
 pub fn build(c: &ContainerConfig, r: &Resolved) -> Result<Spec> {
     let mut spec = Spec::default();
     spec.set_version("1.0.2".into());
-    spec.set_hostname(Some(r.hostname.clone()));
+    // The hostname is the container's own only in a UTS namespace it gets or joins.
+    let own_uts = r.namespaces.iter().any(|(t, _)| *t == LinuxNamespaceType::Uts);
+    spec.set_hostname(if own_uts { Some(r.hostname.clone()) } else { None });
     spec.set_domainname(None);
     let mut root = Root::default();
     root.set_path(r.rootfs.to_path_buf());
@@ -217,6 +220,39 @@ fn device_rule(allow: bool, typ: Option<LinuxDeviceType>, major: Option<i64>, mi
     d
 }
 
+/// The host devices the container is given, as device nodes the runtime makes and the rules
+/// that let the container use them. A host path must be a character or block device
+/// (followed if a symbolic link).
+fn devices(c: &ContainerConfig) -> Result<(Vec<LinuxDevice>, Vec<LinuxDeviceCgroup>)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let (mut nodes, mut rules) = (Vec::new(), Vec::new());
+    for (i, d) in c.devices.iter().enumerate() {
+        let at = format!("devices[{i}].hostPath {}", d.host_path.display());
+        let md = std::fs::metadata(&d.host_path).map_err(|e| Error::from_io(e).context(&at))?;
+        let typ = if md.file_type().is_char_device() {
+            LinuxDeviceType::C
+        } else if md.file_type().is_block_device() {
+            LinuxDeviceType::B
+        } else {
+            return Err(Error::invalid(format!("{at}: not a character or block device")));
+        };
+        let (major, minor) = (libc::major(md.rdev()) as i64, libc::minor(md.rdev()) as i64);
+        let mut node = LinuxDevice::default();
+        node.set_path(PathBuf::from(&d.container_path));
+        node.set_typ(typ);
+        node.set_major(major);
+        node.set_minor(minor);
+        node.set_file_mode(Some(md.mode() & 0o7777));
+        node.set_uid(Some(0));
+        node.set_gid(Some(0));
+        nodes.push(node);
+        let mut rule = device_rule(true, Some(typ), Some(major), Some(minor));
+        rule.set_access(Some(d.permissions.clone()));
+        rules.push(rule);
+    }
+    Ok((nodes, rules))
+}
+
 fn linux(c: &ContainerConfig, r: &Resolved) -> Result<oci_spec::runtime::Linux> {
     let mut l = oci_spec::runtime::Linux::default();
     let namespaces = r
@@ -243,13 +279,13 @@ fn linux(c: &ContainerConfig, r: &Resolved) -> Result<oci_spec::runtime::Linux> 
     l.set_readonly_paths(if privileged { None } else { Some(readonly) });
     l.set_seccomp(r.seccomp.clone());
     l.set_sysctl(if c.sysctls.is_empty() { None } else { Some(c.sysctls.clone().into_iter().collect()) });
-    l.set_devices(None);
+    let (nodes, _) = devices(c)?;
+    l.set_devices(if nodes.is_empty() { None } else { Some(nodes) });
     l.set_rootfs_propagation(None);
     Ok(l)
 }
 
 fn resources(c: &ContainerConfig, r: &Resolved) -> Result<LinuxResources> {
-    let mut res = LinuxResources::default();
     let devices = if c.security.privileged {
         vec![device_rule(true, None, None, None)]
     } else {
@@ -258,10 +294,18 @@ fn resources(c: &ContainerConfig, r: &Resolved) -> Result<LinuxResources> {
             d.push(device_rule(true, Some(LinuxDeviceType::C), Some(major), Some(minor)));
         }
         d.push(device_rule(true, Some(LinuxDeviceType::C), Some(136), None));
+        d.extend(devices(c)?.1);
         d
     };
+    let mut res = limits(&c.resources, r.swap_accounting);
     res.set_devices(Some(devices));
-    let cr = &c.resources;
+    Ok(res)
+}
+
+/// The cgroup limits of `cr` (no device rules): for create, and for `update` on a running
+/// container.
+pub fn limits(cr: &crate::container::config::Resources, swap_accounting: bool) -> LinuxResources {
+    let mut res = LinuxResources::default();
     if let Some(limit) = cr.memory {
         let mut m = LinuxMemory::default();
         m.set_limit(Some(limit));
@@ -269,7 +313,7 @@ fn resources(c: &ContainerConfig, r: &Resolved) -> Result<LinuxResources> {
             Some(s) => Some(s),
             // docker's default: as much swap as memory (the OCI swap value is memory + swap),
             // so a container over its limit is OOM-killed instead of swapping without bound
-            None if r.swap_accounting => Some(limit.saturating_mul(2).min(MAX_MEMORY)),
+            None if swap_accounting => Some(limit.saturating_mul(2).min(MAX_MEMORY)),
             None => None,
         };
         m.set_swap(swap);
@@ -310,5 +354,5 @@ fn resources(c: &ContainerConfig, r: &Resolved) -> Result<LinuxResources> {
     if !cr.unified.is_empty() {
         res.set_unified(Some(cr.unified.clone().into_iter().collect()));
     }
-    Ok(res)
+    res
 }

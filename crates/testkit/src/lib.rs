@@ -6,7 +6,9 @@ pub mod callers;
 pub mod children;
 pub mod host;
 pub mod image;
+pub mod init;
 pub mod leaks;
+pub mod network;
 pub mod registry;
 pub mod rootfs;
 

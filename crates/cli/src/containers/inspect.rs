@@ -98,7 +98,8 @@ pub(crate) fn ps(cli: &Cli, a: &PsArgs) -> Result<i32> {
         }
     }
     let mut list = Vec::new();
-    for c in e.list()? {
+    // A pod's containers are berthd's (Kubernetes'): `crictl ps` shows them.
+    for c in e.list()?.into_iter().filter(|c| c.config.sandbox.is_none()) {
         if !a.all && !c.running() && a.filter.iter().all(|f| !f.starts_with("status=")) {
             continue;
         }
@@ -299,7 +300,7 @@ pub(crate) fn human(b: u64) -> String {
 pub(crate) fn stats(cli: &Cli, a: &StatsArgs) -> Result<i32> {
     let e = open(cli)?;
     let ids: Vec<String> = if a.names.is_empty() {
-        e.list()?.into_iter().filter(|c| c.running()).map(|c| c.id).collect()
+        e.list()?.into_iter().filter(|c| c.running() && c.config.sandbox.is_none()).map(|c| c.id).collect()
     } else {
         a.names.iter().map(|n| e.resolve_id(n)).collect::<Result<_>>()?
     };

@@ -70,6 +70,9 @@ pub struct ContainerConfig {
     pub init: bool,
     /// the runtime handler; None: the configured default
     pub runtime: Option<String>,
+    /// what a front end keeps with the record and reads back (berthd: Kubernetes' names,
+    /// labels and annotations); the engine neither uses nor passes it on
+    pub extra: BTreeMap<String, String>,
 }
 
 /// Who the container's process runs as, resolved against the image's /etc/passwd and
@@ -77,7 +80,7 @@ pub struct ContainerConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct UserSpec {
-    /// a name or a numeric uid
+    /// a name or a numeric uid; empty: the image's User (with `additional_gids`)
     pub user: String,
     /// a name or a numeric gid; None: the user's primary group (0 for an unknown uid)
     pub group: Option<String>,
@@ -165,6 +168,8 @@ pub enum NamespaceMode {
     Path(PathBuf),
     /// another container's
     Container(String),
+    /// its pod's (PID: the namespace the pod's reaper is PID 1 of); only in a pod
+    Pod,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -415,41 +420,7 @@ pub fn validate(c: &ContainerConfig) -> Result<()> {
             bail!(InvalidInput, "devices[{i}].permissions {:?}: a combination of r, w and m", d.permissions);
         }
     }
-    let r = &c.resources;
-    if let Some(m) = r.memory {
-        if m < 6 << 20 {
-            bail!(InvalidInput, "resources.memory {m}: too small, the minimum is 6 MiB");
-        }
-        if m > spec::MAX_MEMORY {
-            bail!(InvalidInput, "resources.memory {m}: larger than the kernel can enforce");
-        }
-    }
-    if let Some(s) = r.memory_swap {
-        if s != -1 && (s < r.memory.unwrap_or(0) || s > spec::MAX_MEMORY) {
-            bail!(InvalidInput, "resources.memorySwap {s}: memory + swap must be at least the memory limit (or -1)");
-        }
-    }
-    if let Some(q) = r.cpu_quota {
-        // The kernel's smallest quota is 1 ms.
-        if q != -1 && q < 1000 {
-            bail!(InvalidInput, "resources.cpuQuota {q}: at least 1000 microseconds (or -1 for none)");
-        }
-    }
-    if let Some(p) = r.cpu_period {
-        if !(1000..=1_000_000).contains(&p) {
-            bail!(InvalidInput, "resources.cpuPeriod {p}: from 1000 to 1000000 microseconds");
-        }
-    }
-    if let Some(s) = r.cpu_shares {
-        if !(2..=262_144).contains(&s) {
-            bail!(InvalidInput, "resources.cpuShares {s}: from 2 to 262144");
-        }
-    }
-    if let Some(p) = r.pids_limit {
-        if p == 0 || !(-1..=spec::MAX_PIDS_LIMIT).contains(&p) {
-            bail!(InvalidInput, "resources.pidsLimit {p}: from 1 to {} (or -1 for no limit)", spec::MAX_PIDS_LIMIT);
-        }
-    }
+    c.resources.validate()?;
     if let Some(o) = c.security.oom_score_adj {
         if !(-1000..=1000).contains(&o) {
             bail!(InvalidInput, "security.oomScoreAdj {o}: from -1000 to 1000");
@@ -464,4 +435,49 @@ pub fn validate(c: &ContainerConfig) -> Result<()> {
         bail!(InvalidInput, "a container removed when it exits cannot have the restart policy {}", c.restart.name);
     }
     Ok(())
+}
+
+impl Resources {
+    /// The limits are ones the kernel can enforce (for create and for updates).
+    pub fn validate(&self) -> Result<()> {
+        let r = self;
+        if let Some(m) = r.memory {
+            if m < 6 << 20 {
+                bail!(InvalidInput, "resources.memory {m}: too small, the minimum is 6 MiB");
+            }
+            if m > spec::MAX_MEMORY {
+                bail!(InvalidInput, "resources.memory {m}: larger than the kernel can enforce");
+            }
+        }
+        if let Some(s) = r.memory_swap {
+            if s != -1 && (s < r.memory.unwrap_or(0) || s > spec::MAX_MEMORY) {
+                bail!(
+                    InvalidInput,
+                    "resources.memorySwap {s}: memory + swap must be at least the memory limit (or -1)"
+                );
+            }
+        }
+        if let Some(q) = r.cpu_quota {
+            // The kernel's smallest quota is 1 ms.
+            if q != -1 && q < 1000 {
+                bail!(InvalidInput, "resources.cpuQuota {q}: at least 1000 microseconds (or -1 for none)");
+            }
+        }
+        if let Some(p) = r.cpu_period {
+            if !(1000..=1_000_000).contains(&p) {
+                bail!(InvalidInput, "resources.cpuPeriod {p}: from 1000 to 1000000 microseconds");
+            }
+        }
+        if let Some(s) = r.cpu_shares {
+            if !(2..=262_144).contains(&s) {
+                bail!(InvalidInput, "resources.cpuShares {s}: from 2 to 262144");
+            }
+        }
+        if let Some(p) = r.pids_limit {
+            if p == 0 || !(-1..=spec::MAX_PIDS_LIMIT).contains(&p) {
+                bail!(InvalidInput, "resources.pidsLimit {p}: from 1 to {} (or -1 for no limit)", spec::MAX_PIDS_LIMIT);
+            }
+        }
+        Ok(())
+    }
 }

@@ -45,6 +45,14 @@ impl Engine {
     /// `create`: validates everything, records the container (its name is taken from here
     /// on), makes its root filesystem, volumes and bundle. Any failure removes what was made.
     pub fn create(&self, cfg: &ContainerConfig) -> Result<Container> {
+        // A pod's container joins the pod's namespaces and shares its files.
+        let mut cfg = cfg.clone();
+        if let Some(pod) = cfg.sandbox.clone() {
+            let s = self.sandbox_for_container(&pod)?;
+            cfg.sandbox = Some(s.id.clone());
+            apply_sandbox(&mut cfg, &s)?;
+        }
+        let cfg = &cfg;
         let caps = self.validate(cfg)?;
         let rt = self.runtime(cfg.runtime.as_deref())?;
         let img = self.store.resolve(&cfg.image).map_err(|e| {
@@ -65,6 +73,10 @@ impl Engine {
         };
         let hostname = match (&cfg.hostname, &cfg.network) {
             (Some(h), _) => h.clone(),
+            (None, _) if cfg.sandbox.is_some() => {
+                let file = self.sandbox_files(cfg.sandbox.as_deref().unwrap_or_default()).join("hostname");
+                std::fs::read_to_string(&file).ctx(file.display())?.trim().to_string()
+            }
             (None, NetworkMode::Host) => host_hostname(),
             (None, _) => id[..12].to_string(),
         };
@@ -122,7 +134,7 @@ impl Engine {
         let ov = Overrides {
             entrypoint: cfg.entrypoint.clone(),
             cmd: cfg.command.clone(),
-            user: cfg.user.as_ref().map(|u| u.as_user_group()),
+            user: cfg.user.as_ref().filter(|u| !u.user.is_empty()).map(|u| u.as_user_group()),
             workdir: cfg.workdir.clone(),
             env: cfg.env.clone(),
         };
@@ -207,6 +219,10 @@ impl Engine {
         let seccomp = self.seccomp_profile(c, rt, caps)?;
         let dir = self.container_dir(&id);
         crate::private_dir(&dir)?;
+        let pod = match &cfg.sandbox {
+            Some(p) => Some(self.sandbox_get(p)?),
+            None => None,
+        };
         let mut env = d.env.clone();
         if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
             env.push(format!("HOSTNAME={}", c.hostname));
@@ -214,10 +230,21 @@ impl Engine {
         if cfg.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
             env.push("TERM=xterm".into());
         }
-        std::fs::write(dir.join("hostname"), format!("{}\n", c.hostname)).ctx("write hostname")?;
-        std::fs::write(dir.join("hosts"), spec::hosts_file(&c.hostname, None, &cfg.extra_hosts)).ctx("write hosts")?;
-        std::fs::write(dir.join("resolv.conf"), spec::resolv_conf(&cfg.dns, cfg.network == NetworkMode::Host))
-            .ctx("write resolv.conf")?;
+        let etc_files = match &pod {
+            Some(p) => self.sandbox_files(&p.id),
+            None => {
+                std::fs::write(dir.join("hostname"), format!("{}\n", c.hostname)).ctx("write hostname")?;
+                std::fs::write(dir.join("hosts"), spec::hosts_file(&c.hostname, None, &cfg.extra_hosts))
+                    .ctx("write hosts")?;
+                std::fs::write(dir.join("resolv.conf"), spec::resolv_conf(&cfg.dns, cfg.network == NetworkMode::Host))
+                    .ctx("write resolv.conf")?;
+                dir.clone()
+            }
+        };
+        let cgroup_parent = pod
+            .as_ref()
+            .and_then(|p| p.config.cgroup_parent.clone())
+            .unwrap_or_else(|| self.config.cgroup_parent().to_string());
         let init = if cfg.init { Some(self.init_path()?) } else { None };
         // Only the caller's labels and annotations: runtimes act on some annotations (crun's
         // `run.oci.*` opens host paths for hook output, berth-oci's `org.berth.*`), and an
@@ -237,11 +264,11 @@ impl Engine {
             caps: caps.to_vec(),
             seccomp,
             namespaces,
-            etc_files: Some(&dir),
-            shm: None,
+            etc_files: Some(&etc_files),
+            shm: pod.as_ref().and_then(|p| p.state.shm.as_deref()),
             mount_sources: sources,
             init: init.as_deref(),
-            cgroups_path: format!("{}/{}", self.config.cgroup_parent().trim_end_matches('/'), id),
+            cgroups_path: format!("{}/{}", cgroup_parent.trim_end_matches('/'), id),
             swap_accounting: cfg.resources.memory.is_some() && runtime::swap_accounting(),
             annotations,
         };
@@ -267,6 +294,10 @@ impl Engine {
                 NamespaceMode::Host => None,
                 NamespaceMode::Path(p) => Some((typ, Some(p.clone()))),
                 NamespaceMode::Container(other) => Some((typ, Some(self.namespace_of(other, what)?))),
+                // A pod's container had it replaced by the pod's namespace (apply_sandbox).
+                NamespaceMode::Pod => {
+                    bail!(InvalidInput, "{what}: the pod's namespace, but the container is in no pod")
+                }
             })
         };
         let mut out = Vec::new();
@@ -338,6 +369,38 @@ impl Engine {
             }
         })
     }
+}
+
+/// A pod's container: the pod's network, IPC and UTS namespaces (or the node's), its PID
+/// namespace when asked for, its sysctls under the container's own.
+fn apply_sandbox(cfg: &mut ContainerConfig, s: &crate::sandbox::Sandbox) -> Result<()> {
+    if cfg.pid == NamespaceMode::Pod {
+        cfg.pid = match &s.state.pid_ns {
+            Some(p) => NamespaceMode::Path(p.clone()),
+            None => bail!(InvalidInput, "pid: the pod's PID namespace, but pod {} shares none", s.name),
+        };
+    }
+    cfg.network = match &s.state.netns {
+        Some(p) => NetworkMode::Path(p.clone()),
+        None => NetworkMode::Host,
+    };
+    cfg.ipc = match &s.state.ipc {
+        Some(p) => NamespaceMode::Path(p.clone()),
+        None => NamespaceMode::Host,
+    };
+    cfg.uts = match &s.state.uts {
+        Some(p) => NamespaceMode::Path(p.clone()),
+        None => NamespaceMode::Host,
+    };
+    cfg.ports.clear();
+    cfg.publish_all = false;
+    let mut sysctls = s.config.sysctls.clone();
+    sysctls.extend(std::mem::take(&mut cfg.sysctls));
+    cfg.sysctls = sysctls;
+    if cfg.runtime.is_none() {
+        cfg.runtime = s.config.runtime.clone();
+    }
+    Ok(())
 }
 
 pub(crate) fn host_hostname() -> String {

@@ -16,10 +16,13 @@
 pub mod config;
 mod copy;
 mod create;
+
+pub(crate) use create::host_hostname;
 mod exit;
 mod start;
 mod state;
 mod stop;
+mod update;
 
 use std::path::{Path, PathBuf};
 

@@ -192,6 +192,10 @@ impl Engine {
     pub fn prune_containers(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for c in self.list()? {
+            // A pod's containers are berthd's (kubelet's) to remove.
+            if c.config.sandbox.is_some() {
+                continue;
+            }
             if !c.running() && c.state.status != "creating" {
                 self.remove(&c.id, false, false)?;
                 out.push(c.id);
