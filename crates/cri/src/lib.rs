@@ -2,13 +2,16 @@
 //!
 //! - [`proto`]: the CRI v1 types, server traits and clients generated from
 //!   `proto/runtime/v1/api.proto` (Kubernetes v1.36's `runtime.v1` package).
-//! - [`service`]: berthd's RuntimeService and ImageService. Only `Version` answers so far;
-//!   every other RPC fails with gRPC `Unimplemented`, naming itself.
+//! - [`service`]: berthd's RuntimeService and ImageService on the engine the `berth` CLI
+//!   uses (pods, containers, images, stats, events); the RPCs not implemented yet (streaming,
+//!   checkpoints, metrics) fail with gRPC `Unimplemented`, naming themselves.
+//! - [`config`]: the `[cri]` section of berth.toml.
 //! - [`socket`]: the listening Unix socket (mode 0600, one berthd per socket, stale sockets
 //!   replaced, removed on shutdown).
-//! - [`paths`]: the store root, configuration file and run root, found as the `berth` CLI
-//!   finds them, and the default socket under the run root.
+//! - [`paths`]: the store root and configuration file, found as the `berth` CLI finds them,
+//!   and `--listen` values.
 
+pub mod config;
 pub mod paths;
 pub mod service;
 pub mod socket;

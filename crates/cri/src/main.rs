@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use berth_cri::config::CriConfig;
 use berth_cri::proto::image_service_server::ImageServiceServer;
 use berth_cri::proto::runtime_service_server::RuntimeServiceServer;
-use berth_cri::service::Cri;
+use berth_cri::service::{Cri, Settings};
 use berth_cri::{paths, socket, Error, Result};
+use berth_engine::Engine;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -26,8 +28,8 @@ struct Args {
     /// Configuration file (default: $BERTH_CONFIG, else /etc/berth/berth.toml)
     #[arg(long)]
     config: Option<PathBuf>,
-    /// The socket to serve, unix:///PATH (default: berthd.sock in the run root: /run/berth for
-    /// the default store, <root>/run for another, or [engine] run-root)
+    /// The socket to serve, unix:///PATH (default: [cri] listen, else berthd.sock in the run
+    /// root: /run/berth for the default store, <root>/run for another, or [engine] run-root)
     #[arg(long, value_name = "unix:///PATH")]
     listen: Option<String>,
 }
@@ -44,29 +46,56 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<()> {
-    let socket_path = match &args.listen {
+    let root = paths::store_root(args.root.as_deref());
+    let config = paths::config_file(args.config.as_deref());
+    let mut engine =
+        Engine::open(&root, config.as_deref()).map_err(|e| Error::new(format!("opening the store: {e}")))?;
+    let origin = config.clone().unwrap_or_else(|| PathBuf::from(paths::DEFAULT_CONFIG));
+    let cri_config = CriConfig::from_table(engine.store.config.cri.as_ref(), &origin)?;
+    engine.exit_command = Some(exit_command(&engine, config.as_deref())?);
+    let socket_path = match args.listen.as_deref().or(cri_config.listen.as_deref()) {
         Some(l) => paths::parse_listen(l)?,
-        None => {
-            let root = paths::store_root(args.root.as_deref());
-            let config = paths::config_file(args.config.as_deref());
-            paths::run_root(&root, config.as_deref())?.join(paths::SOCKET_NAME)
-        }
+        None => engine.run_root.join(paths::SOCKET_NAME),
     };
     // Bound before the async runtime starts any thread: binding sets the umask.
     let (listener, guard) = socket::bind(&socket_path)?;
+    let settings = Settings { restrict_oom_score_adj: cri_config.restrict_oom_score_adj, ..Default::default() };
+    let cri = Cri::new(engine, settings).map_err(|e| Error::io("start watching containers", e))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("berthd")
         .build()
         .map_err(|e| Error::io("start the async runtime", e))?;
-    let served = rt.block_on(serve(listener, guard.path()));
+    let served = rt.block_on(serve(cri, listener, guard.path()));
     // Connections still open after the grace period are dropped with the runtime.
     rt.shutdown_timeout(Duration::from_secs(1));
     let removed = guard.remove();
     served.and(removed)
 }
 
-async fn serve(listener: UnixListener, path: &Path) -> Result<()> {
+/// What a container's monitor runs when the container exits, to release what it held (its
+/// root filesystem mount, the runtime's state): `berth container cleanup`, the CLI installed
+/// beside berthd.
+fn exit_command(engine: &Engine, config: Option<&Path>) -> Result<Vec<String>> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("finding berthd's own path", e))?;
+    let berth = exe.with_file_name("berth");
+    if !berth.is_file() {
+        return Err(Error::new(format!(
+            "{}: the berth CLI must be installed beside berthd (containers' exits are cleaned up with it)",
+            berth.display()
+        )));
+    }
+    let mut cmd = vec![berth.display().to_string(), "--root".into(), engine.root.display().to_string()];
+    if let Some(c) = config {
+        cmd.push("--config".into());
+        cmd.push(c.display().to_string());
+    }
+    cmd.push("container".into());
+    cmd.push("cleanup".into());
+    Ok(cmd)
+}
+
+async fn serve(cri: Cri, listener: UnixListener, path: &Path) -> Result<()> {
     let endpoint = format!("unix://{}", path.display());
     listener.set_nonblocking(true).map_err(|e| Error::io(format!("{endpoint}: set non-blocking"), e))?;
     let listener =
@@ -76,8 +105,8 @@ async fn serve(listener: UnixListener, path: &Path) -> Result<()> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
 
     let server = tonic::transport::Server::builder()
-        .add_service(RuntimeServiceServer::new(Cri))
-        .add_service(ImageServiceServer::new(Cri))
+        .add_service(RuntimeServiceServer::new(cri.clone()))
+        .add_service(ImageServiceServer::new(cri))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), async {
             let _ = stopped.await;
         });

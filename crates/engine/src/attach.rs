@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::error::{bail, Context, Error, Result};
-use crate::{random_id, Engine};
+use crate::{random_id, Container, Engine};
 
 pub use berth_monitor::protocol::attach::{STDERR, STDOUT};
 use berth_monitor::protocol::{attach, ATTACH_SOCKET};
@@ -229,26 +230,9 @@ impl Engine {
         AttachConn::connect(&self.run_dir(&c.id))
     }
 
-    /// `exec`: runs a process in a running container through its runtime handler, with this
-    /// process's stdio; returns its exit code (0 once started, for `detach`).
-    pub fn exec(&self, name_or_id: &str, o: &ExecOptions) -> Result<i32> {
-        let c = self.get(name_or_id)?;
-        if !c.running() {
-            bail!(InvalidState, "container {} is not running", c.name);
-        }
-        if o.command.is_empty() {
-            bail!(InvalidInput, "exec: no command given");
-        }
-        let rt = self.runtime(Some(&c.runtime))?;
-        let features = rt.features(&self.run_root.join("runtimes"));
-        if !features.exec {
-            bail!(
-                Unsupported,
-                "exec: the container's runtime handler {} ({}) does not implement exec yet; run the container with --runtime runc or --runtime crun to exec into it",
-                rt.name,
-                rt.path.display()
-            );
-        }
+    /// The process an `exec` runs: the container's own (environment, user, capabilities,
+    /// confinement) with the command, terminal, environment, working directory and user asked.
+    fn exec_process(&self, c: &Container, o: &ExecOptions) -> Result<Value> {
         let bundle = self.container_dir(&c.id);
         let spec: Value = serde_json::from_slice(&std::fs::read(bundle.join("config.json")).ctx("config.json")?)
             .ctx("config.json")?;
@@ -302,6 +286,30 @@ impl Engine {
             let all = crate::spec::available_caps();
             process["capabilities"] = serde_json::json!({"bounding": all, "effective": all, "permitted": all});
         }
+        Ok(process)
+    }
+
+    /// `exec`: runs a process in a running container through its runtime handler, with this
+    /// process's stdio; returns its exit code (0 once started, for `detach`).
+    pub fn exec(&self, name_or_id: &str, o: &ExecOptions) -> Result<i32> {
+        let c = self.get(name_or_id)?;
+        if !c.running() {
+            bail!(InvalidState, "container {} is not running", c.name);
+        }
+        if o.command.is_empty() {
+            bail!(InvalidInput, "exec: no command given");
+        }
+        let rt = self.runtime(Some(&c.runtime))?;
+        let features = rt.features(&self.run_root.join("runtimes"));
+        if !features.exec {
+            bail!(
+                Unsupported,
+                "exec: the container's runtime handler {} ({}) does not implement exec yet; run the container with --runtime runc or --runtime crun to exec into it",
+                rt.name,
+                rt.path.display()
+            );
+        }
+        let process = self.exec_process(&c, o)?;
         let tag = &random_id()[..12];
         let file = self.run_dir(&c.id).join(format!("exec-{tag}.json"));
         std::fs::write(&file, serde_json::to_vec(&process).unwrap_or_default()).ctx(file.display())?;
@@ -360,4 +368,134 @@ fn runtime_log_error(log: &Path) -> String {
             t.to_string()
         }
     })
+}
+
+/// What `exec_sync` keeps of each stream: more is cut (kubelet's own cap on probe output).
+pub const EXEC_SYNC_OUTPUT_MAX: usize = 16 << 20;
+
+/// The outcome of `exec_sync`.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i32,
+}
+
+impl Engine {
+    /// Runs `command` in a running container and collects its output and exit code (CRI's
+    /// ExecSync, what exec probes use). With a timeout the process is killed when it runs
+    /// longer, and the error is DeadlineExceeded.
+    pub fn exec_sync(&self, name_or_id: &str, command: &[String], timeout: Option<Duration>) -> Result<ExecOutput> {
+        let c = self.get(name_or_id)?;
+        if !c.running() {
+            bail!(InvalidState, "container {} is not running", c.name);
+        }
+        if command.is_empty() {
+            bail!(InvalidInput, "cmd: empty");
+        }
+        let rt = self.runtime(Some(&c.runtime))?;
+        let o = ExecOptions { command: command.to_vec(), ..Default::default() };
+        let process = self.exec_process(&c, &o)?;
+        let tag = &random_id()[..12];
+        let run = self.run_dir(&c.id);
+        let file = run.join(format!("exec-{tag}.json"));
+        let pid_file = run.join(format!("exec-{tag}.pid"));
+        std::fs::write(&file, serde_json::to_vec(&process).unwrap_or_default()).ctx(file.display())?;
+        let mut cmd = rt.command();
+        cmd.arg("exec").arg("--process").arg(&file).arg("--pid-file").arg(&pid_file).arg(&c.id);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let spawned = cmd.spawn();
+        let cleanup = || {
+            let _ = std::fs::remove_file(&file);
+            let _ = std::fs::remove_file(&pid_file);
+        };
+        let mut child = match spawned {
+            Ok(ch) => ch,
+            Err(e) => {
+                cleanup();
+                return Err(Error::from_io(e).context(format!("runtime {}", rt.name)));
+            }
+        };
+        let read = |r: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                if let Some(mut r) = r {
+                    let mut buf = [0u8; 8192];
+                    while let Ok(n) = r.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let room = EXEC_SYNC_OUTPUT_MAX.saturating_sub(out.len());
+                        out.extend_from_slice(&buf[..n.min(room)]);
+                    }
+                }
+                out
+            })
+        };
+        let stdout = read(child.stdout.take().map(|r| Box::new(r) as Box<dyn std::io::Read + Send>));
+        let stderr = read(child.stderr.take().map(|r| Box::new(r) as Box<dyn std::io::Read + Send>));
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(st)) => break Some(st),
+                Ok(None) => {}
+                Err(e) => {
+                    cleanup();
+                    return Err(Error::from_io(e).context(format!("runtime {}", rt.name)));
+                }
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let Some(status) = status else {
+            // The exec'd process first (the runtime waits for it), then the runtime.
+            if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+                // SAFETY: the process the runtime started for us, by the pid it wrote.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            cleanup();
+            let secs = timeout.unwrap_or_default().as_secs();
+            bail!(DeadlineExceeded, "command {command:?} in container {} timed out after {secs}s", c.name);
+        };
+        cleanup();
+        let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
+        use std::os::unix::process::ExitStatusExt;
+        let exit_code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        Ok(ExecOutput { stdout, stderr, exit_code })
+    }
+
+    /// Asks the container's monitor to open its log file again at its path (CRI's
+    /// ReopenContainerLog, after kubelet moved the old file away).
+    pub fn reopen_log(&self, name_or_id: &str) -> Result<()> {
+        let c = self.get(name_or_id)?;
+        if !c.running() {
+            bail!(InvalidState, "container {} is not running: its log is not open", c.name);
+        }
+        let conn = AttachConn::connect(&self.run_dir(&c.id))?;
+        let tv = libc::timeval { tv_sec: 30, tv_usec: 0 };
+        // SAFETY: setting a receive timeout on our socket.
+        unsafe {
+            libc::setsockopt(
+                conn.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
+        };
+        conn.send(&[attach::REOPEN_LOG]).ctx("asking the monitor to reopen the log")?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match conn.recv(&mut buf).ctx("waiting for the monitor to reopen the log")? {
+                Some((attach::LOG_REOPENED, 0)) => return Ok(()),
+                Some((attach::LOG_REOPENED, n)) => bail!(System, "{}", String::from_utf8_lossy(&buf[..n])),
+                Some(_) => {}
+                None => bail!(InvalidState, "container {} exited before its log was reopened", c.name),
+            }
+        }
+    }
 }

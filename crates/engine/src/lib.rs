@@ -22,7 +22,9 @@ pub mod cp;
 pub mod error;
 pub mod logs;
 pub mod networks;
+pub mod oci;
 pub mod runtime;
+pub mod sandbox;
 pub mod seccomp;
 pub mod spec;
 pub mod stats;
@@ -37,7 +39,7 @@ use berth_image::Store;
 use rusqlite::{params, OptionalExtension};
 
 pub use config::EngineConfig;
-pub use container::{Container, CreateOptions, State};
+pub use container::{Container, ContainerConfig, State};
 pub use error::{Error, Kind, Result};
 
 use error::{bail, Context};
@@ -93,13 +95,14 @@ impl Engine {
         // again at every open (stores made by earlier versions had them 0755).
         // The run root is the engine's own when it is the default, or inside the store.
         make_dir(&run_root, engine_cfg.run_root.is_none() || run_root.starts_with(&root))?;
-        for d in ["containers", "netns", "locks", "runtimes", "cni"] {
+        for d in ["containers", "netns", "locks", "runtimes", "cni", "sandboxes"] {
             private_dir(&run_root.join(d))?;
         }
-        for d in ["containers", "volumes", "networks"] {
+        for d in ["containers", "volumes", "networks", "sandboxes"] {
             private_dir(&root.join(d))?;
         }
         store.db().conn.execute_batch(SCHEMA).ctx("metadata database: containers table")?;
+        store.db().conn.execute_batch(sandbox::SCHEMA).ctx("metadata database: sandboxes table")?;
         Ok(Engine {
             store,
             config: engine_cfg,
@@ -189,7 +192,10 @@ impl Engine {
             .query_row("SELECT record FROM containers WHERE id = ?1", [id], |r| r.get(0))
             .optional()?;
         match rec {
-            Some(r) => Ok(Some(serde_json::from_str(&r).ctx(format!("container {id}: stored record"))?)),
+            Some(r) => {
+                let c: Container = serde_json::from_str(&r).ctx(format!("container {id}: stored record"))?;
+                Ok(Some(c.upgrade()))
+            }
             None => Ok(None),
         }
     }
@@ -200,7 +206,13 @@ impl Engine {
         let mut st = db.conn.prepare("SELECT id, record FROM containers ORDER BY created_at DESC, id")?;
         let rows: Vec<(String, String)> =
             st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
-        rows.into_iter().map(|(id, r)| serde_json::from_str(&r).ctx(format!("container {id}: stored record"))).collect()
+        rows.into_iter()
+            .map(|(id, r)| {
+                serde_json::from_str::<Container>(&r)
+                    .map(Container::upgrade)
+                    .ctx(format!("container {id}: stored record"))
+            })
+            .collect()
     }
 
     /// A container by name, full id or unique id prefix.

@@ -209,12 +209,19 @@ impl Engine {
         };
         let (bridge, subnet) = bridge_of(&conf).unwrap_or_default();
         let gateway = Subnet::parse(&subnet).map(|s| s.gateway().to_string()).unwrap_or_default();
-        let containers = self
+        let mut containers: Vec<String> = self
             .load_all()?
             .into_iter()
             .filter(|c| c.network_name(self).as_deref() == Some(name))
             .map(|c| c.name)
             .collect();
+        // Pods are attached too (their containers share the pod's attachment).
+        containers.extend(
+            self.sandbox_list()?
+                .into_iter()
+                .filter(|s| s.state.network_attached && s.state.network == name)
+                .map(|s| format!("pod {}", s.name)),
+        );
         Ok(NetworkInfo {
             name: name.to_string(),
             driver: "bridge".into(),

@@ -27,6 +27,13 @@ pub struct Stats {
     pub cpu_nanos: u64,
     pub memory_usage: u64,
     pub memory_limit: u64,
+    /// usage less the page cache the kernel can drop at once (inactive files): what kubelet
+    /// evicts by
+    pub memory_working_set: u64,
+    /// anonymous memory and swap cache
+    pub memory_rss: u64,
+    pub page_faults: u64,
+    pub major_page_faults: u64,
     pub pids: u64,
     pub net_rx: u64,
     pub net_tx: u64,
@@ -94,6 +101,32 @@ fn cgroup_dir(pid: i32, controller: &str) -> Option<PathBuf> {
 }
 
 /// Whether the kernel has pidfd_open (5.3+), asked of the kernel itself.
+/// Bytes of regular files (hard links once) and inodes below `dir`, without following
+/// links or crossing into other file systems.
+pub fn tree_usage(dir: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(top) = std::fs::symlink_metadata(dir) else { return (0, 0) };
+    let mut seen = std::collections::HashSet::new();
+    let (mut bytes, mut inodes) = (0, 1);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let Ok(md) = e.metadata() else { continue };
+            if md.nlink() > 1 && !md.is_dir() && !seen.insert(md.ino()) {
+                continue;
+            }
+            inodes += 1;
+            if md.is_dir() && md.dev() == top.dev() {
+                stack.push(e.path());
+            } else if md.is_file() {
+                bytes += md.len();
+            }
+        }
+    }
+    (bytes, inodes)
+}
+
 fn pidfd_supported() -> bool {
     // SAFETY: pidfd_open of ourselves; the descriptor is closed at once.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
@@ -131,13 +164,26 @@ impl Engine {
         }
         let pid = c.state.pid;
         if let Some(d) = cgroup_dir(pid, "memory") {
-            if d.join("memory.usage_in_bytes").exists() {
+            // cgroup v1 names its counters for the whole subtree `total_*`.
+            let (v1, prefix) = if d.join("memory.usage_in_bytes").exists() { (true, "total_") } else { (false, "") };
+            if v1 {
                 s.memory_usage = read_u64(&d.join("memory.usage_in_bytes")).unwrap_or(0);
                 s.memory_limit = read_u64(&d.join("memory.limit_in_bytes")).unwrap_or(0);
             } else {
                 s.memory_usage = read_u64(&d.join("memory.current")).unwrap_or(0);
                 s.memory_limit = read_u64(&d.join("memory.max")).unwrap_or(0);
             }
+            let stat = std::fs::read_to_string(d.join("memory.stat")).unwrap_or_default();
+            let field = |name: &str| {
+                stat.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{prefix}{name} ")))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            s.memory_working_set = s.memory_usage.saturating_sub(field("inactive_file"));
+            s.memory_rss = if v1 { field("rss") } else { field("anon") };
+            s.page_faults = field("pgfault");
+            s.major_page_faults = field("pgmajfault");
         }
         if s.memory_limit == 0 || s.memory_limit >= 1 << 60 {
             s.memory_limit = std::fs::read_to_string("/proc/meminfo")
@@ -177,6 +223,16 @@ impl Engine {
             }
         }
         Ok(s)
+    }
+
+    /// A container's writable layer: bytes and inodes it holds (overlay's upper directory,
+    /// the whole root filesystem of a copy snapshot), and the store directory it lives in.
+    pub fn writable_layer(&self, id: &str) -> (PathBuf, u64, u64) {
+        let base = self.store.snapshots.path(id);
+        let upper = base.join("upper");
+        let dir = if upper.is_dir() { upper } else { base.join("rootfs") };
+        let (bytes, inodes) = tree_usage(&dir);
+        (self.store.root.join("snapshots"), bytes, inodes)
     }
 
     /// `info`: the runtimes, storage, cgroups, kernel and the features detected.

@@ -44,6 +44,9 @@ pub struct Config {
     /// berth-engine; kept here as a table so one file configures both.
     #[serde(default)]
     pub engine: Option<toml::Table>,
+    /// berthd's section (its socket, OOM score clamping), parsed and checked by berthd.
+    #[serde(default)]
+    pub cri: Option<toml::Table>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

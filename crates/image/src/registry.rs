@@ -375,6 +375,7 @@ impl Client {
         if challenges.iter().any(|c| c.scheme == "basic") {
             let Some(c) = &self.creds else {
                 bail!(
+                    PermissionDenied,
                     "registry {}: 401 authentication required (basic): run berth login {}",
                     self.registry,
                     self.registry

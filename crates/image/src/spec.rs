@@ -119,6 +119,11 @@ pub fn signal_number(s: &str) -> Result<i32> {
 /// setresuid/setresgid ("leave unchanged", i.e. root), so as runc only 0 to 2^31 - 1.
 pub const MAX_PROCESS_ID: u32 = i32::MAX as u32;
 
+/// A uid or gid a process may run as: within 0..=MAX_PROCESS_ID.
+pub fn check_process_id(id: u32, what: &str) -> Result<u32> {
+    check_id(id, what)
+}
+
 fn check_id(id: u32, what: &str) -> Result<u32> {
     if id > MAX_PROCESS_ID {
         bail!("{what} {id} is out of range (0 to {MAX_PROCESS_ID})");

@@ -4,6 +4,10 @@
 //! every process that ends up its child (orphans re-parented to PID 1), and exits with the
 //! command's status (128 + signal when killed).
 //!
+//! `berth-init --pause` runs no command: it is the PID 1 of a pod's shared PID namespace
+//! (the engine starts it there), reaping the orphans its containers leave and exiting on
+//! SIGTERM, SIGINT or SIGHUP.
+//!
 //! The container's root filesystem may hold no C library and no dynamic loader, so this binary
 //! has neither: its own `_start`, raw system calls, no allocation, linked statically.
 
@@ -142,6 +146,9 @@ unsafe fn syscall(n: usize, a: [usize; 5]) -> isize {
     ret
 }
 
+const SIGHUP: usize = 1;
+const SIGINT: usize = 2;
+const SIGTERM: usize = 15;
 const SIGKILL: usize = 9;
 const SIGCHLD: usize = 17;
 const SIGSTOP: usize = 19;
@@ -201,6 +208,9 @@ unsafe extern "C" fn entry(sp: *const usize) -> ! {
     let argc = *sp;
     let argv = sp.add(1) as *const *const u8;
     let envp = argv.add(argc + 1);
+    if argc == 2 && bytes(*argv.add(1)) == b"--pause" {
+        pause();
+    }
     let mut first = 1;
     if argc > 1 && bytes(*argv.add(1)) == b"--" {
         first = 2;
@@ -247,6 +257,26 @@ unsafe extern "C" fn entry(sp: *const usize) -> ! {
                 let code = if status & 0x7f == 0 { (status >> 8) & 0xff } else { 128 + (status & 0x7f) };
                 exit(code);
             }
+        }
+    }
+}
+
+/// A pod's PID 1: reaps whatever ends up its child until told to stop.
+unsafe fn pause() -> ! {
+    let all: u64 = !0;
+    syscall(nr::RT_SIGPROCMASK, [SIG_BLOCK, &all as *const u64 as usize, 0, 8, 0]);
+    let mut info = [0u64; 16];
+    loop {
+        let sig = syscall(nr::RT_SIGTIMEDWAIT, [&all as *const u64 as usize, info.as_mut_ptr() as usize, 0, 8, 0]);
+        match sig as usize {
+            SIGTERM | SIGINT | SIGHUP => exit(0),
+            SIGCHLD => loop {
+                let mut status: i32 = 0;
+                if syscall(nr::WAIT4, [usize::MAX, &mut status as *mut i32 as usize, WNOHANG, 0, 0]) <= 0 {
+                    break;
+                }
+            },
+            _ => {}
         }
     }
 }

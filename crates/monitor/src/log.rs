@@ -54,6 +54,19 @@ impl LogWriter {
         }
     }
 
+    /// Opens the log file again at its path: the caller moved the old one away (kubelet
+    /// rotates CRI logs itself). Writing goes on to the old file if the new cannot be opened.
+    pub fn reopen(&mut self) -> io::Result<()> {
+        let fd = open_append(&self.path)?;
+        // SAFETY: closing our old descriptor, fstat on the new one.
+        unsafe { libc::close(self.fd) };
+        self.fd = fd;
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        unsafe { libc::fstat(fd, &mut st) };
+        self.size = st.st_size as u64;
+        Ok(())
+    }
+
     fn rotate(&mut self) {
         // SAFETY: renaming our own log file; a failure keeps writing to the old one.
         if unsafe { libc::rename(self.path.as_ptr(), self.rotated.as_ptr()) } != 0 {

@@ -9,8 +9,9 @@
 //! (anything else, or EOF, and the created container is deleted again).
 //!
 //! Attach socket (SOCK_SEQPACKET, one message per packet): client → monitor `0` + bytes
-//! (stdin), `1` + rows (u16 LE) + cols (u16 LE) (terminal size), `2` (close stdin); monitor →
-//! client `1` + bytes (stdout) or `2` + bytes (stderr). Closed when the container exits.
+//! (stdin), `1` + rows (u16 LE) + cols (u16 LE) (terminal size), `2` (close stdin), `3` (reopen
+//! the log file); monitor → client `1` + bytes (stdout), `2` + bytes (stderr), `3` + the reopen's
+//! outcome (empty: done, else the error). Closed when the container exits.
 
 /// Files in the container's run directory (`--dir`).
 pub const ATTACH_SOCKET: &str = "attach";
@@ -168,6 +169,11 @@ pub mod attach {
     pub const RESIZE: u8 = 1;
     /// client → monitor: close the container's stdin once what was sent is written
     pub const CLOSE_STDIN: u8 = 2;
+    /// client → monitor: open the log file again at its path (the caller rotated it); the
+    /// monitor answers `LOG_REOPENED` followed by `0` (done) or an error message
+    pub const REOPEN_LOG: u8 = 3;
+    /// monitor → client: the answer to `REOPEN_LOG`
+    pub const LOG_REOPENED: u8 = 3;
     /// monitor → client: the container's stdout (or the terminal's output)
     pub const STDOUT: u8 = 1;
     /// monitor → client: the container's stderr

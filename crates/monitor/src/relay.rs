@@ -127,6 +127,16 @@ impl Monitor {
                 };
                 unsafe { libc::ioctl(self.out, libc::TIOCSWINSZ, &ws) };
             }
+            attach::REOPEN_LOG => {
+                let mut answer = vec![attach::LOG_REOPENED];
+                if let Err(e) = self.log.reopen() {
+                    answer.extend_from_slice(format!("reopening the log: {e}").as_bytes());
+                }
+                // SAFETY: sending a valid buffer to this client.
+                unsafe {
+                    libc::send(fd, answer.as_ptr().cast(), answer.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+                };
+            }
             attach::CLOSE_STDIN => {
                 self.close_input_after = true;
                 self.flush_input();

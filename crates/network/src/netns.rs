@@ -1,6 +1,7 @@
-//! Network namespaces pinned by a bind mount of `/proc/thread-self/ns/net` onto a file, so
-//! they live without a process in them (as `ip netns` does), and are joined by the OCI runtime
-//! through `linux.namespaces[].path`.
+//! Namespaces pinned by a bind mount of `/proc/thread-self/ns/<kind>` onto a file, so they live
+//! without a process in them (as `ip netns` does, and CRI-O's pinns for pods), and are joined by
+//! the OCI runtime through `linux.namespaces[].path`: a container's network namespace, and a
+//! pod's network, IPC and UTS namespaces.
 
 use std::ffi::CString;
 use std::io;
@@ -13,17 +14,55 @@ fn cpath(p: &Path) -> io::Result<CString> {
 
 /// Creates a new network namespace pinned at `path` (a new file).
 pub fn create(path: &Path) -> io::Result<()> {
+    pin(path, Kind::Net, None)
+}
+
+/// The kinds of namespace a pod pins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Net,
+    Ipc,
+    Uts,
+}
+
+impl Kind {
+    fn flag(self) -> libc::c_int {
+        match self {
+            Kind::Net => libc::CLONE_NEWNET,
+            Kind::Ipc => libc::CLONE_NEWIPC,
+            Kind::Uts => libc::CLONE_NEWUTS,
+        }
+    }
+
+    fn proc_name(self) -> &'static std::ffi::CStr {
+        match self {
+            Kind::Net => c"/proc/thread-self/ns/net",
+            Kind::Ipc => c"/proc/thread-self/ns/ipc",
+            Kind::Uts => c"/proc/thread-self/ns/uts",
+        }
+    }
+}
+
+/// Creates a new namespace of `kind` pinned at `path` (a new file), so it lives without a
+/// process in it. A UTS namespace gets `hostname` first.
+pub fn pin(path: &Path, kind: Kind, hostname: Option<&str>) -> io::Result<()> {
     std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
     let target = cpath(path)?;
-    // A fresh thread enters the new namespace, so the caller's own namespace stays.
+    let hostname = hostname.map(|h| h.as_bytes().to_vec());
+    // A fresh thread enters the new namespace, so the caller's own namespaces stay.
     let r = std::thread::spawn(move || -> io::Result<()> {
-        // SAFETY: unshare and mount with valid arguments, on this thread only.
+        // SAFETY: unshare, sethostname and mount with valid arguments, on this thread only.
         unsafe {
-            if libc::unshare(libc::CLONE_NEWNET) != 0 {
+            if libc::unshare(kind.flag()) != 0 {
                 return Err(io::Error::last_os_error());
             }
+            if let Some(h) = &hostname {
+                if libc::sethostname(h.as_ptr().cast(), h.len()) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             if libc::mount(
-                c"/proc/thread-self/ns/net".as_ptr(),
+                kind.proc_name().as_ptr(),
                 target.as_ptr(),
                 std::ptr::null(),
                 libc::MS_BIND,
@@ -36,7 +75,7 @@ pub fn create(path: &Path) -> io::Result<()> {
         Ok(())
     })
     .join()
-    .unwrap_or_else(|_| Err(io::Error::other("netns thread panicked")));
+    .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")));
     if let Err(e) = r {
         let _ = std::fs::remove_file(path);
         return Err(e);
@@ -44,7 +83,7 @@ pub fn create(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether `path` is a pinned network namespace (a bind mount of an nsfs inode).
+/// Whether `path` is a pinned namespace (a bind mount of an nsfs inode).
 pub fn is_pinned(path: &Path) -> bool {
     const NSFS_MAGIC: i64 = 0x6e73_6673;
     let Ok(c) = cpath(path) else { return false };

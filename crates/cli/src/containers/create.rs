@@ -1,9 +1,13 @@
-//! `create`, `run` and `start`: docker's flags translated into the engine's options.
+//! `create`, `run` and `start`: docker's flags translated into the engine's typed container
+//! configuration.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use berth_engine::{Container, CreateOptions, Engine, Error, Result};
+use berth_engine::container::config::{
+    ContainerConfig, DnsConfig, NetworkMode, Resources, Seccomp, Security, UserSpec,
+};
+use berth_engine::{Container, Engine, Error, Result};
 
 use super::*;
 use crate::Cli;
@@ -39,9 +43,21 @@ pub(crate) fn expand_env(e: &str) -> String {
     }
 }
 
-pub(crate) fn options(c: &CreateFlags) -> Result<CreateOptions> {
+/// docker's flags → the engine's typed configuration. Flag syntax is checked here, naming
+/// the flag; the engine checks the configuration itself.
+pub(crate) fn options(c: &CreateFlags) -> Result<ContainerConfig> {
     if c.image().starts_with('-') {
         bail!("unknown option {:?}", c.image());
+    }
+    if let Some(n) = &c.name {
+        if !berth_engine::container::valid_name(n) {
+            bail!("invalid container name {n:?}: letters, digits, '_', '.' and '-', starting with a letter or digit");
+        }
+    }
+    if let Some(h) = &c.hostname {
+        if !berth_engine::spec::valid_hostname(h) {
+            bail!("invalid hostname {h:?}");
+        }
     }
     let mut env = Vec::new();
     for f in &c.env_file {
@@ -49,17 +65,32 @@ pub(crate) fn options(c: &CreateFlags) -> Result<CreateOptions> {
     }
     env.extend(c.env.iter().map(|e| expand_env(e)));
     env.retain(|e| !e.is_empty());
-    let mut seccomp = None;
-    let mut nnp = false;
+    for e in &env {
+        if e.starts_with('=') {
+            bail!("invalid environment variable {e:?}");
+        }
+    }
+    let mut security = Security::default();
     for s in &c.security_opt {
         match s.split_once(['=', ':']) {
-            Some(("seccomp", v)) => seccomp = Some(v.to_string()),
+            Some(("seccomp", "unconfined")) => security.seccomp = Seccomp::Unconfined,
+            Some(("seccomp", file)) => security.seccomp = Seccomp::Profile(file.into()),
             _ if s == "no-new-privileges" || s == "no-new-privileges=true" || s == "no-new-privileges:true" => {
-                nnp = true
+                security.no_new_privileges = true
             }
             _ => bail!("--security-opt {s:?}: supported are seccomp=FILE, seccomp=unconfined and no-new-privileges"),
         }
     }
+    if let Seccomp::Profile(file) = &security.seccomp {
+        let text = std::fs::read(file)
+            .map_err(|e| Error::invalid(format!("--security-opt seccomp={}: {e}", file.display())))?;
+        serde_json::from_slice::<serde_json::Value>(&text)
+            .map_err(|e| Error::invalid(format!("--security-opt seccomp={}: {e}", file.display())))?;
+    }
+    security.privileged = c.privileged;
+    security.read_only_rootfs = c.read_only;
+    security.cap_add = c.cap_add.clone();
+    security.cap_drop = c.cap_drop.clone();
     let mut labels = BTreeMap::new();
     for l in &c.label {
         let (k, v) = l.split_once('=').unwrap_or((l, ""));
@@ -68,46 +99,81 @@ pub(crate) fn options(c: &CreateFlags) -> Result<CreateOptions> {
         }
         labels.insert(k.to_string(), v.to_string());
     }
-    let memory = c.memory.as_deref().map(berth_engine::spec::parse_memory).transpose()?;
-    let cpus = match &c.cpus {
-        Some(s) => Some(s.parse::<f64>().map_err(|_| Error::invalid(format!("--cpus {s:?}: not a number")))?),
+    let mut resources =
+        Resources { memory: c.memory.as_deref().map(flags::parse_memory).transpose()?, ..Default::default() };
+    if let Some(cpus) = &c.cpus {
+        let (quota, period) = flags::parse_cpus(cpus)?;
+        resources.cpu_quota = Some(quota);
+        resources.cpu_period = Some(period);
+    }
+    if let Some(p) = c.pids_limit {
+        flags::check_pids_limit(p)?;
+        resources.pids_limit = Some(p);
+    }
+    let mut mounts = Vec::new();
+    for v in &c.volume {
+        mounts.push(flags::parse_volume(v)?);
+    }
+    for t in &c.tmpfs {
+        mounts.push(flags::parse_tmpfs(t)?);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for m in &mounts {
+        if !seen.insert(m.destination.trim_end_matches('/').to_string()) {
+            bail!("duplicate mount point {}", m.destination);
+        }
+    }
+    let network = flags::parse_network(c.network.as_deref());
+    let mut ports = Vec::new();
+    for p in &c.publish {
+        ports.extend(berth_network::ports::parse(p).map_err(|e| Error::invalid(format!("-p: {}", e.message())))?);
+    }
+    if !ports.is_empty() && !matches!(network, NetworkMode::Bridge | NetworkMode::Network(_)) {
+        bail!("ports cannot be published with --network {}", network.display());
+    }
+    let mut dns = DnsConfig::default();
+    for d in &c.dns {
+        dns.servers.push(d.parse().map_err(|_| Error::invalid(format!("--dns {d:?} is not an IP address")))?);
+    }
+    let extra_hosts = c.add_host.iter().map(|h| flags::parse_add_host(h)).collect::<Result<Vec<_>>>()?;
+    let restart = flags::parse_restart(c.restart.as_deref())?;
+    if c.rm && restart.name != "no" {
+        bail!("--rm and --restart {} cannot be combined", restart.name);
+    }
+    let stop_signal = match &c.stop_signal {
+        Some(s) => {
+            Some(berth_image::spec::signal_number(s).map_err(|e| Error::invalid(format!("--stop-signal: {e}")))?)
+        }
         None => None,
     };
     let entrypoint = c.entrypoint.as_ref().map(|e| if e.is_empty() { Vec::new() } else { vec![e.clone()] });
-    Ok(CreateOptions {
-        image: c.image().to_string(),
+    Ok(ContainerConfig {
         name: c.name.clone(),
+        image: c.image().to_string(),
         command: if c.command().is_empty() { None } else { Some(c.command().to_vec()) },
         entrypoint,
         env,
         workdir: c.workdir.clone(),
-        user: c.user.clone(),
+        user: c.user.as_deref().map(UserSpec::parse),
         tty: c.tty,
         stdin: c.interactive,
-        volumes: c.volume.clone(),
-        tmpfs: c.tmpfs.clone(),
-        publish: c.publish.clone(),
-        publish_all: c.publish_all,
-        network: c.network.clone(),
         hostname: c.hostname.clone(),
-        dns: c.dns.clone(),
-        add_hosts: c.add_host.clone(),
-        memory,
-        cpus,
-        pids_limit: c.pids_limit,
-        cap_add: c.cap_add.clone(),
-        cap_drop: c.cap_drop.clone(),
-        privileged: c.privileged,
-        read_only: c.read_only,
-        seccomp,
-        no_new_privileges: nnp,
-        init: c.init,
-        restart: c.restart.clone(),
-        runtime: c.runtime.clone(),
+        network,
+        ports,
+        publish_all: c.publish_all,
+        dns,
+        extra_hosts,
+        mounts,
+        security,
+        resources,
         labels,
-        stop_signal: c.stop_signal.clone(),
-        stop_timeout: c.stop_timeout,
+        restart,
         auto_remove: c.rm,
+        stop_signal,
+        stop_timeout: c.stop_timeout,
+        init: c.init,
+        runtime: c.runtime.clone(),
+        ..Default::default()
     })
 }
 
@@ -165,8 +231,8 @@ pub(crate) fn start_cmd(cli: &Cli, a: &StartArgs) -> Result<i32> {
         bail!("start --attach takes one container");
     }
     let c = e.get(&a.names[0])?;
-    match e.start_with(&c.id, |dir| connect_sized(dir, c.options.tty))? {
-        Some(conn) => relay(&e, &c, conn, a.interactive && c.options.stdin, c.options.tty),
+    match e.start_with(&c.id, |dir| connect_sized(dir, c.config.tty))? {
+        Some(conn) => relay(&e, &c, conn, a.interactive && c.config.stdin, c.config.tty),
         None => bail!("container {} is already running", c.name),
     }
 }

@@ -66,7 +66,7 @@ pub(crate) fn matches_filter(c: &Container, f: &str) -> Result<bool> {
         }
         "label" => {
             let (lk, lv) = v.split_once('=').map(|(a, b)| (a, Some(b))).unwrap_or((v, None));
-            match c.options.labels.get(lk) {
+            match c.config.labels.get(lk) {
                 Some(x) => lv.map(|lv| lv == x).unwrap_or(true),
                 None => false,
             }
@@ -82,7 +82,7 @@ pub(crate) trait NetText {
 
 impl NetText for Container {
     fn network_name_text(&self) -> String {
-        self.options.network.clone().unwrap_or_else(|| "bridge".into())
+        self.config.network.display()
     }
 }
 
@@ -98,7 +98,8 @@ pub(crate) fn ps(cli: &Cli, a: &PsArgs) -> Result<i32> {
         }
     }
     let mut list = Vec::new();
-    for c in e.list()? {
+    // A pod's containers are berthd's (Kubernetes'): `crictl ps` shows them.
+    for c in e.list()?.into_iter().filter(|c| c.config.sandbox.is_none()) {
         if !a.all && !c.running() && a.filter.iter().all(|f| !f.starts_with("status=")) {
             continue;
         }
@@ -124,7 +125,7 @@ pub(crate) fn ps(cli: &Cli, a: &PsArgs) -> Result<i32> {
                     "Id": c.id, "Names": [c.name], "Image": c.image, "ImageID": c.image_id,
                     "Command": c.args.join(" "), "Created": c.created, "State": c.state.status,
                     "Status": status_text(c), "ExitCode": c.state.exit_code, "Ports": if c.running() { &c.state.ports } else { &c.port_specs },
-                    "Labels": c.options.labels, "Networks": [c.network_name_text()], "Runtime": c.runtime,
+                    "Labels": c.config.labels, "Networks": [c.network_name_text()], "Runtime": c.runtime,
                     "Pid": c.state.pid,
                 })
             })
@@ -219,47 +220,48 @@ pub(crate) fn container_json(e: &Engine, c: &Container) -> Value {
         "RestartCount": c.state.restart_count,
         "Runtime": c.runtime,
         "Seccomp": c.seccomp,
-        "LogPath": e.container_dir(&c.id).join("ctr.log"),
+        "LogPath": e.log_path(c),
         "BundlePath": e.container_dir(&c.id),
         "RootFS": e.store.snapshots.rootfs(&c.id),
         "Mounts": c.mounts,
         "Config": {
             "Hostname": c.hostname,
-            "User": c.options.user,
-            "Env": c.options.env,
-            "Cmd": c.options.command,
-            "Entrypoint": c.options.entrypoint,
-            "WorkingDir": c.options.workdir,
-            "Tty": c.options.tty,
-            "OpenStdin": c.options.stdin,
-            "Labels": c.options.labels,
+            "User": c.config.user.as_ref().map(|u| u.as_user_group()),
+            "Env": c.config.env,
+            "Cmd": c.config.command,
+            "Entrypoint": c.config.entrypoint,
+            "WorkingDir": c.config.workdir,
+            "Tty": c.config.tty,
+            "OpenStdin": c.config.stdin,
+            "Labels": c.config.labels,
             "StopSignal": c.stop_signal,
             "StopTimeout": c.stop_timeout,
         },
         "HostConfig": {
-            "NetworkMode": c.options.network.clone().unwrap_or_else(|| "bridge".into()),
+            "NetworkMode": c.config.network.display(),
             "PortBindings": c.port_specs,
-            "RestartPolicy": c.restart_policy,
-            "AutoRemove": c.options.auto_remove,
-            "Privileged": c.options.privileged,
-            "ReadonlyRootfs": c.options.read_only,
-            "CapAdd": c.options.cap_add,
-            "CapDrop": c.options.cap_drop,
-            "Memory": c.options.memory.unwrap_or(0),
-            "NanoCpus": c.options.cpus.map(|x| (x * 1e9) as i64).unwrap_or(0),
-            "PidsLimit": c.options.pids_limit,
-            "Init": c.options.init,
-            "Dns": c.options.dns,
-            "ExtraHosts": c.options.add_hosts,
-            "Tmpfs": c.options.tmpfs,
-            "Binds": c.options.volumes,
-            "SecurityOpt": {"seccomp": c.options.seccomp, "noNewPrivileges": c.options.no_new_privileges},
+            "RestartPolicy": c.config.restart,
+            "AutoRemove": c.config.auto_remove,
+            "Privileged": c.config.security.privileged,
+            "ReadonlyRootfs": c.config.security.read_only_rootfs,
+            "CapAdd": c.config.security.cap_add,
+            "CapDrop": c.config.security.cap_drop,
+            "Memory": c.config.resources.memory.unwrap_or(0),
+            "NanoCpus": match (c.config.resources.cpu_quota, c.config.resources.cpu_period) {
+                (Some(q), Some(p)) if q > 0 && p > 0 => q * 1_000_000_000 / p as i64,
+                _ => 0,
+            },
+            "PidsLimit": c.config.resources.pids_limit,
+            "Init": c.config.init,
+            "Dns": c.config.dns.servers,
+            "ExtraHosts": c.config.extra_hosts.iter().map(|h| format!("{}:{}", h.name, h.ip)).collect::<Vec<_>>(),
+            "SecurityOpt": {"seccomp": c.seccomp, "noNewPrivileges": c.config.security.no_new_privileges},
         },
         "NetworkSettings": {
             "IPAddress": c.state.ip_address,
             "Gateway": c.state.gateway,
             "Ports": c.state.ports,
-            "SandboxKey": if c.options.network.as_deref() == Some("host") { Value::Null } else { json!(e.netns_path(&c.id)) },
+            "SandboxKey": if c.config.network.own_namespace() { json!(e.netns_path(&c.id)) } else { Value::Null },
         },
     })
 }
@@ -298,7 +300,7 @@ pub(crate) fn human(b: u64) -> String {
 pub(crate) fn stats(cli: &Cli, a: &StatsArgs) -> Result<i32> {
     let e = open(cli)?;
     let ids: Vec<String> = if a.names.is_empty() {
-        e.list()?.into_iter().filter(|c| c.running()).map(|c| c.id).collect()
+        e.list()?.into_iter().filter(|c| c.running() && c.config.sandbox.is_none()).map(|c| c.id).collect()
     } else {
         a.names.iter().map(|n| e.resolve_id(n)).collect::<Result<_>>()?
     };

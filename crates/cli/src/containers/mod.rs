@@ -10,6 +10,7 @@ macro_rules! bail {
 mod args;
 mod create;
 mod exec;
+mod flags;
 mod inspect;
 mod networks;
 mod system;
@@ -86,7 +87,7 @@ pub(crate) fn each(cli: &Cli, names: &[String], f: impl Fn(&Engine, &str) -> Res
     let e = open(cli)?;
     let mut failed = None;
     for n in names {
-        match f(&e, n) {
+        match only_ours(&e, n).and_then(|_| f(&e, n)) {
             Ok(()) => println!("{n}"),
             Err(err) => {
                 eprintln!("berth: {n}: {err}");
@@ -98,5 +99,16 @@ pub(crate) fn each(cli: &Cli, names: &[String], f: impl Fn(&Engine, &str) -> Res
         Some(e) if names.len() == 1 => Err(e),
         Some(_) => Ok(1),
         None => Ok(0),
+    }
+}
+
+/// The CLI's own containers: a pod's belong to berthd (Kubernetes), which removes them.
+pub(crate) fn only_ours(e: &Engine, name_or_id: &str) -> Result<()> {
+    match e.get(name_or_id) {
+        Ok(c) if c.config.sandbox.is_some() => Err(Error::state(format!(
+            "container {} belongs to a Kubernetes pod run by berthd: manage it with crictl or kubelet",
+            c.name
+        ))),
+        _ => Ok(()),
     }
 }

@@ -25,7 +25,7 @@ pub(crate) fn attach_cmd(cli: &Cli, a: &AttachArgs) -> Result<i32> {
     let e = open(cli)?;
     let c = e.get(&a.name)?;
     let conn = e.attach(&c.id)?;
-    relay(&e, &c, conn, c.options.stdin && !a.no_stdin, c.options.tty)
+    relay(&e, &c, conn, c.config.stdin && !a.no_stdin, c.config.tty)
 }
 
 pub(crate) struct RawMode {
@@ -161,7 +161,7 @@ pub(crate) fn forward_signals(monitor: i32) {
 pub(crate) fn exit_code(e: &Engine, c: &Container) -> Result<i32> {
     for _ in 0..500 {
         if let Some(code) = e.exit_code_of(&c.id) {
-            if c.options.auto_remove {
+            if c.config.auto_remove {
                 e.wait_removed(&c.id, Duration::from_secs(30));
             }
             return Ok(code);

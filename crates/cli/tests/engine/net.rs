@@ -118,7 +118,7 @@ pub fn containers_reach_each_other_on_their_network() {
     let subnet = {
         let s = suite().subnet.clone();
         let third: u32 = s.split('.').nth(2).unwrap().parse().unwrap();
-        free_subnet(third + 128)
+        berth_testkit::network::free_subnet(third + 128)
     };
     assert_ne!(subnet, suite().subnet, "a second free /24");
     let (a, b) = (name("neta"), name("netb"));

@@ -43,31 +43,6 @@ fn target_dir() -> PathBuf {
     exe.parent().unwrap().parent().unwrap().parent().unwrap().to_path_buf()
 }
 
-/// A /24 that no host route overlaps: in 10.231.0.0/16, else (a route such as a VPN's
-/// 10.0.0.0/8 covers all of it) in 172.31.0.0/16 or 192.168.0.0/16.
-pub fn free_subnet(seed: u32) -> String {
-    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
-    for (a, b) in [(10u8, 231u8), (172, 31), (192, 168)] {
-        for i in 0..256 {
-            let third = ((seed + i) % 256) as u8;
-            let net = u32::from_be_bytes([a, b, third, 0]);
-            let clash = routes.lines().skip(1).any(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                if f.len() < 8 {
-                    return false;
-                }
-                let dst = u32::from_be_bytes(u32::from_str_radix(f[1], 16).unwrap_or(0).to_le_bytes());
-                let mask = u32::from_be_bytes(u32::from_str_radix(f[7], 16).unwrap_or(0).to_le_bytes());
-                mask != 0 && (dst & mask & 0xffff_ff00) == (net & mask & 0xffff_ff00)
-            });
-            if !clash {
-                return format!("{a}.{b}.{third}.0/24");
-            }
-        }
-    }
-    panic!("no /24 free of host routes in 10.231/16, 172.31/16 or 192.168/16 for the test network");
-}
-
 /// The iptables chains of the filter and nat tables.
 fn iptables_chains() -> Vec<(String, String)> {
     iptables_rules()
@@ -90,19 +65,10 @@ pub fn init() {
             target.join("debug").display()
         );
     }
-    // berth-init is its own small workspace (no std): build it if needed.
-    let init = target.join("init/release/berth-init");
-    let st = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--release", "--manifest-path"])
-        .arg(berth_testkit::workspace_root().join("crates/init/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target.join("init"))
-        .status()
-        .expect("cargo build berth-init");
-    assert!(st.success() && init.is_file(), "building berth-init failed");
+    let init = berth_testkit::init::berth_init(&target.join("init"));
     let network = format!("bt{pid}");
     let bridge = format!("btb{}", pid % 1_000_000);
-    let subnet = free_subnet(pid);
+    let subnet = berth_testkit::network::free_subnet(pid);
     let cgroup_parent = format!("/berth-test-{pid}");
     // A runtime handler from berth.toml: runc behind a wrapper that reports neither seccomp
     // nor exec (how the engine treats a runtime that lacks them).
@@ -295,33 +261,55 @@ pub fn check_leaks() -> Vec<String> {
     };
     leaks.extend(berth_testkit::leaks::leaks(&scope));
     berth_testkit::host::remove_cgroups(&scope.cgroup);
-    // The CNI plugins' shared chains (empty once every container is gone): removed again
-    // when the suite created them.
+    // The chains the CNI plugins share between all containers (firewall, portmap): removed
+    // again when the suite created them and no container (anyone's) uses them now. The chains
+    // of one container (CNI-<hash>, CNI-DN-<hash>) are its CNI DEL's to remove, never the
+    // suite's: they may be another runtime's, made while the suite ran, and flushing them
+    // broke that runtime's DEL.
     let before = &s.new_chains;
-    for (table, chain) in iptables_chains() {
-        if before.contains(&(table.clone(), chain.clone())) || !chain.starts_with("CNI-") {
-            continue;
-        }
-        for (_, l) in iptables_rules().into_iter().filter(|(t, _)| *t == table) {
-            if l.ends_with(&format!("-j {chain}")) && !l.starts_with(&format!("-A {chain} ")) {
-                let del = shell_words(&l.replacen("-A ", "-D ", 1));
-                run(Command::new("iptables").args(["-t", &table]).args(&del)).ok("iptables -D");
+    let created: Vec<(String, String)> = iptables_chains()
+        .into_iter()
+        .filter(|(t, c)| !before.contains(&(t.clone(), c.clone())) && SHARED_CNI_CHAINS.contains(&c.as_str()))
+        .collect();
+    let rules = iptables_rules();
+    let in_use = rules.iter().any(|(table, rule)| {
+        let words = shell_words(rule);
+        let owner = words.get(1).map(String::as_str).unwrap_or_default();
+        let target = words.iter().position(|w| w == "-j").and_then(|i| words.get(i + 1));
+        rule.starts_with("-A ")
+            && created.iter().any(|(t, c)| t == table && c == owner)
+            && (words.iter().any(|w| w == "-s" || w == "-d")
+                || target.is_some_and(|t| t.starts_with("CNI-") && !SHARED_CNI_CHAINS.contains(&t.as_str())))
+    });
+    if !in_use {
+        for (table, chain) in &created {
+            for (_, l) in rules.iter().filter(|(t, _)| t == table) {
+                if l.ends_with(&format!("-j {chain}")) && !l.starts_with(&format!("-A {chain} ")) {
+                    let del = shell_words(&l.replacen("-A ", "-D ", 1));
+                    let _ = run(Command::new("iptables").args(["-t", table]).args(&del));
+                }
             }
         }
-    }
-    for (table, chain) in iptables_chains() {
-        if !before.contains(&(table.clone(), chain.clone())) && chain.starts_with("CNI-") {
-            let _ = run(Command::new("iptables").args(["-t", &table, "-F", &chain]));
+        for (table, chain) in &created {
+            let _ = run(Command::new("iptables").args(["-t", table, "-F", chain]));
         }
-    }
-    for (table, chain) in iptables_chains() {
-        if !before.contains(&(table.clone(), chain.clone())) && chain.starts_with("CNI-") {
-            let _ = run(Command::new("iptables").args(["-t", &table, "-X", &chain]));
+        for (table, chain) in &created {
+            let _ = run(Command::new("iptables").args(["-t", table, "-X", chain]));
         }
     }
     let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", &s.ip_forward);
     leaks
 }
+
+/// The chains the firewall and portmap plugins create once and share.
+const SHARED_CNI_CHAINS: &[&str] = &[
+    "CNI-FORWARD",
+    "CNI-ADMIN",
+    "CNI-HOSTPORT-DNAT",
+    "CNI-HOSTPORT-SNAT",
+    "CNI-HOSTPORT-SETMARK",
+    "CNI-HOSTPORT-MASQ",
+];
 
 /// `iptables -S` output split as a shell would (comments are in double quotes).
 fn shell_words(s: &str) -> Vec<String> {

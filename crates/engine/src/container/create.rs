@@ -1,136 +1,61 @@
 //! `create`: everything checked before anything is made, then the record (the name is taken
 //! from here on), the root filesystem, volumes and the bundle; a failure removes what was made.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use berth_image::spec::Overrides;
 use berth_network::PortMapping;
-use serde_json::Value;
+use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp};
 
+use super::config::{self, ContainerConfig, MountSource, NamespaceMode, NetworkMode, Seccomp};
 use super::*;
 use crate::error::{bail, Context, Error, Kind, Result};
-use crate::runtime::{self};
+use crate::runtime;
 use crate::spec::{self, MountInfo};
 use crate::{random_id, time, Engine};
 
 impl Engine {
-    /// Everything about a create that can be checked before anything is made.
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn validate(
-        &self,
-        o: &CreateOptions,
-    ) -> Result<(Vec<MountInfo>, Vec<PortMapping>, RestartPolicy, Vec<String>)> {
-        if let Some(n) = &o.name {
-            if !valid_name(n) {
-                bail!(
-                    InvalidInput,
-                    "invalid container name {n:?}: letters, digits, '_', '.' and '-', starting with a letter or digit"
-                );
-            }
+    /// Everything about a create that can be checked before anything is made: the config
+    /// itself, then what it names on this host (networks, profiles, programs). The
+    /// capability set the container gets.
+    pub(crate) fn validate(&self, c: &ContainerConfig) -> Result<Vec<String>> {
+        config::validate(c)?;
+        if let NetworkMode::Network(n) = &c.network {
+            self.network_config(n)?;
         }
-        let mut mounts = Vec::new();
-        for v in &o.volumes {
-            mounts.push(spec::parse_volume(v)?);
+        let caps = spec::capabilities(c.security.privileged, &c.security.cap_add, &c.security.cap_drop)?;
+        if let Seccomp::Profile(p) = &c.security.seccomp {
+            let text = std::fs::read(p).map_err(|e| Error::invalid(format!("seccomp profile {}: {e}", p.display())))?;
+            serde_json::from_slice::<LinuxSeccomp>(&text)
+                .map_err(|e| Error::invalid(format!("seccomp profile {}: {e}", p.display())))?;
         }
-        for t in &o.tmpfs {
-            mounts.push(spec::parse_tmpfs(t)?);
-        }
-        let mut seen = std::collections::HashSet::new();
-        for m in &mounts {
-            if !seen.insert(m.destination.trim_end_matches('/').to_string()) {
-                bail!(InvalidInput, "duplicate mount point {}", m.destination);
-            }
-        }
-        let mut ports = Vec::new();
-        for p in &o.publish {
-            ports.extend(berth_network::ports::parse(p).map_err(|e| Error::invalid(e.to_string()))?);
-        }
-        let network = o.network.as_deref().unwrap_or("bridge");
-        if !ports.is_empty() && matches!(network, "host" | "none") {
-            bail!(InvalidInput, "ports cannot be published with --network {network}");
-        }
-        if !matches!(network, "host" | "none" | "bridge") {
-            self.network_config(network)?;
-        }
-        let restart = RestartPolicy::parse(o.restart.as_deref())?;
-        if o.auto_remove && restart.name != "no" {
-            bail!(InvalidInput, "--rm and --restart {} cannot be combined", restart.name);
-        }
-        let caps = spec::capabilities(o.privileged, &o.cap_add, &o.cap_drop)?;
-        if let Some(h) = &o.hostname {
-            if !spec::valid_hostname(h) {
-                bail!(InvalidInput, "invalid hostname {h:?}");
-            }
-        }
-        for h in &o.add_hosts {
-            spec::check_add_host(h)?;
-        }
-        for d in &o.dns {
-            if d.parse::<std::net::IpAddr>().is_err() {
-                bail!(InvalidInput, "--dns {d:?} is not an IP address");
-            }
-        }
-        if let Some(m) = o.memory {
-            if m < 6 << 20 {
-                bail!(InvalidInput, "memory limit {m} is too small: the minimum is 6m");
-            }
-            if m > spec::MAX_MEMORY {
-                bail!(InvalidInput, "memory limit {m} is larger than the kernel can enforce");
-            }
-        }
-        if let Some(c) = o.cpus {
-            let max = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
-            // The CFS quota is cpus × a 100 ms period, and the kernel's smallest quota is 1 ms.
-            if !(c.is_finite() && c >= spec::MIN_CPUS) || c > max {
-                bail!(InvalidInput, "--cpus {c}: must be from {} to the {max} CPUs of this host", spec::MIN_CPUS);
-            }
-        }
-        if let Some(p) = o.pids_limit {
-            if p == 0 || p < -1 {
-                bail!(InvalidInput, "--pids-limit {p}: must be positive (or -1 for unlimited)");
-            }
-            if p > spec::MAX_PIDS_LIMIT {
-                bail!(InvalidInput, "--pids-limit {p}: the kernel's limit is at most {}", spec::MAX_PIDS_LIMIT);
-            }
-        }
-        for e in &o.env {
-            if e.is_empty() || e.starts_with('=') {
-                bail!(InvalidInput, "invalid environment variable {e:?}");
-            }
-            if e.contains('\0') {
-                let name = e.split('=').next().unwrap_or_default();
-                bail!(InvalidInput, "environment variable {name}: its value contains a NUL byte");
-            }
-        }
-        if let Some(s) = &o.stop_signal {
-            berth_image::spec::signal_number(s).map_err(|e| Error::invalid(format!("--stop-signal: {e}")))?;
-        }
-        if let Some(s) = &o.seccomp {
-            if s != "unconfined" {
-                let text = std::fs::read(s).map_err(|e| Error::invalid(format!("seccomp profile {s}: {e}")))?;
-                serde_json::from_slice::<Value>(&text)
-                    .map_err(|e| Error::invalid(format!("seccomp profile {s}: {e}")))?;
-            }
-        }
-        if o.init {
+        if c.init {
             self.init_path()?;
         }
-        Ok((mounts, ports, restart, caps))
+        Ok(caps)
     }
 
     pub(crate) fn init_path(&self) -> Result<PathBuf> {
         crate::config::find_program("berth-init", self.config.init.as_deref()).filter(|p| p.is_file()).ok_or_else(
-            || Error::not_found("--init: berth-init not found (beside berth, on PATH, or engine.init in berth.toml)"),
+            || Error::not_found("init: berth-init not found (beside berth, on PATH, or engine.init in berth.toml)"),
         )
     }
 
     /// `create`: validates everything, records the container (its name is taken from here
     /// on), makes its root filesystem, volumes and bundle. Any failure removes what was made.
-    pub fn create(&self, o: &CreateOptions) -> Result<Container> {
-        let (mut mounts, port_specs, restart, caps) = self.validate(o)?;
-        let rt = self.runtime(o.runtime.as_deref())?;
-        let img = self.store.resolve(&o.image).map_err(|e| {
+    pub fn create(&self, cfg: &ContainerConfig) -> Result<Container> {
+        // A pod's container joins the pod's namespaces and shares its files.
+        let mut cfg = cfg.clone();
+        if let Some(pod) = cfg.sandbox.clone() {
+            let s = self.sandbox_for_container(&pod)?;
+            cfg.sandbox = Some(s.id.clone());
+            apply_sandbox(&mut cfg, &s)?;
+        }
+        let cfg = &cfg;
+        let caps = self.validate(cfg)?;
+        let rt = self.runtime(cfg.runtime.as_deref())?;
+        let img = self.store.resolve(&cfg.image).map_err(|e| {
             if e.is(Kind::NotFound) {
                 Error::not_found(format!("{e} (pull, load or import it first)"))
             } else {
@@ -139,197 +64,346 @@ impl Engine {
         })?;
         let (_, img_cfg) = self.store.image_config(&img)?;
         let id = random_id();
-        let name = match &o.name {
+        let name = match &cfg.name {
             Some(n) => n.clone(),
             None => {
                 let r = u64::from_str_radix(&id[..8], 16).unwrap_or(0) as usize;
                 format!("{}_{}", ADJECTIVES[r % ADJECTIVES.len()], NOUNS[(r / 32) % NOUNS.len()])
             }
         };
+        let hostname = match (&cfg.hostname, &cfg.network) {
+            (Some(h), _) => h.clone(),
+            (None, _) if cfg.sandbox.is_some() => {
+                let file = self.sandbox_files(cfg.sandbox.as_deref().unwrap_or_default()).join("hostname");
+                std::fs::read_to_string(&file).ctx(file.display())?.trim().to_string()
+            }
+            (None, NetworkMode::Host) => host_hostname(),
+            (None, _) => id[..12].to_string(),
+        };
         let mut c = Container {
             id: id.clone(),
             name,
             created: time::now_rfc3339(),
-            image: o.image.clone(),
+            image: cfg.image.clone(),
             image_id: img.id().to_string(),
             image_manifest: img.row.manifest_digest.clone(),
-            options: o.clone(),
+            config: cfg.clone(),
+            legacy_options: None,
+            legacy_restart: None,
             runtime: rt.name.clone(),
             args: Vec::new(),
             stop_signal: libc::SIGTERM,
-            stop_timeout: o.stop_timeout.unwrap_or(10),
-            restart_policy: restart,
-            hostname: o.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
+            stop_timeout: cfg.stop_timeout.unwrap_or(10),
+            hostname,
             mounts: Vec::new(),
             port_specs: Vec::new(),
             seccomp: String::new(),
             state: State { status: "creating".into(), ..Default::default() },
         };
-        if o.network.as_deref() == Some("host") && o.hostname.is_none() {
-            c.hostname = host_hostname();
-        }
         match self.insert(&c) {
             Ok(()) => {}
-            Err(e) if e.is(crate::Kind::AlreadyExists) && o.name.is_none() => {
+            Err(e) if e.is(crate::Kind::AlreadyExists) && cfg.name.is_none() => {
                 c.name = format!("{}_{}", c.name, &id[..6]);
                 self.insert(&c)?;
             }
             Err(e) => return Err(e),
         }
         crate::crash_point("created-record");
-        let made = (|| -> Result<()> {
-            let rootfs = self.store.create_snapshot(&id, &img)?;
-            crate::crash_point("snapshot");
-            let ov = Overrides {
-                entrypoint: o.entrypoint.clone(),
-                cmd: o.command.clone(),
-                user: o.user.clone(),
-                workdir: o.workdir.clone(),
-                env: o.env.clone(),
-            };
-            let d = berth_image::spec::runtime_defaults(&img_cfg, &rootfs, &ov)?;
-            c.args = d.args.clone();
-            c.stop_signal = match &o.stop_signal {
-                Some(s) => berth_image::spec::signal_number(s)?,
-                None => d.stop_signal,
-            };
-            // The image's VOLUMEs not covered by a mount become anonymous volumes; their keys
-            // are container paths only (the image is not trusted with host paths or names).
-            for v in &d.volumes {
-                let volume = spec::image_volume(v)?;
-                let dst = volume.destination.trim_end_matches('/');
-                if !mounts.iter().any(|m| m.destination.trim_end_matches('/') == dst) {
-                    mounts.push(volume);
-                }
-            }
-            let mut ports = port_specs.clone();
-            if o.publish_all {
-                for e in &d.exposed_ports {
-                    let (p, proto) = berth_network::ports::parse_exposed(e)
-                        .map_err(|err| Error::invalid(format!("image config ExposedPorts key {err}")))?;
-                    if !ports.iter().any(|m| m.container_port == p && m.protocol == proto) {
-                        ports.push(PortMapping {
-                            host_port: 0,
-                            container_port: p,
-                            protocol: proto,
-                            host_ip: String::new(),
-                        });
-                    }
-                }
-            }
-            c.port_specs = ports;
-            let mut sources = Vec::new();
-            for m in mounts.iter_mut() {
-                match m.kind.as_str() {
-                    "volume" => {
-                        let vol = if m.anonymous {
-                            self.volume_create(None, &BTreeMap::new(), true)?
-                        } else {
-                            self.volume_get_or_create(&m.name)?
-                        };
-                        m.name = vol.name.clone();
-                        m.source = vol.mountpoint.to_string_lossy().into_owned();
-                        self.volume_copy_up(&vol, &rootfs, &m.destination)?;
-                        sources.push(m.source.clone());
-                    }
-                    _ => sources.push(m.source.clone()),
-                }
-            }
-            c.mounts = mounts.clone();
-            // Seccomp: the default profile where the runtime can apply it.
-            let features = rt.features(&self.run_root.join("runtimes"));
-            let seccomp = match o.seccomp.as_deref() {
-                Some("unconfined") => {
-                    c.seccomp = "unconfined".into();
-                    None
-                }
-                Some(file) => {
-                    if !features.seccomp {
-                        bail!(Unsupported, "--security-opt seccomp={file}: runtime {} cannot apply seccomp profiles (its features say seccomp is not enabled); use --runtime runc or crun", rt.name);
-                    }
-                    c.seccomp = file.to_string();
-                    Some(serde_json::from_slice(&std::fs::read(file).ctx(file)?).ctx(file)?)
-                }
-                None if o.privileged => {
-                    c.seccomp = "unconfined (privileged)".into();
-                    None
-                }
-                None if !features.seccomp => {
-                    c.seccomp = format!("none: runtime {} does not support seccomp yet", rt.name);
-                    None
-                }
-                None => {
-                    c.seccomp = "default".into();
-                    Some(crate::seccomp::default_profile(&caps))
-                }
-            };
-            let dir = self.container_dir(&id);
-            crate::private_dir(&dir)?;
-            let mut env = d.env.clone();
-            if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
-                env.push(format!("HOSTNAME={}", c.hostname));
-            }
-            if o.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
-                env.push("TERM=xterm".into());
-            }
-            std::fs::write(dir.join("hostname"), format!("{}\n", c.hostname)).ctx("write hostname")?;
-            std::fs::write(dir.join("hosts"), spec::hosts_file(&c.hostname, None, &o.add_hosts)).ctx("write hosts")?;
-            std::fs::write(dir.join("resolv.conf"), spec::resolv_conf(&o.dns, o.network.as_deref() == Some("host")))
-                .ctx("write resolv.conf")?;
-            let init = if o.init { Some(self.init_path()?) } else { None };
-            let netns = self.netns_path(&id);
-            let mut annotations = serde_json::Map::new();
-            // Only the user's labels: runtimes act on some annotations (crun's `run.oci.*`
-            // opens host paths for hook output, berth-oci's `org.berth.*`), and an image is
-            // not trusted to steer the runtime. The image's labels stay in its config.
-            for (k, v) in o.labels.iter() {
-                annotations.insert(k.clone(), Value::String(v.clone()));
-            }
-            let cgroup_v2 = runtime::cgroup_version() == "2";
-            let input = spec::SpecInput {
-                rootfs: &rootfs,
-                read_only: o.read_only,
-                terminal: o.tty,
-                args: d.args.clone(),
-                env,
-                cwd: d.cwd.clone(),
-                uid: d.uid,
-                gid: d.gid,
-                additional_gids: d.additional_gids.clone(),
-                hostname: c.hostname.clone(),
-                caps: caps.clone(),
-                privileged: o.privileged,
-                no_new_privileges: o.no_new_privileges,
-                seccomp,
-                netns: if o.network.as_deref() == Some("host") { None } else { Some(&netns) },
-                etc_files: &dir,
-                mounts: &mounts,
-                sources: &sources,
-                init: init.as_deref(),
-                memory: o.memory,
-                swap_accounting: o.memory.is_some() && runtime::swap_accounting(),
-                cpus: o.cpus,
-                pids_limit: o.pids_limit.filter(|p| *p > 0),
-                cgroups_path: format!("{}/{}", self.config.cgroup_parent().trim_end_matches('/'), id),
-                cgroup_ns: cgroup_v2,
-                annotations,
-            };
-            let spec = spec::build(&input);
-            crate::write_private(&dir.join("config.json"), &serde_json::to_vec_pretty(&spec).unwrap_or_default())?;
-            // Unmounted until started: a created container holds no mount.
-            self.store.snapshots.unmount(&id)?;
-            c.state.status = "created".into();
-            self.save(&c)
-        })();
+        let made = self.make(&mut c, &img, &img_cfg, &rt, &caps);
         if let Err(e) = made {
             let _ = self.destroy(&c, true);
             return Err(e);
         }
         Ok(c)
     }
+
+    /// What `create` makes once the record exists: the snapshot, the volumes, the /etc files
+    /// and the bundle's config.json.
+    fn make(
+        &self,
+        c: &mut Container,
+        img: &berth_image::store::Image,
+        img_cfg: &berth_image::manifest::ImageConfig,
+        rt: &runtime::Runtime,
+        caps: &[String],
+    ) -> Result<()> {
+        let cfg = c.config.clone();
+        let id = c.id.clone();
+        let rootfs = self.store.create_snapshot(&id, img)?;
+        crate::crash_point("snapshot");
+        let ov = Overrides {
+            entrypoint: cfg.entrypoint.clone(),
+            cmd: cfg.command.clone(),
+            user: cfg.user.as_ref().filter(|u| !u.user.is_empty()).map(|u| u.as_user_group()),
+            workdir: cfg.workdir.clone(),
+            env: cfg.env.clone(),
+        };
+        let d = berth_image::spec::runtime_defaults(img_cfg, &rootfs, &ov)?;
+        let mut additional_gids = d.additional_gids.clone();
+        if let Some(u) = &cfg.user {
+            if u.strict_groups {
+                additional_gids.clear();
+            }
+            for g in &u.additional_gids {
+                berth_image::spec::check_process_id(*g, "supplementary gid")?;
+                if !additional_gids.contains(g) {
+                    additional_gids.push(*g);
+                }
+            }
+        }
+        c.args = d.args.clone();
+        c.stop_signal = cfg.stop_signal.unwrap_or(d.stop_signal);
+        // The image's VOLUMEs not covered by a mount become anonymous volumes; their keys
+        // are container paths only (the image is not trusted with host paths or names).
+        let mut mounts = cfg.mounts.clone();
+        for v in &d.volumes {
+            let volume = spec::image_volume(v)?;
+            let dst = volume.destination.trim_end_matches('/').to_string();
+            if !mounts.iter().any(|m| m.destination.trim_end_matches('/') == dst) {
+                mounts.push(config::Mount {
+                    source: MountSource::Anonymous,
+                    destination: dst,
+                    readonly: false,
+                    recursive_readonly: false,
+                    propagation: Default::default(),
+                    options: Vec::new(),
+                });
+            }
+        }
+        let mut ports = cfg.ports.clone();
+        if cfg.publish_all {
+            for e in &d.exposed_ports {
+                let (p, proto) = berth_network::ports::parse_exposed(e)
+                    .map_err(|err| Error::invalid(format!("image config ExposedPorts key {err}")))?;
+                if !ports.iter().any(|m| m.container_port == p && m.protocol == proto) {
+                    ports.push(PortMapping {
+                        host_port: 0,
+                        container_port: p,
+                        protocol: proto,
+                        host_ip: String::new(),
+                    });
+                }
+            }
+        }
+        c.port_specs = ports;
+        // Each mount's host path, volumes made (or found) and filled from the image.
+        let mut sources = Vec::new();
+        let mut infos = Vec::new();
+        for m in &mounts {
+            let (kind, name, source) = match &m.source {
+                MountSource::Bind(p) => ("bind", String::new(), p.clone()),
+                MountSource::Tmpfs => ("tmpfs", String::new(), PathBuf::from("tmpfs")),
+                MountSource::Volume(_) | MountSource::Anonymous => {
+                    let vol = match &m.source {
+                        MountSource::Volume(n) => self.volume_get_or_create(n)?,
+                        _ => self.volume_create(None, &BTreeMap::new(), true)?,
+                    };
+                    self.volume_copy_up(&vol, &rootfs, &m.destination)?;
+                    ("volume", vol.name.clone(), vol.mountpoint.clone())
+                }
+            };
+            let mut options = if kind == "tmpfs" { m.options.clone() } else { Vec::new() };
+            options.insert(0, if m.readonly { "ro".into() } else { "rw".into() });
+            infos.push(MountInfo {
+                kind: kind.into(),
+                name,
+                source: if kind == "tmpfs" { String::new() } else { source.to_string_lossy().into_owned() },
+                destination: m.destination.clone(),
+                rw: !m.readonly,
+                options,
+                anonymous: matches!(m.source, MountSource::Anonymous),
+            });
+            sources.push(source);
+        }
+        c.mounts = infos;
+        let seccomp = self.seccomp_profile(c, rt, caps)?;
+        let dir = self.container_dir(&id);
+        crate::private_dir(&dir)?;
+        let pod = match &cfg.sandbox {
+            Some(p) => Some(self.sandbox_get(p)?),
+            None => None,
+        };
+        let mut env = d.env.clone();
+        if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+            env.push(format!("HOSTNAME={}", c.hostname));
+        }
+        if cfg.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push("TERM=xterm".into());
+        }
+        let etc_files = match &pod {
+            Some(p) => self.sandbox_files(&p.id),
+            None => {
+                std::fs::write(dir.join("hostname"), format!("{}\n", c.hostname)).ctx("write hostname")?;
+                std::fs::write(dir.join("hosts"), spec::hosts_file(&c.hostname, None, &cfg.extra_hosts))
+                    .ctx("write hosts")?;
+                std::fs::write(dir.join("resolv.conf"), spec::resolv_conf(&cfg.dns, cfg.network == NetworkMode::Host))
+                    .ctx("write resolv.conf")?;
+                dir.clone()
+            }
+        };
+        let cgroup_parent = pod
+            .as_ref()
+            .and_then(|p| p.config.cgroup_parent.clone())
+            .unwrap_or_else(|| self.config.cgroup_parent().to_string());
+        let init = if cfg.init { Some(self.init_path()?) } else { None };
+        // Only the caller's labels and annotations: runtimes act on some annotations (crun's
+        // `run.oci.*` opens host paths for hook output, berth-oci's `org.berth.*`), and an
+        // image is not trusted to steer the runtime. The image's labels stay in its config.
+        let mut annotations: HashMap<String, String> = cfg.labels.clone().into_iter().collect();
+        annotations.extend(cfg.annotations.clone());
+        let namespaces = self.namespaces(&cfg, &id)?;
+        let resolved = crate::oci::Resolved {
+            rootfs: &rootfs,
+            args: d.args.clone(),
+            env,
+            cwd: d.cwd.clone(),
+            uid: d.uid,
+            gid: d.gid,
+            additional_gids,
+            hostname: c.hostname.clone(),
+            caps: caps.to_vec(),
+            seccomp,
+            namespaces,
+            etc_files: Some(&etc_files),
+            shm: pod.as_ref().and_then(|p| p.state.shm.as_deref()),
+            mount_sources: sources,
+            init: init.as_deref(),
+            cgroups_path: format!("{}/{}", cgroup_parent.trim_end_matches('/'), id),
+            swap_accounting: cfg.resources.memory.is_some() && runtime::swap_accounting(),
+            annotations,
+        };
+        // The image's volumes are mounts too, in the spec.
+        let mut with_volumes = cfg.clone();
+        with_volumes.mounts = mounts;
+        let spec = crate::oci::build(&with_volumes, &resolved)?;
+        crate::write_private(&dir.join("config.json"), &serde_json::to_vec_pretty(&spec).unwrap_or_default())?;
+        // Unmounted until started: a created container holds no mount.
+        self.store.snapshots.unmount(&id)?;
+        c.state.status = "created".into();
+        self.save(c)
+    }
+
+    /// The container's namespaces: new ones, or ones joined by path.
+    fn namespaces(&self, cfg: &ContainerConfig, id: &str) -> Result<Vec<(LinuxNamespaceType, Option<PathBuf>)>> {
+        let join = |mode: &NamespaceMode,
+                    typ: LinuxNamespaceType,
+                    what: &str|
+         -> Result<Option<(LinuxNamespaceType, Option<PathBuf>)>> {
+            Ok(match mode {
+                NamespaceMode::Private => Some((typ, None)),
+                NamespaceMode::Host => None,
+                NamespaceMode::Path(p) => Some((typ, Some(p.clone()))),
+                NamespaceMode::Container(other) => Some((typ, Some(self.namespace_of(other, what)?))),
+                // A pod's container had it replaced by the pod's namespace (apply_sandbox).
+                NamespaceMode::Pod => {
+                    bail!(InvalidInput, "{what}: the pod's namespace, but the container is in no pod")
+                }
+            })
+        };
+        let mut out = Vec::new();
+        out.extend(join(&cfg.pid, LinuxNamespaceType::Pid, "pid")?);
+        out.extend(join(&cfg.ipc, LinuxNamespaceType::Ipc, "ipc")?);
+        out.extend(join(&cfg.uts, LinuxNamespaceType::Uts, "uts")?);
+        out.push((LinuxNamespaceType::Mount, None));
+        match &cfg.network {
+            NetworkMode::Host => {}
+            NetworkMode::Path(p) => out.push((LinuxNamespaceType::Network, Some(p.clone()))),
+            NetworkMode::Container(other) => {
+                out.push((LinuxNamespaceType::Network, Some(self.namespace_of(other, "net")?)))
+            }
+            _ => out.push((LinuxNamespaceType::Network, Some(self.netns_path(id)))),
+        }
+        if runtime::cgroup_version() == "2" {
+            out.push((LinuxNamespaceType::Cgroup, None));
+        }
+        Ok(out)
+    }
+
+    /// `/proc/<init>/ns/<what>` of another running container.
+    fn namespace_of(&self, other: &str, what: &str) -> Result<PathBuf> {
+        let o = self.get(other)?;
+        if !o.running() {
+            bail!(InvalidState, "container {}: not running, its {what} namespace cannot be joined", o.name);
+        }
+        Ok(PathBuf::from(format!("/proc/{}/ns/{what}", o.state.pid)))
+    }
+
+    /// The seccomp profile the container gets, where its runtime can apply one.
+    fn seccomp_profile(
+        &self,
+        c: &mut Container,
+        rt: &runtime::Runtime,
+        caps: &[String],
+    ) -> Result<Option<LinuxSeccomp>> {
+        let features = rt.features(&self.run_root.join("runtimes"));
+        let sec = &c.config.security;
+        Ok(match &sec.seccomp {
+            Seccomp::Unconfined => {
+                c.seccomp = "unconfined".into();
+                None
+            }
+            Seccomp::Profile(file) => {
+                if !features.seccomp {
+                    bail!(
+                        Unsupported,
+                        "seccomp profile {}: runtime {} cannot apply seccomp profiles (its features say seccomp is not enabled)",
+                        file.display(),
+                        rt.name
+                    );
+                }
+                c.seccomp = file.display().to_string();
+                let text = std::fs::read(file).ctx(file.display())?;
+                Some(serde_json::from_slice(&text).ctx(file.display())?)
+            }
+            Seccomp::Default if sec.privileged => {
+                c.seccomp = "unconfined (privileged)".into();
+                None
+            }
+            Seccomp::Default if !features.seccomp => {
+                c.seccomp = format!("none: runtime {} does not support seccomp yet", rt.name);
+                None
+            }
+            Seccomp::Default => {
+                c.seccomp = "default".into();
+                Some(serde_json::from_value(crate::seccomp::default_profile(caps)).ctx("the default seccomp profile")?)
+            }
+        })
+    }
 }
 
-fn host_hostname() -> String {
+/// A pod's container: the pod's network, IPC and UTS namespaces (or the node's), its PID
+/// namespace when asked for, its sysctls under the container's own.
+fn apply_sandbox(cfg: &mut ContainerConfig, s: &crate::sandbox::Sandbox) -> Result<()> {
+    if cfg.pid == NamespaceMode::Pod {
+        cfg.pid = match &s.state.pid_ns {
+            Some(p) => NamespaceMode::Path(p.clone()),
+            None => bail!(InvalidInput, "pid: the pod's PID namespace, but pod {} shares none", s.name),
+        };
+    }
+    cfg.network = match &s.state.netns {
+        Some(p) => NetworkMode::Path(p.clone()),
+        None => NetworkMode::Host,
+    };
+    cfg.ipc = match &s.state.ipc {
+        Some(p) => NamespaceMode::Path(p.clone()),
+        None => NamespaceMode::Host,
+    };
+    cfg.uts = match &s.state.uts {
+        Some(p) => NamespaceMode::Path(p.clone()),
+        None => NamespaceMode::Host,
+    };
+    cfg.ports.clear();
+    cfg.publish_all = false;
+    let mut sysctls = s.config.sysctls.clone();
+    sysctls.extend(std::mem::take(&mut cfg.sysctls));
+    cfg.sysctls = sysctls;
+    if cfg.runtime.is_none() {
+        cfg.runtime = s.config.runtime.clone();
+    }
+    Ok(())
+}
+
+pub(crate) fn host_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())

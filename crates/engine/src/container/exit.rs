@@ -26,10 +26,10 @@ impl Engine {
         }
         // Run by the monitor after its own `runtime delete`.
         self.cleanup_locked_with(&mut c, true);
-        if c.options.auto_remove {
+        if c.config.auto_remove {
             return self.destroy(&c, true);
         }
-        let p = &c.restart_policy;
+        let p = &c.config.restart;
         let code = c.state.exit_code.unwrap_or(0);
         let again = !c.state.stopped_by_user
             && match p.name.as_str() {

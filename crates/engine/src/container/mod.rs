@@ -13,90 +13,26 @@
 //! still up (its monitor was killed) is cleaned up then: runtime state, cgroups, network
 //! namespace and CNI attachments, root filesystem mount.
 
+pub mod config;
 mod copy;
 mod create;
+
+pub(crate) use create::host_hostname;
 mod exit;
 mod start;
 mod state;
 mod stop;
+mod update;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use berth_network::PortMapping;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{bail, Error, Result};
 use crate::spec::MountInfo;
 use crate::Engine;
 
-/// What `berth create`/`run` (or the CRI server) asks for.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct CreateOptions {
-    pub image: String,
-    pub name: Option<String>,
-    pub command: Option<Vec<String>>,
-    pub entrypoint: Option<Vec<String>>,
-    pub env: Vec<String>,
-    pub workdir: Option<String>,
-    pub user: Option<String>,
-    pub tty: bool,
-    pub stdin: bool,
-    pub volumes: Vec<String>,
-    pub tmpfs: Vec<String>,
-    pub publish: Vec<String>,
-    pub publish_all: bool,
-    /// bridge (default), host, none, or a network's name
-    pub network: Option<String>,
-    pub hostname: Option<String>,
-    pub dns: Vec<String>,
-    pub add_hosts: Vec<String>,
-    pub memory: Option<i64>,
-    pub cpus: Option<f64>,
-    pub pids_limit: Option<i64>,
-    pub cap_add: Vec<String>,
-    pub cap_drop: Vec<String>,
-    pub privileged: bool,
-    pub read_only: bool,
-    /// `unconfined` or a profile file's path; None: the default profile
-    pub seccomp: Option<String>,
-    pub no_new_privileges: bool,
-    pub init: bool,
-    pub restart: Option<String>,
-    pub runtime: Option<String>,
-    pub labels: BTreeMap<String, String>,
-    pub stop_signal: Option<String>,
-    pub stop_timeout: Option<u32>,
-    pub auto_remove: bool,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "PascalCase")]
-pub struct RestartPolicy {
-    pub name: String,
-    pub maximum_retry_count: u32,
-}
-
-impl RestartPolicy {
-    pub fn parse(s: Option<&str>) -> Result<RestartPolicy> {
-        let s = s.unwrap_or("no");
-        let (name, max) = s.split_once(':').map(|(a, b)| (a, Some(b))).unwrap_or((s, None));
-        let max = match max {
-            None => 0,
-            Some(m) => {
-                m.parse::<u32>().map_err(|_| Error::invalid(format!("--restart {s:?}: {m:?} is not a retry count")))?
-            }
-        };
-        match name {
-            "no" | "always" | "unless-stopped" if max == 0 => {}
-            "on-failure" => {}
-            _ if max != 0 => bail!(InvalidInput, "--restart {s:?}: only on-failure takes a retry count"),
-            _ => bail!(InvalidInput, "--restart {s:?}: expected no, on-failure[:N], always or unless-stopped"),
-        }
-        Ok(RestartPolicy { name: name.into(), maximum_retry_count: max })
-    }
-}
+pub use config::{ContainerConfig, RestartPolicy};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -133,12 +69,17 @@ pub struct Container {
     pub image: String,
     pub image_id: String,
     pub image_manifest: String,
-    pub options: CreateOptions,
+    #[serde(default)]
+    pub config: ContainerConfig,
+    /// a record of an earlier version (docker-style options), turned into `config` on load
+    #[serde(default, rename = "Options", skip_serializing)]
+    pub(crate) legacy_options: Option<serde_json::Value>,
+    #[serde(default, rename = "RestartPolicy", skip_serializing)]
+    pub(crate) legacy_restart: Option<RestartPolicy>,
     pub runtime: String,
     pub args: Vec<String>,
     pub stop_signal: i32,
     pub stop_timeout: u32,
-    pub restart_policy: RestartPolicy,
     pub hostname: String,
     pub mounts: Vec<MountInfo>,
     /// requested port mappings (host port 0: chosen at start)
@@ -159,13 +100,46 @@ impl State {
 }
 
 impl Container {
+    /// A record written by an earlier version keeps docker's options: what the engine still
+    /// needs of them (network, terminal, labels, extra hosts, removal, restarts) becomes the
+    /// typed configuration.
+    pub(crate) fn upgrade(mut self) -> Container {
+        let Some(o) = self.legacy_options.take() else { return self };
+        let text = |k: &str| o[k].as_str().map(str::to_string);
+        let cfg = &mut self.config;
+        cfg.image = text("image").unwrap_or_else(|| self.image.clone());
+        cfg.name = Some(self.name.clone());
+        cfg.network = match text("network").as_deref() {
+            None | Some("bridge") => config::NetworkMode::Bridge,
+            Some("host") => config::NetworkMode::Host,
+            Some("none") => config::NetworkMode::None,
+            Some(n) => config::NetworkMode::Network(n.to_string()),
+        };
+        cfg.tty = o["tty"].as_bool().unwrap_or(false);
+        cfg.stdin = o["stdin"].as_bool().unwrap_or(false);
+        cfg.auto_remove = o["autoRemove"].as_bool().unwrap_or(false);
+        cfg.init = o["init"].as_bool().unwrap_or(false);
+        cfg.runtime = text("runtime");
+        cfg.labels = serde_json::from_value(o["labels"].clone()).unwrap_or_default();
+        cfg.extra_hosts = o["addHosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h.as_str()?.split_once(':'))
+            .filter_map(|(name, ip)| Some(config::HostEntry { name: name.into(), ip: ip.parse().ok()? }))
+            .collect();
+        cfg.restart = self.legacy_restart.take().unwrap_or_default();
+        self
+    }
+
+    /// Where the container's CRI log is written.
+    pub fn log_path(&self, e: &Engine) -> PathBuf {
+        e.log_path(self)
+    }
+
     /// The CNI network this container attaches to (None for host and none).
     pub fn network_name(&self, e: &Engine) -> Option<String> {
-        match self.options.network.as_deref().unwrap_or("bridge") {
-            "host" | "none" => None,
-            "bridge" => Some(e.config.default_network().to_string()),
-            n => Some(n.to_string()),
-        }
+        self.config.network.cni_network(e.config.default_network())
     }
 
     pub fn short_id(&self) -> &str {
@@ -185,6 +159,12 @@ fn read_exit_record(file: &Path) -> Option<ExitRecord> {
 }
 
 impl Engine {
+    /// Where a container's CRI log is written: the path its configuration gives, else
+    /// `ctr.log` in its directory.
+    pub fn log_path(&self, c: &Container) -> PathBuf {
+        c.config.log.path.clone().unwrap_or_else(|| self.container_dir(&c.id).join("ctr.log"))
+    }
+
     /// The monitor's exit record in the container's run directory.
     pub(crate) fn exit_file(&self, id: &str) -> PathBuf {
         self.run_dir(id).join(berth_monitor::protocol::EXIT_FILE)

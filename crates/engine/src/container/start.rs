@@ -72,7 +72,7 @@ impl Engine {
                 p.host_port = berth_network::ports::free_port(&p.protocol)?;
             }
         }
-        let host_net = c.options.network.as_deref() == Some("host");
+        let own_netns = c.config.network.own_namespace();
         // A container that never ran stays `created` when its start fails.
         let ran_before = !c.state.started_at.is_empty();
         let fail = |e: Error, c: &mut Container, s: &Engine| -> Error {
@@ -87,7 +87,7 @@ impl Engine {
         };
         c.state.ip_address.clear();
         c.state.gateway.clear();
-        if !host_net {
+        if own_netns {
             match self.network_setup(&id, c.network_name(self).as_deref(), &ports) {
                 Ok(Some(result)) => {
                     if let Some((ip, gw)) = berth_network::cni::ipv4_of(&result) {
@@ -103,8 +103,9 @@ impl Engine {
         crate::crash_point("network");
         let dir = self.container_dir(&id);
         let ip = if c.state.ip_address.is_empty() { None } else { Some(c.state.ip_address.as_str()) };
-        if !host_net {
-            if let Err(e) = std::fs::write(dir.join("hosts"), spec::hosts_file(&c.hostname, ip, &c.options.add_hosts)) {
+        if own_netns {
+            if let Err(e) = std::fs::write(dir.join("hosts"), spec::hosts_file(&c.hostname, ip, &c.config.extra_hosts))
+            {
                 return Err(fail(e.into(), c, self));
             }
         }
@@ -162,10 +163,10 @@ impl Engine {
             hide_cgroup2: rt.hide_cgroup2,
             bundle: self.container_dir(&c.id).to_string_lossy().into_owned(),
             dir: self.run_dir(&c.id).to_string_lossy().into_owned(),
-            log: self.container_dir(&c.id).join("ctr.log").to_string_lossy().into_owned(),
-            log_max: self.config.log_max_size.unwrap_or(crate::config::DEFAULT_LOG_MAX),
-            stdin: c.options.stdin,
-            terminal: c.options.tty,
+            log: self.log_path(c).to_string_lossy().into_owned(),
+            log_max: c.config.log.max_size.or(self.config.log_max_size).unwrap_or(crate::config::DEFAULT_LOG_MAX),
+            stdin: c.config.stdin,
+            terminal: c.config.tty,
             sync_fd: fd,
             exit_command: exit.map(|e| e[0].clone()),
             exit_args: exit.map(|e| e[1..].iter().cloned().chain([c.id.clone()]).collect()).unwrap_or_default(),

@@ -76,7 +76,7 @@ impl Engine {
         // gone too is cleaned up here.
         if c.state.status == "exited" && !c.state.cleaned && !alive(c.state.monitor_pid, c.state.monitor_start) {
             self.cleanup_locked(c);
-            if c.options.auto_remove {
+            if c.config.auto_remove {
                 self.destroy(c, true)?;
                 c.state.status = "removed".into();
             }
@@ -163,7 +163,7 @@ impl Engine {
         }
         // The exit of a --rm container outlives it briefly, for the `run` that waits for it.
         let exit = self.exit_file(&c.id);
-        if c.options.auto_remove && exit.exists() {
+        if c.config.auto_remove && exit.exists() {
             let _ = std::fs::rename(&exit, self.kept_exit(&c.id));
         }
         self.sweep_kept_exits();
@@ -192,6 +192,10 @@ impl Engine {
     pub fn prune_containers(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for c in self.list()? {
+            // A pod's containers are berthd's (kubelet's) to remove.
+            if c.config.sandbox.is_some() {
+                continue;
+            }
             if !c.running() && c.state.status != "creating" {
                 self.remove(&c.id, false, false)?;
                 out.push(c.id);

@@ -122,7 +122,7 @@ impl Engine {
         if c.running() && !force {
             bail!(InvalidState, "container {} was started again meanwhile", c.name);
         }
-        self.destroy(&c, volumes || c.options.auto_remove)
+        self.destroy(&c, volumes || c.config.auto_remove)
     }
 
     /// `wait`: blocks until the container is not running; its exit code.

@@ -647,7 +647,7 @@ fn page_size_name(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
     let mut v = bytes;
     let mut unit = 0;
-    while v >= 1024 && v % 1024 == 0 && unit < UNITS.len() - 1 {
+    while v >= 1024 && v.is_multiple_of(1024) && unit < UNITS.len() - 1 {
         v /= 1024;
         unit += 1;
     }

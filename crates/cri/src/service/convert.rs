@@ -1,0 +1,526 @@
+//! CRI's messages into the engine's typed configuration, and the engine's records back into
+//! CRI's statuses. Each refusal names the CRI field (`config.linux.security_context...`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use berth_engine::container::config::{
+    ContainerConfig, DeviceMapping, DnsConfig, LogConfig, Mount, MountSource, NamespaceMode, Propagation, Resources,
+    Seccomp, Security, UserSpec,
+};
+use berth_engine::sandbox::{PodNamespace, SandboxConfig};
+use berth_network::PortMapping;
+use tonic::Status;
+
+use crate::proto as pb;
+
+/// Keys berthd keeps in a container's `extra` (the engine passes none of them on).
+pub mod extra {
+    pub const NAME: &str = "cri.name";
+    pub const ATTEMPT: &str = "cri.attempt";
+    pub const IMAGE: &str = "cri.image";
+    pub const LOG_PATH: &str = "cri.log-path";
+    pub const LABELS: &str = "cri.labels";
+    pub const ANNOTATIONS: &str = "cri.annotations";
+    pub const RESOURCES: &str = "cri.resources";
+    pub const USER: &str = "cri.user";
+}
+
+fn invalid(field: &str, msg: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{field}: {msg}"))
+}
+
+fn btree(m: &HashMap<String, String>) -> BTreeMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+fn namespace_mode(m: i32) -> PodNamespace {
+    match pb::NamespaceMode::try_from(m).unwrap_or(pb::NamespaceMode::Pod) {
+        pb::NamespaceMode::Pod => PodNamespace::Pod,
+        pb::NamespaceMode::Node => PodNamespace::Node,
+        pb::NamespaceMode::Container | pb::NamespaceMode::Target => PodNamespace::Container,
+    }
+}
+
+fn ports(ps: &[pb::PortMapping], field: &str) -> Result<Vec<PortMapping>, Status> {
+    let mut out = Vec::new();
+    for (i, p) in ps.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let protocol = match pb::Protocol::try_from(p.protocol) {
+            Ok(pb::Protocol::Tcp) => "tcp",
+            Ok(pb::Protocol::Udp) => "udp",
+            _ => return Err(Status::unimplemented(format!("{at}.protocol: only TCP and UDP can be mapped"))),
+        };
+        let container_port = u16::try_from(p.container_port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| invalid(&format!("{at}.container_port"), format!("{} is not a port", p.container_port)))?;
+        // A mapping without a host port only declares the port (kubelet sends those too).
+        if p.host_port <= 0 {
+            continue;
+        }
+        let host_port = u16::try_from(p.host_port)
+            .map_err(|_| invalid(&format!("{at}.host_port"), format!("{} is not a port", p.host_port)))?;
+        if !p.host_ip.is_empty() && p.host_ip.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err(invalid(&format!("{at}.host_ip"), format!("{:?} is not an IPv4 address", p.host_ip)));
+        }
+        out.push(PortMapping { host_port, container_port, protocol: protocol.into(), host_ip: p.host_ip.clone() });
+    }
+    Ok(out)
+}
+
+fn dns(d: &Option<pb::DnsConfig>) -> Result<DnsConfig, Status> {
+    let Some(d) = d else { return Ok(DnsConfig::default()) };
+    let mut servers = Vec::new();
+    for (i, s) in d.servers.iter().enumerate() {
+        servers
+            .push(s.parse().map_err(|_| invalid(&format!("dns_config.servers[{i}]"), format!("{s:?} is not an IP")))?);
+    }
+    Ok(DnsConfig { servers, searches: d.searches.clone(), options: d.options.clone() })
+}
+
+/// RunPodSandbox's configuration.
+pub fn sandbox_config(c: &pb::PodSandboxConfig, handler: &str) -> Result<SandboxConfig, Status> {
+    let md = super::required(&c.metadata, "config.metadata")?;
+    let linux = c.linux.clone().unwrap_or_default();
+    let sc = linux.security_context.clone().unwrap_or_default();
+    let ns = sc.namespace_options.clone().unwrap_or_default();
+    if ns.userns_options.as_ref().is_some_and(|u| pb::NamespaceMode::try_from(u.mode) == Ok(pb::NamespaceMode::Pod)) {
+        return Err(Status::unimplemented(
+            "config.linux.security_context.namespace_options.userns_options: pods in their own user namespace \
+             (hostUsers: false) are not supported by berthd yet",
+        ));
+    }
+    Ok(SandboxConfig {
+        name: md.name.clone(),
+        namespace: md.namespace.clone(),
+        uid: md.uid.clone(),
+        attempt: md.attempt,
+        hostname: c.hostname.clone(),
+        log_directory: if c.log_directory.is_empty() { None } else { Some(PathBuf::from(&c.log_directory)) },
+        dns: dns(&c.dns_config).map_err(|e| Status::invalid_argument(format!("config.{}", e.message())))?,
+        ports: ports(&c.port_mappings, "config.port_mappings")?,
+        labels: btree(&c.labels),
+        annotations: btree(&c.annotations),
+        cgroup_parent: if linux.cgroup_parent.is_empty() { None } else { Some(linux.cgroup_parent.clone()) },
+        network: namespace_mode(ns.network),
+        ipc: namespace_mode(ns.ipc),
+        pid: namespace_mode(ns.pid),
+        sysctls: btree(&linux.sysctls),
+        runtime: if handler.is_empty() { None } else { Some(handler.to_string()) },
+        privileged: sc.privileged,
+    })
+}
+
+/// The signal number of CRI's `Signal` (0: the image's or the runtime's default).
+pub fn signal_number(s: i32) -> Option<i32> {
+    use pb::Signal as S;
+    let n = match S::try_from(s).ok()? {
+        S::RuntimeDefault => return None,
+        S::Sigabrt | S::Sigiot => libc::SIGABRT,
+        S::Sigalrm => libc::SIGALRM,
+        S::Sigbus => libc::SIGBUS,
+        S::Sigchld | S::Sigcld => libc::SIGCHLD,
+        S::Sigcont => libc::SIGCONT,
+        S::Sigfpe => libc::SIGFPE,
+        S::Sighup => libc::SIGHUP,
+        S::Sigill => libc::SIGILL,
+        S::Sigint => libc::SIGINT,
+        S::Sigio | S::Sigpoll => libc::SIGIO,
+        S::Sigkill => libc::SIGKILL,
+        S::Sigpipe => libc::SIGPIPE,
+        S::Sigprof => libc::SIGPROF,
+        S::Sigpwr => libc::SIGPWR,
+        S::Sigquit => libc::SIGQUIT,
+        S::Sigsegv => libc::SIGSEGV,
+        S::Sigstkflt => libc::SIGSTKFLT,
+        S::Sigstop => libc::SIGSTOP,
+        S::Sigsys => libc::SIGSYS,
+        S::Sigterm => libc::SIGTERM,
+        S::Sigtrap => libc::SIGTRAP,
+        S::Sigtstp => libc::SIGTSTP,
+        S::Sigttin => libc::SIGTTIN,
+        S::Sigttou => libc::SIGTTOU,
+        S::Sigurg => libc::SIGURG,
+        S::Sigusr1 => libc::SIGUSR1,
+        S::Sigusr2 => libc::SIGUSR2,
+        S::Sigvtalrm => libc::SIGVTALRM,
+        S::Sigwinch => libc::SIGWINCH,
+        S::Sigxcpu => libc::SIGXCPU,
+        S::Sigxfsz => libc::SIGXFSZ,
+        other => {
+            // SIGRTMIN+n and SIGRTMAX-n, in their enum order.
+            let v = other as i32;
+            if (35..=50).contains(&v) {
+                libc::SIGRTMIN() + (v - 35)
+            } else {
+                libc::SIGRTMAX() - (65 - v)
+            }
+        }
+    };
+    Some(n)
+}
+
+/// CRI's `Signal` of a signal number (RUNTIME_DEFAULT for one it does not name).
+pub fn signal_enum(n: i32) -> i32 {
+    (0..=65).find(|v| signal_number(*v) == Some(n)).unwrap_or(0)
+}
+
+fn security_profile(p: &Option<pb::SecurityProfile>, deprecated_path: &str, field: &str) -> Result<Seccomp, Status> {
+    if let Some(p) = p {
+        return match pb::security_profile::ProfileType::try_from(p.profile_type) {
+            Ok(pb::security_profile::ProfileType::RuntimeDefault) => Ok(Seccomp::Default),
+            Ok(pb::security_profile::ProfileType::Unconfined) => Ok(Seccomp::Unconfined),
+            Ok(pb::security_profile::ProfileType::Localhost) => {
+                let path = PathBuf::from(&p.localhost_ref);
+                if !path.is_absolute() {
+                    return Err(invalid(
+                        &format!("{field}.localhost_ref"),
+                        format!("{:?} is not absolute", p.localhost_ref),
+                    ));
+                }
+                Ok(Seccomp::Profile(path))
+            }
+            Err(_) => Err(invalid(&format!("{field}.profile_type"), format!("unknown type {}", p.profile_type))),
+        };
+    }
+    match deprecated_path {
+        "" | "runtime/default" | "docker/default" => Ok(Seccomp::Default),
+        "unconfined" => Ok(Seccomp::Unconfined),
+        p => match p.strip_prefix("localhost/") {
+            Some(path) => Ok(Seccomp::Profile(PathBuf::from(path))),
+            None => {
+                Err(invalid(field, format!("seccomp profile {p:?}: runtime/default, unconfined or localhost/PATH")))
+            }
+        },
+    }
+}
+
+/// The host's AppArmor (and whether it is on): a profile the pod asks for is applied where
+/// the host has AppArmor; RuntimeDefault without AppArmor is no profile (as containerd does);
+/// Localhost without AppArmor is a clear error.
+fn apparmor(p: &Option<pb::SecurityProfile>, deprecated: &str, field: &str) -> Result<Option<String>, Status> {
+    let enabled = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").is_ok_and(|v| v.trim() == "Y");
+    let (kind, name) = match p {
+        Some(p) => (pb::security_profile::ProfileType::try_from(p.profile_type).ok(), p.localhost_ref.clone()),
+        None => match deprecated {
+            "" | "runtime/default" => (Some(pb::security_profile::ProfileType::RuntimeDefault), String::new()),
+            "unconfined" => (Some(pb::security_profile::ProfileType::Unconfined), String::new()),
+            p => (Some(pb::security_profile::ProfileType::Localhost), p.trim_start_matches("localhost/").to_string()),
+        },
+    };
+    match kind {
+        Some(pb::security_profile::ProfileType::Localhost) if !enabled => Err(Status::failed_precondition(format!(
+            "{field}: AppArmor profile {name:?} asked for, but AppArmor is not enabled on this host"
+        ))),
+        Some(pb::security_profile::ProfileType::Localhost) => Ok(Some(name)),
+        // berth has no AppArmor profile of its own yet: the default is none, as on hosts
+        // without AppArmor.
+        _ => Ok(None),
+    }
+}
+
+/// The host path of a hostPath mount: symbolic links followed (kubelet passes them as the
+/// volume gives them; the runtime must not follow a link inside the container's root).
+fn host_path(p: &str, field: &str) -> Result<PathBuf, Status> {
+    let path = Path::new(p);
+    if !path.is_absolute() {
+        return Err(invalid(field, format!("{p:?} is not an absolute path")));
+    }
+    std::fs::canonicalize(path).map_err(|e| Status::not_found(format!("{field}: {p}: {e} (the host path must exist)")))
+}
+
+/// CreateContainer's configuration, in the pod `pod_id` whose configuration is `pod`.
+pub fn container_config(
+    pod_id: &str,
+    c: &pb::ContainerConfig,
+    pod: &SandboxConfig,
+    restrict_oom_score_adj: bool,
+) -> Result<ContainerConfig, Status> {
+    let md = super::required(&c.metadata, "config.metadata")?;
+    if md.name.is_empty() {
+        return Err(invalid("config.metadata.name", "empty"));
+    }
+    let image = super::required(&c.image, "config.image")?;
+    if image.image.is_empty() {
+        return Err(invalid("config.image.image", "empty"));
+    }
+    let linux = c.linux.clone().unwrap_or_default();
+    let sc = linux.security_context.clone().unwrap_or_default();
+    let ns = sc.namespace_options.clone().unwrap_or_default();
+    let pid = match pb::NamespaceMode::try_from(ns.pid).unwrap_or(pb::NamespaceMode::Pod) {
+        pb::NamespaceMode::Node => NamespaceMode::Host,
+        pb::NamespaceMode::Container => NamespaceMode::Private,
+        pb::NamespaceMode::Target => {
+            if ns.target_id.is_empty() {
+                return Err(invalid("config.linux.security_context.namespace_options.target_id", "empty"));
+            }
+            NamespaceMode::Container(ns.target_id.clone())
+        }
+        // The pod's: the node's for a pod on the host's PID namespace, else the one its
+        // reaper is PID 1 of (an error from the engine when the pod shares none).
+        pb::NamespaceMode::Pod => match pod.pid {
+            PodNamespace::Node => NamespaceMode::Host,
+            _ => NamespaceMode::Pod,
+        },
+    };
+    if ns.userns_options.is_some_and(|u| pb::NamespaceMode::try_from(u.mode) == Ok(pb::NamespaceMode::Pod)) {
+        return Err(Status::unimplemented(
+            "config.linux.security_context.namespace_options.userns_options: user namespaces are not supported by berthd yet",
+        ));
+    }
+    let mut env = Vec::new();
+    for (i, kv) in c.envs.iter().enumerate() {
+        if kv.key.is_empty() || kv.key.contains('=') {
+            return Err(invalid(&format!("config.envs[{i}].key"), format!("{:?} is not a variable name", kv.key)));
+        }
+        env.push(format!("{}={}", kv.key, kv.value));
+    }
+    let mut mounts = Vec::new();
+    for (i, m) in c.mounts.iter().enumerate() {
+        let at = format!("config.mounts[{i}]");
+        if m.image.is_some() {
+            return Err(Status::unimplemented(format!("{at}.image: image volumes are not supported by berthd yet")));
+        }
+        if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
+            return Err(Status::unimplemented(format!(
+                "{at}.uidMappings: id-mapped mounts are not supported by berthd yet"
+            )));
+        }
+        let propagation =
+            match pb::MountPropagation::try_from(m.propagation).unwrap_or(pb::MountPropagation::PropagationPrivate) {
+                pb::MountPropagation::PropagationPrivate => Propagation::Private,
+                pb::MountPropagation::PropagationHostToContainer => Propagation::Slave,
+                pb::MountPropagation::PropagationBidirectional => Propagation::Shared,
+            };
+        mounts.push(Mount {
+            source: MountSource::Bind(host_path(&m.host_path, &format!("{at}.host_path"))?),
+            destination: m.container_path.clone(),
+            readonly: m.readonly || m.recursive_read_only,
+            recursive_readonly: m.recursive_read_only,
+            propagation,
+            options: Vec::new(),
+        });
+    }
+    let devices = c
+        .devices
+        .iter()
+        .map(|d| DeviceMapping {
+            host_path: PathBuf::from(&d.host_path),
+            container_path: d.container_path.clone(),
+            permissions: if d.permissions.is_empty() { "rwm".into() } else { d.permissions.clone() },
+        })
+        .collect();
+    let caps = sc.capabilities.clone().unwrap_or_default();
+    if !caps.add_ambient_capabilities.is_empty() {
+        return Err(Status::unimplemented(
+            "config.linux.security_context.capabilities.add_ambient_capabilities: ambient capabilities are not supported by berthd yet",
+        ));
+    }
+    let r = linux.resources.clone().unwrap_or_default();
+    let oom_score_adj =
+        if r.oom_score_adj != 0 { Some(oom_adj(r.oom_score_adj, restrict_oom_score_adj)?) } else { None };
+    let security = Security {
+        privileged: sc.privileged,
+        cap_add: caps.add_capabilities.clone(),
+        cap_drop: caps.drop_capabilities.clone(),
+        no_new_privileges: sc.no_new_privs,
+        read_only_rootfs: sc.readonly_rootfs,
+        // The deprecated string forms are what kubelets before 1.19's profile fields send.
+        #[allow(deprecated)]
+        seccomp: if sc.privileged {
+            Seccomp::Unconfined
+        } else {
+            security_profile(&sc.seccomp, &sc.seccomp_profile_path, "config.linux.security_context.seccomp")?
+        },
+        #[allow(deprecated)]
+        apparmor: if sc.privileged {
+            None
+        } else {
+            apparmor(&sc.apparmor, &sc.apparmor_profile, "config.linux.security_context.apparmor")?
+        },
+        selinux_label: None,
+        masked_paths: if sc.privileged { None } else { Some(sc.masked_paths.clone()) },
+        readonly_paths: if sc.privileged { None } else { Some(sc.readonly_paths.clone()) },
+        oom_score_adj,
+    };
+    let resources = resources(&r)?;
+    let user = user(&sc)?;
+    let log_path = match (&pod.log_directory, c.log_path.is_empty()) {
+        (Some(dir), false) => {
+            if Path::new(&c.log_path).is_absolute() || c.log_path.split('/').any(|p| p == "..") {
+                return Err(invalid(
+                    "config.log_path",
+                    format!("{:?}: relative to the pod's log directory, without '..'", c.log_path),
+                ));
+            }
+            Some(dir.join(&c.log_path))
+        }
+        _ => None,
+    };
+    let mut extra = BTreeMap::new();
+    extra.insert(extra::NAME.into(), md.name.clone());
+    extra.insert(extra::ATTEMPT.into(), md.attempt.to_string());
+    extra.insert(extra::IMAGE.into(), serde_json::to_string(&image_spec_json(image)).unwrap_or_default());
+    extra.insert(extra::LOG_PATH.into(), c.log_path.clone());
+    extra.insert(extra::LABELS.into(), serde_json::to_string(&c.labels).unwrap_or_default());
+    extra.insert(extra::ANNOTATIONS.into(), serde_json::to_string(&c.annotations).unwrap_or_default());
+    let mut annotations = BTreeMap::new();
+    annotations.insert("io.kubernetes.cri.container-type".to_string(), "container".to_string());
+    annotations.insert("io.kubernetes.cri.sandbox-id".to_string(), pod_id.to_string());
+    annotations.insert("io.kubernetes.cri.container-name".to_string(), md.name.clone());
+    Ok(ContainerConfig {
+        name: Some(container_name(pod_id, &md.name, md.attempt)),
+        image: image.image.clone(),
+        sandbox: Some(pod_id.to_string()),
+        entrypoint: if c.command.is_empty() { None } else { Some(c.command.clone()) },
+        command: if c.args.is_empty() { None } else { Some(c.args.clone()) },
+        env,
+        workdir: if c.working_dir.is_empty() { None } else { Some(c.working_dir.clone()) },
+        user,
+        tty: c.tty,
+        stdin: c.stdin,
+        stdin_once: c.stdin_once,
+        pid,
+        mounts,
+        devices,
+        security,
+        resources,
+        annotations,
+        log: LogConfig { path: log_path, max_size: Some(0) },
+        stop_signal: signal_number(c.stop_signal),
+        extra,
+        ..Default::default()
+    })
+}
+
+/// Who the container runs as: run_as_user or run_as_username (with run_as_group), else the
+/// image's user; supplemental groups either way (CRI: a group without a user is an error).
+fn user(sc: &pb::LinuxContainerSecurityContext) -> Result<Option<UserSpec>, Status> {
+    const FIELD: &str = "config.linux.security_context";
+    let user = match (&sc.run_as_user, sc.run_as_username.as_str()) {
+        (Some(u), _) => check_id(u.value, &format!("{FIELD}.run_as_user"))?.to_string(),
+        (None, "") => String::new(),
+        (None, name) => name.to_string(),
+    };
+    if user.is_empty() && sc.run_as_group.is_some() {
+        return Err(invalid(&format!("{FIELD}.run_as_group"), "set without run_as_user or run_as_username"));
+    }
+    let group = match &sc.run_as_group {
+        Some(g) => Some(check_id(g.value, &format!("{FIELD}.run_as_group"))?.to_string()),
+        None => None,
+    };
+    let additional_gids = groups(&sc.supplemental_groups)?;
+    let strict_groups = pb::SupplementalGroupsPolicy::try_from(sc.supplemental_groups_policy)
+        == Ok(pb::SupplementalGroupsPolicy::Strict);
+    if user.is_empty() && additional_gids.is_empty() && !strict_groups {
+        return Ok(None);
+    }
+    Ok(Some(UserSpec { user, group, additional_gids, strict_groups }))
+}
+
+/// The name a pod's container gets in the store: one per pod, name and attempt (kubelet
+/// expects a second CreateContainer of the same to fail), short enough for any pod name.
+pub fn container_name(pod_id: &str, name: &str, attempt: u32) -> String {
+    format!("k8s_{name}_{attempt}_{}", &pod_id[..16.min(pod_id.len())])
+}
+
+fn check_id(v: i64, field: &str) -> Result<u32, Status> {
+    u32::try_from(v)
+        .ok()
+        .filter(|v| *v <= berth_image::spec::MAX_PROCESS_ID)
+        .ok_or_else(|| invalid(field, format!("{v} is out of range (0 to {})", berth_image::spec::MAX_PROCESS_ID)))
+}
+
+fn groups(g: &[i64]) -> Result<Vec<u32>, Status> {
+    g.iter()
+        .enumerate()
+        .map(|(i, v)| check_id(*v, &format!("config.linux.security_context.supplemental_groups[{i}]")))
+        .collect()
+}
+
+/// An OOM score adjustment: from -1000 to 1000; with `restrict`, one below this process's own
+/// (which root without CAP_SYS_RESOURCE cannot set) is raised to it.
+fn oom_adj(v: i64, restrict: bool) -> Result<i32, Status> {
+    let v = i32::try_from(v)
+        .ok()
+        .filter(|v| (-1000..=1000).contains(v))
+        .ok_or_else(|| invalid("config.linux.resources.oom_score_adj", format!("{v} is not from -1000 to 1000")))?;
+    if restrict {
+        let own: i32 = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(-1000);
+        if v < own {
+            eprintln!("berthd: oom_score_adj {v} raised to {own}, berthd's own (lower values need CAP_SYS_RESOURCE)");
+            return Ok(own);
+        }
+    }
+    Ok(v)
+}
+
+/// CRI's resources (0 meaning "not set", as kubelet sends them).
+pub fn resources(r: &pb::LinuxContainerResources) -> Result<Resources, Status> {
+    let pos = |v: i64| if v > 0 { Some(v) } else { None };
+    Ok(Resources {
+        memory: pos(r.memory_limit_in_bytes),
+        memory_swap: if r.memory_swap_limit_in_bytes != 0 { Some(r.memory_swap_limit_in_bytes) } else { None },
+        cpu_shares: pos(r.cpu_shares).map(|v| v as u64),
+        cpu_quota: pos(r.cpu_quota),
+        cpu_period: pos(r.cpu_period).map(|v| v as u64),
+        cpuset_cpus: if r.cpuset_cpus.is_empty() { None } else { Some(r.cpuset_cpus.clone()) },
+        cpuset_mems: if r.cpuset_mems.is_empty() { None } else { Some(r.cpuset_mems.clone()) },
+        pids_limit: None,
+        hugepage_limits: r.hugepage_limits.iter().map(|h| (h.page_size.clone(), h.limit)).collect(),
+        unified: btree(&r.unified),
+    })
+}
+
+/// The engine's resources as CRI reports them.
+pub fn resources_back(r: &Resources, oom: Option<i32>) -> pb::LinuxContainerResources {
+    pb::LinuxContainerResources {
+        cpu_period: r.cpu_period.unwrap_or(0) as i64,
+        cpu_quota: r.cpu_quota.unwrap_or(0),
+        cpu_shares: r.cpu_shares.unwrap_or(0) as i64,
+        memory_limit_in_bytes: r.memory.unwrap_or(0),
+        oom_score_adj: oom.unwrap_or(0) as i64,
+        cpuset_cpus: r.cpuset_cpus.clone().unwrap_or_default(),
+        cpuset_mems: r.cpuset_mems.clone().unwrap_or_default(),
+        hugepage_limits: r
+            .hugepage_limits
+            .iter()
+            .map(|(page_size, limit)| pb::HugepageLimit { page_size: page_size.clone(), limit: *limit })
+            .collect(),
+        unified: r.unified.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        memory_swap_limit_in_bytes: r.memory_swap.unwrap_or(0),
+    }
+}
+
+fn image_spec_json(i: &pb::ImageSpec) -> serde_json::Value {
+    serde_json::json!({
+        "image": i.image,
+        "annotations": i.annotations,
+        "userSpecifiedImage": i.user_specified_image,
+        "runtimeHandler": i.runtime_handler,
+        "imageRef": i.image_ref,
+    })
+}
+
+/// The ImageSpec a container was created with.
+pub fn image_spec(extra: &BTreeMap<String, String>, fallback: &str) -> pb::ImageSpec {
+    let v: serde_json::Value =
+        extra.get(extra::IMAGE).and_then(|s| serde_json::from_str(s).ok()).unwrap_or(serde_json::Value::Null);
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    pb::ImageSpec {
+        image: if s("image").is_empty() { fallback.to_string() } else { s("image") },
+        annotations: serde_json::from_value(v["annotations"].clone()).unwrap_or_default(),
+        user_specified_image: s("userSpecifiedImage"),
+        runtime_handler: s("runtimeHandler"),
+        image_ref: s("imageRef"),
+    }
+}
+
+/// A map kept as JSON in `extra`.
+pub fn extra_map(extra: &BTreeMap<String, String>, key: &str) -> HashMap<String, String> {
+    extra.get(key).and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default()
+}

@@ -1,0 +1,220 @@
+//! GetContainerEvents: kubelet's evented PLEG learns of container changes from this stream
+//! instead of listing every second. Created, started and deleted events come from the RPCs
+//! that cause them; a stopped event comes from the container's exit, seen when its monitor
+//! process ends (each monitor is watched through a pidfd, all of them by one thread in one
+//! poll(2), so nothing is polled on a timer).
+//!
+//! Each event carries the pod's status and the statuses of all the pod's containers, as
+//! kubelet expects. Subscribers that fall behind lose the oldest events (kubelet then relists).
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use berth_engine::{Container, Engine};
+use tokio::sync::broadcast;
+use tokio_stream::StreamExt;
+use tonic::Status;
+
+use super::{containers, pods, Cri, ResponseStream};
+use crate::proto as pb;
+
+/// Events kept for subscribers that are behind.
+const BACKLOG: usize = 1024;
+
+#[derive(Clone)]
+pub struct Events {
+    tx: broadcast::Sender<pb::ContainerEventResponse>,
+    requests: mpsc::Sender<Request>,
+    wake: Arc<OwnedFd>,
+}
+
+enum Request {
+    /// send an event about the container (of this pod, when its record may be gone)
+    Emit(String, pb::ContainerEventType, Option<String>),
+    /// the container was removed; its last status, for a stopped event not sent yet
+    Deleted { id: String, pod: String, last: Box<pb::ContainerStatus> },
+    /// send a stopped event when this monitor (pid, start time) ends
+    Watch { id: String, monitor_pid: i32, monitor_start: u64 },
+}
+
+impl Events {
+    /// Starts the watcher thread, watching every running container of a pod.
+    pub fn start(engine: Arc<Engine>) -> std::io::Result<Events> {
+        let (tx, _) = broadcast::channel(BACKLOG);
+        let (requests, inbox) = mpsc::channel();
+        // SAFETY: eventfd returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a descriptor we own from here on.
+        let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        let events = Events { tx: tx.clone(), requests, wake: wake.clone() };
+        for c in containers::pod_containers(&engine).unwrap_or_default() {
+            if c.running() {
+                events.watch(&c);
+            }
+        }
+        let watcher = Watcher { engine, tx, inbox, wake, watched: HashMap::new() };
+        std::thread::Builder::new().name("berthd-events".into()).spawn(move || watcher.run())?;
+        Ok(events)
+    }
+
+    fn send(&self, r: Request) {
+        if self.requests.send(r).is_ok() {
+            let one: u64 = 1;
+            // SAFETY: writing 8 bytes to our eventfd.
+            unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+    }
+
+    pub fn created(&self, id: &str) {
+        self.send(Request::Emit(id.to_string(), pb::ContainerEventType::ContainerCreatedEvent, None));
+    }
+
+    /// The container started: an event now, and a stopped event when it exits.
+    pub fn started(&self, c: &Container) {
+        self.send(Request::Emit(c.id.clone(), pb::ContainerEventType::ContainerStartedEvent, None));
+        self.watch(c);
+    }
+
+    /// The container of pod `pod`, last seen as `last`, was removed.
+    pub fn deleted(&self, last: pb::ContainerStatus, pod: &str) {
+        self.send(Request::Deleted { id: last.id.clone(), pod: pod.to_string(), last: Box::new(last) });
+    }
+
+    fn watch(&self, c: &Container) {
+        self.send(Request::Watch {
+            id: c.id.clone(),
+            monitor_pid: c.state.monitor_pid,
+            monitor_start: c.state.monitor_start,
+        });
+    }
+
+    fn subscribe(&self) -> ResponseStream<pb::ContainerEventResponse> {
+        let stream = tokio_stream::wrappers::BroadcastStream::new(self.tx.subscribe());
+        // A lagging subscriber skips what it missed.
+        Box::pin(stream.filter_map(|e| e.ok().map(Ok)))
+    }
+}
+
+pub async fn subscribe(
+    cri: &Cri,
+    _r: pb::GetEventsRequest,
+) -> Result<ResponseStream<pb::ContainerEventResponse>, Status> {
+    Ok(cri.events.subscribe())
+}
+
+struct Watcher {
+    engine: Arc<Engine>,
+    tx: broadcast::Sender<pb::ContainerEventResponse>,
+    inbox: mpsc::Receiver<Request>,
+    wake: Arc<OwnedFd>,
+    /// container id → its monitor's pidfd
+    watched: HashMap<String, OwnedFd>,
+}
+
+impl Watcher {
+    fn run(mut self) {
+        loop {
+            let mut fds = vec![libc::pollfd { fd: self.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+            let ids: Vec<String> = self.watched.keys().cloned().collect();
+            for id in &ids {
+                fds.push(libc::pollfd { fd: self.watched[id].as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            }
+            // SAFETY: a valid array of pollfds.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+            if n < 0 {
+                if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                eprintln!("berthd: container events: poll: {}", std::io::Error::last_os_error());
+                return;
+            }
+            for (i, id) in ids.iter().enumerate() {
+                if fds[i + 1].revents != 0 {
+                    self.watched.remove(id);
+                    self.emit(id, pb::ContainerEventType::ContainerStoppedEvent, None, None);
+                }
+            }
+            if fds[0].revents != 0 {
+                let mut count = 0u64;
+                // SAFETY: reading 8 bytes from our eventfd resets it.
+                unsafe { libc::read(self.wake.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+                loop {
+                    match self.inbox.try_recv() {
+                        Ok(Request::Emit(id, kind, pod)) => self.emit(&id, kind, pod, None),
+                        Ok(Request::Deleted { id, pod, last }) => {
+                            // Its monitor may outlive the removal (it runs the exit cleanup):
+                            // the stopped event goes first, with the status it ended with.
+                            if self.watched.remove(&id).is_some() {
+                                self.emit(
+                                    &id,
+                                    pb::ContainerEventType::ContainerStoppedEvent,
+                                    Some(pod.clone()),
+                                    Some(*last),
+                                );
+                            }
+                            self.emit(&id, pb::ContainerEventType::ContainerDeletedEvent, Some(pod), None);
+                        }
+                        Ok(Request::Watch { id, monitor_pid, monitor_start }) => {
+                            self.watch(id, monitor_pid, monitor_start)
+                        }
+                        Err(mpsc::TryRecvError::Empty) => break,
+                        // berthd is shutting down.
+                        Err(mpsc::TryRecvError::Disconnected) => return,
+                    }
+                }
+            }
+        }
+    }
+
+    fn watch(&mut self, id: String, pid: i32, start: u64) {
+        // SAFETY: pidfd_open returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+        if fd < 0 {
+            // Gone already.
+            self.emit(&id, pb::ContainerEventType::ContainerStoppedEvent, None, None);
+            return;
+        }
+        // SAFETY: a descriptor we own from here on.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // The pid may have been reused between the record and the pidfd: the start time
+        // tells.
+        if !berth_sys::proc::alive(pid, start) {
+            self.emit(&id, pb::ContainerEventType::ContainerStoppedEvent, None, None);
+            return;
+        }
+        self.watched.insert(id, fd);
+    }
+
+    /// Sends an event; `last` is the container's status when its record is gone.
+    fn emit(&self, id: &str, kind: pb::ContainerEventType, pod: Option<String>, last: Option<pb::ContainerStatus>) {
+        if self.tx.receiver_count() == 0 {
+            return;
+        }
+        let e = &self.engine;
+        // A deleted container's pod comes with the request (its record is gone); a pod
+        // removed meanwhile is left out.
+        let pod = pod.or_else(|| e.get(id).ok().and_then(|c| c.config.sandbox)).and_then(|p| e.sandbox_get(&p).ok());
+        let mut containers_statuses: Vec<pb::ContainerStatus> = match &pod {
+            Some(p) => e
+                .sandbox_containers(&p.id)
+                .unwrap_or_default()
+                .iter()
+                .map(|c| containers::container_status(e, c))
+                .collect(),
+            None => Vec::new(),
+        };
+        containers_statuses.extend(last);
+        let _ = self.tx.send(pb::ContainerEventResponse {
+            container_id: id.to_string(),
+            container_event_type: kind as i32,
+            created_at: berth_time::now_nanos() as i64,
+            pod_sandbox_status: pod.as_ref().map(pods::pod_status),
+            containers_statuses,
+        });
+    }
+}

@@ -1,0 +1,61 @@
+//! berthd end to end over gRPC: pods and containers on real namespaces, cgroups, CNI and
+//! berth-oci, images from a registry on loopback, as root, in a temp store with the suite's own
+//! cgroup parent, bridge and subnet. The suite ends by stopping berthd and checking that
+//! nothing (containers, pods' reapers, mounts, cgroups, namespaces, bridges, iptables rules)
+//! was left behind.
+//!
+//! Needs the workspace's binaries built (`cargo build --workspace --bins`; `make test` does).
+
+mod crictl;
+mod hostile;
+mod images;
+mod lifecycle;
+mod support;
+
+use berth_testkit::trials;
+use libtest_mimic::Arguments;
+
+fn main() {
+    let args = Arguments::from_args();
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("the berthd tests run real pods and must run as root");
+        std::process::exit(1);
+    }
+    let tests = trials![
+        lifecycle::pod_and_container_lifecycle,
+        lifecycle::containers_share_the_pods_namespaces,
+        lifecycle::pid_namespace_modes,
+        lifecycle::pod_on_the_nodes_network,
+        lifecycle::events_follow_the_containers,
+        lifecycle::stats_and_resource_updates,
+        lifecycle::log_reopened_after_rotation,
+        images::pull_status_list_remove,
+        images::pull_with_credentials,
+        hostile::requests_are_refused_naming_the_field,
+        hostile::failed_creates_leave_nothing,
+        hostile::the_clis_containers_are_not_berthds,
+        crictl::runs_a_pod_end_to_end,
+    ];
+    // Restarting berthd would fail every test running meanwhile: these run alone, after.
+    let alone = trials![lifecycle::berthd_restart_keeps_pods];
+    support::init();
+    let mut conclusion = libtest_mimic::run(&args, tests);
+    let mut one_at_a_time = args.clone();
+    one_at_a_time.test_threads = Some(1);
+    let after = libtest_mimic::run(&one_at_a_time, alone);
+    conclusion.num_passed += after.num_passed;
+    conclusion.num_failed += after.num_failed;
+    conclusion.num_filtered_out += after.num_filtered_out;
+    let leaks = support::check_leaks();
+    if leaks.is_empty() {
+        support::cleanup_suite_dir();
+    } else {
+        eprintln!("LEAKS after the suite (it left these behind):");
+        for l in &leaks {
+            eprintln!("  {l}");
+        }
+        std::process::exit(1);
+    }
+    conclusion.exit();
+}

@@ -1,0 +1,519 @@
+//! Pods (CRI's sandboxes), without a pause container: a pod owns pinned network, IPC and UTS
+//! namespaces (bind mounts of nsfs files, as CRI-O's pinns does), its hostname, /etc/hosts,
+//! /etc/resolv.conf and /dev/shm, its sysctls, its cgroup parent, its CNI attachment (one ADD
+//! per pod, DEL when it stops, results cached) and its port mappings. Its containers join its
+//! namespaces by path and share its files.
+//!
+//! ```text
+//! <root>/sandboxes/<id>/          hostname, hosts, resolv.conf (0700 directory)
+//! <run>/sandboxes/<id>/           ipc, uts (pinned namespaces), shm/ (a tmpfs)
+//! <run>/netns/<id>                the pod's network namespace (as a container's)
+//! ```
+//!
+//! Where the pod's containers share one PID namespace, its PID 1 is a reaper (`berth-init
+//! --pause`, a few kilobytes and no C library), started by the engine, that reaps the orphans
+//! they leave; containers join it by /proc/PID/ns/pid. It is the only process a pod has of its
+//! own.
+//!
+//! A pod is `ready` from RunPodSandbox until StopPodSandbox (which stops its containers and
+//! releases its network), `notready` after; RemovePodSandbox removes its containers and all
+//! it holds. Records live in the store's `sandboxes` table beside the containers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use berth_network::netns::{self, Kind as NsKind};
+use berth_network::PortMapping;
+use rusqlite::{params, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use crate::container::config::DnsConfig;
+use crate::error::{bail, Context, Result};
+use crate::{random_id, spec, time, Engine};
+
+/// Where a pod's namespace of one kind comes from.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum PodNamespace {
+    /// the pod's own, shared by its containers
+    #[default]
+    Pod,
+    /// the node's (the host's)
+    Node,
+    /// each container its own (PID only)
+    Container,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SandboxConfig {
+    /// Kubernetes' pod name, namespace, uid and attempt
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub attempt: u32,
+    pub hostname: String,
+    /// where the containers' logs go (kubelet's `log_directory`)
+    pub log_directory: Option<PathBuf>,
+    pub dns: DnsConfig,
+    pub ports: Vec<PortMapping>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// the cgroup the pod's containers go under (kubelet's `cgroup_parent`)
+    pub cgroup_parent: Option<String>,
+    pub network: PodNamespace,
+    pub ipc: PodNamespace,
+    pub pid: PodNamespace,
+    /// namespaced sysctls every container of the pod gets
+    pub sysctls: BTreeMap<String, String>,
+    /// the runtime handler (Kubernetes' RuntimeClass)
+    pub runtime: Option<String>,
+    pub privileged: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SandboxState {
+    /// `ready` or `notready`
+    pub status: String,
+    /// the pod's address on its network
+    pub ip: String,
+    /// namespaces its containers join (None: the node's)
+    pub netns: Option<PathBuf>,
+    pub ipc: Option<PathBuf>,
+    pub uts: Option<PathBuf>,
+    /// its /dev/shm (None: the node's)
+    pub shm: Option<PathBuf>,
+    /// the PID namespace its containers share (`/proc/PID/ns/pid` of its reaper), when they do
+    pub pid_ns: Option<PathBuf>,
+    /// the reaper (berth-init --pause) that is PID 1 of that namespace: pid, start time
+    pub reaper_pid: i32,
+    pub reaper_start: u64,
+    /// a CNI attachment exists (DEL due)
+    pub network_attached: bool,
+    /// the CNI network it is attached to
+    pub network: String,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Sandbox {
+    pub id: String,
+    /// unique: `<name>_<namespace>_<uid>_<attempt>`
+    pub name: String,
+    /// nanoseconds since the epoch
+    pub created_at: i64,
+    pub config: SandboxConfig,
+    pub state: SandboxState,
+}
+
+impl Sandbox {
+    pub fn ready(&self) -> bool {
+        self.state.status == "ready"
+    }
+}
+
+pub const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS sandboxes (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    created_at  INTEGER NOT NULL,
+    record      TEXT NOT NULL
+);
+"#;
+
+/// Sysctls a pod may set: those kubelet calls safe (namespaced, isolated from the host and
+/// other pods), and other namespaced ones when the pod has that namespace of its own.
+fn check_sysctl(key: &str, c: &SandboxConfig) -> Result<()> {
+    let k = key.replace('/', ".");
+    let ipc =
+        k.starts_with("kernel.shm") || k.starts_with("kernel.msg") || k == "kernel.sem" || k.starts_with("fs.mqueue.");
+    let net = k.starts_with("net.");
+    if ipc && c.ipc != PodNamespace::Pod {
+        bail!(InvalidInput, "sysctls: {key} needs the pod's own IPC namespace (it would change the host's)");
+    }
+    if net && c.network != PodNamespace::Pod {
+        bail!(InvalidInput, "sysctls: {key} needs the pod's own network namespace (it would change the host's)");
+    }
+    if !ipc && !net {
+        bail!(InvalidInput, "sysctls: {key} is not namespaced: a pod cannot set it");
+    }
+    Ok(())
+}
+
+impl Engine {
+    fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.root.join("sandboxes").join(id)
+    }
+
+    fn sandbox_run_dir(&self, id: &str) -> PathBuf {
+        self.run_root.join("sandboxes").join(id)
+    }
+
+    fn sandbox_insert(&self, s: &Sandbox) -> Result<()> {
+        let rec = serde_json::to_string(s).ctx("serialize sandbox")?;
+        let clash = self.store.db().write(|tx| {
+            let clash: Option<String> =
+                tx.query_row("SELECT id FROM sandboxes WHERE name = ?1", [&s.name], |r| r.get(0)).optional()?;
+            if clash.is_none() {
+                tx.execute(
+                    "INSERT INTO sandboxes (id, name, created_at, record) VALUES (?1, ?2, ?3, ?4)",
+                    params![s.id, s.name, s.created_at, rec],
+                )?;
+            }
+            Ok(clash)
+        })?;
+        if let Some(other) = clash {
+            bail!(AlreadyExists, "pod {}: the name is in use by pod {}", s.name, &other[..12]);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn sandbox_save(&self, s: &Sandbox) -> Result<()> {
+        let rec = serde_json::to_string(s).ctx("serialize sandbox")?;
+        self.store.db().write(|tx| {
+            tx.execute("UPDATE sandboxes SET record = ?2 WHERE id = ?1", params![s.id, rec])?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// A pod by id or unique id prefix.
+    pub fn sandbox_get(&self, id: &str) -> Result<Sandbox> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!(NotFound, "pod {id:?} not found");
+        }
+        let db = self.store.db();
+        let mut st = db.conn.prepare("SELECT record FROM sandboxes WHERE id LIKE ?1 LIMIT 2")?;
+        let recs: Vec<String> =
+            st.query_map([format!("{}%", id.to_ascii_lowercase())], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        match recs.as_slice() {
+            [one] => serde_json::from_str(one).ctx(format!("pod {id}: stored record")),
+            [] => bail!(NotFound, "pod {id} not found"),
+            _ => bail!(Ambiguous, "pod id prefix {id} matches several pods"),
+        }
+    }
+
+    /// Every pod, oldest first.
+    pub fn sandbox_list(&self) -> Result<Vec<Sandbox>> {
+        let db = self.store.db();
+        let mut st = db.conn.prepare("SELECT id, record FROM sandboxes ORDER BY created_at, id")?;
+        let rows: Vec<(String, String)> =
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+        rows.into_iter().map(|(id, r)| serde_json::from_str(&r).ctx(format!("pod {id}: stored record"))).collect()
+    }
+
+    /// RunPodSandbox: validates, records the pod (its name is taken from here on), then makes
+    /// its files, namespaces, /dev/shm and network. Any failure removes what was made.
+    pub fn sandbox_run(&self, cfg: &SandboxConfig) -> Result<Sandbox> {
+        if cfg.name.is_empty() || cfg.namespace.is_empty() || cfg.uid.is_empty() {
+            bail!(InvalidInput, "metadata: a pod needs a name, a namespace and a uid");
+        }
+        if !cfg.hostname.is_empty() && !spec::valid_hostname(&cfg.hostname) {
+            bail!(InvalidInput, "hostname {:?}: letters, digits, '-', '.' and '_', at most 64", cfg.hostname);
+        }
+        for k in cfg.sysctls.keys() {
+            check_sysctl(k, cfg)?;
+        }
+        if !cfg.ports.is_empty() && cfg.network != PodNamespace::Pod {
+            bail!(InvalidInput, "port_mappings: a pod on the node's network cannot map ports");
+        }
+        if let Some(p) = &cfg.cgroup_parent {
+            if p.split('/').any(|c| c == "..") {
+                bail!(InvalidInput, "cgroup_parent {p:?}: contains '..'");
+            }
+        }
+        // The runtime handler must exist before anything is made.
+        self.runtime(cfg.runtime.as_deref())?;
+        let id = random_id();
+        let mut s = Sandbox {
+            id: id.clone(),
+            name: format!("{}_{}_{}_{}", cfg.name, cfg.namespace, cfg.uid, cfg.attempt),
+            created_at: time::now_nanos() as i64,
+            config: cfg.clone(),
+            state: SandboxState { status: "notready".into(), ..Default::default() },
+        };
+        self.sandbox_insert(&s)?;
+        crate::crash_point("sandbox-record");
+        if let Err(e) = self.sandbox_make(&mut s) {
+            let _ = self.sandbox_release(&mut s);
+            let _ = self.sandbox_delete_record(&id);
+            return Err(e);
+        }
+        Ok(s)
+    }
+
+    fn sandbox_make(&self, s: &mut Sandbox) -> Result<()> {
+        let cfg = s.config.clone();
+        let dir = self.sandbox_dir(&s.id);
+        let run = self.sandbox_run_dir(&s.id);
+        crate::private_dir(&dir)?;
+        crate::private_dir(&run)?;
+        let hostname = if cfg.network == PodNamespace::Node {
+            crate::container::host_hostname()
+        } else if cfg.hostname.is_empty() {
+            cfg.name.clone()
+        } else {
+            cfg.hostname.clone()
+        };
+        std::fs::write(dir.join("hostname"), format!("{hostname}\n")).ctx("write the pod's hostname")?;
+        std::fs::write(dir.join("resolv.conf"), spec::resolv_conf(&cfg.dns, cfg.network == PodNamespace::Node))
+            .ctx("write the pod's resolv.conf")?;
+        if cfg.network == PodNamespace::Node {
+            std::fs::copy("/etc/hosts", dir.join("hosts")).ctx("copy the node's /etc/hosts")?;
+        } else {
+            std::fs::write(dir.join("hosts"), spec::hosts_file(&hostname, None, &[])).ctx("write the pod's hosts")?;
+            let uts = run.join("uts");
+            netns::pin(&uts, NsKind::Uts, Some(&hostname)).ctx("the pod's UTS namespace")?;
+            s.state.uts = Some(uts);
+        }
+        if cfg.ipc == PodNamespace::Pod {
+            let ipc = run.join("ipc");
+            netns::pin(&ipc, NsKind::Ipc, None).ctx("the pod's IPC namespace")?;
+            s.state.ipc = Some(ipc);
+            let shm = run.join("shm");
+            crate::private_dir(&shm)?;
+            mount_tmpfs(&shm, "mode=1777,size=67108864").ctx("the pod's /dev/shm")?;
+            s.state.shm = Some(shm);
+        }
+        if cfg.pid == PodNamespace::Pod {
+            let (pid, start) = start_reaper(&self.init_path()?).ctx("the pod's PID namespace")?;
+            s.state.reaper_pid = pid;
+            s.state.reaper_start = start;
+            s.state.pid_ns = Some(PathBuf::from(format!("/proc/{pid}/ns/pid")));
+            // Recorded at once: a failure further on must stop it.
+            self.sandbox_save(s)?;
+        }
+        crate::crash_point("sandbox-namespaces");
+        if cfg.network == PodNamespace::Pod {
+            // The CNI attachment is recorded before it is made: a crash midway is then undone.
+            s.state.network_attached = true;
+            self.sandbox_save(s)?;
+            let network = self.config.default_network().to_string();
+            s.state.network = network.clone();
+            let result = self.network_setup(&s.id, Some(&network), &cfg.ports)?;
+            s.state.netns = Some(self.netns_path(&s.id));
+            if let Some((ip, _)) = result.as_ref().and_then(berth_network::cni::ipv4_of) {
+                s.state.ip = ip;
+                std::fs::write(dir.join("hosts"), spec::hosts_file(&hostname, Some(&s.state.ip), &[]))
+                    .ctx("write the pod's hosts")?;
+            }
+        }
+        crate::crash_point("sandbox-network");
+        s.state.status = "ready".into();
+        self.sandbox_save(s)
+    }
+
+    /// Releases what a pod holds (its network, namespaces, /dev/shm), idempotently; the
+    /// errors, if any, for the record.
+    fn sandbox_release(&self, s: &mut Sandbox) -> Vec<String> {
+        let mut errors = Vec::new();
+        if s.state.network_attached || self.netns_path(&s.id).exists() {
+            errors.extend(self.network_teardown(&s.id));
+            s.state.network_attached = false;
+            s.state.netns = None;
+        }
+        let run = self.sandbox_run_dir(&s.id);
+        for ns in ["ipc", "uts"] {
+            if let Err(e) = netns::remove(&run.join(ns)) {
+                errors.push(format!("the pod's {ns} namespace: {e}"));
+            }
+        }
+        s.state.ipc = None;
+        s.state.uts = None;
+        let shm = run.join("shm");
+        if berth_storage::sys::is_mountpoint(&shm).unwrap_or(false) {
+            if let Err(e) = berth_storage::sys::umount(&shm) {
+                errors.push(format!("the pod's /dev/shm: {e}"));
+            }
+        }
+        s.state.shm = None;
+        stop_reaper(s);
+        errors
+    }
+
+    fn sandbox_delete_record(&self, id: &str) -> Result<()> {
+        let _ = std::fs::remove_dir_all(self.sandbox_dir(id));
+        let _ = std::fs::remove_dir_all(self.sandbox_run_dir(id));
+        self.store.db().write(|tx| {
+            tx.execute("DELETE FROM sandboxes WHERE id = ?1", [id])?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// The pod's containers.
+    pub fn sandbox_containers(&self, id: &str) -> Result<Vec<crate::Container>> {
+        Ok(self.load_all()?.into_iter().filter(|c| c.config.sandbox.as_deref() == Some(id)).collect())
+    }
+
+    /// StopPodSandbox: kills its containers (kubelet stops them gracefully before, with their
+    /// grace periods) and releases its network; idempotent, and a pod already gone is fine.
+    pub fn sandbox_stop(&self, id: &str) -> Result<()> {
+        let mut s = match self.sandbox_get(id) {
+            Ok(s) => s,
+            Err(e) if e.is(crate::Kind::NotFound) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let _lock = self.lock(&s.id)?;
+        for c in self.sandbox_containers(&s.id)? {
+            self.stop(&c.id, Some(0)).map_err(|e| e.context(format!("stopping container {}", c.name)))?;
+        }
+        let errors = self.sandbox_release_network(&mut s);
+        // With its containers stopped, the PID namespace ends with its reaper.
+        stop_reaper(&mut s);
+        s.state.status = "notready".into();
+        s.state.error = errors.join("; ");
+        self.sandbox_save(&s)?;
+        if !errors.is_empty() {
+            bail!(System, "stopping pod {}: {}", s.name, errors.join("; "));
+        }
+        Ok(())
+    }
+
+    fn sandbox_release_network(&self, s: &mut Sandbox) -> Vec<String> {
+        if !s.state.network_attached && !self.netns_path(&s.id).exists() {
+            return Vec::new();
+        }
+        let errors = self.network_teardown(&s.id);
+        s.state.network_attached = false;
+        s.state.netns = None;
+        errors
+    }
+
+    /// RemovePodSandbox: removes its containers (killed if need be) and everything the pod
+    /// holds; idempotent.
+    pub fn sandbox_remove(&self, id: &str) -> Result<()> {
+        let mut s = match self.sandbox_get(id) {
+            Ok(s) => s,
+            Err(e) if e.is(crate::Kind::NotFound) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let _lock = self.lock(&s.id)?;
+        for c in self.sandbox_containers(&s.id)? {
+            self.remove(&c.id, true, true).map_err(|e| e.context(format!("removing container {}", c.name)))?;
+        }
+        let errors = self.sandbox_release(&mut s);
+        if !errors.is_empty() {
+            s.state.error = errors.join("; ");
+            let _ = self.sandbox_save(&s);
+            bail!(System, "removing pod {}: {}", s.name, errors.join("; "));
+        }
+        self.sandbox_delete_record(&s.id)?;
+        let _ = std::fs::remove_file(self.run_root.join("locks").join(&s.id));
+        Ok(())
+    }
+
+    /// The files and namespaces a container of pod `id` uses.
+    pub(crate) fn sandbox_for_container(&self, id: &str) -> Result<Sandbox> {
+        let s = self.sandbox_get(id)?;
+        if !s.ready() {
+            bail!(InvalidState, "pod {} is not ready (it was stopped): no container can be created in it", s.name);
+        }
+        Ok(s)
+    }
+
+    /// The directory with a pod's hostname, hosts and resolv.conf.
+    pub(crate) fn sandbox_files(&self, id: &str) -> PathBuf {
+        self.sandbox_dir(id)
+    }
+}
+
+/// Starts `berth-init --pause` as PID 1 of a new PID namespace, in a session of its own with
+/// nothing of this process's open but /dev/null; returns its pid and start time once it runs
+/// the program (an exec failure is reported as such).
+fn start_reaper(init: &Path) -> std::io::Result<(i32, u64)> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let path = CString::new(init.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let arg0 = c"berth-init";
+    let arg1 = c"--pause";
+    let argv = [arg0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    // The child reports an exec failure's errno on this pipe; it closes on a successful exec.
+    let mut fds = [0; 2];
+    // SAFETY: a valid array for the two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: descriptors we own from here on.
+    let (read_end, write_end) = unsafe {
+        use std::os::fd::FromRawFd;
+        (std::fs::File::from_raw_fd(fds[0]), std::os::fd::OwnedFd::from_raw_fd(fds[1]))
+    };
+    use std::os::fd::AsRawFd;
+    let (null_fd, report_fd) = (null.as_raw_fd(), write_end.as_raw_fd());
+    // A fork into a new PID namespace (std's Command cannot): the child only makes
+    // async-signal-safe system calls before exec, so this is sound in a threaded process.
+    // SAFETY: as above; every pointer the child uses was made before the fork.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, libc::CLONE_NEWPID | libc::SIGCHLD, 0, 0, 0, 0) };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: in the child, async-signal-safe calls only, then exec or _exit.
+        unsafe {
+            libc::setsid();
+            for fd in 0..3 {
+                libc::dup2(null_fd, fd);
+            }
+            // Everything else closes on exec (the report pipe only if the exec succeeds).
+            let keep = report_fd as libc::c_uint;
+            libc::syscall(libc::SYS_close_range, 3, keep - 1, libc::CLOSE_RANGE_CLOEXEC);
+            libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC);
+            libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            let errno = *libc::__errno_location();
+            libc::write(report_fd, (&errno as *const i32).cast(), 4);
+            libc::_exit(127);
+        }
+    }
+    let pid = pid as i32;
+    drop(write_end);
+    let mut report = [0u8; 4];
+    let failed = std::io::Read::read(&mut &read_end, &mut report).unwrap_or(0) == 4;
+    if failed {
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        let err = std::io::Error::from_raw_os_error(i32::from_ne_bytes(report));
+        return Err(std::io::Error::new(err.kind(), format!("running {}: {err}", init.display())));
+    }
+    let start = crate::container::process_start(pid).unwrap_or(0);
+    Ok((pid, start))
+}
+
+/// Ends a pod's reaper (and with it the PID namespace), and reaps it when it is this
+/// process's child (berthd started it); one that is gone already is fine.
+fn stop_reaper(s: &mut Sandbox) {
+    let (pid, start) = (s.state.reaper_pid, s.state.reaper_start);
+    if pid > 0 && crate::container::alive(pid, start) {
+        // SAFETY: kill(2) on the recorded pid, checked against its start time just now.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        // SAFETY: waitpid on a pid that is our child or not (ECHILD then).
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    }
+    s.state.reaper_pid = 0;
+    s.state.reaper_start = 0;
+    s.state.pid_ns = None;
+}
+
+fn mount_tmpfs(target: &Path, options: &str) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let t = std::ffi::CString::new(target.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let o = std::ffi::CString::new(options).map_err(std::io::Error::other)?;
+    // SAFETY: mount with valid C strings.
+    if unsafe {
+        libc::mount(
+            c"shm".as_ptr(),
+            t.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            o.as_ptr().cast(),
+        )
+    } != 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
