@@ -5,10 +5,12 @@
 //! → id maps, rlimits, oom score, cgroup membership from outside → Go → the init's Ready →
 //! state.json and pid file → Committed. Any failure undoes every step before it.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use berth_sys::process::{self as sysprocess, Forked};
+use berth_sys::{file, mount, socket};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 
 use crate::cgroups::{self, Cgroup, DeviceRule, Layout, Mode};
 use crate::config::{self, Bundle};
@@ -20,7 +22,6 @@ use crate::process::{self, ProcessPlan};
 use crate::rootfs::{CgroupMount, DeviceNode, RootfsPlan};
 use crate::state::{self, State, StateDir};
 use crate::sync::{Channel, Msg};
-use crate::sys::{self, Forked};
 
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
@@ -39,7 +40,7 @@ pub struct CreateOptions {
 impl CreateOptions {
     /// Rootless mode: cgroups this user may not create are done without, if no limit needs them.
     pub fn is_rootless(&self) -> bool {
-        self.rootless.unwrap_or_else(|| !sys::is_root())
+        self.rootless.unwrap_or_else(|| !sysprocess::is_root())
     }
 }
 
@@ -106,7 +107,7 @@ fn build_rootfs_plan(
             None
         } else {
             Some(
-                sys::open(&bundle.rootfs, libc::O_PATH | libc::O_DIRECTORY)
+                file::open(&bundle.rootfs, libc::O_PATH | libc::O_DIRECTORY)
                     .with_ctx(|| format!("root.path {}", bundle.rootfs.display()))?,
             )
         },
@@ -173,23 +174,27 @@ fn prepare_idmapped(rootfs: &mut RootfsPlan, spec: &Spec) -> Result<()> {
         (Some(u), Some(g)) if !u.is_empty() => Some((u.clone(), g.clone())),
         _ => None,
     };
+    // One user namespace per distinct mapping.
     let mut namespaces: Vec<(String, OwnedFd)> = Vec::new();
-    let mut userns_for =
-        |maps: &(Vec<oci_spec::runtime::LinuxIdMapping>, Vec<oci_spec::runtime::LinuxIdMapping>)| -> Result<i32> {
-            let key = format!("{maps:?}");
-            if let Some((_, fd)) = namespaces.iter().find(|(k, _)| *k == key) {
-                return Ok(fd.as_raw_fd());
+    fn userns_for<'a>(
+        namespaces: &'a mut Vec<(String, OwnedFd)>,
+        maps: &(Vec<LinuxIdMapping>, Vec<LinuxIdMapping>),
+    ) -> Result<BorrowedFd<'a>> {
+        let key = format!("{maps:?}");
+        let i = match namespaces.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                namespaces.push((key, namespaces::idmap_userns(&maps.0, &maps.1)?));
+                namespaces.len() - 1
             }
-            let fd = namespaces::idmap_userns(&maps.0, &maps.1)?;
-            let raw = fd.as_raw_fd();
-            namespaces.push((key, fd));
-            Ok(raw)
         };
+        Ok(namespaces[i].1.as_fd())
+    }
     for m in rootfs.mounts.iter_mut().filter(|m| m.options.idmap.is_some()) {
         let maps = m.id_mappings.clone().or_else(|| container_maps.clone()).ok_or_else(|| {
             Error::invalid(format!("{}: 'idmap' without uidMappings needs the container's linux.uidMappings", m.at))
         })?;
-        let userns = userns_for(&maps)?;
+        let userns = userns_for(&mut namespaces, &maps)?;
         m.prepared = Some(mounts::prepare_idmapped(m, userns)?);
     }
     let wanted = spec.annotations().as_ref().and_then(|a| a.get(ROOTFS_IDMAP_ANNOTATION)).map(String::as_str);
@@ -201,12 +206,15 @@ fn prepare_idmapped(rootfs: &mut RootfsPlan, spec: &Spec) -> Result<()> {
                     "annotations.{ROOTFS_IDMAP_ANNOTATION}: needs a user namespace with linux.uidMappings"
                 ))
             })?;
-            let userns = userns_for(&maps)?;
-            let tree = sys::open_tree_clone(libc::AT_FDCWD, &rootfs.rootfs, true)
+            let userns = userns_for(&mut namespaces, &maps)?;
+            let tree = mount::open_tree_clone(file::CWD, &rootfs.rootfs, true)
                 .with_ctx(|| format!("rootfs {}", rootfs.rootfs.display()))?;
-            let attr =
-                sys::MountAttr { attr_set: sys::MOUNT_ATTR_IDMAP, userns_fd: userns as u64, ..Default::default() };
-            sys::mount_setattr(tree.as_raw_fd(), Path::new(""), true, &attr)
+            let attr = mount::MountAttr {
+                attr_set: mount::MOUNT_ATTR_IDMAP,
+                userns_fd: userns.as_raw_fd() as u64,
+                ..Default::default()
+            };
+            mount::mount_setattr(&tree, "", true, &attr)
                 .with_ctx(|| format!("annotations.{ROOTFS_IDMAP_ANNOTATION}: ID-mapping the rootfs"))?;
             rootfs.prepared_root = Some(tree);
         }
@@ -274,11 +282,11 @@ impl Undo {
 
     fn run(mut self) {
         for (pid, pidfd, is_child) in self.children.drain(..) {
-            let _ = sys::pidfd_send_signal(pidfd.as_raw_fd(), libc::SIGKILL);
+            let _ = sysprocess::pidfd_send_signal(&pidfd, libc::SIGKILL);
             if is_child {
-                let _ = sys::waitpid(pid, false);
+                let _ = sysprocess::waitpid(pid, false);
             } else {
-                let _ = sys::poll_readable(&[pidfd.as_raw_fd()], 5000);
+                let _ = sysprocess::poll_readable(&[pidfd.as_fd()], 5000);
             }
         }
         if let Some(cg) = self.cgroup.take() {
@@ -371,7 +379,7 @@ fn create_steps(
     let linux = spec.linux().as_ref().expect("validated");
     let dir = undo.dir.as_ref().expect("set by caller");
     // Only the runtime opens it by name (the init inherits its end): its owner's alone.
-    sys::mkfifo(&dir.fifo(), 0o600).ctx("creating the exec fifo")?;
+    file::mkfifo(&dir.fifo(), 0o600).ctx("creating the exec fifo")?;
 
     let created_result = cgroup.create();
     // Registered even on partial failure: destroy removes whatever was made.
@@ -414,13 +422,15 @@ fn create_steps(
 
     let console_socket = match console {
         ConsoleTarget::None => None,
-        ConsoleTarget::Path(p) => Some(sys::connect_unix(&p).with_ctx(|| format!("--console-socket {}", p.display()))?),
+        ConsoleTarget::Path(p) => {
+            Some(socket::connect_unix(&p).with_ctx(|| format!("--console-socket {}", p.display()))?)
+        }
         ConsoleTarget::Fd(fd) => Some(fd),
     };
-    let (parent_end, child_end) = sys::socketpair_seqpacket().ctx("creating the sync socket")?;
+    let (parent_end, child_end) = socket::socketpair_seqpacket().ctx("creating the sync socket")?;
     // The init's end of the exec fifo, read-write (never blocks to open): it waits reading it,
     // and `start`, opening it for writing, sees whether any init is still there to read.
-    let exec_fifo = sys::open(&dir.fifo(), libc::O_RDWR).ctx("opening the exec fifo")?;
+    let exec_fifo = file::open(&dir.fifo(), libc::O_RDWR).ctx("opening the exec fifo")?;
     ns.enter_for_children()?;
 
     let mut plan = InitPlan {
@@ -452,7 +462,7 @@ fn create_steps(
     // container's cgroup2 directory; the v1 ones it joins itself (see Cgroup::join_self).
     let cgroup2_fd = cgroup.open_unified()?;
     plan.cgroup2_joined_at_clone = cgroup2_fd.is_some();
-    let forked = sys::clone3(clone_flags as u64, cgroup2_fd.as_ref().map(|fd| fd.as_raw_fd()))
+    let forked = sysprocess::clone3(clone_flags as u64, cgroup2_fd.as_ref().map(|fd| fd.as_fd()))
         .ctx("creating the container process (clone3)")?;
     let (pid, pidfd) = match forked {
         Forked::Child => {
@@ -480,16 +490,16 @@ fn create_steps(
     let (init_pid, init_pidfd, is_child) = if two_stage {
         let (init_pid, init_pidfd) = drive_intermediate(&sync, pid, linux)?;
         let (ipid, ipidfd, _) = undo.children.pop().expect("pushed above");
-        let _ = sys::waitpid(ipid, false);
+        let _ = sysprocess::waitpid(ipid, false);
         drop(ipidfd);
         // CLONE_PARENT made the init our child, not the intermediate's.
-        undo.children.push((init_pid, sys::dup_fd(init_pidfd.as_raw_fd())?, true));
+        undo.children.push((init_pid, file::dup(&init_pidfd)?, true));
         (init_pid, init_pidfd, true)
     } else {
         if plan.namespaces.creates(LinuxNamespaceType::User) {
             namespaces::write_id_maps(pid, linux)?;
         }
-        let pidfd = sys::dup_fd(undo.children[0].1.as_raw_fd())?;
+        let pidfd = file::dup(&undo.children[0].1)?;
         (pid, pidfd, true)
     };
 
@@ -515,8 +525,8 @@ fn create_steps(
     wait_ready(&sync, "the container's init", init_pid, linux.seccomp().as_ref(), state_for_listener, runtime_hooks)
         .map_err(|e| e.context("creating the container"))?;
 
-    let pid_start = state::proc_stat(init_pid)
-        .map(|(_, s)| s)
+    let pid_start = berth_sys::proc::stat(init_pid)
+        .map(|s| s.start)
         .ok_or_else(|| Error::new(ErrorKind::System, "the container's init vanished"))?;
     let state = State {
         id: id.to_string(),
@@ -587,7 +597,7 @@ fn intermediate(plan: &InitPlan, fds: InitFds) -> ! {
     match intermediate_steps(plan, &fds) {
         Ok(Forked::Child) => init::run(plan, fds, Stage::FromIntermediate),
         Ok(Forked::Parent { pidfd, .. }) => {
-            let _ = fds.sync.send_with_fds(&Msg::InitPidfd, &[pidfd.as_raw_fd()]);
+            let _ = fds.sync.send_with_fds(&Msg::InitPidfd, &[pidfd.as_fd()]);
             init::exit(0);
         }
         Err(e) => {
@@ -598,19 +608,19 @@ fn intermediate(plan: &InitPlan, fds: InitFds) -> ! {
 }
 
 fn intermediate_steps(plan: &InitPlan, fds: &InitFds) -> Result<Forked> {
-    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).ctx("PR_SET_PDEATHSIG")?;
+    sysprocess::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).ctx("PR_SET_PDEATHSIG")?;
     // While still the host's root; the init inherits the cgroups when cloned.
     plan.cgroup.join_self(plan.cgroup2_joined_at_clone)?;
     let ns = &plan.namespaces;
     ns.join_late()?;
     if ns.creates(LinuxNamespaceType::User) {
-        sys::unshare(libc::CLONE_NEWUSER).ctx("creating the user namespace")?;
+        sysprocess::unshare(libc::CLONE_NEWUSER).ctx("creating the user namespace")?;
         fds.sync.send(&Msg::MapRequest)?;
         fds.sync.expect("MapDone", "berth-oci", |m| matches!(m, Msg::MapDone))?;
         namespaces::become_namespace_root()?;
     }
-    sys::unshare(ns.clone_flags() & !libc::CLONE_NEWUSER).ctx("creating namespaces")?;
-    sys::clone3(libc::CLONE_PARENT as u64, None).ctx("creating the container process (clone3)")
+    sysprocess::unshare(ns.clone_flags() & !libc::CLONE_NEWUSER).ctx("creating namespaces")?;
+    sysprocess::clone3(libc::CLONE_PARENT as u64, None).ctx("creating the container process (clone3)")
 }
 
 /// Runtime side of a two-stage create: writes the id maps when asked, returns the init.
@@ -627,7 +637,9 @@ fn drive_intermediate(
             }
             Some((Msg::InitPidfd, mut fds)) => {
                 let pidfd = fds.pop().ok_or_else(|| Error::new(ErrorKind::System, "the intermediate sent no pidfd"))?;
-                let pid = pidfd_pid(pidfd.as_raw_fd())?;
+                let pid = berth_sys::proc::pidfd_pid(&pidfd)
+                    .ctx("reading pidfd info")?
+                    .ok_or_else(|| Error::new(ErrorKind::System, "pidfd without a pid"))?;
                 return Ok((pid, pidfd));
             }
             Some((Msg::Failed { kind, message, errno }, _)) => return Err(Error::from_parts(kind, message, errno)),
@@ -679,12 +691,4 @@ pub(crate) fn wait_ready(
             None => return Err(Error::new(ErrorKind::System, format!("{who} exited before it was ready"))),
         }
     }
-}
-
-/// The pid (in this process's namespace) a pidfd refers to, from /proc/self/fdinfo.
-fn pidfd_pid(fd: RawFd) -> Result<i32> {
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ctx("reading pidfd info")?;
-    info.lines()
-        .find_map(|l| l.strip_prefix("Pid:").and_then(|v| v.trim().parse().ok()))
-        .ok_or_else(|| Error::new(ErrorKind::System, "pidfd without a pid"))
 }

@@ -28,7 +28,6 @@ pub mod selfexe;
 pub mod spec;
 pub mod state;
 pub mod sync;
-pub mod sys;
 pub mod terminal;
 
 pub use create::{create, ConsoleTarget, CreateOptions, Created};

@@ -1,12 +1,12 @@
 //! The typed messages the runtime and the container's init exchange over a SEQPACKET socket
 //! pair while the container is created (descriptors travel with them by SCM_RIGHTS).
 
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 
+use berth_sys::{file, socket};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::sys;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Msg {
@@ -42,24 +42,12 @@ pub enum Msg {
 pub struct Channel(pub OwnedFd);
 
 impl Channel {
-    pub fn raw(&self) -> RawFd {
-        use std::os::fd::AsRawFd;
-        self.0.as_raw_fd()
-    }
-
     /// Sends `msg` with write(2): a message without descriptors needs no sendmsg, and the
     /// container's process sends its last ones after a seccomp filter may be loaded.
     pub fn send(&self, msg: &Msg) -> Result<()> {
         let bytes = serde_json::to_vec(msg).expect("messages serialise");
-        let err = match sys::retry(|| {
-            // SAFETY: writing a buffer we own; SEQPACKET keeps it one message.
-            let n = unsafe { libc::write(self.raw(), bytes.as_ptr().cast(), bytes.len()) };
-            if n < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(n)
-            }
-        }) {
+        // One write: SEQPACKET keeps it one message.
+        let err = match file::write(&self.0, &bytes) {
             Ok(_) => return Ok(()),
             Err(e) => e,
         };
@@ -68,12 +56,12 @@ impl Channel {
 
     /// Sends `msg`. When the other side has already gone, its last word (the `Failed` it sent
     /// before exiting) is the error, not the broken pipe.
-    pub fn send_with_fds(&self, msg: &Msg, fds: &[RawFd]) -> Result<()> {
+    pub fn send_with_fds(&self, msg: &Msg, fds: &[BorrowedFd<'_>]) -> Result<()> {
         if fds.is_empty() {
             return self.send(msg);
         }
         let bytes = serde_json::to_vec(msg).expect("messages serialise");
-        let err = match sys::send_with_fds(self.raw(), &bytes, fds) {
+        let err = match socket::send_with_fds(&self.0, &bytes, fds) {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
@@ -100,7 +88,7 @@ impl Channel {
     pub fn recv(&self) -> Result<Option<(Msg, Vec<OwnedFd>)>> {
         let mut buf = vec![0u8; 64 * 1024];
         let (n, fds) =
-            sys::recv_with_fds(self.raw(), &mut buf).map_err(|e| Error::from_io(e).context("sync socket"))?;
+            socket::recv_with_fds(&self.0, &mut buf).map_err(|e| Error::from_io(e).context("sync socket"))?;
         if n == 0 {
             return Ok(None);
         }
@@ -123,7 +111,7 @@ impl Channel {
     /// container's process, after a seccomp filter may be loaded).
     pub fn expect_plain(&self, want: &str, who: &str, is: impl Fn(&Msg) -> bool) -> Result<()> {
         let mut buf = vec![0u8; 64 * 1024];
-        let n = sys::retry(|| sys::read(self.raw(), &mut buf)).map_err(|e| Error::from_io(e).context("sync socket"))?;
+        let n = file::read(&self.0, &mut buf).map_err(|e| Error::from_io(e).context("sync socket"))?;
         let received = if n == 0 {
             None
         } else {
@@ -179,7 +167,7 @@ mod tests {
 
     #[test]
     fn a_send_to_a_peer_that_failed_and_left_reports_its_failure() {
-        let (ours, theirs) = sys::socketpair_seqpacket().unwrap();
+        let (ours, theirs) = socket::socketpair_seqpacket().unwrap();
         let (ours, theirs) = (Channel(ours), Channel(theirs));
         theirs.send_error(&Error::new(ErrorKind::System, "joining cgroup /x: no space left on device"));
         drop(theirs);
@@ -189,7 +177,7 @@ mod tests {
 
     #[test]
     fn a_send_to_a_peer_that_left_without_a_word_is_a_broken_pipe() {
-        let (ours, theirs) = sys::socketpair_seqpacket().unwrap();
+        let (ours, theirs) = socket::socketpair_seqpacket().unwrap();
         drop(theirs);
         let err = Channel(ours).send(&Msg::Go { pid: 1 }).unwrap_err();
         assert!(err.to_string().contains("sync socket"), "{err}");

@@ -115,7 +115,7 @@ pub fn exec_process_file_and_terminal() {
     let accept = std::thread::spawn(move || {
         let (conn, _) = listener.accept().unwrap();
         let mut buf = [0u8; 64];
-        let (_, mut fds) = oci_runtime::sys::recv_with_fds(conn.as_raw_fd(), &mut buf).unwrap();
+        let (_, mut fds) = berth_sys::socket::recv_with_fds(&conn, &mut buf).unwrap();
         fds.pop().expect("a pty master")
     });
     c.oci(&[

@@ -151,7 +151,7 @@ pub fn notify_listener() {
     let agent = std::thread::spawn(move || {
         let (conn, _) = listener.accept().unwrap();
         let mut buf = vec![0u8; 64 * 1024];
-        let (n, mut fds) = oci_runtime::sys::recv_with_fds(conn.as_raw_fd(), &mut buf).unwrap();
+        let (n, mut fds) = berth_sys::socket::recv_with_fds(&conn, &mut buf).unwrap();
         let msg: Value = serde_json::from_slice(&buf[..n]).unwrap();
         let fd: OwnedFd = fds.pop().expect("the seccomp fd");
         // Answer the one syscall that arrives.
