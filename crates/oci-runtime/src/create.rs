@@ -1,4 +1,7 @@
-//! `create`: from a bundle to an init that is fully set up and waits for `start`.
+//! `create`, the runtime's side: from a bundle to an init that is fully set up and waits for
+//! `start`. The processes it starts have files of their own: the init (`init.rs`) and, for
+//! two-stage creates, the intermediate (`intermediate.rs`); they talk over the typed sync
+//! socket (`sync.rs`).
 //!
 //! Order: validate everything (config.json, namespace paths) → state directory → cgroup with
 //! its limits → clone the init (or an intermediate, see [`NamespacePlan::needs_intermediate`])
@@ -21,7 +24,7 @@ use crate::namespaces::{self, NamespacePlan};
 use crate::process::{self, ProcessPlan};
 use crate::rootfs::{CgroupMount, DeviceNode, RootfsPlan};
 use crate::state::{self, State, StateDir};
-use crate::sync::{Channel, Msg};
+use crate::sync::{self, RuntimeEnd, ToChild, ToRuntime};
 
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
@@ -427,7 +430,7 @@ fn create_steps(
         }
         ConsoleTarget::Fd(fd) => Some(fd),
     };
-    let (parent_end, child_end) = socket::socketpair_seqpacket().ctx("creating the sync socket")?;
+    let (runtime_end, child_end) = sync::pair()?;
     // The init's end of the exec fifo, read-write (never blocks to open): it waits reading it,
     // and `start`, opening it for writing, sees whether any init is still there to read.
     let exec_fifo = file::open(&dir.fifo(), libc::O_RDWR).ctx("opening the exec fifo")?;
@@ -469,10 +472,10 @@ fn create_steps(
             // The lock belongs to the runtime; the init must not keep it while it waits for start.
             // SAFETY: closing a descriptor number this process no longer uses.
             unsafe { libc::close(lock_fd) };
-            drop(parent_end);
-            let fds = InitFds { sync: Channel(child_end), exec_fifo, console_socket };
+            drop(runtime_end);
+            let fds = InitFds { sync: child_end, exec_fifo, console_socket };
             if two_stage {
-                intermediate(&plan, fds);
+                crate::intermediate::run(&plan, fds);
             }
             init::run(&plan, fds, Stage::Direct);
         }
@@ -482,7 +485,7 @@ fn create_steps(
     drop(console_socket);
     // Only the init may hold the fifo: `start` takes any holder for a live init.
     drop(exec_fifo);
-    let sync = Channel(parent_end);
+    let sync = runtime_end;
     undo.children.push((pid, pidfd, true));
     undo.poststop =
         Some(crate::hooks::state(id, "stopped", 0, &bundle.dir, &spec.annotations().clone().unwrap_or_default()));
@@ -507,7 +510,7 @@ fn create_steps(
     if let Some(adj) = plan.process.oom_score_adj {
         process::apply_oom_score_adj(init_pid, adj, "config.json: process")?;
     }
-    sync.send(&Msg::Go { pid: init_pid })?;
+    sync.send(&ToChild::Go { pid: init_pid })?;
     let state_for_listener = || {
         serde_json::json!({
             "ociVersion": crate::config::OCI_VERSION, "id": id, "status": "creating", "pid": init_pid,
@@ -522,7 +525,7 @@ fn create_steps(
         crate::hooks::run_all(spec.hooks().as_ref(), crate::hooks::Kind::Prestart, &state, None)?;
         crate::hooks::run_all(spec.hooks().as_ref(), crate::hooks::Kind::CreateRuntime, &state, None)
     };
-    wait_ready(&sync, "the container's init", init_pid, linux.seccomp().as_ref(), state_for_listener, runtime_hooks)
+    sync.wait_ready("the container's init", init_pid, linux.seccomp().as_ref(), state_for_listener, runtime_hooks)
         .map_err(|e| e.context("creating the container"))?;
 
     let pid_start = berth_sys::proc::stat(init_pid)
@@ -547,7 +550,7 @@ fn create_steps(
         let path = if pid_file.is_absolute() { pid_file.clone() } else { std::env::current_dir()?.join(pid_file) };
         state::write_atomic(&path, init_pid.to_string().as_bytes()).map_err(|e| e.context("--pid-file"))?;
     }
-    sync.send(&Msg::Committed)?;
+    sync.send(&ToChild::Committed)?;
     if let Some(f) = plan.seccomp.as_ref().filter(|f| !f.unknown_syscalls.is_empty()) {
         warnings.push(format!(
             "linux.seccomp: syscalls unknown to libseccomp here, skipped: {}",
@@ -591,58 +594,28 @@ fn owner_name() -> String {
         .unwrap_or_else(|| format!("#{uid}"))
 }
 
-/// The intermediate (two-stage creates): joins the user namespace and the others in order,
-/// creates the new ones, then clones the init as a sibling (CLONE_PARENT) and exits.
-fn intermediate(plan: &InitPlan, fds: InitFds) -> ! {
-    match intermediate_steps(plan, &fds) {
-        Ok(Forked::Child) => init::run(plan, fds, Stage::FromIntermediate),
-        Ok(Forked::Parent { pidfd, .. }) => {
-            let _ = fds.sync.send_with_fds(&Msg::InitPidfd, &[pidfd.as_fd()]);
-            init::exit(0);
-        }
-        Err(e) => {
-            fds.sync.send_error(&e);
-            init::exit(1);
-        }
-    }
-}
-
-fn intermediate_steps(plan: &InitPlan, fds: &InitFds) -> Result<Forked> {
-    sysprocess::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).ctx("PR_SET_PDEATHSIG")?;
-    // While still the host's root; the init inherits the cgroups when cloned.
-    plan.cgroup.join_self(plan.cgroup2_joined_at_clone)?;
-    let ns = &plan.namespaces;
-    ns.join_late()?;
-    if ns.creates(LinuxNamespaceType::User) {
-        sysprocess::unshare(libc::CLONE_NEWUSER).ctx("creating the user namespace")?;
-        fds.sync.send(&Msg::MapRequest)?;
-        fds.sync.expect("MapDone", "berth-oci", |m| matches!(m, Msg::MapDone))?;
-        namespaces::become_namespace_root()?;
-    }
-    sysprocess::unshare(ns.clone_flags() & !libc::CLONE_NEWUSER).ctx("creating namespaces")?;
-    sysprocess::clone3(libc::CLONE_PARENT as u64, None).ctx("creating the container process (clone3)")
-}
-
 /// Runtime side of a two-stage create: writes the id maps when asked, returns the init.
 fn drive_intermediate(
-    sync: &Channel,
+    sync: &RuntimeEnd,
     intermediate_pid: i32,
     linux: &oci_spec::runtime::Linux,
 ) -> Result<(i32, OwnedFd)> {
     loop {
         match sync.recv()? {
-            Some((Msg::MapRequest, _)) => {
+            Some((ToRuntime::MapRequest, _)) => {
                 namespaces::write_id_maps(intermediate_pid, linux)?;
-                sync.send(&Msg::MapDone)?;
+                sync.send(&ToChild::MapDone)?;
             }
-            Some((Msg::InitPidfd, mut fds)) => {
+            Some((ToRuntime::InitPidfd, mut fds)) => {
                 let pidfd = fds.pop().ok_or_else(|| Error::new(ErrorKind::System, "the intermediate sent no pidfd"))?;
                 let pid = berth_sys::proc::pidfd_pid(&pidfd)
                     .ctx("reading pidfd info")?
                     .ok_or_else(|| Error::new(ErrorKind::System, "pidfd without a pid"))?;
                 return Ok((pid, pidfd));
             }
-            Some((Msg::Failed { kind, message, errno }, _)) => return Err(Error::from_parts(kind, message, errno)),
+            Some((ToRuntime::Failed { kind, message, errno }, _)) => {
+                return Err(Error::from_parts(kind, message, errno))
+            }
             Some((other, _)) => {
                 return Err(Error::new(
                     ErrorKind::System,
@@ -650,45 +623,6 @@ fn drive_intermediate(
                 ))
             }
             None => return Err(Error::new(ErrorKind::System, "the intermediate process exited early")),
-        }
-    }
-}
-
-/// Waits for the container process's Ready; on the way, hands a seccomp notification fd to the
-/// listener with the container's state.
-pub(crate) fn wait_ready(
-    sync: &Channel,
-    who: &str,
-    pid: i32,
-    seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
-    state: impl Fn() -> serde_json::Value,
-    runtime_hooks: impl Fn() -> Result<()>,
-) -> Result<()> {
-    loop {
-        match sync.recv()? {
-            Some((Msg::Ready, _)) => return Ok(()),
-            Some((Msg::RuntimeHooks, _)) => {
-                runtime_hooks()?;
-                sync.send(&Msg::HooksDone)?;
-            }
-            Some((Msg::SeccompNotify, mut fds)) => {
-                let fd = fds.pop().ok_or_else(|| Error::new(ErrorKind::System, "no seccomp fd attached"))?;
-                let s =
-                    seccomp.ok_or_else(|| Error::new(ErrorKind::System, "a seccomp fd without a seccomp config"))?;
-                let listener = s
-                    .listener_path()
-                    .as_ref()
-                    .ok_or_else(|| Error::invalid("linux.seccomp: SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath"))?;
-                crate::seccomp::send_to_listener(listener, s.listener_metadata().as_deref(), pid, state(), &fd)?;
-            }
-            Some((Msg::Failed { kind, message, errno }, _)) => return Err(Error::from_parts(kind, message, errno)),
-            Some((other, _)) => {
-                return Err(Error::new(
-                    ErrorKind::System,
-                    format!("sync socket: expected Ready from {who}, got {other:?}"),
-                ))
-            }
-            None => return Err(Error::new(ErrorKind::System, format!("{who} exited before it was ready"))),
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::fs::{self, Resolve};
 use crate::namespaces;
 use crate::process::{self, ProcessPlan};
 use crate::state::{self, StateDir, Status};
-use crate::sync::{Channel, Msg};
+use crate::sync::{self, ChildEnd, ToRuntime};
 use crate::terminal;
 
 #[derive(Debug, Clone)]
@@ -104,15 +104,15 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
         (None, false) => (None, None),
     };
     let cgroup2 = st.cgroup.open_unified()?;
-    let (parent_end, child_end) = socket::socketpair_seqpacket().ctx("creating the sync socket")?;
+    let (runtime_end, child_end) = sync::pair()?;
     let lock_fd = dir.fd.as_raw_fd();
     let forked = sysprocess::clone3(0, cgroup2.as_ref().map(|fd| fd.as_fd())).ctx("creating the process (clone3)")?;
     let (pid, pidfd) = match forked {
         Forked::Child => {
             // SAFETY: the lock belongs to the runtime, not to the process we become.
             unsafe { libc::close(lock_fd) };
-            drop(parent_end);
-            let sync = Channel(child_end);
+            drop(runtime_end);
+            let sync = child_end;
             let err = child(
                 shared_root,
                 &st.cgroup,
@@ -135,24 +135,24 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
     drop(child_end);
     drop(console);
     drop(dir);
-    let sync = Channel(parent_end);
+    let sync = runtime_end;
     let result = (|| -> Result<()> {
         process::apply_rlimits(pid, &plan.rlimits, "process")?;
         if let Some(adj) = plan.oom_score_adj {
             process::apply_oom_score_adj(pid, adj, "process")?;
         }
-        sync.send(&Msg::Go { pid })?;
+        sync.send(&sync::ToChild::Go { pid })?;
         let state = || {
             serde_json::json!({
                 "ociVersion": crate::config::OCI_VERSION, "id": id, "status": "running", "pid": st.pid,
                 "bundle": st.bundle, "annotations": st.annotations,
             })
         };
-        crate::create::wait_ready(&sync, "the exec process", pid, seccomp_config, state, || Ok(()))?;
+        sync.wait_ready("the exec process", pid, seccomp_config, state, || Ok(()))?;
         // Then EOF: the sync socket closed on exec; a Failed message: execve itself failed.
         match sync.recv()? {
             None => Ok(()),
-            Some((Msg::Failed { kind, message, errno }, _)) => Err(Error::from_parts(kind, message, errno)),
+            Some((ToRuntime::Failed { kind, message, errno }, _)) => Err(Error::from_parts(kind, message, errno)),
             Some((other, _)) => Err(Error::new(ErrorKind::System, format!("sync socket: unexpected {other:?}"))),
         }
     })();
@@ -200,7 +200,7 @@ fn child(
     filter: Option<&crate::seccomp::Filter>,
     opts: &ExecOptions,
     console: Option<OwnedFd>,
-    sync: &Channel,
+    sync: &ChildEnd,
 ) -> Error {
     let result = (|| -> Result<std::ffi::CString> {
         sysprocess::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).ctx("PR_SET_PDEATHSIG")?;
@@ -267,7 +267,7 @@ fn child(
         Ok(e) => e,
         Err(e) => return e,
     };
-    if let Err(e) = sync.send(&Msg::Ready) {
+    if let Err(e) = sync.send(&ToRuntime::Ready) {
         return e;
     }
     if let Err(e) = crate::init::load_seccomp_late(filter, plan.no_new_privileges) {

@@ -19,7 +19,7 @@ use crate::namespaces::{self, NamespacePlan};
 use crate::process::{self, ProcessPlan};
 use crate::procfs::Proc as Procfs;
 use crate::rootfs::{self, RootfsPlan};
-use crate::sync::{Channel, Msg};
+use crate::sync::{ChildEnd, ToChild, ToRuntime};
 use crate::terminal;
 
 /// What the init does, computed and validated by the runtime before cloning.
@@ -53,7 +53,7 @@ pub struct InitPlan {
 
 /// Descriptors the init inherits and uses.
 pub struct InitFds {
-    pub sync: Channel,
+    pub sync: ChildEnd,
     /// The exec fifo, opened read-write by the runtime: the init blocks reading it until
     /// `start` writes.
     pub exec_fifo: OwnedFd,
@@ -181,8 +181,8 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
         None
     };
     if plan.hooks.as_ref().is_some_and(|h| !Kind::Prestart.of(h).is_empty() || !Kind::CreateRuntime.of(h).is_empty()) {
-        fds.sync.send(&Msg::RuntimeHooks)?;
-        fds.sync.expect("HooksDone", "berth-oci", |m| matches!(m, Msg::HooksDone))?;
+        fds.sync.send(&ToRuntime::RuntimeHooks)?;
+        fds.sync.expect("HooksDone", "berth-oci", |m| matches!(m, ToChild::HooksDone))?;
     }
     let (id, bundle, annotations) = &plan.hook_state;
     hooks::run_all(
@@ -233,11 +233,11 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
 pub(crate) fn load_seccomp_early(
     filter: Option<&crate::seccomp::Filter>,
     no_new_privileges: bool,
-    sync: &Channel,
+    sync: &ChildEnd,
 ) -> Result<()> {
     let Some(f) = filter.filter(|f| f.notify || !no_new_privileges) else { return Ok(()) };
     if let Some(fd) = f.load().map_err(|e| e.context("linux.seccomp"))? {
-        sync.send_with_fds(&Msg::SeccompNotify, &[fd.as_fd()])?;
+        sync.send_with_fds(&ToRuntime::SeccompNotify, &[fd.as_fd()])?;
     }
     Ok(())
 }
@@ -271,10 +271,10 @@ fn join_session_keyring(name: &str) -> Result<()> {
 /// it holds, the identity switch, the startContainer hooks (run as the container's process,
 /// as runc runs them) and execve.
 fn finish(plan: &InitPlan, fds: InitFds, ready: Ready) -> Error {
-    if let Err(e) = fds.sync.send(&Msg::Ready) {
+    if let Err(e) = fds.sync.send(&ToRuntime::Ready) {
         return e;
     }
-    if let Err(e) = fds.sync.expect_plain("Committed", "berth-oci", |m| matches!(m, Msg::Committed)) {
+    if let Err(e) = fds.sync.expect_plain("Committed", "berth-oci", |m| matches!(m, ToChild::Committed)) {
         // The runtime failed after we were ready and is tearing the container down.
         return e;
     }

@@ -16,6 +16,7 @@ pub mod features;
 pub mod fs;
 pub mod hooks;
 pub mod init;
+pub mod intermediate;
 pub mod lifecycle;
 pub mod mounts;
 pub mod namespaces;
