@@ -3,10 +3,11 @@
 //! two-stage creates, the intermediate (`intermediate.rs`); they talk over the typed sync
 //! socket (`sync.rs`).
 //!
-//! Order: validate everything (config.json, namespace paths) → state directory → cgroup with
-//! its limits → clone the init (or an intermediate, see [`NamespacePlan::needs_intermediate`])
-//! → id maps, rlimits, oom score, cgroup membership from outside → Go → the init's Ready →
-//! state.json and pid file → Committed. Any failure undoes every step before it.
+//! Order: validate everything and derive the plans (`plans.rs`), open the namespace paths →
+//! state directory → cgroup with its limits → clone the init (or an intermediate, see
+//! [`NamespacePlan::needs_intermediate`]) → id maps, rlimits, oom score, cgroup membership from
+//! outside → Go → the init's Ready → state.json and pid file → Committed. Any failure undoes
+//! every step before it.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -15,13 +16,14 @@ use berth_sys::process::{self as sysprocess, Forked};
 use berth_sys::{file, mount, socket};
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 
-use crate::cgroups::{self, Cgroup, DeviceRule, Layout, Mode};
+use crate::cgroups::{self, Cgroup, Layout, Mode};
 use crate::config::{self, Bundle};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::init::{self, InitFds, InitPlan, Stage};
 use crate::mounts::{self, MountSpec};
 use crate::namespaces::{self, NamespacePlan};
-use crate::process::{self, ProcessPlan};
+use crate::plans::{derive_plans, Plans};
+use crate::process;
 use crate::rootfs::{CgroupMount, DeviceNode, RootfsPlan};
 use crate::state::{self, State, StateDir};
 use crate::sync::{self, RuntimeEnd, ToChild, ToRuntime};
@@ -65,9 +67,12 @@ pub enum ConsoleTarget {
     Fd(OwnedFd),
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build_rootfs_plan(
     bundle: &Bundle,
     opts: &CreateOptions,
+    mounts: Vec<MountSpec>,
+    devices: Vec<DeviceNode>,
     layout: &Layout,
     cgroup: &Cgroup,
     ns: &NamespacePlan,
@@ -75,27 +80,12 @@ fn build_rootfs_plan(
 ) -> Result<RootfsPlan> {
     let spec = &bundle.spec;
     let linux = spec.linux().as_ref().expect("validated");
-    let mut mounts_plan = Vec::new();
-    for (i, m) in spec.mounts().iter().flatten().enumerate() {
-        let mut m = MountSpec::from_spec(m, i, &bundle.dir)?;
-        // linux.mountLabel labels the filesystems the container gets (SELinux's context=).
-        if let Some(label) = linux.mount_label().as_deref().filter(|l| !l.is_empty()) {
-            if !m.is_bind() && !matches!(m.fstype.as_str(), "proc" | "sysfs" | "cgroup" | "cgroup2") {
-                m.options.data.push(format!("context=\"{label}\""));
-            }
-        }
-        mounts_plan.push(m);
-    }
-    let dev_bound = mounts_plan.iter().any(|m| m.destination == Path::new("/dev") && m.is_bind());
-    let mut devices = Vec::new();
-    for (i, d) in linux.devices().iter().flatten().enumerate() {
-        devices.push(DeviceNode::from_spec(d, &format!("linux.devices[{i}]"))?);
-    }
+    let dev_bound = mounts.iter().any(|m| m.destination == Path::new("/dev") && m.is_bind());
     let cgroup_mounts = cgroup_mounts(layout, cgroup);
     Ok(RootfsPlan {
         rootfs: bundle.rootfs.clone(),
         readonly: spec.root().as_ref().is_some_and(|r| r.readonly().unwrap_or(false)),
-        mounts: mounts_plan,
+        mounts,
         cgroup_mounts,
         cgroupns: ns.creates(LinuxNamespaceType::Cgroup),
         devices,
@@ -115,33 +105,6 @@ fn build_rootfs_plan(
             )
         },
     })
-}
-
-/// Everything create derives from a spec that needs no system call, done as create does it:
-/// validation, the mounts, devices, process (user, capabilities, rlimits, attributes), the
-/// seccomp filter, personality and the resources' device rules. Namespace paths are left out:
-/// they are opened. Errors name the field, as create's do.
-pub fn derive_plans(spec: &Spec, bundle_dir: &Path) -> Result<()> {
-    config::validate(spec)?;
-    let linux = spec.linux().as_ref().expect("validated");
-    for (i, m) in spec.mounts().iter().flatten().enumerate() {
-        MountSpec::from_spec(m, i, bundle_dir)?;
-    }
-    for (i, d) in linux.devices().iter().flatten().enumerate() {
-        DeviceNode::from_spec(d, &format!("linux.devices[{i}]"))?;
-    }
-    if let Some(p) = spec.process() {
-        ProcessPlan::from_spec(p, "process")?;
-    }
-    if let Some(s) = linux.seccomp() {
-        crate::seccomp::compile(s, "linux.seccomp")?;
-    }
-    linux.personality().as_ref().map(crate::attrs::personality).transpose()?;
-    if let Some(r) = linux.resources() {
-        requested_resource(r);
-    }
-    extra_device_rules(spec);
-    Ok(())
 }
 
 /// What a "cgroup" mount shows: the container's directory in every hierarchy.
@@ -230,39 +193,6 @@ fn prepare_idmapped(rootfs: &mut RootfsPlan, spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-/// The first resource linux.resources asks for, if any.
-fn requested_resource(r: &oci_spec::runtime::LinuxResources) -> Option<&'static str> {
-    [
-        ("devices", r.devices().as_ref().is_some_and(|d| !d.is_empty())),
-        ("memory", r.memory().is_some()),
-        ("cpu", r.cpu().is_some()),
-        ("pids", r.pids().is_some()),
-        ("blockIO", r.block_io().is_some()),
-        ("hugepageLimits", r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty())),
-        ("network", r.network().is_some()),
-        ("rdma", r.rdma().is_some()),
-        ("unified", r.unified().as_ref().is_some_and(|u| !u.is_empty())),
-    ]
-    .into_iter()
-    .find_map(|(name, set)| set.then_some(name))
-}
-
-/// Device rules the runtime adds to the spec's own: the default devices and linux.devices.
-fn extra_device_rules(spec: &Spec) -> Vec<DeviceRule> {
-    let mut rules = cgroups::default_device_rules();
-    let linux = spec.linux().as_ref().expect("validated");
-    for d in linux.devices().iter().flatten() {
-        use oci_spec::runtime::LinuxDeviceType as T;
-        let kind = match d.typ() {
-            T::B => 'b',
-            T::C | T::U => 'c',
-            _ => continue,
-        };
-        rules.push(DeviceRule::allow(kind, d.major(), Some(d.minor()), "rwm"));
-    }
-    rules
-}
-
 /// Undoes a failed create, whatever step it reached.
 struct Undo {
     dir: Option<StateDir>,
@@ -309,25 +239,23 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions, console: ConsoleTarge
     config::validate_id(id)?;
     let bundle = config::load_bundle(&opts.bundle)?;
     let spec = &bundle.spec;
+    let mut plans = derive_plans(spec, &bundle.dir)?;
     let linux = spec.linux().as_ref().expect("validated");
-    let process_spec = spec.process().as_ref().expect("validated");
     let ns = NamespacePlan::from_spec(linux).map_err(|e| e.context("config.json"))?;
     let in_userns = ns.creates(LinuxNamespaceType::User) || ns.joins(LinuxNamespaceType::User);
-    let process = ProcessPlan::from_spec(process_spec, "process").map_err(|e| e.context("config.json"))?;
-    if process.terminal && matches!(console, ConsoleTarget::None) {
+    if plans.process.terminal && matches!(console, ConsoleTarget::None) {
         return Err(Error::invalid("process.terminal is true: --console-socket is required"));
     }
-    if !process.terminal && !matches!(console, ConsoleTarget::None) {
+    if !plans.process.terminal && !matches!(console, ConsoleTarget::None) {
         return Err(Error::invalid("--console-socket given but process.terminal is false"));
     }
     let layout = Layout::detect()?;
     let cgroups_path = linux.cgroups_path().clone().unwrap_or_else(|| cgroups::default_cgroups_path(id));
     let mut cgroup = Cgroup::plan(&layout, &cgroups_path)?;
-    let mut rootfs =
-        build_rootfs_plan(&bundle, opts, &layout, &cgroup, &ns, in_userns).map_err(|e| e.context("config.json"))?;
+    let (mounts, devices) = (std::mem::take(&mut plans.mounts), std::mem::take(&mut plans.devices));
+    let mut rootfs = build_rootfs_plan(&bundle, opts, mounts, devices, &layout, &cgroup, &ns, in_userns)
+        .map_err(|e| e.context("config.json"))?;
     prepare_idmapped(&mut rootfs, spec).map_err(|e| e.context("config.json"))?;
-    let mut sysctl: Vec<(String, String)> = linux.sysctl().clone().unwrap_or_default().into_iter().collect();
-    sysctl.sort();
 
     let mut warnings = config_warnings(&rootfs);
     if let Some(resources) = linux.resources() {
@@ -337,20 +265,8 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions, console: ConsoleTarge
     let dir = StateDir::create(root, id)?;
     let mut undo =
         Undo { dir: Some(dir), cgroup: None, children: Vec::new(), poststop: None, hooks: spec.hooks().clone() };
-    let created = create_steps(
-        &bundle,
-        id,
-        opts,
-        console,
-        ns,
-        in_userns,
-        process,
-        rootfs,
-        sysctl,
-        &mut cgroup,
-        &mut undo,
-        warnings,
-    );
+    let created =
+        create_steps(&bundle, id, opts, console, ns, in_userns, plans, rootfs, &mut cgroup, &mut undo, warnings);
     match created {
         Ok(created) => {
             undo.disarm();
@@ -371,13 +287,13 @@ fn create_steps(
     console: ConsoleTarget,
     ns: NamespacePlan,
     in_userns: bool,
-    process: ProcessPlan,
+    plans: Plans,
     mut rootfs: RootfsPlan,
-    sysctl: Vec<(String, String)>,
     cgroup: &mut Cgroup,
     undo: &mut Undo,
     mut warnings: Vec<String>,
 ) -> Result<Created> {
+    let Plans { process, sysctl, personality, memory_policy, seccomp, device_rules, requested_resource, .. } = plans;
     let spec = &bundle.spec;
     let linux = spec.linux().as_ref().expect("validated");
     let dir = undo.dir.as_ref().expect("set by caller");
@@ -394,7 +310,7 @@ fn create_steps(
         }
         // Rootless without a delegated cgroup: the container runs in the caller's cgroups,
         // which is fine as long as nothing was asked of them.
-        if let Some(field) = linux.resources().as_ref().and_then(requested_resource) {
+        if let Some(field) = requested_resource {
             return Err(e.context(format!(
                 "config.json: linux.resources.{field}: limits need a cgroup this user may create (a delegated one)"
             )));
@@ -407,7 +323,7 @@ fn create_steps(
         rootfs.cgroup_mounts = cgroup_mounts(&layout, cgroup);
     }
     if let Some(resources) = linux.resources().as_ref().filter(|_| !cgroup.shared) {
-        let applied = cgroup.apply(resources, &extra_device_rules(spec), false);
+        let applied = cgroup.apply(resources, &device_rules, false);
         // What apply gave the parents (real-time runtime) is undone with the cgroup.
         undo.cgroup = Some(cgroup.clone());
         applied.map_err(|e| e.context("config.json"))?;
@@ -449,14 +365,11 @@ fn create_steps(
         preserve_fds: opts.preserve_fds,
         socket_activation: opts.socket_activation.clone(),
         session_keyring: (!opts.no_new_keyring).then(|| id.to_string()),
-        personality: linux.personality().as_ref().map(crate::attrs::personality).transpose()?,
-        memory_policy: linux.memory_policy().as_ref().map(crate::attrs::memory_policy).transpose()?,
+        personality,
+        memory_policy,
         hooks: spec.hooks().clone(),
         hook_state: (id.to_string(), bundle.dir.clone(), spec.annotations().clone().unwrap_or_default()),
-        seccomp: match linux.seccomp() {
-            Some(s) => Some(crate::seccomp::compile(s, "linux.seccomp").map_err(|e| e.context("config.json"))?),
-            None => None,
-        },
+        seccomp,
     };
     let two_stage = plan.namespaces.needs_intermediate();
     let lock_fd = dir.fd.as_raw_fd();

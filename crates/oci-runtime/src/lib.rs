@@ -20,6 +20,7 @@ pub mod intermediate;
 pub mod lifecycle;
 pub mod mounts;
 pub mod namespaces;
+pub mod plans;
 pub mod process;
 pub mod procfs;
 pub mod rootfs;
