@@ -514,7 +514,7 @@ fn drive_intermediate(
     linux: &oci_spec::runtime::Linux,
 ) -> Result<(i32, OwnedFd)> {
     loop {
-        match sync.recv()? {
+        match sync.next()? {
             Some((ToRuntime::MapRequest, _)) => {
                 namespaces::write_id_maps(intermediate_pid, linux)?;
                 sync.send(&ToChild::MapDone)?;
@@ -525,9 +525,6 @@ fn drive_intermediate(
                     .ctx("reading pidfd info")?
                     .ok_or_else(|| Error::new(ErrorKind::System, "pidfd without a pid"))?;
                 return Ok((pid, pidfd));
-            }
-            Some((ToRuntime::Failed { kind, message, errno }, _)) => {
-                return Err(Error::from_parts(kind, message, errno))
             }
             Some((other, _)) => {
                 return Err(Error::new(

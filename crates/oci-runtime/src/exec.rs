@@ -150,9 +150,8 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
         };
         sync.wait_ready("the exec process", pid, seccomp_config, state, || Ok(()))?;
         // Then EOF: the sync socket closed on exec; a Failed message: execve itself failed.
-        match sync.recv()? {
+        match sync.next()? {
             None => Ok(()),
-            Some((ToRuntime::Failed { kind, message, errno }, _)) => Err(Error::from_parts(kind, message, errno)),
             Some((other, _)) => Err(Error::new(ErrorKind::System, format!("sync socket: unexpected {other:?}"))),
         }
     })();

@@ -185,36 +185,32 @@ pub(crate) fn wait_loop(
             }
         }
         if let (Some(m), Some(i)) = (master, master_at) {
-            if ready[i] {
-                match file::read(m, &mut buf) {
-                    Ok(n) if n > 0 => {
-                        let _ = file::write_all(stdout, &buf[..n]);
-                    }
-                    // EIO: every slave descriptor is closed; the exit follows via SIGCHLD.
-                    _ => master_open = false,
-                }
+            // EIO: every slave descriptor is closed; the exit follows via SIGCHLD.
+            if ready[i] && !pass(m.as_fd(), stdout, &mut buf) {
+                master_open = false;
             }
         }
         if let (Some(m), Some(i)) = (master, stdin_at) {
-            if ready[i] {
-                match file::read(stdin, &mut buf) {
-                    Ok(n) if n > 0 => {
-                        let _ = file::write_all(m, &buf[..n]);
-                    }
-                    _ => stdin_open = false,
-                }
+            if ready[i] && !pass(stdin, m.as_fd(), &mut buf) {
+                stdin_open = false;
             }
         }
+    }
+}
+
+/// Copies what one read of `from` gives to `to`; false at its end (or error).
+fn pass(from: BorrowedFd<'_>, to: BorrowedFd<'_>, buf: &mut [u8]) -> bool {
+    match file::read(from, buf) {
+        Ok(n) if n > 0 => {
+            let _ = file::write_all(to, &buf[..n]);
+            true
+        }
+        _ => false,
     }
 }
 
 /// Copies what the container wrote to its terminal before exiting.
 fn drain(master: BorrowedFd<'_>, stdout: BorrowedFd<'_>, buf: &mut [u8]) {
     let _ = file::set_nonblocking(master, true);
-    while let Ok(n) = file::read(master, buf) {
-        if n == 0 {
-            break;
-        }
-        let _ = file::write_all(stdout, &buf[..n]);
-    }
+    while pass(master, stdout, buf) {}
 }

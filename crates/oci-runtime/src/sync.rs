@@ -140,6 +140,14 @@ impl<Out: Message, In: Message> End<Out, In> {
         Error::from_io(err).context("sync socket")
     }
 
+    /// [`End::recv`], with a message that reports a failure (`Failed`) as that error.
+    pub fn next(&self) -> Result<Option<(In, Vec<OwnedFd>)>> {
+        match self.recv()? {
+            Some((msg, fds)) => Ok(Some((msg.failure()?, fds))),
+            None => Ok(None),
+        }
+    }
+
     /// Receives one message and the descriptors attached to it; None when the other side
     /// closed without a word.
     pub fn recv(&self) -> Result<Option<(In, Vec<OwnedFd>)>> {
@@ -165,7 +173,7 @@ impl RuntimeEnd {
         runtime_hooks: impl Fn() -> Result<()>,
     ) -> Result<()> {
         loop {
-            match self.recv()? {
+            match self.next()? {
                 Some((ToRuntime::Ready, _)) => return Ok(()),
                 Some((ToRuntime::RuntimeHooks, _)) => {
                     runtime_hooks()?;
@@ -179,9 +187,6 @@ impl RuntimeEnd {
                         Error::invalid("linux.seccomp: SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath")
                     })?;
                     crate::seccomp::send_to_listener(listener, s.listener_metadata().as_deref(), pid, state(), &fd)?;
-                }
-                Some((ToRuntime::Failed { kind, message, errno }, _)) => {
-                    return Err(Error::from_parts(kind, message, errno))
                 }
                 Some((other, _)) => {
                     return Err(Error::new(
