@@ -1,9 +1,11 @@
 //! OCI runtimes side by side: the lifecycle of a /bin/true container, exec of /bin/true into a
 //! running container (what liveness probes cost), and sequential runs.
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use berth_sys::process;
 
 use crate::measure::{ms, run, summarize};
 
@@ -17,18 +19,15 @@ struct Runtime {
 }
 
 fn wait_for_exit(pid: i32) -> Result<(), String> {
-    // SAFETY: pidfd_open on a pid we just read; poll until it exits.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
+    let Ok(fd) = process::pidfd_open(pid) else {
         // Already gone (and reaped by us as subreaper).
         return Ok(());
+    };
+    // A pidfd is readable once its process has exited.
+    match process::poll_readable(&[fd.as_fd()], 30_000) {
+        Ok(ready) if ready[0] => Ok(()),
+        _ => Err(format!("container init {pid} did not exit")),
     }
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let mut p = libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(&fd), events: libc::POLLIN, revents: 0 };
-    if unsafe { libc::poll(&mut p, 1, 30_000) } != 1 {
-        return Err(format!("container init {pid} did not exit"));
-    }
-    Ok(())
 }
 
 /// Reaps container inits re-parented to us (we are their subreaper).

@@ -2,11 +2,12 @@
 //! `exec` through the container's runtime handler.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use berth_sys::{process, socket};
 use serde_json::Value;
 
 use crate::error::{bail, Context, Error, Result};
@@ -24,23 +25,8 @@ impl AttachConn {
     /// than a socket address allows).
     pub fn connect(run_dir: &Path) -> Result<AttachConn> {
         let dir = std::fs::File::open(run_dir).ctx(run_dir.display())?;
-        let path = format!("/proc/self/fd/{}/{ATTACH_SOCKET}", dir.as_raw_fd());
-        // SAFETY: socket/connect with a valid address.
-        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error()).ctx("attach socket");
-        }
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-        addr.sun_family = libc::AF_UNIX as u16;
-        for (i, b) in path.bytes().enumerate() {
-            addr.sun_path[i] = b as libc::c_char;
-        }
-        let len = (std::mem::size_of::<libc::sa_family_t>() + path.len() + 1) as u32;
-        if unsafe { libc::connect(fd.as_raw_fd(), (&addr as *const libc::sockaddr_un).cast(), len) } != 0 {
-            return Err(std::io::Error::last_os_error())
-                .ctx(format!("attach to {}", run_dir.join(ATTACH_SOCKET).display()));
-        }
+        let fd = socket::connect_unix_at(&dir, ATTACH_SOCKET, libc::SOCK_SEQPACKET)
+            .with_ctx(|| format!("attach to {}", run_dir.join(ATTACH_SOCKET).display()))?;
         Ok(AttachConn { fd })
     }
 
@@ -128,10 +114,11 @@ fn exec_with_pty(mut cmd: std::process::Command, id: &str, interactive: bool, ru
     };
     let _ = std::fs::remove_file(&path);
     let master = match conn {
-        Some(c) => Some(
-            oci_runtime::terminal::recv_master(c.as_raw_fd())
-                .map_err(|e| Error::new(crate::error::Kind::System, format!("exec -t: {e}")))?,
-        ),
+        Some(c) => match socket::recv_fd(&c) {
+            Ok(Some(master)) => Some(master),
+            Ok(None) => bail!(System, "exec -t: no pty master received on the console socket"),
+            Err(e) => bail!(System, "exec -t: {}", Error::from_io(e).context("receiving the pty master")),
+        },
         None => None,
     };
     let out = child.wait_with_output().ctx("runtime exec")?;
@@ -194,18 +181,11 @@ fn exec_with_pty(mut cmd: std::process::Command, id: &str, interactive: bool, ru
     if pid <= 0 {
         return Ok(0);
     }
-    let mut status = 0;
-    // SAFETY: the exec'd process was re-parented to us (subreaper).
-    loop {
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            break;
-        }
-        if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            bail!(System, "exec: waiting for process {pid}: {}", std::io::Error::last_os_error());
-        }
+    // The exec'd process was re-parented to us (subreaper).
+    match process::waitpid(pid, false) {
+        Ok(status) => Ok(status.map_or(0, |(_, status)| status.code())),
+        Err(e) => bail!(System, "exec: waiting for process {pid}: {e}"),
     }
-    Ok(if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) })
 }
 
 #[derive(Debug, Clone, Default)]

@@ -8,21 +8,12 @@
 use std::ffi::{CStr, CString};
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use berth_storage::sys;
-
-fn openat(dir: BorrowedFd, name: &CStr, flags: i32) -> io::Result<OwnedFd> {
-    // SAFETY: openat with a valid name; the descriptor is ours.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC | libc::O_NOFOLLOW) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
+use berth_sys::file;
 
 /// Lexically normalised components of a container path (`..` clamped at the root).
 fn components(path: &str) -> Vec<&str> {
@@ -43,10 +34,10 @@ fn components(path: &str) -> Vec<&str> {
 fn resolve_parent(root: BorrowedFd, path: &str) -> io::Result<(OwnedFd, CString)> {
     let comps = components(path);
     let Some((last, parents)) = comps.split_last() else {
-        return Ok((sys::open_in_root(root, b".", libc::O_PATH | libc::O_DIRECTORY)?, CString::new(".").unwrap()));
+        return Ok((file::open_in_root(root, b".", libc::O_PATH | libc::O_DIRECTORY)?, CString::new(".").unwrap()));
     };
     let parent = if parents.is_empty() { ".".to_string() } else { parents.join("/") };
-    let fd = sys::open_in_root(root, parent.as_bytes(), libc::O_PATH | libc::O_DIRECTORY)
+    let fd = file::open_in_root(root, parent.as_bytes(), libc::O_PATH | libc::O_DIRECTORY)
         .map_err(|e| io::Error::new(e.kind(), format!("/{parent}: {e}")))?;
     Ok((fd, CString::new(*last).map_err(|_| io::Error::other("path contains NUL"))?))
 }
@@ -59,13 +50,13 @@ fn is_dir(st: &libc::stat) -> bool {
 /// `contents_only`, a directory's entries go into `dst` itself (volume copy-up); a missing
 /// source is then no error.
 pub fn copy_from_root(rootfs: &Path, src: &str, dst: &Path, contents_only: bool) -> io::Result<()> {
-    let root = sys::open_dir(rootfs)?;
+    let root = file::open_dir(rootfs)?;
     let (parent, name) = match resolve_parent(root.as_fd(), src) {
         Ok(v) => v,
         Err(e) if contents_only && e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    let st = match sys::fstatat(parent.as_fd(), &name) {
+    let st = match file::lstatat(parent.as_fd(), &name) {
         Ok(st) => st,
         Err(e) if contents_only && e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io::Error::new(e.kind(), format!("{src}: {e}"))),
@@ -74,8 +65,8 @@ pub fn copy_from_root(rootfs: &Path, src: &str, dst: &Path, contents_only: bool)
         if !is_dir(&st) {
             return Ok(());
         }
-        let d = openat(parent.as_fd(), &name, libc::O_RDONLY | libc::O_DIRECTORY)?;
-        for child in sys::read_dir_names(d.as_fd())? {
+        let d = file::openat(parent.as_fd(), &name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
+        for child in file::read_dir_names(d.as_fd())? {
             let target = dst.join(std::ffi::OsStr::from_bytes(child.to_bytes()));
             copy_out(d.as_fd(), &child, &target)?;
         }
@@ -91,7 +82,7 @@ pub fn copy_from_root(rootfs: &Path, src: &str, dst: &Path, contents_only: bool)
 }
 
 fn copy_out(dir: BorrowedFd, name: &CStr, target: &Path) -> io::Result<()> {
-    let st = sys::fstatat(dir, name)?;
+    let st = file::lstatat(dir, name)?;
     let mode = st.st_mode & 0o7777;
     match st.st_mode & libc::S_IFMT {
         libc::S_IFDIR => {
@@ -100,14 +91,14 @@ fn copy_out(dir: BorrowedFd, name: &CStr, target: &Path) -> io::Result<()> {
                 Ok(_) => return Err(io::Error::other(format!("{}: exists and is not a directory", target.display()))),
                 Err(_) => fs::create_dir(target)?,
             }
-            let d = openat(dir, name, libc::O_RDONLY | libc::O_DIRECTORY)?;
-            for child in sys::read_dir_names(d.as_fd())? {
+            let d = file::openat(dir, name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
+            for child in file::read_dir_names(d.as_fd())? {
                 copy_out(d.as_fd(), &child, &target.join(std::ffi::OsStr::from_bytes(child.to_bytes())))?;
             }
             set_meta(target, &st, mode)?;
         }
         libc::S_IFREG => {
-            let src = openat(dir, name, libc::O_RDONLY)?;
+            let src = file::openat(dir, name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?;
             if fs::symlink_metadata(target).map(|m| m.file_type().is_symlink()).unwrap_or(false) {
                 fs::remove_file(target)?;
             }
@@ -122,7 +113,7 @@ fn copy_out(dir: BorrowedFd, name: &CStr, target: &Path) -> io::Result<()> {
             set_meta(target, &st, mode)?;
         }
         libc::S_IFLNK => {
-            let link = sys::readlinkat(dir, name)?;
+            let link = file::readlinkat(dir, name)?;
             if fs::symlink_metadata(target).is_ok() {
                 fs::remove_file(target)?;
             }
@@ -146,7 +137,7 @@ fn set_meta(target: &Path, st: &libc::stat, mode: u32) -> io::Result<()> {
     fs::set_permissions(target, fs::Permissions::from_mode(mode))?;
     let f = fs::File::open(target).ok();
     if let Some(f) = f {
-        let _ = sys::futimens(f.as_fd(), st.st_mtime, st.st_mtime_nsec as u32);
+        let _ = file::futimens(f.as_fd(), st.st_mtime, st.st_mtime_nsec as u32);
     }
     Ok(())
 }
@@ -155,14 +146,14 @@ fn set_meta(target: &Path, st: &libc::stat, mode: u32) -> io::Result<()> {
 /// is an existing directory). The parent of `dst` must exist in the container.
 pub fn copy_to_root(src: &Path, rootfs: &Path, dst: &str) -> io::Result<()> {
     let meta = fs::symlink_metadata(src).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", src.display())))?;
-    let root = sys::open_dir(rootfs)?;
+    let root = file::open_dir(rootfs)?;
     let (parent, name) = resolve_parent(root.as_fd(), dst)?;
     let src_name =
         CString::new(src.file_name().map(|n| n.as_bytes()).unwrap_or(b"file")).map_err(|_| io::Error::other("NUL"))?;
-    let existing = sys::fstatat(parent.as_fd(), &name).ok();
+    let existing = file::lstatat(parent.as_fd(), &name).ok();
     let into_dir = name.to_bytes() == b"." || existing.as_ref().map(is_dir).unwrap_or(false);
     if into_dir && !dst.ends_with("/.") {
-        let d = openat(parent.as_fd(), &name, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let d = file::openat(parent.as_fd(), &name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
         return copy_in(src, &meta, d.as_fd(), &src_name);
     }
     if dst.ends_with('/') && existing.is_none() {
@@ -172,26 +163,26 @@ pub fn copy_to_root(src: &Path, rootfs: &Path, dst: &str) -> io::Result<()> {
 }
 
 fn copy_in(src: &Path, meta: &fs::Metadata, dir: BorrowedFd, name: &CStr) -> io::Result<()> {
-    let existing = sys::fstatat(dir, name).ok();
+    let existing = file::lstatat(dir, name).ok();
     let ft = meta.file_type();
     if ft.is_dir() {
         match existing {
             Some(st) if is_dir(&st) => {}
             Some(_) => {
-                sys::remove_all_at(dir, name)?;
-                sys::mkdirat(dir, name, 0o700)?;
+                file::remove_all_at(dir, name)?;
+                file::mkdirat(dir, name, 0o700)?;
             }
-            None => sys::mkdirat(dir, name, 0o700)?,
+            None => file::mkdirat(dir, name, 0o700)?,
         }
-        let d = openat(dir, name, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let d = file::openat(dir, name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
         for e in fs::read_dir(src)? {
             let e = e?;
             let m = fs::symlink_metadata(e.path())?;
             let n = CString::new(e.file_name().as_bytes()).map_err(|_| io::Error::other("NUL"))?;
             copy_in(&e.path(), &m, d.as_fd(), &n)?;
         }
-        sys::fchmod(d.as_fd(), meta.mode() & 0o7777)?;
-        let _ = sys::futimens(d.as_fd(), meta.mtime(), meta.mtime_nsec() as u32);
+        file::fchmod(d.as_fd(), meta.mode() & 0o7777)?;
+        let _ = file::futimens(d.as_fd(), meta.mtime(), meta.mtime_nsec() as u32);
         return Ok(());
     }
     if let Some(st) = existing {
@@ -202,21 +193,21 @@ fn copy_in(src: &Path, meta: &fs::Metadata, dir: BorrowedFd, name: &CStr) -> io:
                 src.display()
             )));
         }
-        sys::unlinkat(dir, name, 0)?;
+        file::unlinkat(dir, name, 0)?;
     }
     if ft.is_symlink() {
         let target = fs::read_link(src)?;
         let t = CString::new(target.as_os_str().as_bytes()).map_err(|_| io::Error::other("NUL"))?;
-        return sys::symlinkat(&t, dir, name);
+        return file::symlinkat(&t, dir, name);
     }
     if !ft.is_file() {
         return Err(io::Error::other(format!("{}: only files, directories and symlinks can be copied", src.display())));
     }
-    let out = sys::create_file(dir, name)?;
+    let out = file::create_file(dir, name)?;
     let mut out = fs::File::from(out);
     io::copy(&mut fs::File::open(src)?, &mut out)?;
-    sys::fchmod(out.as_fd(), meta.mode() & 0o7777)?;
-    let _ = sys::futimens(out.as_fd(), meta.mtime(), meta.mtime_nsec() as u32);
+    file::fchmod(out.as_fd(), meta.mode() & 0o7777)?;
+    let _ = file::futimens(out.as_fd(), meta.mtime(), meta.mtime_nsec() as u32);
     Ok(())
 }
 

@@ -154,24 +154,9 @@ impl Runtime {
         let mut c = Command::new(&self.path);
         c.args(self.global_args());
         if self.hide_cgroup2 {
-            // SAFETY: only async-signal-safe system calls between fork and exec.
-            unsafe {
-                c.pre_exec(|| {
-                    if libc::unshare(libc::CLONE_NEWNS) != 0
-                        || libc::mount(
-                            std::ptr::null(),
-                            c"/".as_ptr(),
-                            std::ptr::null(),
-                            libc::MS_REC | libc::MS_PRIVATE,
-                            std::ptr::null(),
-                        ) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH);
-                    Ok(())
-                });
-            }
+            // SAFETY: hide_cgroup2_unified is async-signal-safe (system calls on C string
+            // literals, no allocation): fit for between fork and exec.
+            unsafe { c.pre_exec(berth_sys::process::hide_cgroup2_unified) };
         }
         c
     }

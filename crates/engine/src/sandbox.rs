@@ -323,8 +323,8 @@ impl Engine {
         s.state.ipc = None;
         s.state.uts = None;
         let shm = run.join("shm");
-        if berth_storage::sys::is_mountpoint(&shm).unwrap_or(false) {
-            if let Err(e) = berth_storage::sys::umount(&shm) {
+        if berth_sys::proc::is_mountpoint(&shm).unwrap_or(false) {
+            if let Err(e) = berth_sys::mount::umount2(&shm, libc::MNT_DETACH) {
                 errors.push(format!("the pod's /dev/shm: {e}"));
             }
         }
@@ -424,63 +424,8 @@ impl Engine {
 /// nothing of this process's open but /dev/null; returns its pid and start time once it runs
 /// the program (an exec failure is reported as such).
 fn start_reaper(init: &Path) -> std::io::Result<(i32, u64)> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let path = CString::new(init.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    let arg0 = c"berth-init";
-    let arg1 = c"--pause";
-    let argv = [arg0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
-    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
-    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
-    // The child reports an exec failure's errno on this pipe; it closes on a successful exec.
-    let mut fds = [0; 2];
-    // SAFETY: a valid array for the two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: descriptors we own from here on.
-    let (read_end, write_end) = unsafe {
-        use std::os::fd::FromRawFd;
-        (std::fs::File::from_raw_fd(fds[0]), std::os::fd::OwnedFd::from_raw_fd(fds[1]))
-    };
-    use std::os::fd::AsRawFd;
-    let (null_fd, report_fd) = (null.as_raw_fd(), write_end.as_raw_fd());
-    // A fork into a new PID namespace (std's Command cannot): the child only makes
-    // async-signal-safe system calls before exec, so this is sound in a threaded process.
-    // SAFETY: as above; every pointer the child uses was made before the fork.
-    let pid = unsafe { libc::syscall(libc::SYS_clone, libc::CLONE_NEWPID | libc::SIGCHLD, 0, 0, 0, 0) };
-    if pid < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if pid == 0 {
-        // SAFETY: in the child, async-signal-safe calls only, then exec or _exit.
-        unsafe {
-            libc::setsid();
-            for fd in 0..3 {
-                libc::dup2(null_fd, fd);
-            }
-            // Everything else closes on exec (the report pipe only if the exec succeeds).
-            let keep = report_fd as libc::c_uint;
-            libc::syscall(libc::SYS_close_range, 3, keep - 1, libc::CLOSE_RANGE_CLOEXEC);
-            libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC);
-            libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
-            let errno = *libc::__errno_location();
-            libc::write(report_fd, (&errno as *const i32).cast(), 4);
-            libc::_exit(127);
-        }
-    }
-    let pid = pid as i32;
-    drop(write_end);
-    let mut report = [0u8; 4];
-    let failed = std::io::Read::read(&mut &read_end, &mut report).unwrap_or(0) == 4;
-    if failed {
-        // SAFETY: waiting for our own child.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-        let err = std::io::Error::from_raw_os_error(i32::from_ne_bytes(report));
-        return Err(std::io::Error::new(err.kind(), format!("running {}: {err}", init.display())));
-    }
-    let start = crate::container::process_start(pid).unwrap_or(0);
-    Ok((pid, start))
+    let pid = berth_sys::process::spawn_pid1(init, &[c"berth-init", c"--pause"])?;
+    Ok((pid, crate::container::process_start(pid).unwrap_or(0)))
 }
 
 /// Ends a pod's reaper (and with it the PID namespace), and reaps it when it is this
@@ -488,10 +433,10 @@ fn start_reaper(init: &Path) -> std::io::Result<(i32, u64)> {
 fn stop_reaper(s: &mut Sandbox) {
     let (pid, start) = (s.state.reaper_pid, s.state.reaper_start);
     if pid > 0 && crate::container::alive(pid, start) {
-        // SAFETY: kill(2) on the recorded pid, checked against its start time just now.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        // SAFETY: waitpid on a pid that is our child or not (ECHILD then).
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        // The recorded pid, checked against its start time just now.
+        let _ = berth_sys::process::kill(pid, libc::SIGKILL);
+        // Reaped when it is this process's child (ECHILD otherwise).
+        let _ = berth_sys::process::waitpid(pid, false);
     }
     s.state.reaper_pid = 0;
     s.state.reaper_start = 0;
@@ -499,21 +444,6 @@ fn stop_reaper(s: &mut Sandbox) {
 }
 
 fn mount_tmpfs(target: &Path, options: &str) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let t = std::ffi::CString::new(target.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    let o = std::ffi::CString::new(options).map_err(std::io::Error::other)?;
-    // SAFETY: mount with valid C strings.
-    if unsafe {
-        libc::mount(
-            c"shm".as_ptr(),
-            t.as_ptr(),
-            c"tmpfs".as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            o.as_ptr().cast(),
-        )
-    } != 0
-    {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    berth_sys::mount::mount(Some(Path::new("shm")), target, Some("tmpfs"), flags, Some(options))
 }

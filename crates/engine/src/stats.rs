@@ -44,12 +44,9 @@ fn read_u64(p: &PathBuf) -> Option<u64> {
 }
 
 fn proc_info(pid: i32) -> Option<Process> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ppid = f.get(1)?.parse().ok()?;
+    let stat = berth_sys::proc::stat(pid)?;
     let ticks = 100; // USER_HZ
-    let cpu = (f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?) / ticks;
+    let cpu = (stat.utime + stat.stime) / ticks;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let uid = status
         .lines()
@@ -64,9 +61,9 @@ fn proc_info(pid: i32) -> Option<Process> {
         .collect::<Vec<_>>()
         .join(" ");
     if command.is_empty() {
-        command = format!("[{}]", &stat[stat.find('(')? + 1..stat.rfind(')')?]);
+        command = format!("[{}]", stat.comm);
     }
-    Some(Process { pid, ppid, uid, cpu_secs: cpu, command })
+    Some(Process { pid, ppid: stat.ppid, uid, cpu_secs: cpu, command })
 }
 
 /// The directory of `pid`'s cgroup for `controller` (v1), or its v2 directory.
@@ -128,13 +125,7 @@ pub fn tree_usage(dir: &std::path::Path) -> (u64, u64) {
 }
 
 fn pidfd_supported() -> bool {
-    // SAFETY: pidfd_open of ourselves; the descriptor is closed at once.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
-    if fd >= 0 {
-        unsafe { libc::close(fd as i32) };
-        return true;
-    }
-    false
+    berth_sys::process::pidfd_open(berth_sys::process::getpid()).is_ok()
 }
 
 impl Engine {

@@ -7,12 +7,12 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use berth_storage::digest::{Hasher, HashingReader};
 use berth_storage::Digest;
+use berth_sys::file::{self, flock};
 
 use crate::error::{bail, Context, Result};
 use crate::manifest::MAX_DOCUMENT;
@@ -37,21 +37,8 @@ pub struct Writer {
     hasher: Hasher,
 }
 
-/// flock(2), again when interrupted by a signal.
-pub(crate) fn flock(f: &File, op: libc::c_int) -> io::Result<()> {
-    loop {
-        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
 pub fn fsync_dir(p: &Path) -> Result<()> {
-    berth_storage::sys::fsync_dir(p).ctx(format!("fsync {}", p.display()))
+    file::fsync_dir(p).ctx(format!("fsync {}", p.display()))
 }
 
 impl ContentStore {

@@ -414,7 +414,7 @@ fn create_at(tmp: &Path, path: &Path, replace: bool) -> Result<()> {
         }
         std::fs::rename(tmp, path).ctx(format!("rename {} to {}", tmp.display(), path.display()))?;
     } else {
-        match berth_storage::sys::rename_noreplace(tmp, path) {
+        match berth_sys::file::rename_noreplace(tmp, path) {
             Ok(()) => {}
             // Another process created it meanwhile: theirs is as good as ours.
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => remove_db_files(tmp),
@@ -422,7 +422,7 @@ fn create_at(tmp: &Path, path: &Path, replace: bool) -> Result<()> {
         }
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    berth_storage::sys::fsync_dir(dir).ctx(format!("fsync {}", dir.display()))
+    berth_sys::file::fsync_dir(dir).ctx(format!("fsync {}", dir.display()))
 }
 
 fn remove_db_files_except_main(path: &Path) {

@@ -48,14 +48,14 @@ pub struct Overrides {
 /// blocks), checked with fstat, then reopened for reading through /proc/self/fd (the same
 /// inode). Bytes that are not UTF-8 are replaced, not an error.
 fn read_in_root(rootfs: &Path, path: &str) -> Result<Option<String>> {
-    use berth_storage::sys;
-    let root = sys::open_dir(rootfs).ctx(format!("open root filesystem {}", rootfs.display()))?;
-    let fd = match sys::open_in_root(root.as_fd(), path.as_bytes(), libc::O_PATH) {
+    use berth_sys::file;
+    let root = file::open_dir(rootfs).ctx(format!("open root filesystem {}", rootfs.display()))?;
+    let fd = match file::open_in_root(root.as_fd(), path.as_bytes(), libc::O_PATH) {
         Ok(fd) => fd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).ctx(format!("image {path}")),
     };
-    let st = sys::fstat(fd.as_fd()).ctx(format!("image {path}"))?;
+    let st = file::fstat(fd.as_fd()).ctx(format!("image {path}"))?;
     let kind = match st.st_mode & libc::S_IFMT {
         libc::S_IFREG => None,
         libc::S_IFDIR => Some("a directory"),

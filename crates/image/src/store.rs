@@ -39,7 +39,7 @@ fn lock_file(path: &Path, op: libc::c_int) -> Result<Lock> {
     use std::os::unix::fs::OpenOptionsExt;
     let f =
         fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(path).ctx(path.display())?;
-    crate::content::flock(&f, op).ctx(format!("lock {}", path.display()))?;
+    berth_sys::file::flock(&f, op).ctx(format!("lock {}", path.display()))?;
     Ok(Lock { _file: f })
 }
 
@@ -437,7 +437,7 @@ impl Store {
             manifest_bytes.len() as u64 + m.config.size.max(0) as u64 + layers.iter().map(|l| l.size).sum::<u64>();
         // Layers are on disk before their records: make them durable first.
         if !layers.is_empty() {
-            let fd = berth_storage::sys::open_dir(self.layers.dir()).ctx("layers directory")?;
+            let fd = berth_sys::file::open_dir(self.layers.dir()).ctx("layers directory")?;
             if unsafe { libc::syncfs(fd.as_raw_fd()) } != 0 {
                 return Err(std::io::Error::last_os_error())
                     .ctx(format!("syncfs on the filesystem of {}", self.layers.dir().display()));
@@ -750,7 +750,7 @@ impl Store {
         };
         let Some((md, driver)) = row else { bail!(NotFound, "snapshot {id} not found") };
         let rootfs = self.snapshots.rootfs(id);
-        if driver == "overlay" && !berth_storage::sys::is_mountpoint(&rootfs).unwrap_or(false) {
+        if driver == "overlay" && !berth_sys::proc::is_mountpoint(&rootfs).unwrap_or(false) {
             let img =
                 self.image_by_manifest(&md)?.ok_or_else(|| Error::msg(format!("snapshot {id}: image {md} is gone")))?;
             self.snapshots.mount(id, &self.layer_dirs(&img)?)?;

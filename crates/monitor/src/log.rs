@@ -5,11 +5,14 @@
 
 use std::ffi::CString;
 use std::io;
+use std::os::fd::OwnedFd;
+
+use berth_sys::file;
 
 pub struct LogWriter {
     path: CString,
     rotated: CString,
-    fd: i32,
+    fd: OwnedFd,
     size: u64,
     max: u64,
 }
@@ -19,10 +22,8 @@ impl LogWriter {
         let cpath = CString::new(path).map_err(|_| io::Error::other("log path contains NUL"))?;
         let rotated = CString::new(format!("{path}.1")).map_err(|_| io::Error::other("log path contains NUL"))?;
         let fd = open_append(&cpath)?;
-        // SAFETY: fstat on our descriptor.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        unsafe { libc::fstat(fd, &mut st) };
-        Ok(LogWriter { path: cpath, rotated, fd, size: st.st_size as u64, max })
+        let size = file::fstat(&fd).map_or(0, |st| st.st_size as u64);
+        Ok(LogWriter { path: cpath, rotated, fd, size, max })
     }
 
     /// Writes one chunk read from `stream`: its complete lines as `F` records, a trailing
@@ -49,7 +50,7 @@ impl LogWriter {
         if self.max > 0 && self.size > 0 && self.size + out.len() as u64 > self.max {
             self.rotate();
         }
-        if write_all(self.fd, &out).is_ok() {
+        if file::write_all(&self.fd, &out).is_ok() {
             self.size += out.len() as u64;
         }
     }
@@ -58,12 +59,9 @@ impl LogWriter {
     /// rotates CRI logs itself). Writing goes on to the old file if the new cannot be opened.
     pub fn reopen(&mut self) -> io::Result<()> {
         let fd = open_append(&self.path)?;
-        // SAFETY: closing our old descriptor, fstat on the new one.
-        unsafe { libc::close(self.fd) };
+        self.size = file::fstat(&fd).map_or(0, |st| st.st_size as u64);
+        // The old descriptor closes as it is replaced.
         self.fd = fd;
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        unsafe { libc::fstat(fd, &mut st) };
-        self.size = st.st_size as u64;
         Ok(())
     }
 
@@ -73,37 +71,14 @@ impl LogWriter {
             return;
         }
         if let Ok(fd) = open_append(&self.path) {
-            unsafe { libc::close(self.fd) };
             self.fd = fd;
             self.size = 0;
         }
     }
 }
 
-fn open_append(path: &CString) -> io::Result<i32> {
-    // SAFETY: plain open.
-    let fd =
-        unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC, 0o600) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fd)
-}
-
-pub fn write_all(fd: i32, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        // SAFETY: writing from a valid buffer.
-        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        data = &data[n as usize..];
-    }
-    Ok(())
+fn open_append(path: &CString) -> io::Result<OwnedFd> {
+    file::openat(file::CWD, path, libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND, 0o600)
 }
 
 #[cfg(test)]

@@ -2,28 +2,40 @@
 //! create (with pipes, or a terminal whose master arrives on a console socket), the engine's
 //! `start`, the relay, then the exit record, the runtime's `delete` and the exit command.
 
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
 use berth_monitor::protocol::{self, ExitRecord, MonitorArgs, ToEngine};
-use berth_sys::{Error, Result};
+use berth_sys::{file, process, signal, socket, Error, Result};
 
 use crate::log::LogWriter;
 use crate::oom::{oom_counter_path, oom_kills};
 use crate::runtime::{runtime_error, spawn, status_text, wait_for};
-use crate::sys::{close, cstring, drain_text, listen_unix, pipe, read_line, recv_fd, send, set_nonblock};
+use crate::sys::{drain_text, read_line, send};
 use crate::{crash_point, FORWARDED};
 
 pub(crate) struct Client {
-    pub(crate) fd: i32,
+    pub(crate) fd: OwnedFd,
+}
+
+/// Where the container's stdin goes.
+pub(crate) enum Input {
+    None,
+    /// A pipe's write end.
+    Pipe(OwnedFd),
+    /// The pty master (`out`), while it is open.
+    Terminal,
 }
 
 pub(crate) struct Monitor {
     pub(crate) a: MonitorArgs,
-    pub(crate) sfd: i32,
-    pub(crate) listener: i32,
-    /// stdout (or the pty master) and stderr, ours to read; -1 once closed
-    pub(crate) out: i32,
-    pub(crate) err: i32,
-    /// the container's stdin, ours to write (the pty master with a terminal); -1 if none
-    pub(crate) input: i32,
+    pub(crate) sfd: OwnedFd,
+    /// The attach socket; None once the container is gone.
+    pub(crate) listener: Option<OwnedFd>,
+    /// stdout (or the pty master) and stderr, ours to read; None once closed
+    pub(crate) out: Option<OwnedFd>,
+    pub(crate) err: Option<OwnedFd>,
+    /// the container's stdin, ours to write
+    pub(crate) input: Input,
     pub(crate) pending_input: Vec<u8>,
     pub(crate) close_input_after: bool,
     pub(crate) clients: Vec<Client>,
@@ -32,46 +44,47 @@ pub(crate) struct Monitor {
     pub(crate) exit_status: Option<i32>,
 }
 
+/// A pipe, or the error as the monitor reports it.
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    file::pipe().map_err(|e| Error::from_io(e).context("pipe"))
+}
+
 impl Monitor {
+    /// Where the container's stdin goes now (None: nowhere, or the pty closed).
+    pub(crate) fn input_fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.input {
+            Input::None => None,
+            Input::Pipe(fd) => Some(fd.as_fd()),
+            Input::Terminal => self.out.as_ref().map(|fd| fd.as_fd()),
+        }
+    }
+
     pub(crate) fn run(a: MonitorArgs) -> Result<()> {
         unsafe {
             libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
             libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         }
         // Our own stdio goes nowhere: the engine that started us may be gone any moment.
-        let devnull = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-        if devnull < 0 {
-            return Err(Error::last_os("/dev/null"));
-        }
+        let devnull = file::open("/dev/null", libc::O_RDWR).map_err(|e| Error::from_io(e).context("/dev/null"))?;
         for fd in 0..3 {
             if fd != a.sync_fd {
-                unsafe { libc::dup2(devnull, fd) };
+                // SAFETY: dup2 onto a stdio number.
+                unsafe { libc::dup2(devnull.as_raw_fd(), fd) };
             }
         }
         // The sync socket is ours alone: a runtime (and the container's init it leaves waiting
         // for `start`) that inherited it would keep the engine from seeing us die.
         unsafe { libc::fcntl(a.sync_fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-        // SAFETY: signal mask and signalfd setup.
-        let sfd = unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for s in FORWARDED.iter().chain([libc::SIGCHLD].iter()) {
-                libc::sigaddset(&mut set, *s);
-            }
-            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
-        };
-        if sfd < 0 {
-            return Err(Error::last_os("signalfd"));
-        }
-        send(a.sync_fd, &ToEngine::Monitor(unsafe { libc::getpid() }));
+        let signals: Vec<i32> = FORWARDED.iter().copied().chain([libc::SIGCHLD]).collect();
+        let _ = signal::block_signals(&signals);
+        let sfd = signal::signalfd(&signals).map_err(|e| Error::from_io(e).context("signalfd"))?;
+        let _ = file::set_nonblocking(&sfd, true);
+        send(a.sync_fd, &ToEngine::Monitor(process::getpid()));
 
-        let cdir = cstring(&a.dir)?;
-        let dirfd = unsafe { libc::open(cdir.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-        if dirfd < 0 {
-            return Err(Error::last_os(&a.dir));
-        }
-        let listener = listen_unix(dirfd, protocol::ATTACH_SOCKET, libc::SOCK_SEQPACKET)?;
+        let dirfd = file::open(&a.dir, libc::O_PATH | libc::O_DIRECTORY)
+            .map_err(|e| Error::from_io(e).context(a.dir.as_str()))?;
+        let listener = socket::listen_unix_at(&dirfd, protocol::ATTACH_SOCKET, libc::SOCK_SEQPACKET)
+            .map_err(|e| Error::from_io(e).context(format!("bind {}", protocol::ATTACH_SOCKET)))?;
         let log =
             LogWriter::open(&a.log, a.log_max).map_err(|e| Error::from_io(e).context(format!("log {}", a.log)))?;
 
@@ -88,73 +101,70 @@ impl Monitor {
         if a.terminal {
             // The runtime connects by path, which must fit a socket address: a short one in
             // /tmp (the run directory may be long), removed once the master is received.
-            let console_path = format!("/tmp/.berth-console-{}.sock", unsafe { libc::getpid() });
-            let tmp = unsafe { libc::open(c"/tmp".as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-            if tmp < 0 {
-                return Err(Error::last_os("/tmp"));
-            }
-            let console = listen_unix(tmp, &console_path[5..], libc::SOCK_STREAM);
-            close(tmp);
-            let console = console?;
+            let console_path = format!("/tmp/.berth-console-{}.sock", process::getpid());
+            let tmp =
+                file::open("/tmp", libc::O_PATH | libc::O_DIRECTORY).map_err(|e| Error::from_io(e).context("/tmp"))?;
+            let console = socket::listen_unix_at(&tmp, &console_path[5..], libc::SOCK_STREAM)
+                .map_err(|e| Error::from_io(e).context(format!("bind {}", &console_path[5..])))?;
+            drop(tmp);
             argv.extend(["--console-socket".into(), console_path.clone()]);
             argv.push(a.id.clone());
             let (err_r, err_w) = pipe()?;
-            child = spawn(&argv, [devnull, err_w, err_w], a.hide_cgroup2)?;
-            close(err_w);
+            child = spawn(&argv, [devnull.as_fd(), err_w.as_fd(), err_w.as_fd()], a.hide_cgroup2)?;
+            drop(err_w);
             // Wait for the runtime to connect (or to fail first).
             let conn = loop {
-                let c =
-                    unsafe { libc::accept4(console, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
-                if c >= 0 {
+                if let Ok(c) = socket::accept(&console) {
                     break c;
                 }
                 let mut st = 0;
+                // SAFETY: a status out-pointer; the runtime is our child.
                 if unsafe { libc::waitpid(child.pid, &mut st, libc::WNOHANG) } == child.pid {
                     let _ = std::fs::remove_file(&console_path);
-                    let msg = runtime_error(&runtime_log).unwrap_or_else(|| drain_text(err_r));
+                    let msg = runtime_error(&runtime_log).unwrap_or_else(|| drain_text(err_r.as_fd()));
                     return Err(Error::msg(format!("runtime create: {} ({})", msg.trim(), status_text(st))));
                 }
-                let mut pfd = libc::pollfd { fd: console, events: libc::POLLIN, revents: 0 };
-                unsafe { libc::poll(&mut pfd, 1, 50) };
+                let _ = process::poll_readable(&[console.as_fd()], 50);
             };
-            let master = recv_fd(conn)?;
-            close(conn);
-            close(console);
+            let master = match socket::recv_fd(&conn) {
+                Ok(Some(master)) => master,
+                Ok(None) => return Err(Error::msg("the runtime sent no pty master on the console socket")),
+                Err(e) => return Err(Error::from_io(e).context("receiving the pty master")),
+            };
+            drop(conn);
+            drop(console);
             let _ = std::fs::remove_file(&console_path);
             let st = wait_for(child.pid);
             if st != 0 {
-                let msg = runtime_error(&runtime_log).unwrap_or_else(|| drain_text(err_r));
+                let msg = runtime_error(&runtime_log).unwrap_or_else(|| drain_text(err_r.as_fd()));
                 return Err(Error::msg(format!("runtime create: {} ({})", msg.trim(), status_text(st))));
             }
-            close(err_r);
-            set_nonblock(master);
-            out = master;
-            err = -1;
-            input = master;
+            drop(err_r);
+            let _ = file::set_nonblocking(&master, true);
+            out = Some(master);
+            err = None;
+            input = Input::Terminal;
         } else {
             argv.push(a.id.clone());
             let (out_r, out_w) = pipe()?;
             let (err_r, err_w) = pipe()?;
-            let (in_r, in_w) = if a.stdin { pipe()? } else { (devnull, -1) };
-            child = spawn(&argv, [in_r, out_w, err_w], a.hide_cgroup2)?;
-            close(out_w);
-            close(err_w);
-            if in_r != devnull {
-                close(in_r);
-            }
-            set_nonblock(out_r);
-            set_nonblock(err_r);
+            let (in_r, in_w) = if a.stdin { pipe().map(|(r, w)| (Some(r), Some(w)))? } else { (None, None) };
+            let stdin = in_r.as_ref().map_or(devnull.as_fd(), |r| r.as_fd());
+            child = spawn(&argv, [stdin, out_w.as_fd(), err_w.as_fd()], a.hide_cgroup2)?;
+            drop((out_w, err_w, in_r));
+            let _ = file::set_nonblocking(&out_r, true);
+            let _ = file::set_nonblocking(&err_r, true);
             let st = wait_for(child.pid);
             if st != 0 {
-                let msg = runtime_error(&runtime_log).unwrap_or_else(|| drain_text(err_r));
+                let msg = runtime_error(&runtime_log).unwrap_or_else(|| drain_text(err_r.as_fd()));
                 return Err(Error::msg(format!("runtime create: {} ({})", msg.trim(), status_text(st))));
             }
-            if in_w >= 0 {
-                set_nonblock(in_w);
+            if let Some(w) = &in_w {
+                let _ = file::set_nonblocking(w, true);
             }
-            out = out_r;
-            err = err_r;
-            input = in_w;
+            out = Some(out_r);
+            err = Some(err_r);
+            input = in_w.map_or(Input::None, Input::Pipe);
         }
         let ctr_pid: i32 = std::fs::read_to_string(&pid_file)
             .ok()
@@ -168,7 +178,7 @@ impl Monitor {
         let mut m = Monitor {
             a,
             sfd,
-            listener,
+            listener: Some(listener),
             out,
             err,
             input,
@@ -180,24 +190,26 @@ impl Monitor {
             exit_status: None,
         };
         // The engine says when to start (after attaching, for `run -it`).
+        let null = devnull.as_fd();
         let go = read_line(m.a.sync_fd);
         if go.as_deref() != Some(protocol::START) {
-            m.abort(&global);
+            m.abort(&global, null);
             return Err(Error::msg("the engine went away before starting the container"));
         }
         m.early_clients();
         let mut start = global.clone();
         start.extend(["start".into(), m.a.id.clone()]);
-        let child = spawn(&start, [devnull, devnull, devnull], m.a.hide_cgroup2)?;
+        let child = spawn(&start, [null, null, null], m.a.hide_cgroup2)?;
         let st = wait_for(child.pid);
         if st != 0 {
             let msg = runtime_error(&runtime_log).unwrap_or_default();
-            m.abort(&global);
+            m.abort(&global, null);
             return Err(Error::msg(format!("runtime start: {} ({})", msg.trim(), status_text(st))));
         }
         let started_at = berth_time::now_rfc3339();
         send(m.a.sync_fd, &ToEngine::Started);
-        close(m.a.sync_fd);
+        // SAFETY: the engine's descriptor, not used again.
+        unsafe { libc::close(m.a.sync_fd) };
         m.a.sync_fd = -1;
 
         m.relay();
@@ -221,20 +233,18 @@ impl Monitor {
         if std::fs::write(&tmp, exit.to_json()).is_ok() {
             let _ = std::fs::rename(&tmp, format!("{}/{}", m.a.dir, protocol::EXIT_FILE));
         }
-        for c in m.clients.drain(..) {
-            close(c.fd);
-        }
-        close(m.listener);
+        m.clients.clear();
+        m.listener = None;
         let _ = std::fs::remove_file(format!("{}/{}", m.a.dir, protocol::ATTACH_SOCKET));
         let mut delete = global.clone();
         delete.extend(["delete".into(), "--force".into(), m.a.id.clone()]);
-        if let Ok(c) = spawn(&delete, [devnull, devnull, devnull], m.a.hide_cgroup2) {
+        if let Ok(c) = spawn(&delete, [null, null, null], m.a.hide_cgroup2) {
             wait_for(c.pid);
         }
         if let Some(cmd) = m.a.exit_command.clone() {
             let mut argv = vec![cmd];
             argv.extend(m.a.exit_args.iter().cloned());
-            if let Ok(c) = spawn(&argv, [devnull, devnull, devnull], false) {
+            if let Ok(c) = spawn(&argv, [null, null, null], false) {
                 wait_for(c.pid);
             }
         }
@@ -242,12 +252,11 @@ impl Monitor {
     }
 
     /// The created container will not start: kill and delete it.
-    pub(crate) fn abort(&mut self, global: &[String]) {
-        unsafe { libc::kill(self.ctr_pid, libc::SIGKILL) };
-        let devnull = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    pub(crate) fn abort(&mut self, global: &[String], null: BorrowedFd<'_>) {
+        let _ = process::kill(self.ctr_pid, libc::SIGKILL);
         let mut delete = global.to_vec();
         delete.extend(["delete".into(), "--force".into(), self.a.id.clone()]);
-        if let Ok(c) = spawn(&delete, [devnull, devnull, devnull], self.a.hide_cgroup2) {
+        if let Ok(c) = spawn(&delete, [null, null, null], self.a.hide_cgroup2) {
             wait_for(c.pid);
         }
         self.reap();

@@ -3,11 +3,18 @@
 //! signals the monitor receives forwarded to it, and its exit reaped.
 
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use berth_monitor::protocol::attach;
+use berth_sys::{file, process, signal, socket};
 
-use crate::monitor::{Client, Monitor};
-use crate::sys::{close, read_nonblock, read_would_block};
+use crate::monitor::{Client, Input, Monitor};
+use crate::sys::{not_now, read_would_block};
+
+/// The descriptor number to poll (-1: none, which poll skips).
+fn pollable(fd: &Option<OwnedFd>) -> i32 {
+    fd.as_ref().map_or(-1, |fd| fd.as_raw_fd())
+}
 
 impl Monitor {
     pub(crate) fn reap(&mut self) {
@@ -23,29 +30,28 @@ impl Monitor {
         }
     }
 
+    /// New clients waiting on the attach socket.
+    fn accept_clients(&mut self) {
+        let Some(listener) = &self.listener else { return };
+        while let Ok(fd) = socket::accept(listener) {
+            self.clients.push(Client { fd });
+        }
+    }
+
     /// Clients that connected before `start` (the engine's, for `run -it`): what they sent
     /// so far (the terminal's size, first input) is taken now, so the container starts with it.
     pub(crate) fn early_clients(&mut self) {
         let mut buf = vec![0u8; 32 * 1024 + 1];
-        loop {
-            // SAFETY: accept on our non-blocking listener.
-            let c =
-                unsafe { libc::accept4(self.listener, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
-            if c < 0 {
-                break;
-            }
-            self.clients.push(Client { fd: c });
-        }
+        self.accept_clients();
         let mut i = 0;
         while i < self.clients.len() {
             let mut open = true;
-            while open && !read_would_block(self.clients[i].fd) {
+            while open && !read_would_block(self.clients[i].fd.as_fd()) {
                 open = self.client_message(i, &mut buf);
             }
             if open {
                 i += 1;
             } else {
-                close(self.clients[i].fd);
                 self.clients.remove(i);
             }
         }
@@ -55,22 +61,21 @@ impl Monitor {
         let mut msg = Vec::with_capacity(data.len() + 1);
         msg.push(stream);
         msg.extend_from_slice(data);
+        // A client that cannot keep up is dropped (and its socket closed).
         self.clients.retain(|c| {
-            // SAFETY: sending a valid buffer; a client that cannot keep up is dropped.
-            let n =
-                unsafe { libc::send(c.fd, msg.as_ptr().cast(), msg.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
-            if n < 0 {
-                close(c.fd);
-                return false;
-            }
-            true
+            // SAFETY: sending a valid buffer.
+            let n = unsafe {
+                libc::send(c.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+            };
+            n >= 0
         });
     }
 
-    /// Reads what `fd` has; false at EOF or error (the stream is closed).
+    /// Reads what stdout or stderr has; false at EOF or error (the stream is closed).
     pub(crate) fn pump(&mut self, which: u8, buf: &mut [u8]) -> bool {
-        let fd = if which == attach::STDOUT { self.out } else { self.err };
-        match read_nonblock(fd, buf) {
+        let fd = if which == attach::STDOUT { &self.out } else { &self.err };
+        let Some(fd) = fd else { return false };
+        match file::read(fd, buf) {
             Ok(0) => false,
             Ok(n) => {
                 self.log.write(if which == attach::STDOUT { "stdout" } else { "stderr" }, &buf[..n]);
@@ -78,43 +83,44 @@ impl Monitor {
                 self.broadcast(which, &data);
                 true
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => true,
-            Err(_) => false,
+            Err(e) => not_now(&e),
         }
     }
 
     pub(crate) fn flush_input(&mut self) {
-        while !self.pending_input.is_empty() && self.input >= 0 {
-            let n = unsafe { libc::write(self.input, self.pending_input.as_ptr().cast(), self.pending_input.len()) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted {
-                    return;
+        while !self.pending_input.is_empty() {
+            let Some(input) = self.input_fd() else { break };
+            match file::write(input, &self.pending_input) {
+                Ok(n) => {
+                    self.pending_input.drain(..n);
                 }
-                self.pending_input.clear();
-                break;
+                Err(e) if not_now(&e) => return,
+                Err(_) => {
+                    self.pending_input.clear();
+                    break;
+                }
             }
-            self.pending_input.drain(..n as usize);
         }
-        if self.pending_input.is_empty() && self.close_input_after && !self.a.terminal && self.input >= 0 {
-            close(self.input);
-            self.input = -1;
+        if self.pending_input.is_empty() && self.close_input_after && !self.a.terminal {
+            if let Input::Pipe(_) = self.input {
+                self.input = Input::None;
+            }
         }
     }
 
     pub(crate) fn client_message(&mut self, idx: usize, buf: &mut [u8]) -> bool {
-        let fd = self.clients[idx].fd;
+        let fd = self.clients[idx].fd.as_raw_fd();
+        // SAFETY: receiving into a valid buffer.
         let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
         if n < 0 {
-            let e = io::Error::last_os_error();
-            return e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted;
+            return not_now(&io::Error::last_os_error());
         }
         if n == 0 {
             return false;
         }
         let msg = &buf[..n as usize];
         match msg[0] {
-            attach::STDIN if self.input >= 0 => {
+            attach::STDIN if self.input_fd().is_some() => {
                 self.pending_input.extend_from_slice(&msg[1..]);
                 self.flush_input();
             }
@@ -125,7 +131,8 @@ impl Monitor {
                     ws_xpixel: 0,
                     ws_ypixel: 0,
                 };
-                unsafe { libc::ioctl(self.out, libc::TIOCSWINSZ, &ws) };
+                // SAFETY: TIOCSWINSZ on the pty master with a valid winsize.
+                unsafe { libc::ioctl(pollable(&self.out), libc::TIOCSWINSZ, &ws) };
             }
             attach::REOPEN_LOG => {
                 let mut answer = vec![attach::LOG_REOPENED];
@@ -151,33 +158,42 @@ impl Monitor {
         loop {
             if let Some(_status) = self.exit_status {
                 // The container is gone: take what is left in the pipes, then stop.
-                while self.out >= 0 && self.pump(attach::STDOUT, &mut buf[..32 * 1024]) {
-                    if read_would_block(self.out) {
+                while self.out.is_some() && self.pump(attach::STDOUT, &mut buf[..32 * 1024]) {
+                    if self.out.as_ref().is_some_and(|fd| read_would_block(fd.as_fd())) {
                         break;
                     }
                 }
-                while self.err >= 0 && self.pump(attach::STDERR, &mut buf[..32 * 1024]) {
-                    if read_would_block(self.err) {
+                while self.err.is_some() && self.pump(attach::STDERR, &mut buf[..32 * 1024]) {
+                    if self.err.as_ref().is_some_and(|fd| read_would_block(fd.as_fd())) {
                         break;
                     }
                 }
                 return;
             }
             let mut fds = vec![
-                libc::pollfd { fd: self.sfd, events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: self.listener, events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: self.out, events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: self.err, events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: self.sfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: pollable(&self.listener), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: pollable(&self.out), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: pollable(&self.err), events: libc::POLLIN, revents: 0 },
                 libc::pollfd {
-                    fd: if self.pending_input.is_empty() { -1 } else { self.input },
+                    fd: if self.pending_input.is_empty() {
+                        -1
+                    } else {
+                        self.input_fd().map_or(-1, |fd| fd.as_raw_fd())
+                    },
                     events: libc::POLLOUT,
                     revents: 0,
                 },
             ];
             let throttle = self.pending_input.len() > 256 * 1024;
             for c in &self.clients {
-                fds.push(libc::pollfd { fd: if throttle { -1 } else { c.fd }, events: libc::POLLIN, revents: 0 });
+                fds.push(libc::pollfd {
+                    fd: if throttle { -1 } else { c.fd.as_raw_fd() },
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
             }
+            // SAFETY: an array of pollfds of the length given.
             let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as u64, -1) };
             if r < 0 {
                 continue;
@@ -186,26 +202,14 @@ impl Monitor {
                 self.signals();
             }
             if fds[1].revents != 0 {
-                loop {
-                    let c = unsafe {
-                        libc::accept4(self.listener, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC)
-                    };
-                    if c < 0 {
-                        break;
-                    }
-                    self.clients.push(Client { fd: c });
-                }
+                self.accept_clients();
             }
             if fds[2].revents != 0 && !self.pump(attach::STDOUT, &mut buf[..32 * 1024]) {
-                if self.input == self.out {
-                    self.input = -1;
-                }
-                close(self.out);
-                self.out = -1;
+                // With a terminal the input went to this pty master too: it goes with it.
+                self.out = None;
             }
             if fds[3].revents != 0 && !self.pump(attach::STDERR, &mut buf[..32 * 1024]) {
-                close(self.err);
-                self.err = -1;
+                self.err = None;
             }
             if fds[4].revents != 0 {
                 self.flush_input();
@@ -217,26 +221,18 @@ impl Monitor {
                 }
             }
             for i in gone.into_iter().rev() {
-                close(self.clients[i].fd);
                 self.clients.remove(i);
             }
         }
     }
 
     pub(crate) fn signals(&mut self) {
-        loop {
-            let mut si: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-            let n = unsafe {
-                libc::read(self.sfd, (&mut si as *mut libc::signalfd_siginfo).cast(), std::mem::size_of_val(&si))
-            };
-            if n <= 0 {
-                return;
-            }
-            let sig = si.ssi_signo as i32;
+        // The signalfd is non-blocking: EAGAIN once every pending signal is read.
+        while let Ok((sig, _)) = signal::read_signal(&self.sfd) {
             if sig == libc::SIGCHLD {
                 self.reap();
             } else if self.exit_status.is_none() {
-                unsafe { libc::kill(self.ctr_pid, sig) };
+                let _ = process::kill(self.ctr_pid, sig);
             }
         }
     }

@@ -3,10 +3,9 @@
 
 use std::ffi::CString;
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use berth_sys::{Error, Result};
-
-use crate::sys::cstring;
 
 pub(crate) struct Child {
     pub(crate) pid: i32,
@@ -14,12 +13,14 @@ pub(crate) struct Child {
 
 /// Forks and execs `argv` with the given stdio; `hide_cgroup2` runs it in a private mount
 /// namespace without the cgroup2 mount of a hybrid host (for runtimes that refuse hybrid).
-pub(crate) fn spawn(argv: &[String], stdio: [i32; 3], hide_cgroup2: bool) -> Result<Child> {
-    let cargs: Vec<CString> = argv.iter().map(|a| cstring(a)).collect::<Result<_>>()?;
+pub(crate) fn spawn(argv: &[String], stdio: [BorrowedFd<'_>; 3], hide_cgroup2: bool) -> Result<Child> {
+    let cargs: Vec<CString> = argv
+        .iter()
+        .map(|a| CString::new(a.as_str()).map_err(|_| Error::invalid(format!("{a:?} contains NUL"))))
+        .collect::<Result<_>>()?;
     let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
     ptrs.push(std::ptr::null());
-    let unified = c"/sys/fs/cgroup/unified";
-    let root = c"/";
+    let stdio = stdio.map(|fd| fd.as_raw_fd());
     // SAFETY: the child only calls async-signal-safe functions before execvp.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -39,19 +40,8 @@ pub(crate) fn spawn(argv: &[String], stdio: [i32; 3], hide_cgroup2: bool) -> Res
                     libc::dup2(*fd, i as i32);
                 }
             }
-            if hide_cgroup2 {
-                if libc::unshare(libc::CLONE_NEWNS) != 0
-                    || libc::mount(
-                        std::ptr::null(),
-                        root.as_ptr(),
-                        std::ptr::null(),
-                        libc::MS_REC | libc::MS_PRIVATE,
-                        std::ptr::null(),
-                    ) != 0
-                {
-                    libc::_exit(125);
-                }
-                libc::umount2(unified.as_ptr(), libc::MNT_DETACH);
+            if hide_cgroup2 && berth_sys::process::hide_cgroup2_unified().is_err() {
+                libc::_exit(125);
             }
             libc::execvp(ptrs[0], ptrs.as_ptr());
             libc::_exit(127);

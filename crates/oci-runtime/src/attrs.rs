@@ -221,9 +221,8 @@ pub struct Labels(Vec<(std::os::fd::OwnedFd, String, &'static str)>);
 
 impl Labels {
     pub fn write(self) -> Result<()> {
-        use std::os::fd::AsRawFd;
         for (fd, data, field) in self.0 {
-            crate::sys::write_all(fd.as_raw_fd(), data.as_bytes()).map_err(|e| Error::from_io(e).context(field))?;
+            berth_sys::file::write_all(fd, data.as_bytes()).map_err(|e| Error::from_io(e).context(field))?;
         }
         Ok(())
     }

@@ -2,10 +2,10 @@
 
 use std::collections::HashSet;
 
+use berth_sys::process;
 use oci_spec::runtime::{Capability, LinuxCapabilities};
 
 use crate::error::{Error, Result};
-use crate::sys;
 
 /// Capability names, indexed by the kernel's number.
 pub const NAMES: [&str; 41] = [
@@ -174,7 +174,7 @@ pub fn names(mask: u64) -> Vec<String> {
 pub fn drop_bounding(bounding: u64) -> Result<()> {
     for cap in 0..=last_cap() {
         if bounding & (1 << cap) == 0 {
-            sys::prctl(libc::PR_CAPBSET_DROP, cap as u64)
+            process::prctl(libc::PR_CAPBSET_DROP, cap as u64)
                 .map_err(|e| Error::from_io(e).context(format!("dropping capability {cap} from the bounding set")))?;
         }
     }
@@ -222,7 +222,7 @@ pub fn set_process_caps(sets: &CapSets) -> Result<()> {
 
 /// Raises the ambient set (each capability must be permitted and inheritable).
 pub fn set_ambient(ambient: u64) -> Result<()> {
-    sys::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as u64)
+    process::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as u64)
         .map_err(|e| Error::from_io(e).context("clearing ambient capabilities"))?;
     // The mask's bits only (no /proc read: this runs after a seccomp filter may be loaded).
     for cap in (0..64).filter(|c| ambient & (1u64 << c) != 0) {

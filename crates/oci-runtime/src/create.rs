@@ -1,26 +1,32 @@
-//! `create`: from a bundle to an init that is fully set up and waits for `start`.
+//! `create`, the runtime's side: from a bundle to an init that is fully set up and waits for
+//! `start`. The processes it starts have files of their own: the init (`init.rs`) and, for
+//! two-stage creates, the intermediate (`intermediate.rs`); they talk over the typed sync
+//! socket (`sync.rs`).
 //!
-//! Order: validate everything (config.json, namespace paths) → state directory → cgroup with
-//! its limits → clone the init (or an intermediate, see [`NamespacePlan::needs_intermediate`])
-//! → id maps, rlimits, oom score, cgroup membership from outside → Go → the init's Ready →
-//! state.json and pid file → Committed. Any failure undoes every step before it.
+//! Order: validate everything and derive the plans (`plans.rs`), open the namespace paths →
+//! state directory → cgroup with its limits → clone the init (or an intermediate, see
+//! [`NamespacePlan::needs_intermediate`]) → id maps, rlimits, oom score, cgroup membership from
+//! outside → Go → the init's Ready → state.json and pid file → Committed. Any failure undoes
+//! every step before it.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use berth_sys::process::{self as sysprocess, Forked};
+use berth_sys::{file, mount, socket};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 
-use crate::cgroups::{self, Cgroup, DeviceRule, Layout, Mode};
+use crate::cgroups::{self, Cgroup, Layout, Mode};
 use crate::config::{self, Bundle};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::init::{self, InitFds, InitPlan, Stage};
 use crate::mounts::{self, MountSpec};
 use crate::namespaces::{self, NamespacePlan};
-use crate::process::{self, ProcessPlan};
+use crate::plans::{derive_plans, Plans};
+use crate::process;
 use crate::rootfs::{CgroupMount, DeviceNode, RootfsPlan};
 use crate::state::{self, State, StateDir};
-use crate::sync::{Channel, Msg};
-use crate::sys::{self, Forked};
+use crate::sync::{self, RuntimeEnd, ToChild, ToRuntime};
 
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
@@ -39,7 +45,7 @@ pub struct CreateOptions {
 impl CreateOptions {
     /// Rootless mode: cgroups this user may not create are done without, if no limit needs them.
     pub fn is_rootless(&self) -> bool {
-        self.rootless.unwrap_or_else(|| !sys::is_root())
+        self.rootless.unwrap_or_else(|| !sysprocess::is_root())
     }
 }
 
@@ -61,9 +67,12 @@ pub enum ConsoleTarget {
     Fd(OwnedFd),
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build_rootfs_plan(
     bundle: &Bundle,
     opts: &CreateOptions,
+    mounts: Vec<MountSpec>,
+    devices: Vec<DeviceNode>,
     layout: &Layout,
     cgroup: &Cgroup,
     ns: &NamespacePlan,
@@ -71,27 +80,12 @@ fn build_rootfs_plan(
 ) -> Result<RootfsPlan> {
     let spec = &bundle.spec;
     let linux = spec.linux().as_ref().expect("validated");
-    let mut mounts_plan = Vec::new();
-    for (i, m) in spec.mounts().iter().flatten().enumerate() {
-        let mut m = MountSpec::from_spec(m, i, &bundle.dir)?;
-        // linux.mountLabel labels the filesystems the container gets (SELinux's context=).
-        if let Some(label) = linux.mount_label().as_deref().filter(|l| !l.is_empty()) {
-            if !m.is_bind() && !matches!(m.fstype.as_str(), "proc" | "sysfs" | "cgroup" | "cgroup2") {
-                m.options.data.push(format!("context=\"{label}\""));
-            }
-        }
-        mounts_plan.push(m);
-    }
-    let dev_bound = mounts_plan.iter().any(|m| m.destination == Path::new("/dev") && m.is_bind());
-    let mut devices = Vec::new();
-    for (i, d) in linux.devices().iter().flatten().enumerate() {
-        devices.push(DeviceNode::from_spec(d, &format!("linux.devices[{i}]"))?);
-    }
+    let dev_bound = mounts.iter().any(|m| m.destination == Path::new("/dev") && m.is_bind());
     let cgroup_mounts = cgroup_mounts(layout, cgroup);
     Ok(RootfsPlan {
         rootfs: bundle.rootfs.clone(),
         readonly: spec.root().as_ref().is_some_and(|r| r.readonly().unwrap_or(false)),
-        mounts: mounts_plan,
+        mounts,
         cgroup_mounts,
         cgroupns: ns.creates(LinuxNamespaceType::Cgroup),
         devices,
@@ -106,38 +100,11 @@ fn build_rootfs_plan(
             None
         } else {
             Some(
-                sys::open(&bundle.rootfs, libc::O_PATH | libc::O_DIRECTORY)
+                file::open(&bundle.rootfs, libc::O_PATH | libc::O_DIRECTORY)
                     .with_ctx(|| format!("root.path {}", bundle.rootfs.display()))?,
             )
         },
     })
-}
-
-/// Everything create derives from a spec that needs no system call, done as create does it:
-/// validation, the mounts, devices, process (user, capabilities, rlimits, attributes), the
-/// seccomp filter, personality and the resources' device rules. Namespace paths are left out:
-/// they are opened. Errors name the field, as create's do.
-pub fn derive_plans(spec: &Spec, bundle_dir: &Path) -> Result<()> {
-    config::validate(spec)?;
-    let linux = spec.linux().as_ref().expect("validated");
-    for (i, m) in spec.mounts().iter().flatten().enumerate() {
-        MountSpec::from_spec(m, i, bundle_dir)?;
-    }
-    for (i, d) in linux.devices().iter().flatten().enumerate() {
-        DeviceNode::from_spec(d, &format!("linux.devices[{i}]"))?;
-    }
-    if let Some(p) = spec.process() {
-        ProcessPlan::from_spec(p, "process")?;
-    }
-    if let Some(s) = linux.seccomp() {
-        crate::seccomp::compile(s, "linux.seccomp")?;
-    }
-    linux.personality().as_ref().map(crate::attrs::personality).transpose()?;
-    if let Some(r) = linux.resources() {
-        requested_resource(r);
-    }
-    extra_device_rules(spec);
-    Ok(())
 }
 
 /// What a "cgroup" mount shows: the container's directory in every hierarchy.
@@ -173,23 +140,27 @@ fn prepare_idmapped(rootfs: &mut RootfsPlan, spec: &Spec) -> Result<()> {
         (Some(u), Some(g)) if !u.is_empty() => Some((u.clone(), g.clone())),
         _ => None,
     };
+    // One user namespace per distinct mapping.
     let mut namespaces: Vec<(String, OwnedFd)> = Vec::new();
-    let mut userns_for =
-        |maps: &(Vec<oci_spec::runtime::LinuxIdMapping>, Vec<oci_spec::runtime::LinuxIdMapping>)| -> Result<i32> {
-            let key = format!("{maps:?}");
-            if let Some((_, fd)) = namespaces.iter().find(|(k, _)| *k == key) {
-                return Ok(fd.as_raw_fd());
+    fn userns_for<'a>(
+        namespaces: &'a mut Vec<(String, OwnedFd)>,
+        maps: &(Vec<LinuxIdMapping>, Vec<LinuxIdMapping>),
+    ) -> Result<BorrowedFd<'a>> {
+        let key = format!("{maps:?}");
+        let i = match namespaces.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                namespaces.push((key, namespaces::idmap_userns(&maps.0, &maps.1)?));
+                namespaces.len() - 1
             }
-            let fd = namespaces::idmap_userns(&maps.0, &maps.1)?;
-            let raw = fd.as_raw_fd();
-            namespaces.push((key, fd));
-            Ok(raw)
         };
+        Ok(namespaces[i].1.as_fd())
+    }
     for m in rootfs.mounts.iter_mut().filter(|m| m.options.idmap.is_some()) {
         let maps = m.id_mappings.clone().or_else(|| container_maps.clone()).ok_or_else(|| {
             Error::invalid(format!("{}: 'idmap' without uidMappings needs the container's linux.uidMappings", m.at))
         })?;
-        let userns = userns_for(&maps)?;
+        let userns = userns_for(&mut namespaces, &maps)?;
         m.prepared = Some(mounts::prepare_idmapped(m, userns)?);
     }
     let wanted = spec.annotations().as_ref().and_then(|a| a.get(ROOTFS_IDMAP_ANNOTATION)).map(String::as_str);
@@ -201,12 +172,15 @@ fn prepare_idmapped(rootfs: &mut RootfsPlan, spec: &Spec) -> Result<()> {
                     "annotations.{ROOTFS_IDMAP_ANNOTATION}: needs a user namespace with linux.uidMappings"
                 ))
             })?;
-            let userns = userns_for(&maps)?;
-            let tree = sys::open_tree_clone(libc::AT_FDCWD, &rootfs.rootfs, true)
+            let userns = userns_for(&mut namespaces, &maps)?;
+            let tree = mount::open_tree_clone(file::CWD, &rootfs.rootfs, true)
                 .with_ctx(|| format!("rootfs {}", rootfs.rootfs.display()))?;
-            let attr =
-                sys::MountAttr { attr_set: sys::MOUNT_ATTR_IDMAP, userns_fd: userns as u64, ..Default::default() };
-            sys::mount_setattr(tree.as_raw_fd(), Path::new(""), true, &attr)
+            let attr = mount::MountAttr {
+                attr_set: mount::MOUNT_ATTR_IDMAP,
+                userns_fd: userns.as_raw_fd() as u64,
+                ..Default::default()
+            };
+            mount::mount_setattr(&tree, "", true, &attr)
                 .with_ctx(|| format!("annotations.{ROOTFS_IDMAP_ANNOTATION}: ID-mapping the rootfs"))?;
             rootfs.prepared_root = Some(tree);
         }
@@ -217,39 +191,6 @@ fn prepare_idmapped(rootfs: &mut RootfsPlan, spec: &Spec) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The first resource linux.resources asks for, if any.
-fn requested_resource(r: &oci_spec::runtime::LinuxResources) -> Option<&'static str> {
-    [
-        ("devices", r.devices().as_ref().is_some_and(|d| !d.is_empty())),
-        ("memory", r.memory().is_some()),
-        ("cpu", r.cpu().is_some()),
-        ("pids", r.pids().is_some()),
-        ("blockIO", r.block_io().is_some()),
-        ("hugepageLimits", r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty())),
-        ("network", r.network().is_some()),
-        ("rdma", r.rdma().is_some()),
-        ("unified", r.unified().as_ref().is_some_and(|u| !u.is_empty())),
-    ]
-    .into_iter()
-    .find_map(|(name, set)| set.then_some(name))
-}
-
-/// Device rules the runtime adds to the spec's own: the default devices and linux.devices.
-fn extra_device_rules(spec: &Spec) -> Vec<DeviceRule> {
-    let mut rules = cgroups::default_device_rules();
-    let linux = spec.linux().as_ref().expect("validated");
-    for d in linux.devices().iter().flatten() {
-        use oci_spec::runtime::LinuxDeviceType as T;
-        let kind = match d.typ() {
-            T::B => 'b',
-            T::C | T::U => 'c',
-            _ => continue,
-        };
-        rules.push(DeviceRule::allow(kind, d.major(), Some(d.minor()), "rwm"));
-    }
-    rules
 }
 
 /// Undoes a failed create, whatever step it reached.
@@ -274,11 +215,11 @@ impl Undo {
 
     fn run(mut self) {
         for (pid, pidfd, is_child) in self.children.drain(..) {
-            let _ = sys::pidfd_send_signal(pidfd.as_raw_fd(), libc::SIGKILL);
+            let _ = sysprocess::pidfd_send_signal(&pidfd, libc::SIGKILL);
             if is_child {
-                let _ = sys::waitpid(pid, false);
+                let _ = sysprocess::waitpid(pid, false);
             } else {
-                let _ = sys::poll_readable(&[pidfd.as_raw_fd()], 5000);
+                let _ = sysprocess::poll_readable(&[pidfd.as_fd()], 5000);
             }
         }
         if let Some(cg) = self.cgroup.take() {
@@ -298,25 +239,23 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions, console: ConsoleTarge
     config::validate_id(id)?;
     let bundle = config::load_bundle(&opts.bundle)?;
     let spec = &bundle.spec;
+    let mut plans = derive_plans(spec, &bundle.dir)?;
     let linux = spec.linux().as_ref().expect("validated");
-    let process_spec = spec.process().as_ref().expect("validated");
     let ns = NamespacePlan::from_spec(linux).map_err(|e| e.context("config.json"))?;
     let in_userns = ns.creates(LinuxNamespaceType::User) || ns.joins(LinuxNamespaceType::User);
-    let process = ProcessPlan::from_spec(process_spec, "process").map_err(|e| e.context("config.json"))?;
-    if process.terminal && matches!(console, ConsoleTarget::None) {
+    if plans.process.terminal && matches!(console, ConsoleTarget::None) {
         return Err(Error::invalid("process.terminal is true: --console-socket is required"));
     }
-    if !process.terminal && !matches!(console, ConsoleTarget::None) {
+    if !plans.process.terminal && !matches!(console, ConsoleTarget::None) {
         return Err(Error::invalid("--console-socket given but process.terminal is false"));
     }
     let layout = Layout::detect()?;
     let cgroups_path = linux.cgroups_path().clone().unwrap_or_else(|| cgroups::default_cgroups_path(id));
     let mut cgroup = Cgroup::plan(&layout, &cgroups_path)?;
-    let mut rootfs =
-        build_rootfs_plan(&bundle, opts, &layout, &cgroup, &ns, in_userns).map_err(|e| e.context("config.json"))?;
+    let (mounts, devices) = (std::mem::take(&mut plans.mounts), std::mem::take(&mut plans.devices));
+    let mut rootfs = build_rootfs_plan(&bundle, opts, mounts, devices, &layout, &cgroup, &ns, in_userns)
+        .map_err(|e| e.context("config.json"))?;
     prepare_idmapped(&mut rootfs, spec).map_err(|e| e.context("config.json"))?;
-    let mut sysctl: Vec<(String, String)> = linux.sysctl().clone().unwrap_or_default().into_iter().collect();
-    sysctl.sort();
 
     let mut warnings = config_warnings(&rootfs);
     if let Some(resources) = linux.resources() {
@@ -326,20 +265,8 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions, console: ConsoleTarge
     let dir = StateDir::create(root, id)?;
     let mut undo =
         Undo { dir: Some(dir), cgroup: None, children: Vec::new(), poststop: None, hooks: spec.hooks().clone() };
-    let created = create_steps(
-        &bundle,
-        id,
-        opts,
-        console,
-        ns,
-        in_userns,
-        process,
-        rootfs,
-        sysctl,
-        &mut cgroup,
-        &mut undo,
-        warnings,
-    );
+    let created =
+        create_steps(&bundle, id, opts, console, ns, in_userns, plans, rootfs, &mut cgroup, &mut undo, warnings);
     match created {
         Ok(created) => {
             undo.disarm();
@@ -360,18 +287,18 @@ fn create_steps(
     console: ConsoleTarget,
     ns: NamespacePlan,
     in_userns: bool,
-    process: ProcessPlan,
+    plans: Plans,
     mut rootfs: RootfsPlan,
-    sysctl: Vec<(String, String)>,
     cgroup: &mut Cgroup,
     undo: &mut Undo,
     mut warnings: Vec<String>,
 ) -> Result<Created> {
+    let Plans { process, sysctl, personality, memory_policy, seccomp, device_rules, requested_resource, .. } = plans;
     let spec = &bundle.spec;
     let linux = spec.linux().as_ref().expect("validated");
     let dir = undo.dir.as_ref().expect("set by caller");
     // Only the runtime opens it by name (the init inherits its end): its owner's alone.
-    sys::mkfifo(&dir.fifo(), 0o600).ctx("creating the exec fifo")?;
+    file::mkfifo(&dir.fifo(), 0o600).ctx("creating the exec fifo")?;
 
     let created_result = cgroup.create();
     // Registered even on partial failure: destroy removes whatever was made.
@@ -383,7 +310,7 @@ fn create_steps(
         }
         // Rootless without a delegated cgroup: the container runs in the caller's cgroups,
         // which is fine as long as nothing was asked of them.
-        if let Some(field) = linux.resources().as_ref().and_then(requested_resource) {
+        if let Some(field) = requested_resource {
             return Err(e.context(format!(
                 "config.json: linux.resources.{field}: limits need a cgroup this user may create (a delegated one)"
             )));
@@ -396,7 +323,7 @@ fn create_steps(
         rootfs.cgroup_mounts = cgroup_mounts(&layout, cgroup);
     }
     if let Some(resources) = linux.resources().as_ref().filter(|_| !cgroup.shared) {
-        let applied = cgroup.apply(resources, &extra_device_rules(spec), false);
+        let applied = cgroup.apply(resources, &device_rules, false);
         // What apply gave the parents (real-time runtime) is undone with the cgroup.
         undo.cgroup = Some(cgroup.clone());
         applied.map_err(|e| e.context("config.json"))?;
@@ -414,13 +341,15 @@ fn create_steps(
 
     let console_socket = match console {
         ConsoleTarget::None => None,
-        ConsoleTarget::Path(p) => Some(sys::connect_unix(&p).with_ctx(|| format!("--console-socket {}", p.display()))?),
+        ConsoleTarget::Path(p) => {
+            Some(socket::connect_unix(&p).with_ctx(|| format!("--console-socket {}", p.display()))?)
+        }
         ConsoleTarget::Fd(fd) => Some(fd),
     };
-    let (parent_end, child_end) = sys::socketpair_seqpacket().ctx("creating the sync socket")?;
+    let (runtime_end, child_end) = sync::pair()?;
     // The init's end of the exec fifo, read-write (never blocks to open): it waits reading it,
     // and `start`, opening it for writing, sees whether any init is still there to read.
-    let exec_fifo = sys::open(&dir.fifo(), libc::O_RDWR).ctx("opening the exec fifo")?;
+    let exec_fifo = file::open(&dir.fifo(), libc::O_RDWR).ctx("opening the exec fifo")?;
     ns.enter_for_children()?;
 
     let mut plan = InitPlan {
@@ -436,14 +365,11 @@ fn create_steps(
         preserve_fds: opts.preserve_fds,
         socket_activation: opts.socket_activation.clone(),
         session_keyring: (!opts.no_new_keyring).then(|| id.to_string()),
-        personality: linux.personality().as_ref().map(crate::attrs::personality).transpose()?,
-        memory_policy: linux.memory_policy().as_ref().map(crate::attrs::memory_policy).transpose()?,
+        personality,
+        memory_policy,
         hooks: spec.hooks().clone(),
         hook_state: (id.to_string(), bundle.dir.clone(), spec.annotations().clone().unwrap_or_default()),
-        seccomp: match linux.seccomp() {
-            Some(s) => Some(crate::seccomp::compile(s, "linux.seccomp").map_err(|e| e.context("config.json"))?),
-            None => None,
-        },
+        seccomp,
     };
     let two_stage = plan.namespaces.needs_intermediate();
     let lock_fd = dir.fd.as_raw_fd();
@@ -452,17 +378,17 @@ fn create_steps(
     // container's cgroup2 directory; the v1 ones it joins itself (see Cgroup::join_self).
     let cgroup2_fd = cgroup.open_unified()?;
     plan.cgroup2_joined_at_clone = cgroup2_fd.is_some();
-    let forked = sys::clone3(clone_flags as u64, cgroup2_fd.as_ref().map(|fd| fd.as_raw_fd()))
+    let forked = sysprocess::clone3(clone_flags as u64, cgroup2_fd.as_ref().map(|fd| fd.as_fd()))
         .ctx("creating the container process (clone3)")?;
     let (pid, pidfd) = match forked {
         Forked::Child => {
             // The lock belongs to the runtime; the init must not keep it while it waits for start.
             // SAFETY: closing a descriptor number this process no longer uses.
             unsafe { libc::close(lock_fd) };
-            drop(parent_end);
-            let fds = InitFds { sync: Channel(child_end), exec_fifo, console_socket };
+            drop(runtime_end);
+            let fds = InitFds { sync: child_end, exec_fifo, console_socket };
             if two_stage {
-                intermediate(&plan, fds);
+                crate::intermediate::run(&plan, fds);
             }
             init::run(&plan, fds, Stage::Direct);
         }
@@ -472,7 +398,7 @@ fn create_steps(
     drop(console_socket);
     // Only the init may hold the fifo: `start` takes any holder for a live init.
     drop(exec_fifo);
-    let sync = Channel(parent_end);
+    let sync = runtime_end;
     undo.children.push((pid, pidfd, true));
     undo.poststop =
         Some(crate::hooks::state(id, "stopped", 0, &bundle.dir, &spec.annotations().clone().unwrap_or_default()));
@@ -480,16 +406,16 @@ fn create_steps(
     let (init_pid, init_pidfd, is_child) = if two_stage {
         let (init_pid, init_pidfd) = drive_intermediate(&sync, pid, linux)?;
         let (ipid, ipidfd, _) = undo.children.pop().expect("pushed above");
-        let _ = sys::waitpid(ipid, false);
+        let _ = sysprocess::waitpid(ipid, false);
         drop(ipidfd);
         // CLONE_PARENT made the init our child, not the intermediate's.
-        undo.children.push((init_pid, sys::dup_fd(init_pidfd.as_raw_fd())?, true));
+        undo.children.push((init_pid, file::dup(&init_pidfd)?, true));
         (init_pid, init_pidfd, true)
     } else {
         if plan.namespaces.creates(LinuxNamespaceType::User) {
             namespaces::write_id_maps(pid, linux)?;
         }
-        let pidfd = sys::dup_fd(undo.children[0].1.as_raw_fd())?;
+        let pidfd = file::dup(&undo.children[0].1)?;
         (pid, pidfd, true)
     };
 
@@ -497,7 +423,7 @@ fn create_steps(
     if let Some(adj) = plan.process.oom_score_adj {
         process::apply_oom_score_adj(init_pid, adj, "config.json: process")?;
     }
-    sync.send(&Msg::Go { pid: init_pid })?;
+    sync.send(&ToChild::Go { pid: init_pid })?;
     let state_for_listener = || {
         serde_json::json!({
             "ociVersion": crate::config::OCI_VERSION, "id": id, "status": "creating", "pid": init_pid,
@@ -512,11 +438,11 @@ fn create_steps(
         crate::hooks::run_all(spec.hooks().as_ref(), crate::hooks::Kind::Prestart, &state, None)?;
         crate::hooks::run_all(spec.hooks().as_ref(), crate::hooks::Kind::CreateRuntime, &state, None)
     };
-    wait_ready(&sync, "the container's init", init_pid, linux.seccomp().as_ref(), state_for_listener, runtime_hooks)
+    sync.wait_ready("the container's init", init_pid, linux.seccomp().as_ref(), state_for_listener, runtime_hooks)
         .map_err(|e| e.context("creating the container"))?;
 
-    let pid_start = state::proc_stat(init_pid)
-        .map(|(_, s)| s)
+    let pid_start = berth_sys::proc::stat(init_pid)
+        .map(|s| s.start)
         .ok_or_else(|| Error::new(ErrorKind::System, "the container's init vanished"))?;
     let state = State {
         id: id.to_string(),
@@ -537,7 +463,7 @@ fn create_steps(
         let path = if pid_file.is_absolute() { pid_file.clone() } else { std::env::current_dir()?.join(pid_file) };
         state::write_atomic(&path, init_pid.to_string().as_bytes()).map_err(|e| e.context("--pid-file"))?;
     }
-    sync.send(&Msg::Committed)?;
+    sync.send(&ToChild::Committed)?;
     if let Some(f) = plan.seccomp.as_ref().filter(|f| !f.unknown_syscalls.is_empty()) {
         warnings.push(format!(
             "linux.seccomp: syscalls unknown to libseccomp here, skipped: {}",
@@ -581,56 +507,25 @@ fn owner_name() -> String {
         .unwrap_or_else(|| format!("#{uid}"))
 }
 
-/// The intermediate (two-stage creates): joins the user namespace and the others in order,
-/// creates the new ones, then clones the init as a sibling (CLONE_PARENT) and exits.
-fn intermediate(plan: &InitPlan, fds: InitFds) -> ! {
-    match intermediate_steps(plan, &fds) {
-        Ok(Forked::Child) => init::run(plan, fds, Stage::FromIntermediate),
-        Ok(Forked::Parent { pidfd, .. }) => {
-            let _ = fds.sync.send_with_fds(&Msg::InitPidfd, &[pidfd.as_raw_fd()]);
-            init::exit(0);
-        }
-        Err(e) => {
-            fds.sync.send_error(&e);
-            init::exit(1);
-        }
-    }
-}
-
-fn intermediate_steps(plan: &InitPlan, fds: &InitFds) -> Result<Forked> {
-    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).ctx("PR_SET_PDEATHSIG")?;
-    // While still the host's root; the init inherits the cgroups when cloned.
-    plan.cgroup.join_self(plan.cgroup2_joined_at_clone)?;
-    let ns = &plan.namespaces;
-    ns.join_late()?;
-    if ns.creates(LinuxNamespaceType::User) {
-        sys::unshare(libc::CLONE_NEWUSER).ctx("creating the user namespace")?;
-        fds.sync.send(&Msg::MapRequest)?;
-        fds.sync.expect("MapDone", "berth-oci", |m| matches!(m, Msg::MapDone))?;
-        namespaces::become_namespace_root()?;
-    }
-    sys::unshare(ns.clone_flags() & !libc::CLONE_NEWUSER).ctx("creating namespaces")?;
-    sys::clone3(libc::CLONE_PARENT as u64, None).ctx("creating the container process (clone3)")
-}
-
 /// Runtime side of a two-stage create: writes the id maps when asked, returns the init.
 fn drive_intermediate(
-    sync: &Channel,
+    sync: &RuntimeEnd,
     intermediate_pid: i32,
     linux: &oci_spec::runtime::Linux,
 ) -> Result<(i32, OwnedFd)> {
     loop {
-        match sync.recv()? {
-            Some((Msg::MapRequest, _)) => {
+        match sync.next()? {
+            Some((ToRuntime::MapRequest, _)) => {
                 namespaces::write_id_maps(intermediate_pid, linux)?;
-                sync.send(&Msg::MapDone)?;
+                sync.send(&ToChild::MapDone)?;
             }
-            Some((Msg::InitPidfd, mut fds)) => {
+            Some((ToRuntime::InitPidfd, mut fds)) => {
                 let pidfd = fds.pop().ok_or_else(|| Error::new(ErrorKind::System, "the intermediate sent no pidfd"))?;
-                let pid = pidfd_pid(pidfd.as_raw_fd())?;
+                let pid = berth_sys::proc::pidfd_pid(&pidfd)
+                    .ctx("reading pidfd info")?
+                    .ok_or_else(|| Error::new(ErrorKind::System, "pidfd without a pid"))?;
                 return Ok((pid, pidfd));
             }
-            Some((Msg::Failed { kind, message, errno }, _)) => return Err(Error::from_parts(kind, message, errno)),
             Some((other, _)) => {
                 return Err(Error::new(
                     ErrorKind::System,
@@ -640,51 +535,4 @@ fn drive_intermediate(
             None => return Err(Error::new(ErrorKind::System, "the intermediate process exited early")),
         }
     }
-}
-
-/// Waits for the container process's Ready; on the way, hands a seccomp notification fd to the
-/// listener with the container's state.
-pub(crate) fn wait_ready(
-    sync: &Channel,
-    who: &str,
-    pid: i32,
-    seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
-    state: impl Fn() -> serde_json::Value,
-    runtime_hooks: impl Fn() -> Result<()>,
-) -> Result<()> {
-    loop {
-        match sync.recv()? {
-            Some((Msg::Ready, _)) => return Ok(()),
-            Some((Msg::RuntimeHooks, _)) => {
-                runtime_hooks()?;
-                sync.send(&Msg::HooksDone)?;
-            }
-            Some((Msg::SeccompNotify, mut fds)) => {
-                let fd = fds.pop().ok_or_else(|| Error::new(ErrorKind::System, "no seccomp fd attached"))?;
-                let s =
-                    seccomp.ok_or_else(|| Error::new(ErrorKind::System, "a seccomp fd without a seccomp config"))?;
-                let listener = s
-                    .listener_path()
-                    .as_ref()
-                    .ok_or_else(|| Error::invalid("linux.seccomp: SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath"))?;
-                crate::seccomp::send_to_listener(listener, s.listener_metadata().as_deref(), pid, state(), &fd)?;
-            }
-            Some((Msg::Failed { kind, message, errno }, _)) => return Err(Error::from_parts(kind, message, errno)),
-            Some((other, _)) => {
-                return Err(Error::new(
-                    ErrorKind::System,
-                    format!("sync socket: expected Ready from {who}, got {other:?}"),
-                ))
-            }
-            None => return Err(Error::new(ErrorKind::System, format!("{who} exited before it was ready"))),
-        }
-    }
-}
-
-/// The pid (in this process's namespace) a pidfd refers to, from /proc/self/fdinfo.
-fn pidfd_pid(fd: RawFd) -> Result<i32> {
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ctx("reading pidfd info")?;
-    info.lines()
-        .find_map(|l| l.strip_prefix("Pid:").and_then(|v| v.trim().parse().ok()))
-        .ok_or_else(|| Error::new(ErrorKind::System, "pidfd without a pid"))
 }

@@ -3,9 +3,11 @@
 //! its cgroup, and gets the container's confinement (capabilities, no_new_privs) as its
 //! process.json or config.json's process asks.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use berth_sys::process::{self as sysprocess, Forked};
+use berth_sys::{file, signal, socket};
 use oci_spec::runtime::Process;
 
 use crate::error::{Context, Error, ErrorKind, Result};
@@ -13,8 +15,7 @@ use crate::fs::{self, Resolve};
 use crate::namespaces;
 use crate::process::{self, ProcessPlan};
 use crate::state::{self, StateDir, Status};
-use crate::sync::{Channel, Msg};
-use crate::sys::{self, Forked};
+use crate::sync::{self, ChildEnd, ToRuntime};
 use crate::terminal;
 
 #[derive(Debug, Clone)]
@@ -57,7 +58,7 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
     }
     // The init, held by a pidfd: every namespace is entered through it, and a pid reused since
     // the status check cannot pass the start time check that follows.
-    let init = sys::pidfd_open(st.pid).ctx("opening the container's init")?;
+    let init = sysprocess::pidfd_open(st.pid).ctx("opening the container's init")?;
     if !st.init_alive() {
         return Err(Error::state(format!("cannot exec in a stopped container {id}")));
     }
@@ -65,7 +66,7 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
     // through the init's root.
     let proc = crate::procfs::Proc::open()?;
     let container_root = proc.root_of(st.pid).ctx("the container's root")?;
-    plan.env = process::with_home(&plan.env, container_root.as_raw_fd(), plan.uid);
+    plan.env = process::with_home(&plan.env, container_root.as_fd(), plan.uid);
     drop(proc);
     let linux = st.spec.linux().as_ref();
     // A container without a mount namespace of its own has its root by chroot: entering its
@@ -85,33 +86,33 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
     // privilege, joining them needs CAP_SYS_ADMIN over their owner, which only comes from
     // entering the container's user namespace, in the same setns.
     let mut for_children = ns_flags & (libc::CLONE_NEWPID | libc::CLONE_NEWTIME);
-    if for_children != 0 && in_userns && !sys::is_root() {
+    if for_children != 0 && in_userns && !sysprocess::is_root() {
         for_children |= libc::CLONE_NEWUSER;
     }
     if for_children != 0 {
-        sys::setns(init.as_raw_fd(), for_children).ctx("joining the container's pid and time namespaces")?;
+        sysprocess::setns(&init, for_children).ctx("joining the container's pid and time namespaces")?;
     }
     let sigfd = if opts.detach { None } else { Some(crate::run::foreground_signals()?) };
     let (console, relay_end) = match (&opts.console_socket, plan.terminal) {
         (Some(path), _) => {
-            (Some(sys::connect_unix(path).with_ctx(|| format!("--console-socket {}", path.display()))?), None)
+            (Some(socket::connect_unix(path).with_ctx(|| format!("--console-socket {}", path.display()))?), None)
         }
         (None, true) => {
-            let (ours, theirs) = sys::socketpair_seqpacket().ctx("console socket pair")?;
+            let (ours, theirs) = socket::socketpair_seqpacket().ctx("console socket pair")?;
             (Some(theirs), Some(ours))
         }
         (None, false) => (None, None),
     };
     let cgroup2 = st.cgroup.open_unified()?;
-    let (parent_end, child_end) = sys::socketpair_seqpacket().ctx("creating the sync socket")?;
+    let (runtime_end, child_end) = sync::pair()?;
     let lock_fd = dir.fd.as_raw_fd();
-    let forked = sys::clone3(0, cgroup2.as_ref().map(|fd| fd.as_raw_fd())).ctx("creating the process (clone3)")?;
+    let forked = sysprocess::clone3(0, cgroup2.as_ref().map(|fd| fd.as_fd())).ctx("creating the process (clone3)")?;
     let (pid, pidfd) = match forked {
         Forked::Child => {
             // SAFETY: the lock belongs to the runtime, not to the process we become.
             unsafe { libc::close(lock_fd) };
-            drop(parent_end);
-            let sync = Channel(child_end);
+            drop(runtime_end);
+            let sync = child_end;
             let err = child(
                 shared_root,
                 &st.cgroup,
@@ -134,30 +135,29 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
     drop(child_end);
     drop(console);
     drop(dir);
-    let sync = Channel(parent_end);
+    let sync = runtime_end;
     let result = (|| -> Result<()> {
         process::apply_rlimits(pid, &plan.rlimits, "process")?;
         if let Some(adj) = plan.oom_score_adj {
             process::apply_oom_score_adj(pid, adj, "process")?;
         }
-        sync.send(&Msg::Go { pid })?;
+        sync.send(&sync::ToChild::Go { pid })?;
         let state = || {
             serde_json::json!({
                 "ociVersion": crate::config::OCI_VERSION, "id": id, "status": "running", "pid": st.pid,
                 "bundle": st.bundle, "annotations": st.annotations,
             })
         };
-        crate::create::wait_ready(&sync, "the exec process", pid, seccomp_config, state, || Ok(()))?;
+        sync.wait_ready("the exec process", pid, seccomp_config, state, || Ok(()))?;
         // Then EOF: the sync socket closed on exec; a Failed message: execve itself failed.
-        match sync.recv()? {
+        match sync.next()? {
             None => Ok(()),
-            Some((Msg::Failed { kind, message, errno }, _)) => Err(Error::from_parts(kind, message, errno)),
             Some((other, _)) => Err(Error::new(ErrorKind::System, format!("sync socket: unexpected {other:?}"))),
         }
     })();
     if let Err(e) = result {
-        let _ = sys::pidfd_send_signal(pidfd.as_raw_fd(), libc::SIGKILL);
-        let _ = sys::waitpid(pid, false);
+        let _ = sysprocess::pidfd_send_signal(&pidfd, libc::SIGKILL);
+        let _ = sysprocess::waitpid(pid, false);
         return Err(e);
     }
     if let Some(pid_file) = &opts.pid_file {
@@ -166,10 +166,10 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
     }
     let Some(sigfd) = sigfd else { return Ok(0) };
     let master = match relay_end {
-        Some(sock) => Some(terminal::recv_master(sock.as_raw_fd())?),
+        Some(sock) => Some(terminal::recv_master(sock.as_fd())?),
         None => None,
     };
-    let status = crate::run::wait_loop(pid, pidfd.as_raw_fd(), sigfd.as_raw_fd(), master.as_ref())?;
+    let status = crate::run::wait_loop(pid, pidfd.as_fd(), sigfd.as_fd(), master.as_ref())?;
     Ok(status.code())
 }
 
@@ -199,13 +199,13 @@ fn child(
     filter: Option<&crate::seccomp::Filter>,
     opts: &ExecOptions,
     console: Option<OwnedFd>,
-    sync: &Channel,
+    sync: &ChildEnd,
 ) -> Error {
     let result = (|| -> Result<std::ffi::CString> {
-        sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).ctx("PR_SET_PDEATHSIG")?;
+        sysprocess::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).ctx("PR_SET_PDEATHSIG")?;
         // A session of its own, as runc makes it (and a terminal needs it to become the
         // controlling one).
-        sys::setsid().ctx("setsid")?;
+        sysprocess::setsid().ctx("setsid")?;
         // execCPUAffinity: "initial" before entering the cgroup, "final" once in it.
         if let Some(cpus) = &plan.attrs.cpus_initial {
             crate::attrs::set_affinity(cpus, "process.execCPUAffinity.initial")?;
@@ -221,29 +221,29 @@ fn child(
         }
         if ns_flags != 0 {
             // All at once through the pidfd: the kernel enters the user namespace first.
-            sys::setns(init.as_raw_fd(), ns_flags).ctx("joining the container's namespaces")?;
+            sysprocess::setns(init, ns_flags).ctx("joining the container's namespaces")?;
         }
         if in_userns {
             namespaces::become_namespace_root()?;
         }
         if let Some(root) = shared_root {
-            crate::rootfs::enter_shared(root.as_raw_fd())?;
+            crate::rootfs::enter_shared(root.as_fd())?;
         }
         let host_pid = sync.expect_go()?;
         // Not before Go: our /proc files would turn root's, and an unprivileged runtime writes
         // our oom_score_adj until then.
-        sys::prctl(libc::PR_SET_DUMPABLE, 0).ctx("PR_SET_DUMPABLE")?;
+        sysprocess::prctl(libc::PR_SET_DUMPABLE, 0).ctx("PR_SET_DUMPABLE")?;
         // The mount namespace's root is the container's root now.
-        let root = sys::open(Path::new("/"), libc::O_PATH | libc::O_DIRECTORY).ctx("opening the container's root")?;
-        let cwd = fs::resolve(root.as_raw_fd(), &plan.cwd, Resolve::EXISTING)
+        let root = file::open("/", libc::O_PATH | libc::O_DIRECTORY).ctx("opening the container's root")?;
+        let cwd = fs::resolve(root.as_fd(), &plan.cwd, Resolve::EXISTING)
             .map_err(|e| process::cwd_error(e, &plan.cwd, false))?;
         if plan.terminal {
             let socket = console.as_ref().expect("checked by the caller");
-            let pty = terminal::open_in_root(root.as_raw_fd())?;
+            let pty = terminal::open_in_root(root.as_fd())?;
             if let Some((rows, cols)) = plan.console_size {
-                terminal::set_size(pty.master.as_raw_fd(), rows, cols)?;
+                terminal::set_size(pty.master.as_fd(), rows, cols)?;
             }
-            terminal::send_master(socket.as_raw_fd(), &pty.master)?;
+            terminal::send_master(socket.as_fd(), &pty.master)?;
             terminal::become_controlling(&pty.slave)?;
         }
         drop(console);
@@ -252,21 +252,21 @@ fn child(
         let staged = process::stage(plan, cwd, in_userns, opts.preserve_fds)?;
         let labels = plan.attrs.open_labels(&proc, host_pid)?;
         drop(proc);
-        sys::default_signals();
+        signal::default_signals();
         crate::init::load_seccomp_early(filter, plan.no_new_privileges, sync)?;
         process::assume_identity(plan, &staged)?;
         if plan.no_new_privileges {
-            sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).ctx("process.noNewPrivileges")?;
+            sysprocess::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).ctx("process.noNewPrivileges")?;
         }
         labels.write()?;
-        sys::prctl(libc::PR_SET_PDEATHSIG, 0).ctx("PR_SET_PDEATHSIG")?;
+        sysprocess::prctl(libc::PR_SET_PDEATHSIG, 0).ctx("PR_SET_PDEATHSIG")?;
         Ok(staged.executable)
     })();
     let executable = match result {
         Ok(e) => e,
         Err(e) => return e,
     };
-    if let Err(e) = sync.send(&Msg::Ready) {
+    if let Err(e) = sync.send(&ToRuntime::Ready) {
         return e;
     }
     if let Err(e) = crate::init::load_seccomp_late(filter, plan.no_new_privileges) {

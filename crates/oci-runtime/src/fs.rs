@@ -9,12 +9,13 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
+use berth_sys::file;
+
 use crate::error::{Error, ErrorKind, Result};
-use crate::sys;
 
 /// What to create when the final component is missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,15 +54,9 @@ fn components(path: &Path) -> VecDeque<OsString> {
         .collect()
 }
 
-fn readlinkat_fd(fd: RawFd) -> std::io::Result<PathBuf> {
-    let mut buf = vec![0u8; libc::PATH_MAX as usize];
-    // SAFETY: buffer sized PATH_MAX; empty path reads the link the O_PATH fd refers to.
-    let n = unsafe { libc::readlinkat(fd, c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    buf.truncate(n as usize);
-    Ok(PathBuf::from(OsString::from_vec(buf)))
+fn readlinkat_fd(fd: BorrowedFd<'_>) -> std::io::Result<PathBuf> {
+    // Up to PATH_MAX bytes; the empty path reads the link the O_PATH fd refers to.
+    file::readlinkat(fd, c"").map(|target| PathBuf::from(OsString::from_vec(target)))
 }
 
 fn is_type(st: &libc::stat, ty: libc::mode_t) -> bool {
@@ -70,11 +65,11 @@ fn is_type(st: &libc::stat, ty: libc::mode_t) -> bool {
 
 /// Resolves `path` (taken as absolute inside the container) under the directory `root`.
 /// Returns an `O_PATH` descriptor of the result. Errors name the path as the container sees it.
-pub fn resolve(root: RawFd, path: &Path, opts: Resolve) -> Result<OwnedFd> {
+pub fn resolve(root: BorrowedFd<'_>, path: &Path, opts: Resolve) -> Result<OwnedFd> {
     let shown = || path.display().to_string();
     let mut remaining = components(path);
     let mut stack: Vec<OwnedFd> =
-        vec![sys::dup_fd(root).map_err(|e| Error::from_io(e).context("duplicating the root descriptor"))?];
+        vec![file::dup(root).map_err(|e| Error::from_io(e).context("duplicating the root descriptor"))?];
     let mut links = 0;
     // The path walked so far, for messages.
     let mut walked: Vec<OsString> = Vec::new();
@@ -91,8 +86,8 @@ pub fn resolve(root: RawFd, path: &Path, opts: Resolve) -> Result<OwnedFd> {
             continue;
         }
         let is_last = remaining.is_empty();
-        let parent = stack.last().expect("root stays on the stack").as_raw_fd();
-        let fd = match sys::openat(parent, Path::new(&name), libc::O_PATH | libc::O_NOFOLLOW, 0) {
+        let parent = stack.last().expect("root stays on the stack").as_fd();
+        let fd = match file::openat(parent, &name, libc::O_PATH | libc::O_NOFOLLOW, 0) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) && opts.create != Create::Nothing => {
                 let want_file = is_last && opts.create == Create::File;
@@ -106,7 +101,7 @@ pub fn resolve(root: RawFd, path: &Path, opts: Resolve) -> Result<OwnedFd> {
                 return Err(Error::from_io(e).context(format!("{}: /{}", shown(), join(&walked, &name))));
             }
         };
-        let st = sys::fstat(fd.as_raw_fd()).map_err(Error::from_io)?;
+        let st = file::fstat(&fd).map_err(Error::from_io)?;
         if is_type(&st, libc::S_IFLNK) {
             if is_last && opts.nofollow_final {
                 return Ok(fd);
@@ -122,7 +117,7 @@ pub fn resolve(root: RawFd, path: &Path, opts: Resolve) -> Result<OwnedFd> {
             if links > MAX_SYMLINKS {
                 return Err(Error::from_errno(libc::ELOOP, shown()));
             }
-            let target = readlinkat_fd(fd.as_raw_fd()).map_err(Error::from_io)?;
+            let target = readlinkat_fd(fd.as_fd()).map_err(Error::from_io)?;
             if target.is_absolute() {
                 stack.truncate(1);
                 walked.clear();
@@ -151,12 +146,11 @@ fn join(walked: &[OsString], name: &OsString) -> String {
     parts.join("/")
 }
 
-fn create_entry(parent: RawFd, name: &OsString, file: bool) -> std::io::Result<()> {
+fn create_entry(parent: BorrowedFd<'_>, name: &OsString, file: bool) -> std::io::Result<()> {
     let result = if file {
-        sys::openat(parent, Path::new(name), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW, 0o644)
-            .map(drop)
+        file::openat(parent, name, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW, 0o644).map(drop)
     } else {
-        sys::mkdirat(parent, Path::new(name), 0o755)
+        file::mkdirat(parent, name, 0o755)
     };
     match result {
         // Someone else created it meanwhile: the next loop iteration inspects what is there.
@@ -167,13 +161,13 @@ fn create_entry(parent: RawFd, name: &OsString, file: bool) -> std::io::Result<(
 
 /// Opens what an `O_PATH` descriptor refers to with real access flags, through the
 /// /proc/self/fd magic link of this process (the descriptor, not a path, decides the file).
-pub fn reopen(fd: RawFd, flags: i32) -> Result<OwnedFd> {
-    let link = format!("/proc/self/fd/{fd}");
-    sys::open(Path::new(&link), flags).map_err(|e| Error::from_io(e).context("reopening a resolved path"))
+pub fn reopen(fd: BorrowedFd<'_>, flags: i32) -> Result<OwnedFd> {
+    let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    file::open(&link, flags).map_err(|e| Error::from_io(e).context("reopening a resolved path"))
 }
 
 /// The parent directory (resolved, created if asked) and the final name of `path`.
-pub fn resolve_parent(root: RawFd, path: &Path, create_dirs: bool) -> Result<(OwnedFd, OsString)> {
+pub fn resolve_parent(root: BorrowedFd<'_>, path: &Path, create_dirs: bool) -> Result<(OwnedFd, OsString)> {
     let name = path
         .file_name()
         .ok_or_else(|| Error::invalid(format!("{}: has no final name", path.display())))?
@@ -181,19 +175,19 @@ pub fn resolve_parent(root: RawFd, path: &Path, create_dirs: bool) -> Result<(Ow
     let parent = path.parent().unwrap_or(Path::new("/"));
     let create = if create_dirs { Create::Dir } else { Create::Nothing };
     let fd = resolve(root, parent, Resolve::create(create))?;
-    let st = sys::fstat(fd.as_raw_fd())?;
+    let st = file::fstat(&fd)?;
     if !is_type(&st, libc::S_IFDIR) {
         return Err(Error::from_errno(libc::ENOTDIR, parent.display().to_string()));
     }
     Ok((fd, name))
 }
 
-pub fn is_dir(fd: RawFd) -> Result<bool> {
-    Ok(is_type(&sys::fstat(fd)?, libc::S_IFDIR))
+pub fn is_dir(fd: BorrowedFd<'_>) -> Result<bool> {
+    Ok(is_type(&file::fstat(fd)?, libc::S_IFDIR))
 }
 
-pub fn is_regular(fd: RawFd) -> Result<bool> {
-    Ok(is_type(&sys::fstat(fd)?, libc::S_IFREG))
+pub fn is_regular(fd: BorrowedFd<'_>) -> Result<bool> {
+    Ok(is_type(&file::fstat(fd)?, libc::S_IFREG))
 }
 
 /// Lexically cleans a container path into an absolute one ("a/../b" is kept for [`resolve`] to

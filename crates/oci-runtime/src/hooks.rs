@@ -7,16 +7,16 @@
 //! poststop after `delete`.
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_sys::{file, process};
 use oci_spec::runtime::{Hook, Hooks};
 use serde_json::Value;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::sys;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -139,7 +139,7 @@ const STDERR_LIMIT: usize = 4096;
 /// second could block past the hook's timeout once the state outgrew the pipe's buffer.
 fn state_input(input: &str) -> Result<std::fs::File> {
     use std::io::{Seek, SeekFrom};
-    let fd = sys::memfd_create(c"hook-state", sys::MFD_CLOEXEC)
+    let fd = file::memfd_create(c"hook-state", file::MFD_CLOEXEC)
         .map_err(|e| Error::from_io(e).context("the hook's stdin"))?;
     let mut file = std::fs::File::from(fd);
     file.write_all(input.as_bytes())
@@ -167,7 +167,7 @@ fn run_one(h: &Hook, input: &str, environment: Option<&[String]>) -> Result<()> 
     cmd.stdin(Stdio::from(state_input(input)?)).stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| Error::from_io(e).context("starting the hook"))?;
     let stderr: OwnedFd = child.stderr.take().map(OwnedFd::from).expect("piped");
-    sys::set_nonblocking(stderr.as_raw_fd(), true)?;
+    file::set_nonblocking(&stderr, true)?;
     let deadline = h.timeout().map(|t| Instant::now() + Duration::from_secs(t as u64));
     let mut captured = Vec::new();
     let mut stderr_open = true;
@@ -191,8 +191,8 @@ fn run_one(h: &Hook, input: &str, environment: Option<&[String]>) -> Result<()> 
             None => 50,
         };
         if stderr_open {
-            sys::poll_readable(&[stderr.as_raw_fd()], left_ms)?;
-            match sys::read(stderr.as_raw_fd(), &mut buf) {
+            process::poll_readable(&[stderr.as_fd()], left_ms)?;
+            match file::read(&stderr, &mut buf) {
                 Ok(0) => stderr_open = false,
                 Ok(n) if captured.len() < STDERR_LIMIT => {
                     captured.extend_from_slice(&buf[..n.min(STDERR_LIMIT - captured.len())])
@@ -203,7 +203,7 @@ fn run_one(h: &Hook, input: &str, environment: Option<&[String]>) -> Result<()> 
             std::thread::sleep(Duration::from_millis(left_ms.max(1) as u64));
         }
     };
-    while let Ok(n) = sys::read(stderr.as_raw_fd(), &mut buf) {
+    while let Ok(n) = file::read(&stderr, &mut buf) {
         if n == 0 || captured.len() >= STDERR_LIMIT {
             break;
         }

@@ -5,9 +5,11 @@
 //! Until Ready, every failure is sent to the runtime as a typed message, so `create` reports
 //! exactly which step failed; after it, the runtime has exited and failures go to stderr.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
+use berth_sys::process::{prctl, setsid, unshare};
+use berth_sys::{file, signal, socket};
 use oci_spec::runtime::LinuxNamespaceType;
 
 use crate::error::{Context, Error, Result};
@@ -17,8 +19,7 @@ use crate::namespaces::{self, NamespacePlan};
 use crate::process::{self, ProcessPlan};
 use crate::procfs::Proc as Procfs;
 use crate::rootfs::{self, RootfsPlan};
-use crate::sync::{Channel, Msg};
-use crate::sys;
+use crate::sync::{ChildEnd, ToChild, ToRuntime};
 use crate::terminal;
 
 /// What the init does, computed and validated by the runtime before cloning.
@@ -52,7 +53,7 @@ pub struct InitPlan {
 
 /// Descriptors the init inherits and uses.
 pub struct InitFds {
-    pub sync: Channel,
+    pub sync: ChildEnd,
     /// The exec fifo, opened read-write by the runtime: the init blocks reading it until
     /// `start` writes.
     pub exec_fifo: OwnedFd,
@@ -80,7 +81,7 @@ pub fn run(plan: &InitPlan, fds: InitFds, stage: Stage) -> ! {
     let err = finish(plan, fds, ready);
     // The runtime is gone by now: stderr is all that is left to report to.
     let msg = format!("berth-oci init: {err}\n");
-    let _ = sys::write_all(2, msg.as_bytes());
+    let _ = file::write_all(std::io::stderr(), msg.as_bytes());
     exit(127);
 }
 
@@ -100,10 +101,10 @@ struct Ready {
 
 fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
     // Die with the runtime while it still has to hear from us.
-    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).ctx("PR_SET_PDEATHSIG")?;
+    prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).ctx("PR_SET_PDEATHSIG")?;
     // A session of its own, as runc's and crun's container processes lead: not the caller's
     // (its terminal's signals, its job control).
-    sys::setsid().ctx("setsid")?;
+    setsid().ctx("setsid")?;
     if stage == Stage::Direct {
         // Still the host's root here (no id switch yet): allowed to move ourselves. (The
         // intermediate joined before it entered a user namespace, and we inherited that.)
@@ -113,7 +114,7 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
     // Non-dumpable from now on, so nothing in the container can open this process's memory or
     // descriptors through /proc. Not earlier: that makes our /proc files root's, and an
     // unprivileged runtime writes our uid_map before Go.
-    sys::prctl(libc::PR_SET_DUMPABLE, 0).ctx("PR_SET_DUMPABLE")?;
+    prctl(libc::PR_SET_DUMPABLE, 0).ctx("PR_SET_DUMPABLE")?;
 
     let ns = &plan.namespaces;
     if stage == Stage::Direct {
@@ -124,11 +125,11 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
     }
     if ns.creates(LinuxNamespaceType::Cgroup) {
         // Now that we are in the container's cgroup, it becomes the namespace's root.
-        sys::unshare(libc::CLONE_NEWCGROUP).ctx("creating the cgroup namespace")?;
+        unshare(libc::CLONE_NEWCGROUP).ctx("creating the cgroup namespace")?;
     }
     if ns.creates(LinuxNamespaceType::Network) {
         // A new network namespace starts with its loopback down; runc and crun bring it up.
-        sys::link_up("lo").ctx("linux.namespaces: bringing up the new network namespace's loopback")?;
+        socket::link_up("lo").ctx("linux.namespaces: bringing up the new network namespace's loopback")?;
     }
     // The host's procfs, verified, opened while the host's mounts are still all we see: sysctls
     // land in this process's namespaces, LSM labels on this process.
@@ -159,8 +160,8 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
         Some(_) => None,
     };
     let root_fd = match (&asm, &plan.rootfs.shared_root) {
-        (Some(asm), _) => asm.root.as_raw_fd(),
-        (None, Some(root)) => root.as_raw_fd(),
+        (Some(asm), _) => asm.root.as_fd(),
+        (None, Some(root)) => root.as_fd(),
         (None, None) => unreachable!("one of the two"),
     };
     // Read with the config's mounts in place (a caller may bind its own /etc/passwd).
@@ -172,16 +173,16 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
             .ok_or_else(|| Error::invalid("process.terminal is true but no --console-socket was given"))?;
         let pty = terminal::open_in_root(root_fd)?;
         if let Some((rows, cols)) = plan.process.console_size {
-            terminal::set_size(pty.master.as_raw_fd(), rows, cols)?;
+            terminal::set_size(pty.master.as_fd(), rows, cols)?;
         }
-        terminal::send_master(socket.as_raw_fd(), &pty.master)?;
+        terminal::send_master(socket.as_fd(), &pty.master)?;
         Some(pty.slave)
     } else {
         None
     };
     if plan.hooks.as_ref().is_some_and(|h| !Kind::Prestart.of(h).is_empty() || !Kind::CreateRuntime.of(h).is_empty()) {
-        fds.sync.send(&Msg::RuntimeHooks)?;
-        fds.sync.expect("HooksDone", "berth-oci", |m| matches!(m, Msg::HooksDone))?;
+        fds.sync.send(&ToRuntime::RuntimeHooks)?;
+        fds.sync.expect("HooksDone", "berth-oci", |m| matches!(m, ToChild::HooksDone))?;
     }
     let (id, bundle, annotations) = &plan.hook_state;
     hooks::run_all(
@@ -217,12 +218,12 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
     let staged = process::stage(&plan.process, cwd, plan.in_userns, inherited_fds)?;
     let labels = plan.process.attrs.open_labels(&proc, host_pid)?;
     drop(proc);
-    sys::exit_on_signals();
+    signal::exit_on_signals();
     load_seccomp_early(plan.seccomp.as_ref(), plan.process.no_new_privileges, &fds.sync)?;
     process::assume_identity(&plan.process, &staged)?;
     // From here the runtime may exit at any moment (after Committed): the death signal would
     // kill us then. Should it die before Committed instead, the sync socket reads EOF and we exit.
-    sys::prctl(libc::PR_SET_PDEATHSIG, 0).ctx("PR_SET_PDEATHSIG")?;
+    prctl(libc::PR_SET_PDEATHSIG, 0).ctx("PR_SET_PDEATHSIG")?;
     Ok(Ready { executable: staged.executable, env, host_pid, labels })
 }
 
@@ -232,11 +233,11 @@ fn prepare(plan: &InitPlan, fds: &InitFds, stage: Stage) -> Result<Ready> {
 pub(crate) fn load_seccomp_early(
     filter: Option<&crate::seccomp::Filter>,
     no_new_privileges: bool,
-    sync: &Channel,
+    sync: &ChildEnd,
 ) -> Result<()> {
     let Some(f) = filter.filter(|f| f.notify || !no_new_privileges) else { return Ok(()) };
     if let Some(fd) = f.load().map_err(|e| e.context("linux.seccomp"))? {
-        sync.send_with_fds(&Msg::SeccompNotify, &[fd.as_raw_fd()])?;
+        sync.send_with_fds(&ToRuntime::SeccompNotify, &[fd.as_fd()])?;
     }
     Ok(())
 }
@@ -251,7 +252,7 @@ pub(crate) fn load_seccomp_late(filter: Option<&crate::seccomp::Filter>, no_new_
 
 fn join_session_keyring(name: &str) -> Result<()> {
     const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
-    let c = sys::cstr(name)?;
+    let c = berth_sys::cstring(name)?;
     // SAFETY: keyctl with a valid C string.
     if unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, c.as_ptr()) } < 0 {
         let err = std::io::Error::last_os_error();
@@ -270,20 +271,20 @@ fn join_session_keyring(name: &str) -> Result<()> {
 /// it holds, the identity switch, the startContainer hooks (run as the container's process,
 /// as runc runs them) and execve.
 fn finish(plan: &InitPlan, fds: InitFds, ready: Ready) -> Error {
-    if let Err(e) = fds.sync.send(&Msg::Ready) {
+    if let Err(e) = fds.sync.send(&ToRuntime::Ready) {
         return e;
     }
-    if let Err(e) = fds.sync.expect_plain("Committed", "berth-oci", |m| matches!(m, Msg::Committed)) {
+    if let Err(e) = fds.sync.expect_plain("Committed", "berth-oci", |m| matches!(m, ToChild::Committed)) {
         // The runtime failed after we were ready and is tearing the container down.
         return e;
     }
     drop(fds.sync);
     if plan.process.no_new_privileges {
-        if let Err(e) = sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1) {
+        if let Err(e) = prctl(libc::PR_SET_NO_NEW_PRIVS, 1) {
             return Error::from_io(e).context("process.noNewPrivileges");
         }
     }
-    if let Err(e) = wait_for_start(fds.exec_fifo.as_raw_fd()) {
+    if let Err(e) = wait_for_start(fds.exec_fifo.as_fd()) {
         return e;
     }
     drop(fds.exec_fifo);
@@ -309,10 +310,10 @@ fn finish(plan: &InitPlan, fds: InitFds, ready: Ready) -> Error {
 
 /// Blocks until `start` writes to the exec fifo (which the runtime opened read-write for us
 /// before cloning: no open after the seccomp filter, and a reader `start` can see).
-fn wait_for_start(fifo: RawFd) -> Result<()> {
+fn wait_for_start(fifo: BorrowedFd<'_>) -> Result<()> {
     let mut byte = [0u8; 1];
     loop {
-        match sys::read(fifo, &mut byte) {
+        match file::read(fifo, &mut byte) {
             Ok(1) => return Ok(()),
             Ok(_) => continue,
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,

@@ -3,17 +3,17 @@
 //! init alive, does the exec fifo exist, is the cgroup frozen), never trusted from disk.
 
 use std::collections::HashMap;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use berth_sys::{file, process};
 use oci_spec::runtime::LinuxResources;
 use serde::Serialize;
 
 use crate::config::OCI_VERSION;
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::state::{self, State, StateDir, Status};
-use crate::sys;
 
 /// The OCI state document (runtime-spec "state"), with runc's extra fields.
 #[derive(Debug, Clone, Serialize)]
@@ -102,14 +102,14 @@ pub fn start(root: &Path, id: &str) -> Result<Vec<String>> {
         other => return Err(Error::state(format!("cannot start an already {} container {id}", other.as_str()))),
     }
     // The init holds the fifo open to read it; with no reader left it has exited (ENXIO).
-    let fifo = match sys::open(&dir.fifo(), libc::O_WRONLY | libc::O_NONBLOCK) {
+    let fifo = match file::open(&dir.fifo(), libc::O_WRONLY | libc::O_NONBLOCK) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
             return Err(Error::state(format!("container {id}'s init exited before it could start")));
         }
         Err(e) => return Err(Error::from_io(e).context("opening the exec fifo")),
     };
-    sys::write_all(fifo.as_raw_fd(), b"0").ctx("writing to the exec fifo")?;
+    file::write_all(&fifo, b"0").ctx("writing to the exec fifo")?;
     std::fs::remove_file(dir.fifo()).ctx("removing the exec fifo")?;
     let hook_state = crate::hooks::state(id, "running", state.pid, &state.bundle, &state.annotations);
     Ok(crate::hooks::run_all_warn(state.spec.hooks().as_ref(), crate::hooks::Kind::Poststart, &hook_state))
@@ -127,13 +127,12 @@ pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<()> {
     if all {
         return state.cgroup.signal_all(signal);
     }
-    let pidfd = sys::pidfd_open(state.pid).ctx("opening the container's init")?;
+    let pidfd = process::pidfd_open(state.pid).ctx("opening the container's init")?;
     // The pid could have been reused between the status check and pidfd_open.
     if !state.init_alive() {
         return Err(Error::state(format!("cannot signal {id}: container not running")));
     }
-    sys::pidfd_send_signal(pidfd.as_raw_fd(), signal)
-        .with_ctx(|| format!("sending signal {signal} to container {id}"))?;
+    process::pidfd_send_signal(&pidfd, signal).with_ctx(|| format!("sending signal {signal} to container {id}"))?;
     // A frozen process only acts on SIGKILL once thawed.
     if status == Status::Paused && signal == libc::SIGKILL {
         state.cgroup.thaw()?;
@@ -167,7 +166,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<Vec<String>> {
 }
 
 fn kill_init(state: &State) -> Result<()> {
-    let pidfd = match sys::pidfd_open(state.pid) {
+    let pidfd = match process::pidfd_open(state.pid) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(()),
         Err(e) => return Err(e.into()),
@@ -175,11 +174,11 @@ fn kill_init(state: &State) -> Result<()> {
     if !state.init_alive() {
         return Ok(());
     }
-    let _ = sys::pidfd_send_signal(pidfd.as_raw_fd(), libc::SIGKILL);
+    let _ = process::pidfd_send_signal(&pidfd, libc::SIGKILL);
     if state.cgroup.is_frozen().unwrap_or(false) {
         state.cgroup.thaw()?;
     }
-    sys::poll_readable(&[pidfd.as_raw_fd()], 10_000)?;
+    process::poll_readable(&[pidfd.as_fd()], 10_000)?;
     Ok(())
 }
 

@@ -1,12 +1,14 @@
 //! config.json mounts: option parsing and attaching each mount, with the fd-based mount API,
 //! onto a target resolved safely inside the root filesystem.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+
+use berth_sys::file;
+use berth_sys::mount::{self, FsContext, MountAttr};
 
 use crate::error::{Context, Error, Result};
 use crate::fs::{self, Create, Resolve};
-use crate::sys::{self, MountAttr};
 
 /// Mount attribute changes: bits to set and bits to clear.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -74,7 +76,7 @@ pub fn propagation_flag(name: &str) -> Option<Propagation> {
 
 /// (set, clear) mount attributes of a non-recursive attribute keyword.
 fn attr_keyword(name: &str) -> Option<(u64, u64)> {
-    use sys::*;
+    use mount::*;
     Some(match name {
         "ro" => (MOUNT_ATTR_RDONLY, 0),
         "rw" => (0, MOUNT_ATTR_RDONLY),
@@ -267,21 +269,20 @@ fn check_proc_destination(m: &MountSpec) -> Result<()> {
 }
 
 /// Attaches a detached mount on `target` and then applies propagation to the new mount.
-fn attach(tree: &OwnedFd, root: RawFd, m: &MountSpec, target: &OwnedFd) -> Result<()> {
-    sys::move_mount_fd(tree.as_raw_fd(), target.as_raw_fd())
-        .with_ctx(|| format!("{}: attaching on {}", m.at, m.destination.display()))?;
+fn attach(tree: &OwnedFd, root: BorrowedFd<'_>, m: &MountSpec, target: &OwnedFd) -> Result<()> {
+    mount::move_mount(tree, target).with_ctx(|| format!("{}: attaching on {}", m.at, m.destination.display()))?;
     if let Some(p) = m.options.propagation {
         // The target descriptor names the covered directory; resolve again to reach the new mount.
         let mounted = fs::resolve(root, &m.destination, Resolve::EXISTING)?;
         let attr = MountAttr { propagation: p.flag, ..Default::default() };
-        sys::mount_setattr(mounted.as_raw_fd(), Path::new(""), p.recursive, &attr)
+        mount::mount_setattr(&mounted, "", p.recursive, &attr)
             .with_ctx(|| format!("{}: setting propagation on {}", m.at, m.destination.display()))?;
     }
     Ok(())
 }
 
 /// Mounts one config.json mount inside the root filesystem whose directory fd is `root`.
-pub fn mount_one(root: RawFd, m: &MountSpec) -> Result<()> {
+pub fn mount_one(root: BorrowedFd<'_>, m: &MountSpec) -> Result<()> {
     if m.is_bind() {
         bind_mount(root, m)
     } else {
@@ -291,18 +292,19 @@ pub fn mount_one(root: RawFd, m: &MountSpec) -> Result<()> {
 
 /// A detached clone of a bind mount's source.
 pub fn bind_source(m: &MountSpec) -> Result<OwnedFd> {
-    sys::open_tree_clone(libc::AT_FDCWD, Path::new(&m.source), m.options.recursive_bind)
+    mount::open_tree_clone(file::CWD, &m.source, m.options.recursive_bind)
         .with_ctx(|| format!("{}: bind source {}", m.at, m.source))
 }
 
 /// Prepares an ID-mapped bind in the runtime: the clone, its attributes, and the mapping of the
 /// user namespace `userns` (idmapping needs privilege over the filesystem, which the
 /// container's init, in its own user namespace, lacks).
-pub fn prepare_idmapped(m: &MountSpec, userns: RawFd) -> Result<OwnedFd> {
+pub fn prepare_idmapped(m: &MountSpec, userns: BorrowedFd<'_>) -> Result<OwnedFd> {
     let tree = bind_source(m)?;
     set_attrs(&tree, &m.options, &m.at)?;
-    let attr = MountAttr { attr_set: sys::MOUNT_ATTR_IDMAP, userns_fd: userns as u64, ..Default::default() };
-    sys::mount_setattr(tree.as_raw_fd(), Path::new(""), m.options.idmap == Some(true), &attr).map_err(|e| {
+    let attr =
+        MountAttr { attr_set: mount::MOUNT_ATTR_IDMAP, userns_fd: userns.as_raw_fd() as u64, ..Default::default() };
+    mount::mount_setattr(&tree, "", m.options.idmap == Some(true), &attr).map_err(|e| {
         let why = if e.raw_os_error() == Some(libc::EINVAL) {
             " (does the filesystem support ID-mapped mounts?)"
         } else {
@@ -313,15 +315,15 @@ pub fn prepare_idmapped(m: &MountSpec, userns: RawFd) -> Result<OwnedFd> {
     Ok(tree)
 }
 
-fn bind_mount(root: RawFd, m: &MountSpec) -> Result<()> {
+fn bind_mount(root: BorrowedFd<'_>, m: &MountSpec) -> Result<()> {
     let tree = match &m.prepared {
-        Some(fd) => sys::dup_fd(fd.as_raw_fd())?,
+        Some(fd) => file::dup(fd)?,
         None => bind_source(m)?,
     };
-    let source_is_dir = fs::is_dir(tree.as_raw_fd())?;
+    let source_is_dir = fs::is_dir(tree.as_fd())?;
     let create = if source_is_dir { Create::Dir } else { Create::File };
     let target = fs::resolve(root, &m.destination, Resolve::create(create)).map_err(|e| e.context(&m.at))?;
-    if fs::is_dir(target.as_raw_fd())? != source_is_dir {
+    if fs::is_dir(target.as_fd())? != source_is_dir {
         return Err(Error::invalid(format!(
             "{}: cannot bind {} {} onto {} {}",
             m.at,
@@ -340,11 +342,11 @@ fn bind_mount(root: RawFd, m: &MountSpec) -> Result<()> {
 /// Applies the attribute changes of `options` to a detached tree.
 pub fn set_attrs(tree: &OwnedFd, options: &MountOptions, at: &str) -> Result<()> {
     if !options.attrs.is_empty() {
-        sys::mount_setattr(tree.as_raw_fd(), Path::new(""), false, &options.attrs.mount_attr())
+        mount::mount_setattr(tree, "", false, &options.attrs.mount_attr())
             .with_ctx(|| format!("{at}: setting mount options"))?;
     }
     if !options.recursive_attrs.is_empty() {
-        sys::mount_setattr(tree.as_raw_fd(), Path::new(""), true, &options.recursive_attrs.mount_attr())
+        mount::mount_setattr(tree, "", true, &options.recursive_attrs.mount_attr())
             .with_ctx(|| format!("{at}: setting recursive mount options"))?;
     }
     Ok(())
@@ -353,16 +355,15 @@ pub fn set_attrs(tree: &OwnedFd, options: &MountOptions, at: &str) -> Result<()>
 /// Creates a new filesystem instance: fsopen + fsconfig per option + fsmount. The kernel's own
 /// explanation of a refused option is included in the error.
 pub fn new_filesystem(fstype: &str, source: &str, options: &MountOptions, at: &str) -> Result<OwnedFd> {
-    let fsfd = sys::fsopen(fstype).map_err(|e| {
+    let fs = FsContext::open(fstype).map_err(|e| {
         if e.raw_os_error() == Some(libc::ENODEV) {
             Error::unsupported(format!("{at}: filesystem type '{fstype}' is not supported by this kernel"))
         } else {
             Error::from_io(e).context(format!("{at}: opening a {fstype} filesystem"))
         }
     })?;
-    let fd = fsfd.as_raw_fd();
     let explain = |e: std::io::Error, what: String| {
-        let kernel = sys::fs_context_messages(fd);
+        let kernel = fs.messages();
         if kernel.is_empty() {
             Error::from_io(e).context(what)
         } else {
@@ -370,25 +371,25 @@ pub fn new_filesystem(fstype: &str, source: &str, options: &MountOptions, at: &s
         }
     };
     if !source.is_empty() {
-        sys::fsconfig_string(fd, "source", source).map_err(|e| explain(e, format!("{at}: source '{source}'")))?;
+        fs.set_string("source", source).map_err(|e| explain(e, format!("{at}: source '{source}'")))?;
     }
     for flag in &options.sb_flags {
-        sys::fsconfig_flag(fd, flag).map_err(|e| explain(e, format!("{at}: option '{flag}'")))?;
+        fs.set_flag(flag).map_err(|e| explain(e, format!("{at}: option '{flag}'")))?;
     }
     for opt in &options.data {
         let result = match opt.split_once('=') {
-            Some((k, v)) => sys::fsconfig_string(fd, k, v),
-            None => sys::fsconfig_flag(fd, opt),
+            Some((k, v)) => fs.set_string(k, v),
+            None => fs.set_flag(opt),
         };
         result.map_err(|e| explain(e, format!("{at}: {fstype} option '{opt}'")))?;
     }
-    sys::fsconfig_create(fd).map_err(|e| explain(e, format!("{at}: creating the {fstype} filesystem")))?;
+    fs.create().map_err(|e| explain(e, format!("{at}: creating the {fstype} filesystem")))?;
     // Only the attributes to set go to fsmount; the atime mode must be given whole.
     let attrs = options.attrs.set | options.recursive_attrs.set;
-    sys::fsmount(fd, attrs).with_ctx(|| format!("{at}: mounting the {fstype} filesystem"))
+    fs.mount(attrs).with_ctx(|| format!("{at}: mounting the {fstype} filesystem"))
 }
 
-fn fs_mount(root: RawFd, m: &MountSpec) -> Result<()> {
+fn fs_mount(root: BorrowedFd<'_>, m: &MountSpec) -> Result<()> {
     // /proc and /sys must land on real directories: a symlink there is how CVE-2019-19921 and
     // CVE-2023-27561 redirected them.
     let strict = matches!(m.fstype.as_str(), "proc" | "sysfs");
@@ -403,11 +404,11 @@ fn fs_mount(root: RawFd, m: &MountSpec) -> Result<()> {
         };
     let opts = Resolve { create: Create::Dir, no_symlinks: strict, nofollow_final: false };
     let target = fs::resolve(root, &m.destination, opts).map_err(|e| e.context(&m.at))?;
-    if !fs::is_dir(target.as_raw_fd())? {
+    if !fs::is_dir(target.as_fd())? {
         return Err(Error::invalid(format!("{}: {} is not a directory", m.at, m.destination.display())));
     }
     let original = if m.options.tmpcopyup && existed {
-        Some(fs::reopen(target.as_raw_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?)
+        Some(fs::reopen(target.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?)
     } else {
         None
     };
@@ -415,8 +416,8 @@ fn fs_mount(root: RawFd, m: &MountSpec) -> Result<()> {
     attach(&tree, root, m, &target)?;
     if let Some(original) = original {
         let mounted = fs::resolve(root, &m.destination, Resolve::EXISTING)?;
-        let dest = fs::reopen(mounted.as_raw_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?;
-        copy_tree(original.as_raw_fd(), dest.as_raw_fd())
+        let dest = fs::reopen(mounted.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+        copy_tree(original.as_fd(), dest.as_fd())
             .with_ctx(|| format!("{}: tmpcopyup into {}", m.at, m.destination.display()))?;
     }
     Ok(())
@@ -424,25 +425,25 @@ fn fs_mount(root: RawFd, m: &MountSpec) -> Result<()> {
 
 /// Copies a directory's contents (files, directories, symlinks, with modes and owners) from one
 /// directory fd to another, never following symlinks.
-fn copy_tree(from: RawFd, to: RawFd) -> Result<()> {
-    let st = sys::fstat(from)?;
-    sys::fchmod(to, st.st_mode & 0o7777)?;
-    sys::fchown(to, st.st_uid, st.st_gid)?;
-    let dir = std::fs::read_dir(format!("/proc/self/fd/{from}"))?;
+fn copy_tree(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> Result<()> {
+    let st = file::fstat(from)?;
+    file::fchmod(to, st.st_mode & 0o7777)?;
+    file::fchown(to, st.st_uid, st.st_gid)?;
+    let dir = std::fs::read_dir(format!("/proc/self/fd/{}", from.as_raw_fd()))?;
     for entry in dir {
         let entry = entry?;
         let name = PathBuf::from(entry.file_name());
-        let est = sys::fstatat(from, &name, libc::AT_SYMLINK_NOFOLLOW)?;
+        let est = file::fstatat(from, &name, libc::AT_SYMLINK_NOFOLLOW)?;
         match est.st_mode & libc::S_IFMT {
             libc::S_IFDIR => {
-                sys::mkdirat(to, &name, est.st_mode & 0o7777)?;
-                let src = sys::openat(from, &name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
-                let dst = sys::openat(to, &name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
-                copy_tree(src.as_raw_fd(), dst.as_raw_fd())?;
+                file::mkdirat(to, &name, est.st_mode & 0o7777)?;
+                let src = file::openat(from, &name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
+                let dst = file::openat(to, &name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
+                copy_tree(src.as_fd(), dst.as_fd())?;
             }
             libc::S_IFREG => {
-                let src = sys::openat(from, &name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?;
-                let dst = sys::openat(
+                let src = file::openat(from, &name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?;
+                let dst = file::openat(
                     to,
                     &name,
                     libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
@@ -451,17 +452,17 @@ fn copy_tree(from: RawFd, to: RawFd) -> Result<()> {
                 let mut src_file = std::fs::File::from(src);
                 let mut dst_file = std::fs::File::from(dst);
                 std::io::copy(&mut src_file, &mut dst_file)?;
-                sys::fchown(dst_file.as_raw_fd(), est.st_uid, est.st_gid)?;
-                sys::fchmod(dst_file.as_raw_fd(), est.st_mode & 0o7777)?;
+                file::fchown(&dst_file, est.st_uid, est.st_gid)?;
+                file::fchmod(&dst_file, est.st_mode & 0o7777)?;
             }
             libc::S_IFLNK => {
-                let link = std::fs::read_link(format!("/proc/self/fd/{from}/{}", name.display()))?;
-                sys::symlinkat(&link, to, &name)?;
-                sys::fchownat(to, &name, est.st_uid, est.st_gid, libc::AT_SYMLINK_NOFOLLOW)?;
+                let link = std::fs::read_link(format!("/proc/self/fd/{}/{}", from.as_raw_fd(), name.display()))?;
+                file::symlinkat(&link, to, &name)?;
+                file::fchownat(to, &name, est.st_uid, est.st_gid, libc::AT_SYMLINK_NOFOLLOW)?;
             }
             _ => {
-                sys::mknodat(to, &name, est.st_mode, est.st_rdev)?;
-                sys::fchownat(to, &name, est.st_uid, est.st_gid, libc::AT_SYMLINK_NOFOLLOW)?;
+                file::mknodat(to, &name, est.st_mode, est.st_rdev)?;
+                file::fchownat(to, &name, est.st_uid, est.st_gid, libc::AT_SYMLINK_NOFOLLOW)?;
             }
         }
     }
@@ -479,7 +480,7 @@ mod tests {
     #[test]
     fn parses_attributes_data_and_propagation() {
         let o = opts(&["nosuid", "noexec", "mode=755", "size=65536k", "rslave", "ro"]);
-        assert_eq!(o.attrs.set, sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NOEXEC | sys::MOUNT_ATTR_RDONLY);
+        assert_eq!(o.attrs.set, mount::MOUNT_ATTR_NOSUID | mount::MOUNT_ATTR_NOEXEC | mount::MOUNT_ATTR_RDONLY);
         assert_eq!(o.data, vec!["mode=755", "size=65536k"]);
         assert_eq!(o.propagation, Some(Propagation { flag: libc::MS_SLAVE, recursive: true }));
         assert!(!o.bind);
@@ -488,23 +489,23 @@ mod tests {
     #[test]
     fn later_options_override_earlier_ones() {
         let o = opts(&["ro", "rw"]);
-        assert_eq!(o.attrs.set & sys::MOUNT_ATTR_RDONLY, 0);
-        assert_eq!(o.attrs.clear & sys::MOUNT_ATTR_RDONLY, sys::MOUNT_ATTR_RDONLY);
+        assert_eq!(o.attrs.set & mount::MOUNT_ATTR_RDONLY, 0);
+        assert_eq!(o.attrs.clear & mount::MOUNT_ATTR_RDONLY, mount::MOUNT_ATTR_RDONLY);
     }
 
     #[test]
     fn recursive_attributes_are_separate() {
         let o = opts(&["rbind", "rro", "rnosuid"]);
         assert!(o.bind && o.recursive_bind);
-        assert_eq!(o.recursive_attrs.set, sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID);
+        assert_eq!(o.recursive_attrs.set, mount::MOUNT_ATTR_RDONLY | mount::MOUNT_ATTR_NOSUID);
         assert!(o.attrs.is_empty());
     }
 
     #[test]
     fn atime_modes_replace_each_other() {
         let o = opts(&["noatime", "strictatime"]);
-        assert_eq!(o.attrs.set, sys::MOUNT_ATTR_STRICTATIME);
-        assert_eq!(o.attrs.clear, sys::MOUNT_ATTR__ATIME);
+        assert_eq!(o.attrs.set, mount::MOUNT_ATTR_STRICTATIME);
+        assert_eq!(o.attrs.clear, mount::MOUNT_ATTR__ATIME);
     }
 
     #[test]

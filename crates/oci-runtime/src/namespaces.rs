@@ -4,11 +4,11 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
+use berth_sys::{file, process};
 use oci_spec::runtime::{Linux, LinuxNamespaceType};
 
 use crate::config::namespace_name;
 use crate::error::{Context, Error, Result};
-use crate::sys;
 
 pub fn clone_flag(t: LinuxNamespaceType) -> i32 {
     match t {
@@ -72,7 +72,7 @@ impl NamespacePlan {
                 None => plan.new |= flag,
                 Some(path) => {
                     let at = format!("linux.namespaces[{i}].path");
-                    let fd = sys::open(path, libc::O_RDONLY).with_ctx(|| format!("{at}: {}", path.display()))?;
+                    let fd = file::open(path, libc::O_RDONLY).with_ctx(|| format!("{at}: {}", path.display()))?;
                     // SAFETY: ioctl on a descriptor we own.
                     let actual = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) };
                     if actual < 0 {
@@ -129,11 +129,11 @@ impl NamespacePlan {
     /// Enters the pid and time namespaces for the children of this process.
     pub fn enter_for_children(&self) -> Result<()> {
         for j in self.join.iter().filter(|j| matches!(j.typ, LinuxNamespaceType::Pid | LinuxNamespaceType::Time)) {
-            sys::setns(j.fd.as_raw_fd(), clone_flag(j.typ))
+            process::setns(&j.fd, clone_flag(j.typ))
                 .with_ctx(|| format!("joining the {} namespace {}", namespace_name(j.typ), j.path.display()))?;
         }
         if self.creates(LinuxNamespaceType::Time) {
-            sys::unshare(libc::CLONE_NEWTIME).ctx("creating a time namespace")?;
+            process::unshare(libc::CLONE_NEWTIME).ctx("creating a time namespace")?;
             let offsets: String =
                 self.time_offsets.iter().map(|(clock, s, ns)| format!("{clock} {s} {ns}\n")).collect();
             if !offsets.is_empty() {
@@ -146,7 +146,7 @@ impl NamespacePlan {
 
     pub fn join_late(&self) -> Result<()> {
         for j in self.late_joins() {
-            sys::setns(j.fd.as_raw_fd(), clone_flag(j.typ))
+            process::setns(&j.fd, clone_flag(j.typ))
                 .with_ctx(|| format!("joining the {} namespace {}", namespace_name(j.typ), j.path.display()))?;
             if j.typ == LinuxNamespaceType::User {
                 become_namespace_root()?;
@@ -176,7 +176,7 @@ pub fn write_id_maps(pid: i32, linux: &Linux) -> Result<()> {
         maps.iter().flatten().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect()
     };
     let proc = crate::procfs::Proc::open()?;
-    let unprivileged = !crate::sys::is_root();
+    let unprivileged = !process::is_root();
     let explain = |e: Error, field: &str| {
         if unprivileged && e.errno() == Some(libc::EPERM) {
             e.context(format!(
@@ -206,27 +206,27 @@ pub fn idmap_userns(
     let render = |maps: &[oci_spec::runtime::LinuxIdMapping]| -> String {
         maps.iter().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect()
     };
-    let (hold_r, hold_w) = sys::pipe().ctx("pipe")?;
-    let (pid, pidfd) =
-        match sys::clone3(libc::CLONE_NEWUSER as u64, None).ctx("creating a user namespace for an ID-mapped mount")? {
-            sys::Forked::Child => {
-                drop(hold_w);
-                let mut b = [0u8; 1];
-                let _ = sys::read(hold_r.as_raw_fd(), &mut b);
-                crate::init::exit(0);
-            }
-            sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
-        };
+    let (hold_r, hold_w) = file::pipe().ctx("pipe")?;
+    let (pid, pidfd) = match process::clone3(libc::CLONE_NEWUSER as u64, None)
+        .ctx("creating a user namespace for an ID-mapped mount")?
+    {
+        process::Forked::Child => {
+            drop(hold_w);
+            let mut b = [0u8; 1];
+            let _ = file::read(&hold_r, &mut b);
+            crate::init::exit(0);
+        }
+        process::Forked::Parent { pid, pidfd } => (pid, pidfd),
+    };
     drop(hold_r);
     let result = (|| {
         let proc = crate::procfs::Proc::open()?;
         proc.write(format!("{pid}/uid_map"), render(uid).as_bytes())?;
         proc.write(format!("{pid}/gid_map"), render(gid).as_bytes())?;
-        sys::open(std::path::Path::new(&format!("/proc/{pid}/ns/user")), libc::O_RDONLY)
-            .ctx("opening the user namespace")
+        file::open(&format!("/proc/{pid}/ns/user"), libc::O_RDONLY).ctx("opening the user namespace")
     })();
     drop(hold_w);
-    let _ = sys::pidfd_send_signal(pidfd.as_raw_fd(), libc::SIGKILL);
-    let _ = sys::waitpid(pid, false);
+    let _ = process::pidfd_send_signal(&pidfd, libc::SIGKILL);
+    let _ = process::waitpid(pid, false);
     result
 }

@@ -2,15 +2,16 @@
 //! executing its program.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use berth_sys::file;
+use berth_sys::process::prctl;
 use oci_spec::runtime::{PosixRlimitType, Process};
 
 use crate::caps::CapSets;
 use crate::error::{Context, Error, ErrorKind, Result};
-use crate::sys;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -116,7 +117,7 @@ pub fn cwd_error(e: Error, cwd: &Path, creating: bool) -> Error {
 /// The environment with HOME added when it has none: the home of `uid` in the container's
 /// /etc/passwd (resolved inside `root`, never following a link out of it), else `/`, as runc
 /// and crun set it.
-pub fn with_home(env: &[String], root: RawFd, uid: u32) -> Vec<String> {
+pub fn with_home(env: &[String], root: BorrowedFd<'_>, uid: u32) -> Vec<String> {
     let mut env = env.to_vec();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", home_of(root, uid).unwrap_or_else(|| "/".into())));
@@ -124,13 +125,13 @@ pub fn with_home(env: &[String], root: RawFd, uid: u32) -> Vec<String> {
     env
 }
 
-fn home_of(root: RawFd, uid: u32) -> Option<String> {
+fn home_of(root: BorrowedFd<'_>, uid: u32) -> Option<String> {
     use std::io::Read;
     let file = crate::fs::resolve(root, Path::new("/etc/passwd"), crate::fs::Resolve::EXISTING).ok()?;
-    if !crate::fs::is_regular(file.as_raw_fd()).ok()? {
+    if !crate::fs::is_regular(file.as_fd()).ok()? {
         return None;
     }
-    let file = crate::fs::reopen(file.as_raw_fd(), libc::O_RDONLY | libc::O_CLOEXEC).ok()?;
+    let file = crate::fs::reopen(file.as_fd(), libc::O_RDONLY | libc::O_CLOEXEC).ok()?;
     let mut text = Vec::new();
     // A passwd file is small; a huge one is not read whole.
     std::fs::File::from(file).take(4 << 20).read_to_end(&mut text).ok()?;
@@ -239,7 +240,7 @@ pub fn find_executable(plan: &ProcessPlan) -> Result<CString> {
         plan.path_env().split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join(name)).collect()
     };
     for path in &candidates {
-        let c = sys::cstr(path)?;
+        let c = berth_sys::cstring(path)?;
         // SAFETY: valid C string; AT_EACCESS checks with the file system ids, which
         // find_executable_as set to the container user's.
         if unsafe { libc::syscall(libc::SYS_faccessat2, libc::AT_FDCWD, c.as_ptr(), libc::X_OK, libc::AT_EACCESS) } == 0
@@ -268,7 +269,7 @@ pub fn find_executable(plan: &ProcessPlan) -> Result<CString> {
 /// Switches to the container user: supplementary groups, gid, uid. Capabilities survive the
 /// switch (KEEPCAPS) so the configured sets can be applied after it.
 pub fn switch_user(plan: &ProcessPlan, setgroups_allowed: bool) -> Result<()> {
-    sys::prctl(libc::PR_SET_KEEPCAPS, 1).ctx("PR_SET_KEEPCAPS")?;
+    prctl(libc::PR_SET_KEEPCAPS, 1).ctx("PR_SET_KEEPCAPS")?;
     if setgroups_allowed {
         // SAFETY: valid slice of gids.
         if unsafe { libc::setgroups(plan.additional_gids.len(), plan.additional_gids.as_ptr()) } != 0 {
@@ -290,7 +291,7 @@ pub fn switch_user(plan: &ProcessPlan, setgroups_allowed: bool) -> Result<()> {
             plan.uid
         )));
     }
-    sys::prctl(libc::PR_SET_KEEPCAPS, 0).ctx("PR_SET_KEEPCAPS")?;
+    prctl(libc::PR_SET_KEEPCAPS, 0).ctx("PR_SET_KEEPCAPS")?;
     Ok(())
 }
 
@@ -368,15 +369,19 @@ pub fn stage(p: &ProcessPlan, cwd: std::os::fd::OwnedFd, in_userns: bool, inheri
     // fchdir, never chdir(path): the kernel would follow /proc/self/fd/N magic links to
     // whatever the runtime holds open (CVE-2024-21626). As root, as runc enters it: the user
     // may start in a directory it cannot search.
-    sys::fchdir(cwd.as_raw_fd()).map_err(|e| cwd_error(e.into(), &p.cwd, false))?;
+    file::fchdir(&cwd).map_err(|e| cwd_error(e.into(), &p.cwd, false))?;
     drop(cwd);
     let setgroups_allowed = setgroups_allowed(in_userns);
     let executable = find_executable_as(p, setgroups_allowed)?;
     let inherited_end = 3 + inherited_fds;
     for fd in 3..inherited_end {
-        sys::set_cloexec(fd, false).with_ctx(|| format!("passing descriptor {fd} (LISTEN_FDS, --preserve-fds)"))?;
+        // SAFETY: only the flag changes; a number not open (a descriptor the caller did not
+        // pass) fails with EBADF.
+        let inherited = unsafe { BorrowedFd::borrow_raw(fd) };
+        file::set_cloexec(inherited, false)
+            .with_ctx(|| format!("passing descriptor {fd} (LISTEN_FDS, --preserve-fds)"))?;
     }
-    sys::cloexec_from(inherited_end).ctx("closing the runtime's descriptors on exec")?;
+    file::cloexec_from(inherited_end).ctx("closing the runtime's descriptors on exec")?;
     Ok(Staged { executable, setgroups_allowed })
 }
 

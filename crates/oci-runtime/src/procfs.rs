@@ -5,11 +5,11 @@
 //! procfs; files are then opened beneath it without following symlinks or crossing mounts, so
 //! nothing a container mounts or links can redirect a write (CVE-2025-52881).
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use crate::error::{Context, Error, Result};
-use crate::sys;
+use berth_sys::file;
 
 const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 
@@ -19,8 +19,8 @@ pub struct Proc(OwnedFd);
 impl Proc {
     /// Opens /proc and checks that it is a procfs.
     pub fn open() -> Result<Proc> {
-        let fd = sys::open(Path::new("/proc"), libc::O_PATH | libc::O_DIRECTORY).ctx("opening /proc")?;
-        let st = sys::fstatfs(fd.as_raw_fd()).ctx("/proc")?;
+        let fd = file::open(Path::new("/proc"), libc::O_PATH | libc::O_DIRECTORY).ctx("opening /proc")?;
+        let st = file::fstatfs(&fd).ctx("/proc")?;
         if st.f_type != PROC_SUPER_MAGIC {
             return Err(Error::invalid("/proc is not a procfs"));
         }
@@ -28,8 +28,8 @@ impl Proc {
     }
 
     fn file(&self, rel: &Path, flags: i32) -> Result<OwnedFd> {
-        let resolve = sys::RESOLVE_BENEATH | sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_XDEV;
-        sys::openat2(self.0.as_raw_fd(), rel, flags | libc::O_NOFOLLOW, 0, resolve)
+        let resolve = file::RESOLVE_BENEATH | file::RESOLVE_NO_SYMLINKS | file::RESOLVE_NO_XDEV;
+        file::openat2(&self.0, rel, flags | libc::O_NOFOLLOW, 0, resolve)
             .with_ctx(|| format!("/proc/{}", rel.display()))
     }
 
@@ -41,15 +41,14 @@ impl Proc {
     pub fn write(&self, rel: impl AsRef<Path>, data: &[u8]) -> Result<()> {
         let rel = rel.as_ref();
         let fd = self.file(rel, libc::O_WRONLY)?;
-        sys::write_all(fd.as_raw_fd(), data).with_ctx(|| format!("writing /proc/{}", rel.display()))
+        file::write_all(&fd, data).with_ctx(|| format!("writing /proc/{}", rel.display()))
     }
 
     /// The root directory of process `pid` (the kernel's magic link `<pid>/root`, followed
     /// from this verified procfs: nothing in a container can stand in for it).
     pub fn root_of(&self, pid: i32) -> Result<OwnedFd> {
         let dir = self.file(Path::new(&pid.to_string()), libc::O_PATH | libc::O_DIRECTORY)?;
-        sys::openat(dir.as_raw_fd(), Path::new("root"), libc::O_PATH | libc::O_DIRECTORY, 0)
-            .with_ctx(|| format!("/proc/{pid}/root"))
+        file::openat(&dir, "root", libc::O_PATH | libc::O_DIRECTORY, 0).with_ctx(|| format!("/proc/{pid}/root"))
     }
 
     pub fn read(&self, rel: impl AsRef<Path>) -> Result<String> {

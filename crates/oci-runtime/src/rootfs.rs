@@ -5,13 +5,15 @@
 //! attached by descriptor, so no path taken from the bundle is ever handed to the kernel to
 //! follow.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+
+use berth_sys::file;
+use berth_sys::mount::{self, MountAttr};
 
 use crate::error::{Context, Error, Result};
 use crate::fs::{self, Create, Resolve};
 use crate::mounts::{self, MountOptions, MountSpec, Propagation};
-use crate::sys::{self, MountAttr};
 
 /// A device node from linux.devices (or the default set).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,10 +114,10 @@ pub struct RootfsPlan {
 
 /// The root of a container that shares a mount table: chroot into root.path, no pivot_root,
 /// no mount anywhere.
-pub fn enter_shared(root: RawFd) -> Result<()> {
-    sys::fchdir(root).ctx("entering the rootfs")?;
-    sys::chroot(Path::new(".")).ctx("chroot into the rootfs (no mount namespace of its own)")?;
-    sys::chdir(Path::new("/")).ctx("chdir /")
+pub fn enter_shared(root: BorrowedFd<'_>) -> Result<()> {
+    file::fchdir(root).ctx("entering the rootfs")?;
+    mount::chroot(".").ctx("chroot into the rootfs (no mount namespace of its own)")?;
+    file::chdir("/").ctx("chdir /")
 }
 
 /// Host objects opened before the root filesystem is assembled, verified once.
@@ -123,15 +125,17 @@ struct HostDevNull(OwnedFd);
 
 impl HostDevNull {
     fn open() -> Result<HostDevNull> {
-        let fd = sys::open(Path::new("/dev/null"), libc::O_PATH).ctx("opening the host's /dev/null")?;
-        check_char_device(fd.as_raw_fd(), 1, 3).ctx("the host's /dev/null")?;
+        let fd = file::open("/dev/null", libc::O_PATH).ctx("opening the host's /dev/null")?;
+        check_char_device(fd.as_fd(), 1, 3).ctx("the host's /dev/null")?;
         Ok(HostDevNull(fd))
     }
 }
 
-fn check_char_device(fd: RawFd, major: u64, minor: u64) -> Result<()> {
-    let st = sys::fstat(fd)?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFCHR || sys::major(st.st_rdev) != major || sys::minor(st.st_rdev) != minor
+fn check_char_device(fd: BorrowedFd<'_>, major: u32, minor: u32) -> Result<()> {
+    let st = file::fstat(fd)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR
+        || libc::major(st.st_rdev) != major
+        || libc::minor(st.st_rdev) != minor
     {
         return Err(Error::invalid(format!("is not the character device {major}:{minor}")));
     }
@@ -154,20 +158,20 @@ pub fn prepare(plan: &RootfsPlan) -> Result<Assembly> {
     // bound to make the root.
     let prop = plan.propagation.unwrap_or(Propagation { flag: libc::MS_SLAVE, recursive: true });
     let root_flag = if prop.flag == libc::MS_PRIVATE { libc::MS_PRIVATE } else { libc::MS_SLAVE };
-    sys::mount(None, Path::new("/"), None, root_flag | libc::MS_REC, None).ctx("making / a slave/private mount")?;
+    mount::mount(None, "/", None, root_flag | libc::MS_REC, None).ctx("making / a slave/private mount")?;
     // pivot_root needs the rootfs to be a mount point, whose parent is not shared.
     match &plan.prepared_root {
         Some(tree) => {
-            let target = sys::open(&plan.rootfs, libc::O_PATH | libc::O_DIRECTORY)
+            let target = file::open(&plan.rootfs, libc::O_PATH | libc::O_DIRECTORY)
                 .with_ctx(|| plan.rootfs.display().to_string())?;
-            sys::move_mount_fd(tree.as_raw_fd(), target.as_raw_fd()).ctx("attaching the ID-mapped rootfs")?;
+            mount::move_mount(tree, &target).ctx("attaching the ID-mapped rootfs")?;
         }
-        None => sys::mount(Some(&plan.rootfs), &plan.rootfs, None, libc::MS_BIND | libc::MS_REC, None)
+        None => mount::mount(Some(&plan.rootfs), &plan.rootfs, None, libc::MS_BIND | libc::MS_REC, None)
             .with_ctx(|| format!("bind-mounting the rootfs {}", plan.rootfs.display()))?,
     }
     let root =
-        sys::open(&plan.rootfs, libc::O_PATH | libc::O_DIRECTORY).with_ctx(|| plan.rootfs.display().to_string())?;
-    let root_fd = root.as_raw_fd();
+        file::open(&plan.rootfs, libc::O_PATH | libc::O_DIRECTORY).with_ctx(|| plan.rootfs.display().to_string())?;
+    let root_fd = root.as_fd();
     for m in &plan.mounts {
         if m.fstype == "cgroup" && !m.is_bind() {
             mount_cgroup(root_fd, m, plan)?;
@@ -196,7 +200,7 @@ pub fn prepare(plan: &RootfsPlan) -> Result<Assembly> {
 
 /// Second half: /dev/console, read-only and masked paths, a read-only root, pivot_root.
 pub fn finish(plan: &RootfsPlan, asm: Assembly, console: Option<&OwnedFd>) -> Result<()> {
-    let root_fd = asm.root.as_raw_fd();
+    let root_fd = asm.root.as_fd();
     if let Some(pty) = console {
         bind_file_over(root_fd, pty, Path::new("/dev/console"), true).ctx("mounting the terminal on /dev/console")?;
     }
@@ -207,41 +211,38 @@ pub fn finish(plan: &RootfsPlan, asm: Assembly, console: Option<&OwnedFd>) -> Re
         mask_path(root_fd, Path::new(path), &asm.devnull).map_err(|e| e.context(format!("linux.maskedPaths[{i}]")))?;
     }
     if plan.readonly {
-        let attr = MountAttr { attr_set: sys::MOUNT_ATTR_RDONLY, ..Default::default() };
-        sys::mount_setattr(root_fd, Path::new(""), false, &attr)
-            .ctx("root.readonly: making the root filesystem read-only")?;
+        let attr = MountAttr { attr_set: mount::MOUNT_ATTR_RDONLY, ..Default::default() };
+        mount::mount_setattr(root_fd, "", false, &attr).ctx("root.readonly: making the root filesystem read-only")?;
     }
     enter_root(plan, &asm.root)?;
     let prop = plan.propagation.unwrap_or(Propagation { flag: libc::MS_SLAVE, recursive: true });
     if prop.flag == libc::MS_SHARED || prop.flag == libc::MS_UNBINDABLE {
         let what = if prop.flag == libc::MS_SHARED { "shared" } else { "unbindable" };
-        sys::mount(None, Path::new("/"), None, prop.flag | if prop.recursive { libc::MS_REC } else { 0 }, None)
+        mount::mount(None, "/", None, prop.flag | if prop.recursive { libc::MS_REC } else { 0 }, None)
             .with_ctx(|| format!("linux.rootfsPropagation: making / {what}"))?;
     }
     Ok(())
 }
 
 fn enter_root(plan: &RootfsPlan, root: &OwnedFd) -> Result<()> {
-    sys::fchdir(root.as_raw_fd()).ctx("entering the rootfs")?;
+    file::fchdir(root).ctx("entering the rootfs")?;
     if plan.no_pivot {
         // For roots that cannot be pivoted (ramfs): move the rootfs over / and chroot.
-        sys::mount(Some(Path::new(".")), Path::new("/"), None, libc::MS_MOVE, None)
-            .ctx("--no-pivot: moving the rootfs to /")?;
-        sys::chroot(Path::new(".")).ctx("--no-pivot: chroot")?;
+        mount::mount(Some(Path::new(".")), "/", None, libc::MS_MOVE, None).ctx("--no-pivot: moving the rootfs to /")?;
+        mount::chroot(".").ctx("--no-pivot: chroot")?;
     } else {
         // pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves
         // the container's root alone, with no directory of the host reachable.
-        sys::pivot_root(Path::new("."), Path::new(".")).ctx("pivot_root")?;
-        sys::mount(None, Path::new("."), None, libc::MS_SLAVE | libc::MS_REC, None)
-            .ctx("making the old root a slave")?;
-        sys::umount2(Path::new("."), libc::MNT_DETACH).ctx("detaching the old root")?;
+        mount::pivot_root(".", ".").ctx("pivot_root")?;
+        mount::mount(None, ".", None, libc::MS_SLAVE | libc::MS_REC, None).ctx("making the old root a slave")?;
+        mount::umount2(".", libc::MNT_DETACH).ctx("detaching the old root")?;
     }
-    sys::chdir(Path::new("/")).ctx("chdir /")
+    file::chdir("/").ctx("chdir /")
 }
 
 /// The config's "cgroup" mount: cgroup2 directly (pure v2), or a tmpfs with one directory per
 /// v1 hierarchy (and the unified one on hybrid hosts), each the container's own cgroup.
-fn mount_cgroup(root: RawFd, m: &MountSpec, plan: &RootfsPlan) -> Result<()> {
+fn mount_cgroup(root: BorrowedFd<'_>, m: &MountSpec, plan: &RootfsPlan) -> Result<()> {
     let target =
         fs::resolve(root, &m.destination, Resolve { create: Create::Dir, no_symlinks: true, nofollow_final: false })
             .map_err(|e| e.context(&m.at))?;
@@ -249,56 +250,52 @@ fn mount_cgroup(root: RawFd, m: &MountSpec, plan: &RootfsPlan) -> Result<()> {
         let tree = if plan.cgroupns {
             mounts::new_filesystem("cgroup2", "cgroup2", &m.options, &m.at)?
         } else {
-            let t = sys::open_tree_clone(libc::AT_FDCWD, &plan.cgroup_mounts[0].host_dir, false)
+            let t = mount::open_tree_clone(file::CWD, &plan.cgroup_mounts[0].host_dir, false)
                 .with_ctx(|| format!("{}: {}", m.at, plan.cgroup_mounts[0].host_dir.display()))?;
             mounts::set_attrs(&t, &m.options, &m.at)?;
             t
         };
-        return sys::move_mount_fd(tree.as_raw_fd(), target.as_raw_fd())
-            .with_ctx(|| format!("{}: mounting cgroup2", m.at));
+        return mount::move_mount(&tree, &target).with_ctx(|| format!("{}: mounting cgroup2", m.at));
     }
     let tmpfs_opts = MountOptions {
-        attrs: crate::mounts::AttrChange { set: m.options.attrs.set & !sys::MOUNT_ATTR_RDONLY, clear: 0 },
+        attrs: crate::mounts::AttrChange { set: m.options.attrs.set & !mount::MOUNT_ATTR_RDONLY, clear: 0 },
         data: vec!["mode=755".to_string()],
         ..Default::default()
     };
     let tmpfs = mounts::new_filesystem("tmpfs", "cgroup", &tmpfs_opts, &m.at)?;
-    sys::move_mount_fd(tmpfs.as_raw_fd(), target.as_raw_fd())
-        .with_ctx(|| format!("{}: mounting the cgroup tmpfs", m.at))?;
+    mount::move_mount(&tmpfs, &target).with_ctx(|| format!("{}: mounting the cgroup tmpfs", m.at))?;
     let base = fs::resolve(root, &m.destination, Resolve::EXISTING)?;
     let bind_opts = MountOptions { attrs: m.options.attrs, ..Default::default() };
     for cg in &plan.cgroup_mounts {
-        sys::mkdirat(base.as_raw_fd(), Path::new(&cg.name), 0o755)
-            .with_ctx(|| format!("{}: creating {}", m.at, cg.name))?;
-        let dir =
-            sys::openat(base.as_raw_fd(), Path::new(&cg.name), libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY, 0)?;
-        let tree = sys::open_tree_clone(libc::AT_FDCWD, &cg.host_dir, false)
+        file::mkdirat(&base, &cg.name, 0o755).with_ctx(|| format!("{}: creating {}", m.at, cg.name))?;
+        let dir = file::openat(&base, &cg.name, libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY, 0)?;
+        let tree = mount::open_tree_clone(file::CWD, &cg.host_dir, false)
             .with_ctx(|| format!("{}: {}", m.at, cg.host_dir.display()))?;
         mounts::set_attrs(&tree, &bind_opts, &m.at)?;
-        sys::move_mount_fd(tree.as_raw_fd(), dir.as_raw_fd()).with_ctx(|| format!("{}: mounting {}", m.at, cg.name))?;
+        mount::move_mount(&tree, &dir).with_ctx(|| format!("{}: mounting {}", m.at, cg.name))?;
         // Combined hierarchies are also reachable by each controller's name, as on the host.
         if cg.name.contains(',') {
             for part in cg.name.split(',') {
-                let _ = sys::symlinkat(Path::new(&cg.name), base.as_raw_fd(), Path::new(part));
+                let _ = file::symlinkat(&cg.name, &base, part);
             }
         }
     }
-    if m.options.attrs.set & sys::MOUNT_ATTR_RDONLY != 0 {
-        let attr = MountAttr { attr_set: sys::MOUNT_ATTR_RDONLY, ..Default::default() };
-        sys::mount_setattr(base.as_raw_fd(), Path::new(""), false, &attr)
+    if m.options.attrs.set & mount::MOUNT_ATTR_RDONLY != 0 {
+        let attr = MountAttr { attr_set: mount::MOUNT_ATTR_RDONLY, ..Default::default() };
+        mount::mount_setattr(&base, "", false, &attr)
             .with_ctx(|| format!("{}: making the cgroup tmpfs read-only", m.at))?;
     }
     Ok(())
 }
 
-fn create_device(root: RawFd, dev: &DeviceNode, in_userns: bool) -> Result<()> {
+fn create_device(root: BorrowedFd<'_>, dev: &DeviceNode, in_userns: bool) -> Result<()> {
     let (parent, name) = fs::resolve_parent(root, &dev.path, true)?;
     let name = PathBuf::from(name);
     // Whatever is at the path already must be this very device (or nothing).
-    match sys::fstatat(parent.as_raw_fd(), &name, libc::AT_SYMLINK_NOFOLLOW) {
+    match file::lstatat(&parent, &name) {
         Ok(st) => {
-            let same = st.st_mode & libc::S_IFMT == dev.kind
-                && (dev.kind == libc::S_IFIFO || st.st_rdev == sys::makedev(dev.major, dev.minor));
+            let same =
+                st.st_mode & libc::S_IFMT == dev.kind && (dev.kind == libc::S_IFIFO || st.st_rdev == makedev(dev));
             if !same {
                 return Err(Error::invalid("a different file exists at this path"));
             }
@@ -309,9 +306,9 @@ fn create_device(root: RawFd, dev: &DeviceNode, in_userns: bool) -> Result<()> {
     }
     if in_userns && dev.kind != libc::S_IFIFO {
         // mknod is refused in a user namespace: bind the host's node over an empty file.
-        let host = sys::open(&dev.path, libc::O_PATH).with_ctx(|| format!("host device {}", dev.path.display()))?;
-        let st = sys::fstat(host.as_raw_fd())?;
-        if st.st_mode & libc::S_IFMT != dev.kind || st.st_rdev != sys::makedev(dev.major, dev.minor) {
+        let host = file::open(&dev.path, libc::O_PATH).with_ctx(|| format!("host device {}", dev.path.display()))?;
+        let st = file::fstat(&host)?;
+        if st.st_mode & libc::S_IFMT != dev.kind || st.st_rdev != makedev(dev) {
             return Err(Error::invalid(format!(
                 "the host's {} is not device {}:{}",
                 dev.path.display(),
@@ -322,25 +319,29 @@ fn create_device(root: RawFd, dev: &DeviceNode, in_userns: bool) -> Result<()> {
         bind_file_over(root, &host, &dev.path, false)?;
         return Ok(());
     }
-    sys::mknodat(parent.as_raw_fd(), &name, dev.kind | dev.mode, sys::makedev(dev.major, dev.minor)).ctx("mknod")?;
-    let node = sys::openat(parent.as_raw_fd(), &name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-    sys::fchownat(node.as_raw_fd(), Path::new(""), dev.uid, dev.gid, libc::AT_EMPTY_PATH).ctx("chown")?;
+    file::mknodat(&parent, &name, dev.kind | dev.mode, makedev(dev)).ctx("mknod")?;
+    let node = file::openat(&parent, &name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+    file::fchownat(&node, "", dev.uid, dev.gid, libc::AT_EMPTY_PATH).ctx("chown")?;
     // mknod applied the umask; set the mode exactly.
-    sys::fchmod_path_fd(node.as_raw_fd(), dev.mode).ctx("chmod")?;
+    file::fchmod_path_fd(&node, dev.mode).ctx("chmod")?;
     Ok(())
 }
 
-/// Bind-mounts the object `source` refers to over a file at `dest` (created if missing).
-fn bind_file_over(root: RawFd, source: &OwnedFd, dest: &Path, must_be_file: bool) -> Result<()> {
-    let target = fs::resolve(root, dest, Resolve { create: Create::File, no_symlinks: true, nofollow_final: false })?;
-    if must_be_file && fs::is_dir(target.as_raw_fd())? {
-        return Err(Error::invalid(format!("{} is a directory", dest.display())));
-    }
-    let tree = sys::open_tree_clone(source.as_raw_fd(), Path::new(""), false).ctx("cloning the source mount")?;
-    sys::move_mount_fd(tree.as_raw_fd(), target.as_raw_fd()).with_ctx(|| format!("mounting on {}", dest.display()))
+fn makedev(dev: &DeviceNode) -> libc::dev_t {
+    libc::makedev(dev.major as u32, dev.minor as u32)
 }
 
-fn create_dev_symlinks(root: RawFd) -> Result<()> {
+/// Bind-mounts the object `source` refers to over a file at `dest` (created if missing).
+fn bind_file_over(root: BorrowedFd<'_>, source: &OwnedFd, dest: &Path, must_be_file: bool) -> Result<()> {
+    let target = fs::resolve(root, dest, Resolve { create: Create::File, no_symlinks: true, nofollow_final: false })?;
+    if must_be_file && fs::is_dir(target.as_fd())? {
+        return Err(Error::invalid(format!("{} is a directory", dest.display())));
+    }
+    let tree = mount::open_tree_clone(source, "", false).ctx("cloning the source mount")?;
+    mount::move_mount(&tree, &target).with_ctx(|| format!("mounting on {}", dest.display()))
+}
+
+fn create_dev_symlinks(root: BorrowedFd<'_>) -> Result<()> {
     let dev = fs::resolve(root, Path::new("/dev"), Resolve::create(Create::Dir))?;
     let links = [
         ("fd", "/proc/self/fd"),
@@ -351,7 +352,7 @@ fn create_dev_symlinks(root: RawFd) -> Result<()> {
         ("ptmx", "pts/ptmx"),
     ];
     for (name, target) in links {
-        match sys::symlinkat(Path::new(target), dev.as_raw_fd(), Path::new(name)) {
+        match file::symlinkat(target, &dev, name) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
             Err(e) => return Err(Error::from_io(e).context(format!("creating /dev/{name}"))),
@@ -360,38 +361,36 @@ fn create_dev_symlinks(root: RawFd) -> Result<()> {
     Ok(())
 }
 
-fn readonly_path(root: RawFd, path: &Path) -> Result<()> {
+fn readonly_path(root: BorrowedFd<'_>, path: &Path) -> Result<()> {
     let target = match fs::resolve(root, path, Resolve::EXISTING) {
         Ok(fd) => fd,
         Err(e) if fs::not_found(&e) => return Ok(()),
         Err(e) => return Err(e),
     };
-    let tree = sys::open_tree_clone(target.as_raw_fd(), Path::new(""), true).with_ctx(|| path.display().to_string())?;
-    let attr = MountAttr { attr_set: sys::MOUNT_ATTR_RDONLY, ..Default::default() };
-    sys::mount_setattr(tree.as_raw_fd(), Path::new(""), true, &attr)
-        .with_ctx(|| format!("{}: making read-only", path.display()))?;
-    sys::move_mount_fd(tree.as_raw_fd(), target.as_raw_fd())
-        .with_ctx(|| format!("{}: mounting read-only", path.display()))
+    let tree = mount::open_tree_clone(&target, "", true).with_ctx(|| path.display().to_string())?;
+    let attr = MountAttr { attr_set: mount::MOUNT_ATTR_RDONLY, ..Default::default() };
+    mount::mount_setattr(&tree, "", true, &attr).with_ctx(|| format!("{}: making read-only", path.display()))?;
+    mount::move_mount(&tree, &target).with_ctx(|| format!("{}: mounting read-only", path.display()))
 }
 
 /// Hides a path: directories under an empty read-only tmpfs, anything else under the host's
 /// /dev/null (verified to be the null device, never the container's own /dev/null, which the
 /// container could have replaced: CVE-2025-31133).
-fn mask_path(root: RawFd, path: &Path, devnull: &HostDevNull) -> Result<()> {
+fn mask_path(root: BorrowedFd<'_>, path: &Path, devnull: &HostDevNull) -> Result<()> {
     let target = match fs::resolve(root, path, Resolve::EXISTING) {
         Ok(fd) => fd,
         Err(e) if fs::not_found(&e) => return Ok(()),
         Err(e) => return Err(e),
     };
-    let tree = if fs::is_dir(target.as_raw_fd())? {
+    let tree = if fs::is_dir(target.as_fd())? {
         let opts = MountOptions {
-            attrs: crate::mounts::AttrChange { set: sys::MOUNT_ATTR_RDONLY, clear: 0 },
+            attrs: crate::mounts::AttrChange { set: mount::MOUNT_ATTR_RDONLY, clear: 0 },
             data: vec!["size=0".into()],
             ..Default::default()
         };
         mounts::new_filesystem("tmpfs", "tmpfs", &opts, &path.display().to_string())?
     } else {
-        sys::open_tree_clone(devnull.0.as_raw_fd(), Path::new(""), false).ctx("cloning /dev/null")?
+        mount::open_tree_clone(&devnull.0, "", false).ctx("cloning /dev/null")?
     };
-    sys::move_mount_fd(tree.as_raw_fd(), target.as_raw_fd()).with_ctx(|| format!("masking {}", path.display()))
+    mount::move_mount(&tree, &target).with_ctx(|| format!("masking {}", path.display()))
 }

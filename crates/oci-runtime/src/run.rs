@@ -5,13 +5,15 @@
 //! read from a signalfd, so an exit that happens before the wait begins is still seen: no lost
 //! wake-up, however short-lived the container.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
+
+use berth_sys::process::{self, WaitStatus};
+use berth_sys::{file, signal, socket};
 
 use crate::create::{self, ConsoleTarget, CreateOptions};
 use crate::error::{Context, Result};
 use crate::lifecycle;
-use crate::sys::{self, WaitStatus};
 use crate::terminal;
 
 #[derive(Debug, Clone, Default)]
@@ -60,14 +62,14 @@ pub fn run(root: &Path, id: &str, opts: &RunOptions, terminal_wanted: bool, warn
     }
     if !opts.no_subreaper {
         // Orphans of the container (when it shares our pid namespace) come to us to be reaped.
-        sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1).ctx("PR_SET_CHILD_SUBREAPER")?;
+        process::prctl(libc::PR_SET_CHILD_SUBREAPER, 1).ctx("PR_SET_CHILD_SUBREAPER")?;
     }
     let sigfd = foreground_signals()?;
 
     let (console, our_end) = match (&opts.create.console_socket, terminal_wanted) {
         (Some(p), _) => (ConsoleTarget::Path(p.clone()), None),
         (None, true) => {
-            let (ours, theirs) = sys::socketpair_seqpacket().ctx("console socket pair")?;
+            let (ours, theirs) = socket::socketpair_seqpacket().ctx("console socket pair")?;
             (ConsoleTarget::Fd(theirs), Some(ours))
         }
         (None, false) => (ConsoleTarget::None, None),
@@ -75,12 +77,12 @@ pub fn run(root: &Path, id: &str, opts: &RunOptions, terminal_wanted: bool, warn
     let created = create::create(root, id, &opts.create, console)?;
     created.warnings.iter().for_each(|w| warn(w));
     let master = match our_end {
-        Some(sock) => Some(terminal::recv_master(sock.as_raw_fd())?),
+        Some(sock) => Some(terminal::recv_master(sock.as_fd())?),
         None => None,
     };
     start_or_delete(root, id, warn)?;
 
-    let status = wait_loop(created.pid, created.pidfd.as_raw_fd(), sigfd.as_raw_fd(), master.as_ref())?;
+    let status = wait_loop(created.pid, created.pidfd.as_fd(), sigfd.as_fd(), master.as_ref())?;
     if !opts.keep {
         lifecycle::delete(root, id, true)?.iter().for_each(|w| warn(w));
     }
@@ -93,8 +95,8 @@ pub(crate) fn foreground_signals() -> Result<OwnedFd> {
     let mut signals: Vec<i32> = FORWARDED.to_vec();
     signals.push(libc::SIGCHLD);
     signals.push(libc::SIGWINCH);
-    sys::block_signals(&signals).ctx("blocking signals")?;
-    sys::signalfd(&signals).ctx("signalfd")
+    signal::block_signals(&signals).ctx("blocking signals")?;
+    signal::signalfd(&signals).ctx("signalfd")
 }
 
 fn start_or_delete(root: &Path, id: &str, warn: &mut dyn FnMut(&str)) -> Result<()> {
@@ -116,19 +118,26 @@ struct RawTerminal(Option<libc::termios>);
 impl Drop for RawTerminal {
     fn drop(&mut self) {
         if let Some(t) = &self.0 {
-            terminal::restore(0, t);
+            terminal::restore(std::io::stdin().as_fd(), t);
         }
     }
 }
 
 /// Waits for `init` (our child) to exit: forwards signals to it, relays its terminal if we hold
 /// the master, reaps orphans. Returns its exit status.
-pub(crate) fn wait_loop(init: i32, init_pidfd: RawFd, sigfd: RawFd, master: Option<&OwnedFd>) -> Result<WaitStatus> {
+pub(crate) fn wait_loop(
+    init: i32,
+    init_pidfd: BorrowedFd<'_>,
+    sigfd: BorrowedFd<'_>,
+    master: Option<&OwnedFd>,
+) -> Result<WaitStatus> {
+    let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
+    let (stdin, stdout) = (stdin.as_fd(), stdout.as_fd());
     let stdin_is_tty = unsafe { libc::isatty(0) } == 1;
-    let _raw = RawTerminal(if master.is_some() && stdin_is_tty { terminal::make_raw(0) } else { None });
+    let _raw = RawTerminal(if master.is_some() && stdin_is_tty { terminal::make_raw(stdin) } else { None });
     if let (Some(m), true) = (master, stdin_is_tty) {
-        if let Some((rows, cols)) = terminal::get_size(0) {
-            let _ = terminal::set_size(m.as_raw_fd(), rows, cols);
+        if let Some((rows, cols)) = terminal::get_size(stdin) {
+            let _ = terminal::set_size(m.as_fd(), rows, cols);
         }
     }
     let mut stdin_open = master.is_some();
@@ -137,75 +146,71 @@ pub(crate) fn wait_loop(init: i32, init_pidfd: RawFd, sigfd: RawFd, master: Opti
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         // Reap first: an exit that happened before we got here is found right away.
-        while let Ok(Some((pid, status))) = sys::waitpid(-1, true) {
+        while let Ok(Some((pid, status))) = process::waitpid(-1, true) {
             if pid == init {
                 exit = Some(status);
             }
         }
         if let Some(status) = exit {
             if let Some(m) = master {
-                drain(m.as_raw_fd(), &mut buf);
+                drain(m.as_fd(), stdout, &mut buf);
             }
             return Ok(status);
         }
         let mut fds = vec![sigfd];
         let master_at = master.filter(|_| master_open).map(|m| {
-            fds.push(m.as_raw_fd());
+            fds.push(m.as_fd());
             fds.len() - 1
         });
         let stdin_at = (stdin_open && master_open).then(|| {
-            fds.push(0);
+            fds.push(stdin);
             fds.len() - 1
         });
-        let ready = sys::poll_readable(&fds, -1)?;
+        let ready = process::poll_readable(&fds, -1)?;
         if ready[0] {
-            let (sig, sender) = sys::read_signal(sigfd)?;
+            let (sig, sender) = signal::read_signal(sigfd)?;
             match sig {
                 libc::SIGCHLD => {}
                 // Our own write to a closed pipe (the caller's stdout): not the container's
                 // business, and the write itself reports it.
-                libc::SIGPIPE if sender == sys::getpid() => {}
+                libc::SIGPIPE if sender == process::getpid() => {}
                 libc::SIGWINCH => {
-                    if let (Some(m), Some((rows, cols))) = (master, terminal::get_size(0)) {
-                        let _ = terminal::set_size(m.as_raw_fd(), rows, cols);
+                    if let (Some(m), Some((rows, cols))) = (master, terminal::get_size(stdin)) {
+                        let _ = terminal::set_size(m.as_fd(), rows, cols);
                     }
                 }
                 other => {
-                    let _ = sys::pidfd_send_signal(init_pidfd, other);
+                    let _ = process::pidfd_send_signal(init_pidfd, other);
                 }
             }
         }
         if let (Some(m), Some(i)) = (master, master_at) {
-            if ready[i] {
-                match sys::read(m.as_raw_fd(), &mut buf) {
-                    Ok(n) if n > 0 => {
-                        let _ = sys::write_all(1, &buf[..n]);
-                    }
-                    // EIO: every slave descriptor is closed; the exit follows via SIGCHLD.
-                    _ => master_open = false,
-                }
+            // EIO: every slave descriptor is closed; the exit follows via SIGCHLD.
+            if ready[i] && !pass(m.as_fd(), stdout, &mut buf) {
+                master_open = false;
             }
         }
         if let (Some(m), Some(i)) = (master, stdin_at) {
-            if ready[i] {
-                match sys::read(0, &mut buf) {
-                    Ok(n) if n > 0 => {
-                        let _ = sys::write_all(m.as_raw_fd(), &buf[..n]);
-                    }
-                    _ => stdin_open = false,
-                }
+            if ready[i] && !pass(stdin, m.as_fd(), &mut buf) {
+                stdin_open = false;
             }
         }
     }
 }
 
-/// Copies what the container wrote to its terminal before exiting.
-fn drain(master: RawFd, buf: &mut [u8]) {
-    let _ = sys::set_nonblocking(master, true);
-    while let Ok(n) = sys::read(master, buf) {
-        if n == 0 {
-            break;
+/// Copies what one read of `from` gives to `to`; false at its end (or error).
+fn pass(from: BorrowedFd<'_>, to: BorrowedFd<'_>, buf: &mut [u8]) -> bool {
+    match file::read(from, buf) {
+        Ok(n) if n > 0 => {
+            let _ = file::write_all(to, &buf[..n]);
+            true
         }
-        let _ = sys::write_all(1, &buf[..n]);
+        _ => false,
     }
+}
+
+/// Copies what the container wrote to its terminal before exiting.
+fn drain(master: BorrowedFd<'_>, stdout: BorrowedFd<'_>, buf: &mut [u8]) {
+    let _ = file::set_nonblocking(master, true);
+    while pass(master, stdout, buf) {}
 }

@@ -209,7 +209,7 @@ pub fn compile(s: &LinuxSeccomp, at: &str) -> Result<Filter> {
 /// libseccomp's BPF program for `ctx`.
 fn export(ctx: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>> {
     use std::io::{Read, Seek, SeekFrom};
-    let fd = crate::sys::memfd_create(c"seccomp-bpf", crate::sys::MFD_CLOEXEC).map_err(Error::from_io)?;
+    let fd = berth_sys::file::memfd_create(c"seccomp-bpf", berth_sys::file::MFD_CLOEXEC).map_err(Error::from_io)?;
     ctx.export_bpf(&fd).map_err(|e| scmp_err(e, "libseccomp".into()))?;
     let mut file = std::fs::File::from(fd);
     let mut bytes = Vec::new();
@@ -336,8 +336,8 @@ pub fn send_to_listener(
     state: serde_json::Value,
     fd: &OwnedFd,
 ) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let sock = crate::sys::connect_unix(listener)
+    use std::os::fd::AsFd;
+    let sock = berth_sys::socket::connect_unix(listener)
         .map_err(|e| Error::from_io(e).context(format!("linux.seccomp.listenerPath {}", listener.display())))?;
     let mut msg = serde_json::json!({
         "ociVersion": crate::config::OCI_VERSION,
@@ -348,7 +348,7 @@ pub fn send_to_listener(
     if let Some(m) = metadata {
         msg["metadata"] = serde_json::json!(m);
     }
-    crate::sys::send_with_fds(sock.as_raw_fd(), msg.to_string().as_bytes(), &[fd.as_raw_fd()])
+    berth_sys::socket::send_with_fds(&sock, msg.to_string().as_bytes(), &[fd.as_fd()])
         .map_err(|e| Error::from_io(e).context("sending the seccomp fd to the listener"))
 }
 

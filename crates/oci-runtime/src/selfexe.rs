@@ -19,11 +19,13 @@
 //! read-only overlayfs it was merely started from may be remounted read-write later.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
+use berth_sys::file;
+use berth_sys::mount::{self, FsContext};
+
 use crate::error::{Context, Error, Result};
-use crate::sys;
 
 /// In the re-executed program's environment: how it was re-executed (`VIEW` or `MEMFD`), so it
 /// knows what to check and does not re-exec again. Removed once read, so nothing it starts
@@ -41,24 +43,25 @@ const F_SEAL_WRITE: i32 = 0x0008;
 const SEALS: i32 = F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
 const OVERLAYFS_SUPER_MAGIC: libc::c_long = 0x794c_7630;
 
-fn is_sealed_memfd(exe: RawFd) -> bool {
+fn is_sealed_memfd(exe: BorrowedFd<'_>) -> bool {
     // SAFETY: fcntl on a descriptor the caller owns.
-    let seals = unsafe { libc::fcntl(exe, F_GET_SEALS) };
+    let seals = unsafe { libc::fcntl(exe.as_raw_fd(), F_GET_SEALS) };
     seals >= 0 && seals & SEALS == SEALS
 }
 
 /// A read-only overlayfs on a detached mount: the view `read_only_view` makes.
-fn is_detached_read_only_view(exe: RawFd) -> bool {
-    let overlayfs = sys::fstatfs(exe).is_ok_and(|fs| fs.f_type as libc::c_long == OVERLAYFS_SUPER_MAGIC);
+fn is_detached_read_only_view(exe: BorrowedFd<'_>) -> bool {
+    let overlayfs = file::fstatfs(exe).is_ok_and(|fs| fs.f_type as libc::c_long == OVERLAYFS_SUPER_MAGIC);
     // SAFETY: statvfs is plain data, filled by the kernel.
     let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
-    let read_only = overlayfs && unsafe { libc::fstatvfs(exe, &mut vfs) } == 0 && vfs.f_flag & libc::ST_RDONLY != 0;
+    let read_only =
+        overlayfs && unsafe { libc::fstatvfs(exe.as_raw_fd(), &mut vfs) } == 0 && vfs.f_flag & libc::ST_RDONLY != 0;
     read_only && mount_id(exe).is_some_and(|id| !in_mount_table(id))
 }
 
 /// The mount id of an open file, from fdinfo (every kernel this runtime supports).
-fn mount_id(fd: RawFd) -> Option<u64> {
-    let info = std::fs::read_to_string(format!("/proc/thread-self/fdinfo/{fd}")).ok()?;
+fn mount_id(fd: BorrowedFd<'_>) -> Option<u64> {
+    let info = std::fs::read_to_string(format!("/proc/thread-self/fdinfo/{}", fd.as_raw_fd())).ok()?;
     info.lines().find_map(|l| l.strip_prefix("mnt_id:")).and_then(|v| v.trim().parse().ok())
 }
 
@@ -76,12 +79,12 @@ pub fn ensure_running_unwritable(spare_dir: &Path) -> Result<()> {
     let marker = std::env::var(MARKER).ok();
     // Read before anything else runs: no other thread exists yet.
     std::env::remove_var(MARKER);
-    let exe = sys::open(Path::new("/proc/self/exe"), libc::O_RDONLY).ctx("opening /proc/self/exe")?;
-    if is_sealed_memfd(exe.as_raw_fd()) {
+    let exe = file::open("/proc/self/exe", libc::O_RDONLY).ctx("opening /proc/self/exe")?;
+    if is_sealed_memfd(exe.as_fd()) {
         return Ok(());
     }
     match marker.as_deref() {
-        Some(VIEW) if is_detached_read_only_view(exe.as_raw_fd()) => return Ok(()),
+        Some(VIEW) if is_detached_read_only_view(exe.as_fd()) => return Ok(()),
         Some(MEMFD) => {
             return Err(Error::unsupported(
                 "re-executed from a sealed memfd copy of berth-oci, but its seals are not visible (memfd sealing unsupported?)",
@@ -134,13 +137,13 @@ fn reexec(exe: &OwnedFd, how: &str) -> Error {
 type ArgsAndEnv = (Vec<CString>, Vec<CString>);
 
 fn reexec_args() -> Result<ArgsAndEnv> {
-    let args: Vec<CString> = std::env::args_os().map(|a| sys::cstr(&a)).collect::<std::io::Result<_>>()?;
+    let args: Vec<CString> = std::env::args_os().map(|a| berth_sys::cstring(&a)).collect::<std::io::Result<_>>()?;
     let env: Vec<CString> = std::env::vars_os()
         .map(|(k, v)| {
             let mut kv = k;
             kv.push("=");
             kv.push(v);
-            sys::cstr(&kv)
+            berth_sys::cstring(&kv)
         })
         .collect::<std::io::Result<_>>()?;
     Ok((args, env))
@@ -162,16 +165,16 @@ fn read_only_view(exe: &OwnedFd, spare_dir: &Path) -> Option<OwnedFd> {
         return None;
     }
     let lowerdir = format!("{}:{}", layer(dir)?, layer(spare_dir)?);
-    let fs = sys::fsopen("overlay").ok()?;
-    sys::fsconfig_string(fs.as_raw_fd(), "lowerdir", &lowerdir).ok()?;
+    let fs = FsContext::open("overlay").ok()?;
+    fs.set_string("lowerdir", &lowerdir).ok()?;
     // Layers on two filesystems would otherwise turn on inode number mapping, which changes
     // st_ino (compared below) and logs a kernel warning.
-    let _ = sys::fsconfig_string(fs.as_raw_fd(), "xino", "off");
-    sys::fsconfig_create(fs.as_raw_fd()).ok()?;
-    let attrs = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOSUID;
-    let mount = sys::fsmount(fs.as_raw_fd(), attrs).ok()?;
-    let view = sys::openat(mount.as_raw_fd(), Path::new(name), libc::O_PATH | libc::O_NOFOLLOW, 0).ok()?;
-    let (ours, theirs) = (sys::fstat(exe.as_raw_fd()).ok()?, sys::fstat(view.as_raw_fd()).ok()?);
+    let _ = fs.set_string("xino", "off");
+    fs.create().ok()?;
+    let attrs = mount::MOUNT_ATTR_RDONLY | mount::MOUNT_ATTR_NODEV | mount::MOUNT_ATTR_NOSUID;
+    let mount = fs.mount(attrs).ok()?;
+    let view = file::openat(&mount, name, libc::O_PATH | libc::O_NOFOLLOW, 0).ok()?;
+    let (ours, theirs) = (file::fstat(exe).ok()?, file::fstat(&view).ok()?);
     let same = theirs.st_mode & libc::S_IFMT == libc::S_IFREG
         && (ours.st_ino, ours.st_size) == (theirs.st_ino, theirs.st_size);
     same.then_some(view)
@@ -198,15 +201,15 @@ fn sealed_copy(exe: &OwnedFd) -> Result<OwnedFd> {
 
 fn copy_to_memfd(exe: &OwnedFd) -> Result<OwnedFd> {
     let name = c"berth-oci";
-    use sys::{MFD_ALLOW_SEALING, MFD_CLOEXEC, MFD_EXEC};
+    use file::{MFD_ALLOW_SEALING, MFD_CLOEXEC, MFD_EXEC};
     // MFD_EXEC keeps the copy executable where vm.memfd_noexec makes memfds non-executable by
     // default; kernels before 6.3 do not know the flag and refuse it.
-    let memfd = match sys::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC) {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => sys::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING),
+    let memfd = match file::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => file::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING),
         other => other,
     }
     .ctx("creating a memfd for a sealed copy of berth-oci")?;
-    let size = sys::fstat(exe.as_raw_fd())?.st_size as usize;
+    let size = file::fstat(exe)?.st_size as usize;
     // An explicit offset: a second attempt copies from the start again.
     let mut offset: libc::off_t = 0;
     let mut copied = 0;
@@ -254,7 +257,7 @@ mod tests {
 
     #[test]
     fn the_sealed_copy_is_the_binary_and_refuses_writes() {
-        let exe = sys::open(Path::new("/proc/self/exe"), libc::O_RDONLY).unwrap();
+        let exe = file::open("/proc/self/exe", libc::O_RDONLY).unwrap();
         // Twice: the second copy must start from the binary's first byte too.
         for _ in 0..2 {
             let copy = sealed_copy(&exe).unwrap();
@@ -268,13 +271,13 @@ mod tests {
     fn the_read_only_view_is_the_binary_and_refuses_writes() {
         let spare = std::env::temp_dir().join(format!("berth-selfexe-{}", std::process::id()));
         std::fs::create_dir(&spare).unwrap();
-        let exe = sys::open(Path::new("/proc/self/exe"), libc::O_RDONLY).unwrap();
+        let exe = file::open("/proc/self/exe", libc::O_RDONLY).unwrap();
         let view = read_only_view(&exe, &spare);
         std::fs::remove_dir(&spare).unwrap();
         let view = view.expect("a read-only overlayfs view of the test binary (run as root)");
         assert!(contents(&view) == contents(&exe), "the view differs from the binary");
         assert_eq!(write_error(&view), Some(libc::EROFS));
-        assert!(is_detached_read_only_view(view.as_raw_fd()));
+        assert!(is_detached_read_only_view(view.as_fd()));
         // The same directory twice is refused by overlayfs, and then there is no view.
         let dir = std::fs::read_link("/proc/self/exe").unwrap().parent().unwrap().to_path_buf();
         assert!(read_only_view(&exe, &dir).is_none());
@@ -307,7 +310,7 @@ mod tests {
             std::fs::write(base.join("upper/prog"), b"#!/bin/sh\n").unwrap();
             let options = format!("lowerdir={}:{}", base.join("upper").display(), base.join("lower").display());
             let (merged, options) =
-                (sys::cstr(base.join("merged").as_os_str()).unwrap(), CString::new(options).unwrap());
+                (berth_sys::cstring(base.join("merged").as_os_str()).unwrap(), CString::new(options).unwrap());
             // SAFETY: as above.
             let mounted = unsafe {
                 libc::mount(
@@ -319,8 +322,8 @@ mod tests {
                 )
             };
             assert_eq!(mounted, 0, "{}", std::io::Error::last_os_error());
-            let prog = sys::open(&base.join("merged/prog"), libc::O_RDONLY).unwrap();
-            let trusted = is_detached_read_only_view(prog.as_raw_fd());
+            let prog = file::open(&base.join("merged/prog"), libc::O_RDONLY).unwrap();
+            let trusted = is_detached_read_only_view(prog.as_fd());
             drop(prog);
             // SAFETY: as above.
             unsafe { libc::umount2(merged.as_ptr(), libc::MNT_DETACH) };

@@ -2,15 +2,15 @@
 //! and the lock that serialises operations on one container.
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
+use berth_sys::file;
 use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroups::Cgroup;
 use crate::error::{Context, Error, ErrorKind, Result};
-use crate::sys;
 
 pub const EXEC_FIFO: &str = "exec.fifo";
 pub const STATE_FILE: &str = "state.json";
@@ -73,14 +73,7 @@ fn lock(fd: &OwnedFd, exclusive: bool, wait: bool) -> std::io::Result<()> {
     if !wait {
         op |= libc::LOCK_NB;
     }
-    sys::retry(|| {
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(fd.as_raw_fd(), op) } != 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    })
+    file::flock(fd, op)
 }
 
 pub fn not_exist(id: &str) -> Error {
@@ -101,8 +94,8 @@ impl StateDir {
         }
         // 0711: the container's init, possibly an unprivileged user by then, opens the exec
         // fifo by name inside; nothing here can be listed.
-        let fd = sys::open(&path, libc::O_RDONLY | libc::O_DIRECTORY).with_ctx(|| path.display().to_string())?;
-        sys::fchmod(fd.as_raw_fd(), 0o711).with_ctx(|| path.display().to_string())?;
+        let fd = file::open(&path, libc::O_RDONLY | libc::O_DIRECTORY).with_ctx(|| path.display().to_string())?;
+        file::fchmod(&fd, 0o711).with_ctx(|| path.display().to_string())?;
         lock(&fd, true, true).ctx("locking the container state")?;
         Ok(StateDir { path, fd })
     }
@@ -111,14 +104,14 @@ impl StateDir {
     pub fn open(root: &Path, id: &str, exclusive: bool) -> Result<StateDir> {
         crate::config::validate_id(id)?;
         let path = root.join(id);
-        let fd = match sys::open(&path, libc::O_RDONLY | libc::O_DIRECTORY) {
+        let fd = match file::open(&path, libc::O_RDONLY | libc::O_DIRECTORY) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Err(not_exist(id)),
             Err(e) => return Err(Error::from_io(e).context(path.display().to_string())),
         };
         lock(&fd, exclusive, true).ctx("locking the container state")?;
         // Deleted while we waited for the lock?
-        if sys::fstat(fd.as_raw_fd())?.st_nlink == 0 {
+        if file::fstat(&fd)?.st_nlink == 0 {
             return Err(not_exist(id));
         }
         Ok(StateDir { path, fd })
@@ -126,7 +119,7 @@ impl StateDir {
 
     /// True while another process holds the lock (a `create` still in progress).
     pub fn is_locked(root: &Path, id: &str) -> bool {
-        match sys::open(&root.join(id), libc::O_RDONLY | libc::O_DIRECTORY) {
+        match file::open(&root.join(id), libc::O_RDONLY | libc::O_DIRECTORY) {
             Ok(fd) => lock(&fd, false, false).is_err(),
             Err(_) => false,
         }
@@ -180,21 +173,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).with_ctx(|| format!("renaming into {}", path.display()))
 }
 
-/// (state character, start time) of a process from /proc/<pid>/stat.
-pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: fields start after the last ')'.
-    let rest = &text[text.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let state = fields.first()?.chars().next()?;
-    let start = fields.get(19)?.parse().ok()?;
-    Some((state, start))
-}
-
 impl State {
     /// The init is alive (not a zombie) and is the process we started.
     pub fn init_alive(&self) -> bool {
-        matches!(proc_stat(self.pid), Some((s, start)) if start == self.pid_start && s != 'Z' && s != 'X')
+        berth_sys::proc::alive(self.pid, self.pid_start)
     }
 
     pub fn status(&self, dir: &Path) -> Status {
@@ -214,16 +196,4 @@ impl State {
 pub fn rfc3339_now() -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     berth_time::format_rfc3339(now.as_secs() as i64, now.subsec_nanos())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_own_stat() {
-        let (state, start) = proc_stat(std::process::id() as i32).unwrap();
-        assert!(state == 'R' || state == 'S');
-        assert!(start > 0);
-    }
 }

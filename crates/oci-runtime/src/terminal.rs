@@ -2,12 +2,13 @@
 //! caller over --console-socket (SCM_RIGHTS, as runc does), its slave the container's stdio,
 //! controlling terminal and /dev/console.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
+
+use berth_sys::{file, socket};
 
 use crate::error::{Context, Error, Result};
 use crate::fs::{self, Resolve};
-use crate::sys;
 
 const DEVPTS_SUPER_MAGIC: i64 = 0x1cd1;
 
@@ -18,20 +19,20 @@ pub struct Pty {
 
 /// Opens a new pty from the devpts mounted at /dev/pts inside `root`, verifying that the ptmx
 /// found there really is a devpts ptmx (not something the image planted).
-pub fn open_in_root(root: RawFd) -> Result<Pty> {
+pub fn open_in_root(root: BorrowedFd<'_>) -> Result<Pty> {
     let opts = Resolve { no_symlinks: true, ..Resolve::EXISTING };
     let ptmx_path = fs::resolve(root, Path::new("/dev/pts/ptmx"), opts)
         .map_err(|e| e.context("process.terminal needs devpts mounted at /dev/pts"))?;
-    let st = sys::fstat(ptmx_path.as_raw_fd())?;
-    let fsst = sys::fstatfs(ptmx_path.as_raw_fd())?;
+    let st = file::fstat(&ptmx_path)?;
+    let fsst = file::fstatfs(&ptmx_path)?;
     if st.st_mode & libc::S_IFMT != libc::S_IFCHR
-        || sys::major(st.st_rdev) != 5
-        || sys::minor(st.st_rdev) != 2
+        || libc::major(st.st_rdev) != 5
+        || libc::minor(st.st_rdev) != 2
         || fsst.f_type != DEVPTS_SUPER_MAGIC
     {
         return Err(Error::invalid("/dev/pts/ptmx is not a devpts ptmx device"));
     }
-    let master = fs::reopen(ptmx_path.as_raw_fd(), libc::O_RDWR | libc::O_NOCTTY)?;
+    let master = fs::reopen(ptmx_path.as_fd(), libc::O_RDWR | libc::O_NOCTTY)?;
     let unlock: libc::c_int = 0;
     // SAFETY: ioctls on a pty master with valid arguments.
     if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
@@ -48,34 +49,35 @@ pub fn open_in_root(root: RawFd) -> Result<Pty> {
     Ok(Pty { master, slave })
 }
 
-pub fn set_size(fd: RawFd, rows: u16, cols: u16) -> Result<()> {
+pub fn set_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> Result<()> {
     let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
     // SAFETY: valid winsize.
-    if unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) } < 0 {
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
         return Err(Error::last_os("setting the terminal size"));
     }
     Ok(())
 }
 
-pub fn get_size(fd: RawFd) -> Option<(u16, u16)> {
+pub fn get_size(fd: BorrowedFd<'_>) -> Option<(u16, u16)> {
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
     // SAFETY: valid winsize out-pointer.
-    if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } < 0 {
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) } < 0 {
         return None;
     }
     Some((ws.ws_row, ws.ws_col))
 }
 
 /// Sends the master over the console socket. The message carries the pty's name, as runc's does.
-pub fn send_master(socket: RawFd, master: &OwnedFd) -> Result<()> {
-    sys::send_with_fds(socket, b"/dev/ptmx", &[master.as_raw_fd()]).ctx("sending the pty master to --console-socket")
+pub fn send_master(console_socket: BorrowedFd<'_>, master: &OwnedFd) -> Result<()> {
+    socket::send_with_fds(console_socket, b"/dev/ptmx", &[master.as_fd()])
+        .ctx("sending the pty master to --console-socket")
 }
 
 /// Receives a pty master sent by [`send_master`].
-pub fn recv_master(socket: RawFd) -> Result<OwnedFd> {
-    let mut buf = [0u8; 4096];
-    let (_, mut fds) = sys::recv_with_fds(socket, &mut buf).ctx("receiving the pty master")?;
-    fds.pop().ok_or_else(|| Error::new(crate::error::ErrorKind::System, "no pty master received on the console socket"))
+pub fn recv_master(console_socket: BorrowedFd<'_>) -> Result<OwnedFd> {
+    socket::recv_fd(console_socket)
+        .ctx("receiving the pty master")?
+        .ok_or_else(|| Error::new(crate::error::ErrorKind::System, "no pty master received on the console socket"))
 }
 
 /// Makes the slave this process's controlling terminal and stdio (the caller leads a session
@@ -96,7 +98,8 @@ pub fn become_controlling(slave: &OwnedFd) -> Result<()> {
 }
 
 /// Puts a terminal in raw mode and returns the previous settings.
-pub fn make_raw(fd: RawFd) -> Option<libc::termios> {
+pub fn make_raw(fd: BorrowedFd<'_>) -> Option<libc::termios> {
+    let fd = fd.as_raw_fd();
     // SAFETY: termios calls on a valid descriptor with owned structs.
     unsafe {
         let mut t: libc::termios = std::mem::zeroed();
@@ -111,9 +114,9 @@ pub fn make_raw(fd: RawFd) -> Option<libc::termios> {
     }
 }
 
-pub fn restore(fd: RawFd, saved: &libc::termios) {
+pub fn restore(fd: BorrowedFd<'_>, saved: &libc::termios) {
     // SAFETY: as above.
     unsafe {
-        libc::tcsetattr(fd, libc::TCSANOW, saved);
+        libc::tcsetattr(fd.as_raw_fd(), libc::TCSANOW, saved);
     }
 }

@@ -1,6 +1,7 @@
 //! Property tests for config.json, which is hostile input: whatever the bytes, parsing and
-//! everything create derives from the spec before touching the system (oci_runtime::create::
-//! derive_plans) return a value or an error naming config.json, never a panic.
+//! everything create derives from the spec before touching the system (oci_runtime::plans::
+//! derive_plans, which create runs on) return a value or an error naming config.json, never a
+//! panic.
 //!
 //! Two generators: raw bytes, and mutations of a rich valid config (values replaced at random
 //! places with random JSON, keys added from the spec's own vocabulary), which reach the deep
@@ -13,7 +14,7 @@ use proptest::sample::Index;
 use serde_json::{json, Value};
 
 use oci_runtime::config::parse_spec;
-use oci_runtime::create::derive_plans;
+use oci_runtime::plans::derive_plans;
 
 /// A config that uses most of the spec: every mutation starts from it.
 fn rich_config() -> Value {

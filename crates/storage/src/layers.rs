@@ -78,7 +78,7 @@ impl LayerStore {
     /// Returns whether ours is now the layer.
     pub fn commit(&self, tmp: &mut TempLayer, chain_id: &Digest, trust_existing: bool) -> io::Result<bool> {
         let target = self.path(chain_id);
-        match crate::sys::rename_noreplace(&tmp.path, &target) {
+        match berth_sys::file::rename_noreplace(&tmp.path, &target) {
             Ok(()) => {
                 tmp.committed = true;
                 Ok(true)
@@ -88,7 +88,7 @@ impl LayerStore {
                     return Ok(false);
                 }
                 let aside = self.dir.join(format!(".trash-{}", unique_suffix()));
-                crate::sys::rename_exchange(&tmp.path, &target, &aside)?;
+                berth_sys::file::rename_exchange(&tmp.path, &target, &aside)?;
                 Ok(true)
             }
             Err(e) => Err(e),

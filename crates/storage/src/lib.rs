@@ -5,7 +5,6 @@
 pub mod digest;
 pub mod layers;
 pub mod snapshot;
-pub mod sys;
 pub mod tarstream;
 pub mod unpack;
 

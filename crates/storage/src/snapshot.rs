@@ -14,7 +14,9 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
-use crate::sys;
+use berth_sys::file;
+use berth_sys::mount::{self, FsContext};
+
 use crate::unpack::OPAQUE_XATTR;
 use crate::Error;
 
@@ -38,7 +40,7 @@ impl Driver {
     /// overlay when we may mount overlayfs, copy otherwise. fsopen("overlay") answers both
     /// (and loads the module if it is not loaded yet, which /proc/filesystems would miss).
     pub fn detect() -> Driver {
-        if sys::FsContext::open("overlay").is_ok() {
+        if FsContext::open("overlay").is_ok() {
             Driver::Overlay
         } else {
             Driver::Copy
@@ -72,7 +74,7 @@ pub enum OverlayMount {
 /// error only comes when the superblock is created. Probed once per process.
 fn overlay_parses_its_parameters() -> bool {
     static PARSES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *PARSES.get_or_init(|| match sys::FsContext::open("overlay") {
+    *PARSES.get_or_init(|| match FsContext::open("overlay") {
         Ok(ctx) => ctx.set_string("berth-probe-unknown-key", b"1").is_err(),
         Err(_) => false,
     })
@@ -134,9 +136,9 @@ impl Snapshotter {
                     self.mount(id, lowers)?;
                 }
                 Driver::Copy => {
-                    let dst = sys::open_dir(&rootfs).map_err(|e| crate::io_error(&rootfs, e))?;
+                    let dst = file::open_dir(&rootfs).map_err(|e| crate::io_error(&rootfs, e))?;
                     for lower in lowers {
-                        let src = sys::open_dir(lower).map_err(|e| crate::io_error(lower, e))?;
+                        let src = file::open_dir(lower).map_err(|e| crate::io_error(lower, e))?;
                         let mut links = HashMap::new();
                         merge_layer(src.as_fd(), dst.as_fd(), dst.as_fd(), b"", &mut links)
                             .map_err(|e| Error::msg(format!("snapshot {id}: copy {}: {e}", lower.display())))?;
@@ -179,11 +181,11 @@ impl Snapshotter {
     fn mount_lowerdir_plus(&self, id: &str, lowers: &[PathBuf]) -> Option<Result<(), Error>> {
         let base = self.path(id);
         let (upper, work, rootfs) = (base.join("upper"), base.join("work"), base.join("rootfs"));
-        let ctx = match sys::FsContext::open("overlay") {
+        let ctx = match FsContext::open("overlay") {
             Ok(c) => c,
             Err(e) => return Some(Err(Error::msg(format!("snapshot {id}: overlayfs: {e}")))),
         };
-        let failed = |what: String, e: io::Error, ctx: &sys::FsContext| {
+        let failed = |what: String, e: io::Error, ctx: &FsContext| {
             let kernel = ctx.messages();
             let kernel = if kernel.is_empty() { String::new() } else { format!(" (kernel: {kernel})") };
             Error::msg(format!("snapshot {id}: {what}: {e}{kernel}"))
@@ -269,8 +271,8 @@ impl Snapshotter {
             )));
         }
         let (target, data) = (
-            sys::cstr(rootfs.as_os_str().as_encoded_bytes()).map_err(|e| crate::io_error(&rootfs, e))?,
-            sys::cstr(data.as_bytes()).map_err(|e| crate::io_error(&rootfs, e))?,
+            berth_sys::cstring(rootfs.as_os_str().as_encoded_bytes()).map_err(|e| crate::io_error(&rootfs, e))?,
+            berth_sys::cstring(data.as_bytes()).map_err(|e| crate::io_error(&rootfs, e))?,
         );
         let mount = || -> io::Result<()> {
             if let Some(dir) = &cwd {
@@ -300,8 +302,8 @@ impl Snapshotter {
     pub fn unmount(&self, id: &str) -> Result<(), Error> {
         validate_id(id)?;
         let rootfs = self.rootfs(id);
-        if sys::is_mountpoint(&rootfs).unwrap_or(false) {
-            sys::umount(&rootfs)
+        if berth_sys::proc::is_mountpoint(&rootfs).unwrap_or(false) {
+            mount::umount2(&rootfs, libc::UMOUNT_NOFOLLOW)
                 .map_err(|e| Error::msg(format!("snapshot {id}: unmount {}: {e}", rootfs.display())))?;
         }
         Ok(())
@@ -333,18 +335,18 @@ fn is_whiteout(st: &libc::stat) -> bool {
 }
 
 fn copy_meta(src: BorrowedFd, dst: BorrowedFd, st: &libc::stat, with_times: bool) -> io::Result<()> {
-    sys::fchown(dst, st.st_uid, st.st_gid)?;
-    sys::fchmod(dst, st.st_mode & 0o7777)?;
-    for name in sys::flistxattr(src)? {
+    file::fchown(dst, st.st_uid, st.st_gid)?;
+    file::fchmod(dst, st.st_mode & 0o7777)?;
+    for name in file::flistxattr(src)? {
         if name.as_bytes().starts_with(b"trusted.overlay.") {
             continue;
         }
-        if let Some(v) = sys::fgetxattr(src, &name)? {
-            sys::fsetxattr(dst, &name, &v)?;
+        if let Some(v) = file::fgetxattr(src, &name)? {
+            file::fsetxattr(dst, &name, &v)?;
         }
     }
     if with_times {
-        sys::futimens(dst, st.st_mtime, st.st_mtime_nsec as u32)?;
+        file::futimens(dst, st.st_mtime, st.st_mtime_nsec as u32)?;
     }
     Ok(())
 }
@@ -397,38 +399,38 @@ fn merge_layer(
     rel: &[u8],
     links: &mut HashMap<(u64, u64), Vec<u8>>,
 ) -> io::Result<()> {
-    for name in sys::read_dir_names(src)? {
-        let st = sys::fstatat(src, &name)?;
+    for name in file::read_dir_names(src)? {
+        let st = file::lstatat(src, &name)?;
         let mut child_rel = rel.to_vec();
         if !child_rel.is_empty() {
             child_rel.push(b'/');
         }
         child_rel.extend_from_slice(name.to_bytes());
-        let existing = sys::fstatat(dst, &name).ok();
+        let existing = file::lstatat(dst, &name).ok();
         if is_whiteout(&st) {
-            sys::remove_all_at(dst, &name)?;
+            file::remove_all_at(dst, &name)?;
             continue;
         }
         let fmt = st.st_mode & libc::S_IFMT;
         if fmt == libc::S_IFDIR {
-            let sdir = sys::open_beneath(src, name.to_bytes(), libc::O_RDONLY | libc::O_DIRECTORY)?;
-            let opaque = sys::fgetxattr(sdir.as_fd(), OPAQUE_XATTR)?.as_deref() == Some(b"y");
+            let sdir = file::open_beneath(src, name.to_bytes(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+            let opaque = file::fgetxattr(sdir.as_fd(), OPAQUE_XATTR)?.as_deref() == Some(b"y");
             match existing {
                 Some(e) if e.st_mode & libc::S_IFMT == libc::S_IFDIR && !opaque => {}
                 Some(_) => {
-                    sys::remove_all_at(dst, &name)?;
-                    sys::mkdirat(dst, &name, 0o700)?;
+                    file::remove_all_at(dst, &name)?;
+                    file::mkdirat(dst, &name, 0o700)?;
                 }
-                None => sys::mkdirat(dst, &name, 0o700)?,
+                None => file::mkdirat(dst, &name, 0o700)?,
             }
-            let ddir = sys::open_beneath(dst, name.to_bytes(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+            let ddir = file::open_beneath(dst, name.to_bytes(), libc::O_RDONLY | libc::O_DIRECTORY)?;
             copy_meta(sdir.as_fd(), ddir.as_fd(), &st, false)?;
             merge_layer(sdir.as_fd(), ddir.as_fd(), top, &child_rel, links)?;
-            sys::futimens(ddir.as_fd(), st.st_mtime, st.st_mtime_nsec as u32)?;
+            file::futimens(ddir.as_fd(), st.st_mtime, st.st_mtime_nsec as u32)?;
             continue;
         }
         if existing.is_some() {
-            sys::remove_all_at(dst, &name)?;
+            file::remove_all_at(dst, &name)?;
         }
         if fmt == libc::S_IFREG && st.st_nlink > 1 {
             if let Some(first) = links.get(&(st.st_dev, st.st_ino)) {
@@ -437,32 +439,32 @@ fn merge_layer(
                     Some(i) => (&first[..i], &first[i + 1..]),
                     None => (&b""[..], &first[..]),
                 };
-                let fdir = sys::open_beneath(top, dir_part, libc::O_PATH | libc::O_DIRECTORY)?;
-                sys::linkat(fdir.as_fd(), &sys::cstr(file_part)?, dst, &name)?;
+                let fdir = file::open_beneath(top, dir_part, libc::O_PATH | libc::O_DIRECTORY)?;
+                file::linkat(fdir.as_fd(), file_part, dst, &name)?;
                 continue;
             }
             links.insert((st.st_dev, st.st_ino), child_rel.clone());
         }
         match fmt {
             libc::S_IFREG => {
-                let sfd = sys::open_beneath(src, name.to_bytes(), libc::O_RDONLY)?;
-                let dfd = sys::create_file(dst, &name)?;
+                let sfd = file::open_beneath(src, name.to_bytes(), libc::O_RDONLY)?;
+                let dfd = file::create_file(dst, &name)?;
                 let sf = fs::File::from(sfd);
                 let df = fs::File::from(dfd);
                 copy_sparse(&sf, &df, st.st_size as u64)?;
                 copy_meta(sf.as_fd(), df.as_fd(), &st, true)?;
             }
             libc::S_IFLNK => {
-                let target = sys::readlinkat(src, &name)?;
-                sys::symlinkat(&sys::cstr(&target)?, dst, &name)?;
-                sys::lchownat(dst, &name, st.st_uid, st.st_gid)?;
-                sys::lutimensat(dst, &name, st.st_mtime, st.st_mtime_nsec as u32)?;
+                let target = file::readlinkat(src, &name)?;
+                file::symlinkat(&target, dst, &name)?;
+                file::lchownat(dst, &name, st.st_uid, st.st_gid)?;
+                file::lutimensat(dst, &name, st.st_mtime, st.st_mtime_nsec as u32)?;
             }
             _ => {
-                sys::mknodat(dst, &name, fmt | 0o600, st.st_rdev)?;
-                sys::lchownat(dst, &name, st.st_uid, st.st_gid)?;
-                sys::fchmodat(dst, &name, st.st_mode & 0o7777)?;
-                sys::lutimensat(dst, &name, st.st_mtime, st.st_mtime_nsec as u32)?;
+                file::mknodat(dst, &name, fmt | 0o600, st.st_rdev)?;
+                file::lchownat(dst, &name, st.st_uid, st.st_gid)?;
+                file::fchmodat(dst, &name, st.st_mode & 0o7777)?;
+                file::lutimensat(dst, &name, st.st_mtime, st.st_mtime_nsec as u32)?;
             }
         }
     }

@@ -20,9 +20,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::digest::{Digest, HashingReader};
-use crate::sys;
 use crate::tarstream::{Chunk, EntryHeader, TarStream};
 use crate::{Error, Kind};
+use berth_sys::file;
 
 /// How a layer blob is compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,10 +170,10 @@ pub fn unpack_within<R: Read>(
     layer: &str,
     limit: &SizeLimit,
 ) -> Result<UnpackStats, Error> {
-    let root = sys::open_dir(dest).map_err(|e| Error::msg(format!("layer {layer}: open {}: {e}", dest.display())))?;
+    let root = file::open_dir(dest).map_err(|e| Error::msg(format!("layer {layer}: open {}: {e}", dest.display())))?;
     let decoder = compression.decoder(reader).map_err(|e| Error::msg(format!("layer {layer}: decompress: {e}")))?;
     let hashing = HashingReader::new(decoder);
-    let free = sys::free_bytes(root.as_fd()).unwrap_or(u64::MAX);
+    let free = file::free_bytes(root.as_fd()).unwrap_or(u64::MAX);
     let mut x = Extractor {
         root,
         layer: layer.to_string(),
@@ -337,9 +337,9 @@ impl Extractor<'_> {
         if let Some(hidden) = name.strip_prefix(b".wh.") {
             if hidden == b".wh..opq" {
                 let dir = self.dir(&parent_path, true).map_err(|e| self.err(Some(&raw_path), e))?;
-                let fd = sys::open_beneath(dir.as_fd(), b".", libc::O_RDONLY | libc::O_DIRECTORY)
+                let fd = file::open_beneath(dir.as_fd(), b".", libc::O_RDONLY | libc::O_DIRECTORY)
                     .map_err(|e| self.err(Some(&raw_path), format!("open directory: {e}")))?;
-                sys::fsetxattr(fd.as_fd(), OPAQUE_XATTR, b"y")
+                file::fsetxattr(fd.as_fd(), OPAQUE_XATTR, b"y")
                     .map_err(|e| self.err(Some(&raw_path), format!("set {OPAQUE_XATTR:?}: {e}")))?;
                 return Ok(());
             }
@@ -350,27 +350,27 @@ impl Extractor<'_> {
             if hidden.is_empty() || hidden == b"." || hidden == b".." {
                 return Err(self.err(Some(&raw_path), "invalid whiteout name"));
             }
-            let hidden = sys::cstr(hidden).map_err(|e| self.err(Some(&raw_path), e))?;
+            let hidden = berth_sys::cstring(hidden).map_err(|e| self.err(Some(&raw_path), e))?;
             let dir = self.dir(&parent_path, true).map_err(|e| self.err(Some(&raw_path), e))?;
-            match sys::fstatat(dir.as_fd(), &hidden) {
+            match file::lstatat(dir.as_fd(), &hidden) {
                 Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
                     // The same layer also has the directory: it must hide what is below it.
-                    let fd = sys::open_beneath(dir.as_fd(), hidden.to_bytes(), libc::O_RDONLY | libc::O_DIRECTORY)
+                    let fd = file::open_beneath(dir.as_fd(), hidden.to_bytes(), libc::O_RDONLY | libc::O_DIRECTORY)
                         .map_err(|e| self.err(Some(&raw_path), e))?;
-                    sys::fsetxattr(fd.as_fd(), OPAQUE_XATTR, b"y").map_err(|e| self.err(Some(&raw_path), e))?;
+                    file::fsetxattr(fd.as_fd(), OPAQUE_XATTR, b"y").map_err(|e| self.err(Some(&raw_path), e))?;
                     return Ok(());
                 }
                 Ok(_) => return Ok(()), // this layer's own entry already hides the lower one
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(self.err(Some(&raw_path), e)),
             }
-            sys::mknodat(dir.as_fd(), &hidden, libc::S_IFCHR | 0o600, libc::makedev(0, 0))
+            file::mknodat(dir.as_fd(), &hidden, libc::S_IFCHR | 0o600, libc::makedev(0, 0))
                 .map_err(|e| self.err(Some(&raw_path), format!("create whiteout: {e}")))?;
-            sys::lchownat(dir.as_fd(), &hidden, 0, 0).map_err(|e| self.err(Some(&raw_path), e))?;
+            file::lchownat(dir.as_fd(), &hidden, 0, 0).map_err(|e| self.err(Some(&raw_path), e))?;
             return Ok(());
         }
 
-        let cname = sys::cstr(name).map_err(|e| self.err(Some(&raw_path), e))?;
+        let cname = berth_sys::cstring(name).map_err(|e| self.err(Some(&raw_path), e))?;
         let dir = self.dir(&parent_path, true).map_err(|e| self.err(Some(&raw_path), e))?;
         let dir = dir.as_fd();
         let replaced_whiteout = self.clear_slot(dir, &cname, kind == tar::EntryType::Directory, &comps.join(&b'/'))?;
@@ -387,7 +387,7 @@ impl Extractor<'_> {
                     ));
                 }
                 let fd =
-                    sys::create_file(dir, &cname).map_err(|e| self.err(Some(&raw_path), format!("create: {e}")))?;
+                    file::create_file(dir, &cname).map_err(|e| self.err(Some(&raw_path), format!("create: {e}")))?;
                 let mut file = File::from(fd);
                 let (mut pos, mut written) = (0u64, 0u64);
                 loop {
@@ -425,26 +425,27 @@ impl Extractor<'_> {
             }
             tar::EntryType::Directory => {
                 if !self.exists_dir(dir, &cname) {
-                    sys::mkdirat(dir, &cname, 0o700).map_err(|e| self.err(Some(&raw_path), format!("mkdir: {e}")))?;
+                    file::mkdirat(dir, &cname, 0o700).map_err(|e| self.err(Some(&raw_path), format!("mkdir: {e}")))?;
                 }
-                let fd = sys::open_beneath(dir, cname.to_bytes(), libc::O_RDONLY | libc::O_DIRECTORY)
+                let fd = file::open_beneath(dir, cname.to_bytes(), libc::O_RDONLY | libc::O_DIRECTORY)
                     .map_err(|e| self.err(Some(&raw_path), format!("open directory: {e}")))?;
                 self.apply_fd(fd.as_fd(), &Meta { mtime: 0, ..meta.clone_without_time() }, &raw_path)?;
                 if replaced_whiteout {
-                    sys::fsetxattr(fd.as_fd(), OPAQUE_XATTR, b"y").map_err(|e| self.err(Some(&raw_path), e))?;
+                    file::fsetxattr(fd.as_fd(), OPAQUE_XATTR, b"y").map_err(|e| self.err(Some(&raw_path), e))?;
                 }
                 self.deferred_dirs.push((comps.join(&b'/'), meta.mtime, meta.mtime_nsec));
             }
             tar::EntryType::Symlink => {
                 let target = h.link.clone().ok_or_else(|| self.err(Some(&raw_path), "symlink without a target"))?;
-                let target = sys::cstr(&target).map_err(|e| self.err(Some(&raw_path), e))?;
-                sys::symlinkat(&target, dir, &cname).map_err(|e| self.err(Some(&raw_path), format!("symlink: {e}")))?;
-                sys::lchownat(dir, &cname, meta.uid, meta.gid).map_err(|e| self.err(Some(&raw_path), e))?;
+                let target = berth_sys::cstring(&target).map_err(|e| self.err(Some(&raw_path), e))?;
+                file::symlinkat(&target, dir, &cname)
+                    .map_err(|e| self.err(Some(&raw_path), format!("symlink: {e}")))?;
+                file::lchownat(dir, &cname, meta.uid, meta.gid).map_err(|e| self.err(Some(&raw_path), e))?;
                 for (k, v) in &meta.xattrs {
-                    sys::lsetxattrat(dir, &cname, k, v)
+                    file::lsetxattrat(dir, &cname, k, v)
                         .map_err(|e| self.err(Some(&raw_path), format!("set xattr {k:?}: {e}")))?;
                 }
-                sys::lutimensat(dir, &cname, meta.mtime, meta.mtime_nsec).map_err(|e| self.err(Some(&raw_path), e))?;
+                file::lutimensat(dir, &cname, meta.mtime, meta.mtime_nsec).map_err(|e| self.err(Some(&raw_path), e))?;
             }
             tar::EntryType::Link => {
                 let target = h.link.clone().ok_or_else(|| self.err(Some(&raw_path), "hardlink without a target"))?;
@@ -456,10 +457,10 @@ impl Extractor<'_> {
                 let tdir = self
                     .dir(&tparent.join(&b'/'), false)
                     .map_err(|e| self.err(Some(&raw_path), format!("hardlink target {:?}: {e}", show(&target))))?;
-                let tname = sys::cstr(tname).map_err(|e| self.err(Some(&raw_path), e))?;
+                let tname = berth_sys::cstring(tname).map_err(|e| self.err(Some(&raw_path), e))?;
                 // Re-open the entry's directory: the cache may have been cleared by `dir`.
                 let dir = self.dir(&parent_path, false).map_err(|e| self.err(Some(&raw_path), e))?;
-                sys::linkat(tdir.as_fd(), &tname, dir.as_fd(), &cname).map_err(|e| {
+                file::linkat(tdir.as_fd(), &tname, dir.as_fd(), &cname).map_err(|e| {
                     self.err(Some(&raw_path), format!("hardlink to {:?} (inside this layer): {e}", show(&target)))
                 })?;
             }
@@ -487,15 +488,15 @@ impl Extractor<'_> {
                         (fmt, libc::makedev(major, minor))
                     }
                 };
-                sys::mknodat(dir, &cname, fmt | 0o600, dev)
+                file::mknodat(dir, &cname, fmt | 0o600, dev)
                     .map_err(|e| self.err(Some(&raw_path), format!("mknod: {e}")))?;
-                sys::lchownat(dir, &cname, meta.uid, meta.gid).map_err(|e| self.err(Some(&raw_path), e))?;
-                sys::fchmodat(dir, &cname, meta.mode).map_err(|e| self.err(Some(&raw_path), e))?;
+                file::lchownat(dir, &cname, meta.uid, meta.gid).map_err(|e| self.err(Some(&raw_path), e))?;
+                file::fchmodat(dir, &cname, meta.mode).map_err(|e| self.err(Some(&raw_path), e))?;
                 for (k, v) in &meta.xattrs {
-                    sys::lsetxattrat(dir, &cname, k, v)
+                    file::lsetxattrat(dir, &cname, k, v)
                         .map_err(|e| self.err(Some(&raw_path), format!("set xattr {k:?}: {e}")))?;
                 }
-                sys::lutimensat(dir, &cname, meta.mtime, meta.mtime_nsec).map_err(|e| self.err(Some(&raw_path), e))?;
+                file::lutimensat(dir, &cname, meta.mtime, meta.mtime_nsec).map_err(|e| self.err(Some(&raw_path), e))?;
             }
             other => return Err(self.err(Some(&raw_path), format!("unsupported tar entry type {other:?}"))),
         }
@@ -534,7 +535,8 @@ impl Extractor<'_> {
                                 format!("refusing overlayfs control xattr {:?} in a layer", show(name)),
                             ));
                         }
-                        xattrs.push((sys::cstr(name).map_err(|e| self.err(Some(raw_path), e))?, value.to_vec()));
+                        xattrs
+                            .push((berth_sys::cstring(name).map_err(|e| self.err(Some(raw_path), e))?, value.to_vec()));
                     }
                 }
             }
@@ -553,26 +555,26 @@ impl Extractor<'_> {
 
     /// Owner, then mode (chown clears set-id bits), xattrs and times, on an open fd.
     fn apply_fd(&self, fd: BorrowedFd, meta: &Meta, raw_path: &[u8]) -> Result<(), Error> {
-        sys::fchown(fd, meta.uid, meta.gid).map_err(|e| self.err(Some(raw_path), format!("chown: {e}")))?;
-        sys::fchmod(fd, meta.mode).map_err(|e| self.err(Some(raw_path), format!("chmod: {e}")))?;
+        file::fchown(fd, meta.uid, meta.gid).map_err(|e| self.err(Some(raw_path), format!("chown: {e}")))?;
+        file::fchmod(fd, meta.mode).map_err(|e| self.err(Some(raw_path), format!("chmod: {e}")))?;
         for (k, v) in &meta.xattrs {
-            sys::fsetxattr(fd, k, v).map_err(|e| self.err(Some(raw_path), format!("set xattr {k:?}: {e}")))?;
+            file::fsetxattr(fd, k, v).map_err(|e| self.err(Some(raw_path), format!("set xattr {k:?}: {e}")))?;
         }
         if meta.mtime != 0 || meta.mtime_nsec != 0 {
-            sys::futimens(fd, meta.mtime, meta.mtime_nsec)
+            file::futimens(fd, meta.mtime, meta.mtime_nsec)
                 .map_err(|e| self.err(Some(raw_path), format!("set times: {e}")))?;
         }
         Ok(())
     }
 
     fn exists_dir(&self, dir: BorrowedFd, name: &CStr) -> bool {
-        matches!(sys::fstatat(dir, name), Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        matches!(file::lstatat(dir, name), Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR)
     }
 
     /// Makes room for a new entry `name`: an existing entry is removed unless both are
     /// directories. Returns whether the removed entry was a whiteout.
     fn clear_slot(&mut self, dir: BorrowedFd, name: &CStr, new_is_dir: bool, full: &[u8]) -> Result<bool, Error> {
-        let st = match sys::fstatat(dir, name) {
+        let st = match file::lstatat(dir, name) {
             Ok(st) => st,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(self.err(Some(full), e)),
@@ -584,11 +586,11 @@ impl Extractor<'_> {
             }
             // Cached directory fds at or below this path would point into the removed tree.
             self.dirs.clear();
-            sys::remove_all_at(dir, name).map_err(|e| self.err(Some(full), format!("replace directory: {e}")))?;
+            file::remove_all_at(dir, name).map_err(|e| self.err(Some(full), format!("replace directory: {e}")))?;
             return Ok(false);
         }
         let whiteout = fmt == libc::S_IFCHR && st.st_rdev == 0;
-        sys::unlinkat(dir, name, 0).map_err(|e| self.err(Some(full), format!("replace: {e}")))?;
+        file::unlinkat(dir, name, 0).map_err(|e| self.err(Some(full), format!("replace: {e}")))?;
         Ok(whiteout)
     }
 
@@ -602,33 +604,35 @@ impl Extractor<'_> {
             return fd.try_clone().map_err(|e| e.to_string());
         }
         let flags = libc::O_PATH | libc::O_DIRECTORY;
-        let fd = match sys::open_beneath(self.root.as_fd(), path, flags) {
+        let fd = match file::open_beneath(self.root.as_fd(), path, flags) {
             Ok(fd) => fd,
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) && create => {
                 // Walk and create the missing components one by one.
                 let mut cur = self.root.try_clone().map_err(|e| e.to_string())?;
                 for comp in path.split(|b| *b == b'/') {
-                    let c = sys::cstr(comp).map_err(|e| e.to_string())?;
-                    cur = match sys::open_beneath(cur.as_fd(), comp, flags) {
+                    let c = berth_sys::cstring(comp).map_err(|e| e.to_string())?;
+                    cur = match file::open_beneath(cur.as_fd(), comp, flags) {
                         Ok(fd) => fd,
                         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                            sys::mkdirat(cur.as_fd(), &c, 0o755).map_err(|e| format!("mkdir {:?}: {e}", show(comp)))?;
+                            file::mkdirat(cur.as_fd(), &c, 0o755)
+                                .map_err(|e| format!("mkdir {:?}: {e}", show(comp)))?;
                             // 0755 whatever the umask, as Docker creates implied parents.
-                            sys::fchmodat(cur.as_fd(), &c, 0o755).map_err(|e| e.to_string())?;
-                            sys::open_beneath(cur.as_fd(), comp, flags).map_err(|e| e.to_string())?
+                            file::fchmodat(cur.as_fd(), &c, 0o755).map_err(|e| e.to_string())?;
+                            file::open_beneath(cur.as_fd(), comp, flags).map_err(|e| e.to_string())?
                         }
                         Err(e)
                             if e.raw_os_error() == Some(libc::ENOTDIR)
-                                && matches!(sys::fstatat(cur.as_fd(), &c), Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0) =>
+                                && matches!(file::lstatat(cur.as_fd(), &c), Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0) =>
                         {
                             // A whiteout of this layer, then entries below it: the directory is
                             // recreated, hiding the lower layers' one (opaque).
-                            sys::unlinkat(cur.as_fd(), &c, 0).map_err(|e| e.to_string())?;
-                            sys::mkdirat(cur.as_fd(), &c, 0o755).map_err(|e| format!("mkdir {:?}: {e}", show(comp)))?;
-                            let d = sys::open_beneath(cur.as_fd(), comp, libc::O_RDONLY | libc::O_DIRECTORY)
+                            file::unlinkat(cur.as_fd(), &c, 0).map_err(|e| e.to_string())?;
+                            file::mkdirat(cur.as_fd(), &c, 0o755)
+                                .map_err(|e| format!("mkdir {:?}: {e}", show(comp)))?;
+                            let d = file::open_beneath(cur.as_fd(), comp, libc::O_RDONLY | libc::O_DIRECTORY)
                                 .map_err(|e| e.to_string())?;
-                            sys::fsetxattr(d.as_fd(), OPAQUE_XATTR, b"y").map_err(|e| e.to_string())?;
-                            sys::open_beneath(cur.as_fd(), comp, flags).map_err(|e| e.to_string())?
+                            file::fsetxattr(d.as_fd(), OPAQUE_XATTR, b"y").map_err(|e| e.to_string())?;
+                            file::open_beneath(cur.as_fd(), comp, flags).map_err(|e| e.to_string())?
                         }
                         Err(e) => return Err(describe_parent_error(path, e)),
                     };
@@ -648,13 +652,13 @@ impl Extractor<'_> {
     fn finish_dirs(&mut self) -> Result<(), Error> {
         let dirs = std::mem::take(&mut self.deferred_dirs);
         for (path, mtime, nsec) in dirs.iter().rev() {
-            let fd = match sys::open_beneath(self.root.as_fd(), path, libc::O_RDONLY | libc::O_DIRECTORY) {
+            let fd = match file::open_beneath(self.root.as_fd(), path, libc::O_RDONLY | libc::O_DIRECTORY) {
                 Ok(fd) => fd,
                 // Replaced by a later entry: nothing to do.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)) => continue,
                 Err(e) => return Err(self.err(Some(path), e)),
             };
-            sys::futimens(fd.as_fd(), *mtime, *nsec).map_err(|e| self.err(Some(path), e))?;
+            file::futimens(fd.as_fd(), *mtime, *nsec).map_err(|e| self.err(Some(path), e))?;
         }
         Ok(())
     }

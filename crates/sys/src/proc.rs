@@ -1,18 +1,56 @@
-//! What /proc says about processes.
+//! What /proc says: a process's stat line (its state, parent, CPU time and start time), the
+//! mount table, the process a pidfd refers to.
 
-/// A process's start time (field 22 of /proc/PID/stat, in clock ticks since boot): with the
-/// pid, it names one process for good (a pid alone may be reused). None if the process is
-/// gone or a zombie.
-pub fn process_start(pid: i32) -> Option<u64> {
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::Path;
+
+/// The fields of /proc/PID/stat berth reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// The command name (field 2, without its parentheses).
+    pub comm: String,
+    /// R, S, D, Z (zombie), T, X (dead), ... (field 3).
+    pub state: char,
+    /// The parent's pid (field 4).
+    pub ppid: i32,
+    /// User and system CPU time, in clock ticks (fields 14 and 15).
+    pub utime: u64,
+    pub stime: u64,
+    /// The start time, in clock ticks since boot (field 22): with the pid, it names one process
+    /// for good (a pid alone may be reused).
+    pub start: u64,
+}
+
+impl Stat {
+    /// Parses a /proc/PID/stat line. The command name (field 2) is in parentheses and may
+    /// itself hold spaces and parentheses: fields are counted from the last ')'.
+    pub fn parse(line: &str) -> Option<Stat> {
+        let close = line.rfind(')')?;
+        let comm = line.get(line.find('(')? + 1..close)?.to_string();
+        let fields: Vec<&str> = line.get(close + 1..)?.split_whitespace().collect();
+        Some(Stat {
+            comm,
+            state: fields.first()?.chars().next()?,
+            ppid: fields.get(1)?.parse().ok()?,
+            utime: fields.get(11)?.parse().ok()?,
+            stime: fields.get(12)?.parse().ok()?,
+            start: fields.get(19)?.parse().ok()?,
+        })
+    }
+}
+
+/// Process `pid`'s stat line; None if there is no such process (or it could not be read).
+pub fn stat(pid: i32) -> Option<Stat> {
     if pid <= 0 {
         return None;
     }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (state, start) = stat_fields(&stat)?;
-    if state == "Z" || state == "X" {
-        return None;
-    }
-    Some(start)
+    Stat::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// A process's start time (see [`Stat::start`]). None if the process is gone or a zombie.
+pub fn process_start(pid: i32) -> Option<u64> {
+    stat(pid).filter(|s| s.state != 'Z' && s.state != 'X').map(|s| s.start)
 }
 
 /// Whether `pid` is still the process that had `start` (alive, not a zombie).
@@ -20,13 +58,42 @@ pub fn alive(pid: i32, start: u64) -> bool {
     pid > 0 && process_start(pid) == Some(start)
 }
 
-/// The state (field 3) and start time (field 22) of a /proc/PID/stat line. The command name
-/// (field 2) is in parentheses and may itself hold spaces and parentheses: fields are counted
-/// from the last ')'.
-pub fn stat_fields(stat: &str) -> Option<(&str, u64)> {
-    let rest = stat.get(stat.rfind(')')? + 1..)?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some((fields.first()?, fields.get(19)?.parse().ok()?))
+/// The pid (in this process's pid namespace) of the process a pidfd refers to, from
+/// /proc/self/fdinfo; None if it shows none (a kernel before 5.4).
+pub fn pidfd_pid(pidfd: impl AsFd) -> io::Result<Option<i32>> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_fd().as_raw_fd()))?;
+    Ok(info.lines().find_map(|l| l.strip_prefix("Pid:").and_then(|v| v.trim().parse().ok())))
+}
+
+/// A mountinfo field with its escapes (`\040` for a space, and tab, newline and backslash
+/// alike) undone.
+pub fn unescape_mountinfo(s: &str) -> Vec<u8> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match octal {
+            Some(d) if bytes[i] == b'\\' => {
+                let v = (d[0] - b'0') as u32 * 64 + (d[1] - b'0') as u32 * 8 + (d[2] - b'0') as u32;
+                out.push(u8::try_from(v).unwrap_or(b'?'));
+                i += 4;
+            }
+            _ => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Whether `path` is a mount point in this process's mount namespace (as /proc/self/mountinfo
+/// spells it: no symlink resolved).
+pub fn is_mountpoint(path: &Path) -> io::Result<bool> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let want = path.as_os_str().as_encoded_bytes();
+    Ok(mounts.lines().any(|l| l.split(' ').nth(4).is_some_and(|m| unescape_mountinfo(m) == want)))
 }
 
 #[cfg(test)]
@@ -36,9 +103,10 @@ mod tests {
     #[test]
     fn stat_lines() {
         let line = "42 (a) b) c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
-        assert_eq!(stat_fields(line), Some(("S", 98765)));
-        assert_eq!(stat_fields("garbage"), None);
-        assert_eq!(stat_fields("1 (x) R 1 2"), None);
+        let s = Stat::parse(line).unwrap();
+        assert_eq!(s, Stat { comm: "a) b) c".into(), state: 'S', ppid: 1, utime: 1, stime: 2, start: 98765 });
+        assert_eq!(Stat::parse("garbage"), None);
+        assert_eq!(Stat::parse("1 (x) R 1 2"), None);
     }
 
     #[test]
@@ -48,5 +116,23 @@ mod tests {
         assert!(alive(me, start));
         assert!(!alive(me, start + 1));
         assert_eq!(process_start(0), None);
+        let s = stat(me).unwrap();
+        assert!(s.state == 'R' || s.state == 'S', "{s:?}");
+        assert!(s.start > 0);
+    }
+
+    #[test]
+    fn a_pidfd_names_its_process() {
+        let me = std::process::id() as i32;
+        let fd = crate::process::pidfd_open(me).unwrap();
+        assert_eq!(pidfd_pid(&fd).unwrap(), Some(me));
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo(r"/a\040b\011c\134d\012"), b"/a b\tc\\d\n");
+        assert_eq!(unescape_mountinfo(r"\777\04"), b"?\\04");
+        assert!(is_mountpoint(Path::new("/proc")).unwrap());
+        assert!(!is_mountpoint(Path::new("/proc/self")).unwrap());
     }
 }

@@ -79,7 +79,7 @@ fn remove_cgroup_tree(dir: &Path) {
 
 /// Whether process `pid` is gone or a zombie (exited, not yet reaped: it holds nothing).
 pub fn is_dead(pid: i32) -> bool {
-    oci_runtime::state::proc_stat(pid).is_none_or(|(s, _)| s == 'Z')
+    berth_sys::proc::stat(pid).is_none_or(|s| s.state == 'Z')
 }
 
 /// Live processes with `component` as a component of their cgroup path (an id is not

@@ -364,7 +364,7 @@ pub fn terminal_over_console_socket() {
 pub fn preserve_fds() {
     let c = Ctr::new("preserve", &["sh", "-c", "echo through-fd-3 >&3; ls /proc/self/fd"]);
     c.write_bundle();
-    let (r, w) = oci_runtime::sys::pipe().unwrap();
+    let (r, w) = berth_sys::file::pipe().unwrap();
     let w_raw = w.as_raw_fd();
     let mut cmd = c.command(&["run", "--preserve-fds", "1", "--bundle", c.bundle.dir.to_str().unwrap(), &c.id]);
     // SAFETY: in the child before exec: make the pipe's write end descriptor 3.
@@ -397,7 +397,7 @@ pub fn socket_activation() {
     let script = "for fd in 3 4 5; do echo to-$fd >&$fd; done; echo \"$LISTEN_FDS $LISTEN_PID $LISTEN_FDNAMES\"";
     let c = Ctr::new("listenfds", &["sh", "-c", script]);
     c.write_bundle();
-    let pipes: Vec<_> = (0..3).map(|_| oci_runtime::sys::pipe().unwrap()).collect();
+    let pipes: Vec<_> = (0..3).map(|_| berth_sys::file::pipe().unwrap()).collect();
     let run_activated = |listen_pid: &str| {
         // Parked high, so that placing them at 3, 4, 5 cannot clobber one another.
         let high: Vec<i32> =

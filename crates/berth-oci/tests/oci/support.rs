@@ -357,12 +357,11 @@ pub fn read(path: impl AsRef<Path>) -> String {
 /// Listens on a Unix socket at `path` for one connection (the runtime's --console-socket, a
 /// seccomp listenerPath) and receives, on a thread, its message and the descriptor it carries.
 pub fn receive_fd(path: &Path) -> std::thread::JoinHandle<(Vec<u8>, std::os::fd::OwnedFd)> {
-    use std::os::fd::AsRawFd;
     let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
     std::thread::spawn(move || {
         let (conn, _) = listener.accept().unwrap();
         let mut buf = vec![0u8; 64 * 1024];
-        let (n, mut fds) = oci_runtime::sys::recv_with_fds(conn.as_raw_fd(), &mut buf).unwrap();
+        let (n, mut fds) = berth_sys::socket::recv_with_fds(&conn, &mut buf).unwrap();
         buf.truncate(n);
         (buf, fds.pop().expect("a descriptor in the message"))
     })

@@ -8,7 +8,9 @@
 //! kubelet expects. Subscribers that fall behind lose the oldest events (kubelet then relists).
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -27,7 +29,8 @@ const BACKLOG: usize = 1024;
 pub struct Events {
     tx: broadcast::Sender<pb::ContainerEventResponse>,
     requests: mpsc::Sender<Request>,
-    wake: Arc<OwnedFd>,
+    /// written to after each request, so the watcher's poll wakes up
+    wake: Arc<UnixStream>,
 }
 
 enum Request {
@@ -44,29 +47,24 @@ impl Events {
     pub fn start(engine: Arc<Engine>) -> std::io::Result<Events> {
         let (tx, _) = broadcast::channel(BACKLOG);
         let (requests, inbox) = mpsc::channel();
-        // SAFETY: eventfd returns a new descriptor or -1.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: a descriptor we own from here on.
-        let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
-        let events = Events { tx: tx.clone(), requests, wake: wake.clone() };
+        let (wake, woken) = UnixStream::pair()?;
+        wake.set_nonblocking(true)?;
+        woken.set_nonblocking(true)?;
+        let events = Events { tx: tx.clone(), requests, wake: Arc::new(wake) };
         for c in containers::pod_containers(&engine).unwrap_or_default() {
             if c.running() {
                 events.watch(&c);
             }
         }
-        let watcher = Watcher { engine, tx, inbox, wake, watched: HashMap::new() };
+        let watcher = Watcher { engine, tx, inbox, woken, watched: HashMap::new() };
         std::thread::Builder::new().name("berthd-events".into()).spawn(move || watcher.run())?;
         Ok(events)
     }
 
     fn send(&self, r: Request) {
         if self.requests.send(r).is_ok() {
-            let one: u64 = 1;
-            // SAFETY: writing 8 bytes to our eventfd.
-            unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+            // A full socket buffer means the watcher has wake-ups pending already.
+            let _ = (&*self.wake).write(&[1]);
         }
     }
 
@@ -111,7 +109,7 @@ struct Watcher {
     engine: Arc<Engine>,
     tx: broadcast::Sender<pb::ContainerEventResponse>,
     inbox: mpsc::Receiver<Request>,
-    wake: Arc<OwnedFd>,
+    woken: UnixStream,
     /// container id → its monitor's pidfd
     watched: HashMap<String, OwnedFd>,
 }
@@ -119,30 +117,27 @@ struct Watcher {
 impl Watcher {
     fn run(mut self) {
         loop {
-            let mut fds = vec![libc::pollfd { fd: self.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
             let ids: Vec<String> = self.watched.keys().cloned().collect();
-            for id in &ids {
-                fds.push(libc::pollfd { fd: self.watched[id].as_raw_fd(), events: libc::POLLIN, revents: 0 });
-            }
-            // SAFETY: a valid array of pollfds.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-            if n < 0 {
-                if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                    continue;
+            let ready = {
+                let mut fds = vec![self.woken.as_fd()];
+                fds.extend(ids.iter().map(|id| self.watched[id].as_fd()));
+                match berth_sys::process::poll_readable(&fds, -1) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("berthd: container events: poll: {e}");
+                        return;
+                    }
                 }
-                eprintln!("berthd: container events: poll: {}", std::io::Error::last_os_error());
-                return;
-            }
+            };
             for (i, id) in ids.iter().enumerate() {
-                if fds[i + 1].revents != 0 {
+                if ready[i + 1] {
                     self.watched.remove(id);
                     self.emit(id, pb::ContainerEventType::ContainerStoppedEvent, None, None);
                 }
             }
-            if fds[0].revents != 0 {
-                let mut count = 0u64;
-                // SAFETY: reading 8 bytes from our eventfd resets it.
-                unsafe { libc::read(self.wake.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+            if ready[0] {
+                let mut drain = [0u8; 256];
+                while matches!((&self.woken).read(&mut drain), Ok(n) if n > 0) {}
                 loop {
                     match self.inbox.try_recv() {
                         Ok(Request::Emit(id, kind, pod)) => self.emit(&id, kind, pod, None),
@@ -172,15 +167,11 @@ impl Watcher {
     }
 
     fn watch(&mut self, id: String, pid: i32, start: u64) {
-        // SAFETY: pidfd_open returns a new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
-        if fd < 0 {
+        let Ok(fd) = berth_sys::process::pidfd_open(pid) else {
             // Gone already.
             self.emit(&id, pb::ContainerEventType::ContainerStoppedEvent, None, None);
             return;
-        }
-        // SAFETY: a descriptor we own from here on.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        };
         // The pid may have been reused between the record and the pidfd: the start time
         // tells.
         if !berth_sys::proc::alive(pid, start) {

@@ -275,7 +275,8 @@ fn attached_program_ids(cgroup: &OwnedFd) -> Result<Vec<u32>> {
 
 /// Replaces the cgroup's device program with one compiled from `rules`.
 pub(super) fn apply_v2(dir: &Path, rules: &[DeviceRule]) -> Result<()> {
-    let cgroup = crate::sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY).with_ctx(|| dir.display().to_string())?;
+    let cgroup =
+        berth_sys::file::open(dir, libc::O_RDONLY | libc::O_DIRECTORY).with_ctx(|| dir.display().to_string())?;
     let old = attached_program_ids(&cgroup)?;
     let prog = load_program(&compile(rules))?;
     let mut attr = [0u8; 128];

@@ -50,21 +50,7 @@ pub struct Layout {
 }
 
 fn unescape_mountinfo(s: &str) -> String {
-    // mountinfo escapes space, tab, newline and backslash as \ooo.
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            let v = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 4]).unwrap(), 8).unwrap_or(b'?');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8_lossy(&berth_sys::proc::unescape_mountinfo(s)).into_owned()
 }
 
 impl Layout {
@@ -313,7 +299,7 @@ impl Cgroup {
         self.unified
             .as_deref()
             .map(|dir| {
-                crate::sys::open(dir, libc::O_PATH | libc::O_DIRECTORY)
+                berth_sys::file::open(dir, libc::O_PATH | libc::O_DIRECTORY)
                     .with_ctx(|| format!("opening cgroup {}", dir.display()))
             })
             .transpose()
@@ -438,7 +424,7 @@ impl Cgroup {
         }
         let result = (|| {
             for pid in self.pids()? {
-                match crate::sys::kill(pid, signal) {
+                match berth_sys::process::kill(pid, signal) {
                     Ok(()) => {}
                     Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
                     Err(e) => return Err(Error::from_io(e).context(format!("signalling process {pid}"))),
