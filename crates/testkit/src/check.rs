@@ -42,6 +42,25 @@ pub fn assert_contains(haystack: &str, needle: &str) {
     assert!(haystack.contains(needle), "expected {needle:?} in:\n{haystack}");
 }
 
+/// Ends the process (exit status 101) if the suite is still running after `limit`, printing
+/// which of its threads wait where: a hung suite then fails CI with a pointer instead of
+/// holding it until its deadline. What the suite made is left for its leak check's next run
+/// and for the one reading the message.
+pub fn watchdog(suite: &str, limit: Duration) {
+    let suite = suite.to_string();
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!("\nthe {suite} suite is still running after {limit:?}: a hang; stopping it. Its threads:");
+        if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+            for t in tasks.flatten() {
+                let read = |f: &str| std::fs::read_to_string(t.path().join(f)).unwrap_or_default();
+                eprintln!("  {} {} waiting in {}", t.file_name().to_string_lossy(), read("comm").trim(), read("wchan"));
+            }
+        }
+        std::process::exit(101);
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -148,6 +148,14 @@ fn output_files() -> (PathBuf, PathBuf, File, File) {
     (out_path, err_path, out, err)
 }
 
+/// Runs `cmd` to its end with std collecting its exit and output (`Command::output`), under
+/// the spawn lock so that a suite's reaper, if one runs, cannot take the exit first. For the
+/// harness's own short helper commands (busybox --list, htpasswd, skopeo); not re-entrant.
+pub fn output_unreaped(cmd: &mut Command) -> std::io::Result<std::process::Output> {
+    let _g = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    cmd.output()
+}
+
 /// Spawns `cmd` with its output in files; `stdin`, if given, is written to it and closed.
 pub fn spawn(cmd: &mut Command, stdin: Option<Vec<u8>>) -> Spawned {
     let (spawned, input) = spawn_piped(cmd, stdin.is_some());

@@ -116,11 +116,7 @@ pub fn build_busybox_rootfs(dest: &Path) -> io::Result<()> {
 }
 
 fn list_applets(busybox: &Path) -> io::Result<Vec<String>> {
-    let out = {
-        // std waits for this child itself: a suite's reaper must not take it first.
-        let _g = crate::children::SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        Command::new(busybox).arg("--list-full").output()?
-    };
+    let out = crate::children::output_unreaped(Command::new(busybox).arg("--list-full"))?;
     if !out.status.success() {
         return Err(io::Error::other(format!(
             "{} --list-full failed: {}",

@@ -52,6 +52,8 @@ fn main() {
     }
     // conmon double-forks and the shims daemonize: they come back to the suite's reaper.
     berth_testkit::children::become_subreaper(&support::suite().dir);
+    // In the cgroup v2 guest (software emulation) the suite takes minutes; here seconds.
+    berth_testkit::check::watchdog("callers", std::time::Duration::from_secs(30 * 60));
     let tests = trials![
         podman::run_foreground,
         podman::run_exit_codes_and_errors,

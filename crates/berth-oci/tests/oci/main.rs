@@ -156,6 +156,8 @@ fn mark_differences(tests: Vec<Trial>, runtime: Runtime) -> Vec<Trial> {
 fn main() {
     let args = Arguments::from_args();
     berth_testkit::host::require_root("berth-oci's integration tests run real containers and must run as root");
+    // In the cgroup v2 guest (software emulation) the suite takes about 16 minutes; here one.
+    berth_testkit::check::watchdog("berth-oci", std::time::Duration::from_secs(45 * 60));
     let tests = trials![
         lifecycle::create_start_state_delete,
         lifecycle::init_waits_for_start,

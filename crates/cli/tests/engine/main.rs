@@ -18,6 +18,7 @@ use libtest_mimic::Arguments;
 fn main() {
     let args = Arguments::from_args();
     berth_testkit::host::require_root("the engine tests run real containers and must run as root");
+    berth_testkit::check::watchdog("engine", std::time::Duration::from_secs(20 * 60));
     let tests = trials![
         lifecycle::run_foreground_exit_codes_and_streams,
         lifecycle::foreground_run_forwards_signals,

@@ -11,20 +11,14 @@ use crate::support::*;
 /// A registry (basic auth when given) holding `repo:tag`, a one-file image over busybox.
 fn registry_with_image(what: &str, auth: Option<(&str, &str)>, repo: &str) -> (Registry, String) {
     let dir = suite().dir.join(unique(what));
-    // The registry's helper commands (htpasswd) are waited for by their caller, not the
-    // suite's reaper.
-    let registry = {
-        let _g = berth_testkit::children::SPAWN_LOCK.lock().unwrap();
-        Registry::start(&dir.join("registry"), auth)
-    }
-    .expect("start docker-registry");
+    let registry = Registry::start(&dir.join("registry"), auth).expect("start docker-registry");
     let mut layout = OciLayout::create(&dir.join("layout")).unwrap();
     let mut marker = LayerBuilder::new();
     marker.file("pulled", 0o644, what.as_bytes());
     let img = layout
         .image(
             &[
-                Layer { tar: busybox_layer_locked(&dir), compression: Compression::Gzip },
+                Layer { tar: busybox_layer(&dir), compression: Compression::Gzip },
                 Layer { tar: marker.finish(), compression: Compression::Gzip },
             ],
             serde_json::json!({"User": "1234:5678"}),
@@ -34,10 +28,7 @@ fn registry_with_image(what: &str, auth: Option<(&str, &str)>, repo: &str) -> (R
     layout.tag("v1", &img.manifest_descriptor).unwrap();
     let dest = format!("{}/{repo}:v1", registry.addr());
     let creds = auth.map(|(u, p)| format!("{u}:{p}"));
-    // skopeo's exit is its caller's to collect, not the suite's reaper's.
-    let _g = berth_testkit::children::SPAWN_LOCK.lock().unwrap();
     skopeo_push(&dir.join("layout"), "v1", &dest, false, None, creds.as_deref()).expect("skopeo push");
-    drop(_g);
     (registry, dest)
 }
 

@@ -22,6 +22,7 @@ fn main() {
         eprintln!("the berthd tests run real pods and must run as root");
         std::process::exit(1);
     }
+    berth_testkit::check::watchdog("berthd pods", std::time::Duration::from_secs(15 * 60));
     let tests = trials![
         lifecycle::pod_and_container_lifecycle,
         lifecycle::containers_share_the_pods_namespaces,

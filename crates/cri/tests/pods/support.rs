@@ -83,7 +83,7 @@ fn load_image() {
     use berth_testkit::image::{Compression, Layer, OciLayout};
     let s = suite();
     let layout_dir = s.dir.join("layout");
-    let bb = busybox_layer_locked(&s.dir);
+    let bb = busybox_layer(&s.dir);
     let mut layout = OciLayout::create(&layout_dir).unwrap();
     let img =
         layout.image(&[Layer { tar: bb, compression: Compression::Gzip }], serde_json::json!({}), "amd64").unwrap();
@@ -91,10 +91,8 @@ fn load_image() {
     berth(&["load", "-q", "-i", layout_dir.to_str().unwrap()]).ok("load the test image");
 }
 
-/// The busybox layer; built under the spawn lock, as its commands' exits are its own to
-/// collect, not the suite's reaper's.
-pub fn busybox_layer_locked(dir: &Path) -> Vec<u8> {
-    let _g = berth_testkit::children::SPAWN_LOCK.lock().unwrap();
+/// The busybox layer (testkit collects its helper commands' exits under the spawn lock).
+pub fn busybox_layer(dir: &Path) -> Vec<u8> {
     berth_testkit::image::busybox_layer(dir).expect("busybox layer (is busybox-static installed?)")
 }
 

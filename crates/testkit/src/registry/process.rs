@@ -65,9 +65,7 @@ impl Registry {
         std::fs::create_dir_all(self.storage())?;
         let mut auth = String::new();
         if let Some((u, p)) = &self.htpasswd {
-            let out = Command::new("htpasswd")
-                .args(["-Bbn", u, p])
-                .output()
+            let out = crate::children::output_unreaped(Command::new("htpasswd").args(["-Bbn", u, p]))
                 .map_err(|e| io::Error::new(e.kind(), format!("htpasswd (Debian package apache2-utils): {e}")))?;
             if !out.status.success() {
                 return Err(io::Error::other(format!("htpasswd failed: {}", String::from_utf8_lossy(&out.stderr))));
@@ -116,7 +114,8 @@ impl Registry {
         if let Some(mut c) = self.child.take() {
             // SAFETY: kill by pid of our own unreaped child.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            if !poll_until(Duration::from_secs(5), || matches!(c.try_wait(), Ok(Some(_)))) {
+            // Err: a suite's reaper (a subreaper's thread) already collected it.
+            if !poll_until(Duration::from_secs(5), || !matches!(c.try_wait(), Ok(None))) {
                 let _ = c.kill();
                 let _ = c.wait();
             }

@@ -49,6 +49,8 @@ pub(super) fn self_signed(key: &Path, cert: &Path, subject: &str) -> io::Result<
 
 /// Runs openssl with `args` (and `input` on its stdin); its stdout, or an error with its stderr.
 pub(super) fn openssl(args: &[&str], input: Option<&[u8]>) -> io::Result<Vec<u8>> {
+    // std collects this child's exit: a suite's reaper must not take it first.
+    let _g = crate::children::SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let mut child = Command::new("openssl")
         .args(args)
         .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
