@@ -157,8 +157,19 @@ pub fn prepare(plan: &RootfsPlan) -> Result<Assembly> {
     // root (finish): a shared tree here would propagate back, an unbindable one could not be
     // bound to make the root.
     let prop = plan.propagation.unwrap_or(Propagation { flag: libc::MS_SLAVE, recursive: true });
-    let root_flag = if prop.flag == libc::MS_PRIVATE { libc::MS_PRIVATE } else { libc::MS_SLAVE };
-    mount::mount(None, "/", None, root_flag | libc::MS_REC, None).ctx("making / a slave/private mount")?;
+    if prop.flag == libc::MS_SHARED {
+        // A shared root: the host's mounts keep their peer groups here, so a bind mount of a
+        // shared host path stays the host's peer and mounts propagate both ways (runc does
+        // the same). Only the mount the rootfs is on becomes private: the rootfs bind and
+        // everything under it (proc, dev, the config's mounts) never reach the host.
+        let canonical = std::fs::canonicalize(&plan.rootfs).with_ctx(|| plan.rootfs.display().to_string())?;
+        let on = berth_sys::proc::mount_propagation(&canonical).ctx("finding the mount the rootfs is on")?;
+        mount::mount(None, &on.mount_point, None, libc::MS_PRIVATE, None)
+            .with_ctx(|| format!("making {} (the rootfs's mount) private", on.mount_point.display()))?;
+    } else {
+        let root_flag = if prop.flag == libc::MS_PRIVATE { libc::MS_PRIVATE } else { libc::MS_SLAVE };
+        mount::mount(None, "/", None, root_flag | libc::MS_REC, None).ctx("making / a slave/private mount")?;
+    }
     // pivot_root needs the rootfs to be a mount point, whose parent is not shared.
     match &plan.prepared_root {
         Some(tree) => {
@@ -232,8 +243,13 @@ fn enter_root(plan: &RootfsPlan, root: &OwnedFd) -> Result<()> {
         mount::chroot(".").ctx("--no-pivot: chroot")?;
     } else {
         // pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves
-        // the container's root alone, with no directory of the host reachable.
+        // the container's root alone, with no directory of the host reachable. The old root is
+        // reached through a descriptor: "." names the new root's mount (a lookup of "." does
+        // not climb the mounts stacked on it), and making that tree a slave would cut the
+        // container's shared mounts off from their host peers.
+        let old_root = file::open("/", libc::O_PATH | libc::O_DIRECTORY).ctx("opening the old root")?;
         mount::pivot_root(".", ".").ctx("pivot_root")?;
+        file::fchdir(&old_root).ctx("entering the old root")?;
         mount::mount(None, ".", None, libc::MS_SLAVE | libc::MS_REC, None).ctx("making the old root a slave")?;
         mount::umount2(".", libc::MNT_DETACH).ctx("detaching the old root")?;
     }

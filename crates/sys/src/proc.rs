@@ -96,6 +96,47 @@ pub fn is_mountpoint(path: &Path) -> io::Result<bool> {
     Ok(mounts.lines().any(|l| l.split(' ').nth(4).is_some_and(|m| unescape_mountinfo(m) == want)))
 }
 
+/// How a mount propagates, from its optional fields in /proc/self/mountinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountPropagation {
+    /// where the mount is
+    pub mount_point: std::path::PathBuf,
+    /// in a peer group: mounts under it propagate to and from its peers (`shared:N`)
+    pub shared: bool,
+    /// receives from a master's peer group (`master:N`)
+    pub slave: bool,
+}
+
+/// The propagation of the mount `path` is on, in this process's mount namespace: the last
+/// mount (the one on top) of the longest mount point that contains `path`. `path` should be
+/// canonical (symlinks resolved), as mountinfo's mount points are.
+pub fn mount_propagation(path: &Path) -> io::Result<MountPropagation> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mut best: Option<(usize, MountPropagation)> = None;
+    for line in mounts.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(point) = fields.get(4) else { continue };
+        let point = std::path::PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(
+            unescape_mountinfo(point),
+        ));
+        if !path.starts_with(&point) {
+            continue;
+        }
+        let depth = point.components().count();
+        if best.as_ref().is_some_and(|(d, _)| *d > depth) {
+            continue;
+        }
+        let optional = fields.iter().skip(6).take_while(|f| **f != "-");
+        let (mut shared, mut slave) = (false, false);
+        for f in optional {
+            shared |= f.starts_with("shared:");
+            slave |= f.starts_with("master:");
+        }
+        best = Some((depth, MountPropagation { mount_point: point, shared, slave }));
+    }
+    best.map(|(_, m)| m).ok_or_else(|| io::Error::other(format!("{}: on no mount in mountinfo", path.display())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +160,14 @@ mod tests {
         let s = stat(me).unwrap();
         assert!(s.state == 'R' || s.state == 'S', "{s:?}");
         assert!(s.start > 0);
+    }
+
+    #[test]
+    fn the_root_mount_has_a_propagation() {
+        let m = mount_propagation(Path::new("/proc/self")).unwrap();
+        assert_eq!(m.mount_point, Path::new("/proc"));
+        let root = mount_propagation(Path::new("/")).unwrap();
+        assert_eq!(root.mount_point, Path::new("/"));
     }
 
     #[test]

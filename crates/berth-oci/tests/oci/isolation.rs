@@ -236,6 +236,54 @@ pub fn root_readonly_and_propagation() {
     assert!(!line.contains("shared:") && !line.contains("master:"), "{line}");
 }
 
+/// A bind mount with rshared propagation under an rshared root stays the peer of its host
+/// mount: what the container mounts under it appears on the host (CRI's Bidirectional, which
+/// kubelet gives CSI drivers). The host side is a tmpfs of the test's own, made shared.
+pub fn shared_mounts_propagate_both_ways() {
+    let mut c = Ctr::with_own_rootfs(
+        "bidirectional",
+        &["sh", "-c", "mount -t tmpfs from-ctr /vol/from-ctr && touch /vol/from-ctr/marker && ls /vol/from-host"],
+    );
+    let host = c.dir.join("shared");
+    std::fs::create_dir_all(&host).unwrap();
+    let host_c = berth_sys::cstring(host.as_os_str()).unwrap();
+    // SAFETY: mount(2) with valid C strings, on the test's own directory.
+    unsafe {
+        assert_eq!(libc::mount(c"tmpfs".as_ptr(), host_c.as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null()), 0);
+        assert_eq!(
+            libc::mount(std::ptr::null(), host_c.as_ptr(), std::ptr::null(), libc::MS_SHARED, std::ptr::null()),
+            0
+        );
+    }
+    for d in ["from-ctr", "from-host"] {
+        std::fs::create_dir_all(host.join(d)).unwrap();
+    }
+    let from_host = berth_sys::cstring(host.join("from-host").as_os_str()).unwrap();
+    // SAFETY: as above; a mount the container should see.
+    unsafe {
+        assert_eq!(libc::mount(c"tmpfs".as_ptr(), from_host.as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null()), 0);
+    }
+    std::fs::write(host.join("from-host/seen"), b"").unwrap();
+    c.config()["linux"]["rootfsPropagation"] = json!("rshared");
+    for set in ["bounding", "effective", "permitted"] {
+        c.config()["process"]["capabilities"][set].as_array_mut().unwrap().push(json!("CAP_SYS_ADMIN"));
+    }
+    let src = host.to_str().unwrap().to_string();
+    c.mounts().push(json!({"destination": "/vol", "type": "bind", "source": src, "options": ["rbind", "rshared"]}));
+    let out = c.run();
+    let marker = host.join("from-ctr/marker").exists();
+    // SAFETY: umount2 of the test's own mounts, deepest first.
+    unsafe {
+        for p in [host.join("from-ctr"), host.join("from-host"), host.clone()] {
+            let p = berth_sys::cstring(p.as_os_str()).unwrap();
+            libc::umount2(p.as_ptr(), libc::MNT_DETACH);
+        }
+    }
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_contains(&out.stdout, "seen");
+    assert!(marker, "the container's mount under /vol did not reach the host");
+}
+
 fn mount_line<'a>(mountinfo: &'a str, target: &str) -> &'a str {
     mountinfo
         .lines()

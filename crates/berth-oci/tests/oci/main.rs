@@ -203,6 +203,7 @@ fn main() {
         isolation::oom_score_adj,
         isolation::process_attributes,
         isolation::root_readonly_and_propagation,
+        isolation::shared_mounts_propagate_both_ways,
         isolation::mounts_and_options,
         isolation::tmpcopyup_into_new_and_existing_directories,
         isolation::bind_mounts,
