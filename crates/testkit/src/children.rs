@@ -148,12 +148,34 @@ fn output_files() -> (PathBuf, PathBuf, File, File) {
     (out_path, err_path, out, err)
 }
 
-/// Runs `cmd` to its end with std collecting its exit and output (`Command::output`), under
-/// the spawn lock so that a suite's reaper, if one runs, cannot take the exit first. For the
-/// harness's own short helper commands (busybox --list, htpasswd, skopeo); not re-entrant.
-pub fn output_unreaped(cmd: &mut Command) -> std::io::Result<std::process::Output> {
-    let _g = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    cmd.output()
+/// Runs `cmd` to its end (at most `RUN_TIMEOUT`) with its output collected, like
+/// `Command::output`, in any process: where a suite's reaper runs (`become_subreaper`), the
+/// exit comes from it and the output through files; elsewhere std waits. For the harness's
+/// own helper commands (busybox --list, htpasswd, skopeo). No lock is held while it runs: a
+/// command may talk to servers other tests' threads run.
+pub fn output(cmd: &mut Command) -> std::io::Result<std::process::Output> {
+    if OUTPUT_DIR.get().is_none() {
+        return cmd.output();
+    }
+    let (out_path, err_path, out, err) = output_files();
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    // The reaper thread waits for it.
+    #[allow(clippy::zombie_processes)]
+    let child = {
+        let _g = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let child = cmd.spawn()?;
+        REAPED.lock().unwrap().get_or_insert_with(HashMap::new).remove(&child.id());
+        child
+    };
+    let Some(status) = wait_reaped(child.id(), RUN_TIMEOUT) else {
+        // SAFETY: kill(2) of our own child, which the reaper has not collected.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        return Err(std::io::Error::other(format!("`{}` ran longer than {RUN_TIMEOUT:?}", describe(cmd))));
+    };
+    let read = |p: &Path| std::fs::read(p).unwrap_or_default();
+    let output = std::process::Output { status, stdout: read(&out_path), stderr: read(&err_path) };
+    let _ = (std::fs::remove_file(&out_path), std::fs::remove_file(&err_path));
+    Ok(output)
 }
 
 /// Spawns `cmd` with its output in files; `stdin`, if given, is written to it and closed.

@@ -116,7 +116,7 @@ pub fn build_busybox_rootfs(dest: &Path) -> io::Result<()> {
 }
 
 fn list_applets(busybox: &Path) -> io::Result<Vec<String>> {
-    let out = crate::children::output_unreaped(Command::new(busybox).arg("--list-full"))?;
+    let out = crate::children::output(Command::new(busybox).arg("--list-full"))?;
     if !out.status.success() {
         return Err(io::Error::other(format!(
             "{} --list-full failed: {}",

@@ -31,7 +31,7 @@ pub fn put_manifest(addr: &str, repo: &str, reference: &str, bytes: &[u8], media
 
 /// Runs skopeo (Debian's) with the given arguments; errors carry its stderr.
 pub fn skopeo(args: &[&str]) -> io::Result<String> {
-    let out = crate::children::output_unreaped(Command::new("skopeo").args(args).stdin(Stdio::null()))
+    let out = crate::children::output(Command::new("skopeo").args(args).stdin(Stdio::null()))
         .map_err(|e| io::Error::new(e.kind(), format!("skopeo (Debian package skopeo): {e}")))?;
     if !out.status.success() {
         return Err(io::Error::other(format!("skopeo {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr))));

@@ -65,7 +65,7 @@ impl Registry {
         std::fs::create_dir_all(self.storage())?;
         let mut auth = String::new();
         if let Some((u, p)) = &self.htpasswd {
-            let out = crate::children::output_unreaped(Command::new("htpasswd").args(["-Bbn", u, p]))
+            let out = crate::children::output(Command::new("htpasswd").args(["-Bbn", u, p]))
                 .map_err(|e| io::Error::new(e.kind(), format!("htpasswd (Debian package apache2-utils): {e}")))?;
             if !out.status.success() {
                 return Err(io::Error::other(format!("htpasswd failed: {}", String::from_utf8_lossy(&out.stderr))));
