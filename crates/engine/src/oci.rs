@@ -143,6 +143,9 @@ fn mounts(c: &ContainerConfig, r: &Resolved) -> Result<Vec<Mount>> {
             }
             opts.push("rro".into());
         }
+        if matches!(m.source, MountSource::Bind(_)) && m.propagation != Propagation::Private {
+            check_source_propagation(i, m.propagation, src)?;
+        }
         let typ = if matches!(m.source, MountSource::Tmpfs) { "tmpfs" } else { "bind" };
         let mut om = Mount::default();
         om.set_destination(m.destination.clone().into());
@@ -155,6 +158,31 @@ fn mounts(c: &ContainerConfig, r: &Resolved) -> Result<Vec<Mount>> {
         out.push(mount("/dev/init", "bind", init, &["bind", "ro", "rprivate"]));
     }
     Ok(out)
+}
+
+/// Propagation to or from the host needs the host path on a mount that propagates: a shared
+/// one for both ways, a shared or slave one for host to container (what runc would otherwise
+/// set up silently without effect).
+fn check_source_propagation(i: usize, p: Propagation, src: &std::path::Path) -> Result<()> {
+    let canonical = std::fs::canonicalize(src)
+        .map_err(|e| Error::invalid(format!("mounts[{i}]: source {}: {e}", src.display())))?;
+    let on = berth_sys::proc::mount_propagation(&canonical)
+        .map_err(|e| Error::invalid(format!("mounts[{i}]: source {}: {e}", src.display())))?;
+    let ok = match p {
+        Propagation::Shared => on.shared,
+        Propagation::Slave => on.shared || on.slave,
+        Propagation::Private => true,
+    };
+    if !ok {
+        return Err(Error::invalid(format!(
+            "mounts[{i}]: {} propagation needs the source {} on a {} mount; {} is not",
+            p.option(),
+            src.display(),
+            if p == Propagation::Shared { "shared" } else { "shared or slave" },
+            on.mount_point.display()
+        )));
+    }
+    Ok(())
 }
 
 fn capability_set(names: &[String]) -> Result<HashSet<Capability>> {
@@ -281,7 +309,10 @@ fn linux(c: &ContainerConfig, r: &Resolved) -> Result<oci_spec::runtime::Linux> 
     l.set_sysctl(if c.sysctls.is_empty() { None } else { Some(c.sysctls.clone().into_iter().collect()) });
     let (nodes, _) = devices(c)?;
     l.set_devices(if nodes.is_empty() { None } else { Some(nodes) });
-    l.set_rootfs_propagation(None);
+    // A mount shared with the host needs a root that passes mount events on: rshared, as
+    // containerd sets it (berth-oci's default is rslave).
+    let shares = c.mounts.iter().any(|m| m.propagation == Propagation::Shared);
+    l.set_rootfs_propagation(if shares { Some("rshared".into()) } else { None });
     Ok(l)
 }
 

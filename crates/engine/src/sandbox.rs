@@ -250,10 +250,10 @@ impl Engine {
         let run = self.sandbox_run_dir(&s.id);
         crate::private_dir(&dir)?;
         crate::private_dir(&run)?;
-        let hostname = if cfg.network == PodNamespace::Node {
+        // No hostname asked for: the node's, which the new UTS namespace starts with (as in
+        // containerd and CRI-O; a pod's name may be longer than a hostname can be).
+        let hostname = if cfg.network == PodNamespace::Node || cfg.hostname.is_empty() {
             crate::container::host_hostname()
-        } else if cfg.hostname.is_empty() {
-            cfg.name.clone()
         } else {
             cfg.hostname.clone()
         };

@@ -184,9 +184,11 @@ fn security_profile(p: &Option<pb::SecurityProfile>, deprecated_path: &str, fiel
             Err(_) => Err(invalid(&format!("{field}.profile_type"), format!("unknown type {}", p.profile_type))),
         };
     }
+    // Neither field: unconfined, as the CRI defines it (kubelet sends RuntimeDefault when the
+    // pod asks for it).
     match deprecated_path {
-        "" | "runtime/default" | "docker/default" => Ok(Seccomp::Default),
-        "unconfined" => Ok(Seccomp::Unconfined),
+        "runtime/default" | "docker/default" => Ok(Seccomp::Default),
+        "" | "unconfined" => Ok(Seccomp::Unconfined),
         p => match p.strip_prefix("localhost/") {
             Some(path) => Ok(Seccomp::Profile(PathBuf::from(path))),
             None => {
@@ -296,7 +298,7 @@ pub fn container_config(
         mounts.push(Mount {
             source: MountSource::Bind(host_path(&m.host_path, &format!("{at}.host_path"))?),
             destination: m.container_path.clone(),
-            readonly: m.readonly || m.recursive_read_only,
+            readonly: m.readonly,
             recursive_readonly: m.recursive_read_only,
             propagation,
             options: Vec::new(),

@@ -115,7 +115,11 @@ pub async fn remove(cri: &Cri, r: pb::RemoveImageRequest) -> Result<pb::RemoveIm
             Err(err) if err.is(berth_engine::Kind::NotFound) => return Ok(()),
             Err(err) => return Err(err),
         };
-        e.store.remove_image(&img.id().to_string(), true).map(|_| ())
+        // Another RemoveImage of the same image may finish first: gone is removed.
+        match e.store.remove_image(&img.id().to_string(), true) {
+            Err(err) if err.is(berth_engine::Kind::NotFound) => Ok(()),
+            r => r.map(|_| ()),
+        }
     })
     .await?;
     Ok(pb::RemoveImageResponse {})

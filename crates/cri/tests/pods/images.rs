@@ -94,13 +94,20 @@ pub fn pull_status_list_remove() {
     assert_eq!(store.fs_id.as_ref().unwrap().mountpoint, suite().root.display().to_string());
     assert!(store.used_bytes.as_ref().unwrap().value > 0 && store.inodes_used.as_ref().unwrap().value > 0);
 
-    for _ in 0..2 {
-        // Removed, then removing what is gone is fine.
-        block(cri().images.remove_image(pb::RemoveImageRequest {
-            image: Some(pb::ImageSpec { image: image_ref.clone(), ..Default::default() }),
-        }))
-        .expect("RemoveImage");
+    // Removed by several callers at once (kubelet's image GC may race a user), then once more
+    // when it is gone: every call succeeds.
+    let request =
+        || pb::RemoveImageRequest { image: Some(pb::ImageSpec { image: image_ref.clone(), ..Default::default() }) };
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let (mut client, req) = (cri(), request());
+            suite().rt.spawn(async move { client.images.remove_image(req).await })
+        })
+        .collect();
+    for call in calls {
+        block(call).unwrap().expect("RemoveImage, concurrently");
     }
+    block(cri().images.remove_image(request())).expect("RemoveImage of an image already removed");
     assert!(image_status(&name).is_none());
     assert!(image_status(&image_ref).is_none());
 }

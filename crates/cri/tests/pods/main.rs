@@ -10,6 +10,7 @@ mod crictl;
 mod hostile;
 mod images;
 mod lifecycle;
+mod security;
 mod support;
 
 use berth_testkit::trials;
@@ -36,6 +37,8 @@ fn main() {
         hostile::requests_are_refused_naming_the_field,
         hostile::failed_creates_leave_nothing,
         hostile::the_clis_containers_are_not_berthds,
+        security::absent_fields_mean_what_the_cri_says,
+        security::mount_propagation_and_its_refusals,
         crictl::runs_a_pod_end_to_end,
     ];
     // Restarting berthd would fail every test running meanwhile: these run alone, after.

@@ -139,11 +139,13 @@ impl Engine {
             env: cfg.env.clone(),
         };
         let d = berth_image::spec::runtime_defaults(img_cfg, &rootfs, &ov)?;
-        let mut additional_gids = d.additional_gids.clone();
+        // The primary group leads the list, as initgroups(3) makes it and as kubelet expects
+        // to see it in the container's reported identity.
+        let mut additional_gids = vec![d.gid];
+        if !cfg.user.as_ref().is_some_and(|u| u.strict_groups) {
+            additional_gids.extend(d.additional_gids.iter().filter(|g| **g != d.gid));
+        }
         if let Some(u) = &cfg.user {
-            if u.strict_groups {
-                additional_gids.clear();
-            }
             for g in &u.additional_gids {
                 berth_image::spec::check_process_id(*g, "supplementary gid")?;
                 if !additional_gids.contains(g) {

@@ -1,0 +1,124 @@
+//! The security context and mounts as the CRI defines them (what critest checks, here with
+//! berth's own assertions): the defaults of absent fields, the identity reported back, and
+//! mount propagation to and from the host.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_cri::proto as pb;
+use tonic::Code;
+
+use crate::support::*;
+
+fn security(c: &mut pb::ContainerConfig) -> &mut pb::LinuxContainerSecurityContext {
+    c.linux.as_mut().unwrap().security_context.as_mut().unwrap()
+}
+
+fn seccomp_mode(id: &str) -> String {
+    let (_, out, _) = exec(id, &["grep", "^Seccomp:", "/proc/self/status"]);
+    out.split_whitespace().nth(1).unwrap_or_default().to_string()
+}
+
+/// No seccomp field is unconfined (RuntimeDefault is asked for by name); no hostname is the
+/// node's; the reported user is the identity the process has, primary group first.
+pub fn absent_fields_mean_what_the_cri_says() {
+    let mut cfg = pod_config("defaults");
+    cfg.hostname = String::new();
+    let pod = Pod::run(cfg);
+    let plain = pod.start(container_config("plain", "exec sleep 1000"));
+    assert_eq!(seccomp_mode(&plain), "0", "a container without a seccomp field is filtered");
+    let node = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(exec(&plain, &["hostname"]).1.trim(), node.trim(), "a pod without a hostname");
+
+    let mut c = container_config("confined", "exec sleep 1000");
+    security(&mut c).seccomp = Some(pb::SecurityProfile::default());
+    let confined = pod.start(c);
+    assert_eq!(seccomp_mode(&confined), "2", "RuntimeDefault is not a filter");
+
+    let mut c = container_config("identity", "exec sleep 1000");
+    let sc = security(&mut c);
+    sc.run_as_user = Some(pb::Int64Value { value: 1000 });
+    sc.run_as_group = Some(pb::Int64Value { value: 2000 });
+    sc.supplemental_groups = vec![1234];
+    let id = pod.start(c);
+    let user = status(&id).user.and_then(|u| u.linux).expect("the container's user");
+    assert_eq!((user.uid, user.gid, user.supplemental_groups), (1000, 2000, vec![2000, 1234]));
+    assert_eq!(exec(&id, &["id", "-G"]).1.trim(), "2000 1234");
+}
+
+/// A tmpfs of the test's own at `dir`, shared or private.
+struct TestMount(PathBuf);
+
+impl TestMount {
+    fn new(dir: PathBuf, shared: bool) -> TestMount {
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = berth_sys::cstring(dir.as_os_str()).unwrap();
+        let propagation = if shared { libc::MS_SHARED } else { libc::MS_PRIVATE };
+        // SAFETY: mount(2) with valid C strings, on the test's own directory.
+        unsafe {
+            assert_eq!(libc::mount(c"tmpfs".as_ptr(), c.as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null()), 0);
+            assert_eq!(libc::mount(std::ptr::null(), c.as_ptr(), std::ptr::null(), propagation, std::ptr::null()), 0);
+        }
+        TestMount(dir)
+    }
+}
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        for m in berth_testkit::leaks::mounts_containing(&self.0.display().to_string()).iter().rev() {
+            let c = berth_sys::cstring(Path::new(m).as_os_str()).unwrap();
+            // SAFETY: umount2 of a mount under the test's own directory.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+fn bind(host: &Path, propagation: pb::MountPropagation) -> pb::Mount {
+    pb::Mount {
+        container_path: "/vol".into(),
+        host_path: host.display().to_string(),
+        propagation: propagation as i32,
+        ..Default::default()
+    }
+}
+
+/// Bidirectional: what the container mounts under the volume appears on the host; a host
+/// path on a private mount is refused for it, as is a recursive read-only mount that is not
+/// read-only.
+pub fn mount_propagation_and_its_refusals() {
+    let pod = Pod::run(pod_config("propagation"));
+    let create = |c: pb::ContainerConfig| {
+        block(cri().runtime.create_container(pb::CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: Some(c),
+            sandbox_config: Some(pod.config.clone()),
+        }))
+    };
+    let private = TestMount::new(suite().dir.join(unique("private-mount")), false);
+    let mut c = container_config(&unique("refused"), "true");
+    c.mounts = vec![bind(&private.0, pb::MountPropagation::PropagationBidirectional)];
+    let e = create(c).expect_err("bidirectional propagation from a private mount");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("mounts[0]") && e.message().contains("shared"), "{}", e.message());
+    let mut c = container_config(&unique("refused"), "true");
+    c.mounts =
+        vec![pb::Mount { recursive_read_only: true, ..bind(&private.0, pb::MountPropagation::PropagationPrivate) }];
+    let e = create(c).expect_err("a recursive read-only mount that is not read-only");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("mounts[0]"), "{}", e.message());
+
+    let shared = TestMount::new(suite().dir.join(unique("shared-mount")), true);
+    std::fs::create_dir(shared.0.join("sub")).unwrap();
+    let mut c =
+        container_config("bidirectional", "mount -t tmpfs ctr /vol/sub && touch /vol/sub/marker && exec sleep 1000");
+    c.mounts = vec![bind(&shared.0, pb::MountPropagation::PropagationBidirectional)];
+    security(&mut c).capabilities =
+        Some(pb::Capability { add_capabilities: vec!["SYS_ADMIN".into()], ..Default::default() });
+    let id = pod.start(c);
+    wait_until("the container's mount to reach the host", Duration::from_secs(30), || {
+        shared.0.join("sub/marker").exists()
+    });
+    let listed = status(&id).mounts;
+    assert_eq!(listed[0].propagation, pb::MountPropagation::PropagationBidirectional as i32, "{listed:?}");
+    drop(pod);
+}
