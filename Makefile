@@ -47,11 +47,14 @@ lint:
 # on pure cgroup v1 and, with its podman and containerd
 # callers suite, inside a pure cgroup v2 guest, and
 # the snapshot tests on Debian 12's 6.1 kernel (overlayfs before the new mount API's lowerdir+).
+# critest (the CRI's validation suite, ../shared/bin) runs against berthd after the workspace's
+# tests (tools/test-critest.sh).
 # The engine's end-to-end tests run the workspace's binaries (berth, berth-monitor, berth-oci)
 # and berth-init: all are built first.
 test: deps lint init
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
+	./tools/test-critest.sh
 	./tools/test-oci-peers.sh conformance::
 	./tools/test-cgroup1.sh
 	./tools/test-cgroup2.sh
