@@ -59,6 +59,10 @@ fn run(args: &Args) -> Result<()> {
     };
     // Bound before the async runtime starts any thread: binding sets the umask.
     let (listener, guard) = socket::bind(&socket_path)?;
+    // Only the berthd holding the socket cleans up what a killed one left half made.
+    for note in engine.sandbox_recover() {
+        eprintln!("berthd: {note}");
+    }
     let settings = Settings { restrict_oom_score_adj: cri_config.restrict_oom_score_adj, ..Default::default() };
     let cri = Cri::new(engine, settings).map_err(|e| Error::io("start watching containers", e))?;
     let rt = tokio::runtime::Builder::new_multi_thread()

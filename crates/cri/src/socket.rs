@@ -1,8 +1,8 @@
 //! berthd's listening socket.
 //!
-//! - Only root talks to berthd: the socket is created 0600 (under a 0177 umask, so it is never
-//!   reachable by others, not even between bind and chmod) in a directory made 0700 if berthd
-//!   creates it.
+//! - Only root (and its group, as containerd's socket) talks to berthd: the socket is created
+//!   0660 (under a 0117 umask, so it is never reachable by others, not even between bind and
+//!   chmod) in a directory made 0700 if berthd creates it.
 //! - One berthd per socket: `<socket>.lock` is held (flock) for berthd's lifetime. A second
 //!   berthd on the same socket finds it locked and refuses to start.
 //! - A socket left by a berthd that died (kill -9, power loss) is replaced: with the lock held,
@@ -154,14 +154,14 @@ pub fn bind(path: &Path) -> Result<(UnixListener, SocketGuard)> {
     }
 
     // SAFETY: umask only swaps the process's file mode creation mask.
-    let old = unsafe { libc::umask(0o177) };
+    let old = unsafe { libc::umask(0o117) };
     let bound = UnixListener::bind(path);
     unsafe { libc::umask(old) };
     let listener = bound.map_err(|e| Error::io(format!("bind {}", path.display()), e))?;
-    // 0600 whatever the umask was (a thread creating a file meanwhile could not widen it, but
+    // 0660 whatever the umask was (a thread creating a file meanwhile could not widen it, but
     // state it once more).
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::io(format!("chmod 0600 {}", path.display()), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| Error::io(format!("chmod 0660 {}", path.display()), e))?;
     let m = std::fs::symlink_metadata(path).map_err(|e| Error::io(format!("socket {}", path.display()), e))?;
     let guard = SocketGuard { path: path.to_path_buf(), lock_path, lock: Some(lock), id: Identity::of(&m) };
     Ok((listener, guard))

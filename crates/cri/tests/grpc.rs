@@ -113,7 +113,7 @@ fn socket_is_private_and_removed_on_sigterm() {
     let sock = berthd.socket.clone();
     let m = std::fs::symlink_metadata(&sock).unwrap();
     assert!(m.file_type().is_socket());
-    assert_eq!(m.mode() & 0o7777, 0o600, "socket mode");
+    assert_eq!(m.mode() & 0o7777, 0o660, "socket mode");
     assert_eq!(m.uid(), unsafe { libc::geteuid() });
     let (status, stderr) = berthd.stop(libc::SIGTERM);
     assert!(status.success(), "berthd after SIGTERM: {status:?}\n{stderr}");

@@ -108,6 +108,9 @@ pub struct Sandbox {
     pub state: SandboxState,
 }
 
+/// A pod's status from its record until RunPodSandbox has made all of it.
+const CREATING: &str = "creating";
+
 impl Sandbox {
     pub fn ready(&self) -> bool {
         self.state.status == "ready"
@@ -232,7 +235,7 @@ impl Engine {
             name: format!("{}_{}_{}_{}", cfg.name, cfg.namespace, cfg.uid, cfg.attempt),
             created_at: time::now_nanos() as i64,
             config: cfg.clone(),
-            state: SandboxState { status: "notready".into(), ..Default::default() },
+            state: SandboxState { status: CREATING.into(), ..Default::default() },
         };
         self.sandbox_insert(&s)?;
         crate::crash_point("sandbox-record");
@@ -403,6 +406,37 @@ impl Engine {
         self.sandbox_delete_record(&s.id)?;
         let _ = std::fs::remove_file(self.run_root.join("locks").join(&s.id));
         Ok(())
+    }
+
+    /// After a crash of the server that was creating them: removes the pods RunPodSandbox
+    /// did not finish and the pods' containers CreateContainer did not finish, with all they
+    /// hold. Their ids never reached a client (the call did not return), and a retry of the
+    /// same call must not find their names taken. One line per object for the log.
+    pub fn sandbox_recover(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        for c in self.load_all().unwrap_or_default() {
+            if c.config.sandbox.is_some() && c.state.status == "creating" {
+                match self.remove(&c.id, true, true) {
+                    Ok(()) => notes.push(format!("removed container {} (its creation was interrupted)", c.name)),
+                    Err(e) => notes.push(format!("container {} (its creation was interrupted): {e}", c.name)),
+                }
+            }
+        }
+        for mut s in self.sandbox_list().unwrap_or_default() {
+            if s.state.status != CREATING {
+                continue;
+            }
+            let Ok(_lock) = self.lock(&s.id) else { continue };
+            let errors = self.sandbox_release(&mut s);
+            if errors.is_empty() {
+                let _ = self.sandbox_delete_record(&s.id);
+                let _ = std::fs::remove_file(self.run_root.join("locks").join(&s.id));
+                notes.push(format!("removed pod {} (its creation was interrupted)", s.name));
+            } else {
+                notes.push(format!("pod {} (its creation was interrupted): {}", s.name, errors.join("; ")));
+            }
+        }
+        notes
     }
 
     /// The files and namespaces a container of pod `id` uses.

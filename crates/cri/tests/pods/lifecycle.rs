@@ -399,3 +399,60 @@ pub fn berthd_restart_keeps_pods() {
     });
     task.abort();
 }
+
+/// berthd killed (-9) in the middle of RunPodSandbox and of CreateContainer, at each of the
+/// engine's crash points: the next berthd removes what the call had made (its id never
+/// reached the caller), and the caller's retry of the same call succeeds.
+pub fn berthd_killed_mid_create() {
+    let run_pod =
+        |cfg: &pb::PodSandboxConfig| {
+            block(cri().runtime.run_pod_sandbox(pb::RunPodSandboxRequest {
+                config: Some(cfg.clone()),
+                runtime_handler: String::new(),
+            }))
+        };
+    let crash_during = |point: &str, call: &dyn Fn() -> bool| {
+        let out = stop_berthd();
+        assert_eq!(out.code, 0, "berthd after SIGTERM: {}", out.stderr);
+        start_berthd_with(&[("BERTH_TEST_CRASH_AT", point)]);
+        assert!(!call(), "{point}: the call succeeded though berthd was killed in it");
+        let ended = berthd_ended();
+        assert_eq!(ended.code, 128 + libc::SIGKILL, "{point}: berthd was not killed there: {ended:?}");
+        start_berthd();
+    };
+    for point in ["sandbox-record", "sandbox-namespaces", "sandbox-network"] {
+        let cfg = pod_config(&format!("crash-{point}"));
+        crash_during(point, &|| run_pod(&cfg).is_ok());
+        let name = cfg.metadata.as_ref().unwrap().name.clone();
+        let pods = block(cri().runtime.list_pod_sandbox(pb::ListPodSandboxRequest { filter: None }))
+            .unwrap()
+            .into_inner()
+            .items;
+        assert!(
+            !pods.iter().any(|p| p.metadata.as_ref().unwrap().name == name),
+            "{point}: the half-made pod is listed"
+        );
+        let pod = Pod::run(cfg);
+        let id = pod.start(container_config("after", "exec sleep 1000"));
+        assert_eq!(status(&id).state, pb::ContainerState::ContainerRunning as i32);
+    }
+    for point in ["created-record", "snapshot"] {
+        let pod = Pod::run(pod_config(&format!("crash-{point}")));
+        let cfg = container_config("app", "exec sleep 1000");
+        let create = || {
+            block(cri().runtime.create_container(pb::CreateContainerRequest {
+                pod_sandbox_id: pod.id.clone(),
+                config: Some(cfg.clone()),
+                sandbox_config: Some(pod.config.clone()),
+            }))
+        };
+        crash_during(point, &|| create().is_ok());
+        assert!(
+            list_containers(pb::ContainerFilter { pod_sandbox_id: pod.id.clone(), ..Default::default() }).is_empty(),
+            "{point}: the half-made container is listed"
+        );
+        let id = create().expect("CreateContainer again after the crash").into_inner().container_id;
+        block(cri().runtime.start_container(pb::StartContainerRequest { container_id: id.clone() })).unwrap();
+        assert_eq!(status(&id).state, pb::ContainerState::ContainerRunning as i32);
+    }
+}

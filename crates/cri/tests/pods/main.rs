@@ -42,7 +42,7 @@ fn main() {
         crictl::runs_a_pod_end_to_end,
     ];
     // Restarting berthd would fail every test running meanwhile: these run alone, after.
-    let alone = trials![lifecycle::berthd_restart_keeps_pods];
+    let alone = trials![lifecycle::berthd_restart_keeps_pods, lifecycle::berthd_killed_mid_create];
     support::init();
     let mut conclusion = libtest_mimic::run(&args, tests);
     let mut one_at_a_time = args.clone();

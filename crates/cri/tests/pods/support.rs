@@ -106,8 +106,14 @@ pub fn berth(args: &[&str]) -> Output {
 
 /// Starts berthd on the suite's store and waits until its socket answers.
 pub fn start_berthd() {
+    start_berthd_with(&[]);
+}
+
+/// Starts berthd with `env` added to its environment.
+pub fn start_berthd_with(env: &[(&str, &str)]) {
     let s = suite();
     let mut c = Command::new(env!("CARGO_BIN_EXE_berthd"));
+    c.envs(env.iter().copied());
     c.env_remove("BERTH_ROOT")
         .env_remove("BERTH_CONFIG")
         .arg("--root")
@@ -130,6 +136,12 @@ pub fn stop_berthd() -> Output {
     let child = suite().berthd.lock().unwrap().take().expect("berthd runs");
     // SAFETY: kill(2) on our own child's pid (the reaper has not reaped it: it runs).
     unsafe { libc::kill(child.pid as i32, libc::SIGTERM) };
+    child.wait(Duration::from_secs(30))
+}
+
+/// Waits for berthd to end on its own (a crash point killed it); its exit code and output.
+pub fn berthd_ended() -> Output {
+    let child = suite().berthd.lock().unwrap().take().expect("berthd runs");
     child.wait(Duration::from_secs(30))
 }
 
