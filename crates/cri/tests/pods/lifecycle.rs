@@ -456,3 +456,32 @@ pub fn berthd_killed_mid_create() {
         assert_eq!(status(&id).state, pb::ContainerState::ContainerRunning as i32);
     }
 }
+
+/// Pods created, used and removed by many callers at once (kubelet starts a node's pods in
+/// parallel): every call succeeds, each pod gets its own address, and nothing is left.
+pub fn many_pods_at_once() {
+    let workers: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let pod = Pod::run(pod_config(&format!("parallel-{i}")));
+                let id = pod.start(container_config("app", "exec sleep 1000"));
+                let (code, hostname, _) = exec(&id, &["hostname"]);
+                assert_eq!(code, 0);
+                let ip = pod_status(&pod.id).network.map(|n| n.ip).unwrap_or_default();
+                (pod, hostname.trim().to_string(), ip)
+            })
+        })
+        .collect();
+    let pods: Vec<_> = workers.into_iter().map(|w| w.join().expect("a worker")).collect();
+    let mut ips: Vec<_> = pods.iter().map(|(_, _, ip)| ip.clone()).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), pods.len(), "pods share addresses: {ips:?}");
+    for (pod, hostname, _) in &pods {
+        assert_eq!(hostname, &pod.config.hostname);
+    }
+    let removers: Vec<_> = pods.into_iter().map(|(pod, _, _)| std::thread::spawn(move || drop(pod))).collect();
+    for r in removers {
+        r.join().expect("removing a pod");
+    }
+}

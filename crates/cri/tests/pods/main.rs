@@ -32,6 +32,7 @@ fn main() {
         lifecycle::events_follow_the_containers,
         lifecycle::stats_and_resource_updates,
         lifecycle::log_reopened_after_rotation,
+        lifecycle::many_pods_at_once,
         images::pull_status_list_remove,
         images::pull_with_credentials,
         hostile::requests_are_refused_naming_the_field,
