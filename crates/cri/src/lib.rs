@@ -12,6 +12,7 @@
 //!   and `--listen` values.
 
 pub mod config;
+pub mod deadline;
 pub mod paths;
 pub mod service;
 pub mod socket;

@@ -109,6 +109,7 @@ async fn serve(cri: Cri, listener: UnixListener, path: &Path) -> Result<()> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
 
     let server = tonic::transport::Server::builder()
+        .layer(berth_cri::deadline::DeadlineLayer)
         .add_service(RuntimeServiceServer::new(cri.clone()))
         .add_service(ImageServiceServer::new(cri))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), async {
