@@ -251,7 +251,7 @@ mod tests {
         let (listener, guard) = bind(&sock).unwrap();
         let m = std::fs::symlink_metadata(&sock).unwrap();
         assert!(m.file_type().is_socket());
-        assert_eq!(m.mode() & 0o7777, 0o600);
+        assert_eq!(m.mode() & 0o7777, 0o660);
         assert_eq!(std::fs::metadata(dir.path().join("sub")).unwrap().mode() & 0o7777, 0o700);
         assert_eq!(std::fs::metadata(lock_path(&sock)).unwrap().mode() & 0o7777, 0o600);
 
