@@ -263,8 +263,11 @@ impl Engine {
         std::fs::write(dir.join("hostname"), format!("{hostname}\n")).ctx("write the pod's hostname")?;
         std::fs::write(dir.join("resolv.conf"), spec::resolv_conf(&cfg.dns, cfg.network == PodNamespace::Node))
             .ctx("write the pod's resolv.conf")?;
-        if cfg.network == PodNamespace::Node {
+        if cfg.network == PodNamespace::Node && Path::new("/etc/hosts").exists() {
             std::fs::copy("/etc/hosts", dir.join("hosts")).ctx("copy the node's /etc/hosts")?;
+        } else if cfg.network == PodNamespace::Node {
+            // A node without /etc/hosts (a minimal host): the loopback names at least.
+            std::fs::write(dir.join("hosts"), spec::hosts_file(&hostname, None, &[])).ctx("write the pod's hosts")?;
         } else {
             std::fs::write(dir.join("hosts"), spec::hosts_file(&hostname, None, &[])).ctx("write the pod's hosts")?;
             let uts = run.join("uts");

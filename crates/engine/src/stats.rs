@@ -187,8 +187,11 @@ impl Engine {
                 .map(|kb| kb * 1024)
                 .unwrap_or(0);
         }
-        if let Some(d) = cgroup_dir(pid, "cpuacct") {
-            s.cpu_nanos = read_u64(&d.join("cpuacct.usage")).unwrap_or(0);
+        // cgroup_dir falls back to the unified hierarchy, which has no cpuacct.usage: on
+        // cgroup v2 the usage is cpu.stat's.
+        let cpuacct = cgroup_dir(pid, "cpuacct").map(|d| d.join("cpuacct.usage")).filter(|p| p.exists());
+        if let Some(usage) = cpuacct {
+            s.cpu_nanos = read_u64(&usage).unwrap_or(0);
         } else if let Some(d) = cgroup_dir(pid, "cpu") {
             let text = std::fs::read_to_string(d.join("cpu.stat")).unwrap_or_default();
             s.cpu_nanos = text
