@@ -1,5 +1,6 @@
 //! berthd driven by a tonic client over its Unix socket: Version, the answer of every RPC in
-//! the proto (Unimplemented, by name, for those not implemented yet), and the socket's life
+//! the proto (Unimplemented, by name, for those not implemented yet), the metric descriptors
+//! and UpdatePodSandboxResources' refusals, and the socket's life
 //! (mode, one berthd per socket, stale sockets, shutdown on SIGTERM and SIGINT). Pods and
 //! containers are the `pods` suite's.
 
@@ -47,16 +48,7 @@ async fn empty_requests_name_the_missing_field() {
 }
 
 /// The RPCs berthd does not implement yet, by their gRPC names.
-const UNIMPLEMENTED: &[&str] = &[
-    "Exec",
-    "Attach",
-    "PortForward",
-    "CheckpointContainer",
-    "UpdatePodSandboxResources",
-    "ListMetricDescriptors",
-    "ListPodSandboxMetrics",
-    "StreamPodSandboxMetrics",
-];
+const UNIMPLEMENTED: &[&str] = &["Exec", "Attach", "PortForward", "CheckpointContainer"];
 
 /// Every RPC of both services in the compiled proto, by its gRPC path, with an empty request:
 /// those not implemented yet answer Unimplemented naming themselves, every other one answers
@@ -96,6 +88,55 @@ async fn unimplemented_rpcs_say_so_by_name() {
     }
     // 35 RuntimeService and 6 ImageService RPCs in v1.36.
     assert_eq!((implemented, unimplemented), (41 - UNIMPLEMENTED.len(), UNIMPLEMENTED.len()));
+}
+
+/// The metric descriptors (a fixed set, unique names, cAdvisor's labels first), and the
+/// refusals of UpdatePodSandboxResources that need no pod: each names its field. Pods with
+/// metrics and recorded resources are the `pods` suite's.
+#[tokio::test]
+async fn metric_descriptors_and_pod_resource_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let berthd = Berthd::start(dir.path());
+    let mut runtime = RuntimeServiceClient::new(channel(&berthd.socket).await);
+    let descriptors = runtime
+        .list_metric_descriptors(pb::ListMetricDescriptorsRequest {})
+        .await
+        .expect("ListMetricDescriptors")
+        .into_inner()
+        .descriptors;
+    let mut names: Vec<&str> = descriptors.iter().map(|d| d.name.as_str()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), descriptors.len(), "duplicate names: {descriptors:?}");
+    for name in ["container_cpu_usage_seconds_total", "container_memory_working_set_bytes"] {
+        assert!(names.contains(&name), "{name} missing: {names:?}");
+    }
+    for d in &descriptors {
+        assert!(!d.help.is_empty(), "{d:?}");
+        assert_eq!(d.label_keys[..6], ["container", "id", "image", "name", "namespace", "pod"], "{d:?}");
+    }
+    // No pod yet: no metrics, and the stream sends no batch.
+    let pods = runtime.list_pod_sandbox_metrics(pb::ListPodSandboxMetricsRequest {}).await.unwrap().into_inner();
+    assert!(pods.pod_metrics.is_empty(), "{pods:?}");
+    let mut stream =
+        runtime.stream_pod_sandbox_metrics(pb::StreamPodSandboxMetricsRequest {}).await.unwrap().into_inner();
+    assert!(stream.message().await.unwrap().is_none());
+
+    let update = |id: &str, overhead: Option<pb::LinuxContainerResources>, resources| {
+        pb::UpdatePodSandboxResourcesRequest { pod_sandbox_id: id.into(), overhead, resources }
+    };
+    let e = runtime.update_pod_sandbox_resources(update("", None, None)).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "pod_sandbox_id: empty"));
+    let e = runtime.update_pod_sandbox_resources(update("0123456789abcdef", None, None)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let shares = pb::LinuxContainerResources { cpu_shares: 1 << 40, ..Default::default() };
+    let e = runtime.update_pod_sandbox_resources(update("0123456789abcdef", None, Some(shares))).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().starts_with("resources.cpu_shares 1099511627776: "), "{e:?}");
+    let memory = pb::LinuxContainerResources { memory_limit_in_bytes: 1024, ..Default::default() };
+    let e = runtime.update_pod_sandbox_resources(update("0123456789abcdef", Some(memory), None)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().starts_with("overhead.memory_limit_in_bytes 1024: "), "{e:?}");
 }
 
 /// The names in `dir` (the store root, `root`, is berthd's to keep).

@@ -27,7 +27,7 @@ use berth_network::PortMapping;
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use crate::container::config::DnsConfig;
+use crate::container::config::{DnsConfig, Resources};
 use crate::error::{bail, Context, Result};
 use crate::{random_id, spec, time, Engine};
 
@@ -69,6 +69,12 @@ pub struct SandboxConfig {
     /// the runtime handler (Kubernetes' RuntimeClass)
     pub runtime: Option<String>,
     pub privileged: bool,
+    /// the pod's overhead (RuntimeClass overhead), as kubelet last gave it; recorded only:
+    /// kubelet owns the pod's cgroup and sets its limits itself
+    pub overhead: Option<Resources>,
+    /// the pod's resources (its containers' together), as kubelet last gave them
+    /// (RunPodSandbox, UpdatePodSandboxResources); recorded only, as `overhead` is
+    pub resources: Option<Resources>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -141,6 +147,18 @@ fn check_sysctl(key: &str, c: &SandboxConfig) -> Result<()> {
     }
     if !ipc && !net {
         bail!(InvalidInput, "sysctls: {key} is not namespaced: a pod cannot set it");
+    }
+    Ok(())
+}
+
+/// A pod's overhead and total resources are limits the kernel could enforce (as a
+/// container's), the refusal naming which.
+fn check_pod_resources(overhead: Option<&Resources>, resources: Option<&Resources>) -> Result<()> {
+    if let Some(o) = overhead {
+        o.validate().map_err(|e| e.context("overhead"))?;
+    }
+    if let Some(r) = resources {
+        r.validate().map_err(|e| e.context("resources"))?;
     }
     Ok(())
 }
@@ -222,6 +240,7 @@ impl Engine {
         if !cfg.ports.is_empty() && cfg.network != PodNamespace::Pod {
             bail!(InvalidInput, "port_mappings: a pod on the node's network cannot map ports");
         }
+        check_pod_resources(cfg.overhead.as_ref(), cfg.resources.as_ref())?;
         if let Some(p) = &cfg.cgroup_parent {
             if p.split('/').any(|c| c == "..") {
                 bail!(InvalidInput, "cgroup_parent {p:?}: contains '..'");
@@ -409,6 +428,31 @@ impl Engine {
         self.sandbox_delete_record(&s.id)?;
         let _ = std::fs::remove_file(self.run_root.join("locks").join(&s.id));
         Ok(())
+    }
+
+    /// UpdatePodSandboxResources: records the pod's new overhead and total resources (None:
+    /// unchanged). Kubelet has already set them on the pod's cgroup, which is its own: the
+    /// engine changes no cgroup here, and its containers' limits are UpdateContainerResources'.
+    /// Idempotent; a stopped pod's record is updated too.
+    pub fn sandbox_update_resources(
+        &self,
+        id: &str,
+        overhead: Option<&Resources>,
+        resources: Option<&Resources>,
+    ) -> Result<Sandbox> {
+        check_pod_resources(overhead, resources)?;
+        let s = self.sandbox_get(id)?;
+        let _lock = self.lock(&s.id)?;
+        // Read again under the lock: a concurrent stop saved its own state meanwhile.
+        let mut s = self.sandbox_get(&s.id)?;
+        if let Some(o) = overhead {
+            s.config.overhead = Some(o.clone());
+        }
+        if let Some(r) = resources {
+            s.config.resources = Some(r.clone());
+        }
+        self.sandbox_save(&s)?;
+        Ok(s)
     }
 
     /// After a crash of the server that was creating them: removes the pods RunPodSandbox

@@ -156,7 +156,7 @@ pub async fn update_resources(
         // Nothing for Linux (Windows resources only): nothing to change here.
         return Ok(pb::UpdateContainerResourcesResponse {});
     };
-    let resources = convert::resources(&linux)?;
+    let resources = convert::resources(&linux, "linux")?;
     let id = r.container_id;
     cri.blocking(move |e| {
         let c = ours(e, &id)?;

@@ -109,6 +109,8 @@ pub fn sandbox_config(c: &pb::PodSandboxConfig, handler: &str) -> Result<Sandbox
         sysctls: btree(&linux.sysctls),
         runtime: if handler.is_empty() { None } else { Some(handler.to_string()) },
         privileged: sc.privileged,
+        overhead: linux.overhead.as_ref().map(|r| resources(r, "config.linux.overhead")).transpose()?,
+        resources: linux.resources.as_ref().map(|r| resources(r, "config.linux.resources")).transpose()?,
     })
 }
 
@@ -346,7 +348,7 @@ pub fn container_config(
         readonly_paths: if sc.privileged { None } else { Some(sc.readonly_paths.clone()) },
         oom_score_adj,
     };
-    let resources = resources(&r)?;
+    let resources = resources(&r, "config.linux.resources")?;
     let user = user(&sc)?;
     let log_path = match (&pod.log_directory, c.log_path.is_empty()) {
         (Some(dir), false) => {
@@ -461,10 +463,34 @@ fn oom_adj(v: i64, restrict: bool) -> Result<i32, Status> {
     Ok(v)
 }
 
-/// CRI's resources (0 meaning "not set", as kubelet sends them).
-pub fn resources(r: &pb::LinuxContainerResources) -> Result<Resources, Status> {
+/// CRI's resources at `field` (0 meaning "not set", as kubelet sends them), checked to be
+/// limits the kernel can enforce: the engine's check (`Resources::validate`), its refusal
+/// naming the CRI field (`linux.cpu_shares 1: from 2 to 262144`).
+pub fn resources(r: &pb::LinuxContainerResources, field: &str) -> Result<Resources, Status> {
+    let out = unchecked_resources(r);
+    out.validate().map_err(|e| {
+        let msg = e.to_string();
+        // The engine names its own fields: `resources.cpuShares 1: ...`.
+        let renamed = msg.strip_prefix("resources.").and_then(|rest| {
+            let (name, detail) = rest.split_once(' ')?;
+            let cri = match name {
+                "memory" => "memory_limit_in_bytes",
+                "memorySwap" => "memory_swap_limit_in_bytes",
+                "cpuShares" => "cpu_shares",
+                "cpuQuota" => "cpu_quota",
+                "cpuPeriod" => "cpu_period",
+                _ => return None,
+            };
+            Some(Status::invalid_argument(format!("{field}.{cri} {detail}")))
+        });
+        renamed.unwrap_or_else(|| invalid(field, msg))
+    })?;
+    Ok(out)
+}
+
+fn unchecked_resources(r: &pb::LinuxContainerResources) -> Resources {
     let pos = |v: i64| if v > 0 { Some(v) } else { None };
-    Ok(Resources {
+    Resources {
         memory: pos(r.memory_limit_in_bytes),
         memory_swap: if r.memory_swap_limit_in_bytes != 0 { Some(r.memory_swap_limit_in_bytes) } else { None },
         cpu_shares: pos(r.cpu_shares).map(|v| v as u64),
@@ -475,7 +501,7 @@ pub fn resources(r: &pb::LinuxContainerResources) -> Result<Resources, Status> {
         pids_limit: None,
         hugepage_limits: r.hugepage_limits.iter().map(|h| (h.page_size.clone(), h.limit)).collect(),
         unified: btree(&r.unified),
-    })
+    }
 }
 
 /// The engine's resources as CRI reports them.

@@ -1,9 +1,10 @@
 //! berthd's CRI services on the engine the `berth` CLI shares, one file per group of RPCs (as
 //! CRI-O keeps one per RPC): `runtime.rs` (Version, Status, RuntimeConfig), `pods.rs`
-//! (RunPodSandbox ... ListPodSandbox), `containers.rs` (CreateContainer ... ExecSync,
-//! ReopenContainerLog, UpdateContainerResources), `stats.rs`, `images.rs` (the ImageService)
-//! and `events.rs` (GetContainerEvents). `convert.rs` translates CRI's messages into the
-//! engine's typed configuration and back.
+//! (RunPodSandbox ... ListPodSandbox, UpdatePodSandboxResources), `containers.rs`
+//! (CreateContainer ... ExecSync, ReopenContainerLog, UpdateContainerResources), `stats.rs`,
+//! `metrics.rs` (the metrics kubelet exports in cAdvisor's stead), `images.rs` (the
+//! ImageService) and `events.rs` (GetContainerEvents). `convert.rs` translates CRI's messages
+//! into the engine's typed configuration and back.
 //!
 //! The engine is synchronous (it forks runtimes and waits for monitors): each RPC runs it on
 //! tokio's blocking pool, so one pod's slow start never holds up another's. Errors keep their
@@ -14,6 +15,7 @@ pub mod containers;
 pub mod convert;
 pub mod events;
 pub mod images;
+pub mod metrics;
 pub mod pods;
 pub mod runtime;
 pub mod stats;
@@ -180,6 +182,10 @@ cri_service! {
             list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse => stats::list_containers;
             pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse => stats::pod;
             list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse => stats::list_pods;
+            update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest) -> UpdatePodSandboxResourcesResponse
+                => pods::update_resources;
+            list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse => metrics::descriptors;
+            list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse => metrics::list;
         }
         streams {
             get_container_events(GetEventsRequest) -> GetContainerEventsStream<ContainerEventResponse>
@@ -192,6 +198,8 @@ cri_service! {
                 -> StreamContainerStatsStream<StreamContainerStatsResponse> => stats::stream_containers;
             stream_pod_sandbox_stats(StreamPodSandboxStatsRequest)
                 -> StreamPodSandboxStatsStream<StreamPodSandboxStatsResponse> => stats::stream_pods;
+            stream_pod_sandbox_metrics(StreamPodSandboxMetricsRequest)
+                -> StreamPodSandboxMetricsStream<StreamPodSandboxMetricsResponse> => metrics::stream;
         }
         not_implemented {
             // Streaming (exec, attach, port-forward) is berthd's next part.
@@ -199,16 +207,8 @@ cri_service! {
             Attach: attach(AttachRequest) -> AttachResponse;
             PortForward: port_forward(PortForwardRequest) -> PortForwardResponse;
             CheckpointContainer: checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
-            UpdatePodSandboxResources:
-                update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest) -> UpdatePodSandboxResourcesResponse;
-            // Metrics beyond the stats (kubelet's PodAndContainerStatsFromCRI gate).
-            ListMetricDescriptors: list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse;
-            ListPodSandboxMetrics: list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse;
         }
-        not_implemented_streams {
-            StreamPodSandboxMetrics: stream_pod_sandbox_metrics(StreamPodSandboxMetricsRequest)
-                -> StreamPodSandboxMetricsStream<StreamPodSandboxMetricsResponse>;
-        }
+        not_implemented_streams {}
     }
 }
 

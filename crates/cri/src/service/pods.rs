@@ -1,5 +1,5 @@
-//! RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus and ListPodSandbox on the
-//! engine's pods (`berth_engine::sandbox`).
+//! RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox and
+//! UpdatePodSandboxResources on the engine's pods (`berth_engine::sandbox`).
 
 use std::collections::HashMap;
 
@@ -66,6 +66,25 @@ pub async fn status(cri: &Cri, r: pb::PodSandboxStatusRequest) -> Result<pb::Pod
         })
     })
     .await
+}
+
+/// UpdatePodSandboxResources: kubelet calls it after it has resized the pod's cgroup (which
+/// is kubelet's own), to tell the runtime. berthd changes no cgroup for it: it checks the
+/// values (as UpdateContainerResources does) and records them in the pod's record, where
+/// PodSandboxStatus's verbose `info` and the pod's `container_spec_*` metrics show them. The
+/// containers' own limits come with UpdateContainerResources. Idempotent.
+pub async fn update_resources(
+    cri: &Cri,
+    r: pb::UpdatePodSandboxResourcesRequest,
+) -> Result<pb::UpdatePodSandboxResourcesResponse, Status> {
+    if r.pod_sandbox_id.is_empty() {
+        return Err(Status::invalid_argument("pod_sandbox_id: empty"));
+    }
+    let overhead = r.overhead.as_ref().map(|o| convert::resources(o, "overhead")).transpose()?;
+    let resources = r.resources.as_ref().map(|o| convert::resources(o, "resources")).transpose()?;
+    let id = r.pod_sandbox_id;
+    cri.blocking(move |e| e.sandbox_update_resources(&id, overhead.as_ref(), resources.as_ref())).await?;
+    Ok(pb::UpdatePodSandboxResourcesResponse {})
 }
 
 pub async fn list(cri: &Cri, r: pb::ListPodSandboxRequest) -> Result<pb::ListPodSandboxResponse, Status> {

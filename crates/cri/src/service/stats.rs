@@ -168,15 +168,25 @@ fn container_stats(e: &Engine, c: &Container, samples: &CpuSamples) -> berth_eng
     })
 }
 
-/// A pod's usage: the sum of its running containers' (a pod has no process of its own), and
-/// its network interfaces as one of its containers sees them.
-fn pod_stats(e: &Engine, s: &Sandbox, samples: &CpuSamples) -> berth_engine::Result<pb::PodSandboxStats> {
-    let now = berth_time::now_nanos() as i64;
+/// What a pod uses: its running containers, each with its usage, the sum of theirs (a pod
+/// has no process of its own but its reaper), and a process in its network namespace.
+pub(super) struct PodUsage {
+    pub containers: Vec<(Container, berth_engine::stats::Stats)>,
+    pub total: berth_engine::stats::Stats,
+    pub net_pid: Option<i32>,
+}
+
+/// A pod's running containers' usage; one that is gone meanwhile is left out.
+pub(super) fn pod_usage(e: &Engine, s: &Sandbox) -> berth_engine::Result<PodUsage> {
     let mut total = berth_engine::stats::Stats::default();
     let mut containers = Vec::new();
     let mut net_pid = None;
-    for c in e.sandbox_containers(&s.id)?.iter().filter(|c| c.running()) {
-        let cs = e.stats(&c.id)?;
+    for c in e.sandbox_containers(&s.id)?.into_iter().filter(|c| c.running()) {
+        let cs = match e.stats(&c.id) {
+            Ok(cs) => cs,
+            Err(err) if err.is(berth_engine::Kind::NotFound) => continue,
+            Err(err) => return Err(err),
+        };
         total.cpu_nanos += cs.cpu_nanos;
         total.memory_usage += cs.memory_usage;
         total.memory_working_set += cs.memory_working_set;
@@ -186,13 +196,26 @@ fn pod_stats(e: &Engine, s: &Sandbox, samples: &CpuSamples) -> berth_engine::Res
         total.pids += cs.pids;
         total.memory_limit = total.memory_limit.max(cs.memory_limit);
         net_pid.get_or_insert(c.state.pid);
+        containers.push((c, cs));
+    }
+    // Without a network namespace of its own, the pod's interfaces are the node's.
+    if s.state.netns.is_none() {
+        net_pid = None;
+    }
+    Ok(PodUsage { containers, total, net_pid })
+}
+
+/// A pod's usage: the sum of its running containers' (a pod has no process of its own), and
+/// its network interfaces as one of its containers sees them.
+fn pod_stats(e: &Engine, s: &Sandbox, samples: &CpuSamples) -> berth_engine::Result<pb::PodSandboxStats> {
+    let now = berth_time::now_nanos() as i64;
+    let PodUsage { containers: running, total, net_pid } = pod_usage(e, s)?;
+    let mut containers = Vec::new();
+    for (c, _) in &running {
         containers.push(container_stats(e, c, samples)?);
     }
     let pod_key = format!("pod:{}", s.id);
-    let interfaces = match (net_pid, s.state.netns.is_some()) {
-        (Some(pid), true) => interfaces(pid),
-        _ => Vec::new(),
-    };
+    let interfaces = net_pid.map(interfaces).unwrap_or_default();
     Ok(pb::PodSandboxStats {
         attributes: Some(pb::PodSandboxAttributes {
             id: s.id.clone(),
@@ -216,26 +239,57 @@ fn pod_stats(e: &Engine, s: &Sandbox, samples: &CpuSamples) -> berth_engine::Res
     })
 }
 
+/// One network interface's counters, from /proc/PID/net/dev.
+pub(super) struct NetDev {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_errors: u64,
+    pub tx_dropped: u64,
+}
+
 /// The network interfaces (but loopback) of `pid`'s network namespace, from its
 /// /proc/PID/net/dev.
-fn interfaces(pid: i32) -> Vec<pb::NetworkInterfaceUsage> {
+pub(super) fn net_dev(pid: i32) -> Vec<NetDev> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default();
     let mut out = Vec::new();
     for line in text.lines().skip(2) {
         let Some((name, counters)) = line.split_once(':') else { continue };
         let name = name.trim();
         let f: Vec<u64> = counters.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-        if name == "lo" || f.len() < 11 {
+        if name == "lo" || f.len() < 12 {
             continue;
         }
-        // receive: bytes packets errs ...; transmit (from the ninth): bytes packets errs ...
-        out.push(pb::NetworkInterfaceUsage {
+        // receive: bytes packets errs drop fifo frame compressed multicast; then transmit
+        // (from the ninth): bytes packets errs drop ...
+        out.push(NetDev {
             name: name.to_string(),
-            rx_bytes: value(f[0]),
-            rx_errors: value(f[2]),
-            tx_bytes: value(f[8]),
-            tx_errors: value(f[10]),
+            rx_bytes: f[0],
+            rx_packets: f[1],
+            rx_errors: f[2],
+            rx_dropped: f[3],
+            tx_bytes: f[8],
+            tx_packets: f[9],
+            tx_errors: f[10],
+            tx_dropped: f[11],
         });
     }
     out
+}
+
+fn interfaces(pid: i32) -> Vec<pb::NetworkInterfaceUsage> {
+    net_dev(pid)
+        .into_iter()
+        .map(|d| pb::NetworkInterfaceUsage {
+            name: d.name,
+            rx_bytes: value(d.rx_bytes),
+            rx_errors: value(d.rx_errors),
+            tx_bytes: value(d.tx_bytes),
+            tx_errors: value(d.tx_errors),
+        })
+        .collect()
 }

@@ -10,6 +10,7 @@ mod crictl;
 mod hostile;
 mod images;
 mod lifecycle;
+mod metrics;
 mod security;
 mod support;
 
@@ -33,6 +34,8 @@ fn main() {
         lifecycle::stats_and_resource_updates,
         lifecycle::log_reopened_after_rotation,
         lifecycle::many_pods_at_once,
+        metrics::pod_and_container_metrics,
+        metrics::pod_resources_are_recorded,
         images::pull_status_list_remove,
         images::pull_with_credentials,
         hostile::requests_are_refused_naming_the_field,
