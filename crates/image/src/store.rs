@@ -329,9 +329,7 @@ impl Store {
         }
         let hit = self.db().tag(&r.tagged().unwrap_or_default())?;
         match hit {
-            Some((md, _)) => {
-                Ok(Some(self.image_by_manifest(&md)?.ok_or_else(|| Error::msg(format!("image {r}: vanished")))?))
-            }
+            Some((md, _)) => Ok(Some(self.image_by_manifest(&md)?.ok_or_else(|| removed_meanwhile(&r.to_string()))?)),
             None => Ok(None),
         }
     }
@@ -357,7 +355,7 @@ impl Store {
             .unwrap_or(r)
             .manifest_digest
             .clone();
-        Ok(Some(self.image_by_manifest(&md)?.ok_or_else(|| Error::msg(format!("image {name}: vanished")))?))
+        Ok(Some(self.image_by_manifest(&md)?.ok_or_else(|| removed_meanwhile(name))?))
     }
 
     /// Bytes of file content of the image's layers once unpacked (what `berth images` shows,
@@ -792,4 +790,10 @@ impl Store {
             "History": cfg.history.unwrap_or_default(),
         }))
     }
+}
+
+/// An image listed a moment before and gone when read: another caller removed it. Not found,
+/// as it would have been a moment later (CRI's RemoveImage treats that as removed).
+fn removed_meanwhile(name: &str) -> Error {
+    Error::new(crate::error::Kind::NotFound, format!("image {name} not found in the store (removed meanwhile)"))
 }
