@@ -278,7 +278,52 @@ fn devices(c: &ContainerConfig) -> Result<(Vec<LinuxDevice>, Vec<LinuxDeviceCgro
         rule.set_access(Some(d.permissions.clone()));
         rules.push(rule);
     }
+    if c.security.privileged {
+        // A privileged container gets the host's devices (docker's --privileged, containerd's
+        // privileged pods); the cgroup already allows them all.
+        let taken: HashSet<PathBuf> = nodes.iter().map(|n| n.path().clone()).collect();
+        host_devices(Path::new("/dev"), &taken, &mut nodes);
+    }
     Ok((nodes, rules))
+}
+
+/// The character and block devices under `dir` (the host's /dev), recursively, as nodes at
+/// the same paths; not the directories of other mounts made there (pts, shm, mqueue), the
+/// console (the container's is its own terminal) or symbolic links.
+fn host_devices(dir: &Path, taken: &HashSet<PathBuf>, out: &mut Vec<LinuxDevice>) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let path = e.path();
+        let Ok(md) = std::fs::symlink_metadata(&path) else { continue };
+        let ft = md.file_type();
+        if ft.is_dir() {
+            let skip = ["pts", "shm", "mqueue", "fd", "hugepages"];
+            if !(dir == Path::new("/dev") && skip.iter().any(|s| e.file_name() == *s)) {
+                host_devices(&path, taken, out);
+            }
+            continue;
+        }
+        let typ = if ft.is_char_device() {
+            LinuxDeviceType::C
+        } else if ft.is_block_device() {
+            LinuxDeviceType::B
+        } else {
+            continue;
+        };
+        if path == Path::new("/dev/console") || taken.contains(&path) {
+            continue;
+        }
+        let mut node = LinuxDevice::default();
+        node.set_path(path);
+        node.set_typ(typ);
+        node.set_major(libc::major(md.rdev()) as i64);
+        node.set_minor(libc::minor(md.rdev()) as i64);
+        node.set_file_mode(Some(md.mode() & 0o7777));
+        node.set_uid(Some(md.uid()));
+        node.set_gid(Some(md.gid()));
+        out.push(node);
+    }
 }
 
 fn linux(c: &ContainerConfig, r: &Resolved) -> Result<oci_spec::runtime::Linux> {

@@ -43,6 +43,7 @@ fn main() {
         hostile::the_clis_containers_are_not_berthds,
         security::absent_fields_mean_what_the_cri_says,
         security::mount_propagation_and_its_refusals,
+        security::privileged_containers_get_the_hosts_devices,
         crictl::runs_a_pod_end_to_end,
     ];
     // Restarting berthd would fail every test running meanwhile: these run alone, after.

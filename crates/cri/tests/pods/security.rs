@@ -122,3 +122,36 @@ pub fn mount_propagation_and_its_refusals() {
     assert_eq!(listed[0].propagation, pb::MountPropagation::PropagationBidirectional as i32, "{listed:?}");
     drop(pod);
 }
+
+/// A privileged container has the host's devices (as containerd gives privileged pods), one
+/// that is not among a container's defaults checked by its numbers; an unprivileged one does
+/// not.
+pub fn privileged_containers_get_the_hosts_devices() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let defaults = ["null", "zero", "full", "random", "urandom", "tty", "ptmx", "console"];
+    let host_device = std::fs::read_dir("/dev").unwrap().flatten().find_map(|e| {
+        let md = std::fs::symlink_metadata(e.path()).ok()?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let dev = md.file_type().is_char_device() || md.file_type().is_block_device();
+        (dev && !defaults.contains(&name.as_str()) && !name.starts_with("tty")).then(|| {
+            let kind = if md.file_type().is_char_device() { "character special file" } else { "block special file" };
+            (name, format!("{kind} {:x} {:x}", libc::major(md.rdev()), libc::minor(md.rdev())))
+        })
+    });
+    let Some((name, expected)) = host_device else {
+        eprintln!(
+            "SKIPPED privileged_containers_get_the_hosts_devices: this host's /dev has no device beyond the defaults"
+        );
+        return;
+    };
+    let mut cfg = pod_config("privileged");
+    cfg.linux.as_mut().unwrap().security_context.as_mut().unwrap().privileged = true;
+    let pod = Pod::run(cfg);
+    let mut c = container_config("privileged", "exec sleep 1000");
+    security(&mut c).privileged = true;
+    let id = pod.start(c);
+    let (code, out, err) = exec(&id, &["stat", "-c", "%F %t %T", &format!("/dev/{name}")]);
+    assert_eq!((code, out.trim()), (0, expected.as_str()), "/dev/{name} in a privileged container: {err}");
+    let plain = pod.start(container_config("plain", "exec sleep 1000"));
+    assert_ne!(exec(&plain, &["stat", &format!("/dev/{name}")]).0, 0, "/dev/{name} in an unprivileged container");
+}
