@@ -250,7 +250,8 @@ pub fn detached_exec_kill_delete() {
     let term =
         Terminal::spawn(ctr(&["task", "exec", "--tty", "--fifo-dir", &fifo, "--exec-id", "e2", &id, "sh"]), 30, 100);
     term.wait_for("# ");
-    term.write("echo \"t=$(tty) s=$(stty size)\"; exit 6\n");
+    // ctr resizes the terminal after the process has started: the shell may read this before.
+    term.write(&format!("{WAIT_FOR_SIZE} echo \"t=$(tty) s=$(stty size)\"; exit 6\n"));
     let (code, output) = term.wait();
     assert_eq!(code, 6, "ctr task exec --tty exit code; terminal: {output:?}");
     assert_contains(&output, "t=/dev/pts/0 s=30 100");
@@ -297,6 +298,10 @@ pub fn kill_all_and_force_delete() {
     assert_gone(&id);
 }
 
+/// Shell text that waits (up to 10 s) until the terminal has a size: ctr sets it once the
+/// process runs, through the console berth-oci handed over.
+const WAIT_FOR_SIZE: &str = "i=0; while [ \"$(stty size 2>/dev/null)\" = \"0 0\" ] || [ -z \"$(stty size 2>/dev/null)\" ]; do [ $i -ge 100 ] && break; i=$((i+1)); sleep 0.1; done;";
+
 /// `ctr run --tty` on a real terminal.
 pub fn run_tty() {
     let id = unique("ctty");
@@ -305,7 +310,7 @@ pub fn run_tty() {
     cmd.args(run_opts(&id)).args([IMAGE, &id, "sh"]);
     let term = Terminal::spawn(cmd, 40, 120);
     term.wait_for("# ");
-    term.write("echo \"t=$(tty) s=$(stty size) p=$((6*7))\"\n");
+    term.write(&format!("{WAIT_FOR_SIZE} echo \"t=$(tty) s=$(stty size) p=$((6*7))\"\n"));
     term.wait_for("t=/dev/pts/0 s=40 120 p=42");
     assert_runs_under_berth_oci(&id);
     term.write("exit 4\n");
