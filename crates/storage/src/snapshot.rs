@@ -13,6 +13,7 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use berth_sys::file;
 use berth_sys::mount::{self, FsContext};
@@ -299,14 +300,25 @@ impl Snapshotter {
         r.map_err(|e| Error::msg(format!("snapshot {id}: mount overlay on {}: {e}", rootfs.display())))
     }
 
+    /// Unmounts the snapshot's root filesystem. Busy for a moment is expected in a server that
+    /// starts processes from other threads (a child between fork and exec holds copies of the
+    /// caller's descriptors, a rootfs directory among them): a few retries, then a lazy
+    /// detach, which takes the mount out of the namespace and frees it with the last holder.
     pub fn unmount(&self, id: &str) -> Result<(), Error> {
         validate_id(id)?;
         let rootfs = self.rootfs(id);
-        if berth_sys::proc::is_mountpoint(&rootfs).unwrap_or(false) {
-            mount::umount2(&rootfs, libc::UMOUNT_NOFOLLOW)
-                .map_err(|e| Error::msg(format!("snapshot {id}: unmount {}: {e}", rootfs.display())))?;
+        if !berth_sys::proc::is_mountpoint(&rootfs).unwrap_or(false) {
+            return Ok(());
         }
-        Ok(())
+        let failed = |e: io::Error| Error::msg(format!("snapshot {id}: unmount {}: {e}", rootfs.display()));
+        for _ in 0..10 {
+            match mount::umount2(&rootfs, libc::UMOUNT_NOFOLLOW) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => std::thread::sleep(Duration::from_millis(10)),
+                Err(e) => return Err(failed(e)),
+            }
+        }
+        mount::umount2(&rootfs, libc::UMOUNT_NOFOLLOW | libc::MNT_DETACH).map_err(failed)
     }
 
     /// Unmounts and deletes a snapshot (its upper directory with it).

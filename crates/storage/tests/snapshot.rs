@@ -151,3 +151,21 @@ fn copy_snapshot_keeps_sparse_files_sparse() {
     assert_eq!(data, ([1u8; 512], [2u8; 512]));
     assert_eq!(fs::read(rootfs.join("plain")).unwrap(), b"x\n");
 }
+
+#[test]
+fn a_snapshot_held_open_is_still_unmounted() {
+    // A file of the root filesystem open elsewhere (a server's child between fork and exec
+    // holds its parent's descriptors) makes umount busy: the mount is detached all the same.
+    let tmp = tempfile::tempdir().unwrap();
+    let _guard = UnmountOnDrop(tmp.path().to_path_buf());
+    let mut b = LayerBuilder::new();
+    b.file("f", 0o644, b"x");
+    let lowers = vec![layer(&tmp.path().join("layer"), b)];
+    let snaps = Snapshotter::open(&tmp.path().join("snapshots")).unwrap();
+    let rootfs = snaps.prepare("held", &lowers, Driver::Overlay).unwrap();
+    let held = fs::File::open(rootfs.join("f")).unwrap();
+    snaps.unmount("held").expect("unmount with a file held open");
+    assert!(!berth_sys::proc::is_mountpoint(&rootfs).unwrap(), "still mounted");
+    drop(held);
+    snaps.remove("held").unwrap();
+}
