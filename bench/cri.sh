@@ -13,7 +13,8 @@
 # `berth-bench subreaper`, so its double-forked helpers (monitors, shims) stay its
 # descendants for the memory count. Everything lives in a temp directory and the cgroup
 # parent /berth-bench-cri-TAG, both removed at the end.
-#   ITERATIONS (default 10); CRITEST_IMAGES (default ../shared/tools/critest)
+#   ITERATIONS (default 10); CRI_BENCH_ARGS: more `berth-bench cri` options (a quick run:
+#   "--concurrent 4 --memory-pods 5"); CRITEST_IMAGES (default ../shared/tools/critest)
 set -eu
 cd "$(dirname "$0")/.."
 project=$(pwd)
@@ -123,7 +124,7 @@ EOF
         sleep 0.1
     done
     status=0
-    "$bin/berth-bench" cri --iterations "${ITERATIONS:-10}" \
+    "$bin/berth-bench" cri --iterations "${ITERATIONS:-10}" ${CRI_BENCH_ARGS:-} \
         --image registry.k8s.io/e2e-test-images/busybox:1.29-2 --pull registry.k8s.io/pause:3.9 \
         --cgroup-parent "$CGROUP_PARENT" --log-dir "$work/logs" \
         --pid berthd=$berthd --pid containerd=$containerd \

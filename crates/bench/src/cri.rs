@@ -86,6 +86,20 @@ struct Endpoint {
     /// Pods made and not yet removed (removed at the end, failure or not).
     pods: Vec<String>,
     seq: usize,
+    /// What failed (that iteration's sample of the step is left out; the run goes on).
+    failures: Vec<String>,
+}
+
+impl Endpoint {
+    /// Records a failure, says it, and removes the pods it left.
+    async fn failed(&mut self, e: String) {
+        eprintln!("berth-bench: FAILED: {e}");
+        self.failures.push(e);
+        if let Err(e) = remove_all(self).await {
+            eprintln!("berth-bench: FAILED: and removing its pods: {e}");
+            self.failures.push(e);
+        }
+    }
 }
 
 pub fn main(args: &[String]) -> Result<(), String> {
@@ -130,6 +144,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
                     memory: None,
                     pods: Vec::new(),
                     seq: 0,
+                    failures: Vec::new(),
                 });
             }
         }
@@ -157,6 +172,15 @@ pub fn main(args: &[String]) -> Result<(), String> {
     result?;
     cleanup?;
     print_table(&endpoints, &opts);
+    let failures: usize = endpoints.iter().map(|e| e.failures.len()).sum();
+    if failures > 0 {
+        for ep in &endpoints {
+            for f in &ep.failures {
+                println!("failed: {f}");
+            }
+        }
+        return Err(format!("{failures} operations failed (left out of the table)"));
+    }
     Ok(())
 }
 
@@ -177,8 +201,7 @@ async fn connect(socket: &Path) -> Result<Client, String> {
 
 /// An RPC's answer, or what failed: the endpoint, the RPC and the status.
 fn answer<T>(ep: &str, rpc: &str, r: Result<tonic::Response<T>, tonic::Status>) -> Result<T, String> {
-    r.map(tonic::Response::into_inner)
-        .map_err(|s| format!("{ep}: {rpc}: {:?}: {}", s.code(), s.message()))
+    r.map(tonic::Response::into_inner).map_err(|s| format!("{ep}: {rpc}: {:?}: {}", s.code(), s.message()))
 }
 
 async fn bench(opts: &Opts, endpoints: &mut [Endpoint]) -> Result<(), String> {
@@ -197,27 +220,42 @@ async fn bench(opts: &Opts, endpoints: &mut [Endpoint]) -> Result<(), String> {
     }
     // A warm-up round each (first pod's network set-up, caches), not recorded.
     for ep in endpoints.iter_mut() {
-        lifecycle(ep, opts).await?;
-        from_scratch(ep, opts).await?;
+        if let Err(e) = lifecycle(ep, opts).await {
+            ep.failed(e).await;
+        }
+        if let Err(e) = from_scratch(ep, opts).await {
+            ep.failed(e).await;
+        }
     }
     for i in 0..opts.iterations {
         let n = endpoints.len();
         for k in 0..n {
             let ep = &mut endpoints[if i % 2 == 0 { k } else { n - 1 - k }];
-            let times = lifecycle(ep, opts).await?;
-            for (s, d) in times.into_iter().enumerate() {
-                ep.samples[s].push(d);
+            match lifecycle(ep, opts).await {
+                Ok(times) => {
+                    for (s, d) in times.into_iter().enumerate() {
+                        ep.samples[s].push(d);
+                    }
+                }
+                Err(e) => ep.failed(e).await,
             }
-            let d = from_scratch(ep, opts).await?;
-            ep.samples[FROM_SCRATCH].push(d);
-            let d = concurrent(ep, opts).await?;
-            ep.samples[CONCURRENT].push(d);
+            match from_scratch(ep, opts).await {
+                Ok(d) => ep.samples[FROM_SCRATCH].push(d),
+                Err(e) => ep.failed(e).await,
+            }
+            match concurrent(ep, opts).await {
+                Ok(d) => ep.samples[CONCURRENT].push(d),
+                Err(e) => ep.failed(e).await,
+            }
         }
         eprintln!("berth-bench: iteration {} of {} done", i + 1, opts.iterations);
     }
     if opts.memory_pods > 0 {
         for ep in endpoints.iter_mut() {
-            ep.memory = Some(memory(ep, opts).await?);
+            match memory(ep, opts).await {
+                Ok(m) => ep.memory = Some(m),
+                Err(e) => ep.failed(e).await,
+            }
         }
     }
     Ok(())
@@ -290,11 +328,9 @@ async fn start_pod(
         Ok(r) => r.container_id,
         Err(e) => return Err(remove_after(name, c, &pod, e).await),
     };
-    if let Err(e) = answer(
-        name,
-        "StartContainer",
-        c.runtime.start_container(pb::StartContainerRequest { container_id: id }).await,
-    ) {
+    if let Err(e) =
+        answer(name, "StartContainer", c.runtime.start_container(pb::StartContainerRequest { container_id: id }).await)
+    {
         return Err(remove_after(name, c, &pod, e).await);
     }
     Ok(pod)
@@ -505,7 +541,10 @@ async fn cleanup(endpoints: &mut [Endpoint]) -> Result<(), String> {
 
 fn print_table(endpoints: &[Endpoint], opts: &Opts) {
     let first = &endpoints[0];
-    println!("CRI servers, the same client: {}", endpoints.iter().map(|e| format!("{} ({})", e.name, e.version)).collect::<Vec<_>>().join(", "));
+    println!(
+        "CRI servers, the same client: {}",
+        endpoints.iter().map(|e| format!("{} ({})", e.name, e.version)).collect::<Vec<_>>().join(", ")
+    );
     println!(
         "medians of {} iterations in ms (min-max); ratio = {}'s median / the other's (below 1.00: {} takes less)",
         opts.iterations, first.name, first.name
@@ -532,6 +571,16 @@ fn print_table(endpoints: &[Endpoint], opts: &Opts) {
             print!(" {:>18.2}", base / summarize(&ep.samples[n]).median.as_secs_f64());
         }
         println!();
+    }
+    for ep in endpoints {
+        let n = ep.samples.iter().map(Vec::len).min().unwrap_or(0);
+        if n < opts.iterations || !ep.failures.is_empty() {
+            println!(
+                "{}: {} failures; a step's failed iterations are left out (fewest samples of a step: {n})",
+                ep.name,
+                ep.failures.len()
+            );
+        }
     }
     if endpoints.iter().all(|e| e.memory.is_some()) {
         println!(
@@ -586,10 +635,8 @@ pub fn subreaper(args: &[String]) -> Result<(), String> {
         libc::signal(libc::SIGTERM, forward as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, forward as *const () as libc::sighandler_t);
     }
-    let child = std::process::Command::new(&args[0])
-        .args(&args[1..])
-        .spawn()
-        .map_err(|e| format!("{}: {e}", args[0]))?;
+    let child =
+        std::process::Command::new(&args[0]).args(&args[1..]).spawn().map_err(|e| format!("{}: {e}", args[0]))?;
     CHILD.store(child.id() as i32, Ordering::Relaxed);
     loop {
         let mut status = 0;
