@@ -129,7 +129,7 @@ EOF
         --cgroup-parent "$CGROUP_PARENT" --log-dir "$work/logs" \
         --pid berthd=$berthd --pid containerd=$containerd \
         berthd="unix://$work/berthd.sock" containerd="unix://$c/containerd.sock" || status=$?
-    kill -TERM "$berthd" "$containerd" "$registry"
+    kill -TERM "$berthd" "$containerd" "$registry" 2>/dev/null || true
     wait "$berthd" || true
     wait "$containerd" || true
     if [ $status -ne 0 ]; then

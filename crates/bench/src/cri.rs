@@ -8,7 +8,8 @@
 //! RemovePodSandbox); a pod and container from scratch (Run + Create + Start, end to end); then
 //! `--concurrent` pods (default 20) started at once, the wall time until all run, removed
 //! after. Once, after the iterations: `--memory-pods` running pods (default 50, each with its
-//! container) per endpoint, and the RSS and PSS (smaps_rollup) of the server and its helpers.
+//! container) per endpoint, and the RSS and PSS (smaps_rollup) of the server and its helpers,
+//! idle just before and with the pods running.
 //!
 //! The server's helpers are found by descent, not by name: each server runs under
 //! `berth-bench subreaper` (a child subreaper), so what it double-forks (containerd's shims,
@@ -18,7 +19,9 @@
 //!
 //! Pods are made as kubelet makes them by default (network and IPC namespaces of the pod, a
 //! PID namespace per container), under `--cgroup-parent`/NAME; their logs go to `--log-dir`.
-//! Every pod the run made is stopped and removed through the CRI at the end, failure or not.
+//! Every pod the run made is stopped and removed through the CRI at the end, failure or not. A
+//! failed operation is printed and its pods removed; its sample is left out of the table and
+//! the run goes on, to end with an error naming every failure.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -63,6 +66,9 @@ struct Client {
     runtime: RuntimeServiceClient<Channel>,
     images: ImageServiceClient<Channel>,
 }
+
+/// One figure of a [`Memory`], for the table's rows.
+type MemoryField = fn(&Memory) -> u64;
 
 #[derive(Default)]
 struct Memory {
@@ -587,7 +593,7 @@ fn print_table(endpoints: &[Endpoint], opts: &Opts) {
             "memory (MiB) of the server and its helpers (shims, monitors, pause processes; not the containers' own), idle and with {} running pods of one container each",
             opts.memory_pods
         );
-        let rows: [(&str, fn(&Memory) -> u64); 4] = [
+        let rows: [(&str, MemoryField); 4] = [
             ("RSS, idle", |m| m.idle_rss_kib),
             ("PSS, idle", |m| m.idle_pss_kib),
             ("RSS, pods running", |m| m.rss_kib),
