@@ -2,13 +2,20 @@
 //!
 //!   berth-bench oci [--iterations N] [--runs N] NAME=PATH...
 //!   berth-bench podman [--iterations N] NAME=PATH...
+//!   berth-bench cri [--iterations N] [--concurrent N] [--memory-pods N] --image IMAGE
+//!                   [--pull IMAGE]... [--cgroup-parent PATH] [--log-dir DIR] [--pid NAME=PID]...
+//!                   NAME=unix:///SOCKET...
+//!   berth-bench subreaper CMD [ARGS...]
 //!
 //! `oci`: for each OCI runtime (the first is the one the ratios are about): create + start +
 //! wait + delete of /bin/true, and N sequential foreground `run`s; the peak RSS of the runtime
 //! processes. `podman`: a container's lifecycle through podman with each runtime as its
 //! `--runtime`. Runtimes take turns within each iteration, so drift on the machine hits all
-//! alike.
+//! alike. `cri`: CRI servers (berthd, containerd) through the same tonic client, RPC by RPC,
+//! pods at once, and the memory of the server and its helpers with many pods running (see
+//! cri.rs); `subreaper` runs a server so that its double-forked helpers stay its descendants.
 
+mod cri;
 mod measure;
 mod oci;
 mod podman;
@@ -18,7 +25,9 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("oci") => oci::main(&args[1..]),
         Some("podman") => podman::main(&args[1..]),
-        _ => Err("usage: berth-bench oci [--iterations N] [--runs N] NAME=PATH...\n       berth-bench podman [--iterations N] NAME=PATH...".to_string()),
+        Some("cri") => cri::main(&args[1..]),
+        Some("subreaper") => cri::subreaper(&args[1..]),
+        _ => Err("usage: berth-bench oci [--iterations N] [--runs N] NAME=PATH...\n       berth-bench podman [--iterations N] NAME=PATH...\n       berth-bench cri [--iterations N] --image IMAGE [--pid NAME=PID]... NAME=unix:///SOCKET...\n       berth-bench subreaper CMD [ARGS...]".to_string()),
     };
     if let Err(e) = result {
         eprintln!("berth-bench: {e}");
