@@ -7,7 +7,7 @@
 //! Each event carries the pod's status and the statuses of all the pod's containers, as
 //! kubelet expects. Subscribers that fall behind lose the oldest events (kubelet then relists).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -56,7 +56,7 @@ impl Events {
                 events.watch(&c);
             }
         }
-        let watcher = Watcher { engine, tx, inbox, woken, watched: HashMap::new() };
+        let watcher = Watcher { engine, tx, inbox, woken, watched: HashMap::new(), exited_removed: HashSet::new() };
         std::thread::Builder::new().name("berthd-events".into()).spawn(move || watcher.run())?;
         Ok(events)
     }
@@ -112,6 +112,9 @@ struct Watcher {
     woken: UnixStream,
     /// container id → its monitor's pidfd
     watched: HashMap<String, OwnedFd>,
+    /// containers whose monitor ended after their record went (a removal whose request is
+    /// still on its way): their stopped event waits for it, which carries the last status
+    exited_removed: HashSet<String>,
 }
 
 impl Watcher {
@@ -132,7 +135,17 @@ impl Watcher {
             for (i, id) in ids.iter().enumerate() {
                 if ready[i + 1] {
                     self.watched.remove(id);
-                    self.emit(id, pb::ContainerEventType::ContainerStoppedEvent, None, None);
+                    // Read once: a removal may take the record between two reads.
+                    match self.engine.get(id) {
+                        Ok(c) => {
+                            let status = containers::container_status(&self.engine, &c);
+                            let kind = pb::ContainerEventType::ContainerStoppedEvent;
+                            self.emit(id, kind, c.config.sandbox.clone(), Some(status));
+                        }
+                        Err(_) => {
+                            self.exited_removed.insert(id.clone());
+                        }
+                    }
                 }
             }
             if ready[0] {
@@ -144,7 +157,7 @@ impl Watcher {
                         Ok(Request::Deleted { id, pod, last }) => {
                             // Its monitor may outlive the removal (it runs the exit cleanup):
                             // the stopped event goes first, with the status it ended with.
-                            if self.watched.remove(&id).is_some() {
+                            if self.watched.remove(&id).is_some() || self.exited_removed.remove(&id) {
                                 self.emit(
                                     &id,
                                     pb::ContainerEventType::ContainerStoppedEvent,
@@ -199,7 +212,14 @@ impl Watcher {
                 .collect(),
             None => Vec::new(),
         };
-        containers_statuses.extend(last);
+        // The container itself, whatever the pod's list shows of it at this moment (its record
+        // may be going).
+        let own = last.or_else(|| e.get(id).ok().map(|c| containers::container_status(e, &c)));
+        if let Some(own) = own {
+            if !containers_statuses.iter().any(|s| s.id == own.id) {
+                containers_statuses.push(own);
+            }
+        }
         let _ = self.tx.send(pb::ContainerEventResponse {
             container_id: id.to_string(),
             container_event_type: kind as i32,
