@@ -14,7 +14,6 @@
 
 use std::fs::File;
 use std::io::ErrorKind;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -182,17 +181,14 @@ fn lock(lock_path: &Path, socket: &Path) -> Result<File> {
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(lock_path)
             .map_err(|e| Error::io(format!("open lock file {}", lock_path.display()), e))?;
-        // SAFETY: flock on a descriptor this function owns.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == ErrorKind::WouldBlock {
-                return Err(Error::new(format!(
-                    "another berthd is serving {} (it holds {}); stop it first",
-                    socket.display(),
-                    lock_path.display()
-                )));
-            }
-            return Err(Error::io(format!("lock {}", lock_path.display()), e));
+        let free = berth_sys::file::try_lock_exclusive(&f)
+            .map_err(|e| Error::io(format!("lock {}", lock_path.display()), e))?;
+        if !free {
+            return Err(Error::new(format!(
+                "another berthd is serving {} (it holds {}); stop it first",
+                socket.display(),
+                lock_path.display()
+            )));
         }
         let held = f.metadata().map_err(|e| Error::io(format!("lock file {}", lock_path.display()), e))?;
         // SAFETY: geteuid has no preconditions.

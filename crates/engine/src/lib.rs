@@ -32,7 +32,6 @@ pub mod time;
 pub mod volumes;
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use berth_image::Store;
@@ -129,16 +128,8 @@ impl Engine {
     pub fn lock(&self, id: &str) -> Result<Lock> {
         let p = self.run_root.join("locks").join(id);
         let f = File::options().create(true).truncate(false).write(true).open(&p).ctx(p.display())?;
-        loop {
-            // SAFETY: flock on our descriptor.
-            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(Lock { _f: f });
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e).ctx(format!("lock {}", p.display()));
-            }
-        }
+        berth_sys::file::lock_exclusive(&f).ctx(format!("lock {}", p.display()))?;
+        Ok(Lock { _f: f })
     }
 
     // ------------------------------------------------------------------ container records

@@ -4,7 +4,6 @@
 //! mappings, and DEL (from the cached result) when it stops, is removed or is found dead.
 
 use std::fs;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
 use berth_network::{bridge_conflist, bridge_of, Attachment, Cni, PortMapping, Subnet};
@@ -73,8 +72,7 @@ impl Engine {
         fs::create_dir_all(self.networks_dir()).ctx(self.networks_dir().display())?;
         let p = self.networks_dir().join(".lock");
         let f = fs::File::options().create(true).truncate(false).write(true).open(&p).ctx(p.display())?;
-        // SAFETY: flock on our descriptor.
-        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        berth_sys::file::lock_exclusive(&f).ctx(format!("lock {}", p.display()))?;
         Ok(f)
     }
 

@@ -219,7 +219,6 @@ const PLUGIN_LOCK: &str = "/run/berth-cni.lock";
 
 /// Locks PLUGIN_LOCK; the lock is held while the returned file is open.
 fn plugin_lock() -> Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -229,16 +228,9 @@ fn plugin_lock() -> Result<std::fs::File> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(PLUGIN_LOCK)
         .map_err(|e| Error::msg(format!("{PLUGIN_LOCK}: {e}")))?;
-    loop {
-        // SAFETY: flock on a descriptor we own; released when it is closed.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-            return Ok(file);
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(Error::msg(format!("locking {PLUGIN_LOCK}: {err}")));
-        }
-    }
+    // Released when the file is closed.
+    berth_sys::file::lock_exclusive(&file).map_err(|e| Error::msg(format!("locking {PLUGIN_LOCK}: {e}")))?;
+    Ok(file)
 }
 
 /// The container's IPv4 address (without prefix) and gateway from an ADD result.

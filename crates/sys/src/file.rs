@@ -78,6 +78,23 @@ pub fn open<P: Arg + ?Sized>(path: &P, flags: i32) -> io::Result<OwnedFd> {
     openat(CWD, path, flags, 0)
 }
 
+/// Takes an exclusive flock(2) on `fd`, waiting as long as another holds it (through EINTR).
+/// The lock goes when the open file's last descriptor is closed.
+pub fn lock_exclusive(fd: impl AsFd) -> io::Result<()> {
+    // SAFETY: flock on a descriptor the caller holds.
+    retry(|| check(unsafe { libc::flock(raw(&fd), libc::LOCK_EX) })).map(drop)
+}
+
+/// Takes an exclusive flock(2) on `fd` only if no one holds it: false when another does.
+pub fn try_lock_exclusive(fd: impl AsFd) -> io::Result<bool> {
+    // SAFETY: as above.
+    match retry(|| check(unsafe { libc::flock(raw(&fd), libc::LOCK_EX | libc::LOCK_NB) })) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// A directory, for the *at calls below.
 pub fn open_dir<P: Arg + ?Sized>(path: &P) -> io::Result<OwnedFd> {
     open(path, libc::O_RDONLY | libc::O_DIRECTORY)
@@ -587,5 +604,17 @@ mod tests {
         assert_eq!(read(&r, &mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
         write_all(&copy, b"z").unwrap();
         assert_eq!(read(&r, &mut buf).unwrap(), 1);
+    }
+
+    #[test]
+    fn an_exclusive_lock_keeps_others_out_until_closed() {
+        let path = std::env::temp_dir().join(format!("berth-sys-lock-{}", std::process::id()));
+        let open = || std::fs::File::options().create(true).truncate(false).write(true).open(&path).unwrap();
+        let (first, second) = (open(), open());
+        lock_exclusive(&first).unwrap();
+        assert!(!try_lock_exclusive(&second).unwrap(), "a second open file took a held lock");
+        drop(first);
+        assert!(try_lock_exclusive(&second).unwrap(), "the lock outlived its file");
+        std::fs::remove_file(&path).unwrap();
     }
 }

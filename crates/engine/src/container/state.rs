@@ -1,8 +1,6 @@
 //! A container's state checked against the truth (the monitor's exit file, the monitor's and
 //! the init's processes), the clean-up of a dead container's resources, and removal.
 
-use std::os::fd::AsRawFd;
-
 use super::*;
 use crate::error::{bail, Context, Error, Result};
 use crate::runtime::{self, Runtime};
@@ -114,8 +112,7 @@ impl Engine {
     pub(crate) fn try_lock(&self, id: &str) -> Result<Option<crate::Lock>> {
         let p = self.run_root.join("locks").join(id);
         let f = std::fs::File::options().create(true).truncate(false).write(true).open(&p).ctx(p.display())?;
-        // SAFETY: flock on our descriptor.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if !berth_sys::file::try_lock_exclusive(&f).ctx(format!("lock {}", p.display()))? {
             return Ok(None);
         }
         Ok(Some(crate::Lock::from_file(f)))
