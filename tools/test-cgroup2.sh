@@ -77,7 +77,8 @@ guest="$guest"' exit $rc'
 suites=${V2_SUITES:-oci callers pods}
 echo "== berth-oci integration, callers and berthd pods suites in a pure cgroup v2 guest"
 # The 1,000-cycle endurance test runs on the host's hybrid and pure v1 hierarchies only: under
-# software emulation the guest is many times slower than the host.
-VM_BINS="$bins" VM_MODULES="$modules" VM_MEM=${VM_MEM:-1536} VM_TIMEOUT=${VM_TIMEOUT:-1500} \
+# software emulation the guest is many times slower than the host. The three suites took 19 to
+# 22 minutes in the guest on the 2-core VM; the timeout leaves room for a slower machine.
+VM_BINS="$bins" VM_MODULES="$modules" VM_MEM=${VM_MEM:-1536} VM_TIMEOUT=${VM_TIMEOUT:-2400} \
     ./tools/run-in-cgroup2-vm.sh "$repo" sh -c "$guest" guest "$files" "$oci" "$callers" "$pods" \
     "${crictl:-/nonexistent/crictl}" "$repo/target/init/release/berth-init" "$suites" "$@"
