@@ -333,12 +333,7 @@ impl Engine {
     /// Releases what a pod holds (its network, namespaces, /dev/shm), idempotently; the
     /// errors, if any, for the record.
     fn sandbox_release(&self, s: &mut Sandbox) -> Vec<String> {
-        let mut errors = Vec::new();
-        if s.state.network_attached || self.netns_path(&s.id).exists() {
-            errors.extend(self.network_teardown(&s.id));
-            s.state.network_attached = false;
-            s.state.netns = None;
-        }
+        let mut errors = self.sandbox_release_network(s);
         let run = self.sandbox_run_dir(&s.id);
         for ns in ["ipc", "uts"] {
             if let Err(e) = netns::remove(&run.join(ns)) {
@@ -376,12 +371,7 @@ impl Engine {
     /// StopPodSandbox: kills its containers (kubelet stops them gracefully before, with their
     /// grace periods) and releases its network; idempotent, and a pod already gone is fine.
     pub fn sandbox_stop(&self, id: &str) -> Result<()> {
-        let mut s = match self.sandbox_get(id) {
-            Ok(s) => s,
-            Err(e) if e.is(crate::Kind::NotFound) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let _lock = self.lock(&s.id)?;
+        let Some((mut s, _lock)) = self.sandbox_locked(id)? else { return Ok(()) };
         for c in self.sandbox_containers(&s.id)? {
             self.stop(&c.id, Some(0)).map_err(|e| e.context(format!("stopping container {}", c.name)))?;
         }
@@ -397,6 +387,17 @@ impl Engine {
         Ok(())
     }
 
+    /// The pod and its lock; None for a pod that is gone (stop and remove are idempotent).
+    fn sandbox_locked(&self, id: &str) -> Result<Option<(Sandbox, crate::Lock)>> {
+        let s = match self.sandbox_get(id) {
+            Ok(s) => s,
+            Err(e) if e.is(crate::Kind::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let lock = self.lock(&s.id)?;
+        Ok(Some((s, lock)))
+    }
+
     fn sandbox_release_network(&self, s: &mut Sandbox) -> Vec<String> {
         if !s.state.network_attached && !self.netns_path(&s.id).exists() {
             return Vec::new();
@@ -410,12 +411,7 @@ impl Engine {
     /// RemovePodSandbox: removes its containers (killed if need be) and everything the pod
     /// holds; idempotent.
     pub fn sandbox_remove(&self, id: &str) -> Result<()> {
-        let mut s = match self.sandbox_get(id) {
-            Ok(s) => s,
-            Err(e) if e.is(crate::Kind::NotFound) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let _lock = self.lock(&s.id)?;
+        let Some((mut s, _lock)) = self.sandbox_locked(id)? else { return Ok(()) };
         for c in self.sandbox_containers(&s.id)? {
             self.remove(&c.id, true, true).map_err(|e| e.context(format!("removing container {}", c.name)))?;
         }
