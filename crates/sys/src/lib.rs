@@ -16,6 +16,7 @@
 //! - [`process`]: clone3, namespaces, pidfds, waiting, prctl.
 //! - [`signal`]: masks, handlers, signalfd.
 //! - [`socket`]: socket pairs, SCM_RIGHTS, unix sockets, a link's flags.
+//! - [`userns`]: user namespaces with given mappings, and namespaces owned by them.
 //! - [`proc`]: what /proc says (a process's stat line, mountinfo, a pidfd's pid).
 
 use std::borrow::Cow;
@@ -32,6 +33,7 @@ pub mod proc;
 pub mod process;
 pub mod signal;
 pub mod socket;
+pub mod userns;
 
 pub use error::{strerror, Context, Error, Kind, Result};
 

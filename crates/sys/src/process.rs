@@ -22,9 +22,11 @@ pub fn getpid() -> i32 {
 
 /// Runs `program` (with `argv`, an empty environment) as PID 1 of a new PID namespace, in a
 /// session of its own, with /dev/null as its stdio and no other descriptor of this process;
-/// returns its pid once it runs the program (an exec failure is the error). Unlike `clone3`
-/// this is for threaded callers: the child only makes async-signal-safe calls before exec.
-pub fn spawn_pid1(program: &Path, argv: &[&CStr]) -> io::Result<i32> {
+/// returns its pid once it runs the program (an exec failure is the error). The namespace is
+/// owned by `userns` when given (a pod's user namespace), else by the caller's. Unlike
+/// `clone3` this is for threaded callers: the children only make async-signal-safe calls
+/// before exec.
+pub fn spawn_pid1(program: &Path, argv: &[&CStr], userns: Option<BorrowedFd<'_>>) -> io::Result<i32> {
     let path = program.to_c()?;
     let mut args: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     args.push(std::ptr::null());
@@ -32,13 +34,13 @@ pub fn spawn_pid1(program: &Path, argv: &[&CStr]) -> io::Result<i32> {
     let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
     // The child reports an exec failure's errno on this pipe; it closes on a successful exec.
     let (report_read, report_write) = crate::file::pipe()?;
-    let (null_fd, report_fd) = (null.as_raw_fd(), report_write.as_raw_fd());
-    // SAFETY: fork semantics (no CLONE_VM); every pointer the child uses was made before.
-    let pid = unsafe { libc::syscall(libc::SYS_clone, libc::CLONE_NEWPID | libc::SIGCHLD, 0, 0, 0, 0) };
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if pid == 0 {
+    // With a user namespace, an intermediate child enters it and clones PID 1 as our child
+    // (CLONE_PARENT): a PID namespace belongs to the user namespace of its creator. It sends
+    // PID 1's pid on this pipe.
+    let (pid_read, pid_write) = crate::file::pipe()?;
+    let (null_fd, report_fd, pid_fd) = (null.as_raw_fd(), report_write.as_raw_fd(), pid_write.as_raw_fd());
+    let userns_fd = userns.map(|u| u.as_raw_fd());
+    let exec_pid1 = || -> ! {
         // SAFETY: in the child: async-signal-safe calls, then exec or _exit.
         unsafe {
             libc::setsid();
@@ -55,9 +57,49 @@ pub fn spawn_pid1(program: &Path, argv: &[&CStr]) -> io::Result<i32> {
             libc::write(report_fd, (&errno as *const i32).cast(), 4);
             libc::_exit(127);
         }
+    };
+    let flags = if userns_fd.is_some() { libc::SIGCHLD } else { libc::CLONE_NEWPID | libc::SIGCHLD };
+    // SAFETY: fork semantics (no CLONE_VM); every pointer the child uses was made before.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0) };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
     }
-    let pid = pid as i32;
+    if pid == 0 {
+        let Some(userns_fd) = userns_fd else { exec_pid1() };
+        // SAFETY: in the intermediate child: async-signal-safe calls, then _exit.
+        unsafe {
+            let pid1: i32 = if libc::setns(userns_fd, libc::CLONE_NEWUSER) == 0 {
+                // CLONE_PARENT: the exit signal is ours (SIGCHLD), none is given here.
+                let r = libc::syscall(libc::SYS_clone, libc::CLONE_NEWPID | libc::CLONE_PARENT, 0, 0, 0, 0);
+                if r == 0 {
+                    exec_pid1();
+                }
+                if r < 0 {
+                    -*libc::__errno_location()
+                } else {
+                    r as i32
+                }
+            } else {
+                -*libc::__errno_location()
+            };
+            libc::write(pid_fd, (&pid1 as *const i32).cast(), 4);
+            libc::_exit(0);
+        }
+    }
     drop(report_write);
+    drop(pid_write);
+    let pid = if userns_fd.is_some() {
+        let mut got = [0u8; 4];
+        let n = std::io::Read::read(&mut std::fs::File::from(pid_read), &mut got).unwrap_or(0);
+        let _ = waitpid(pid as i32, false);
+        match (n, i32::from_ne_bytes(got)) {
+            (4, p) if p > 0 => p,
+            (4, errno) => return Err(io::Error::from_raw_os_error(-errno)),
+            _ => return Err(io::Error::other("the process entering the user namespace ended early")),
+        }
+    } else {
+        pid as i32
+    };
     let mut report = [0u8; 4];
     let n = std::io::Read::read(&mut std::fs::File::from(report_read), &mut report).unwrap_or(0);
     if n == 4 {
