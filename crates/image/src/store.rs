@@ -214,10 +214,27 @@ impl Store {
         fs::create_dir_all(root).ctx(format!("create store root {}", root.display()))?;
         let root = root.canonicalize().ctx(root.display())?;
         set_mode(&root, 0o711)?;
-        for d in ["content", "layers", "snapshots"] {
+        for d in ["content", "layers"] {
             let p = root.join(d);
             fs::create_dir_all(&p).ctx(format!("create {}", p.display()))?;
             set_mode(&p, 0o700)?;
+        }
+        // Snapshots are traversable (0711), each private (0700; a pod's with a user namespace
+        // of its own belongs to its root, which reaches its root filesystem by path). Stores
+        // made before kept their snapshots 0755 inside a 0700 directory: closed first.
+        let snapshots_dir = root.join("snapshots");
+        fs::create_dir_all(&snapshots_dir).ctx(format!("create {}", snapshots_dir.display()))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&snapshots_dir).ctx(snapshots_dir.display())?.permissions().mode() & 0o7777;
+            if mode != 0o711 {
+                for e in fs::read_dir(&snapshots_dir).ctx(snapshots_dir.display())?.flatten() {
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        set_mode(&e.path(), 0o700)?;
+                    }
+                }
+                set_mode(&snapshots_dir, 0o711)?;
+            }
         }
         let content = ContentStore::open(&root.join("content"))?;
         let layers = LayerStore::open(&root.join("layers")).ctx("layers directory")?;
@@ -710,6 +727,16 @@ impl Store {
     /// A container root filesystem over an image's layers (overlay, or a copy), recorded so
     /// the image and its layers stay while it exists.
     pub fn create_snapshot(&self, id: &str, img: &Image) -> Result<PathBuf> {
+        self.create_snapshot_mapped(id, img, None)
+    }
+
+    /// `create_snapshot` with the files seen through an ID mapping (a pod's user namespace).
+    pub fn create_snapshot_mapped(
+        &self,
+        id: &str,
+        img: &Image,
+        idmap: Option<&berth_storage::snapshot::IdMapping>,
+    ) -> Result<PathBuf> {
         berth_storage::snapshot::validate_id(id)?;
         let _lock = self.lock_shared()?;
         let driver = self.config.driver();
@@ -722,7 +749,7 @@ impl Store {
             Ok(())
         })?;
         let dirs = self.layer_dirs(img)?;
-        match self.snapshots.prepare(id, &dirs, driver) {
+        match self.snapshots.prepare_mapped(id, &dirs, driver, idmap) {
             Ok(p) => Ok(p),
             Err(e) => {
                 let _ = self.db().write(|tx| {

@@ -42,9 +42,12 @@ fn store_tree_is_private_even_when_it_existed() {
 
     let store = Store::open(&root, Config::default()).unwrap();
     assert_eq!(mode(&root), 0o711, "store root");
-    for d in ["content", "layers", "snapshots"] {
+    for d in ["content", "layers"] {
         assert_eq!(mode(&root.join(d)), 0o700, "{d}/");
     }
+    // Snapshots are traversable, each of them private (it was 0755 inside a 0700 directory).
+    assert_eq!(mode(&root.join("snapshots")), 0o711, "snapshots/");
+    assert_eq!(mode(&root.join("snapshots/c1")), 0o700, "snapshots/c1/");
     assert_eq!(mode(&root.join("berth.db")) & 0o077, 0, "berth.db");
     for p in [&suid, &blob, &root.join("snapshots/c1/rootfs")] {
         assert!(!nobody_can_reach(p), "{} is reachable by other users", p.display());
@@ -260,9 +263,10 @@ fn store_files_are_private_to_root() {
         assert_eq!(mode(&root.join(f)), 0o600, "{f}");
     }
     assert_eq!(mode(&root), 0o711);
-    for d in ["content", "layers", "snapshots"] {
+    for d in ["content", "layers"] {
         assert_eq!(mode(&root.join(d)), 0o700, "{d}/");
     }
+    assert_eq!(mode(&root.join("snapshots")), 0o711);
     // Blobs and downloads are the owner's only, whatever the directories around them.
     let mut files = 0;
     let mut stack = vec![root.join("content")];

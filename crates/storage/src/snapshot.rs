@@ -4,6 +4,12 @@
 //!
 //! `snapshots/<id>/` holds `upper/`, `work/` and the mount point `rootfs/` (overlay), or just
 //! `rootfs/` (copy); `l/` holds short links to the layers when an older kernel needs them.
+//!
+//! An ID-mapped snapshot (for a pod with a user namespace of its own) records its mappings in
+//! `idmap`: its layers are mounted through ID-mapped mounts of them (`idmapped/<n>`, detached
+//! again once overlayfs holds them), so files the host's root owns in a layer appear owned
+//! by the pod's root, and its upper directory belongs to the pod's root on the host. The
+//! shared layers are never chowned.
 //! Long lower-directory lists are passed one by one with the new mount API (`lowerdir+`, Linux
 //! 6.8+), so the length of a mount option page does not limit the number of layers; older
 //! kernels get mount(2) with short relative names (see `Snapshotter::mount`).
@@ -17,6 +23,7 @@ use std::time::Duration;
 
 use berth_sys::file;
 use berth_sys::mount::{self, FsContext};
+use berth_sys::userns::IdMap;
 
 use crate::unpack::OPAQUE_XATTR;
 use crate::Error;
@@ -53,6 +60,42 @@ impl Driver {
             Driver::Overlay => "overlay",
             Driver::Copy => "copy",
         }
+    }
+}
+
+/// The user and group ID mappings a snapshot's files are seen through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdMapping {
+    pub uids: Vec<IdMap>,
+    pub gids: Vec<IdMap>,
+}
+
+impl IdMapping {
+    /// The host IDs of the mapped root (ID 0 inside).
+    fn root(&self) -> Option<(u32, u32)> {
+        let host = |maps: &[IdMap]| maps.iter().find(|m| m.container_id == 0).map(|m| m.host_id);
+        Some((host(&self.uids)?, host(&self.gids)?))
+    }
+
+    /// `uid C H L` and `gid C H L` lines.
+    fn to_text(&self) -> String {
+        let line = |kind: &str, m: &IdMap| format!("{kind} {} {} {}\n", m.container_id, m.host_id, m.length);
+        self.uids.iter().map(|m| line("uid", m)).chain(self.gids.iter().map(|m| line("gid", m))).collect()
+    }
+
+    fn parse(text: &str) -> Option<IdMapping> {
+        let mut m = IdMapping { uids: Vec::new(), gids: Vec::new() };
+        for line in text.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let [kind, c, h, l] = f.as_slice() else { return None };
+            let map = IdMap { container_id: c.parse().ok()?, host_id: h.parse().ok()?, length: l.parse().ok()? };
+            match *kind {
+                "uid" => m.uids.push(map),
+                "gid" => m.gids.push(map),
+                _ => return None,
+            }
+        }
+        Some(m)
     }
 }
 
@@ -115,7 +158,29 @@ impl Snapshotter {
     /// Creates the snapshot `id` over `lowers` (bottom layer first) and returns its root
     /// filesystem path, mounted (overlay) or populated (copy).
     pub fn prepare(&self, id: &str, lowers: &[PathBuf], driver: Driver) -> Result<PathBuf, Error> {
+        self.prepare_mapped(id, lowers, driver, None)
+    }
+
+    /// `prepare`, with the files seen through `idmap` when given (overlay only).
+    pub fn prepare_mapped(
+        &self,
+        id: &str,
+        lowers: &[PathBuf],
+        driver: Driver,
+        idmap: Option<&IdMapping>,
+    ) -> Result<PathBuf, Error> {
         validate_id(id)?;
+        let idmap_root = match idmap.map(|m| (m, m.root())) {
+            None => None,
+            Some((_, None)) => return Err(Error::msg(format!("snapshot {id}: the ID mapping does not map root (0)"))),
+            Some((_, Some(_))) if driver != Driver::Overlay => {
+                return Err(Error::msg(format!(
+                    "snapshot {id}: an ID-mapped root filesystem needs the overlay driver (this store uses {})",
+                    driver.name()
+                )))
+            }
+            Some((_, root)) => root,
+        };
         let base = self.path(id);
         fs::create_dir(&base).map_err(|e| Error::msg(format!("snapshot {id}: create {}: {e}", base.display())))?;
         let result = (|| -> Result<PathBuf, Error> {
@@ -127,6 +192,10 @@ impl Snapshotter {
                 fs::set_permissions(p, fs::Permissions::from_mode(0o755)).map_err(|e| crate::io_error(p, e))
             };
             mode(&rootfs)?;
+            {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&base, fs::Permissions::from_mode(0o700)).map_err(|e| crate::io_error(&base, e))?;
+            }
             fs::write(base.join("driver"), driver.name()).map_err(|e| crate::io_error(&base, e))?;
             match driver {
                 Driver::Overlay => {
@@ -134,6 +203,14 @@ impl Snapshotter {
                         fs::create_dir(base.join(d)).map_err(|e| crate::io_error(&base.join(d), e))?;
                     }
                     mode(&base.join("upper"))?;
+                    if let (Some(m), Some((uid, gid))) = (idmap, idmap_root) {
+                        // The container's / belongs to its root, as the host sees it, and so
+                        // does the snapshot's directory, which its runtime enters as that user.
+                        for d in [base.join("upper"), base.clone()] {
+                            std::os::unix::fs::lchown(&d, Some(uid), Some(gid)).map_err(|e| crate::io_error(&d, e))?;
+                        }
+                        fs::write(base.join("idmap"), m.to_text()).map_err(|e| crate::io_error(&base, e))?;
+                    }
                     self.mount(id, lowers)?;
                 }
                 Driver::Copy => {
@@ -169,6 +246,67 @@ impl Snapshotter {
         if lowers.is_empty() {
             return Err(Error::msg(format!("snapshot {id}: an image without layers cannot be mounted")));
         }
+        let idmap = match fs::read_to_string(self.path(id).join("idmap")) {
+            Ok(text) => Some(
+                IdMapping::parse(&text)
+                    .ok_or_else(|| Error::msg(format!("snapshot {id}: idmap: unreadable mapping")))?,
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(crate::io_error(&self.path(id).join("idmap"), e)),
+        };
+        let Some(idmap) = idmap else { return self.mount_layers(id, lowers) };
+        let mapped = self.attach_idmapped(id, lowers, &idmap);
+        let r = mapped.and_then(|mapped| self.mount_layers(id, &mapped));
+        // overlayfs holds private clones of its layers: the attached ones can go.
+        self.detach_idmapped(id);
+        r
+    }
+
+    /// ID-mapped mounts of the layers at `idmapped/<n>`, through a user namespace with the
+    /// snapshot's mappings.
+    fn attach_idmapped(&self, id: &str, lowers: &[PathBuf], idmap: &IdMapping) -> Result<Vec<PathBuf>, Error> {
+        let dir = self.path(id).join("idmapped");
+        self.detach_idmapped(id);
+        fs::create_dir_all(&dir).map_err(|e| crate::io_error(&dir, e))?;
+        let userns = berth_sys::userns::create(&idmap.uids, &idmap.gids)
+            .map_err(|e| Error::msg(format!("snapshot {id}: a user namespace for its ID mapping: {e}")))?;
+        let attr = mount::MountAttr {
+            attr_set: mount::MOUNT_ATTR_IDMAP,
+            userns_fd: userns.as_raw_fd() as u64,
+            ..Default::default()
+        };
+        let mut mapped = Vec::new();
+        for (i, l) in lowers.iter().enumerate() {
+            let at = dir.join(i.to_string());
+            fs::create_dir_all(&at).map_err(|e| crate::io_error(&at, e))?;
+            let tree = mount::open_tree_clone(file::CWD, l, false)
+                .and_then(|t| mount::mount_setattr(&t, "", false, &attr).map(|_| t))
+                .and_then(|t| mount::move_mount_to(&t, &at))
+                .map_err(|e| {
+                    Error::msg(format!(
+                        "snapshot {id}: ID-mapping layer {}: {e} (does its filesystem support ID-mapped mounts?)",
+                        l.display()
+                    ))
+                });
+            tree?;
+            mapped.push(at);
+        }
+        Ok(mapped)
+    }
+
+    fn detach_idmapped(&self, id: &str) {
+        let Ok(entries) = fs::read_dir(self.path(id).join("idmapped")) else { return };
+        for e in entries.flatten() {
+            let p = e.path();
+            while berth_sys::proc::is_mountpoint(&p).unwrap_or(false) {
+                if mount::umount2(&p, libc::MNT_DETACH).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn mount_layers(&self, id: &str, lowers: &[PathBuf]) -> Result<(), Error> {
         if self.overlay_mount == OverlayMount::Auto && overlay_parses_its_parameters() {
             if let Some(r) = self.mount_lowerdir_plus(id, lowers) {
                 return r;
@@ -324,6 +462,7 @@ impl Snapshotter {
     /// Unmounts and deletes a snapshot (its upper directory with it).
     pub fn remove(&self, id: &str) -> Result<(), Error> {
         self.unmount(id)?;
+        self.detach_idmapped(id);
         let base = self.path(id);
         match fs::remove_dir_all(&base) {
             Ok(()) => Ok(()),
