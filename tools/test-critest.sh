@@ -97,6 +97,9 @@ for bin in target/debug/berthd target/debug/berth target/debug/berth-monitor tar
 done
 export CRITEST CRITEST_IMAGES
 work=$(mktemp -d /tmp/berth-critest.XXXXXX)
+# Traversable, as /var/lib is: the root of a pod with a user namespace of its own reaches its
+# root filesystem in the store by path, as an unprivileged host user.
+chmod 711 "$work"
 export CGROUP_PARENT="/berth-critest-${work##*.}"
 echo "== critest against berthd (work dir $work)"
 "$CRITEST_IMAGES/build-images.sh" "$work/img" 2>"$work/build-images.log" || {

@@ -254,7 +254,11 @@ fn default_socket_is_in_the_run_root() {
         berthd.stderr()
     );
     assert!(std::fs::symlink_metadata(&sock).unwrap().file_type().is_socket());
-    assert_eq!(std::fs::metadata(sock.parent().unwrap()).unwrap().mode() & 0o777, 0o700, "run root mode");
+    assert_eq!(
+        std::fs::metadata(sock.parent().unwrap()).unwrap().mode() & 0o777,
+        0o711,
+        "run root mode (traversable for pods' user namespaces)"
+    );
     let (status, stderr) = berthd.stop(libc::SIGTERM);
     assert!(status.success(), "{stderr}");
     assert!(!sock.exists());

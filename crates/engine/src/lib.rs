@@ -93,12 +93,18 @@ impl Engine {
         // other local users. These directories are private whatever the umask, and set so
         // again at every open (stores made by earlier versions had them 0755).
         // The run root is the engine's own when it is the default, or inside the store.
-        make_dir(&run_root, engine_cfg.run_root.is_none() || run_root.starts_with(&root))?;
-        for d in ["containers", "netns", "locks", "runtimes", "cni", "sandboxes"] {
+        // The run root and the pods' directories are traversable (0711, not listable): a pod
+        // with a user namespace of its own has its directories owned by its root, which must
+        // reach them by path (an OCI runtime mounts its files as that user).
+        make_dir(&run_root, engine_cfg.run_root.is_none() || run_root.starts_with(&root), 0o711)?;
+        for d in ["containers", "netns", "locks", "runtimes", "cni"] {
             private_dir(&run_root.join(d))?;
         }
-        for d in ["containers", "volumes", "networks", "sandboxes"] {
+        for d in ["containers", "volumes", "networks"] {
             private_dir(&root.join(d))?;
+        }
+        for dir in [run_root.join("sandboxes"), root.join("sandboxes")] {
+            make_dir(&dir, true, 0o711)?;
         }
         store.db().conn.execute_batch(SCHEMA).ctx("metadata database: containers table")?;
         store.db().conn.execute_batch(sandbox::SCHEMA).ctx("metadata database: sandboxes table")?;
@@ -237,20 +243,20 @@ impl Engine {
 
 /// Creates `dir` (and its parents) 0700, and makes an existing one 0700 again.
 pub(crate) fn private_dir(dir: &Path) -> Result<()> {
-    make_dir(dir, true)
+    make_dir(dir, true, 0o700)
 }
 
-/// Creates `dir` (and its parents) 0700; an existing directory keeps its mode unless
+/// Creates `dir` (and its parents) with `mode`; an existing directory keeps its mode unless
 /// `correct` (a configured run root such as /run must not be changed).
-fn make_dir(dir: &Path, correct: bool) -> Result<()> {
+fn make_dir(dir: &Path, correct: bool, mode: u32) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).ctx(dir.display())?;
     let meta = std::fs::symlink_metadata(dir).ctx(dir.display())?;
     if !meta.is_dir() {
         bail!(System, "{}: not a directory", dir.display());
     }
-    if correct && meta.permissions().mode() & 0o7777 != 0o700 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).ctx(dir.display())?;
+    if correct && meta.permissions().mode() & 0o7777 != mode {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).ctx(dir.display())?;
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! mappings, and DEL (from the cached result) when it stops, is removed or is found dead.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use berth_network::{bridge_conflist, bridge_of, Attachment, Cni, PortMapping, Subnet};
 use serde::Serialize;
@@ -254,12 +254,24 @@ impl Engine {
         id: &str,
         network: Option<&str>,
         ports: &[PortMapping],
+        owner: Option<&Path>,
     ) -> Result<Option<Value>> {
         let ns = self.netns_path(id);
         if ns.exists() {
             self.network_teardown(id);
         }
-        berth_network::netns::create(&ns).ctx(format!("create network namespace {}", ns.display()))?;
+        match owner {
+            // A pod's own user namespace owns its network namespace: its containers' root may
+            // then mount sysfs and set its net.* sysctls, as root of a namespace it owns.
+            Some(userns) => {
+                let userns = berth_sys::file::open(userns, libc::O_RDONLY).ctx("the pod's user namespace")?;
+                let fds = berth_sys::userns::unshare_in(&userns, &[libc::CLONE_NEWNET], None)
+                    .ctx("a network namespace in the pod's user namespace")?;
+                berth_sys::userns::pin(&fds[0], &ns)
+            }
+            None => berth_network::netns::create(&ns),
+        }
+        .ctx(format!("create network namespace {}", ns.display()))?;
         let cni = self.cni();
         let att = Attachment { container_id: id, netns: &ns, ifname: "eth0", port_mappings: ports };
         let r = (|| -> Result<Option<Value>> {

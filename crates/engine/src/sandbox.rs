@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! <root>/sandboxes/<id>/          hostname, hosts, resolv.conf (0700 directory)
-//! <run>/sandboxes/<id>/           ipc, uts (pinned namespaces), shm/ (a tmpfs)
+//! <run>/sandboxes/<id>/           ipc, uts, user (pinned namespaces), shm/ (a tmpfs)
 //! <run>/netns/<id>                the pod's network namespace (as a container's)
 //! ```
 //!
@@ -44,6 +44,71 @@ pub enum PodNamespace {
     Container,
 }
 
+/// `length` IDs from `container_id` in the pod map to `host_id` on the host.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IdMapping {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub length: u32,
+}
+
+impl IdMapping {
+    fn sys(&self) -> berth_sys::userns::IdMap {
+        berth_sys::userns::IdMap { container_id: self.container_id, host_id: self.host_id, length: self.length }
+    }
+}
+
+/// A pod's own user namespace (Kubernetes' `hostUsers: false`): one range of user IDs and one
+/// of group IDs, each mapping the pod's root (0) to an unprivileged host ID.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PodUserNamespace {
+    pub uids: Vec<IdMapping>,
+    pub gids: Vec<IdMapping>,
+}
+
+impl PodUserNamespace {
+    /// Checks the mappings: one range each, starting at the pod's root, within 32-bit IDs.
+    fn validate(&self) -> Result<()> {
+        for (field, maps) in [("uids", &self.uids), ("gids", &self.gids)] {
+            let [m] = maps.as_slice() else {
+                bail!(InvalidInput, "userns_options.{field}: one mapping is needed, {} given", maps.len());
+            };
+            if m.container_id != 0 {
+                bail!(
+                    InvalidInput,
+                    "userns_options.{field}[0].container_id: {} (the pod's root, ID 0, must be mapped)",
+                    m.container_id
+                );
+            }
+            if m.length == 0 || u64::from(m.host_id) + u64::from(m.length) > u64::from(u32::MAX) {
+                bail!(
+                    InvalidInput,
+                    "userns_options.{field}[0]: host IDs {} to {} (length {}) do not fit in 32-bit IDs",
+                    m.host_id,
+                    u64::from(m.host_id) + u64::from(m.length),
+                    m.length
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub fn uid_maps(&self) -> Vec<berth_sys::userns::IdMap> {
+        self.uids.iter().map(IdMapping::sys).collect()
+    }
+
+    pub fn gid_maps(&self) -> Vec<berth_sys::userns::IdMap> {
+        self.gids.iter().map(IdMapping::sys).collect()
+    }
+
+    /// The host IDs of the pod's root.
+    pub fn root(&self) -> (u32, u32) {
+        (self.uids.first().map_or(0, |m| m.host_id), self.gids.first().map_or(0, |m| m.host_id))
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct SandboxConfig {
@@ -64,6 +129,9 @@ pub struct SandboxConfig {
     pub network: PodNamespace,
     pub ipc: PodNamespace,
     pub pid: PodNamespace,
+    /// a user namespace of the pod's own (None: the node's); it owns the pod's other
+    /// namespaces, and its containers' root filesystems are ID-mapped to it
+    pub userns: Option<PodUserNamespace>,
     /// namespaced sysctls every container of the pod gets
     pub sysctls: BTreeMap<String, String>,
     /// the runtime handler (Kubernetes' RuntimeClass)
@@ -86,6 +154,8 @@ pub struct SandboxState {
     pub ip: String,
     /// namespaces its containers join (None: the node's)
     pub netns: Option<PathBuf>,
+    /// the pod's user namespace (pinned), when it has one
+    pub userns: Option<PathBuf>,
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
     /// its /dev/shm (None: the node's)
@@ -241,13 +311,62 @@ impl Engine {
             bail!(InvalidInput, "port_mappings: a pod on the node's network cannot map ports");
         }
         check_pod_resources(cfg.overhead.as_ref(), cfg.resources.as_ref())?;
+        if let Some(u) = &cfg.userns {
+            u.validate()?;
+            // The node's namespaces belong to the node's user namespace: the pod's root
+            // would have no power in them, and a privileged pod is the node's root.
+            for (field, mode) in [("network", cfg.network), ("pid", cfg.pid), ("ipc", cfg.ipc)] {
+                if mode == PodNamespace::Node {
+                    bail!(InvalidInput, "namespace_options.{field}: NODE, with a user namespace of the pod's own");
+                }
+            }
+            if cfg.privileged {
+                bail!(InvalidInput, "privileged: a pod with a user namespace of its own cannot be privileged");
+            }
+        }
         if let Some(p) = &cfg.cgroup_parent {
             if p.split('/').any(|c| c == "..") {
                 bail!(InvalidInput, "cgroup_parent {p:?}: contains '..'");
             }
         }
         // The runtime handler must exist before anything is made.
-        self.runtime(cfg.runtime.as_deref())?;
+        let runtime = self.runtime(cfg.runtime.as_deref())?;
+        if cfg.userns.is_some() {
+            if !self.pod_userns_supported() {
+                bail!(
+                    Unsupported,
+                    "userns_options: pods with a user namespace of their own need ID-mapped mounts of the store's \
+                     filesystem ({}) and overlayfs with ID-mapped layers (Linux 5.19+)",
+                    self.root.display()
+                );
+            }
+            // The runtime mounts the pod's files and root filesystems as the pod's root, an
+            // unprivileged host user: the store and run root must be reachable by path.
+            for dir in [&self.root, &self.run_root] {
+                for d in dir.ancestors().skip(1) {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = std::fs::metadata(d).ctx(d.display())?.permissions().mode();
+                    if mode & 0o001 == 0 {
+                        bail!(
+                            InvalidState,
+                            "userns_options: {} (mode {:o}) is not traversable by other users, and the pod's root \
+                             (host user {}) must reach {} through it",
+                            d.display(),
+                            mode & 0o7777,
+                            cfg.userns.as_ref().map_or(0, |u| u.root().0),
+                            dir.display()
+                        );
+                    }
+                }
+            }
+            if runtime.name != "berth-oci" {
+                bail!(
+                    Unsupported,
+                    "userns_options: pods with a user namespace of their own run with berth-oci, not {}",
+                    runtime.name
+                );
+            }
+        }
         let id = random_id();
         let mut s = Sandbox {
             id: id.clone(),
@@ -272,6 +391,13 @@ impl Engine {
         let run = self.sandbox_run_dir(&s.id);
         crate::private_dir(&dir)?;
         crate::private_dir(&run)?;
+        if let Some(u) = &cfg.userns {
+            // Its root mounts its files from here (as the host's user it maps to).
+            let (uid, gid) = u.root();
+            for d in [&dir, &run] {
+                std::os::unix::fs::lchown(d, Some(uid), Some(gid)).ctx(format!("chown {}", d.display()))?;
+            }
+        }
         // No hostname asked for: the node's, which the new UTS namespace starts with (as in
         // containerd and CRI-O; a pod's name may be longer than a hostname can be).
         let hostname = if cfg.network == PodNamespace::Node || cfg.hostname.is_empty() {
@@ -282,6 +408,31 @@ impl Engine {
         std::fs::write(dir.join("hostname"), format!("{hostname}\n")).ctx("write the pod's hostname")?;
         std::fs::write(dir.join("resolv.conf"), spec::resolv_conf(&cfg.dns, cfg.network == PodNamespace::Node))
             .ctx("write the pod's resolv.conf")?;
+        // A user namespace of its own comes first: it owns the namespaces made after it.
+        let userns = match &cfg.userns {
+            Some(u) => {
+                let fd = berth_sys::userns::create(&u.uid_maps(), &u.gid_maps()).ctx("the pod's user namespace")?;
+                let path = run.join("user");
+                berth_sys::userns::pin(&fd, &path).ctx("pinning the pod's user namespace")?;
+                s.state.userns = Some(path);
+                Some(fd)
+            }
+            None => None,
+        };
+        let pin = |path: &Path, kind: NsKind, hostname: Option<&str>| -> std::io::Result<()> {
+            match &userns {
+                Some(u) => {
+                    let flag = match kind {
+                        NsKind::Ipc => libc::CLONE_NEWIPC,
+                        NsKind::Uts => libc::CLONE_NEWUTS,
+                        NsKind::Net => libc::CLONE_NEWNET,
+                    };
+                    let fds = berth_sys::userns::unshare_in(u, &[flag], hostname.map(str::as_bytes))?;
+                    berth_sys::userns::pin(&fds[0], path)
+                }
+                None => netns::pin(path, kind, hostname),
+            }
+        };
         if cfg.network == PodNamespace::Node && Path::new("/etc/hosts").exists() {
             std::fs::copy("/etc/hosts", dir.join("hosts")).ctx("copy the node's /etc/hosts")?;
         } else if cfg.network == PodNamespace::Node {
@@ -290,12 +441,12 @@ impl Engine {
         } else {
             std::fs::write(dir.join("hosts"), spec::hosts_file(&hostname, None, &[])).ctx("write the pod's hosts")?;
             let uts = run.join("uts");
-            netns::pin(&uts, NsKind::Uts, Some(&hostname)).ctx("the pod's UTS namespace")?;
+            pin(&uts, NsKind::Uts, Some(&hostname)).ctx("the pod's UTS namespace")?;
             s.state.uts = Some(uts);
         }
         if cfg.ipc == PodNamespace::Pod {
             let ipc = run.join("ipc");
-            netns::pin(&ipc, NsKind::Ipc, None).ctx("the pod's IPC namespace")?;
+            pin(&ipc, NsKind::Ipc, None).ctx("the pod's IPC namespace")?;
             s.state.ipc = Some(ipc);
             let shm = run.join("shm");
             crate::private_dir(&shm)?;
@@ -303,7 +454,7 @@ impl Engine {
             s.state.shm = Some(shm);
         }
         if cfg.pid == PodNamespace::Pod {
-            let (pid, start) = start_reaper(&self.init_path()?).ctx("the pod's PID namespace")?;
+            let (pid, start) = start_reaper(&self.init_path()?, userns.as_ref()).ctx("the pod's PID namespace")?;
             s.state.reaper_pid = pid;
             s.state.reaper_start = start;
             s.state.pid_ns = Some(PathBuf::from(format!("/proc/{pid}/ns/pid")));
@@ -317,7 +468,7 @@ impl Engine {
             self.sandbox_save(s)?;
             let network = self.config.default_network().to_string();
             s.state.network = network.clone();
-            let result = self.network_setup(&s.id, Some(&network), &cfg.ports)?;
+            let result = self.network_setup(&s.id, Some(&network), &cfg.ports, s.state.userns.as_deref())?;
             s.state.netns = Some(self.netns_path(&s.id));
             if let Some((ip, _)) = result.as_ref().and_then(berth_network::cni::ipv4_of) {
                 s.state.ip = ip;
@@ -335,13 +486,14 @@ impl Engine {
     fn sandbox_release(&self, s: &mut Sandbox) -> Vec<String> {
         let mut errors = self.sandbox_release_network(s);
         let run = self.sandbox_run_dir(&s.id);
-        for ns in ["ipc", "uts"] {
+        for ns in ["ipc", "uts", "user"] {
             if let Err(e) = netns::remove(&run.join(ns)) {
                 errors.push(format!("the pod's {ns} namespace: {e}"));
             }
         }
         s.state.ipc = None;
         s.state.uts = None;
+        s.state.userns = None;
         let shm = run.join("shm");
         if berth_sys::proc::is_mountpoint(&shm).unwrap_or(false) {
             if let Err(e) = berth_sys::mount::umount2(&shm, libc::MNT_DETACH) {
@@ -491,6 +643,34 @@ impl Engine {
         Ok(s)
     }
 
+    /// Whether pods can have user namespaces of their own here: the store's filesystem takes
+    /// ID-mapped mounts (its layers are mounted through them) and overlayfs takes ID-mapped
+    /// layers (Linux 5.19). Probed once.
+    pub fn pod_userns_supported(&self) -> bool {
+        static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *SUPPORTED.get_or_init(|| {
+            let uname = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+            let mut v = uname.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u32>().ok());
+            let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
+            if (major, minor) < (5, 19) {
+                return false;
+            }
+            let probe = || -> std::io::Result<()> {
+                use std::os::fd::AsRawFd;
+                let map = [berth_sys::userns::IdMap { container_id: 0, host_id: 65536, length: 65536 }];
+                let userns = berth_sys::userns::create(&map, &map)?;
+                let tree = berth_sys::mount::open_tree_clone(berth_sys::file::CWD, &self.root, false)?;
+                let attr = berth_sys::mount::MountAttr {
+                    attr_set: berth_sys::mount::MOUNT_ATTR_IDMAP,
+                    userns_fd: userns.as_raw_fd() as u64,
+                    ..Default::default()
+                };
+                berth_sys::mount::mount_setattr(&tree, "", false, &attr)
+            };
+            probe().is_ok()
+        })
+    }
+
     /// The directory with a pod's hostname, hosts and resolv.conf.
     pub(crate) fn sandbox_files(&self, id: &str) -> PathBuf {
         self.sandbox_dir(id)
@@ -500,8 +680,9 @@ impl Engine {
 /// Starts `berth-init --pause` as PID 1 of a new PID namespace, in a session of its own with
 /// nothing of this process's open but /dev/null; returns its pid and start time once it runs
 /// the program (an exec failure is reported as such).
-fn start_reaper(init: &Path) -> std::io::Result<(i32, u64)> {
-    let pid = berth_sys::process::spawn_pid1(init, &[c"berth-init", c"--pause"])?;
+fn start_reaper(init: &Path, userns: Option<&std::os::fd::OwnedFd>) -> std::io::Result<(i32, u64)> {
+    use std::os::fd::AsFd;
+    let pid = berth_sys::process::spawn_pid1(init, &[c"berth-init", c"--pause"], userns.map(|u| u.as_fd()))?;
     Ok((pid, crate::container::process_start(pid).unwrap_or(0)))
 }
 

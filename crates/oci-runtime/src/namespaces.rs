@@ -203,30 +203,14 @@ pub fn idmap_userns(
     uid: &[oci_spec::runtime::LinuxIdMapping],
     gid: &[oci_spec::runtime::LinuxIdMapping],
 ) -> Result<OwnedFd> {
-    let render = |maps: &[oci_spec::runtime::LinuxIdMapping]| -> String {
-        maps.iter().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect()
+    let maps = |ms: &[oci_spec::runtime::LinuxIdMapping]| -> Vec<berth_sys::userns::IdMap> {
+        ms.iter()
+            .map(|m| berth_sys::userns::IdMap {
+                container_id: m.container_id(),
+                host_id: m.host_id(),
+                length: m.size(),
+            })
+            .collect()
     };
-    let (hold_r, hold_w) = file::pipe().ctx("pipe")?;
-    let (pid, pidfd) = match process::clone3(libc::CLONE_NEWUSER as u64, None)
-        .ctx("creating a user namespace for an ID-mapped mount")?
-    {
-        process::Forked::Child => {
-            drop(hold_w);
-            let mut b = [0u8; 1];
-            let _ = file::read(&hold_r, &mut b);
-            crate::init::exit(0);
-        }
-        process::Forked::Parent { pid, pidfd } => (pid, pidfd),
-    };
-    drop(hold_r);
-    let result = (|| {
-        let proc = crate::procfs::Proc::open()?;
-        proc.write(format!("{pid}/uid_map"), render(uid).as_bytes())?;
-        proc.write(format!("{pid}/gid_map"), render(gid).as_bytes())?;
-        file::open(&format!("/proc/{pid}/ns/user"), libc::O_RDONLY).ctx("opening the user namespace")
-    })();
-    drop(hold_w);
-    let _ = process::pidfd_send_signal(&pidfd, libc::SIGKILL);
-    let _ = process::waitpid(pid, false);
-    result
+    berth_sys::userns::create(&maps(uid), &maps(gid)).ctx("creating a user namespace for an ID-mapped mount")
 }

@@ -8,7 +8,7 @@ use berth_engine::container::config::{
     ContainerConfig, DeviceMapping, DnsConfig, LogConfig, Mount, MountSource, NamespaceMode, Propagation, Resources,
     Seccomp, Security, UserSpec,
 };
-use berth_engine::sandbox::{PodNamespace, SandboxConfig};
+use berth_engine::sandbox::{IdMapping, PodNamespace, PodUserNamespace, SandboxConfig};
 use berth_network::PortMapping;
 use tonic::Status;
 
@@ -85,12 +85,7 @@ pub fn sandbox_config(c: &pb::PodSandboxConfig, handler: &str) -> Result<Sandbox
     let linux = c.linux.clone().unwrap_or_default();
     let sc = linux.security_context.clone().unwrap_or_default();
     let ns = sc.namespace_options.clone().unwrap_or_default();
-    if ns.userns_options.as_ref().is_some_and(|u| pb::NamespaceMode::try_from(u.mode) == Ok(pb::NamespaceMode::Pod)) {
-        return Err(Status::unimplemented(
-            "config.linux.security_context.namespace_options.userns_options: pods in their own user namespace \
-             (hostUsers: false) are not supported by berthd yet",
-        ));
-    }
+    let userns = pod_userns(ns.userns_options.as_ref())?;
     Ok(SandboxConfig {
         name: md.name.clone(),
         namespace: md.namespace.clone(),
@@ -106,12 +101,58 @@ pub fn sandbox_config(c: &pb::PodSandboxConfig, handler: &str) -> Result<Sandbox
         network: namespace_mode(ns.network),
         ipc: namespace_mode(ns.ipc),
         pid: namespace_mode(ns.pid),
+        userns,
         sysctls: btree(&linux.sysctls),
         runtime: if handler.is_empty() { None } else { Some(handler.to_string()) },
         privileged: sc.privileged,
         overhead: linux.overhead.as_ref().map(|r| resources(r, "config.linux.overhead")).transpose()?,
         resources: linux.resources.as_ref().map(|r| resources(r, "config.linux.resources")).transpose()?,
     })
+}
+
+const USERNS_FIELD: &str = "config.linux.security_context.namespace_options.userns_options";
+
+/// A pod's user namespace: POD with one mapping each for users and groups that maps the pod's
+/// root (Kubernetes' `hostUsers: false`), NODE or none for the node's.
+fn pod_userns(u: Option<&pb::UserNamespace>) -> Result<Option<PodUserNamespace>, Status> {
+    let Some(u) = u else { return Ok(None) };
+    match pb::NamespaceMode::try_from(u.mode) {
+        Ok(pb::NamespaceMode::Node) => {
+            if !u.uids.is_empty() || !u.gids.is_empty() {
+                return Err(invalid(USERNS_FIELD, "mappings are given for the node's user namespace (mode NODE)"));
+            }
+            Ok(None)
+        }
+        Ok(pb::NamespaceMode::Pod) => {
+            let maps = |field: &str, ms: &[pb::IdMapping]| -> Result<Vec<IdMapping>, Status> {
+                let [m] = ms else {
+                    return Err(invalid(
+                        &format!("{USERNS_FIELD}.{field}"),
+                        format!("one mapping is needed, {} given", ms.len()),
+                    ));
+                };
+                if m.container_id != 0 {
+                    return Err(invalid(
+                        &format!("{USERNS_FIELD}.{field}[0].container_id"),
+                        format!("{} (the pod's root, ID 0, must be mapped)", m.container_id),
+                    ));
+                }
+                if m.length == 0 || u64::from(m.host_id) + u64::from(m.length) > u64::from(u32::MAX) {
+                    return Err(invalid(
+                        &format!("{USERNS_FIELD}.{field}[0]"),
+                        format!("host IDs from {} with length {} do not fit in 32-bit IDs", m.host_id, m.length),
+                    ));
+                }
+                Ok(vec![IdMapping { container_id: m.container_id, host_id: m.host_id, length: m.length }])
+            };
+            Ok(Some(PodUserNamespace { uids: maps("uids", &u.uids)?, gids: maps("gids", &u.gids)? }))
+        }
+        _ => Err(invalid(&format!("{USERNS_FIELD}.mode"), format!("{}: only POD or NODE", mode_name(u.mode)))),
+    }
+}
+
+fn mode_name(m: i32) -> String {
+    pb::NamespaceMode::try_from(m).map(|m| m.as_str_name().to_string()).unwrap_or_else(|_| m.to_string())
 }
 
 /// The signal number of CRI's `Signal` (0: the image's or the runtime's default).
@@ -268,10 +309,32 @@ pub fn container_config(
             _ => NamespaceMode::Pod,
         },
     };
-    if ns.userns_options.is_some_and(|u| pb::NamespaceMode::try_from(u.mode) == Ok(pb::NamespaceMode::Pod)) {
-        return Err(Status::unimplemented(
-            "config.linux.security_context.namespace_options.userns_options: user namespaces are not supported by berthd yet",
-        ));
+    // A container is in its pod's user namespace; kubelet repeats the pod's options here.
+    if let Some(u) = ns.userns_options.as_ref() {
+        let field = "config.linux.security_context.namespace_options.userns_options";
+        let consistent = match (pb::NamespaceMode::try_from(u.mode), &pod.userns) {
+            (Ok(pb::NamespaceMode::Node), None) => u.uids.is_empty() && u.gids.is_empty(),
+            (Ok(pb::NamespaceMode::Pod), Some(p)) => {
+                let same = |ms: &[pb::IdMapping], ps: &[IdMapping]| {
+                    ms.is_empty()
+                        || (ms.len() == ps.len()
+                            && ms.iter().zip(ps).all(|(m, p)| {
+                                (m.container_id, m.host_id, m.length) == (p.container_id, p.host_id, p.length)
+                            }))
+                };
+                same(&u.uids, &p.uids) && same(&u.gids, &p.gids)
+            }
+            _ => false,
+        };
+        if !consistent {
+            return Err(invalid(
+                field,
+                format!(
+                    "mode {} and its mappings differ from the pod's (a container is in its pod's user namespace)",
+                    mode_name(u.mode)
+                ),
+            ));
+        }
     }
     let mut env = Vec::new();
     for (i, kv) in c.envs.iter().enumerate() {

@@ -52,29 +52,25 @@ pub async fn status(cri: &Cri, r: pb::StatusRequest) -> Result<pb::StatusRespons
                 e.config.cni_dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":")
             ),
         );
+        // Pods' user namespaces: the engine makes the namespace and ID-maps the root
+        // filesystem; a runtime only joins the namespace by path. Offered with berth-oci, the
+        // runtime they are tested with.
+        let userns = e.pod_userns_supported();
+        let features = |name: &str| pb::RuntimeHandlerFeatures {
+            recursive_read_only_mounts: true,
+            user_namespaces: userns && name == "berth-oci",
+        };
         let mut runtime_handlers = Vec::new();
         for name in handlers::handler_names(&e.config) {
             if e.runtime(Some(&name)).is_err() {
                 continue;
             }
-            runtime_handlers.push(pb::RuntimeHandler {
-                // The default handler is also the one with no name.
-                name: name.clone(),
-                features: Some(pb::RuntimeHandlerFeatures { recursive_read_only_mounts: true, user_namespaces: false }),
-            });
+            runtime_handlers.push(pb::RuntimeHandler { name: name.clone(), features: Some(features(&name)) });
         }
         if let Ok(default) = &runtime {
-            runtime_handlers.insert(
-                0,
-                pb::RuntimeHandler {
-                    name: String::new(),
-                    features: Some(pb::RuntimeHandlerFeatures {
-                        recursive_read_only_mounts: true,
-                        user_namespaces: false,
-                    }),
-                },
-            );
-            let _ = default;
+            // The default handler is also the one with no name.
+            runtime_handlers
+                .insert(0, pb::RuntimeHandler { name: String::new(), features: Some(features(&default.name)) });
         }
         let mut info = HashMap::new();
         if verbose {
@@ -82,6 +78,9 @@ pub async fn status(cri: &Cri, r: pb::StatusRequest) -> Result<pb::StatusRespons
                 "config".to_string(),
                 serde_json::json!({
                     "root": e.root,
+                    // Where the containers' root filesystems are (critest probes ID-mapped
+                    // mounts on its parent, naming it as containerd does).
+                    "stateDir": e.root.join("snapshots"),
                     "runRoot": e.run_root,
                     "cgroupDriver": "cgroupfs",
                     "cgroupVersion": handlers::cgroup_version(),

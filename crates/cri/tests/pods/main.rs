@@ -13,6 +13,7 @@ mod lifecycle;
 mod metrics;
 mod security;
 mod support;
+mod userns;
 
 use berth_testkit::trials;
 use libtest_mimic::Arguments;
@@ -45,6 +46,8 @@ fn main() {
         security::mount_propagation_and_its_refusals,
         security::privileged_containers_get_the_hosts_devices,
         crictl::runs_a_pod_end_to_end,
+        userns::pods_with_their_own_user_namespace,
+        userns::user_namespace_refusals,
     ];
     // Restarting berthd would fail every test running meanwhile: these run alone, after.
     let alone = trials![lifecycle::berthd_restart_keeps_pods, lifecycle::berthd_killed_mid_create];

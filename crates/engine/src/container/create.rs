@@ -129,7 +129,17 @@ impl Engine {
     ) -> Result<()> {
         let cfg = c.config.clone();
         let id = c.id.clone();
-        let rootfs = self.store.create_snapshot(&id, img)?;
+        let pod = match &cfg.sandbox {
+            Some(p) => Some(self.sandbox_get(p)?),
+            None => None,
+        };
+        // A pod with a user namespace of its own: the image's files, owned by the host's root,
+        // are seen as its root's through ID-mapped layers.
+        let idmap = pod
+            .as_ref()
+            .and_then(|p| p.config.userns.as_ref())
+            .map(|u| berth_storage::snapshot::IdMapping { uids: u.uid_maps(), gids: u.gid_maps() });
+        let rootfs = self.store.create_snapshot_mapped(&id, img, idmap.as_ref())?;
         crate::crash_point("snapshot");
         let ov = Overrides {
             entrypoint: cfg.entrypoint.clone(),
@@ -221,10 +231,6 @@ impl Engine {
         let seccomp = self.seccomp_profile(c, rt, caps)?;
         let dir = self.container_dir(&id);
         crate::private_dir(&dir)?;
-        let pod = match &cfg.sandbox {
-            Some(p) => Some(self.sandbox_get(p)?),
-            None => None,
-        };
         let mut env = d.env.clone();
         if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
             env.push(format!("HOSTNAME={}", c.hostname));
@@ -253,7 +259,10 @@ impl Engine {
         // image is not trusted to steer the runtime. The image's labels stay in its config.
         let mut annotations: HashMap<String, String> = cfg.labels.clone().into_iter().collect();
         annotations.extend(cfg.annotations.clone());
-        let namespaces = self.namespaces(&cfg, &id)?;
+        let mut namespaces = self.namespaces(&cfg, &id)?;
+        if let Some(userns) = pod.as_ref().and_then(|p| p.state.userns.clone()) {
+            namespaces.insert(0, (LinuxNamespaceType::User, Some(userns)));
+        }
         let resolved = crate::oci::Resolved {
             rootfs: &rootfs,
             args: d.args.clone(),

@@ -88,7 +88,7 @@ impl Engine {
         c.state.ip_address.clear();
         c.state.gateway.clear();
         if own_netns {
-            match self.network_setup(&id, c.network_name(self).as_deref(), &ports) {
+            match self.network_setup(&id, c.network_name(self).as_deref(), &ports, None) {
                 Ok(Some(result)) => {
                     if let Some((ip, gw)) = berth_network::cni::ipv4_of(&result) {
                         c.state.ip_address = ip;
