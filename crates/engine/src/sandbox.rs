@@ -392,10 +392,13 @@ impl Engine {
         crate::private_dir(&dir)?;
         crate::private_dir(&run)?;
         if let Some(u) = &cfg.userns {
-            // Its root mounts its files from here (as the host's user it maps to).
-            let (uid, gid) = u.root();
+            // Its root mounts its files from here, as the host user it maps to: searchable by
+            // the pod's group, the files still root's (0710 root:<the pod's host gid>).
+            let gid = u.root().1;
             for d in [&dir, &run] {
-                std::os::unix::fs::lchown(d, Some(uid), Some(gid)).ctx(format!("chown {}", d.display()))?;
+                use std::os::unix::fs::PermissionsExt;
+                std::os::unix::fs::lchown(d, None, Some(gid)).ctx(format!("chown {}", d.display()))?;
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o710)).ctx(d.display())?;
             }
         }
         // No hostname asked for: the node's, which the new UTS namespace starts with (as in

@@ -8,8 +8,9 @@
 //! An ID-mapped snapshot (for a pod with a user namespace of its own) records its mappings in
 //! `idmap`: its layers are mounted through ID-mapped mounts of them (`idmapped/<n>`, detached
 //! again once overlayfs holds them), so files the host's root owns in a layer appear owned
-//! by the pod's root, and its upper directory belongs to the pod's root on the host. The
-//! shared layers are never chowned.
+//! by the pod's root, and its upper directory belongs to the pod's root on the host (the
+//! snapshot's directory is root's, 0710 with the pod's group). The shared layers are never
+//! chowned.
 //! Long lower-directory lists are passed one by one with the new mount API (`lowerdir+`, Linux
 //! 6.8+), so the length of a mount option page does not limit the number of layers; older
 //! kernels get mount(2) with short relative names (see `Snapshotter::mount`).
@@ -204,11 +205,17 @@ impl Snapshotter {
                     }
                     mode(&base.join("upper"))?;
                     if let (Some(m), Some((uid, gid))) = (idmap, idmap_root) {
-                        // The container's / belongs to its root, as the host sees it, and so
-                        // does the snapshot's directory, which its runtime enters as that user.
-                        for d in [base.join("upper"), base.clone()] {
-                            std::os::unix::fs::lchown(&d, Some(uid), Some(gid)).map_err(|e| crate::io_error(&d, e))?;
-                        }
+                        // The container's / belongs to its root, as the host sees it. Its
+                        // runtime enters the snapshot's directory as that user: root's still
+                        // (its `idmap` is not the pod's to change), searchable by the pod's
+                        // group only (as Docker's 0710 root:remapped-group).
+                        let upper = base.join("upper");
+                        std::os::unix::fs::lchown(&upper, Some(uid), Some(gid))
+                            .map_err(|e| crate::io_error(&upper, e))?;
+                        std::os::unix::fs::lchown(&base, None, Some(gid)).map_err(|e| crate::io_error(&base, e))?;
+                        use std::os::unix::fs::PermissionsExt;
+                        fs::set_permissions(&base, fs::Permissions::from_mode(0o710))
+                            .map_err(|e| crate::io_error(&base, e))?;
                         fs::write(base.join("idmap"), m.to_text()).map_err(|e| crate::io_error(&base, e))?;
                     }
                     self.mount(id, lowers)?;

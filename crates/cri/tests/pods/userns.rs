@@ -86,6 +86,13 @@ pub fn pods_with_their_own_user_namespace() {
         .expect("the file the container wrote, in its snapshot's upper directory");
     let meta = std::fs::metadata(&written).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (HOST_ID, HOST_ID));
+    // The directories the runtime enters as the pod's root are root's, searchable by the
+    // pod's group only: the pod cannot change what berthd keeps there (the mapping).
+    let snapshot = written.parent().unwrap().parent().unwrap().to_path_buf();
+    for dir in [snapshot, suite().root.join("sandboxes").join(&pod.id)] {
+        let m = std::fs::metadata(&dir).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (0, HOST_ID, 0o710), "{}", dir.display());
+    }
     // The shared layer is untouched: still the host's root's.
     let busybox = std::fs::read_dir(suite().root.join("layers"))
         .into_iter()
