@@ -10,7 +10,7 @@
 //! <root>/networks/<name>.conflist  CNI configuration lists; <root>/networks/ipam/: addresses
 //! <run>/containers/<id>/         monitor: attach socket, exit file, pid, runtime.log
 //! <run>/netns/<id>               the container's pinned network namespace
-//! <run>/cni/                     cached CNI results (for DEL)
+//! <root>/cni/                    cached CNI results (for DEL, also after a reboot)
 //! <run>/runtimes/<handler>/      each OCI runtime's own state root
 //! <run>/locks/<id>               per-container flock
 //! ```
@@ -97,12 +97,13 @@ impl Engine {
         // with a user namespace of its own has its directories owned by its root, which must
         // reach them by path (an OCI runtime mounts its files as that user).
         make_dir(&run_root, engine_cfg.run_root.is_none() || run_root.starts_with(&root), 0o711)?;
-        for d in ["containers", "netns", "locks", "runtimes", "cni"] {
+        for d in ["containers", "netns", "locks", "runtimes"] {
             private_dir(&run_root.join(d))?;
         }
-        for d in ["containers", "volumes", "networks"] {
+        for d in ["containers", "volumes", "networks", "cni"] {
             private_dir(&root.join(d))?;
         }
+        move_cni_cache(&run_root.join("cni"), &root.join("cni"))?;
         for dir in [run_root.join("sandboxes"), root.join("sandboxes")] {
             make_dir(&dir, true, 0o711)?;
         }
@@ -242,6 +243,22 @@ impl Engine {
 }
 
 /// Creates `dir` (and its parents) 0700, and makes an existing one 0700 again.
+/// Moves the CNI results earlier versions cached in the run directory (gone with a reboot)
+/// to the store; the files are small, and the two may be on different filesystems.
+fn move_cni_cache(old: &Path, new: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(old) else { return Ok(()) };
+    for e in entries.flatten() {
+        let target = new.join(e.file_name());
+        if !target.exists() {
+            let bytes = std::fs::read(e.path()).ctx(e.path().display())?;
+            write_private(&target, &bytes)?;
+        }
+        std::fs::remove_file(e.path()).ctx(e.path().display())?;
+    }
+    let _ = std::fs::remove_dir(old);
+    Ok(())
+}
+
 pub(crate) fn private_dir(dir: &Path) -> Result<()> {
     make_dir(dir, true, 0o700)
 }

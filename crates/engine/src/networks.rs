@@ -61,7 +61,9 @@ impl Engine {
     }
 
     pub(crate) fn cni(&self) -> Cni {
-        Cni::new(self.config.cni_dirs(), self.run_root.join("cni"))
+        // On disk that outlives a reboot: DEL after one still needs what ADD made (host-local's
+        // allocations stay in their data directory; iptables rules may be persisted).
+        Cni::new(self.config.cni_dirs(), self.root.join("cni"))
     }
 
     fn conflist_path(&self, name: &str) -> PathBuf {

@@ -609,7 +609,8 @@ impl Engine {
     /// After a crash of the server that was creating them: removes the pods RunPodSandbox
     /// did not finish and the pods' containers CreateContainer did not finish, with all they
     /// hold. Their ids never reached a client (the call did not return), and a retry of the
-    /// same call must not find their names taken. One line per object for the log.
+    /// same call must not find their names taken. After a reboot: ready pods whose namespaces
+    /// are gone become not ready. One line per object for the log.
     pub fn sandbox_recover(&self) -> Vec<String> {
         let mut notes = Vec::new();
         for c in self.load_all().unwrap_or_default() {
@@ -621,6 +622,22 @@ impl Engine {
             }
         }
         for mut s in self.sandbox_list().unwrap_or_default() {
+            if s.ready() && !self.sandbox_intact(&s) {
+                // The node restarted (the run directory is empty) or someone ended the pod's
+                // reaper: its containers are dead with its namespaces. The pod is kept, not
+                // ready, for kubelet to see and replace; what is left of it is released.
+                let Ok(_lock) = self.lock(&s.id) else { continue };
+                let mut errors = self.sandbox_release_network(&mut s);
+                stop_reaper(&mut s);
+                s.state.status = "notready".into();
+                errors.insert(0, "its namespaces were gone when the server started (did the node restart?)".into());
+                s.state.error = errors.join("; ");
+                match self.sandbox_save(&s) {
+                    Ok(()) => notes.push(format!("pod {} is not ready: {}", s.name, s.state.error)),
+                    Err(e) => notes.push(format!("pod {}: {e}", s.name)),
+                }
+                continue;
+            }
             if s.state.status != CREATING {
                 continue;
             }
@@ -635,6 +652,17 @@ impl Engine {
             }
         }
         notes
+    }
+
+    /// Whether what a ready pod's containers join is still there: its pinned namespaces and
+    /// its reaper (gone after a reboot, which empties the run directory).
+    fn sandbox_intact(&self, s: &Sandbox) -> bool {
+        let pinned = |p: &Option<PathBuf>| p.as_deref().is_none_or(netns::is_pinned);
+        pinned(&s.state.netns)
+            && pinned(&s.state.ipc)
+            && pinned(&s.state.uts)
+            && pinned(&s.state.userns)
+            && (s.state.reaper_pid <= 0 || crate::container::alive(s.state.reaper_pid, s.state.reaper_start))
     }
 
     /// The files and namespaces a container of pod `id` uses.

@@ -15,7 +15,7 @@ fn no_leftovers_of(id: &str) {
     for h in ["memory", "pids"] {
         assert!(!container_cgroup(h, id).exists(), "cgroup {h} of {id} left");
     }
-    let cache = std::fs::read_dir(s.root.join("run/cni"))
+    let cache = std::fs::read_dir(s.root.join("cni"))
         .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().contains(id)).count())
         .unwrap_or(0);
     assert_eq!(cache, 0, "CNI results of {id} left");

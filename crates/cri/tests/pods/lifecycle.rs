@@ -1,5 +1,6 @@
 //! Pods and their containers through their whole lives, as kubelet drives them.
 
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -398,6 +399,123 @@ pub fn berthd_restart_keeps_pods() {
         seen.lock().unwrap().contains(&(pb::ContainerEventType::ContainerStoppedEvent as i32))
     });
     task.abort();
+}
+
+/// A node restart, as berthd sees it: its processes gone (the containers, their monitors,
+/// the pod's reaper), nothing mounted (root filesystems, pinned namespaces, /dev/shm) and the
+/// run directory empty. The next berthd lists the pod, not ready, and its container, exited;
+/// both are stopped and removed as usual, leaving nothing (the leak check after the suite).
+pub fn node_restart_leaves_pods_not_ready() {
+    let mut cfg = pod_config("reboot");
+    cfg.port_mappings = vec![pb::PortMapping {
+        protocol: pb::Protocol::Tcp as i32,
+        container_port: 80,
+        host_port: 38_000 + (std::process::id() % 1000) as i32,
+        host_ip: String::new(),
+    }];
+    let sc = cfg.linux.as_mut().unwrap().security_context.get_or_insert_with(Default::default);
+    sc.namespace_options.get_or_insert_with(Default::default).pid = pb::NamespaceMode::Pod as i32;
+    let pod = Pod::run(cfg);
+    let mut c = container_config("before-reboot", "exec sleep 1000");
+    c.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options.as_mut().unwrap().pid =
+        pb::NamespaceMode::Pod as i32;
+    let id = pod.start(c);
+    let record = |info: &std::collections::HashMap<String, String>, key: &str| -> serde_json::Value {
+        serde_json::from_str(info.get(key).unwrap_or_else(|| panic!("verbose {key} in {info:?}"))).unwrap()
+    };
+    let container = record(
+        &block(cri().runtime.container_status(pb::ContainerStatusRequest { container_id: id.clone(), verbose: true }))
+            .unwrap()
+            .into_inner()
+            .info,
+        "info",
+    );
+    let sandbox = record(
+        &block(
+            cri()
+                .runtime
+                .pod_sandbox_status(pb::PodSandboxStatusRequest { pod_sandbox_id: pod.id.clone(), verbose: true }),
+        )
+        .unwrap()
+        .into_inner()
+        .info,
+        "info",
+    );
+    let pids: Vec<i64> =
+        [&container["State"]["Pid"], &container["State"]["MonitorPid"], &sandbox["state"]["reaperPid"]]
+            .iter()
+            .map(|v| v.as_i64().unwrap_or_else(|| panic!("a pid in {container} / {sandbox}")))
+            .collect();
+    assert!(pids.iter().all(|p| *p > 0), "{pids:?}");
+    let ip = sandbox["state"]["ip"].as_str().unwrap().to_string();
+    // host-local's allocation (in the network's data directory, under the network's name),
+    // kept on disk across the restart until CNI DEL releases it.
+    let allocation = suite().root.join("networks/ipam").join(&suite().network).join(&suite().network).join(&ip);
+    assert!(allocation.exists(), "{}", allocation.display());
+    let out = stop_berthd();
+    assert_eq!(out.code, 0, "berthd after SIGTERM: {}", out.stderr);
+    // The restart: this test's processes (by pid), every mount of the store, the run root.
+    for pid in &pids {
+        // SAFETY: kill(2) of a process this test started (its container, monitor, reaper).
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    wait_until("the pod's processes to end", Duration::from_secs(30), || {
+        pids.iter().all(|p| berth_testkit::host::is_dead(*p as i32))
+    });
+    berth_testkit::host::unmount_all_under(&suite().root);
+    flush_masquerade_rules(&pod.id);
+    let run = suite().root.join("run");
+    std::fs::remove_dir_all(&run).unwrap();
+    start_berthd();
+    let listed = block(cri().runtime.list_pod_sandbox(pb::ListPodSandboxRequest {
+        filter: Some(pb::PodSandboxFilter { id: pod.id.clone(), ..Default::default() }),
+    }))
+    .unwrap()
+    .into_inner()
+    .items;
+    assert_eq!(listed.len(), 1, "the pod is still listed");
+    assert_eq!(listed[0].state, pb::PodSandboxState::SandboxNotready as i32);
+    let st = status(&id);
+    assert_eq!(st.state, pb::ContainerState::ContainerExited as i32, "{st:?}");
+    assert!(st.finished_at > 0, "{st:?}");
+    let containers = block(cri().runtime.list_containers(pb::ListContainersRequest { filter: None }))
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(containers.iter().any(|c| c.id == id), "the container is still listed");
+    // A container cannot be created in it; kubelet makes a new pod.
+    let refused = block(cri().runtime.create_container(pb::CreateContainerRequest {
+        pod_sandbox_id: pod.id.clone(),
+        config: Some(container_config("after-reboot", "true")),
+        sandbox_config: Some(pod.config.clone()),
+    }))
+    .expect_err("a container in a pod whose namespaces are gone");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    drop(pod);
+    assert!(!allocation.exists(), "the pod's address is still allocated: {}", allocation.display());
+}
+
+/// What a reboot's empty netfilter tables take that nothing else can: the bridge plugin's
+/// masquerade rules for the pod (it finds the addresses to unmasquerade on the pod's
+/// interface, so its DEL skips them once the namespace is gone). Only this pod's rules, which
+/// name its id.
+fn flush_masquerade_rules(pod_id: &str) {
+    let rules: Vec<String> = berth_testkit::leaks::iptables_rules()
+        .into_iter()
+        .filter(|(table, rule)| table == "nat" && rule.contains(pod_id) && rule.starts_with("-A POSTROUTING "))
+        .map(|(_, rule)| rule)
+        .collect();
+    assert!(!rules.is_empty(), "the bridge plugin's masquerade rule for pod {pod_id}");
+    let mut script = String::from("*nat\n");
+    for rule in &rules {
+        script.push_str(&format!("-D {}\n", &rule[3..]));
+        if let Some(chain) = rule.rsplit(" -j ").next().filter(|c| c.starts_with("CNI-")) {
+            script.push_str(&format!("-F {chain}\n-X {chain}\n"));
+        }
+    }
+    script.push_str("COMMIT\n");
+    berth_testkit::children::run_with_stdin(Command::new("iptables-restore").arg("--noflush"), script.as_bytes())
+        .ok("remove the pod's masquerade rules");
 }
 
 /// berthd killed (-9) in the middle of RunPodSandbox and of CreateContainer, at each of the

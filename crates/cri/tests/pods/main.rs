@@ -50,7 +50,11 @@ fn main() {
         userns::user_namespace_refusals,
     ];
     // Restarting berthd would fail every test running meanwhile: these run alone, after.
-    let alone = trials![lifecycle::berthd_restart_keeps_pods, lifecycle::berthd_killed_mid_create];
+    let alone = trials![
+        lifecycle::berthd_restart_keeps_pods,
+        lifecycle::berthd_killed_mid_create,
+        lifecycle::node_restart_leaves_pods_not_ready,
+    ];
     support::init();
     let mut conclusion = libtest_mimic::run(&args, tests);
     let mut one_at_a_time = args.clone();

@@ -346,7 +346,7 @@ pub fn check_leaks() -> Vec<String> {
     let scope = berth_testkit::leaks::Scope {
         dir: s.dir.clone(),
         cgroup: s.cgroup_parent.trim_start_matches('/').to_string(),
-        state_roots: ["containers", "sandboxes", "run/netns", "run/cni", "run/sandboxes"]
+        state_roots: ["containers", "sandboxes", "run/netns", "cni", "run/sandboxes"]
             .iter()
             .map(|d| s.root.join(d))
             .collect(),
