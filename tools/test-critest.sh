@@ -14,6 +14,8 @@
 #   tools/test-critest.sh [CRITEST ARGS…]     (e.g. --ginkgo.focus=REGEX)
 # CRITEST: the critest binary (default ../shared/bin/critest); CRITEST_IMAGES: the folder that
 # builds its images (default ../shared/tools/critest). Absent under CI=true: a failure.
+# CRITEST_HANDLERS: the runtime handlers critest runs with, one run each (default: berth-oci,
+# the default handler, then runc and crun).
 set -eu
 cd "$(dirname "$0")/.."
 project=$(pwd)
@@ -67,9 +69,17 @@ EOF
         sleep 0.1
     done
     status=0
-    "$CRITEST" --runtime-endpoint "unix://$work/berthd.sock" --image-endpoint "unix://$work/berthd.sock" \
-        --ginkgo.no-color --ginkgo.junit-report "$work/critest.xml" --ginkgo.skip="$SKIP" "$@" \
-        >"$work/critest.log" 2>&1 || status=$?
+    # Each runtime handler in turn (Kubernetes' RuntimeClass): berth-oci is the default one,
+    # which kubelet asks for with no name.
+    for handler in $CRITEST_HANDLERS; do
+        case $handler in
+            berth-oci) flag= ;;
+            *) flag=--runtime-handler=$handler ;;
+        esac
+        "$CRITEST" --runtime-endpoint "unix://$work/berthd.sock" --image-endpoint "unix://$work/berthd.sock" \
+            --ginkgo.no-color --ginkgo.junit-report "$work/critest-$handler.xml" --ginkgo.skip="$SKIP" \
+            ${flag:+"$flag"} "$@" >"$work/critest-$handler.log" 2>&1 || status=$?
+    done
     kill -TERM "$berthd" "$registry"
     wait "$berthd" || true
     exit $status
@@ -95,7 +105,8 @@ fi
 for bin in target/debug/berthd target/debug/berth target/debug/berth-monitor target/debug/berth-oci target/init/release/berth-init; do
     [ -x "$bin" ] || { echo "test-critest: $bin is not built (make test builds it)" >&2; exit 1; }
 done
-export CRITEST CRITEST_IMAGES
+CRITEST_HANDLERS=${CRITEST_HANDLERS:-berth-oci runc crun}
+export CRITEST CRITEST_IMAGES CRITEST_HANDLERS
 work=$(mktemp -d /tmp/berth-critest.XXXXXX)
 # Traversable, as /var/lib is: the root of a pod with a user namespace of its own reaches its
 # root filesystem in the store by path, as an unprivileged host user.
@@ -115,11 +126,14 @@ left=$(find /sys/fs/cgroup/*"$CGROUP_PARENT" /sys/fs/cgroup"$CGROUP_PARENT" -min
 for dir in /sys/fs/cgroup/*"$CGROUP_PARENT" /sys/fs/cgroup"$CGROUP_PARENT"; do
     if [ -d "$dir" ]; then find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
 done
-grep -E '^(Ran |FAIL!|SUCCESS!|  \[FAIL\])' "$work/critest.log" || true
+for handler in $CRITEST_HANDLERS; do
+    echo "-- runtime handler $handler:"
+    grep -E '^(Ran |FAIL!|SUCCESS!|  \[FAIL\])' "$work/critest-$handler.log" || echo "   (no critest output)"
+done
 if [ "$status" -ne 0 ]; then
     echo "test-critest: FAILED (critest exited with $status); the end of berthd's log:" >&2
     tail -n 20 "$work/berthd.log" >&2
-    echo "critest's log: $work/critest.log" >&2
+    echo "critest's logs: $work/critest-*.log" >&2
     exit 1
 fi
 if [ -n "$left" ]; then

@@ -355,9 +355,16 @@ fn linux(c: &ContainerConfig, r: &Resolved) -> Result<oci_spec::runtime::Linux> 
     let (nodes, _) = devices(c)?;
     l.set_devices(if nodes.is_empty() { None } else { Some(nodes) });
     // A mount shared with the host needs a root that passes mount events on: rshared, as
-    // containerd sets it (berth-oci's default is rslave).
+    // containerd sets it. One that receives the host's needs a root that stays the host's
+    // slave: rslave, said explicitly (berth-oci and runc default to it, crun to rprivate,
+    // which cuts the link before the mount is made).
     let shares = c.mounts.iter().any(|m| m.propagation == Propagation::Shared);
-    l.set_rootfs_propagation(if shares { Some("rshared".into()) } else { None });
+    let receives = c.mounts.iter().any(|m| m.propagation == Propagation::Slave);
+    l.set_rootfs_propagation(match (shares, receives) {
+        (true, _) => Some("rshared".into()),
+        (false, true) => Some("rslave".into()),
+        (false, false) => None,
+    });
     Ok(l)
 }
 

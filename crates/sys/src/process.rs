@@ -237,20 +237,29 @@ pub fn setsid() -> io::Result<()> {
 }
 
 /// Makes the mount of a hybrid host's cgroup2 hierarchy (/sys/fs/cgroup/unified) invisible to
-/// this process and what it execs: a private mount namespace without it, for runtimes that
-/// refuse hybrid hosts (crun). Async-signal-safe: for between fork and exec.
+/// this process and what it execs: a mount namespace of its own without it, for runtimes that
+/// refuse hybrid hosts (crun). Only /sys/fs/cgroup is made private there (so the unmount does
+/// not reach the host); every other mount keeps the host's propagation, so a container's
+/// shared and slave mounts still exchange mounts with the host. Async-signal-safe: for
+/// between fork and exec.
 pub fn hide_cgroup2_unified() -> io::Result<()> {
     unshare(libc::CLONE_NEWNS)?;
-    // SAFETY: C string literals and null pointers.
-    check(unsafe {
-        libc::mount(
-            std::ptr::null(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        )
-    })?;
+    let private = |path: &CStr| {
+        // SAFETY: C strings and null pointers.
+        check(unsafe {
+            libc::mount(
+                std::ptr::null(),
+                path.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            )
+        })
+    };
+    // /sys/fs/cgroup is a mount on a hybrid host; anywhere else, all of this namespace.
+    if private(c"/sys/fs/cgroup").is_err() {
+        private(c"/")?;
+    }
     // Not there: nothing to hide.
     // SAFETY: a C string literal.
     unsafe { libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH) };

@@ -401,6 +401,52 @@ pub fn berthd_restart_keeps_pods() {
     task.abort();
 }
 
+/// A pod's runtime handler (RuntimeClass) runs its containers: runc and crun, each keeping
+/// the container's state in its own root, and the statuses say which.
+pub fn runtime_handlers_run_the_pods_containers() {
+    for handler in ["runc", "crun"] {
+        let cfg = pod_config(&format!("handler-{handler}"));
+        let id =
+            block(cri().runtime.run_pod_sandbox(pb::RunPodSandboxRequest {
+                config: Some(cfg.clone()),
+                runtime_handler: handler.into(),
+            }))
+            .unwrap_or_else(|e| panic!("RunPodSandbox with {handler}: {e:?}"))
+            .into_inner()
+            .pod_sandbox_id;
+        let pod = Pod { id, config: cfg };
+        let status = block(
+            cri()
+                .runtime
+                .pod_sandbox_status(pb::PodSandboxStatusRequest { pod_sandbox_id: pod.id.clone(), verbose: false }),
+        )
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+        assert_eq!(status.runtime_handler, handler);
+        let c = pod.start(container_config("handled", "exec sleep 1000"));
+        assert_eq!(exec(&c, &["echo", "in"]).1.trim(), "in");
+        let info = block(
+            cri().runtime.container_status(pb::ContainerStatusRequest { container_id: c.clone(), verbose: true }),
+        )
+        .unwrap()
+        .into_inner()
+        .info;
+        let record: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+        assert_eq!(record["Runtime"], handler, "{record}");
+        // The handler's own state of the container, under its root.
+        let state = suite().root.join("run/runtimes").join(handler);
+        assert!(
+            std::fs::read_dir(&state)
+                .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy() == c))
+                .unwrap_or(false),
+            "{handler} keeps no state of {c} in {}",
+            state.display()
+        );
+    }
+}
+
 /// A node restart, as berthd sees it: its processes gone (the containers, their monitors,
 /// the pod's reaper), nothing mounted (root filesystems, pinned namespaces, /dev/shm) and the
 /// run directory empty. The next berthd lists the pod, not ready, and its container, exited;

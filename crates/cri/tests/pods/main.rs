@@ -35,6 +35,7 @@ fn main() {
         lifecycle::stats_and_resource_updates,
         lifecycle::log_reopened_after_rotation,
         lifecycle::many_pods_at_once,
+        lifecycle::runtime_handlers_run_the_pods_containers,
         metrics::pod_and_container_metrics,
         metrics::pod_resources_are_recorded,
         images::pull_status_list_remove,
