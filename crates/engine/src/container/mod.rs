@@ -173,6 +173,22 @@ impl Engine {
 
 pub use berth_sys::proc::{alive, process_start};
 
+/// Waits until the recorded process (pid and start time) has ended or `timeout` passes;
+/// whether it ended. On a pidfd: the wake-up is the exit itself, not a timer.
+pub(crate) fn wait_ended(pid: i32, start: u64, timeout: std::time::Duration) -> bool {
+    use std::os::fd::AsFd;
+    if pid <= 0 {
+        return true;
+    }
+    let Ok(fd) = berth_sys::process::pidfd_open(pid) else { return true };
+    // Opened first, checked after: a pid reused before the open shows another start time.
+    if !alive(pid, start) {
+        return true;
+    }
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    berth_sys::process::poll_readable(&[fd.as_fd()], ms).map(|r| r[0]).unwrap_or_else(|_| !alive(pid, start))
+}
+
 const ADJECTIVES: &[&str] = &[
     "amber", "brave", "calm", "deft", "eager", "fair", "gentle", "happy", "idle", "jolly", "keen", "lucid", "merry",
     "noble", "quiet", "rapid", "steady", "tidy", "vivid", "witty",

@@ -1,6 +1,6 @@
 //! Signals, `stop` (the stop signal, then SIGKILL), `kill`, `restart`, `rm` and `wait`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::*;
 use crate::error::{bail, Result};
@@ -8,31 +8,20 @@ use crate::Engine;
 
 impl Engine {
     pub(crate) fn wait_monitor_gone(&self, c: &Container, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while alive(c.state.monitor_pid, c.state.monitor_start) {
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        true
+        wait_ended(c.state.monitor_pid, c.state.monitor_start, timeout)
     }
 
+    /// Waits until the container's init has exited (the monitor records the exit just
+    /// after), or `timeout` passes.
     pub(crate) fn wait_exit(&self, id: &str, c: &Container, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let exit = self.exit_file(id);
-        loop {
-            if exit.exists() {
-                return true;
-            }
-            if !alive(c.state.monitor_pid, c.state.monitor_start) && !alive(c.state.pid, c.state.pid_start) {
-                return true;
-            }
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if self.exit_file(id).exists() {
+            return true;
         }
+        if c.state.pid > 0 {
+            return wait_ended(c.state.pid, c.state.pid_start, timeout);
+        }
+        // No init recorded (a start that failed half-way): the monitor's end, then.
+        wait_ended(c.state.monitor_pid, c.state.monitor_start, timeout)
     }
 
     /// Sends `signal` to the container's init (through the runtime; directly when the
@@ -139,7 +128,17 @@ impl Engine {
             if !c.running() && c.state.status != "creating" {
                 return Ok(c.state.exit_code.unwrap_or(0));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            // Woken by the monitor's end (it records the exit, then ends); a second at most,
+            // for a container still being created or started again meanwhile.
+            let (pid, start) = match c.state.monitor_pid {
+                0 => (c.state.pid, c.state.pid_start),
+                m => (m, c.state.monitor_start),
+            };
+            if pid <= 0 || !alive(pid, start) {
+                std::thread::sleep(Duration::from_millis(20));
+            } else {
+                wait_ended(pid, start, Duration::from_secs(1));
+            }
         }
     }
 }
