@@ -4,15 +4,24 @@
 //! [cri]
 //! listen = "unix:///run/berth/berthd.sock"   # default: berthd.sock in the engine's run root
 //! restrict-oom-score-adj = true               # raise OOM score adjustments below berthd's own
+//! default-runtime-handler = "runc"            # pods that name none (default: [engine]'s)
+//! pod-cgroup-parent = "/kubepods"             # pods that send none (default: [engine]'s)
+//! cni-conf-dir = "/etc/cni/net.d"             # pods join the first network found there
+//!                                             # (default: berth's own bridge network)
+//! cni-plugin-dirs = ["/opt/cni/bin"]          # default: [engine]'s
+//! max-container-log-line-size = 16384         # bytes of a line per log record (0: any)
 //! ```
 //!
 //! Unknown keys are refused, naming them, as the rest of the file's sections do.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
-#[derive(Debug, Clone, Default, PartialEq)]
+/// containerd's default: longer lines become several partial records, which kubelet joins.
+pub const DEFAULT_MAX_LOG_LINE: u64 = 16 * 1024;
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct CriConfig {
     /// the socket, as `--listen` takes it
     pub listen: Option<String>,
@@ -20,23 +29,80 @@ pub struct CriConfig {
     /// own is raised to it instead of failing (root cannot lower it without CAP_SYS_RESOURCE,
     /// and kubelet asks for low values for guaranteed pods)
     pub restrict_oom_score_adj: bool,
+    /// the runtime handler of pods whose RunPodSandbox names none
+    pub default_runtime_handler: Option<String>,
+    /// the cgroup parent of pods whose configuration has none
+    pub pod_cgroup_parent: Option<String>,
+    /// a CNI configuration directory: pods attach to the first network configuration in it
+    pub cni_conf_dir: Option<PathBuf>,
+    pub cni_plugin_dirs: Option<Vec<PathBuf>>,
+    /// bytes of a line per log record; 0: no limit
+    pub max_container_log_line_size: u64,
 }
+
+impl Default for CriConfig {
+    fn default() -> Self {
+        CriConfig {
+            listen: None,
+            restrict_oom_score_adj: false,
+            default_runtime_handler: None,
+            pod_cgroup_parent: None,
+            cni_conf_dir: None,
+            cni_plugin_dirs: None,
+            max_container_log_line_size: DEFAULT_MAX_LOG_LINE,
+        }
+    }
+}
+
+const KEYS: &str = "listen, restrict-oom-score-adj, default-runtime-handler, pod-cgroup-parent, cni-conf-dir, \
+                    cni-plugin-dirs, max-container-log-line-size";
 
 impl CriConfig {
     pub fn from_table(t: Option<&toml::Table>, origin: &Path) -> Result<CriConfig> {
         let mut c = CriConfig::default();
         let Some(t) = t else { return Ok(c) };
         let err = |key: &str, what: &str| Error::new(format!("configuration {}: cri.{key}: {what}", origin.display()));
+        let string = |key: &str, value: &toml::Value| -> Result<String> {
+            match value.as_str() {
+                Some(s) if !s.is_empty() => Ok(s.to_string()),
+                _ => Err(err(key, "must be a non-empty string")),
+            }
+        };
+        let absolute = |key: &str, value: &toml::Value| -> Result<PathBuf> {
+            let p = PathBuf::from(string(key, value)?);
+            if !p.is_absolute() {
+                return Err(err(key, &format!("{} is not an absolute path", p.display())));
+            }
+            Ok(p)
+        };
         for (key, value) in t {
             match key.as_str() {
                 "listen" => {
-                    c.listen =
-                        Some(value.as_str().ok_or_else(|| err(key, "must be a string (unix:///PATH)"))?.to_string())
+                    c.listen = Some(string(key, value).map_err(|_| err(key, "must be a string (unix:///PATH)"))?)
                 }
                 "restrict-oom-score-adj" => {
                     c.restrict_oom_score_adj = value.as_bool().ok_or_else(|| err(key, "must be true or false"))?
                 }
-                _ => return Err(err(key, "unknown key (listen, restrict-oom-score-adj)")),
+                "default-runtime-handler" => c.default_runtime_handler = Some(string(key, value)?),
+                "pod-cgroup-parent" => {
+                    let p = string(key, value)?;
+                    if !p.starts_with('/') || p.split('/').any(|c| c == "..") {
+                        return Err(err(key, &format!("{p:?}: an absolute cgroup path without '..'")));
+                    }
+                    c.pod_cgroup_parent = Some(p);
+                }
+                "cni-conf-dir" => c.cni_conf_dir = Some(absolute(key, value)?),
+                "cni-plugin-dirs" => {
+                    let list = value.as_array().ok_or_else(|| err(key, "must be a list of directories"))?;
+                    c.cni_plugin_dirs = Some(list.iter().map(|v| absolute(key, v)).collect::<Result<_>>()?);
+                }
+                "max-container-log-line-size" => {
+                    c.max_container_log_line_size = value
+                        .as_integer()
+                        .and_then(|n| u64::try_from(n).ok())
+                        .ok_or_else(|| err(key, "must be a number of bytes (0: no limit)"))?
+                }
+                _ => return Err(err(key, &format!("unknown key ({KEYS})"))),
             }
         }
         Ok(c)
@@ -59,5 +125,27 @@ mod tests {
         assert!(e.contains("/etc/berth/berth.toml") && e.contains("cri.restrict-oom-score-adj"), "{e}");
         let e = parse("stream-port = 1").unwrap_err().to_string();
         assert!(e.contains("cri.stream-port: unknown key"), "{e}");
+        assert_eq!(c.max_container_log_line_size, DEFAULT_MAX_LOG_LINE);
+        let c = parse(
+            "default-runtime-handler = \"runc\"\npod-cgroup-parent = \"/kubepods\"\ncni-conf-dir = \"/etc/cni/net.d\"\n\
+             cni-plugin-dirs = [\"/opt/cni/bin\"]\nmax-container-log-line-size = 0",
+        )
+        .unwrap();
+        assert_eq!(c.default_runtime_handler.as_deref(), Some("runc"));
+        assert_eq!(c.pod_cgroup_parent.as_deref(), Some("/kubepods"));
+        assert_eq!(c.cni_conf_dir.as_deref(), Some(Path::new("/etc/cni/net.d")));
+        assert_eq!(c.cni_plugin_dirs, Some(vec![PathBuf::from("/opt/cni/bin")]));
+        assert_eq!(c.max_container_log_line_size, 0);
+        for (text, what) in [
+            ("pod-cgroup-parent = \"kubepods\"", "cri.pod-cgroup-parent"),
+            ("pod-cgroup-parent = \"/a/../b\"", "cri.pod-cgroup-parent"),
+            ("cni-conf-dir = \"net.d\"", "not an absolute path"),
+            ("cni-plugin-dirs = \"/opt/cni/bin\"", "must be a list"),
+            ("max-container-log-line-size = -1", "number of bytes"),
+            ("default-runtime-handler = \"\"", "non-empty"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(what), "{text}: {e}");
+        }
     }
 }

@@ -63,7 +63,20 @@ fn run(args: &Args) -> Result<()> {
     for note in engine.sandbox_recover() {
         eprintln!("berthd: {note}");
     }
-    let settings = Settings { restrict_oom_score_adj: cri_config.restrict_oom_score_adj, ..Default::default() };
+    if let Some(dirs) = &cri_config.cni_plugin_dirs {
+        engine.config.cni_plugin_dirs = Some(dirs.clone());
+    }
+    engine.pod_cni_conf_dir = cri_config.cni_conf_dir.clone();
+    if let Some(h) = &cri_config.default_runtime_handler {
+        engine.runtime(Some(h)).map_err(|e| Error::new(format!("configuration: cri.default-runtime-handler: {e}")))?;
+    }
+    let settings = Settings {
+        restrict_oom_score_adj: cri_config.restrict_oom_score_adj,
+        default_runtime_handler: cri_config.default_runtime_handler.clone(),
+        pod_cgroup_parent: cri_config.pod_cgroup_parent.clone(),
+        max_log_line: cri_config.max_container_log_line_size,
+        ..Default::default()
+    };
     let cri = Cri::new(engine, settings).map_err(|e| Error::io("start watching containers", e))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -62,6 +62,9 @@ pub struct Engine {
     /// The program (and its leading arguments) the monitor runs when a container exits:
     /// `<berth> --root R [--config C] container cleanup <id>`; the id is appended.
     pub exit_command: Option<Vec<String>>,
+    /// Where pods find their network configuration (a CNI configuration directory, as
+    /// berthd's `[cri] cni-conf-dir` says); None: the engine's default network.
+    pub pod_cni_conf_dir: Option<PathBuf>,
 }
 
 /// A held per-container lock (released on drop).
@@ -116,6 +119,7 @@ impl Engine {
             run_root,
             config_path: config_path.map(Path::to_path_buf),
             exit_command: None,
+            pod_cni_conf_dir: None,
         })
     }
 

@@ -89,6 +89,47 @@ impl Engine {
         }
     }
 
+    /// The network configuration pods attach to when a CNI configuration directory is given
+    /// (as a cluster's network add-on installs it, e.g. /etc/cni/net.d/10-flannel.conflist):
+    /// the first by file name of its `.conflist`, `.conf` and `.json` files, as kubelet's
+    /// runtimes choose; a single plugin's configuration (`.conf`) becomes a one-plugin list.
+    /// None when there is none yet; an unreadable or invalid file is an error naming it.
+    pub fn pod_network_config(dir: &Path) -> Result<Option<(PathBuf, Value)>> {
+        let mut files: Vec<PathBuf> = match fs::read_dir(dir) {
+            Ok(d) => d
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("conflist" | "conf" | "json"))
+                })
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).ctx(dir.display()),
+        };
+        files.sort();
+        let Some(path) = files.into_iter().next() else { return Ok(None) };
+        let bytes = fs::read(&path).ctx(path.display())?;
+        let mut conf: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::invalid(format!("CNI configuration {}: {e}", path.display())))?;
+        if conf.get("plugins").is_none() && conf.get("type").is_some() {
+            conf = serde_json::json!({
+                "cniVersion": conf.get("cniVersion").cloned().unwrap_or(Value::Null),
+                "name": conf.get("name").cloned().unwrap_or(Value::Null),
+                "plugins": [conf],
+            });
+        }
+        let named = conf.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+        let plugins = conf.get("plugins").and_then(Value::as_array).map_or(0, Vec::len);
+        if !named || plugins == 0 || conf.get("cniVersion").and_then(Value::as_str).is_none() {
+            bail!(
+                InvalidInput,
+                "CNI configuration {}: needs a name, a cniVersion and at least one plugin",
+                path.display()
+            );
+        }
+        Ok(Some((path, conf)))
+    }
+
     /// Creates the default bridge network if it does not exist yet.
     pub fn ensure_default_network(&self) -> Result<Value> {
         let name = self.config.default_network().to_string();
@@ -258,6 +299,18 @@ impl Engine {
         ports: &[PortMapping],
         owner: Option<&Path>,
     ) -> Result<Option<Value>> {
+        let conf = network.map(|n| self.network_config(n)).transpose()?;
+        self.network_setup_with(id, conf.as_ref(), ports, owner)
+    }
+
+    /// `network_setup` with the network's configuration (a conflist) given.
+    pub(crate) fn network_setup_with(
+        &self,
+        id: &str,
+        conf: Option<&Value>,
+        ports: &[PortMapping],
+        owner: Option<&Path>,
+    ) -> Result<Option<Value>> {
         let ns = self.netns_path(id);
         if ns.exists() {
             self.network_teardown(id);
@@ -278,11 +331,8 @@ impl Engine {
         let att = Attachment { container_id: id, netns: &ns, ifname: "eth0", port_mappings: ports };
         let r = (|| -> Result<Option<Value>> {
             cni.loopback("ADD", &att)?;
-            match network {
-                Some(n) => {
-                    let conf = self.network_config(n)?;
-                    Ok(Some(cni.add(&conf, &att)?))
-                }
+            match conf {
+                Some(conf) => Ok(Some(cni.add(conf, &att)?)),
                 None => Ok(None),
             }
         })();

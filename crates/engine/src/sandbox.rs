@@ -469,9 +469,19 @@ impl Engine {
             // The CNI attachment is recorded before it is made: a crash midway is then undone.
             s.state.network_attached = true;
             self.sandbox_save(s)?;
-            let network = self.config.default_network().to_string();
-            s.state.network = network.clone();
-            let result = self.network_setup(&s.id, Some(&network), &cfg.ports, s.state.userns.as_deref())?;
+            let conf = match &self.pod_cni_conf_dir {
+                Some(dir) => match Engine::pod_network_config(dir)? {
+                    Some((_, conf)) => conf,
+                    None => bail!(
+                        InvalidState,
+                        "no CNI network configuration in {} yet (the network is not ready)",
+                        dir.display()
+                    ),
+                },
+                None => self.network_config(self.config.default_network())?,
+            };
+            s.state.network = conf["name"].as_str().unwrap_or_default().to_string();
+            let result = self.network_setup_with(&s.id, Some(&conf), &cfg.ports, s.state.userns.as_deref())?;
             s.state.netns = Some(self.netns_path(&s.id));
             if let Some((ip, _)) = result.as_ref().and_then(berth_network::cni::ipv4_of) {
                 s.state.ip = ip;

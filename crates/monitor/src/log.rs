@@ -15,25 +15,33 @@ pub struct LogWriter {
     fd: OwnedFd,
     size: u64,
     max: u64,
+    /// bytes of a line per record (0: any)
+    line_max: usize,
 }
 
 impl LogWriter {
-    pub fn open(path: &str, max: u64) -> io::Result<LogWriter> {
+    pub fn open(path: &str, max: u64, line_max: u64) -> io::Result<LogWriter> {
         let cpath = CString::new(path).map_err(|_| io::Error::other("log path contains NUL"))?;
         let rotated = CString::new(format!("{path}.1")).map_err(|_| io::Error::other("log path contains NUL"))?;
         let fd = open_append(&cpath)?;
         let size = file::fstat(&fd).map_or(0, |st| st.st_size as u64);
-        Ok(LogWriter { path: cpath, rotated, fd, size, max })
+        let line_max = usize::try_from(line_max).unwrap_or(usize::MAX);
+        Ok(LogWriter { path: cpath, rotated, fd, size, max, line_max })
     }
 
     /// Writes one chunk read from `stream`: its complete lines as `F` records, a trailing
-    /// incomplete line as a `P` record.
+    /// incomplete line as a `P` record; a line longer than the record limit as `P` records
+    /// of that size first.
     pub fn write(&mut self, stream: &str, data: &[u8]) {
         let ts = berth_time::now_rfc3339();
         let mut out = Vec::with_capacity(data.len() + 64);
         let mut rest = data;
         while !rest.is_empty() {
-            let (line, tag, next) = match rest.iter().position(|b| *b == b'\n') {
+            let newline = rest.iter().position(|b| *b == b'\n');
+            let (line, tag, next) = match newline {
+                _ if self.line_max > 0 && newline.unwrap_or(rest.len()) > self.line_max => {
+                    (&rest[..self.line_max], b'P', &rest[self.line_max..])
+                }
                 Some(i) => (&rest[..i], b'F', &rest[i + 1..]),
                 None => (rest, b'P', &rest[rest.len()..]),
             };
@@ -91,7 +99,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("ctr.log");
-        let mut w = LogWriter::open(path.to_str().unwrap(), 200).unwrap();
+        let mut w = LogWriter::open(path.to_str().unwrap(), 200, 0).unwrap();
         w.write("stdout", b"one\ntwo\npart");
         w.write("stderr", b"ial\n");
         let text = std::fs::read_to_string(&path).unwrap();
@@ -112,6 +120,32 @@ mod tests {
         }
         assert!(dir.join("ctr.log.1").exists());
         assert!(std::fs::metadata(&path).unwrap().len() <= 200);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn long_lines_are_split() {
+        let dir = std::env::temp_dir().join(format!("berth-monitor-lines-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ctr.log");
+        let mut w = LogWriter::open(path.to_str().unwrap(), 0, 4).unwrap();
+        w.write(
+            "stdout",
+            b"abcdefghij
+abcd
+xy",
+        );
+        let records: Vec<(String, String)> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.splitn(4, ' ').collect();
+                (f[2].to_string(), f[3].to_string())
+            })
+            .collect();
+        let want = [("P", "abcd"), ("P", "efgh"), ("F", "ij"), ("F", "abcd"), ("P", "xy")];
+        assert_eq!(records, want.map(|(t, x)| (t.to_string(), x.to_string())));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -85,8 +85,8 @@ impl Monitor {
             .map_err(|e| Error::from_io(e).context(a.dir.as_str()))?;
         let listener = socket::listen_unix_at(&dirfd, protocol::ATTACH_SOCKET, libc::SOCK_SEQPACKET)
             .map_err(|e| Error::from_io(e).context(format!("bind {}", protocol::ATTACH_SOCKET)))?;
-        let log =
-            LogWriter::open(&a.log, a.log_max).map_err(|e| Error::from_io(e).context(format!("log {}", a.log)))?;
+        let log = LogWriter::open(&a.log, a.log_max, a.log_line_max)
+            .map_err(|e| Error::from_io(e).context(format!("log {}", a.log)))?;
 
         let runtime_log = format!("{}/{}", a.dir, protocol::RUNTIME_LOG);
         let pid_file = format!("{}/{}", a.dir, protocol::PID_FILE);

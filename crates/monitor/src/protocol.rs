@@ -39,6 +39,9 @@ pub struct MonitorArgs {
     /// the CRI log file, rotated at `log_max` bytes (0: never)
     pub log: String,
     pub log_max: u64,
+    /// a log record holds at most this many bytes of a line (the rest follows in more `P`
+    /// records; 0: no limit), as containerd's max_container_log_line_size
+    pub log_line_max: u64,
     pub stdin: bool,
     pub terminal: bool,
     /// the monitor's end of the sync socket
@@ -48,7 +51,7 @@ pub struct MonitorArgs {
     pub exit_args: Vec<String>,
 }
 
-pub const USAGE: &str = "usage: berth-monitor --id ID --runtime PATH [--runtime-arg ARG]... [--hide-cgroup2] --bundle DIR --dir DIR --log FILE [--log-max-size BYTES] [--stdin] [--terminal] --sync-fd FD [--exit-command PATH [--exit-arg ARG]...]";
+pub const USAGE: &str = "usage: berth-monitor --id ID --runtime PATH [--runtime-arg ARG]... [--hide-cgroup2] --bundle DIR --dir DIR --log FILE [--log-max-size BYTES] [--log-line-max BYTES] [--stdin] [--terminal] --sync-fd FD [--exit-command PATH [--exit-arg ARG]...]";
 
 impl MonitorArgs {
     /// The arguments the engine passes (without the program's name).
@@ -62,6 +65,9 @@ impl MonitorArgs {
         }
         v.extend(["--bundle".into(), self.bundle.clone(), "--dir".into(), self.dir.clone()]);
         v.extend(["--log".into(), self.log.clone(), "--log-max-size".into(), self.log_max.to_string()]);
+        if self.log_line_max > 0 {
+            v.extend(["--log-line-max".into(), self.log_line_max.to_string()]);
+        }
         if self.stdin {
             v.push("--stdin".into());
         }
@@ -94,6 +100,9 @@ impl MonitorArgs {
                 "--log" => a.log = value()?,
                 "--log-max-size" => {
                     a.log_max = value()?.parse().map_err(|_| "--log-max-size: not a number".to_string())?
+                }
+                "--log-line-max" => {
+                    a.log_line_max = value()?.parse().map_err(|_| "--log-line-max: not a number".to_string())?
                 }
                 "--stdin" => a.stdin = true,
                 "--terminal" => a.terminal = true,
@@ -292,6 +301,7 @@ mod tests {
             dir: "/d".into(),
             log: "/d/ctr.log".into(),
             log_max: 4096,
+            log_line_max: 16384,
             stdin: true,
             terminal: false,
             sync_fd: 5,

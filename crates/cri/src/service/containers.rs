@@ -16,7 +16,7 @@ use crate::proto as pb;
 pub async fn create(cri: &Cri, r: pb::CreateContainerRequest) -> Result<pb::CreateContainerResponse, Status> {
     let config = required(&r.config, "config")?.clone();
     let pod_id = r.pod_sandbox_id;
-    let restrict = cri.settings.restrict_oom_score_adj;
+    let settings = cri.settings.clone();
     // The pod as created, not as the request repeats it: its namespaces and files are the
     // ones recorded.
     let pod = cri
@@ -25,7 +25,7 @@ pub async fn create(cri: &Cri, r: pb::CreateContainerRequest) -> Result<pb::Crea
             move |e| e.sandbox_get(&pod_id)
         })
         .await?;
-    let cfg = convert::container_config(&pod.id, &config, &pod.config, restrict)?;
+    let cfg = convert::container_config(&pod.id, &config, &pod.config, &settings)?;
     let c = cri.blocking(move |e| e.create(&cfg)).await?;
     cri.events.created(&c.id);
     Ok(pb::CreateContainerResponse { container_id: c.id })

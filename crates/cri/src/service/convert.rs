@@ -280,8 +280,9 @@ pub fn container_config(
     pod_id: &str,
     c: &pb::ContainerConfig,
     pod: &SandboxConfig,
-    restrict_oom_score_adj: bool,
+    settings: &super::Settings,
 ) -> Result<ContainerConfig, Status> {
+    let restrict_oom_score_adj = settings.restrict_oom_score_adj;
     let md = super::required(&c.metadata, "config.metadata")?;
     if md.name.is_empty() {
         return Err(invalid("config.metadata.name", "empty"));
@@ -454,7 +455,7 @@ pub fn container_config(
         security,
         resources,
         annotations,
-        log: LogConfig { path: log_path, max_size: Some(0) },
+        log: LogConfig { path: log_path, max_size: Some(0), max_line: Some(settings.max_log_line) },
         stop_signal: signal_number(c.stop_signal),
         extra,
         ..Default::default()

@@ -53,6 +53,12 @@ pub struct Settings {
     /// OOM score adjustments below this process's own are raised to it (root cannot lower
     /// them on hosts without CAP_SYS_RESOURCE): containerd's restrict_oom_score_adj
     pub restrict_oom_score_adj: bool,
+    /// the handler of pods that name none (None: the engine's default runtime)
+    pub default_runtime_handler: Option<String>,
+    /// the cgroup parent of pods that send none (None: the engine's)
+    pub pod_cgroup_parent: Option<String>,
+    /// bytes of a line per log record of a container (0: no limit)
+    pub max_log_line: u64,
 }
 
 impl Cri {

@@ -11,7 +11,14 @@ use super::{batches, containers, convert, required, Cri, ResponseStream};
 use crate::proto as pb;
 
 pub async fn run(cri: &Cri, r: pb::RunPodSandboxRequest) -> Result<pb::RunPodSandboxResponse, Status> {
-    let config = convert::sandbox_config(required(&r.config, "config")?, &r.runtime_handler)?;
+    let handler = match (r.runtime_handler.as_str(), &cri.settings.default_runtime_handler) {
+        ("", Some(default)) => default.as_str(),
+        (named, _) => named,
+    };
+    let mut config = convert::sandbox_config(required(&r.config, "config")?, handler)?;
+    if config.cgroup_parent.is_none() {
+        config.cgroup_parent = cri.settings.pod_cgroup_parent.clone();
+    }
     let pod = cri.blocking(move |e| e.sandbox_run(&config)).await?;
     Ok(pb::RunPodSandboxResponse { pod_sandbox_id: pod.id })
 }

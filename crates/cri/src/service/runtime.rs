@@ -30,28 +30,19 @@ fn condition(kind: &str, ok: bool, reason: &str, message: String) -> pb::Runtime
 /// pods' network needs are found. Each runtime handler with its features.
 pub async fn status(cri: &Cri, r: pb::StatusRequest) -> Result<pb::StatusResponse, Status> {
     let verbose = r.verbose;
+    let default_handler = cri.settings.default_runtime_handler.clone();
     cri.blocking(move |e| {
-        let runtime = e.runtime(None);
+        let runtime = e.runtime(default_handler.as_deref());
         let runtime_ready = condition(
             "RuntimeReady",
             runtime.is_ok(),
             "RuntimeHandlerMissing",
             runtime.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
         );
-        let missing: Vec<&str> = ["bridge", "host-local", "loopback", "portmap", "firewall"]
-            .into_iter()
-            .filter(|p| !e.config.cni_dirs().iter().any(|d| d.join(p).is_file()))
-            .collect();
-        let network_ready = condition(
-            "NetworkReady",
-            missing.is_empty(),
-            "NetworkPluginNotReady",
-            format!(
-                "CNI plugins not found ({}) in {}",
-                missing.join(", "),
-                e.config.cni_dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":")
-            ),
-        );
+        let network_ready = match network_readiness(e) {
+            Ok(()) => condition("NetworkReady", true, "", String::new()),
+            Err(why) => condition("NetworkReady", false, "NetworkPluginNotReady", why),
+        };
         // Pods' user namespaces: the engine makes the namespace and ID-maps the root
         // filesystem; a runtime only joins the namespace by path. Offered with berth-oci, the
         // runtime they are tested with.
@@ -84,7 +75,8 @@ pub async fn status(cri: &Cri, r: pb::StatusRequest) -> Result<pb::StatusRespons
                     "runRoot": e.run_root,
                     "cgroupDriver": "cgroupfs",
                     "cgroupVersion": handlers::cgroup_version(),
-                    "defaultRuntime": e.runtime(None).map(|r| r.name).unwrap_or_default(),
+                    "defaultRuntime": runtime.as_ref().map(|r| r.name.clone()).unwrap_or_default(),
+                    "cniConfDir": e.pod_cni_conf_dir,
                     "cniPluginDirs": e.config.cni_dirs(),
                     "defaultNetwork": e.config.default_network(),
                 })
@@ -102,6 +94,36 @@ pub async fn status(cri: &Cri, r: pb::StatusRequest) -> Result<pb::StatusRespons
         })
     })
     .await
+}
+
+/// Whether pods can be networked: the network configuration they attach to (berth's default
+/// bridge network, or the first in the configured CNI directory) and its plugins are found.
+fn network_readiness(e: &berth_engine::Engine) -> Result<(), String> {
+    let dirs = e.config.cni_dirs();
+    let plugins: Vec<String> = match &e.pod_cni_conf_dir {
+        Some(dir) => match berth_engine::Engine::pod_network_config(dir) {
+            Ok(Some((_, conf))) => conf["plugins"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["type"].as_str().map(str::to_string))
+                .chain(["loopback".to_string()])
+                .collect(),
+            Ok(None) => return Err(format!("no CNI network configuration in {} yet", dir.display())),
+            Err(err) => return Err(err.to_string()),
+        },
+        None => ["bridge", "host-local", "loopback", "portmap", "firewall"].map(String::from).to_vec(),
+    };
+    let missing: Vec<&str> =
+        plugins.iter().map(String::as_str).filter(|p| !dirs.iter().any(|d| d.join(p).is_file())).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "CNI plugins not found ({}) in {}",
+        missing.join(", "),
+        dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":")
+    ))
 }
 
 /// The cgroup driver kubelet must use: cgroupfs (berth creates cgroups itself, with no

@@ -6,6 +6,7 @@
 //!
 //! Needs the workspace's binaries built (`cargo build --workspace --bins`; `make test` does).
 
+mod config;
 mod crictl;
 mod hostile;
 mod images;
@@ -47,6 +48,7 @@ fn main() {
         security::mount_propagation_and_its_refusals,
         security::privileged_containers_get_the_hosts_devices,
         crictl::runs_a_pod_end_to_end,
+        config::cri_section_configures_pods,
         userns::pods_with_their_own_user_namespace,
         userns::user_namespace_refusals,
     ];

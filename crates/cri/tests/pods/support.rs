@@ -156,8 +156,13 @@ pub fn cri() -> Cri {
 }
 
 pub fn try_cri() -> Result<Cri, tonic::transport::Error> {
+    connect(&suite().socket)
+}
+
+/// Clients of the berthd serving `socket`.
+pub fn connect(socket: &Path) -> Result<Cri, tonic::transport::Error> {
     let s = suite();
-    let path = s.socket.clone();
+    let path = socket.to_path_buf();
     let channel =
         s.rt.block_on(tonic::transport::Endpoint::from_static("http://berthd.invalid").connect_with_connector(
             tower::service_fn(move |_: tonic::transport::Uri| {

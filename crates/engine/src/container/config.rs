@@ -311,6 +311,10 @@ pub struct LogConfig {
     /// rotate at this size; None: the engine's `log-max-size`; Some(0): never (the caller
     /// rotates it, as kubelet does, and asks the monitor to reopen it)
     pub max_size: Option<u64>,
+    /// a record holds at most this many bytes of a line (longer ones are split into partial
+    /// records); None or 0: no limit
+    #[serde(default)]
+    pub max_line: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

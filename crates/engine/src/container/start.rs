@@ -165,6 +165,7 @@ impl Engine {
             dir: self.run_dir(&c.id).to_string_lossy().into_owned(),
             log: self.log_path(c).to_string_lossy().into_owned(),
             log_max: c.config.log.max_size.or(self.config.log_max_size).unwrap_or(crate::config::DEFAULT_LOG_MAX),
+            log_line_max: c.config.log.max_line.unwrap_or(0),
             stdin: c.config.stdin,
             terminal: c.config.tty,
             sync_fd: fd,
