@@ -132,6 +132,8 @@ pub struct SandboxConfig {
     /// a user namespace of the pod's own (None: the node's); it owns the pod's other
     /// namespaces, and its containers' root filesystems are ID-mapped to it
     pub userns: Option<PodUserNamespace>,
+    /// the SELinux label its containers get when they ask for none
+    pub selinux_label: Option<String>,
     /// namespaced sysctls every container of the pod gets
     pub sysctls: BTreeMap<String, String>,
     /// the runtime handler (Kubernetes' RuntimeClass)

@@ -86,6 +86,7 @@ pub fn sandbox_config(c: &pb::PodSandboxConfig, handler: &str) -> Result<Sandbox
     let sc = linux.security_context.clone().unwrap_or_default();
     let ns = sc.namespace_options.clone().unwrap_or_default();
     let userns = pod_userns(ns.userns_options.as_ref())?;
+    let selinux_label = selinux_label(sc.selinux_options.as_ref(), "config.linux.security_context.selinux_options")?;
     Ok(SandboxConfig {
         name: md.name.clone(),
         namespace: md.namespace.clone(),
@@ -102,6 +103,7 @@ pub fn sandbox_config(c: &pb::PodSandboxConfig, handler: &str) -> Result<Sandbox
         ipc: namespace_mode(ns.ipc),
         pid: namespace_mode(ns.pid),
         userns,
+        selinux_label,
         sysctls: btree(&linux.sysctls),
         runtime: if handler.is_empty() { None } else { Some(handler.to_string()) },
         privileged: sc.privileged,
@@ -265,6 +267,35 @@ fn apparmor(p: &Option<pb::SecurityProfile>, deprecated: &str, field: &str) -> R
     }
 }
 
+/// An SELinux process label from the CRI's options (the container's, else the pod's): applied
+/// where the host has SELinux, each part absent taken from the usual container context
+/// (`system_u:system_r:container_t:s0`); a clear error where the host has none. Relabeling
+/// volumes (`selinux_relabel`, which kubelet asks for whatever the host) means nothing
+/// without SELinux and is not an error.
+fn selinux_label(o: Option<&pb::SeLinuxOption>, field: &str) -> Result<Option<String>, Status> {
+    let given =
+        |o: &&pb::SeLinuxOption| !(o.user.is_empty() && o.role.is_empty() && o.r#type.is_empty() && o.level.is_empty());
+    let Some(o) = o.filter(given) else { return Ok(None) };
+    if !Path::new("/sys/fs/selinux/enforce").exists() {
+        return Err(Status::failed_precondition(format!(
+            "{field}: an SELinux label is asked for, but SELinux is not enabled on this host"
+        )));
+    }
+    let part = |v: &str, default: &str| if v.is_empty() { default.to_string() } else { v.to_string() };
+    for (name, v) in [("user", &o.user), ("role", &o.role), ("type", &o.r#type), ("level", &o.level)] {
+        if v.chars().any(|c| c.is_whitespace() || c == '\0') || (name != "level" && v.contains(':')) {
+            return Err(invalid(&format!("{field}.{name}"), format!("{v:?} is not a label part")));
+        }
+    }
+    Ok(Some(format!(
+        "{}:{}:{}:{}",
+        part(&o.user, "system_u"),
+        part(&o.role, "system_r"),
+        part(&o.r#type, "container_t"),
+        part(&o.level, "s0")
+    )))
+}
+
 /// The host path of a hostPath mount: symbolic links followed (kubelet passes them as the
 /// volume gives them; the runtime must not follow a link inside the container's root).
 fn host_path(p: &str, field: &str) -> Result<PathBuf, Status> {
@@ -407,7 +438,13 @@ pub fn container_config(
         } else {
             apparmor(&sc.apparmor, &sc.apparmor_profile, "config.linux.security_context.apparmor")?
         },
-        selinux_label: None,
+        selinux_label: match selinux_label(
+            sc.selinux_options.as_ref(),
+            "config.linux.security_context.selinux_options",
+        )? {
+            Some(label) => Some(label),
+            None => pod.selinux_label.clone(),
+        },
         masked_paths: if sc.privileged { None } else { Some(sc.masked_paths.clone()) },
         readonly_paths: if sc.privileged { None } else { Some(sc.readonly_paths.clone()) },
         oom_score_adj,
