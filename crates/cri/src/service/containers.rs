@@ -297,6 +297,21 @@ pub fn container_status(e: &Engine, c: &Container) -> pb::ContainerStatus {
                 } as i32,
                 ..Default::default()
             }),
+            MountSource::Image { reference, sub_path } => {
+                // The image as stored: its ID is the reference kubelet matches (image_ref).
+                let info = c.mounts.iter().find(|i| i.kind == "image" && i.destination == m.destination);
+                Some(pb::Mount {
+                    container_path: m.destination.clone(),
+                    readonly: true,
+                    image: Some(pb::ImageSpec {
+                        image: reference.clone(),
+                        image_ref: info.map(|i| i.name.clone()).unwrap_or_default(),
+                        ..Default::default()
+                    }),
+                    image_sub_path: sub_path.clone().unwrap_or_default(),
+                    ..Default::default()
+                })
+            }
             _ => None,
         })
         .collect();

@@ -378,13 +378,41 @@ pub fn container_config(
     let mut mounts = Vec::new();
     for (i, m) in c.mounts.iter().enumerate() {
         let at = format!("config.mounts[{i}]");
-        if m.image.is_some() {
-            return Err(Status::unimplemented(format!("{at}.image: image volumes are not supported by berthd yet")));
-        }
         if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
             return Err(Status::unimplemented(format!(
                 "{at}.uidMappings: id-mapped mounts are not supported by berthd yet"
             )));
+        }
+        if let Some(image) = &m.image {
+            // An image volume: the image's files, read-only (kubelet has pulled it).
+            if image.image.is_empty() {
+                return Err(invalid(&format!("{at}.image.image"), "empty"));
+            }
+            if !m.readonly {
+                return Err(invalid(&format!("{at}.readonly"), "an image volume is read-only"));
+            }
+            let sub_path = m.image_sub_path.trim_end_matches('/');
+            if sub_path.starts_with('/') || sub_path.split('/').any(|c| c == "..") {
+                return Err(invalid(
+                    &format!("{at}.image_sub_path"),
+                    format!("{sub_path:?}: a relative path without '..'"),
+                ));
+            }
+            mounts.push(Mount {
+                source: MountSource::Image {
+                    reference: image.image.clone(),
+                    sub_path: if sub_path.is_empty() { None } else { Some(sub_path.to_string()) },
+                },
+                destination: m.container_path.clone(),
+                readonly: true,
+                recursive_readonly: false,
+                propagation: Propagation::Private,
+                options: Vec::new(),
+            });
+            continue;
+        }
+        if !m.image_sub_path.is_empty() {
+            return Err(invalid(&format!("{at}.image_sub_path"), "given without an image"));
         }
         let propagation =
             match pb::MountPropagation::try_from(m.propagation).unwrap_or(pb::MountPropagation::PropagationPrivate) {

@@ -48,6 +48,7 @@ fn main() {
         security::mount_propagation_and_its_refusals,
         security::privileged_containers_get_the_hosts_devices,
         security::selinux_options_where_the_host_has_no_selinux,
+        security::image_volumes,
         crictl::runs_a_pod_end_to_end,
         config::cri_section_configures_pods,
         userns::pods_with_their_own_user_namespace,

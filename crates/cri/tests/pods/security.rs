@@ -215,3 +215,85 @@ pub fn selinux_options_where_the_host_has_no_selinux() {
     let id = pod.start(c);
     assert_eq!(exec(&id, &["ls", "-d", "/vol"]).0, 0);
 }
+
+fn image_mount(path: &str, sub_path: &str, readonly: bool) -> pb::Mount {
+    pb::Mount {
+        container_path: path.into(),
+        readonly,
+        image: Some(pb::ImageSpec { image: IMAGE.into(), ..Default::default() }),
+        image_sub_path: sub_path.into(),
+        ..Default::default()
+    }
+}
+
+/// Image volumes (a mount whose source is an image): the image's files, read-only but
+/// executable, a sub path of it, its ID reported; the image cannot be removed under it; the
+/// refusals (writable, a sub path that is missing or leads out) leave nothing behind, and the
+/// volumes' snapshots go with the container.
+pub fn image_volumes() {
+    let pod = Pod::run(pod_config("image-volumes"));
+    let mut c = container_config("with-image", "exec sleep 1000");
+    c.mounts = vec![image_mount("/mnt/image", "", true), image_mount("/mnt/bin", "bin", true)];
+    let id = pod.start(c);
+    assert_eq!(exec(&id, &["ls", "/mnt/image/bin/busybox"]).0, 0);
+    let (code, _, err) = exec(&id, &["touch", "/mnt/image/written"]);
+    assert_ne!(code, 0, "an image volume is read-only");
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert_eq!(exec(&id, &["/mnt/image/bin/busybox", "true"]).0, 0, "its programs run (no noexec)");
+    assert_eq!(exec(&id, &["ls", "/mnt/bin/busybox"]).0, 0, "the sub path is the mount's root");
+    let image_id = block(cri().images.image_status(pb::ImageStatusRequest {
+        image: Some(pb::ImageSpec { image: IMAGE.into(), ..Default::default() }),
+        verbose: false,
+    }))
+    .unwrap()
+    .into_inner()
+    .image
+    .unwrap()
+    .id;
+    let mounts = status(&id).mounts;
+    let reported = mounts.iter().find(|m| m.container_path == "/mnt/image").expect("the image volume in the status");
+    assert_eq!(reported.image.as_ref().map(|i| i.image_ref.as_str()), Some(image_id.as_str()));
+    assert!(reported.readonly);
+    let snapshots = || -> Vec<String> {
+        std::fs::read_dir(suite().root.join("snapshots"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("{id}-iv")))
+            .collect()
+    };
+    assert_eq!(snapshots().len(), 2, "a snapshot per image volume");
+    // The volumes' snapshots hold the image (the container's own would too: its image is the
+    // same here, and the store refuses by snapshot).
+    let e = block(cri().images.remove_image(pb::RemoveImageRequest {
+        image: Some(pb::ImageSpec { image: IMAGE.into(), ..Default::default() }),
+    }))
+    .expect_err("an image in use");
+    assert!(e.message().contains("in use"), "{e:?}");
+
+    for (mount, code, field) in [
+        (image_mount("/mnt/x", "", false), Code::InvalidArgument, "config.mounts[0].readonly"),
+        (image_mount("/mnt/x", "../etc", true), Code::InvalidArgument, "config.mounts[0].image_sub_path"),
+        (image_mount("/mnt/x", "not-existing", true), Code::NotFound, "sub path \"not-existing\""),
+    ] {
+        let mut c = container_config("refused-image", "true");
+        c.mounts = vec![mount];
+        let e = block(cri().runtime.create_container(pb::CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: Some(c),
+            sandbox_config: Some(pod.config.clone()),
+        }))
+        .expect_err("a refused image volume");
+        assert_eq!(e.code(), code, "{e:?}");
+        assert!(e.message().contains(field), "{field}: {e:?}");
+    }
+    let listed = block(cri().runtime.list_containers(pb::ListContainersRequest {
+        filter: Some(pb::ContainerFilter { pod_sandbox_id: pod.id.clone(), ..Default::default() }),
+    }))
+    .unwrap()
+    .into_inner()
+    .containers;
+    assert_eq!(listed.len(), 1, "a refused create leaves no container");
+    block(cri().runtime.remove_container(pb::RemoveContainerRequest { container_id: id.clone() })).unwrap();
+    assert!(snapshots().is_empty(), "the image volumes' snapshots went with the container: {:?}", snapshots());
+}

@@ -216,6 +216,12 @@ pub enum MountSource {
     /// a new anonymous volume
     Anonymous,
     Tmpfs,
+    /// an image's files, read-only (Kubernetes' image volumes): the image by name or ID, and
+    /// a directory in it to mount instead of its root
+    Image {
+        reference: String,
+        sub_path: Option<String>,
+    },
 }
 
 /// Mount propagation, applied recursively.

@@ -201,8 +201,29 @@ impl Engine {
         // Each mount's host path, volumes made (or found) and filled from the image.
         let mut sources = Vec::new();
         let mut infos = Vec::new();
+        let mut image_volumes = 0;
         for m in &mounts {
             let (kind, name, source) = match &m.source {
+                MountSource::Image { reference, sub_path } => {
+                    if !m.readonly {
+                        bail!(InvalidInput, "image volume {reference} at {}: must be read-only", m.destination);
+                    }
+                    let volume_image = self
+                        .store
+                        .resolve(reference)
+                        .map_err(|e| e.context(format!("image volume at {} (pull the image first)", m.destination)))?;
+                    // A snapshot of its own, recorded as using the image (which then cannot be
+                    // removed under it); mounted and unmounted with the container's.
+                    let snapshot = image_volume_snapshot(&id, image_volumes);
+                    image_volumes += 1;
+                    let root = self.store.create_snapshot_mapped(&snapshot, &volume_image, idmap.as_ref())?;
+                    let source = match sub_path {
+                        Some(p) => resolve_in_image(&root, p)
+                            .map_err(|e| e.context(format!("image volume {reference} at {}", m.destination)))?,
+                        None => root,
+                    };
+                    ("image", volume_image.id().to_string(), source)
+                }
                 MountSource::Bind(p) => ("bind", String::new(), p.clone()),
                 MountSource::Tmpfs => ("tmpfs", String::new(), PathBuf::from("tmpfs")),
                 MountSource::Volume(_) | MountSource::Anonymous => {
@@ -290,6 +311,9 @@ impl Engine {
         crate::write_private(&dir.join("config.json"), &serde_json::to_vec_pretty(&spec).unwrap_or_default())?;
         // Unmounted until started: a created container holds no mount.
         self.store.snapshots.unmount(&id)?;
+        for snapshot in self.image_volume_snapshots(&id) {
+            self.store.snapshots.unmount(&snapshot)?;
+        }
         c.state.status = "created".into();
         self.save(c)
     }
@@ -379,6 +403,46 @@ impl Engine {
                 Some(serde_json::from_value(crate::seccomp::default_profile(caps)).ctx("the default seccomp profile")?)
             }
         })
+    }
+}
+
+/// The snapshot of a container's `n`th image volume.
+fn image_volume_snapshot(id: &str, n: usize) -> String {
+    format!("{id}-iv{n}")
+}
+
+/// The directory `sub_path` of an image volume's root filesystem, resolved inside it (its
+/// symbolic links cannot lead out); it must exist.
+fn resolve_in_image(root: &Path, sub_path: &str) -> Result<PathBuf> {
+    if sub_path.starts_with('/') || sub_path.split('/').any(|c| c == "..") {
+        bail!(InvalidInput, "sub path {sub_path:?}: a relative path without '..'");
+    }
+    let dir = berth_sys::file::open_dir(root).ctx(root.display())?;
+    let fd = berth_sys::file::open_in_root(&dir, sub_path, libc::O_PATH | libc::O_CLOEXEC)
+        .map_err(|e| Error::from(e).context(format!("sub path {sub_path:?} in the image")))?;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)))
+        .ctx(format!("sub path {sub_path:?}"))?;
+    if !real.starts_with(root) {
+        bail!(InvalidInput, "sub path {sub_path:?}: leads out of the image ({})", real.display());
+    }
+    Ok(real)
+}
+
+impl Engine {
+    /// The snapshots of a container's image volumes (from the store, so that a create that
+    /// failed half-way leaves none behind).
+    pub(crate) fn image_volume_snapshots(&self, id: &str) -> Vec<String> {
+        let prefix = format!("{id}-iv");
+        let mut out: Vec<String> = self
+            .store
+            .snapshots
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| s.strip_prefix(&prefix).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())))
+            .collect();
+        out.sort();
+        out
     }
 }
 

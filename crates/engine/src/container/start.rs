@@ -65,6 +65,9 @@ impl Engine {
         let id = c.id.clone();
         crate::runtime::prepare_cgroup_parent(self.config.cgroup_parent())?;
         self.store.mount_snapshot(&id)?;
+        for snapshot in self.image_volume_snapshots(&id) {
+            self.store.mount_snapshot(&snapshot)?;
+        }
         // Ports: host port 0 is chosen now.
         let mut ports = c.port_specs.clone();
         for p in ports.iter_mut() {

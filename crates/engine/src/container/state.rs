@@ -136,6 +136,11 @@ impl Engine {
         if let Err(e) = self.store.snapshots.unmount(&c.id) {
             errors.push(e.to_string());
         }
+        for snapshot in self.image_volume_snapshots(&c.id) {
+            if let Err(e) = self.store.snapshots.unmount(&snapshot) {
+                errors.push(e.to_string());
+            }
+        }
         c.state.cleaned = true;
         c.state.pid = 0;
         if !errors.is_empty() {
@@ -157,6 +162,11 @@ impl Engine {
         crate::crash_point("rm-network");
         if let Err(e) = self.store.remove_snapshot(&c.id) {
             errors.push(e.to_string());
+        }
+        for snapshot in self.image_volume_snapshots(&c.id) {
+            if let Err(e) = self.store.remove_snapshot(&snapshot) {
+                errors.push(e.to_string());
+            }
         }
         // The exit of a --rm container outlives it briefly, for the `run` that waits for it.
         let exit = self.exit_file(&c.id);
