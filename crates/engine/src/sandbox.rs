@@ -459,7 +459,8 @@ impl Engine {
             s.state.shm = Some(shm);
         }
         if cfg.pid == PodNamespace::Pod {
-            let (pid, start) = start_reaper(&self.init_path()?, userns.as_ref()).ctx("the pod's PID namespace")?;
+            let (pid, start) = start_reaper(&self.init_path()?, userns.as_ref(), &self.run_root.join("empty"))
+                .ctx("the pod's PID namespace")?;
             s.state.reaper_pid = pid;
             s.state.reaper_start = start;
             s.state.pid_ns = Some(PathBuf::from(format!("/proc/{pid}/ns/pid")));
@@ -721,11 +722,13 @@ impl Engine {
 }
 
 /// Starts `berth-init --pause` as PID 1 of a new PID namespace, in a session of its own with
-/// nothing of this process's open but /dev/null; returns its pid and start time once it runs
-/// the program (an exec failure is reported as such).
-fn start_reaper(init: &Path, userns: Option<&std::os::fd::OwnedFd>) -> std::io::Result<(i32, u64)> {
+/// nothing of this process's open but /dev/null, confined (chrooted to an empty directory,
+/// without capabilities; the pod's root in its user namespace when it has one): its
+/// containers may ptrace it when they share its PID namespace. Returns its pid and start time
+/// once it runs the program (an exec failure is reported as such).
+fn start_reaper(init: &Path, userns: Option<&std::os::fd::OwnedFd>, root: &Path) -> std::io::Result<(i32, u64)> {
     use std::os::fd::AsFd;
-    let pid = berth_sys::process::spawn_pid1(init, &[c"berth-init", c"--pause"], userns.map(|u| u.as_fd()))?;
+    let pid = berth_sys::process::spawn_pid1(init, &[c"berth-init", c"--pause"], userns.map(|u| u.as_fd()), root)?;
     Ok((pid, crate::container::process_start(pid).unwrap_or(0)))
 }
 

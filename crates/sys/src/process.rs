@@ -23,11 +23,16 @@ pub fn getpid() -> i32 {
 /// Runs `program` (with `argv`, an empty environment) as PID 1 of a new PID namespace, in a
 /// session of its own, with /dev/null as its stdio and no other descriptor of this process;
 /// returns its pid once it runs the program (an exec failure is the error). The namespace is
-/// owned by `userns` when given (a pod's user namespace), else by the caller's. Unlike
-/// `clone3` this is for threaded callers: the children only make async-signal-safe calls
-/// before exec.
-pub fn spawn_pid1(program: &Path, argv: &[&CStr], userns: Option<BorrowedFd<'_>>) -> io::Result<i32> {
-    let path = program.to_c()?;
+/// owned by `userns` when given (a pod's user namespace; the process is then that
+/// namespace's root), else by the caller's. The program runs confined: chrooted to `root` (an
+/// empty directory), no supplementary groups, no capabilities (root gains none at exec and
+/// none can come back) and no new privileges, so whoever may ptrace it (a container sharing
+/// its PID namespace) gains nothing. Unlike `clone3` this is for threaded callers: the
+/// children only make async-signal-safe calls before exec.
+pub fn spawn_pid1(program: &Path, argv: &[&CStr], userns: Option<BorrowedFd<'_>>, root: &Path) -> io::Result<i32> {
+    // Opened here and run by descriptor: the chroot hides its path.
+    let program_file = std::fs::File::open(program)?;
+    let root = root.to_c()?;
     let mut args: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     args.push(std::ptr::null());
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
@@ -39,10 +44,19 @@ pub fn spawn_pid1(program: &Path, argv: &[&CStr], userns: Option<BorrowedFd<'_>>
     // PID 1's pid on this pipe.
     let (pid_read, pid_write) = crate::file::pipe()?;
     let (null_fd, report_fd, pid_fd) = (null.as_raw_fd(), report_write.as_raw_fd(), pid_write.as_raw_fd());
+    let program_fd = program_file.as_raw_fd();
     let userns_fd = userns.map(|u| u.as_raw_fd());
+    // securebits: root gets no capabilities at exec, setuid changes none, and neither can be
+    // undone.
+    const SECURE_NOROOT: libc::c_ulong = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 5);
     let exec_pid1 = || -> ! {
         // SAFETY: in the child: async-signal-safe calls, then exec or _exit.
         unsafe {
+            let report = || -> ! {
+                let errno = *libc::__errno_location();
+                libc::write(report_fd, (&errno as *const i32).cast(), 4);
+                libc::_exit(127);
+            };
             libc::setsid();
             for fd in 0..3 {
                 libc::dup2(null_fd, fd);
@@ -52,10 +66,30 @@ pub fn spawn_pid1(program: &Path, argv: &[&CStr], userns: Option<BorrowedFd<'_>>
             let keep = report_fd as libc::c_uint;
             libc::syscall(libc::SYS_close_range, 3, keep - 1, libc::CLOSE_RANGE_CLOEXEC);
             libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC);
-            libc::execve(path.as_ptr(), args.as_ptr(), envp.as_ptr());
-            let errno = *libc::__errno_location();
-            libc::write(report_fd, (&errno as *const i32).cast(), 4);
-            libc::_exit(127);
+            if libc::setgroups(0, std::ptr::null()) != 0 {
+                report();
+            }
+            // In a pod's user namespace: its root (an unprivileged host user), not the
+            // host's root that entered it.
+            if userns_fd.is_some() && (libc::setresgid(0, 0, 0) != 0 || libc::setresuid(0, 0, 0) != 0) {
+                report();
+            }
+            if libc::prctl(libc::PR_SET_SECUREBITS, SECURE_NOROOT, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::chroot(root.as_ptr()) != 0
+                || libc::chdir(c"/".as_ptr()) != 0
+            {
+                report();
+            }
+            libc::syscall(
+                libc::SYS_execveat,
+                program_fd,
+                c"".as_ptr(),
+                args.as_ptr(),
+                envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            );
+            report();
         }
     };
     let flags = if userns_fd.is_some() { libc::SIGCHLD } else { libc::CLONE_NEWPID | libc::SIGCHLD };

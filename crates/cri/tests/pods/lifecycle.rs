@@ -193,6 +193,12 @@ pub fn containers_share_the_pods_namespaces() {
     // PID 1 is the pod's reaper, and each container sees the other's processes.
     let (_, init, _) = exec(&a, &["cat", "/proc/1/cmdline"]);
     assert!(init.starts_with("berth-init\0--pause"), "{init:?}");
+    // Confined, as the containers may ptrace it: no capabilities, chrooted to nothing.
+    let reaper = reaper_of(&pod.id);
+    assert_eq!(proc_status(reaper, "CapPrm"), "0000000000000000");
+    assert_eq!(proc_status(reaper, "CapEff"), "0000000000000000");
+    assert_eq!(std::fs::read_link(format!("/proc/{reaper}/root")).unwrap(), suite().root.join("run/empty"));
+    assert!(std::fs::read_dir(suite().root.join("run/empty")).unwrap().next().is_none());
     let (_, ps, _) = exec(&b, &["ps", "-o", "pid,args"]);
     assert_eq!(ps.matches("sleep 1000").count(), 2, "{ps}");
     // /dev/shm is the pod's.

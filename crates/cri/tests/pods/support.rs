@@ -302,6 +302,25 @@ impl Drop for Pod {
     }
 }
 
+/// The host pid of a pod's reaper (PID 1 of its shared PID namespace), from its record.
+pub fn reaper_of(pod_id: &str) -> i32 {
+    let info = block(
+        cri().runtime.pod_sandbox_status(pb::PodSandboxStatusRequest { pod_sandbox_id: pod_id.into(), verbose: true }),
+    )
+    .expect("PodSandboxStatus")
+    .into_inner()
+    .info;
+    let record: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    record["state"]["reaperPid"].as_i64().expect("a reaper") as i32
+}
+
+/// A field of /proc/PID/status (`Uid`, `CapEff`, ...), its first value.
+pub fn proc_status(pid: i32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(&format!("{field}:"))).unwrap_or_else(|| panic!("{field}"));
+    line.split_whitespace().nth(1).unwrap().to_string()
+}
+
 /// The container's status.
 pub fn status(id: &str) -> pb::ContainerStatus {
     block(cri().runtime.container_status(pb::ContainerStatusRequest { container_id: id.into(), verbose: false }))

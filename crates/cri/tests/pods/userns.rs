@@ -77,6 +77,13 @@ pub fn pods_with_their_own_user_namespace() {
     assert_eq!(exec(&id, &["hostname"]).1.trim(), cfg.hostname);
     assert!(fields(exec(&id, &["ls", "/sys/class/net"]).1).contains(&"eth0".to_string()));
     assert!(exec(&id, &["cat", "/proc/1/cmdline"]).1.starts_with("berth-init"));
+    // The reaper is the pod's root (host user 300000), without capabilities, chrooted to
+    // nothing: a container that may ptrace it gains nothing.
+    let reaper = reaper_of(&pod.id);
+    assert_eq!(proc_status(reaper, "Uid"), HOST_ID.to_string());
+    assert_eq!(proc_status(reaper, "CapEff"), "0000000000000000");
+    assert_eq!(proc_status(reaper, "CapPrm"), "0000000000000000");
+    assert_eq!(std::fs::read_link(format!("/proc/{reaper}/root")).unwrap(), suite().root.join("run/empty"));
     // What the pod's root writes is the host's user 300000's on disk.
     let written = std::fs::read_dir(suite().root.join("snapshots"))
         .unwrap()
