@@ -44,7 +44,7 @@ bins="$oci $callers $pods $repo/target/debug/berth-oci $repo/target/debug/berthd
 for plugin in bridge host-local loopback portmap firewall; do
     bins="$bins /usr/lib/cni/$plugin"
 done
-for tool in podman conmon containerd ctr containerd-shim-runc-v2 xtables-nft-multi skopeo docker-registry htpasswd; do
+for tool in podman conmon containerd ctr containerd-shim-runc-v2 runc crun xtables-nft-multi skopeo docker-registry htpasswd; do
     path=$(command -v $tool) || { echo "test-cgroup2: $tool is not installed (make deps)" >&2; exit 1; }
     bins="$bins $path"
 done

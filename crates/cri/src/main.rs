@@ -59,16 +59,16 @@ fn run(args: &Args) -> Result<()> {
     };
     // Bound before the async runtime starts any thread: binding sets the umask.
     let (listener, guard) = socket::bind(&socket_path)?;
-    // Only the berthd holding the socket cleans up what a killed one left half made.
-    for note in engine.sandbox_recover() {
-        eprintln!("berthd: {note}");
-    }
     if let Some(dirs) = &cri_config.cni_plugin_dirs {
         engine.config.cni_plugin_dirs = Some(dirs.clone());
     }
     engine.pod_cni_conf_dir = cri_config.cni_conf_dir.clone();
     if let Some(h) = &cri_config.default_runtime_handler {
         engine.runtime(Some(h)).map_err(|e| Error::new(format!("configuration: cri.default-runtime-handler: {e}")))?;
+    }
+    // Only the berthd holding the socket cleans up what a killed one left half made.
+    for note in engine.sandbox_recover() {
+        eprintln!("berthd: {note}");
     }
     let settings = Settings {
         restrict_oom_score_adj: cri_config.restrict_oom_score_adj,

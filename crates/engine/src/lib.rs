@@ -110,8 +110,8 @@ impl Engine {
         for dir in [run_root.join("sandboxes"), root.join("sandboxes")] {
             make_dir(&dir, true, 0o711)?;
         }
-        // What pods' reapers are chrooted to: nothing.
-        make_dir(&run_root.join("empty"), true, 0o555)?;
+        // What pods' reapers are chrooted to: nothing (searchable, not even listable).
+        make_dir(&run_root.join("empty"), true, 0o111)?;
         store.db().conn.execute_batch(SCHEMA).ctx("metadata database: containers table")?;
         store.db().conn.execute_batch(sandbox::SCHEMA).ctx("metadata database: sandboxes table")?;
         Ok(Engine {

@@ -82,6 +82,9 @@ impl PodUserNamespace {
                     m.container_id
                 );
             }
+            if m.host_id == 0 {
+                bail!(InvalidInput, "userns_options.{field}[0].host_id: 0 (the host's root is not a pod's)");
+            }
             if m.length == 0 || u64::from(m.host_id) + u64::from(m.length) > u64::from(u32::MAX) {
                 bail!(
                     InvalidInput,
@@ -345,7 +348,7 @@ impl Engine {
             // The runtime mounts the pod's files and root filesystems as the pod's root, an
             // unprivileged host user: the store and run root must be reachable by path.
             for dir in [&self.root, &self.run_root] {
-                for d in dir.ancestors().skip(1) {
+                for d in dir.ancestors() {
                     use std::os::unix::fs::PermissionsExt;
                     let mode = std::fs::metadata(d).ctx(d.display())?.permissions().mode();
                     if mode & 0o001 == 0 {
@@ -566,12 +569,15 @@ impl Engine {
         Ok(Some((s, lock)))
     }
 
+    /// Releases the pod's CNI attachment and network namespace. Still attached (and tried
+    /// again by the next stop or remove) while a DEL fails: its cached result is what frees
+    /// the address, also after a reboot took the namespace.
     fn sandbox_release_network(&self, s: &mut Sandbox) -> Vec<String> {
-        if !s.state.network_attached && !self.netns_path(&s.id).exists() {
+        if !s.state.network_attached && !self.netns_path(&s.id).exists() && self.cni().cached(&s.id).is_empty() {
             return Vec::new();
         }
         let errors = self.network_teardown(&s.id);
-        s.state.network_attached = false;
+        s.state.network_attached = !errors.is_empty();
         s.state.netns = None;
         errors
     }
@@ -696,7 +702,7 @@ impl Engine {
             let uname = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
             let mut v = uname.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u32>().ok());
             let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
-            if (major, minor) < (5, 19) {
+            if (major, minor) < (5, 19) || self.store.config.driver() != berth_storage::Driver::Overlay {
                 return false;
             }
             let probe = || -> std::io::Result<()> {

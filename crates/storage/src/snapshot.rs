@@ -265,15 +265,15 @@ impl Snapshotter {
         let mapped = self.attach_idmapped(id, lowers, &idmap);
         let r = mapped.and_then(|mapped| self.mount_layers(id, &mapped));
         // overlayfs holds private clones of its layers: the attached ones can go.
-        self.detach_idmapped(id);
-        r
+        let detached = self.detach_idmapped(id);
+        r.and(detached)
     }
 
     /// ID-mapped mounts of the layers at `idmapped/<n>`, through a user namespace with the
     /// snapshot's mappings.
     fn attach_idmapped(&self, id: &str, lowers: &[PathBuf], idmap: &IdMapping) -> Result<Vec<PathBuf>, Error> {
         let dir = self.path(id).join("idmapped");
-        self.detach_idmapped(id);
+        self.detach_idmapped(id)?;
         fs::create_dir_all(&dir).map_err(|e| crate::io_error(&dir, e))?;
         let userns = berth_sys::userns::create(&idmap.uids, &idmap.gids)
             .map_err(|e| Error::msg(format!("snapshot {id}: a user namespace for its ID mapping: {e}")))?;
@@ -301,16 +301,19 @@ impl Snapshotter {
         Ok(mapped)
     }
 
-    fn detach_idmapped(&self, id: &str) {
-        let Ok(entries) = fs::read_dir(self.path(id).join("idmapped")) else { return };
+    /// Detaches the layers' ID-mapped mounts; an error when one is still attached (the
+    /// snapshot's directory must then not be removed: through it the shared layer is).
+    fn detach_idmapped(&self, id: &str) -> Result<(), Error> {
+        let Ok(entries) = fs::read_dir(self.path(id).join("idmapped")) else { return Ok(()) };
         for e in entries.flatten() {
             let p = e.path();
-            while berth_sys::proc::is_mountpoint(&p).unwrap_or(false) {
-                if mount::umount2(&p, libc::MNT_DETACH).is_err() {
-                    break;
-                }
+            let mounted = |p: &Path| berth_sys::proc::is_mountpoint(p).map_err(|err| crate::io_error(p, err));
+            while mounted(&p)? {
+                mount::umount2(&p, libc::MNT_DETACH)
+                    .map_err(|err| Error::msg(format!("snapshot {id}: detach {}: {err}", p.display())))?;
             }
         }
+        Ok(())
     }
 
     fn mount_layers(&self, id: &str, lowers: &[PathBuf]) -> Result<(), Error> {
@@ -469,7 +472,7 @@ impl Snapshotter {
     /// Unmounts and deletes a snapshot (its upper directory with it).
     pub fn remove(&self, id: &str) -> Result<(), Error> {
         self.unmount(id)?;
-        self.detach_idmapped(id);
+        self.detach_idmapped(id)?;
         let base = self.path(id);
         match fs::remove_dir_all(&base) {
             Ok(()) => Ok(()),

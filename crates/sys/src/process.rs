@@ -66,12 +66,17 @@ pub fn spawn_pid1(program: &Path, argv: &[&CStr], userns: Option<BorrowedFd<'_>>
             let keep = report_fd as libc::c_uint;
             libc::syscall(libc::SYS_close_range, 3, keep - 1, libc::CLOSE_RANGE_CLOEXEC);
             libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC);
-            if libc::setgroups(0, std::ptr::null()) != 0 {
+            // Raw system calls: glibc's wrappers of these would signal the threads it thinks
+            // this process has (its setxid broadcast) and wait for them forever.
+            if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0 {
                 report();
             }
             // In a pod's user namespace: its root (an unprivileged host user), not the
             // host's root that entered it.
-            if userns_fd.is_some() && (libc::setresgid(0, 0, 0) != 0 || libc::setresuid(0, 0, 0) != 0) {
+            if userns_fd.is_some()
+                && (libc::syscall(libc::SYS_setresgid, 0, 0, 0) != 0
+                    || libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0)
+            {
                 report();
             }
             if libc::prctl(libc::PR_SET_SECUREBITS, SECURE_NOROOT, 0, 0, 0) != 0

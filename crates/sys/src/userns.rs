@@ -35,8 +35,11 @@ fn fork_holder(flags: i32, in_child: impl Fn() -> i32) -> io::Result<(i32, Owned
         return Err(io::Error::last_os_error());
     }
     if pid == 0 {
-        // SAFETY: in the child: read, write and _exit on descriptors made before the fork.
+        // SAFETY: in the child: read, write, close and _exit on descriptors made before the fork.
         unsafe {
+            // The parent's ends: with them closed here, the parent's drop ends the wait below.
+            libc::close(hold_w.as_raw_fd());
+            libc::close(ready_r.as_raw_fd());
             let mut b = [0u8; 1];
             // The parent's go-ahead (after it wrote the mappings of a new user namespace).
             libc::read(hold_r.as_raw_fd(), b.as_mut_ptr().cast(), 1);

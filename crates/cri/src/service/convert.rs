@@ -139,6 +139,12 @@ fn pod_userns(u: Option<&pb::UserNamespace>) -> Result<Option<PodUserNamespace>,
                         format!("{} (the pod's root, ID 0, must be mapped)", m.container_id),
                     ));
                 }
+                if m.host_id == 0 {
+                    return Err(invalid(
+                        &format!("{USERNS_FIELD}.{field}[0].host_id"),
+                        "0: the host's root is not a pod's",
+                    ));
+                }
                 if m.length == 0 || u64::from(m.host_id) + u64::from(m.length) > u64::from(u32::MAX) {
                     return Err(invalid(
                         &format!("{USERNS_FIELD}.{field}[0]"),

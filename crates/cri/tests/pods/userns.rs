@@ -162,6 +162,15 @@ pub fn user_namespace_refusals() {
             "do not fit in 32-bit IDs",
         ),
         (
+            "host root",
+            pb::NamespaceOption {
+                userns_options: Some(userns(pb::NamespaceMode::Pod, vec![mapping(0, 0, 65536)])),
+                ..Default::default()
+            },
+            false,
+            "userns_options.uids[0].host_id: 0",
+        ),
+        (
             "mode CONTAINER",
             pb::NamespaceOption {
                 userns_options: Some(userns(pb::NamespaceMode::Container, vec![])),

@@ -180,13 +180,30 @@ pub(crate) fn wait_ended(pid: i32, start: u64, timeout: std::time::Duration) -> 
     if pid <= 0 {
         return true;
     }
-    let Ok(fd) = berth_sys::process::pidfd_open(pid) else { return true };
+    let deadline = std::time::Instant::now() + timeout;
+    let fd = match berth_sys::process::pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return true,
+        // No pidfd (out of descriptors): asked again every 10 ms.
+        Err(_) => {
+            while alive(pid, start) {
+                if std::time::Instant::now() >= deadline {
+                    return false;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            return true;
+        }
+    };
     // Opened first, checked after: a pid reused before the open shows another start time.
     if !alive(pid, start) {
         return true;
     }
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    berth_sys::process::poll_readable(&[fd.as_fd()], ms).map(|r| r[0]).unwrap_or_else(|_| !alive(pid, start))
+    match berth_sys::process::poll_readable(&[fd.as_fd()], ms) {
+        Ok(ready) => ready[0],
+        Err(_) => !alive(pid, start),
+    }
 }
 
 const ADJECTIVES: &[&str] = &[

@@ -64,17 +64,35 @@ impl Engine {
         let monitor = self.monitor_path()?;
         let id = c.id.clone();
         crate::runtime::prepare_cgroup_parent(self.config.cgroup_parent())?;
-        self.store.mount_snapshot(&id)?;
-        for snapshot in self.image_volume_snapshots(&id) {
-            self.store.mount_snapshot(&snapshot)?;
-        }
-        // Ports: host port 0 is chosen now.
-        let mut ports = c.port_specs.clone();
-        for p in ports.iter_mut() {
-            if p.host_port == 0 {
-                p.host_port = berth_network::ports::free_port(&p.protocol)?;
+        // A container that did not start holds no mount: what is mounted here is undone on
+        // an error before the start proper (whose failures `fail` below cleans up).
+        let unmount_all = || {
+            let _ = self.store.snapshots.unmount(&id);
+            for snapshot in self.image_volume_snapshots(&id) {
+                let _ = self.store.snapshots.unmount(&snapshot);
             }
-        }
+        };
+        let mounted = (|| -> Result<Vec<PortMapping>> {
+            self.store.mount_snapshot(&id)?;
+            for snapshot in self.image_volume_snapshots(&id) {
+                self.store.mount_snapshot(&snapshot)?;
+            }
+            // Ports: host port 0 is chosen now.
+            let mut ports = c.port_specs.clone();
+            for p in ports.iter_mut() {
+                if p.host_port == 0 {
+                    p.host_port = berth_network::ports::free_port(&p.protocol)?;
+                }
+            }
+            Ok(ports)
+        })();
+        let ports = match mounted {
+            Ok(p) => p,
+            Err(e) => {
+                unmount_all();
+                return Err(e);
+            }
+        };
         let own_netns = c.config.network.own_namespace();
         // A container that never ran stays `created` when its start fails.
         let ran_before = !c.state.started_at.is_empty();
