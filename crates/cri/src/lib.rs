@@ -16,6 +16,7 @@ pub mod deadline;
 pub mod paths;
 pub mod service;
 pub mod socket;
+pub mod streaming;
 
 /// The CRI v1 API (`runtime.v1`), generated at build time by tonic-prost-build from the
 /// descriptor protox compiles (no protoc).
