@@ -294,6 +294,15 @@ pub fn image_volumes() {
     .into_inner()
     .containers;
     assert_eq!(listed.len(), 1, "a refused create leaves no container");
+    // Nor an image volume's snapshot (the missing sub path is found after it was made); no
+    // other test uses image volumes.
+    let volume_snapshots: Vec<String> = std::fs::read_dir(suite().root.join("snapshots"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("-iv"))
+        .collect();
+    assert_eq!(volume_snapshots.len(), 2, "{volume_snapshots:?}");
     block(cri().runtime.remove_container(pb::RemoveContainerRequest { container_id: id.clone() })).unwrap();
     assert!(snapshots().is_empty(), "the image volumes' snapshots went with the container: {:?}", snapshots());
 }

@@ -311,7 +311,7 @@ impl Engine {
         crate::write_private(&dir.join("config.json"), &serde_json::to_vec_pretty(&spec).unwrap_or_default())?;
         // Unmounted until started: a created container holds no mount.
         self.store.snapshots.unmount(&id)?;
-        for snapshot in self.image_volume_snapshots(&id) {
+        for snapshot in image_volume_snapshots(c) {
             self.store.snapshots.unmount(&snapshot)?;
         }
         c.state.status = "created".into();
@@ -428,22 +428,11 @@ fn resolve_in_image(root: &Path, sub_path: &str) -> Result<PathBuf> {
     Ok(real)
 }
 
-impl Engine {
-    /// The snapshots of a container's image volumes (from the store, so that a create that
-    /// failed half-way leaves none behind).
-    pub(crate) fn image_volume_snapshots(&self, id: &str) -> Vec<String> {
-        let prefix = format!("{id}-iv");
-        let mut out: Vec<String> = self
-            .store
-            .snapshots
-            .list()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|s| s.strip_prefix(&prefix).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())))
-            .collect();
-        out.sort();
-        out
-    }
+/// The snapshots of a container's image volumes, one per image mount of its configuration in
+/// order (recorded before any is made, so a create that failed half-way is undone by it too).
+pub(crate) fn image_volume_snapshots(c: &crate::Container) -> Vec<String> {
+    let images = c.config.mounts.iter().filter(|m| matches!(m.source, MountSource::Image { .. })).count();
+    (0..images).map(|n| image_volume_snapshot(&c.id, n)).collect()
 }
 
 /// A pod's container: the pod's network, IPC and UTS namespaces (or the node's), its PID

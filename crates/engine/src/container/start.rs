@@ -66,16 +66,17 @@ impl Engine {
         crate::runtime::prepare_cgroup_parent(self.config.cgroup_parent())?;
         // A container that did not start holds no mount: what is mounted here is undone on
         // an error before the start proper (whose failures `fail` below cleans up).
+        let volumes = super::create::image_volume_snapshots(c);
         let unmount_all = || {
             let _ = self.store.snapshots.unmount(&id);
-            for snapshot in self.image_volume_snapshots(&id) {
-                let _ = self.store.snapshots.unmount(&snapshot);
+            for snapshot in &volumes {
+                let _ = self.store.snapshots.unmount(snapshot);
             }
         };
         let mounted = (|| -> Result<Vec<PortMapping>> {
             self.store.mount_snapshot(&id)?;
-            for snapshot in self.image_volume_snapshots(&id) {
-                self.store.mount_snapshot(&snapshot)?;
+            for snapshot in &volumes {
+                self.store.mount_snapshot(snapshot)?;
             }
             // Ports: host port 0 is chosen now.
             let mut ports = c.port_specs.clone();

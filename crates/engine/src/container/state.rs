@@ -136,7 +136,7 @@ impl Engine {
         if let Err(e) = self.store.snapshots.unmount(&c.id) {
             errors.push(e.to_string());
         }
-        for snapshot in self.image_volume_snapshots(&c.id) {
+        for snapshot in super::create::image_volume_snapshots(c) {
             if let Err(e) = self.store.snapshots.unmount(&snapshot) {
                 errors.push(e.to_string());
             }
@@ -163,7 +163,7 @@ impl Engine {
         if let Err(e) = self.store.remove_snapshot(&c.id) {
             errors.push(e.to_string());
         }
-        for snapshot in self.image_volume_snapshots(&c.id) {
+        for snapshot in super::create::image_volume_snapshots(c) {
             if let Err(e) = self.store.remove_snapshot(&snapshot) {
                 errors.push(e.to_string());
             }
