@@ -28,28 +28,9 @@ if [ "${1:-}" = --inside ]; then
     # the temp directory reaches the host.
     mount -t tmpfs -o mode=0755 tmpfs /run
     mount -t tmpfs -o mode=0755 tmpfs /var/lib
-    mkdir -p "$work/registry"
-    cat >"$work/registry/config.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $work/registry/storage
-http:
-  addr: 127.0.0.1:5000
-  secret: berth-bench-cri
-EOF
-    docker-registry serve "$work/registry/config.yml" >"$work/registry/log" 2>&1 &
-    registry=$!
-    i=0
-    until curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ 2>/dev/null; do
-        i=$((i + 1))
-        [ $i -lt 300 ] || { echo "bench/cri.sh: docker-registry did not start:" >&2; cat "$work/registry/log" >&2; exit 1; }
-        sleep 0.1
-    done
+    . "$project/tools/registry.sh"
+    start_registry "$work/registry" 127.0.0.1:5000
+    registry=$REGISTRY_PID
     skopeo copy --quiet --dest-tls-verify=false --format v2s2 "oci:$work/img/oci:busybox" \
         docker://127.0.0.1:5000/e2e-test-images/busybox:1.29-2
     skopeo copy --quiet --dest-tls-verify=false --format v2s2 "oci:$work/img/oci:pause" \

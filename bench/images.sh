@@ -13,7 +13,7 @@ TESTKIT=${TESTKIT:-target/release/berth-testkit}
 for tool in "$BERTH" "$TESTKIT"; do
     [ -x "$tool" ] || { echo "images.sh: $tool missing (make build)" >&2; exit 1; }
 done
-for tool in docker-registry skopeo umoci containerd ctr tar; do
+for tool in docker-registry curl skopeo umoci containerd ctr tar; do
     command -v $tool >/dev/null || { echo "images.sh: $tool missing (make deps)" >&2; exit 1; }
 done
 
@@ -38,27 +38,9 @@ echo "generating the image ($LAYERS layers of $LAYER_SIZE bytes + busybox, gzip)
 "$TESTKIT" image-layout "$T/layout" bench --layers "$LAYERS" --layer-size "$LAYER_SIZE" >/dev/null
 
 PORT=$("$TESTKIT" free-port)
-mkdir -p "$T/registry"
-cat > "$T/registry/config.yml" <<YML
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $T/registry/storage
-http:
-  addr: 127.0.0.1:$PORT
-  secret: berth-bench
-YML
-docker-registry serve "$T/registry/config.yml" >"$T/registry/log" 2>&1 &
-REG_PID=$!
-w=0
-until skopeo inspect --tls-verify=false "docker://127.0.0.1:$PORT/none:none" 2>&1 | grep -q -e "manifest unknown" -e "not found" -e "name unknown"; do
-    w=$((w + 1)); [ $w -gt 100 ] && { echo "registry did not start" >&2; cat "$T/registry/log" >&2; exit 1; }
-    sleep 0.1
-done
+. tools/registry.sh
+start_registry "$T/registry" "127.0.0.1:$PORT"
+REG_PID=$REGISTRY_PID
 IMG="127.0.0.1:$PORT/bench/img:v1"
 skopeo copy --quiet --dest-tls-verify=false "oci:$T/layout:bench" "docker://$IMG"
 

@@ -29,28 +29,9 @@ if [ "${1:-}" = --inside ]; then
     # propagation specs need their host paths on shared mounts, as on a systemd host.
     mount --make-rshared /
     # The registry: a private network namespace has every port free.
-    mkdir -p "$work/registry"
-    cat >"$work/registry/config.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $work/registry/storage
-http:
-  addr: 127.0.0.1:5000
-  secret: berth-critest
-EOF
-    docker-registry serve "$work/registry/config.yml" >"$work/registry/log" 2>&1 &
-    registry=$!
-    i=0
-    until curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ 2>/dev/null; do
-        i=$((i + 1))
-        [ $i -lt 300 ] || { echo "test-critest: docker-registry did not start:" >&2; cat "$work/registry/log" >&2; exit 1; }
-        sleep 0.1
-    done
+    . "$project/tools/registry.sh"
+    start_registry "$work/registry" 127.0.0.1:5000
+    registry=$REGISTRY_PID
     "$CRITEST_IMAGES/push.sh" "$work/img" 127.0.0.1:5000
     {
         printf '[engine]\ncgroup-parent = "%s"\ninit = "%s"\n' "$CGROUP_PARENT" "$project/target/init/release/berth-init"
