@@ -78,6 +78,12 @@ impl AttachConn {
         }
     }
 
+    /// Ends the connection in both directions: a `recv` blocked on it returns None.
+    pub fn shutdown(&self) {
+        // SAFETY: plain syscall on our socket.
+        unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RDWR) };
+    }
+
     pub fn try_clone(&self) -> Result<AttachConn> {
         Ok(AttachConn { fd: self.fd.try_clone().ctx("attach socket")? })
     }
@@ -212,7 +218,7 @@ impl Engine {
 
     /// The process an `exec` runs: the container's own (environment, user, capabilities,
     /// confinement) with the command, terminal, environment, working directory and user asked.
-    fn exec_process(&self, c: &Container, o: &ExecOptions) -> Result<Value> {
+    pub(crate) fn exec_process(&self, c: &Container, o: &ExecOptions) -> Result<Value> {
         let bundle = self.container_dir(&c.id);
         let spec: Value = serde_json::from_slice(&std::fs::read(bundle.join("config.json")).ctx("config.json")?)
             .ctx("config.json")?;

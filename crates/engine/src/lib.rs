@@ -20,6 +20,7 @@ pub mod config;
 pub mod container;
 pub mod cp;
 pub mod error;
+pub mod exec_stream;
 pub mod logs;
 pub mod networks;
 pub mod oci;

@@ -17,9 +17,13 @@
 //! `1` + rows (u16 LE) + cols (u16 LE) (terminal size), `2` (close stdin); to a client
 //! `1` + bytes (stdout) or `2` + bytes (stderr). The socket is closed when the container exits.
 //!
+//! `berth-monitor exec-tty` is a second, short-lived role: the subreaper of one `exec --tty`
+//! whose terminal the caller relays itself (see `ExecTtyArgs`).
+//!
 //! Synchronous (one poll loop), no allocation on the relay path beyond the read buffer, and
 //! only libc: its resident size is measured against conmon's in `make bench`.
 
+mod exec_tty;
 mod log;
 mod monitor;
 mod oom;
@@ -27,12 +31,21 @@ mod relay;
 mod runtime;
 mod sys;
 
-use berth_monitor::protocol::{MonitorArgs, ToEngine};
+use berth_monitor::protocol::{ExecTtyArgs, MonitorArgs, ToEngine};
 
 use monitor::Monitor;
 use sys::send;
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some(ExecTtyArgs::COMMAND) {
+        match ExecTtyArgs::parse(std::env::args().skip(2)) {
+            Ok(a) => std::process::exit(exec_tty::run(a)),
+            Err(e) => {
+                eprintln!("berth-monitor exec-tty: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
     let args = match MonitorArgs::parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {

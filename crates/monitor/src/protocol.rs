@@ -286,6 +286,103 @@ fn json_safe(s: &str) -> String {
     s.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect()
 }
 
+/// `berth-monitor exec-tty …`: one `exec --tty` into a running container, for a caller that
+/// relays the terminal itself (berthd's streaming server). Runtimes hand a new pty's master
+/// over only when they detach, and only a parent (or subreaper) learns a process's exit
+/// status: this short-lived helper is the subreaper. It runs the runtime's `exec --detach
+/// --tty --console-socket`, passes the master it receives to the caller, waits for the
+/// process and reports its exit status, then exits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecTtyArgs {
+    pub id: String,
+    pub runtime: String,
+    pub runtime_args: Vec<String>,
+    pub hide_cgroup2: bool,
+    /// the process (OCI `process` JSON) the runtime's `exec --process` runs
+    pub process: String,
+    /// the helper's end of a SOCK_SEQPACKET pair: it sends the `ExecEvent`s there
+    pub sync_fd: i32,
+}
+
+pub const EXEC_TTY_USAGE: &str = "usage: berth-monitor exec-tty --id ID --runtime PATH [--runtime-arg ARG]... [--hide-cgroup2] --process FILE --sync-fd FD";
+
+impl ExecTtyArgs {
+    pub const COMMAND: &'static str = "exec-tty";
+
+    /// The arguments the engine passes (without the program's name).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut v: Vec<String> =
+            vec![Self::COMMAND.into(), "--id".into(), self.id.clone(), "--runtime".into(), self.runtime.clone()];
+        for a in &self.runtime_args {
+            v.extend(["--runtime-arg".into(), a.clone()]);
+        }
+        if self.hide_cgroup2 {
+            v.push("--hide-cgroup2".into());
+        }
+        v.extend(["--process".into(), self.process.clone(), "--sync-fd".into(), self.sync_fd.to_string()]);
+        v
+    }
+
+    /// Parses the arguments after `exec-tty`.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<ExecTtyArgs, String> {
+        let mut a = ExecTtyArgs { sync_fd: -1, ..Default::default() };
+        let mut it = args.into_iter();
+        while let Some(flag) = it.next() {
+            let mut value = || it.next().ok_or_else(|| format!("{flag}: missing value"));
+            match flag.as_str() {
+                "--id" => a.id = value()?,
+                "--runtime" => a.runtime = value()?,
+                "--runtime-arg" => a.runtime_args.push(value()?),
+                "--hide-cgroup2" => a.hide_cgroup2 = true,
+                "--process" => a.process = value()?,
+                "--sync-fd" => a.sync_fd = value()?.parse().map_err(|_| "--sync-fd: not a number".to_string())?,
+                "--help" | "-h" => return Err(EXEC_TTY_USAGE.into()),
+                other => return Err(format!("unknown option {other}\n{EXEC_TTY_USAGE}")),
+            }
+        }
+        for (v, name) in [(&a.id, "--id"), (&a.runtime, "--runtime"), (&a.process, "--process")] {
+            if v.is_empty() {
+                return Err(format!("{name} is required\n{EXEC_TTY_USAGE}"));
+            }
+        }
+        if a.sync_fd < 0 {
+            return Err(format!("--sync-fd is required\n{EXEC_TTY_USAGE}"));
+        }
+        Ok(a)
+    }
+}
+
+/// What `exec-tty` tells its caller, one message per packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecEvent {
+    /// the process runs with this pid; the pty's master is attached to the message
+    Started(i32),
+    /// the process ended: its exit code (128 + the signal that killed it)
+    Exited(i32),
+    /// the runtime failed (its own error), or the helper did
+    Error(String),
+}
+
+impl ExecEvent {
+    pub fn encode(&self) -> String {
+        match self {
+            ExecEvent::Started(pid) => format!("started {pid}"),
+            ExecEvent::Exited(code) => format!("exited {code}"),
+            ExecEvent::Error(m) => format!("error {m}"),
+        }
+    }
+
+    pub fn parse(msg: &str) -> Option<ExecEvent> {
+        if let Some(p) = msg.strip_prefix("started ") {
+            return p.parse().ok().filter(|p| *p > 0).map(ExecEvent::Started);
+        }
+        if let Some(c) = msg.strip_prefix("exited ") {
+            return c.parse().ok().map(ExecEvent::Exited);
+        }
+        msg.strip_prefix("error ").map(|m| ExecEvent::Error(m.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,5 +451,26 @@ mod tests {
         }
         // Fields a later monitor may add are skipped.
         assert_eq!(ExitRecord::parse("{\"exitCode\":3,\"extra\":true}").unwrap().exit_code, 3);
+    }
+
+    #[test]
+    fn exec_tty_args_and_events_round_trip() {
+        let a = ExecTtyArgs {
+            id: "c1".into(),
+            runtime: "/usr/bin/runc".into(),
+            runtime_args: vec!["--root".into(), "/run/x".into()],
+            hide_cgroup2: true,
+            process: "/run/c1/exec.json".into(),
+            sync_fd: 5,
+        };
+        let args = a.to_args();
+        assert_eq!(args[0], ExecTtyArgs::COMMAND);
+        assert_eq!(ExecTtyArgs::parse(args.into_iter().skip(1)).unwrap(), a);
+        assert!(ExecTtyArgs::parse(["--id".to_string(), "x".into()]).unwrap_err().contains("--runtime is required"));
+        for e in [ExecEvent::Started(42), ExecEvent::Exited(130), ExecEvent::Error("no such container".into())] {
+            assert_eq!(ExecEvent::parse(&e.encode()), Some(e));
+        }
+        assert_eq!(ExecEvent::parse("started 0"), None);
+        assert_eq!(ExecEvent::parse("bogus"), None);
     }
 }

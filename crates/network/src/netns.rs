@@ -110,3 +110,31 @@ pub fn remove(path: &Path) -> io::Result<()> {
         _ => Ok(()),
     }
 }
+
+/// A TCP connection to `port` on the loopback of the network namespace pinned at `path`
+/// (IPv4, else IPv6), as a pod's port-forward reaches its server. The socket is made by a
+/// fresh thread that joins the namespace and ends: a socket belongs to the namespace it was
+/// made in, whichever thread uses it afterwards.
+pub fn connect_loopback(path: &Path, port: u16, timeout: std::time::Duration) -> io::Result<std::net::TcpStream> {
+    let ns = std::fs::File::open(path)?;
+    std::thread::spawn(move || -> io::Result<std::net::TcpStream> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on this thread only, with the descriptor of a network namespace.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        connect_loopback_here(port, timeout)
+    })
+    .join()
+    .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+}
+
+/// A TCP connection to `port` on this thread's loopback (IPv4, else IPv6).
+pub fn connect_loopback_here(port: u16, timeout: std::time::Duration) -> io::Result<std::net::TcpStream> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+    let v4 = TcpStream::connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)), timeout);
+    match v4 {
+        Ok(s) => Ok(s),
+        Err(e4) => TcpStream::connect_timeout(&SocketAddr::from((Ipv6Addr::LOCALHOST, port)), timeout).map_err(|_| e4),
+    }
+}
