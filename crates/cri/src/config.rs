@@ -10,6 +10,9 @@
 //!                                             # (default: berth's own bridge network)
 //! cni-plugin-dirs = ["/opt/cni/bin"]          # default: [engine]'s
 //! max-container-log-line-size = 16384         # bytes of a line per log record (0: any)
+//! stream-address = "127.0.0.1"                # exec/attach/port-forward server (default)
+//! stream-port = 0                             # 0: any free port (default)
+//! stream-idle-timeout = 14400                 # seconds a stream may pass without traffic
 //! ```
 //!
 //! Unknown keys are refused, naming them, as the rest of the file's sections do.
@@ -38,6 +41,11 @@ pub struct CriConfig {
     pub cni_plugin_dirs: Option<Vec<PathBuf>>,
     /// bytes of a line per log record; 0: no limit
     pub max_container_log_line_size: u64,
+    /// the streaming server's address and port (0: any free one)
+    pub stream_address: std::net::IpAddr,
+    pub stream_port: u16,
+    /// how long a streaming connection may pass without traffic
+    pub stream_idle_timeout: std::time::Duration,
 }
 
 impl Default for CriConfig {
@@ -50,12 +58,15 @@ impl Default for CriConfig {
             cni_conf_dir: None,
             cni_plugin_dirs: None,
             max_container_log_line_size: DEFAULT_MAX_LOG_LINE,
+            stream_address: std::net::IpAddr::from([127, 0, 0, 1]),
+            stream_port: 0,
+            stream_idle_timeout: crate::streaming::DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
 
 const KEYS: &str = "listen, restrict-oom-score-adj, default-runtime-handler, pod-cgroup-parent, cni-conf-dir, \
-                    cni-plugin-dirs, max-container-log-line-size";
+                    cni-plugin-dirs, max-container-log-line-size, stream-address, stream-port, stream-idle-timeout";
 
 impl CriConfig {
     pub fn from_table(t: Option<&toml::Table>, origin: &Path) -> Result<CriConfig> {
@@ -102,6 +113,25 @@ impl CriConfig {
                         .and_then(|n| u64::try_from(n).ok())
                         .ok_or_else(|| err(key, "must be a number of bytes (0: no limit)"))?
                 }
+                "stream-address" => {
+                    c.stream_address = string(key, value)?
+                        .parse()
+                        .map_err(|_| err(key, "must be an IP address (127.0.0.1, ::1, 0.0.0.0)"))?
+                }
+                "stream-port" => {
+                    c.stream_port = value
+                        .as_integer()
+                        .and_then(|n| u16::try_from(n).ok())
+                        .ok_or_else(|| err(key, "must be a TCP port (0: any free port)"))?
+                }
+                "stream-idle-timeout" => {
+                    let secs = value
+                        .as_integer()
+                        .and_then(|n| u64::try_from(n).ok())
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| err(key, "must be a positive number of seconds"))?;
+                    c.stream_idle_timeout = std::time::Duration::from_secs(secs)
+                }
                 _ => return Err(err(key, &format!("unknown key ({KEYS})"))),
             }
         }
@@ -123,8 +153,11 @@ mod tests {
         assert!(c.restrict_oom_score_adj);
         let e = parse("restrict-oom-score-adj = \"yes\"").unwrap_err().to_string();
         assert!(e.contains("/etc/berth/berth.toml") && e.contains("cri.restrict-oom-score-adj"), "{e}");
-        let e = parse("stream-port = 1").unwrap_err().to_string();
-        assert!(e.contains("cri.stream-port: unknown key"), "{e}");
+        let e = parse("stream-tls-cert = \"/x\"").unwrap_err().to_string();
+        assert!(e.contains("cri.stream-tls-cert: unknown key"), "{e}");
+        let c = parse("stream-address = \"::1\"\nstream-port = 10010\nstream-idle-timeout = 60").unwrap();
+        assert_eq!(c.stream_address, std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST));
+        assert_eq!((c.stream_port, c.stream_idle_timeout.as_secs()), (10010, 60));
         assert_eq!(c.max_container_log_line_size, DEFAULT_MAX_LOG_LINE);
         let c = parse(
             "default-runtime-handler = \"runc\"\npod-cgroup-parent = \"/kubepods\"\ncni-conf-dir = \"/etc/cni/net.d\"\n\
@@ -143,6 +176,9 @@ mod tests {
             ("cni-plugin-dirs = \"/opt/cni/bin\"", "must be a list"),
             ("max-container-log-line-size = -1", "number of bytes"),
             ("default-runtime-handler = \"\"", "non-empty"),
+            ("stream-address = \"localhost\"", "cri.stream-address: must be an IP address"),
+            ("stream-port = 70000", "cri.stream-port: must be a TCP port"),
+            ("stream-idle-timeout = 0", "positive number of seconds"),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(what), "{text}: {e}");

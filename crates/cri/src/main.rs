@@ -10,6 +10,7 @@ use berth_cri::config::CriConfig;
 use berth_cri::proto::image_service_server::ImageServiceServer;
 use berth_cri::proto::runtime_service_server::RuntimeServiceServer;
 use berth_cri::service::{Cri, Settings};
+use berth_cri::streaming::{Server as StreamServer, StreamConfig};
 use berth_cri::{paths, socket, Error, Result};
 use berth_engine::Engine;
 use clap::Parser;
@@ -77,7 +78,16 @@ fn run(args: &Args) -> Result<()> {
         max_log_line: cri_config.max_container_log_line_size,
         ..Default::default()
     };
-    let cri = Cri::new(engine, settings).map_err(|e| Error::io("start watching containers", e))?;
+    let mut cri = Cri::new(engine, settings).map_err(|e| Error::io("start watching containers", e))?;
+    let stream_config = StreamConfig {
+        address: cri_config.stream_address,
+        port: cri_config.stream_port,
+        idle_timeout: cri_config.stream_idle_timeout,
+    };
+    let streams = StreamServer::start(cri.engine.clone(), &stream_config)
+        .map_err(|e| Error::io(format!("streaming server on {}:{}", stream_config.address, stream_config.port), e))?;
+    eprintln!("berthd: streaming server (exec, attach, port-forward) on {}", streams.base());
+    cri.streams = Some(std::sync::Arc::new(streams));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("berthd")

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod pods;
 pub mod runtime;
 pub mod stats;
+pub mod streams;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub struct Cri {
     pub events: events::Events,
     pub settings: Arc<Settings>,
     pub cpu_samples: stats::CpuSamples,
+    /// where Exec, Attach and PortForward send their clients (None until berthd starts it)
+    pub streams: Option<Arc<crate::streaming::Server>>,
 }
 
 /// What berthd was configured with beyond the engine's own settings.
@@ -66,7 +69,7 @@ impl Cri {
     pub fn new(engine: Engine, settings: Settings) -> std::io::Result<Cri> {
         let engine = Arc::new(engine);
         let events = events::Events::start(engine.clone())?;
-        Ok(Cri { engine, events, settings: Arc::new(settings), cpu_samples: Default::default() })
+        Ok(Cri { engine, events, settings: Arc::new(settings), cpu_samples: Default::default(), streams: None })
     }
 
     /// Runs `f` with the engine on tokio's blocking pool.
@@ -184,6 +187,9 @@ cri_service! {
                 => containers::update_resources;
             reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse => containers::reopen_log;
             exec_sync(ExecSyncRequest) -> ExecSyncResponse => containers::exec_sync;
+            exec(ExecRequest) -> ExecResponse => streams::exec;
+            attach(AttachRequest) -> AttachResponse => streams::attach;
+            port_forward(PortForwardRequest) -> PortForwardResponse => streams::port_forward;
             container_stats(ContainerStatsRequest) -> ContainerStatsResponse => stats::container;
             list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse => stats::list_containers;
             pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse => stats::pod;
@@ -208,10 +214,6 @@ cri_service! {
                 -> StreamPodSandboxMetricsStream<StreamPodSandboxMetricsResponse> => metrics::stream;
         }
         not_implemented {
-            // Streaming (exec, attach, port-forward) is berthd's next part.
-            Exec: exec(ExecRequest) -> ExecResponse;
-            Attach: attach(AttachRequest) -> AttachResponse;
-            PortForward: port_forward(PortForwardRequest) -> PortForwardResponse;
             CheckpointContainer: checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
         }
         not_implemented_streams {}
