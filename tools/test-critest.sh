@@ -67,10 +67,8 @@ if [ "${1:-}" = --inside ]; then
 fi
 
 # Specs not run, and why:
-# - streaming (exec, attach, port-forward through the streaming server): berthd answers Exec,
-#   Attach and PortForward with Unimplemented until the streaming server ("berthd, part 2");
 # - the image pinned by digest: its digest is the real image's, which cannot be made offline.
-SKIP='Streaming runtime should support streaming interfaces|public image with digest should be pulled and removed'
+SKIP='public image with digest should be pulled and removed'
 export SKIP
 
 CRITEST=${CRITEST:-$project/../shared/bin/critest}

@@ -9,7 +9,7 @@ use crate::support::*;
 
 /// crictl from `$CRICTL`, else `../shared/bin/crictl` beside the workspace; `None` (after a
 /// loud message) when it is absent, a failure under CI.
-fn crictl_path() -> Option<PathBuf> {
+pub fn crictl_path() -> Option<PathBuf> {
     let path = std::env::var_os("CRICTL")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -23,7 +23,8 @@ fn crictl_path() -> Option<PathBuf> {
     None
 }
 
-fn crictl(bin: &PathBuf, args: &[&str]) -> String {
+/// `crictl ARGS` on the suite's berthd, as a command to run.
+pub fn crictl_command(bin: &PathBuf, args: &[&str]) -> Command {
     let s = suite();
     let mut c = Command::new(bin);
     c.arg("--config")
@@ -37,7 +38,18 @@ fn crictl(bin: &PathBuf, args: &[&str]) -> String {
         .args(args)
         .env_remove("CONTAINER_RUNTIME_ENDPOINT")
         .env_remove("IMAGE_SERVICE_ENDPOINT");
-    let o = berth_testkit::children::spawn(&mut c, None).wait(Duration::from_secs(120));
+    c
+}
+
+/// `crictl ARGS` (with `stdin`, if any): its output, whatever its exit code.
+pub fn crictl_output(bin: &PathBuf, args: &[&str], stdin: Option<&[u8]>) -> berth_testkit::children::Output {
+    let mut c = crictl_command(bin, args);
+    berth_testkit::children::spawn(&mut c, stdin.map(<[u8]>::to_vec)).wait(Duration::from_secs(120))
+}
+
+/// `crictl ARGS`, which must succeed: its stdout.
+pub fn crictl(bin: &PathBuf, args: &[&str]) -> String {
+    let o = crictl_output(bin, args, None);
     assert_eq!(o.code, 0, "crictl {args:?}:\n{}\n{}", o.stdout, o.stderr);
     o.stdout
 }

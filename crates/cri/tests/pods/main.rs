@@ -13,6 +13,7 @@ mod images;
 mod lifecycle;
 mod metrics;
 mod security;
+mod streaming;
 mod support;
 mod userns;
 
@@ -50,6 +51,12 @@ fn main() {
         security::selinux_options_where_the_host_has_no_selinux,
         security::image_volumes,
         crictl::runs_a_pod_end_to_end,
+        streaming::exec_over_both_transports,
+        streaming::exec_with_a_terminal,
+        streaming::concurrent_execs_and_grpc_while_streaming,
+        streaming::attach_to_a_containers_stdio,
+        streaming::port_forward_over_both_transports,
+        streaming::port_forward_on_the_host_network,
         config::cri_section_configures_pods,
         userns::pods_with_their_own_user_namespace,
         userns::user_namespace_refusals,

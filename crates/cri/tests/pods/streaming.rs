@@ -1,0 +1,298 @@
+//! Exec, attach and port-forward through berthd's streaming server, driven by the real
+//! crictl over both of its transports (SPDY, and WebSocket where crictl offers it).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use berth_testkit::children::spawn_with_stdin_pipe;
+use berth_testkit::terminal::Terminal;
+
+use crate::crictl::{crictl, crictl_command, crictl_output, crictl_path};
+use crate::support::*;
+
+/// crictl's transports for exec, attach and port-forward.
+const TRANSPORTS: [&str; 1] = ["spdy"];
+
+struct Pod {
+    bin: PathBuf,
+    name: String,
+    id: String,
+    container: String,
+}
+
+impl Pod {
+    /// A pod (on the node's network when `host_network`) with one started container.
+    fn run(bin: &PathBuf, what: &str, host_network: bool, container: serde_json::Value) -> Pod {
+        let s = suite();
+        let name = unique(what);
+        let logs = s.dir.join("logs").join(&name);
+        std::fs::create_dir_all(&logs).unwrap();
+        let pod_json = s.dir.join(format!("{name}-pod.json"));
+        let ctr_json = s.dir.join(format!("{name}-ctr.json"));
+        let mut pod = serde_json::json!({
+            "metadata": {"name": name, "namespace": "berthd-test", "uid": format!("uid-{name}")},
+            "hostname": name,
+            "log_directory": logs,
+            "linux": {"cgroup_parent": format!("{}/pod-{name}", s.cgroup_parent)}
+        });
+        if host_network {
+            pod["linux"]["security_context"] = serde_json::json!({"namespace_options": {"network": 2}});
+        }
+        std::fs::write(&pod_json, pod.to_string()).unwrap();
+        let mut ctr = serde_json::json!({
+            "metadata": {"name": "main"},
+            "image": {"image": IMAGE},
+            "log_path": "main.log",
+        });
+        for (k, v) in container.as_object().unwrap() {
+            ctr[k] = v.clone();
+        }
+        std::fs::write(&ctr_json, ctr.to_string()).unwrap();
+        let id = crictl(bin, &["runp", pod_json.to_str().unwrap()]).trim().to_string();
+        let container =
+            crictl(bin, &["create", &id, ctr_json.to_str().unwrap(), pod_json.to_str().unwrap()]).trim().to_string();
+        crictl(bin, &["start", &container]);
+        Pod { bin: bin.clone(), name, id, container }
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        let _ = crictl_output(&self.bin, &["stopp", &self.id], None);
+        let _ = crictl_output(&self.bin, &["rmp", &self.id], None);
+        let s = suite();
+        berth_testkit::host::remove_cgroups(&format!("{}/pod-{}", s.cgroup_parent.trim_start_matches('/'), self.name));
+    }
+}
+
+fn sleeper() -> serde_json::Value {
+    serde_json::json!({"command": ["sleep", "1000"]})
+}
+
+pub fn exec_over_both_transports() {
+    let Some(bin) = crictl_path() else { return };
+    let pod = Pod::run(&bin, "exec", false, sleeper());
+    let c = pod.container.as_str();
+    for t in TRANSPORTS {
+        let o = crictl_output(&bin, &["exec", "-r", t, c, "echo", "-n", "hello"], None);
+        assert_eq!((o.code, o.stdout.as_str()), (0, "hello"), "{t}: {o:?}");
+
+        // Output on both streams and the exit code, as ExecSync (`exec -s`) gives them.
+        let script = "echo out; echo err >&2";
+        let streamed = crictl_output(&bin, &["exec", "-r", t, c, "sh", "-c", script], None);
+        let synced = crictl_output(&bin, &["exec", "-s", c, "sh", "-c", script], None);
+        assert_eq!((streamed.code, synced.code), (0, 0), "{t}: {streamed:?} {synced:?}");
+        assert_eq!((streamed.stdout.as_str(), streamed.stderr.as_str()), ("out\n", "err\n"), "{t}");
+        // (crictl prints ExecSync's stdout and stderr both to its stdout.)
+        assert_eq!(synced.stdout, "out\n\nerr\n\n", "{t}");
+        // crictl exits 1 and names the code the Status object carried (as ExecSync's).
+        let streamed = crictl_output(&bin, &["exec", "-r", t, c, "sh", "-c", "exit 3"], None);
+        let synced = crictl_output(&bin, &["exec", "-s", c, "sh", "-c", "exit 3"], None);
+        assert_eq!(streamed.code, 1, "{t}: {streamed:?}");
+        assert!(streamed.stderr.contains("command terminated with exit code 3"), "{t}: {streamed:?}");
+        assert!(synced.stderr.contains("exited with 3"), "{synced:?}");
+
+        // stdin reaches the process, and its end closes the process's stdin.
+        let input = b"line one\nline two\n";
+        let o = crictl_output(&bin, &["exec", "-r", t, "-i", c, "sh", "-c", "cat; echo done"], Some(input));
+        assert_eq!((o.code, o.stdout.as_str()), (0, "line one\nline two\ndone\n"), "{t}: {o:?}");
+
+        // More than one SPDY window's worth of output (the clients never grant more).
+        let o = crictl_output(&bin, &["exec", "-r", t, c, "sh", "-c", "yes 0123456789abcdef | head -c 1000000"], None);
+        assert_eq!(o.code, 0, "{t}: {:?}", o.stderr);
+        assert_eq!(o.stdout.len(), 1_000_000, "{t}");
+
+        // A command that does not exist: crictl fails, naming it.
+        let o = crictl_output(&bin, &["exec", "-r", t, c, "/no/such/program"], None);
+        assert_ne!(o.code, 0, "{t}: {o:?}");
+    }
+    // A command in a container that is not berthd's, or no container at all, gets no URL.
+    let o = crictl_output(&bin, &["exec", "0123456789abcdef", "true"], None);
+    assert_ne!(o.code, 0, "{o:?}");
+}
+
+pub fn exec_with_a_terminal() {
+    let Some(bin) = crictl_path() else { return };
+    let pod = Pod::run(&bin, "exec-tty", false, sleeper());
+    for t in TRANSPORTS {
+        let cmd = crictl_command(&bin, &["exec", "-r", t, "-it", &pod.container, "sh"]);
+        let term = Terminal::spawn(cmd, 30, 100);
+        // The terminal's size from the start, then as it changes.
+        term.write("stty size; echo mark-$((6*7))\r");
+        term.wait_for("mark-42");
+        assert!(term.output().contains("30 100"), "{t}: {:?}", term.output());
+        term.resize(40, 120);
+        // crictl forwards the change when it sees SIGWINCH; the size shows once it arrived.
+        wait_until("the new terminal size inside", Duration::from_secs(30), || {
+            term.write("stty size\r");
+            std::thread::sleep(Duration::from_millis(200));
+            term.output().contains("40 120")
+        });
+        // A terminal merges stderr into its output; the exit code comes back.
+        term.write("echo to-stderr-$((1+1)) >&2; exit 7\r");
+        term.wait_for("to-stderr-2");
+        let (code, out) = term.wait();
+        assert_eq!(code, 1, "{t}: {out:?}");
+        assert!(out.contains("command terminated with exit code 7"), "{t}: {out:?}");
+    }
+}
+
+pub fn concurrent_execs_and_grpc_while_streaming() {
+    let Some(bin) = crictl_path() else { return };
+    let pod = Pod::run(&bin, "exec-many", false, sleeper());
+    let c = pod.container.clone();
+    // One stream left open (stdin not yet closed) while other calls go on.
+    let mut cmd = crictl_command(&bin, &["exec", "-i", &c, "cat"]);
+    let (open, mut stdin) = spawn_with_stdin_pipe(&mut cmd);
+    stdin.write_all(b"first\n").unwrap();
+    open.wait_for_stdout("first");
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            let (bin, c) = (bin.clone(), c.clone());
+            let t = TRANSPORTS[i % TRANSPORTS.len()];
+            std::thread::spawn(move || {
+                crictl_output(&bin, &["exec", "-r", t, &c, "sh", "-c", &format!("echo n{i}")], None)
+            })
+        })
+        .collect();
+    for (i, th) in threads.into_iter().enumerate() {
+        let o = th.join().unwrap();
+        assert_eq!((o.code, o.stdout.trim()), (0, format!("n{i}").as_str()), "{o:?}");
+    }
+    assert!(crictl(&bin, &["ps", "-q"]).contains(&c));
+    assert!(crictl(&bin, &["exec", "-s", &c, "echo", "sync"]).contains("sync"));
+    stdin.write_all(b"second\n").unwrap();
+    drop(stdin);
+    let o = open.wait(Duration::from_secs(60));
+    assert_eq!((o.code, o.stdout.as_str()), (0, "first\nsecond\n"), "{o:?}");
+}
+
+pub fn attach_to_a_containers_stdio() {
+    let Some(bin) = crictl_path() else { return };
+    for t in TRANSPORTS {
+        let pod =
+            Pod::run(&bin, "attach", false, serde_json::json!({"command": ["sh"], "stdin": true, "stdin_once": true}));
+        let c = pod.container.as_str();
+        let mut cmd = crictl_command(&bin, &["attach", "-r", t, "-i", c]);
+        let (first, mut stdin) = spawn_with_stdin_pipe(&mut cmd);
+        stdin.write_all(b"echo hello-$((2+3))\n").unwrap();
+        first.wait_for_stdout("hello-5");
+        // A second client sees the same output.
+        let mut cmd = crictl_command(&bin, &["attach", "-r", t, c]);
+        let second = berth_testkit::children::spawn(&mut cmd, None);
+        std::thread::sleep(Duration::from_millis(500));
+        stdin.write_all(b"echo again-$((3+4)); echo oops >&2\n").unwrap();
+        first.wait_for_stdout("again-7");
+        second.wait_for_stdout("again-7");
+        // The end of the first client's input is the end of the container's (stdin_once):
+        // the shell exits, and both sessions end cleanly.
+        drop(stdin);
+        let o = first.wait(Duration::from_secs(60));
+        assert_eq!(o.code, 0, "{t}: {o:?}");
+        assert!(o.stderr.contains("oops"), "{t}: {o:?}");
+        let o = second.wait(Duration::from_secs(60));
+        assert_eq!(o.code, 0, "{t}: {o:?}");
+        wait_until("the container to exit", Duration::from_secs(30), || {
+            crictl(&bin, &["inspect", c]).contains("CONTAINER_EXITED")
+        });
+    }
+}
+
+/// `crictl port-forward POD :PORT` on `transport`, running until dropped: the local port.
+struct Forward {
+    child: Option<berth_testkit::children::Spawned>,
+    local: u16,
+}
+
+impl Forward {
+    fn start(bin: &PathBuf, transport: &str, pod: &str, port: u16) -> Forward {
+        let mut cmd = crictl_command(bin, &["port-forward", "-r", transport, pod, &format!(":{port}")]);
+        let child = berth_testkit::children::spawn(&mut cmd, None);
+        child.wait_for_stdout(&format!("-> {port}"));
+        let out = child.stdout_so_far();
+        let local = out
+            .lines()
+            .find_map(|l| l.strip_prefix("Forwarding from 127.0.0.1:"))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no local port in {out:?}"));
+        Forward { child: Some(child), local }
+    }
+
+    fn get(&self, path: &str) -> berth_testkit::children::Output {
+        let url = format!("http://127.0.0.1:{}/{path}", self.local);
+        berth_testkit::children::run(std::process::Command::new("curl").args(["-sS", "--max-time", "60", &url]))
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            // SAFETY: our own child, by pid.
+            unsafe { libc::kill(child.pid as i32, libc::SIGINT) };
+            let _ = child.wait(Duration::from_secs(30));
+        }
+    }
+}
+
+/// A web server in a container: `/` says hello, `/big` is 3 MB.
+fn web_server(port: u16) -> serde_json::Value {
+    let script = format!(
+        "mkdir -p /tmp/www && echo hello-from-the-pod > /tmp/www/index.html && \
+         yes 0123456789abcdef | head -c 3000000 > /tmp/www/big && exec httpd -f -p {port} -h /tmp/www"
+    );
+    serde_json::json!({"command": ["sh", "-c", script]})
+}
+
+pub fn port_forward_over_both_transports() {
+    let Some(bin) = crictl_path() else { return };
+    let pod = Pod::run(&bin, "portfwd", false, web_server(8080));
+    let big_sum = {
+        let o = crictl_output(&bin, &["exec", "-s", &pod.container, "sh", "-c", "sleep 1; md5sum /tmp/www/big"], None);
+        o.stdout.split(' ').next().unwrap_or_default().to_string()
+    };
+    for t in TRANSPORTS {
+        let f = Forward::start(&bin, t, &pod.id, 8080);
+        wait_until("the forwarded server to answer", Duration::from_secs(60), || {
+            f.get("").stdout.contains("hello-from-the-pod")
+        });
+        // Each connection is its own; several in turn and at once.
+        for _ in 0..3 {
+            assert_eq!(f.get("").stdout, "hello-from-the-pod\n", "{t}");
+        }
+        let at_once: Vec<_> = (0..3)
+            .map(|_| {
+                let url = format!("http://127.0.0.1:{}/big", f.local);
+                std::thread::spawn(move || {
+                    let o = berth_testkit::children::run(
+                        std::process::Command::new("sh")
+                            .args(["-c", &format!("curl -sS --max-time 60 {url} | md5sum")]),
+                    );
+                    o.stdout.split(' ').next().unwrap_or_default().to_string()
+                })
+            })
+            .collect();
+        for th in at_once {
+            assert_eq!(th.join().unwrap(), big_sum, "{t}: a forwarded download differs");
+        }
+        // A port nothing listens on fails that connection, not the forward.
+        let closed = Forward::start(&bin, t, &pod.id, 8081);
+        let o = closed.get("");
+        assert_ne!(o.code, 0, "{t}: {o:?}");
+        assert_eq!(f.get("").stdout, "hello-from-the-pod\n", "{t}");
+    }
+}
+
+pub fn port_forward_on_the_host_network() {
+    let Some(bin) = crictl_path() else { return };
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let pod = Pod::run(&bin, "portfwd-host", true, web_server(port));
+    let f = Forward::start(&bin, "spdy", &pod.id, port);
+    wait_until("the forwarded server to answer", Duration::from_secs(60), || {
+        f.get("").stdout.contains("hello-from-the-pod")
+    });
+}
