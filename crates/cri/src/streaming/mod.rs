@@ -12,6 +12,7 @@ pub mod http;
 pub mod portforward;
 pub mod remotecommand;
 pub mod spdy;
+pub mod websocket;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -174,7 +175,7 @@ fn refused(status: u16, message: impl Into<String>) -> Refused {
 }
 
 /// The first protocol of the client's (in its order) that the server speaks.
-fn negotiate<'a, T: Copy>(offered: &[&str], supported: &'a [(&'a str, T)]) -> Option<(&'a str, T)> {
+fn negotiate<T: Copy>(offered: &[&str], supported: &[(&'static str, T)]) -> Option<(&'static str, T)> {
     offered.iter().find_map(|o| supported.iter().find(|(name, _)| name == o).copied())
 }
 
@@ -195,10 +196,18 @@ fn serve(sock: &mut TcpStream, req: http::Request, inner: &Arc<Inner>) -> Result
     let Some(request) = request else {
         return Err(refused(404, format!("{}: no such stream (unknown, used or expired token)", req.path)));
     };
-    if req.has_token("upgrade", "spdy/3.1") && req.has_token("connection", "upgrade") {
-        return serve_spdy(sock, req, request, inner);
+    if req.has_token("connection", "upgrade") {
+        if req.has_token("upgrade", "spdy/3.1") {
+            return serve_spdy(sock, req, request, inner);
+        }
+        if req.has_token("upgrade", "websocket") {
+            return serve_websocket(sock, req, request, inner);
+        }
     }
-    Err(refused(400, "the request must upgrade the connection to SPDY/3.1 (Connection: Upgrade, Upgrade: SPDY/3.1)"))
+    Err(refused(
+        400,
+        "the request must upgrade the connection (Connection: Upgrade) to SPDY/3.1 or websocket (Upgrade: SPDY/3.1 or websocket)",
+    ))
 }
 
 fn serve_spdy(sock: &mut TcpStream, req: http::Request, request: Request, inner: &Arc<Inner>) -> Result<(), Refused> {
@@ -206,7 +215,7 @@ fn serve_spdy(sock: &mut TcpStream, req: http::Request, request: Request, inner:
     if offered.is_empty() {
         return Err(refused(400, "X-Stream-Protocol-Version: missing"));
     }
-    let supported: Vec<(&str, Option<Version>)> = match &request {
+    let supported: Vec<(&'static str, Option<Version>)> = match &request {
         Request::PortForward { .. } => vec![(portforward::PROTOCOL, None)],
         _ => remotecommand::SPDY_VERSIONS.iter().map(|(n, v)| (*n, Some(*v))).collect(),
     };
@@ -230,14 +239,26 @@ fn serve_spdy(sock: &mut TcpStream, req: http::Request, request: Request, inner:
     match request {
         Request::Exec { container, cmd, stdio } => {
             let target = Target::Exec { container, cmd };
-            let mut h =
-                SpdyExec::new(inner.engine.clone(), target, stdio, version.unwrap_or(Version::V4), writer.clone());
+            let mut h = SpdyExec::new(
+                inner.engine.clone(),
+                target,
+                stdio,
+                version.unwrap_or(Version::V4),
+                writer.clone(),
+                inner.idle_timeout,
+            );
             conn::serve(input, req.rest, &writer, &mut h);
         }
         Request::Attach { container, stdio } => {
             let target = Target::Attach { container };
-            let mut h =
-                SpdyExec::new(inner.engine.clone(), target, stdio, version.unwrap_or(Version::V4), writer.clone());
+            let mut h = SpdyExec::new(
+                inner.engine.clone(),
+                target,
+                stdio,
+                version.unwrap_or(Version::V4),
+                writer.clone(),
+                inner.idle_timeout,
+            );
             conn::serve(input, req.rest, &writer, &mut h);
         }
         Request::PortForward { pod } => {
@@ -247,5 +268,80 @@ fn serve_spdy(sock: &mut TcpStream, req: http::Request, request: Request, inner:
     }
     writer.close();
     let _ = sock.flush();
+    Ok(())
+}
+
+fn serve_websocket(
+    sock: &mut TcpStream,
+    req: http::Request,
+    request: Request,
+    inner: &Arc<Inner>,
+) -> Result<(), Refused> {
+    use websocket::{WsReader, WsWriter};
+    if req.method != "GET" {
+        return Err(refused(400, "a WebSocket upgrade is a GET"));
+    }
+    if req.header("sec-websocket-version") != Some("13") {
+        return Err((
+            Refusal::new(400, "Sec-WebSocket-Version: 13 only"),
+            vec![("Sec-WebSocket-Version", "13".into())],
+        ));
+    }
+    let key = req.header("sec-websocket-key").unwrap_or_default();
+    let decoded = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, key);
+    if decoded.map(|k| k.len()) != Ok(16) {
+        return Err(refused(400, "Sec-WebSocket-Key: missing or not 16 bytes in base64"));
+    }
+    let offered = req.values("sec-websocket-protocol");
+    let accept = websocket::accept_key(key);
+    let mut headers =
+        vec![("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", accept.as_str())];
+    let channel_protocol = match &request {
+        Request::PortForward { .. } => {
+            if !offered.contains(&websocket::SPDY_TUNNEL) {
+                return Err(refused(
+                    400,
+                    format!(
+                        "port-forward over WebSocket is served as SPDY inside it: Sec-WebSocket-Protocol must offer {} (offered {offered:?})",
+                        websocket::SPDY_TUNNEL
+                    ),
+                ));
+            }
+            headers.push(("Sec-WebSocket-Protocol", websocket::SPDY_TUNNEL));
+            None
+        }
+        _ if offered.is_empty() => Some((Version::V1, websocket::Encoding::Binary)),
+        _ => {
+            let supported: Vec<(&'static str, (Version, websocket::Encoding))> =
+                websocket::CHANNEL_PROTOCOLS.iter().map(|(n, v, e)| (*n, (*v, *e))).collect();
+            let Some((name, chosen)) = negotiate(&offered, &supported) else {
+                let served = supported.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+                return Err(refused(403, format!("no subprotocol in common: offered {offered:?}, served {served}")));
+            };
+            headers.push(("Sec-WebSocket-Protocol", name));
+            Some(chosen)
+        }
+    };
+    http::switching_protocols(sock, &headers).map_err(|e| refused(500, e.to_string()))?;
+    let _ = sock.set_read_timeout(Some(inner.idle_timeout));
+    let (Ok(out), Ok(input)) = (sock.try_clone(), sock.try_clone()) else { return Ok(()) };
+    let writer = Arc::new(WsWriter::new(out));
+    let reader = WsReader::new(input, req.rest, writer.clone());
+    match (request, channel_protocol) {
+        (Request::Exec { container, cmd, stdio }, Some(p)) => {
+            websocket::serve_exec(&inner.engine, Target::Exec { container, cmd }, stdio, p, reader, writer);
+        }
+        (Request::Attach { container, stdio }, Some(p)) => {
+            websocket::serve_exec(&inner.engine, Target::Attach { container }, stdio, p, reader, writer);
+        }
+        (Request::PortForward { pod }, _) => {
+            let Ok(shut) = sock.try_clone() else { return Ok(()) };
+            let spdy = Arc::new(Writer::new(Box::new(websocket::WsBytes(writer.clone())), shut));
+            let mut h = portforward::SpdyPortForward::new(pod, spdy.clone());
+            conn::serve(reader, Vec::new(), &spdy, &mut h);
+            writer.abort();
+        }
+        _ => {}
+    }
     Ok(())
 }
