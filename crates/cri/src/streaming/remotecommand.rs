@@ -351,32 +351,24 @@ pub struct SpdyExec {
     streams: Vec<(u32, StreamType)>,
     session: Option<Arc<Session>>,
     resize: ResizeDecoder,
-    /// set once the session's streams are all there (the creation timeout's watch ends)
-    started: Arc<AtomicBool>,
+    idle_timeout: Duration,
 }
 
 /// How long the client has to open all its streams.
 pub const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl SpdyExec {
+    /// The client must open its streams within `STREAM_CREATION_TIMEOUT` (the socket's read
+    /// timeout until then); after that the connection may idle for `idle_timeout`.
     pub fn new(
         engine: Arc<Engine>,
         target: Target,
         stdio: ExecStdio,
         version: Version,
         writer: Arc<Writer>,
+        idle_timeout: Duration,
     ) -> SpdyExec {
-        let started = Arc::new(AtomicBool::new(false));
-        {
-            let (started, writer) = (started.clone(), writer.clone());
-            std::thread::spawn(move || {
-                std::thread::sleep(STREAM_CREATION_TIMEOUT);
-                if !started.load(Ordering::SeqCst) {
-                    conn::tracing_note("timed out waiting for the client to create its streams");
-                    writer.close();
-                }
-            });
-        }
+        let _ = writer.socket().set_read_timeout(Some(STREAM_CREATION_TIMEOUT));
         SpdyExec {
             engine,
             target,
@@ -386,7 +378,7 @@ impl SpdyExec {
             streams: Vec::new(),
             session: None,
             resize: Default::default(),
-            started,
+            idle_timeout,
         }
     }
 
@@ -416,7 +408,7 @@ impl SpdyExec {
     }
 
     fn begin(&mut self) {
-        self.started.store(true, Ordering::SeqCst);
+        let _ = self.writer.socket().set_read_timeout(Some(self.idle_timeout));
         let out = Arc::new(SpdyOutput {
             writer: self.writer.clone(),
             stdout: self.id_of(StreamType::Stdout),
@@ -501,7 +493,6 @@ impl conn::Handler for SpdyExec {
     }
 
     fn closed(&mut self) {
-        self.started.store(true, Ordering::SeqCst);
         if let Some(s) = &self.session {
             s.abort();
         }
