@@ -1,6 +1,7 @@
 //! berthd's `[cri]` section, on a second berthd with a store of its own: the default runtime
 //! handler, the cgroup parent of pods that send none, the CNI configuration directory pods
-//! join the first network of (and NetworkReady until there is one), and the log line limit.
+//! join the first network of (and NetworkReady until there is one), the log line limit, and
+//! the streaming server's address, port and idle timeout.
 
 use std::path::Path;
 use std::process::Command;
@@ -25,6 +26,10 @@ pub fn cri_section_configures_pods() {
     std::fs::create_dir_all(&netd).unwrap();
     let pods_parent = format!("{}/configured-pods", s.cgroup_parent);
     let config = dir.join("berth.toml");
+    let stream_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
     let suite_config = std::fs::read_to_string(&s.config).unwrap();
     std::fs::write(
         &config,
@@ -32,7 +37,8 @@ pub fn cri_section_configures_pods() {
             "[cri]\n",
             &format!(
                 "[cri]\ndefault-runtime-handler = \"runc\"\npod-cgroup-parent = \"{pods_parent}\"\n\
-                 cni-conf-dir = \"{}\"\nmax-container-log-line-size = 100\n",
+                 cni-conf-dir = \"{}\"\nmax-container-log-line-size = 100\n\
+                 stream-address = \"127.0.0.1\"\nstream-port = {stream_port}\nstream-idle-timeout = 1\n",
                 netd.display()
             ),
         ),
@@ -127,6 +133,31 @@ pub fn cri_section_configures_pods() {
     });
     let want = [("P", 100), ("P", 100), ("F", 50)].map(|(t, n)| (t.to_string(), n));
     assert_eq!(records, want, "a 250-byte line in records of 100 bytes");
+
+    // The streaming server on the configured port; a connection idle past the configured
+    // timeout is closed.
+    let url = block(c.runtime.port_forward(pb::PortForwardRequest { pod_sandbox_id: pod.clone(), port: vec![] }))
+        .expect("PortForward")
+        .into_inner()
+        .url;
+    let prefix = format!("http://127.0.0.1:{stream_port}/portforward/");
+    let path =
+        url.strip_prefix(&format!("http://127.0.0.1:{stream_port}")).unwrap_or_else(|| panic!("{url}: not {prefix}"));
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", stream_port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        conn,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+         X-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n"
+    )
+    .unwrap();
+    // (The read fails on its own 30 s timeout if the server keeps the connection: the default
+    // idle timeout is 4 h.)
+    let mut got = Vec::new();
+    let n = conn.read_to_end(&mut got);
+    assert!(n.is_ok(), "the idle connection was not closed: {n:?}");
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 101 "), "{:?}", String::from_utf8_lossy(&got));
 
     block(c.runtime.stop_pod_sandbox(pb::StopPodSandboxRequest { pod_sandbox_id: pod.clone() })).unwrap();
     block(c.runtime.remove_pod_sandbox(pb::RemovePodSandboxRequest { pod_sandbox_id: pod })).unwrap();

@@ -57,6 +57,7 @@ fn main() {
         streaming::attach_to_a_containers_stdio,
         streaming::port_forward_over_both_transports,
         streaming::port_forward_on_the_host_network,
+        streaming::hostile_streaming_clients,
         config::cri_section_configures_pods,
         userns::pods_with_their_own_user_namespace,
         userns::user_namespace_refusals,

@@ -1,7 +1,8 @@
 //! Exec, attach and port-forward through berthd's streaming server, driven by the real
 //! crictl over both of its transports (SPDY, and WebSocket where crictl offers it).
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use crate::crictl::{crictl, crictl_command, crictl_output, crictl_path};
 use crate::support::*;
 
 /// crictl's transports for exec, attach and port-forward.
-const TRANSPORTS: [&str; 1] = ["spdy"];
+const TRANSPORTS: [&str; 2] = ["spdy", "websocket"];
 
 struct Pod {
     bin: PathBuf,
@@ -291,8 +292,144 @@ pub fn port_forward_on_the_host_network() {
         l.local_addr().unwrap().port()
     };
     let pod = Pod::run(&bin, "portfwd-host", true, web_server(port));
-    let f = Forward::start(&bin, "spdy", &pod.id, port);
-    wait_until("the forwarded server to answer", Duration::from_secs(60), || {
-        f.get("").stdout.contains("hello-from-the-pod")
-    });
+    for t in TRANSPORTS {
+        let f = Forward::start(&bin, t, &pod.id, port);
+        wait_until("the forwarded server to answer", Duration::from_secs(60), || {
+            f.get("").stdout.contains("hello-from-the-pod")
+        });
+    }
+}
+
+/// The address and path of a streaming URL.
+fn split_url(url: &str) -> (String, String) {
+    let rest = url.strip_prefix("http://").unwrap_or_else(|| panic!("{url}: not http://"));
+    let (addr, path) = rest.split_once('/').unwrap();
+    (addr.to_string(), format!("/{path}"))
+}
+
+/// Sends a request head; the response's status and the connection (past the head).
+fn request(addr: &str, head: &str) -> (u16, TcpStream) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut b = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => got.push(b[0]),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status in {text:?}"));
+    (status, s)
+}
+
+fn spdy_upgrade(method: &str, path: &str, protocol: &str) -> String {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+         X-Stream-Protocol-Version: {protocol}\r\n\r\n"
+    )
+}
+
+/// Reads until the server closes the connection (it must, within the read timeout).
+fn closed_by_server(mut s: TcpStream, what: &str) {
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("{what}: the server kept the connection open ({e})"),
+        }
+    }
+}
+
+pub fn hostile_streaming_clients() {
+    use berth_cri::proto as pb;
+    use berth_cri::streaming::spdy::{Codec, Frame};
+    let Some(bin) = crictl_path() else { return };
+    let pod = Pod::run(&bin, "stream-hostile", false, sleeper());
+    let mut rt = cri().runtime;
+    let exec = |rt: &mut berth_cri::proto::runtime_service_client::RuntimeServiceClient<_>, r: pb::ExecRequest| {
+        block(rt.exec(r)).map(|r| r.into_inner().url)
+    };
+    let base = pb::ExecRequest { container_id: pod.container.clone(), cmd: vec!["cat".into()], ..Default::default() };
+    // Requests kubelet's streaming server refuses get no URL.
+    for (what, r, code) in [
+        ("tty with stderr", pb::ExecRequest { tty: true, stderr: true, ..base.clone() }, tonic::Code::InvalidArgument),
+        ("no stream", base.clone(), tonic::Code::InvalidArgument),
+        ("no command", pb::ExecRequest { cmd: vec![], stdout: true, ..base.clone() }, tonic::Code::InvalidArgument),
+        (
+            "no such container",
+            pb::ExecRequest { container_id: "feedbeef".into(), stdout: true, ..base.clone() },
+            tonic::Code::NotFound,
+        ),
+    ] {
+        assert_eq!(exec(&mut rt, r).unwrap_err().code(), code, "{what}");
+    }
+    let pf = block(rt.port_forward(pb::PortForwardRequest { pod_sandbox_id: "feedbeef".into(), port: vec![] }));
+    assert_eq!(pf.unwrap_err().code(), tonic::Code::NotFound);
+    let with_stdout = pb::ExecRequest { stdout: true, ..base.clone() };
+
+    // Tokens: unknown ones, a token on another route, and a used one touch nothing.
+    let (addr, path) = split_url(&exec(&mut rt, with_stdout.clone()).unwrap());
+    let v4 = "v4.channel.k8s.io";
+    assert_eq!(request(&addr, &spdy_upgrade("POST", "/exec/0123456789abcdef", v4)).0, 404);
+    assert_eq!(request(&addr, &spdy_upgrade("POST", &path.replace("/exec/", "/attach/"), v4)).0, 404);
+    assert_eq!(request(&addr, &format!("POST {path} HTTP/1.1\r\nHost: x\r\n\r\n")).0, 400, "not an upgrade");
+    assert_eq!(request(&addr, &spdy_upgrade("POST", &path, v4)).0, 404, "a used token");
+    let (_, path) = split_url(&exec(&mut rt, with_stdout.clone()).unwrap());
+    assert_eq!(request(&addr, &spdy_upgrade("POST", &path, "v9.channel.k8s.io")).0, 403, "no common protocol");
+    let (_, path) = split_url(&exec(&mut rt, with_stdout.clone()).unwrap());
+    assert_eq!(request(&addr, &format!("GET {path} HTTP/1.1\r\n{}\r\n\r\n", "x: y\r\n".repeat(10_000))).0, 431);
+
+    // Broken SPDY after the upgrade: the connection is dropped.
+    let mut frame = Vec::new();
+    Codec::new()
+        .encode(
+            &Frame::SynStream {
+                stream_id: 1,
+                associated_to: 0,
+                priority: 0,
+                flags: 0,
+                headers: vec![("streamtype".into(), "x".repeat(200_000))],
+            },
+            &mut frame,
+        )
+        .unwrap();
+    for (what, bytes) in [
+        ("a frame of another SPDY version", vec![0x80, 0x02, 0x00, 0x01, 0, 0, 0, 0]),
+        ("a header block that inflates past the limit", frame),
+        ("an oversized frame", vec![0x00, 0x00, 0x00, 0x01, 0x00, 0xff, 0xff, 0xff]),
+    ] {
+        let (_, path) = split_url(&exec(&mut rt, with_stdout.clone()).unwrap());
+        let (status, mut s) = request(&addr, &spdy_upgrade("POST", &path, v4));
+        assert_eq!(status, 101, "{what}");
+        s.write_all(&bytes).unwrap();
+        closed_by_server(s, what);
+    }
+
+    // A client that leaves mid-exec takes its process with it.
+    let r = pb::ExecRequest { cmd: vec!["sleep".into(), "4321".into()], ..with_stdout.clone() };
+    let (_, path) = split_url(&exec(&mut rt, r).unwrap());
+    let (status, mut s) = request(&addr, &spdy_upgrade("POST", &path, v4));
+    assert_eq!(status, 101);
+    let mut codec = Codec::new();
+    for (id, kind) in [(1, "error"), (3, "stdout")] {
+        let mut f = Vec::new();
+        let headers = vec![("streamtype".into(), kind.into())];
+        codec
+            .encode(&Frame::SynStream { stream_id: id, associated_to: 0, priority: 0, flags: 0, headers }, &mut f)
+            .unwrap();
+        s.write_all(&f).unwrap();
+    }
+    let running = || crictl(&bin, &["exec", "-s", &pod.container, "ps"]).contains("sleep 4321");
+    wait_until("the exec'd process to run", Duration::from_secs(30), running);
+    drop(s);
+    wait_until("the exec'd process to be killed", Duration::from_secs(30), || !running());
+
+    // berthd serves on.
+    let o = crictl_output(&bin, &["exec", &pod.container, "echo", "-n", "still-here"], None);
+    assert_eq!((o.code, o.stdout.as_str()), (0, "still-here"), "{o:?}");
 }
