@@ -11,7 +11,9 @@
 # pause), pushed to the registry and pulled through each server's PullImage (berthd's
 # [[registries.mirrors]], containerd's registry.mirrors). Each server runs under
 # `berth-bench subreaper`, so its double-forked helpers (monitors, shims) stay its
-# descendants for the memory count. Everything lives in a temp directory and the cgroup
+# descendants for the memory count. Then `berth-bench cri-streams`: `crictl exec` and
+# `crictl exec -s` of `true`, and 100 MB through `crictl port-forward` (CRICTL, default
+# ../shared/bin/crictl), each server in turn. Everything lives in a temp directory and the cgroup
 # parent /berth-bench-cri-TAG, both removed at the end.
 #   ITERATIONS (default 10); CRI_BENCH_ARGS: more `berth-bench cri` options (a quick run:
 #   "--concurrent 4 --memory-pods 5"); CRITEST_IMAGES (default ../shared/tools/critest)
@@ -110,6 +112,11 @@ EOF
         --cgroup-parent "$CGROUP_PARENT" --log-dir "$work/logs" \
         --pid berthd=$berthd --pid containerd=$containerd \
         berthd="unix://$work/berthd.sock" containerd="unix://$c/containerd.sock" || status=$?
+    # Exec and port-forward through each server's streaming server, as crictl drives them.
+    "$bin/berth-bench" cri-streams --crictl "$CRICTL" --iterations "${ITERATIONS:-10}" \
+        --image registry.k8s.io/e2e-test-images/busybox:1.29-2 \
+        --cgroup-parent "$CGROUP_PARENT/streams" --work-dir "$work" \
+        berthd="unix://$work/berthd.sock" containerd="unix://$c/containerd.sock" || status=$?
     kill -TERM "$berthd" "$containerd" "$registry" 2>/dev/null || true
     wait "$berthd" || true
     wait "$containerd" || true
@@ -129,6 +136,8 @@ done
 for t in containerd containerd-shim-runc-v2 runc docker-registry skopeo curl; do
     command -v $t >/dev/null || { echo "bench/cri.sh: $t is missing (make deps)" >&2; exit 1; }
 done
+export CRICTL=${CRICTL:-$project/../shared/bin/crictl}
+[ -x "$CRICTL" ] || { echo "bench/cri.sh: crictl ($CRICTL) is missing (set CRICTL)" >&2; exit 1; }
 CRITEST_IMAGES=${CRITEST_IMAGES:-$project/../shared/tools/critest}
 [ -x "$CRITEST_IMAGES/build-images.sh" ] || {
     echo "bench/cri.sh: $CRITEST_IMAGES/build-images.sh is missing (set CRITEST_IMAGES)" >&2
