@@ -421,6 +421,8 @@ impl Engine {
         let stdout = read(child.stdout.take().map(|r| Box::new(r) as Box<dyn std::io::Read + Send>));
         let stderr = read(child.stderr.take().map(|r| Box::new(r) as Box<dyn std::io::Read + Send>));
         let deadline = timeout.map(|t| Instant::now() + t);
+        // The runtime's end wakes the wait (its pidfd becomes readable), not a timer.
+        let pidfd = berth_sys::process::pidfd_open(child.id() as i32).ok();
         let status = loop {
             match child.try_wait() {
                 Ok(Some(st)) => break Some(st),
@@ -433,7 +435,15 @@ impl Engine {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break None;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            match &pidfd {
+                Some(fd) => {
+                    let left = deadline.map_or(-1, |d| {
+                        d.saturating_duration_since(Instant::now()).as_millis().clamp(1, i32::MAX as u128) as i32
+                    });
+                    let _ = berth_sys::process::poll_readable(&[std::os::fd::AsFd::as_fd(fd)], left);
+                }
+                None => std::thread::sleep(Duration::from_millis(5)),
+            }
         };
         let Some(status) = status else {
             // The exec'd process first (the runtime waits for it), then the runtime.
