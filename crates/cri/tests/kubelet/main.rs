@@ -1,0 +1,512 @@
+//! A real kubelet (v1.36, standalone: static pods from a manifest directory) running pods on
+//! berthd. The suite runs in a network and mount namespace of its own: a veth pair gives
+//! kubelet a node address (it refuses loopback), and tmpfs over /var/lib and /var/log keeps
+//! the paths kubelet writes whatever its configuration says (its device-plugin socket,
+//! /var/log/containers) off the host. kubelet is `$KUBELET` (default ../shared/bin/kubelet),
+//! crictl `$CRICTL`; absent, the suite fails under CI and is skipped loudly elsewhere.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use berth_testkit::check::wait_until;
+use berth_testkit::children::{spawn, Output, Spawned};
+use berth_testkit::trials;
+use libtest_mimic::Arguments;
+
+/// The node's address, on the suite's veth.
+const NODE_IP: &str = "10.250.0.1";
+const IMAGE: &str = "localhost/kubelet-test/busybox:1";
+
+struct Suite {
+    dir: PathBuf,
+    root: PathBuf,
+    config: PathBuf,
+    socket: PathBuf,
+    manifests: PathBuf,
+    crictl: PathBuf,
+    cgroup_root: String,
+    engine_cgroup: String,
+    bridge: String,
+    berthd: std::sync::Mutex<Option<Spawned>>,
+    kubelet: std::sync::Mutex<Option<Spawned>>,
+}
+
+static SUITE: OnceLock<Suite> = OnceLock::new();
+
+fn suite() -> &'static Suite {
+    SUITE.get().expect("suite initialised")
+}
+
+fn tool(var: &str, default: &str) -> Option<PathBuf> {
+    let path = std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bin").join(default));
+    if path.is_file() {
+        return Some(path);
+    }
+    let msg = format!("{default} not found at {} (set {var}): the kubelet suite did not run", path.display());
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
+    eprintln!("\n!!!!!!!!!! SKIPPED !!!!!!!!!!\n!!! {msg}\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n");
+    None
+}
+
+fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_berthd")).parent().unwrap().to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    spawn(cmd, None).wait(Duration::from_secs(120))
+}
+
+/// A network and mount namespace for the suite, before any thread starts (unshare of the
+/// mount namespace needs a single-threaded process).
+fn private_namespaces() {
+    // SAFETY: unshare and mount with valid arguments, in a single-threaded process.
+    unsafe {
+        assert_eq!(
+            libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWNS),
+            0,
+            "unshare: {}",
+            std::io::Error::last_os_error()
+        );
+        assert_eq!(
+            libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null()
+            ),
+            0
+        );
+        for dir in [c"/var/lib", c"/var/log"] {
+            assert_eq!(
+                libc::mount(c"tmpfs".as_ptr(), dir.as_ptr(), c"tmpfs".as_ptr(), 0, c"mode=0755".as_ptr().cast()),
+                0,
+                "tmpfs on {dir:?}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    for args in [
+        vec!["link", "set", "lo", "up"],
+        vec!["link", "add", "kv0", "type", "veth", "peer", "name", "kv1"],
+        vec!["addr", "add", &format!("{NODE_IP}/24"), "dev", "kv0"],
+        vec!["link", "set", "kv0", "up"],
+        vec!["link", "set", "kv1", "up"],
+    ] {
+        let st = Command::new("ip").args(&args).status().expect("ip");
+        assert!(st.success(), "ip {args:?}");
+    }
+}
+
+fn init(kubelet: PathBuf, crictl: PathBuf) {
+    let pid = std::process::id();
+    let dir = std::env::temp_dir().join(format!("berth-kubelet-test-{pid}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for bin in ["berth", "berth-monitor", "berth-oci"] {
+        assert!(bin_dir().join(bin).is_file(), "{bin} is not built: run `cargo build --workspace --bins` first");
+    }
+    // (Built and waited for before the reaper thread would reap cargo.)
+    let init = berth_testkit::init::berth_init(&bin_dir().join("../init"));
+    berth_testkit::children::become_subreaper(&dir);
+    let cgroup_root = format!("/berth-kubelet-test-{pid}");
+    let engine_cgroup = format!("/berth-kubelet-engine-{pid}");
+    let bridge = format!("bkb{}", pid % 1_000_000);
+    let config = dir.join("berth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[engine]\ncgroup-parent = \"{engine_cgroup}\"\ninit = \"{}\"\n[engine.network]\ndefault-name = \"kubelet-test\"\n\
+             default-bridge = \"{bridge}\"\ndefault-subnet = \"10.251.0.0/24\"\n[cri]\nrestrict-oom-score-adj = true\n",
+            init.display()
+        ),
+    )
+    .unwrap();
+    let manifests = dir.join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::create_dir_all(dir.join("hostpath")).unwrap();
+    let s = Suite {
+        root: dir.join("root"),
+        socket: dir.join("berthd.sock"),
+        config,
+        manifests,
+        crictl,
+        cgroup_root,
+        engine_cgroup,
+        bridge,
+        dir,
+        berthd: Default::default(),
+        kubelet: Default::default(),
+    };
+    assert!(SUITE.set(s).is_ok());
+    let s = suite();
+    load_image();
+    start_berthd();
+    // kubelet wants its cgroup root in every hierarchy beforehand.
+    for h in berth_testkit::host::hierarchies() {
+        std::fs::create_dir_all(berth_testkit::host::cgroup_path(&h, &s.cgroup_root)).unwrap();
+    }
+    if Path::new("/sys/fs/cgroup/unified").is_dir() {
+        std::fs::create_dir_all(format!("/sys/fs/cgroup/unified{}", s.cgroup_root)).unwrap();
+    }
+    start_kubelet(&kubelet);
+}
+
+fn load_image() {
+    use berth_testkit::image::{Compression, Layer, OciLayout};
+    let s = suite();
+    let layout_dir = s.dir.join("layout");
+    let bb = berth_testkit::image::busybox_layer(&s.dir).expect("busybox layer (is busybox-static installed?)");
+    let mut layout = OciLayout::create(&layout_dir).unwrap();
+    let img =
+        layout.image(&[Layer { tar: bb, compression: Compression::Gzip }], serde_json::json!({}), "amd64").unwrap();
+    layout.tag(IMAGE, &img.manifest_descriptor).unwrap();
+    let mut c = Command::new(bin_dir().join("berth"));
+    c.env_remove("BERTH_ROOT").arg("--root").arg(&s.root).arg("--config").arg(&s.config);
+    c.args(["load", "-q", "-i"]).arg(&layout_dir);
+    run(&mut c).ok("load the test image");
+}
+
+fn start_berthd() {
+    let s = suite();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_berthd"));
+    c.env_remove("BERTH_ROOT").env_remove("BERTH_CONFIG");
+    c.arg("--root").arg(&s.root).arg("--config").arg(&s.config);
+    c.arg("--listen").arg(format!("unix://{}", s.socket.display()));
+    let child = spawn(&mut c, None);
+    wait_until("berthd to serve", Duration::from_secs(30), || {
+        std::os::unix::net::UnixStream::connect(&s.socket).is_ok()
+    });
+    *s.berthd.lock().unwrap() = Some(child);
+}
+
+fn start_kubelet(kubelet: &Path) {
+    let s = suite();
+    let kroot = s.dir.join("kubelet");
+    std::fs::create_dir_all(&kroot).unwrap();
+    let config = s.dir.join("kubelet.yaml");
+    // This host: hybrid cgroups read as v1 (failCgroupV1), root cannot lower its OOM score
+    // (oomScoreAdj 0), swap may be on; the local API open to the test (anonymous, always
+    // allowed) on the node's address only.
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nfailCgroupV1: false\n\
+             cgroupDriver: cgroupfs\ncgroupRoot: {}\nfailSwapOn: false\noomScoreAdj: 0\nstaticPodPath: {}\n\
+             fileCheckFrequency: 1s\ncontainerRuntimeEndpoint: unix://{}\naddress: {NODE_IP}\nreadOnlyPort: 10255\n\
+             authentication:\n  anonymous: {{enabled: true}}\n  webhook: {{enabled: false}}\n\
+             authorization: {{mode: AlwaysAllow}}\n\
+             evictionHard: {{memory.available: \"1Mi\", nodefs.available: \"1%\", imagefs.available: \"1%\", nodefs.inodesFree: \"1%\"}}\n\
+             podLogsDir: {}\n",
+            s.cgroup_root,
+            s.manifests.display(),
+            s.socket.display(),
+            s.dir.join("pod-logs").display(),
+        ),
+    )
+    .unwrap();
+    let mut c = Command::new(kubelet);
+    c.arg("--config").arg(&config).arg("--root-dir").arg(&kroot);
+    c.args(["--node-ip", NODE_IP, "--hostname-override", "berth-node", "--v=2"]);
+    let child = spawn(&mut c, None);
+    wait_until("kubelet's health check", Duration::from_secs(60), || {
+        http_get("127.0.0.1:10248", "/healthz").is_some_and(|b| b == "ok")
+    });
+    *s.kubelet.lock().unwrap() = Some(child);
+}
+
+/// GET `path` on `addr`: the body of a 200 answer.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    // A chunked body (kubelet's JSON) is unchunked.
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let mut rest = body;
+        let mut joined = String::new();
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            if n == 0 {
+                break;
+            }
+            joined.push_str(after.get(..n)?);
+            rest = after.get(n + 2..)?;
+        }
+        return Some(joined);
+    }
+    Some(body.to_string())
+}
+
+/// `crictl ARGS` on berthd: its output.
+fn crictl(args: &[&str]) -> Output {
+    let s = suite();
+    let mut c = Command::new(&s.crictl);
+    c.args(["--config", "/dev/null", "--timeout", "60s"]);
+    c.arg("--runtime-endpoint").arg(format!("unix://{}", s.socket.display()));
+    c.arg("--image-endpoint").arg(format!("unix://{}", s.socket.display()));
+    c.args(args).env_remove("CONTAINER_RUNTIME_ENDPOINT").env_remove("IMAGE_SERVICE_ENDPOINT");
+    run(&mut c)
+}
+
+/// The containers named `name` (all attempts) as crictl lists them: (id, state, attempt).
+fn containers(name: &str) -> Vec<(String, String, u32)> {
+    let o = crictl(&["ps", "-a", "--name", &format!("^{name}$"), "-o", "json"]).ok("crictl ps");
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    v["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap_or_default().to_string(),
+                c["state"].as_str().unwrap_or_default().to_string(),
+                c["metadata"]["attempt"].as_u64().unwrap_or(0) as u32,
+            )
+        })
+        .collect()
+}
+
+fn write_manifest(name: &str, yaml: &str) {
+    let s = suite();
+    // Written aside and renamed: kubelet never reads half a file.
+    let tmp = s.dir.join(format!("{name}.yaml.tmp"));
+    std::fs::write(&tmp, yaml).unwrap();
+    std::fs::rename(&tmp, s.manifests.join(format!("{name}.yaml"))).unwrap();
+}
+
+fn pods_ready(name: &str) -> usize {
+    let o = crictl(&["pods", "--name", name, "--state", "ready", "-q"]).ok("crictl pods");
+    o.stdout.lines().filter(|l| !l.is_empty()).count()
+}
+
+/// kubelet's view of a pod (its local API): the pod's status phase.
+fn kubelet_phase(name: &str) -> Option<String> {
+    let body = http_get(&format!("{NODE_IP}:10255"), "/pods")?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["items"]
+        .as_array()?
+        .iter()
+        .find(|p| p["metadata"]["name"].as_str().is_some_and(|n| n.starts_with(name)))
+        .and_then(|p| p["status"]["phase"].as_str().map(str::to_string))
+}
+
+/// The suite's tests, in the order they run.
+mod cases {
+    use super::*;
+
+    pub fn static_pod_with_two_containers_volumes_and_an_init_container() {
+        let s = suite();
+        let host = s.dir.join("hostpath");
+        write_manifest(
+            "web",
+            &format!(
+                r#"apiVersion: v1
+kind: Pod
+metadata: {{name: web, namespace: default}}
+spec:
+  terminationGracePeriodSeconds: 2
+  volumes:
+  - {{name: shared, emptyDir: {{}}}}
+  - {{name: host, hostPath: {{path: {host}, type: Directory}}}}
+  initContainers:
+  - name: init
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo from-init > /shared/init.txt"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+  containers:
+  - name: server
+    image: {IMAGE}
+    imagePullPolicy: Never
+    workingDir: /shared
+    env: [{{name: GREETING, value: hello-from-env}}]
+    command: ["sh", "-c", "mkdir -p /tmp/www && cat init.txt > /tmp/www/index.html && echo $GREETING >> /tmp/www/index.html && pwd > /host/server-pwd && exec httpd -f -p 8080 -h /tmp/www"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}, {{name: host, mountPath: /host}}]
+    resources:
+      requests: {{memory: 32Mi, cpu: 100m}}
+      limits: {{memory: 64Mi, cpu: 500m}}
+  - name: client
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "while true; do wget -qO /host/fetched.tmp http://127.0.0.1:8080/ && mv /host/fetched.tmp /host/fetched; sleep 1; done"]
+    volumeMounts: [{{name: host, mountPath: /host}}]
+"#,
+                host = host.display()
+            ),
+        );
+        // The client fetched the server's page over the pod's loopback: the init container ran
+        // first (its file in the emptyDir), the environment and working directory applied.
+        wait_until("the client's fetch in the hostPath volume", Duration::from_secs(120), || {
+            std::fs::read_to_string(host.join("fetched")).is_ok_and(|t| t == "from-init\nhello-from-env\n")
+        });
+        assert_eq!(std::fs::read_to_string(host.join("server-pwd")).unwrap(), "/shared\n");
+        let init = containers("init");
+        assert_eq!(init.len(), 1, "{init:?}");
+        assert_eq!(init[0].1, "CONTAINER_EXITED", "{init:?}");
+        let server = containers("server");
+        assert!(server.iter().any(|c| c.1 == "CONTAINER_RUNNING"), "{server:?}");
+        // The memory limit reached the container's cgroup (kubelet's resources, through the CRI).
+        let inspect = crictl(&["inspect", &server[0].0]).ok("inspect");
+        let v: serde_json::Value = serde_json::from_str(&inspect.stdout).unwrap();
+        let limit = v["status"]["resources"]["linux"]["memoryLimitInBytes"]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| v["status"]["resources"]["linux"]["memoryLimitInBytes"].as_u64().map(|n| n.to_string()));
+        assert_eq!(limit.as_deref(), Some("67108864"), "{}", inspect.stdout);
+        wait_until("kubelet to report the pod running", Duration::from_secs(60), || {
+            kubelet_phase("web").as_deref() == Some("Running")
+        });
+    }
+
+    pub fn kubelet_restarts_exited_and_unhealthy_containers() {
+        write_manifest(
+            "restarts",
+            &format!(
+                r#"apiVersion: v1
+kind: Pod
+metadata: {{name: restarts, namespace: default}}
+spec:
+  terminationGracePeriodSeconds: 2
+  restartPolicy: Always
+  containers:
+  - name: crasher
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "sleep 1; exit 3"]
+  - name: unhealthy
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "touch /tmp/healthy; sleep 3; rm /tmp/healthy; exec sleep 1000"]
+    livenessProbe:
+      exec: {{command: ["cat", "/tmp/healthy"]}}
+      periodSeconds: 1
+      failureThreshold: 1
+"#
+            ),
+        );
+        // An exit is restarted (kubelet's back-off starts at 10 s).
+        wait_until("the crasher's restart", Duration::from_secs(120), || {
+            containers("crasher").iter().any(|c| c.2 >= 1)
+        });
+        // A failing liveness probe (ExecSync) gets the container restarted.
+        wait_until("the unhealthy container's restart", Duration::from_secs(120), || {
+            containers("unhealthy").iter().any(|c| c.2 >= 1)
+        });
+    }
+
+    pub fn removing_a_manifest_stops_its_pod() {
+        let s = suite();
+        for name in ["web", "restarts"] {
+            std::fs::remove_file(s.manifests.join(format!("{name}.yaml"))).unwrap();
+        }
+        wait_until("kubelet to stop the pods", Duration::from_secs(120), || {
+            pods_ready("web") + pods_ready("restarts") == 0
+        });
+        for name in ["server", "client", "crasher", "unhealthy"] {
+            let running: Vec<_> = containers(name).into_iter().filter(|c| c.1 == "CONTAINER_RUNNING").collect();
+            assert!(running.is_empty(), "{name}: {running:?}");
+        }
+        // Stopped pods hold no network namespace any more.
+        let netns = s.root.join("run/netns");
+        let left: Vec<_> = std::fs::read_dir(&netns).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
+
+/// Stops kubelet, then removes what it left to berthd (kubelet's garbage collection removes
+/// stopped pods later than a test waits), stops berthd; what is still on the host.
+fn teardown() -> Vec<String> {
+    let s = suite();
+    let mut leaks = Vec::new();
+    if let Some(k) = s.kubelet.lock().unwrap().take() {
+        // SAFETY: our own child, by pid.
+        unsafe { libc::kill(k.pid as i32, libc::SIGTERM) };
+        let _ = k.wait(Duration::from_secs(30));
+    }
+    // kubelet bind-mounts its root directory onto itself (and leaves it).
+    berth_testkit::host::unmount_all_under(&s.dir.join("kubelet"));
+    let pods = crictl(&["pods", "-q"]);
+    for p in pods.stdout.lines().filter(|l| !l.is_empty()) {
+        crictl(&["stopp", p]).ok("stop a pod");
+        crictl(&["rmp", p]).ok("remove a pod");
+    }
+    if let Some(b) = s.berthd.lock().unwrap().take() {
+        // SAFETY: our own child, by pid.
+        unsafe { libc::kill(b.pid as i32, libc::SIGTERM) };
+        let out = b.wait(Duration::from_secs(30));
+        if out.code != 0 {
+            leaks.push(format!("berthd exited with {}: {}", out.code, out.stderr));
+        }
+    }
+    let scope = berth_testkit::leaks::Scope {
+        dir: s.dir.clone(),
+        cgroup: s.engine_cgroup.trim_start_matches('/').to_string(),
+        state_roots: ["containers", "sandboxes", "run/netns", "run/sandboxes"].iter().map(|d| s.root.join(d)).collect(),
+        interfaces: vec![s.bridge.clone()],
+        settle: Duration::from_secs(10),
+        ..Default::default()
+    };
+    leaks.extend(berth_testkit::leaks::leaks(&scope));
+    berth_testkit::host::remove_cgroups(&s.engine_cgroup);
+    berth_testkit::host::remove_cgroups(&s.cgroup_root);
+    if Path::new("/sys/fs/cgroup/unified").is_dir() {
+        let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/unified{}", s.cgroup_root));
+    }
+    let left = berth_testkit::host::cgroup_dirs(&s.cgroup_root);
+    if !left.is_empty() {
+        leaks.push(format!("kubelet's cgroups: {left:?}"));
+    }
+    leaks
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("the kubelet suite runs real pods and must run as root");
+        std::process::exit(1);
+    }
+    let (Some(kubelet), Some(crictl)) = (tool("KUBELET", "kubelet"), tool("CRICTL", "crictl")) else { return };
+    private_namespaces();
+    berth_testkit::check::watchdog("kubelet on berthd", Duration::from_secs(15 * 60));
+    init(kubelet, crictl);
+    // One kubelet for the suite: the tests build on each other, in order.
+    let tests = trials![
+        cases::static_pod_with_two_containers_volumes_and_an_init_container,
+        cases::kubelet_restarts_exited_and_unhealthy_containers,
+        cases::removing_a_manifest_stops_its_pod,
+    ];
+    let mut one_at_a_time = args.clone();
+    one_at_a_time.test_threads = Some(1);
+    let conclusion = libtest_mimic::run(&one_at_a_time, tests);
+    let leaks = teardown();
+    if !leaks.is_empty() {
+        eprintln!("LEAKS after the suite (it left these behind):");
+        for l in &leaks {
+            eprintln!("  {l}");
+        }
+        eprintln!("(kubelet's log: {})", suite().dir.display());
+        std::process::exit(1);
+    }
+    if conclusion.has_failed() {
+        eprintln!(
+            "the kubelet suite failed; its directory (kubelet's and berthd's output) is kept: {}",
+            suite().dir.display()
+        );
+        conclusion.exit();
+    }
+    let _ = std::fs::remove_dir_all(&suite().dir);
+}
