@@ -27,6 +27,7 @@ struct Suite {
     socket: PathBuf,
     manifests: PathBuf,
     crictl: PathBuf,
+    kubelet_bin: PathBuf,
     cgroup_root: String,
     engine_cgroup: String,
     bridge: String,
@@ -137,6 +138,7 @@ fn init(kubelet: PathBuf, crictl: PathBuf) {
         config,
         manifests,
         crictl,
+        kubelet_bin: kubelet,
         cgroup_root,
         engine_cgroup,
         bridge,
@@ -155,7 +157,7 @@ fn init(kubelet: PathBuf, crictl: PathBuf) {
     if Path::new("/sys/fs/cgroup/unified").is_dir() {
         std::fs::create_dir_all(format!("/sys/fs/cgroup/unified{}", s.cgroup_root)).unwrap();
     }
-    start_kubelet(&kubelet);
+    start_kubelet();
 }
 
 fn load_image() {
@@ -186,8 +188,9 @@ fn start_berthd() {
     *s.berthd.lock().unwrap() = Some(child);
 }
 
-fn start_kubelet(kubelet: &Path) {
+fn start_kubelet() {
     let s = suite();
+    let kubelet = &s.kubelet_bin;
     let kroot = s.dir.join("kubelet");
     std::fs::create_dir_all(&kroot).unwrap();
     let config = s.dir.join("kubelet.yaml");
@@ -219,6 +222,23 @@ fn start_kubelet(kubelet: &Path) {
         http_get("127.0.0.1:10248", "/healthz").is_some_and(|b| b == "ok")
     });
     *s.kubelet.lock().unwrap() = Some(child);
+}
+
+fn stop_kubelet() {
+    if let Some(k) = suite().kubelet.lock().unwrap().take() {
+        // SAFETY: our own child, by pid.
+        unsafe { libc::kill(k.pid as i32, libc::SIGTERM) };
+        let _ = k.wait(Duration::from_secs(30));
+    }
+}
+
+/// berthd killed (-9), as a crash would end it.
+fn kill_berthd() {
+    if let Some(b) = suite().berthd.lock().unwrap().take() {
+        // SAFETY: our own child, by pid.
+        unsafe { libc::kill(b.pid as i32, libc::SIGKILL) };
+        let _ = b.wait(Duration::from_secs(30));
+    }
 }
 
 /// GET `path` on `addr`: the body of a 200 answer.
@@ -292,15 +312,37 @@ fn pods_ready(name: &str) -> usize {
     o.stdout.lines().filter(|l| !l.is_empty()).count()
 }
 
-/// kubelet's view of a pod (its local API): the pod's status phase.
-fn kubelet_phase(name: &str) -> Option<String> {
+/// kubelet's view of a pod (its local API `/pods`).
+fn kubelet_pod(name: &str) -> Option<serde_json::Value> {
     let body = http_get(&format!("{NODE_IP}:10255"), "/pods")?;
     let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    v["items"]
+    v["items"].as_array()?.iter().find(|p| p["metadata"]["name"].as_str().is_some_and(|n| n.starts_with(name))).cloned()
+}
+
+/// The pod's status phase as kubelet reports it.
+fn kubelet_phase(name: &str) -> Option<String> {
+    kubelet_pod(name).and_then(|p| p["status"]["phase"].as_str().map(str::to_string))
+}
+
+/// A condition of a pod in kubelet's view ("True", "False").
+fn kubelet_condition(name: &str, kind: &str) -> Option<String> {
+    let pod = kubelet_pod(name)?;
+    pod["status"]["conditions"]
         .as_array()?
         .iter()
-        .find(|p| p["metadata"]["name"].as_str().is_some_and(|n| n.starts_with(name)))
-        .and_then(|p| p["status"]["phase"].as_str().map(str::to_string))
+        .find(|c| c["type"] == kind)
+        .and_then(|c| c["status"].as_str().map(str::to_string))
+}
+
+/// Whether kubelet reports a container of a pod ready.
+fn kubelet_container_ready(name: &str, container: &str) -> bool {
+    kubelet_pod(name).is_some_and(|p| {
+        p["status"]["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["name"] == container && c["ready"] == true)
+    })
 }
 
 /// The suite's tests, in the order they run.
@@ -407,6 +449,139 @@ spec:
         });
     }
 
+    pub fn security_context_probes_oom_and_the_stop_signal() {
+        let s = suite();
+        let host = s.dir.join("hostpath");
+        write_manifest(
+            "secure",
+            &format!(
+                r#"apiVersion: v1
+kind: Pod
+metadata: {{name: secure, namespace: default}}
+spec:
+  terminationGracePeriodSeconds: 30
+  volumes:
+  - {{name: host, hostPath: {{path: {host}, type: Directory}}}}
+  containers:
+  - name: locked
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: ["sleep", "1000"]
+    securityContext:
+      runAsUser: 1234
+      runAsGroup: 2345
+      readOnlyRootFilesystem: true
+      allowPrivilegeEscalation: false
+      capabilities: {{drop: ["ALL"], add: ["NET_BIND_SERVICE"]}}
+      seccompProfile: {{type: RuntimeDefault}}
+    readinessProbe:
+      exec: {{command: ["true"]}}
+      periodSeconds: 1
+  - name: graceful
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "trap 'echo got-TERM > /host/graceful; exit 0' TERM; while true; do sleep 0.2; done"]
+    volumeMounts: [{{name: host, mountPath: /host}}]
+  - name: hog
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "sleep 1; head -c 200000000 /dev/zero | tail"]
+    resources:
+      limits: {{memory: 32Mi}}
+"#,
+                host = host.display()
+            ),
+        );
+        wait_until("the locked container", Duration::from_secs(120), || {
+            containers("locked").iter().any(|c| c.1 == "CONTAINER_RUNNING")
+        });
+        let id = containers("locked")[0].0.clone();
+        let exec = |cmd: &str| crictl(&["exec", "-s", &id, "sh", "-c", cmd]);
+        // (crictl prints ExecSync's stdout, then its stderr, each with a newline.)
+        assert_eq!(exec("id -u; id -g").ok("id").stdout.trim(), "1234\n2345");
+        assert_ne!(exec("touch /x").code, 0, "a read-only root filesystem");
+        // Only NET_BIND_SERVICE (bit 10) is left in the bounding set (a user other than root
+        // has none effective, as with containerd), and no privilege can be gained.
+        let status = exec("grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status").ok("status").stdout;
+        assert!(status.contains("CapBnd:\t0000000000000400"), "{status}");
+        assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
+        assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+        assert!(status.contains("Seccomp:\t2"), "{status}");
+        // The readiness probe (ExecSync) makes kubelet report the pod ready.
+        wait_until("kubelet to report the pod ready", Duration::from_secs(60), || {
+            kubelet_condition("secure", "Ready").as_deref() == Some("True")
+                || kubelet_container_ready("secure", "locked")
+        });
+        // A container past its memory limit is reported OOMKilled.
+        wait_until("the hog's OOM kill", Duration::from_secs(120), || {
+            containers("hog").iter().any(|(id, state, _)| {
+                state == "CONTAINER_EXITED" && {
+                    let o = crictl(&["inspect", id]);
+                    o.stdout.contains("\"reason\": \"OOMKilled\"")
+                }
+            })
+        });
+        // Removal: the stop signal reaches the container, which ends within its grace period.
+        std::fs::remove_file(s.manifests.join("secure.yaml")).unwrap();
+        wait_until("the graceful container's TERM", Duration::from_secs(60), || {
+            std::fs::read_to_string(host.join("graceful")).is_ok_and(|t| t == "got-TERM\n")
+        });
+        wait_until("kubelet to stop the pod", Duration::from_secs(60), || pods_ready("secure") == 0);
+        let graceful = containers("graceful");
+        let o = crictl(&["inspect", &graceful[0].0]).ok("inspect");
+        assert!(o.stdout.contains("\"exitCode\": 0"), "a graceful exit: {}", o.stdout);
+    }
+
+    pub fn restarts_of_kubelet_and_berthd_keep_the_pods() {
+        let s = suite();
+        write_manifest(
+            "steady",
+            &format!(
+                r#"apiVersion: v1
+kind: Pod
+metadata: {{name: steady, namespace: default}}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: steady
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: ["sleep", "1000"]
+  - name: short
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "sleep 1000"]
+"#
+            ),
+        );
+        wait_until("the steady pod", Duration::from_secs(120), || {
+            containers("steady").iter().any(|c| c.1 == "CONTAINER_RUNNING")
+                && containers("short").iter().any(|c| c.1 == "CONTAINER_RUNNING")
+        });
+        let before = (containers("steady"), crictl(&["pods", "--name", "steady", "-q"]).stdout);
+        // kubelet restarted: it finds the pod as it left it and restarts nothing.
+        stop_kubelet();
+        start_kubelet();
+        std::thread::sleep(Duration::from_secs(5));
+        assert_eq!(containers("steady"), before.0, "after kubelet's restart");
+        assert_eq!(crictl(&["pods", "--name", "steady", "-q"]).stdout, before.1);
+        // berthd killed and restarted with the pod running: the same pod and containers; an
+        // exit that happened meanwhile is seen (and the container restarted by kubelet).
+        let short = containers("short")[0].0.clone();
+        kill_berthd();
+        let pid = std::fs::read_to_string(s.root.join(format!("run/containers/{short}/pid"))).unwrap();
+        // SAFETY: a container of this suite, by the pid its monitor recorded.
+        unsafe { libc::kill(pid.trim().parse().unwrap(), libc::SIGKILL) };
+        start_berthd();
+        wait_until("the short container's restart", Duration::from_secs(120), || {
+            containers("short").iter().any(|c| c.2 >= 1 && c.1 == "CONTAINER_RUNNING")
+        });
+        let steady = containers("steady");
+        assert_eq!(steady, before.0, "the steady container untouched");
+        std::fs::remove_file(s.manifests.join("steady.yaml")).unwrap();
+        wait_until("kubelet to stop the pod", Duration::from_secs(60), || pods_ready("steady") == 0);
+    }
+
     pub fn removing_a_manifest_stops_its_pod() {
         let s = suite();
         for name in ["web", "restarts"] {
@@ -431,11 +606,7 @@ spec:
 fn teardown() -> Vec<String> {
     let s = suite();
     let mut leaks = Vec::new();
-    if let Some(k) = s.kubelet.lock().unwrap().take() {
-        // SAFETY: our own child, by pid.
-        unsafe { libc::kill(k.pid as i32, libc::SIGTERM) };
-        let _ = k.wait(Duration::from_secs(30));
-    }
+    stop_kubelet();
     // kubelet bind-mounts its root directory onto itself (and leaves it).
     berth_testkit::host::unmount_all_under(&s.dir.join("kubelet"));
     let pods = crictl(&["pods", "-q"]);
@@ -487,6 +658,8 @@ fn main() {
     let tests = trials![
         cases::static_pod_with_two_containers_volumes_and_an_init_container,
         cases::kubelet_restarts_exited_and_unhealthy_containers,
+        cases::security_context_probes_oom_and_the_stop_signal,
+        cases::restarts_of_kubelet_and_berthd_keep_the_pods,
         cases::removing_a_manifest_stops_its_pod,
     ];
     let mut one_at_a_time = args.clone();
