@@ -206,7 +206,7 @@ fn start_kubelet() {
              authentication:\n  anonymous: {{enabled: true}}\n  webhook: {{enabled: false}}\n\
              authorization: {{mode: AlwaysAllow}}\n\
              evictionHard: {{memory.available: \"1Mi\", nodefs.available: \"1%\", imagefs.available: \"1%\", nodefs.inodesFree: \"1%\"}}\n\
-             podLogsDir: {}\n",
+             podLogsDir: {}\ncontainerLogMaxSize: 16Ki\ncontainerLogMaxFiles: 3\ncontainerLogMonitorInterval: 3s\n",
             s.cgroup_root,
             s.manifests.display(),
             s.socket.display(),
@@ -214,14 +214,23 @@ fn start_kubelet() {
         ),
     )
     .unwrap();
-    let mut c = Command::new(kubelet);
+    // Its log goes to a file the suite keeps when it fails (appended across restarts).
+    let mut c = Command::new("sh");
+    c.args(["-c", "exec \"$@\" 2>>\"$KUBELET_LOG\"", "sh"]).arg(kubelet);
+    c.env("KUBELET_LOG", s.dir.join("kubelet.log"));
     c.arg("--config").arg(&config).arg("--root-dir").arg(&kroot);
     c.args(["--node-ip", NODE_IP, "--hostname-override", "berth-node", "--v=2"]);
     let child = spawn(&mut c, None);
-    wait_until("kubelet's health check", Duration::from_secs(60), || {
+    let healthy = berth_testkit::check::poll_until(Duration::from_secs(60), || {
         http_get("127.0.0.1:10248", "/healthz").is_some_and(|b| b == "ok")
     });
+    let output = child.stdout_so_far();
     *s.kubelet.lock().unwrap() = Some(child);
+    if !healthy {
+        // What was started goes before the suite fails.
+        let leaks = teardown();
+        panic!("kubelet did not become healthy (left behind: {leaks:?}); its output:\n{output}");
+    }
 }
 
 fn stop_kubelet() {
@@ -297,6 +306,12 @@ fn containers(name: &str) -> Vec<(String, String, u32)> {
             )
         })
         .collect()
+}
+
+/// A TCP port free on the node's address now.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind((NODE_IP, 0)).unwrap();
+    l.local_addr().unwrap().port()
 }
 
 fn write_manifest(name: &str, yaml: &str) {
@@ -532,6 +547,111 @@ spec:
         assert!(o.stdout.contains("\"exitCode\": 0"), "a graceful exit: {}", o.stdout);
     }
 
+    pub fn pulled_images_host_ports_and_rotated_logs() {
+        use berth_testkit::image::{Compression, Layer, OciLayout};
+        let s = suite();
+        let dir = s.dir.join("registry-test");
+        let registry = berth_testkit::registry::Registry::start(&dir.join("registry"), None).expect("docker-registry");
+        let mut layout = OciLayout::create(&dir.join("layout")).unwrap();
+        let bb = berth_testkit::image::busybox_layer(&dir).unwrap();
+        // An image of its own (a label in its configuration): kubelet keeps a record of the
+        // pulls of an image ID, and an ID it pulled under another name is then no longer
+        // "preloaded" for the suite's `imagePullPolicy: Never` pods.
+        let config = serde_json::json!({"Labels": {"pulled-by": "kubelet"}});
+        let img = layout.image(&[Layer { tar: bb, compression: Compression::Gzip }], config, "amd64").unwrap();
+        layout.tag("v1", &img.manifest_descriptor).unwrap();
+        let image = format!("{}/kubelet/pulled:v1", registry.addr());
+        berth_testkit::registry::skopeo_push(&dir.join("layout"), "v1", &image, false, None, None).expect("push");
+        let (host_port, node_port) = (free_port(), free_port());
+        write_manifest(
+            "pulled",
+            &format!(
+                r#"apiVersion: v1
+kind: Pod
+metadata: {{name: pulled, namespace: default}}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: web
+    image: {image}
+    imagePullPolicy: Always
+    command: ["sh", "-c", "mkdir -p /tmp/www && echo through-the-host-port > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"]
+    ports: [{{containerPort: 8080, hostPort: {host_port}}}]
+  - name: chatty
+    image: {image}
+    imagePullPolicy: Always
+    command: ["sh", "-c", "i=0; while true; do echo line-$i-0123456789012345678901234567890123456789012345678901234567890123456789; i=$((i+1)); sleep 0.005; done"]
+"#
+            ),
+        );
+        write_manifest(
+            "hostnet",
+            &format!(
+                r#"apiVersion: v1
+kind: Pod
+metadata: {{name: hostnet, namespace: default}}
+spec:
+  terminationGracePeriodSeconds: 2
+  hostNetwork: true
+  containers:
+  - name: web
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "mkdir -p /tmp/www && echo on-the-node > /tmp/www/index.html && exec httpd -f -p {node_port} -h /tmp/www"]
+"#
+            ),
+        );
+        // Pulled by kubelet (imagePullPolicy Always) from the registry.
+        wait_until("the pulled pod's web server through its host port", Duration::from_secs(120), || {
+            http_get(&format!("{NODE_IP}:{host_port}"), "/").as_deref() == Some("through-the-host-port\n")
+        });
+        assert!(crictl(&["images", "-q", &image]).stdout.contains("sha256:"), "the pulled image is stored");
+        wait_until("the host-network pod's web server", Duration::from_secs(120), || {
+            http_get(&format!("{NODE_IP}:{node_port}"), "/").as_deref() == Some("on-the-node\n")
+        });
+        // kubelet rotates the chatty container's log (16 KiB) and has berthd reopen it: old
+        // files appear beside 0.log, which keeps getting the newest lines.
+        let logs = s.dir.join("pod-logs");
+        let chatty = containers("chatty")[0].0.clone();
+        let log_dir = std::fs::read_dir(&logs)
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().contains("pulled"))
+            .map(|e| e.path().join("chatty"))
+            .expect("the pod's log directory");
+        wait_until("a rotated log file", Duration::from_secs(120), || {
+            std::fs::read_dir(&log_dir).into_iter().flatten().flatten().any(|e| e.file_name() != "0.log")
+        });
+        let last_line = |text: &str| -> u64 {
+            text.lines().rev().find_map(|l| l.split("line-").nth(1)?.split('-').next()?.parse().ok()).unwrap_or(0)
+        };
+        let first = last_line(&std::fs::read_to_string(log_dir.join("0.log")).unwrap_or_default());
+        wait_until("newer lines in the reopened 0.log", Duration::from_secs(60), || {
+            last_line(&std::fs::read_to_string(log_dir.join("0.log")).unwrap_or_default()) > first + 100
+        });
+        assert!(
+            last_line(&crictl(&["logs", "--tail", "5", &chatty]).stdout) > first,
+            "crictl logs follows the new file"
+        );
+        // kubelet's summary has the pod's stats from berthd.
+        let summary = http_get(&format!("{NODE_IP}:10255"), "/stats/summary").expect("/stats/summary");
+        let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
+        let pod = v["pods"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["podRef"]["name"].as_str().is_some_and(|n| n.starts_with("pulled")))
+            .unwrap_or_else(|| panic!("no pulled pod in {summary}"));
+        assert!(pod["containers"].as_array().is_some_and(|c| c.len() == 2), "{pod}");
+        for name in ["pulled", "hostnet"] {
+            std::fs::remove_file(s.manifests.join(format!("{name}.yaml"))).unwrap();
+        }
+        wait_until("kubelet to stop the pods", Duration::from_secs(60), || {
+            pods_ready("pulled") + pods_ready("hostnet") == 0
+        });
+        drop(registry);
+    }
+
     pub fn restarts_of_kubelet_and_berthd_keep_the_pods() {
         let s = suite();
         write_manifest(
@@ -659,6 +779,7 @@ fn main() {
         cases::static_pod_with_two_containers_volumes_and_an_init_container,
         cases::kubelet_restarts_exited_and_unhealthy_containers,
         cases::security_context_probes_oom_and_the_stop_signal,
+        cases::pulled_images_host_ports_and_rotated_logs,
         cases::restarts_of_kubelet_and_berthd_keep_the_pods,
         cases::removing_a_manifest_stops_its_pod,
     ];
