@@ -13,6 +13,8 @@
 //! stream-address = "127.0.0.1"                # exec/attach/port-forward server (default)
 //! stream-port = 0                             # 0: any free port (default)
 //! stream-idle-timeout = 14400                 # seconds a stream may pass without traffic
+//! stream-tls-cert = "/etc/berth/stream.crt"   # TLS on it with this certificate (PEM) and
+//! stream-tls-key = "/etc/berth/stream.key"    # key (both or neither; default: plain HTTP)
 //! ```
 //!
 //! Unknown keys are refused, naming them, as the rest of the file's sections do.
@@ -46,6 +48,8 @@ pub struct CriConfig {
     pub stream_port: u16,
     /// how long a streaming connection may pass without traffic
     pub stream_idle_timeout: std::time::Duration,
+    /// TLS on the streaming server: certificate chain and key (PEM)
+    pub stream_tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for CriConfig {
@@ -61,12 +65,14 @@ impl Default for CriConfig {
             stream_address: std::net::IpAddr::from([127, 0, 0, 1]),
             stream_port: 0,
             stream_idle_timeout: crate::streaming::DEFAULT_IDLE_TIMEOUT,
+            stream_tls: None,
         }
     }
 }
 
 const KEYS: &str = "listen, restrict-oom-score-adj, default-runtime-handler, pod-cgroup-parent, cni-conf-dir, \
-                    cni-plugin-dirs, max-container-log-line-size, stream-address, stream-port, stream-idle-timeout";
+                    cni-plugin-dirs, max-container-log-line-size, stream-address, stream-port, stream-idle-timeout, \
+                    stream-tls-cert, stream-tls-key";
 
 impl CriConfig {
     pub fn from_table(t: Option<&toml::Table>, origin: &Path) -> Result<CriConfig> {
@@ -86,6 +92,7 @@ impl CriConfig {
             }
             Ok(p)
         };
+        let (mut tls_cert, mut tls_key) = (None, None);
         for (key, value) in t {
             match key.as_str() {
                 "listen" => {
@@ -132,9 +139,17 @@ impl CriConfig {
                         .ok_or_else(|| err(key, "must be a positive number of seconds"))?;
                     c.stream_idle_timeout = std::time::Duration::from_secs(secs)
                 }
+                "stream-tls-cert" => tls_cert = Some(absolute(key, value)?),
+                "stream-tls-key" => tls_key = Some(absolute(key, value)?),
                 _ => return Err(err(key, &format!("unknown key ({KEYS})"))),
             }
         }
+        c.stream_tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(_), None) => return Err(err("stream-tls-key", "missing (stream-tls-cert is set)")),
+            (None, Some(_)) => return Err(err("stream-tls-cert", "missing (stream-tls-key is set)")),
+        };
         Ok(c)
     }
 }
@@ -153,8 +168,12 @@ mod tests {
         assert!(c.restrict_oom_score_adj);
         let e = parse("restrict-oom-score-adj = \"yes\"").unwrap_err().to_string();
         assert!(e.contains("/etc/berth/berth.toml") && e.contains("cri.restrict-oom-score-adj"), "{e}");
-        let e = parse("stream-tls-cert = \"/x\"").unwrap_err().to_string();
-        assert!(e.contains("cri.stream-tls-cert: unknown key"), "{e}");
+        let e = parse("stream-tls = \"/x\"").unwrap_err().to_string();
+        assert!(e.contains("cri.stream-tls: unknown key"), "{e}");
+        let e = parse("stream-tls-cert = \"/x.crt\"").unwrap_err().to_string();
+        assert!(e.contains("cri.stream-tls-key: missing"), "{e}");
+        let c = parse("stream-tls-cert = \"/x.crt\"\nstream-tls-key = \"/x.key\"").unwrap();
+        assert_eq!(c.stream_tls, Some((PathBuf::from("/x.crt"), PathBuf::from("/x.key"))));
         let c = parse("stream-address = \"::1\"\nstream-port = 10010\nstream-idle-timeout = 60").unwrap();
         assert_eq!(c.stream_address, std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST));
         assert_eq!((c.stream_port, c.stream_idle_timeout.as_secs()), (10010, 60));

@@ -83,6 +83,7 @@ fn run(args: &Args) -> Result<()> {
         address: cri_config.stream_address,
         port: cri_config.stream_port,
         idle_timeout: cri_config.stream_idle_timeout,
+        tls: cri_config.stream_tls.clone(),
     };
     let streams = StreamServer::start(cri.engine.clone(), &stream_config)
         .map_err(|e| Error::io(format!("streaming server on {}:{}", stream_config.address, stream_config.port), e))?;

@@ -6,9 +6,10 @@
 //! more window (docs/streaming-notes.md, trap 1).
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::Mutex;
 
+use super::socket::Socket;
 use super::spdy::{goaway, rst, Codec, Frame, Headers, FLAG_FIN};
 
 /// The most bytes one DATA frame carries (what the Go clients copy at a time).
@@ -19,7 +20,7 @@ pub const DATA_CHUNK: usize = 32 << 10;
 pub struct Writer {
     inner: Mutex<WriterInner>,
     /// the connection, to end it from any thread
-    socket: TcpStream,
+    socket: Socket,
 }
 
 struct WriterInner {
@@ -30,7 +31,7 @@ struct WriterInner {
 }
 
 impl Writer {
-    pub fn new(out: Box<dyn Write + Send>, socket: TcpStream) -> Writer {
+    pub fn new(out: Box<dyn Write + Send>, socket: Socket) -> Writer {
         Writer { inner: Mutex::new(WriterInner { out, codec: Codec::new(), failed: false, buf: Vec::new() }), socket }
     }
 
@@ -94,7 +95,7 @@ impl Writer {
         let _ = self.socket.shutdown(Shutdown::Both);
     }
 
-    pub fn socket(&self) -> &TcpStream {
+    pub fn socket(&self) -> &Socket {
         &self.socket
     }
 }

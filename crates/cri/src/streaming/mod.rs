@@ -11,12 +11,14 @@ pub mod conn;
 pub mod http;
 pub mod portforward;
 pub mod remotecommand;
+pub mod socket;
 pub mod spdy;
+pub mod tls;
 pub mod websocket;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,6 +29,7 @@ use berth_engine::Engine;
 use conn::Writer;
 use http::Refusal;
 use remotecommand::{SpdyExec, Target, Version};
+use socket::Socket;
 
 /// How long a URL's token is good for.
 pub const TOKEN_TTL: Duration = Duration::from_secs(60);
@@ -65,11 +68,13 @@ pub struct StreamConfig {
     /// 0: any free port
     pub port: u16,
     pub idle_timeout: Duration,
+    /// TLS with this certificate chain and key (PEM files)
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Default for StreamConfig {
     fn default() -> Self {
-        StreamConfig { address: IpAddr::from([127, 0, 0, 1]), port: 0, idle_timeout: DEFAULT_IDLE_TIMEOUT }
+        StreamConfig { address: IpAddr::from([127, 0, 0, 1]), port: 0, idle_timeout: DEFAULT_IDLE_TIMEOUT, tls: None }
     }
 }
 
@@ -84,17 +89,24 @@ struct Inner {
     base: String,
     idle_timeout: Duration,
     connections: AtomicUsize,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Server {
     /// Binds the address and serves it on a thread of its own.
     pub fn start(engine: Arc<Engine>, config: &StreamConfig) -> std::io::Result<Server> {
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(tls::load(cert, key).map_err(std::io::Error::other)?),
+            None => None,
+        };
         let listener = TcpListener::bind(SocketAddr::new(config.address, config.port))?;
         let addr = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let inner = Arc::new(Inner {
             engine,
             tokens: Mutex::new(HashMap::new()),
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
+            tls,
             idle_timeout: config.idle_timeout,
             connections: AtomicUsize::new(0),
         });
@@ -103,7 +115,7 @@ impl Server {
         Ok(Server { inner })
     }
 
-    /// `http://ADDRESS:PORT`
+    /// `http://ADDRESS:PORT` (`https://` with TLS)
     pub fn base(&self) -> &str {
         &self.inner.base
     }
@@ -138,7 +150,15 @@ fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
         inner.connections.fetch_add(1, Ordering::SeqCst);
         let inner2 = inner.clone();
         let spawned = std::thread::Builder::new().name("berthd-stream".into()).spawn(move || {
-            handle(conn, &inner2);
+            let _ = conn.set_nodelay(true);
+            let _ = conn.set_write_timeout(Some(WRITE_TIMEOUT));
+            let sock = match &inner2.tls {
+                Some(config) => tls::terminate(conn, config.clone()),
+                None => Ok(Socket::Tcp(conn)),
+            };
+            if let Ok(sock) = sock {
+                handle(sock, &inner2);
+            }
             inner2.connections.fetch_sub(1, Ordering::SeqCst);
         });
         if spawned.is_err() {
@@ -147,8 +167,7 @@ fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
     }
 }
 
-fn handle(mut sock: TcpStream, inner: &Arc<Inner>) {
-    let _ = sock.set_nodelay(true);
+fn handle(mut sock: Socket, inner: &Arc<Inner>) {
     let _ = sock.set_read_timeout(Some(HEAD_TIMEOUT));
     let _ = sock.set_write_timeout(Some(WRITE_TIMEOUT));
     let req = match http::read_request(&mut sock) {
@@ -164,7 +183,7 @@ fn handle(mut sock: TcpStream, inner: &Arc<Inner>) {
     }
 }
 
-fn refuse(sock: &mut TcpStream, r: Refusal, headers: &[(&str, &str)]) {
+fn refuse(sock: &mut Socket, r: Refusal, headers: &[(&str, &str)]) {
     let _ = http::respond(sock, r.status, headers, &format!("{}\n", r.message));
 }
 
@@ -179,7 +198,7 @@ fn negotiate<T: Copy>(offered: &[&str], supported: &[(&'static str, T)]) -> Opti
     offered.iter().find_map(|o| supported.iter().find(|(name, _)| name == o).copied())
 }
 
-fn serve(sock: &mut TcpStream, req: http::Request, inner: &Arc<Inner>) -> Result<(), Refused> {
+fn serve(sock: &mut Socket, req: http::Request, inner: &Arc<Inner>) -> Result<(), Refused> {
     if req.method != "GET" && req.method != "POST" {
         return Err(refused(405, format!("{}: only GET and POST", req.method)));
     }
@@ -210,7 +229,7 @@ fn serve(sock: &mut TcpStream, req: http::Request, inner: &Arc<Inner>) -> Result
     ))
 }
 
-fn serve_spdy(sock: &mut TcpStream, req: http::Request, request: Request, inner: &Arc<Inner>) -> Result<(), Refused> {
+fn serve_spdy(sock: &mut Socket, req: http::Request, request: Request, inner: &Arc<Inner>) -> Result<(), Refused> {
     let offered = req.values("x-stream-protocol-version");
     if offered.is_empty() {
         return Err(refused(400, "X-Stream-Protocol-Version: missing"));
@@ -271,12 +290,7 @@ fn serve_spdy(sock: &mut TcpStream, req: http::Request, request: Request, inner:
     Ok(())
 }
 
-fn serve_websocket(
-    sock: &mut TcpStream,
-    req: http::Request,
-    request: Request,
-    inner: &Arc<Inner>,
-) -> Result<(), Refused> {
+fn serve_websocket(sock: &mut Socket, req: http::Request, request: Request, inner: &Arc<Inner>) -> Result<(), Refused> {
     use websocket::{WsReader, WsWriter};
     if req.method != "GET" {
         return Err(refused(400, "a WebSocket upgrade is a GET"));

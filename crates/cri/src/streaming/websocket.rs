@@ -7,7 +7,7 @@
 //! frames are short and whole, a fragmented message is bounded.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -15,6 +15,7 @@ use sha1::{Digest, Sha1};
 
 use super::conn::{self, DATA_CHUNK};
 use super::remotecommand::{self, Channel, Output, ResizeDecoder, Session, Target, Version};
+use super::socket::Socket;
 
 /// RFC 6455's key suffix for `Sec-WebSocket-Accept`.
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -65,12 +66,12 @@ const CLOSE_TOO_BIG: u16 = 1009;
 
 /// The sending half: whole frames under a lock (the reader answers pings through it too).
 pub struct WsWriter {
-    sock: Mutex<TcpStream>,
+    sock: Mutex<Socket>,
     closed: Mutex<bool>,
 }
 
 impl WsWriter {
-    pub fn new(sock: TcpStream) -> WsWriter {
+    pub fn new(sock: Socket) -> WsWriter {
         WsWriter { sock: Mutex::new(sock), closed: Mutex::new(false) }
     }
 
@@ -447,14 +448,14 @@ mod tests {
     }
 
     /// A writer on one end of a loopback connection, and the other end (what the server sent).
-    fn writer() -> (Arc<WsWriter>, TcpStream) {
+    fn writer() -> (Arc<WsWriter>, std::net::TcpStream) {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (server, _) = l.accept().unwrap();
-        (Arc::new(WsWriter::new(server)), client)
+        (Arc::new(WsWriter::new(Socket::Tcp(server))), client)
     }
 
-    fn read_all(mut s: TcpStream) -> Vec<u8> {
+    fn read_all(mut s: std::net::TcpStream) -> Vec<u8> {
         s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
         let mut out = Vec::new();
         let _ = s.read_to_end(&mut out);
