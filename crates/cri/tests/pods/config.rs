@@ -1,7 +1,7 @@
 //! berthd's `[cri]` section, on a second berthd with a store of its own: the default runtime
 //! handler, the cgroup parent of pods that send none, the CNI configuration directory pods
 //! join the first network of (and NetworkReady until there is one), the log line limit, and
-//! the streaming server's address, port and idle timeout.
+//! the streaming server's address, port, idle timeout and TLS.
 
 use std::path::Path;
 use std::process::Command;
@@ -30,6 +30,7 @@ pub fn cri_section_configures_pods() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
+    let (_ca, cert, key) = berth_testkit::registry::make_test_certs(&dir.join("certs")).expect("test certificates");
     let suite_config = std::fs::read_to_string(&s.config).unwrap();
     std::fs::write(
         &config,
@@ -38,8 +39,11 @@ pub fn cri_section_configures_pods() {
             &format!(
                 "[cri]\ndefault-runtime-handler = \"runc\"\npod-cgroup-parent = \"{pods_parent}\"\n\
                  cni-conf-dir = \"{}\"\nmax-container-log-line-size = 100\n\
-                 stream-address = \"127.0.0.1\"\nstream-port = {stream_port}\nstream-idle-timeout = 1\n",
-                netd.display()
+                 stream-address = \"127.0.0.1\"\nstream-port = {stream_port}\nstream-idle-timeout = 1\n\
+                 stream-tls-cert = \"{}\"\nstream-tls-key = \"{}\"\n",
+                netd.display(),
+                cert.display(),
+                key.display()
             ),
         ),
     )
@@ -134,30 +138,34 @@ pub fn cri_section_configures_pods() {
     let want = [("P", 100), ("P", 100), ("F", 50)].map(|(t, n)| (t.to_string(), n));
     assert_eq!(records, want, "a 250-byte line in records of 100 bytes");
 
-    // The streaming server on the configured port; a connection idle past the configured
-    // timeout is closed.
+    // The streaming server on the configured port, with TLS: crictl execs through it (it
+    // trusts any certificate when given no CA, as kubelet's clients do), and a connection idle
+    // past the configured timeout is closed.
     let url = block(c.runtime.port_forward(pb::PortForwardRequest { pod_sandbox_id: pod.clone(), port: vec![] }))
         .expect("PortForward")
         .into_inner()
         .url;
-    let prefix = format!("http://127.0.0.1:{stream_port}/portforward/");
-    let path =
-        url.strip_prefix(&format!("http://127.0.0.1:{stream_port}")).unwrap_or_else(|| panic!("{url}: not {prefix}"));
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", stream_port)).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    use std::io::{Read, Write};
-    write!(
-        conn,
+    let base = format!("https://127.0.0.1:{stream_port}");
+    let path = url.strip_prefix(&base).unwrap_or_else(|| panic!("{url}: not on {base}"));
+    if let Some(crictl) = crate::crictl::crictl_path() {
+        let mut cmd = Command::new(crictl);
+        cmd.args(["--config", "/dev/null", "--timeout", "60s", "--runtime-endpoint"])
+            .arg(format!("unix://{}", socket.display()))
+            .args(["exec", &id, "echo", "-n", "over-tls"])
+            .env_remove("CONTAINER_RUNTIME_ENDPOINT");
+        let o = spawn(&mut cmd, None).wait(Duration::from_secs(60));
+        assert_eq!((o.code, o.stdout.as_str()), (0, "over-tls"), "{o:?}");
+    }
+    // (openssl s_client ends when the server closes the connection; the wait fails the test
+    // if it does not within a minute: the default idle timeout is 4 h.)
+    let request = format!(
         "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
          X-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n"
-    )
-    .unwrap();
-    // (The read fails on its own 30 s timeout if the server keeps the connection: the default
-    // idle timeout is 4 h.)
-    let mut got = Vec::new();
-    let n = conn.read_to_end(&mut got);
-    assert!(n.is_ok(), "the idle connection was not closed: {n:?}");
-    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 101 "), "{:?}", String::from_utf8_lossy(&got));
+    );
+    let mut s_client = Command::new("openssl");
+    s_client.args(["s_client", "-quiet", "-ign_eof", "-connect", &format!("127.0.0.1:{stream_port}")]);
+    let o = spawn(&mut s_client, Some(request.into_bytes())).wait(Duration::from_secs(60));
+    assert!(o.stdout.starts_with("HTTP/1.1 101 "), "{o:?}");
 
     block(c.runtime.stop_pod_sandbox(pb::StopPodSandboxRequest { pod_sandbox_id: pod.clone() })).unwrap();
     block(c.runtime.remove_pod_sandbox(pb::RemovePodSandboxRequest { pod_sandbox_id: pod })).unwrap();
