@@ -8,7 +8,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use berth_testkit::check::wait_until;
@@ -360,6 +360,153 @@ fn kubelet_container_ready(name: &str, container: &str) -> bool {
     })
 }
 
+/// Accepts kubelet's self-signed serving certificate (the suite trusts the kubelet it
+/// started, as `kubectl --insecure-skip-tls-verify` would).
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>;
+
+/// A SPDY session through kubelet's authenticated port (10250) to `path`: kubelet asks berthd
+/// for the stream's URL (CRI Exec or PortForward) and proxies the connection to berthd's
+/// streaming server. Returns the connection after the 101, and the negotiated protocol.
+fn kubelet_spdy(path: &str, protocol: &str) -> (Tls, String) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(NODE_IP.to_string()).unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect((NODE_IP, 10250)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        tls,
+        "POST {path} HTTP/1.1\r\nHost: {NODE_IP}:10250\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+         X-Stream-Protocol-Version: {protocol}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    tls.flush().unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(tls.read(&mut b).unwrap(), 1, "kubelet closed: {}", String::from_utf8_lossy(&head));
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 101"), "kubelet's answer to {path}: {head}");
+    let chosen = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("x-stream-protocol-version:").map(|v| v.trim().to_string()))
+        .unwrap_or_default();
+    (tls, chosen)
+}
+
+/// The client's side of the SPDY frames on a connection.
+struct SpdyClient {
+    tls: Tls,
+    codec: berth_cri::streaming::spdy::Codec,
+    buf: Vec<u8>,
+}
+
+impl SpdyClient {
+    fn open(&mut self, id: u32, headers: &[(&str, &str)]) {
+        use berth_cri::streaming::spdy::Frame;
+        let headers = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        let mut out = Vec::new();
+        self.codec
+            .encode(&Frame::SynStream { stream_id: id, associated_to: 0, priority: 0, flags: 0, headers }, &mut out)
+            .unwrap();
+        self.tls.write_all(&out).unwrap();
+        self.tls.flush().unwrap();
+    }
+
+    fn send(&mut self, id: u32, data: &[u8], fin: bool) {
+        use berth_cri::streaming::spdy::{Frame, FLAG_FIN};
+        let mut out = Vec::new();
+        let flags = if fin { FLAG_FIN } else { 0 };
+        self.codec.encode(&Frame::Data { stream_id: id, flags, data: data.to_vec() }, &mut out).unwrap();
+        self.tls.write_all(&out).unwrap();
+        self.tls.flush().unwrap();
+    }
+
+    /// The next frame; None when the connection ended.
+    fn next(&mut self) -> Option<berth_cri::streaming::spdy::Frame> {
+        loop {
+            if let Some((f, n)) = self.codec.decode(&self.buf).expect("a well-formed frame") {
+                self.buf.drain(..n);
+                return Some(f);
+            }
+            let mut chunk = [0u8; 16384];
+            match self.tls.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Everything sent on each stream until every one of `ids` has ended (FIN or reset).
+    fn collect(&mut self, ids: &[u32]) -> std::collections::HashMap<u32, Vec<u8>> {
+        use berth_cri::streaming::spdy::{Frame, FLAG_FIN};
+        let mut got: std::collections::HashMap<u32, Vec<u8>> = Default::default();
+        let mut open: std::collections::HashSet<u32> = ids.iter().copied().collect();
+        while !open.is_empty() {
+            match self.next() {
+                Some(Frame::Data { stream_id, flags, data }) => {
+                    got.entry(stream_id).or_default().extend_from_slice(&data);
+                    if flags & FLAG_FIN != 0 {
+                        open.remove(&stream_id);
+                    }
+                }
+                Some(Frame::RstStream { stream_id, .. }) => {
+                    open.remove(&stream_id);
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        got
+    }
+}
+
 /// The suite's tests, in the order they run.
 mod cases {
     use super::*;
@@ -426,6 +573,35 @@ spec:
         wait_until("kubelet to report the pod running", Duration::from_secs(60), || {
             kubelet_phase("web").as_deref() == Some("Running")
         });
+    }
+
+    pub fn exec_and_port_forward_through_kubelets_server() {
+        // Exec: `kubectl exec web -c server -- sh -c ...` as kubelet's API takes it.
+        let (tls, protocol) = kubelet_spdy(
+            "/exec/default/web-berth-node/server?command=sh&command=-c&command=echo%20-n%20via-kubelet%3B%20pwd&output=1&error=1",
+            "v4.channel.k8s.io",
+        );
+        assert_eq!(protocol, "v4.channel.k8s.io");
+        let mut c = SpdyClient { tls, codec: berth_cri::streaming::spdy::Codec::new(), buf: Vec::new() };
+        for (id, kind) in [(1, "error"), (3, "stdout"), (5, "stderr")] {
+            c.open(id, &[("streamtype", kind)]);
+        }
+        let got = c.collect(&[1, 3, 5]);
+        assert_eq!(String::from_utf8_lossy(&got[&3]), "via-kubelet/shared\n", "{got:?}");
+        assert_eq!(String::from_utf8_lossy(&got[&1]), r#"{"metadata":{},"status":"Success"}"#);
+
+        // Port-forward: one connection to the pod's port 8080, as `kubectl port-forward` opens it.
+        let (tls, protocol) = kubelet_spdy("/portForward/default/web-berth-node", "portforward.k8s.io");
+        assert_eq!(protocol, "portforward.k8s.io");
+        let mut c = SpdyClient { tls, codec: berth_cri::streaming::spdy::Codec::new(), buf: Vec::new() };
+        c.open(1, &[("streamtype", "error"), ("port", "8080"), ("requestid", "0")]);
+        c.send(1, &[], true);
+        c.open(3, &[("streamtype", "data"), ("port", "8080"), ("requestid", "0")]);
+        c.send(3, b"GET / HTTP/1.0\r\n\r\n", true);
+        let got = c.collect(&[1, 3]);
+        let page = String::from_utf8_lossy(&got[&3]).into_owned();
+        assert!(page.starts_with("HTTP/1.") && page.ends_with("from-init\nhello-from-env\n"), "{page:?}");
+        assert!(got.get(&1).is_none_or(|e| e.is_empty()), "an error: {got:?}");
     }
 
     pub fn kubelet_restarts_exited_and_unhealthy_containers() {
@@ -777,6 +953,7 @@ fn main() {
     // One kubelet for the suite: the tests build on each other, in order.
     let tests = trials![
         cases::static_pod_with_two_containers_volumes_and_an_init_container,
+        cases::exec_and_port_forward_through_kubelets_server,
         cases::kubelet_restarts_exited_and_unhealthy_containers,
         cases::security_context_probes_oom_and_the_stop_signal,
         cases::pulled_images_host_ports_and_rotated_logs,
