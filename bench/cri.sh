@@ -13,7 +13,10 @@
 # `berth-bench subreaper`, so its double-forked helpers (monitors, shims) stay its
 # descendants for the memory count. Then `berth-bench cri-streams`: `crictl exec` and
 # `crictl exec -s` of `true`, and 100 MB through `crictl port-forward` (CRICTL, default
-# ../shared/bin/crictl), each server in turn. Everything lives in a temp directory and the cgroup
+# ../shared/bin/crictl), each server in turn. Then `berth-bench kubelet`: the same kubelet
+# (KUBELET, default ../shared/bin/kubelet) on each server: static pods started and deleted,
+# kubelet's time inside CRI calls, and each server's CPU while kubelet watches KUBELET_PODS
+# (default 50) running pods. Everything lives in a temp directory and the cgroup
 # parent /berth-bench-cri-TAG, both removed at the end.
 #   ITERATIONS (default 10); CRI_BENCH_ARGS: more `berth-bench cri` options (a quick run:
 #   "--concurrent 4 --memory-pods 5"); CRITEST_IMAGES (default ../shared/tools/critest)
@@ -117,6 +120,17 @@ EOF
         --image registry.k8s.io/e2e-test-images/busybox:1.29-2 \
         --cgroup-parent "$CGROUP_PARENT/streams" --work-dir "$work" \
         berthd="unix://$work/berthd.sock" containerd="unix://$c/containerd.sock" || status=$?
+    # The same kubelet on each: it needs a node address that is not loopback (a veth here) and
+    # writes to /var/log whatever its configuration says (a private one here).
+    ip link add kbv0 type veth peer name kbv1
+    ip addr add 10.252.0.1/24 dev kbv0
+    ip link set kbv0 up
+    ip link set kbv1 up
+    mount -t tmpfs -o mode=0755 tmpfs /var/log
+    "$bin/berth-bench" kubelet --kubelet "$KUBELET" --crictl "$CRICTL" --node-ip 10.252.0.1 \
+        --image registry.k8s.io/e2e-test-images/busybox:1.29-2 --iterations "${ITERATIONS:-10}" \
+        --pods "${KUBELET_PODS:-50}" --cgroup-root "$CGROUP_PARENT/kubelet" --work-dir "$work" \
+        berthd="unix://$work/berthd.sock@$berthd" containerd="unix://$c/containerd.sock@$containerd" || status=$?
     kill -TERM "$berthd" "$containerd" "$registry" 2>/dev/null || true
     wait "$berthd" || true
     wait "$containerd" || true
@@ -138,6 +152,8 @@ for t in containerd containerd-shim-runc-v2 runc docker-registry skopeo curl; do
 done
 export CRICTL=${CRICTL:-$project/../shared/bin/crictl}
 [ -x "$CRICTL" ] || { echo "bench/cri.sh: crictl ($CRICTL) is missing (set CRICTL)" >&2; exit 1; }
+export KUBELET=${KUBELET:-$project/../shared/bin/kubelet}
+[ -x "$KUBELET" ] || { echo "bench/cri.sh: kubelet ($KUBELET) is missing (set KUBELET)" >&2; exit 1; }
 CRITEST_IMAGES=${CRITEST_IMAGES:-$project/../shared/tools/critest}
 [ -x "$CRITEST_IMAGES/build-images.sh" ] || {
     echo "bench/cri.sh: $CRITEST_IMAGES/build-images.sh is missing (set CRITEST_IMAGES)" >&2
