@@ -532,8 +532,10 @@ impl Output for SpdyOutput {
 
     fn finish(&self, status: &[u8]) {
         let _ = self.writer.data(self.error, status, true);
-        self.writer.go_away(self.last, goaway::OK);
-        // A client that keeps the connection open after the end is not waited for long.
+        // The client closes the connection once it has read everything: closing it first
+        // races the Go client, which drops frames still queued when its connection ends
+        // (seen under emulation). One that keeps it open is not waited for long.
+        let _ = self.writer.send(&super::spdy::Frame::GoAway { last_good_stream_id: self.last, status: goaway::OK });
         let _ = self.writer.socket().set_read_timeout(Some(Duration::from_secs(5)));
     }
 }

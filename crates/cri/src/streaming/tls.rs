@@ -44,27 +44,36 @@ pub fn terminate(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Socket
     Ok(Socket::Unix(session_end))
 }
 
+/// How long the pump lingers for the client's last bytes once the session has ended (so a
+/// client still writing is not answered with a reset, which could discard what it has not
+/// read yet).
+const LINGER_MS: i32 = 5000;
+
 fn pump(mut tcp: TcpStream, mut plain: UnixStream, mut conn: ServerConnection) {
     let mut buf = vec![0u8; 16 << 10];
-    let (mut tcp_open, mut plain_open) = (true, true);
+    let (mut plain_open, mut tcp_write_open) = (true, true);
     loop {
         while conn.wants_write() {
             if conn.write_tls(&mut tcp).is_err() {
+                let _ = tcp.shutdown(Shutdown::Both);
                 return;
             }
         }
-        if !plain_open {
+        if !plain_open && tcp_write_open {
+            // The session ended and its close_notify is out: the end of what the server sends.
+            let _ = tcp.shutdown(Shutdown::Write);
+            tcp_write_open = false;
+        }
+        let fds: Vec<_> = [Some(tcp.as_fd()), plain_open.then(|| plain.as_fd())].into_iter().flatten().collect();
+        let timeout = if plain_open { -1 } else { LINGER_MS };
+        let Ok(ready) = berth_sys::process::poll_readable(&fds, timeout) else { break };
+        if !ready.iter().any(|r| *r) {
             break;
         }
-        let fds: Vec<_> = [tcp_open.then(|| tcp.as_fd()), Some(plain.as_fd())].into_iter().flatten().collect();
-        let Ok(ready) = berth_sys::process::poll_readable(&fds, -1) else { break };
-        let (tcp_ready, plain_ready) = if tcp_open { (ready[0], ready[1]) } else { (false, ready[0]) };
-        if tcp_ready {
+        if ready[0] {
             match conn.read_tls(&mut tcp) {
-                Ok(0) => {
-                    tcp_open = false;
-                    let _ = plain.shutdown(Shutdown::Write);
-                }
+                // The client is gone.
+                Ok(0) => break,
                 Ok(_) => {
                     if conn.process_new_packets().is_err() {
                         // The alert goes out; the connection ends.
@@ -79,12 +88,14 @@ fn pump(mut tcp: TcpStream, mut plain: UnixStream, mut conn: ServerConnection) {
                                 break;
                             }
                             Ok(n) => {
-                                if plain.write_all(&buf[..n]).is_err() {
-                                    return;
-                                }
+                                // (A session that ended reads no more: its bytes are dropped.)
+                                let _ = plain.write_all(&buf[..n]);
                             }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                            Err(_) => return,
+                            Err(_) => {
+                                let _ = tcp.shutdown(Shutdown::Both);
+                                return;
+                            }
                         }
                     }
                 }
@@ -92,10 +103,10 @@ fn pump(mut tcp: TcpStream, mut plain: UnixStream, mut conn: ServerConnection) {
                 Err(_) => break,
             }
         }
-        if plain_ready {
+        if plain_open && ready.get(1).copied().unwrap_or(false) {
             match plain.read(&mut buf) {
                 Ok(0) | Err(_) => {
-                    // The session ended: close_notify, then the connection.
+                    // The session ended: close_notify, then (above) the end of the stream.
                     plain_open = false;
                     conn.send_close_notify();
                 }
