@@ -44,10 +44,14 @@ bins="$oci $callers $pods $repo/target/debug/berth-oci $repo/target/debug/berthd
 for plugin in bridge host-local loopback portmap firewall; do
     bins="$bins /usr/lib/cni/$plugin"
 done
-for tool in podman conmon containerd ctr containerd-shim-runc-v2 runc crun xtables-nft-multi skopeo docker-registry htpasswd; do
+for tool in podman conmon containerd ctr containerd-shim-runc-v2 runc crun xtables-nft-multi skopeo docker-registry htpasswd openssl; do
     path=$(command -v $tool) || { echo "test-cgroup2: $tool is not installed (make deps)" >&2; exit 1; }
     bins="$bins $path"
 done
+# openssl (the pods suite makes a certificate and talks TLS with it) reads its configuration.
+mkdir -p "$files/etc/ssl" "$files/usr/lib/ssl"
+cp "$(realpath -e /usr/lib/ssl/openssl.cnf)" "$files/etc/ssl/openssl.cnf"
+ln -sf /etc/ssl/openssl.cnf "$files/usr/lib/ssl/openssl.cnf"
 # The CNI plugins drive iptables (nftables underneath, as on the host): its names, its
 # extensions (loaded at run time, so not among its libraries), and the netfilter modules the
 # bridge, portmap and firewall plugins use.

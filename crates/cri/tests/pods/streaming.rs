@@ -179,11 +179,11 @@ pub fn attach_to_a_containers_stdio() {
         let (first, mut stdin) = spawn_with_stdin_pipe(&mut cmd);
         stdin.write_all(b"echo hello-$((2+3))\n").unwrap();
         first.wait_for_stdout("hello-5");
-        // A second client sees the same output.
+        // A second client sees the same output (repeated until it has: it may take a while to
+        // attach), and the first sees stderr.
         let mut cmd = crictl_command(&bin, &["attach", "-r", t, c]);
         let second = berth_testkit::children::spawn(&mut cmd, None);
-        std::thread::sleep(Duration::from_millis(500));
-        stdin.write_all(b"echo again-$((3+4)); echo oops >&2\n").unwrap();
+        stdin.write_all(b"echo oops >&2; (while true; do echo again-$((3+4)); sleep 0.2; done) &\n").unwrap();
         first.wait_for_stdout("again-7");
         second.wait_for_stdout("again-7");
         // The end of the first client's input is the end of the container's (stdin_once):
@@ -221,9 +221,10 @@ impl Forward {
         Forward { child: Some(child), local }
     }
 
-    fn get(&self, path: &str) -> berth_testkit::children::Output {
-        let url = format!("http://127.0.0.1:{}/{path}", self.local);
-        berth_testkit::children::run(std::process::Command::new("curl").args(["-sS", "--max-time", "60", &url]))
+    /// The body of `GET /path` through the forwarded port (HTTP/1.0: the server closes
+    /// after it); None when the request fails or the answer is not 200.
+    fn get(&self, path: &str) -> Option<Vec<u8>> {
+        http_get(self.local, path)
     }
 }
 
@@ -235,6 +236,32 @@ impl Drop for Forward {
             let _ = child.wait(Duration::from_secs(30));
         }
     }
+}
+
+/// `GET /path` on 127.0.0.1:`port` (the test's own client: the cgroup v2 guest has no curl).
+fn http_get(port: u16, path: &str) -> Option<Vec<u8>> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    write!(s, "GET /{path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let end = out.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let status = String::from_utf8_lossy(&out[..end]).lines().next().unwrap_or_default().to_string();
+    (status.starts_with("HTTP/1.") && status.split(' ').nth(1) == Some("200")).then(|| out[end + 4..].to_vec())
+}
+
+/// Waits until the pod's web server answers inside the pod: a forward to a port nothing
+/// listens on yet fails, and crictl's port-forward ends at its first failed connection.
+fn wait_serving(bin: &PathBuf, container: &str, port: u16) {
+    wait_until("the web server in the pod", Duration::from_secs(120), || {
+        let url = format!("http://127.0.0.1:{port}/");
+        crictl_output(bin, &["exec", "-s", container, "wget", "-qO-", &url], None).stdout.contains("hello-from-the-pod")
+    });
+}
+
+/// What `/big` holds: `yes 0123456789abcdef | head -c 3000000`.
+fn big_file() -> Vec<u8> {
+    b"0123456789abcdef\n".iter().copied().cycle().take(3_000_000).collect()
 }
 
 /// A web server in a container: `/` says hello, `/big` is 3 MB.
@@ -249,39 +276,30 @@ fn web_server(port: u16) -> serde_json::Value {
 pub fn port_forward_over_both_transports() {
     let Some(bin) = crictl_path() else { return };
     let pod = Pod::run(&bin, "portfwd", false, web_server(8080));
-    let big_sum = {
-        let o = crictl_output(&bin, &["exec", "-s", &pod.container, "sh", "-c", "sleep 1; md5sum /tmp/www/big"], None);
-        o.stdout.split(' ').next().unwrap_or_default().to_string()
-    };
+    wait_serving(&bin, &pod.container, 8080);
     for t in TRANSPORTS {
         let f = Forward::start(&bin, t, &pod.id, 8080);
-        wait_until("the forwarded server to answer", Duration::from_secs(60), || {
-            f.get("").stdout.contains("hello-from-the-pod")
-        });
+        let hello = Some(b"hello-from-the-pod\n".to_vec());
+        wait_until("the forwarded server to answer", Duration::from_secs(60), || f.get("") == hello);
         // Each connection is its own; several in turn and at once.
         for _ in 0..3 {
-            assert_eq!(f.get("").stdout, "hello-from-the-pod\n", "{t}");
+            assert_eq!(f.get(""), hello, "{t}");
         }
         let at_once: Vec<_> = (0..3)
             .map(|_| {
-                let url = format!("http://127.0.0.1:{}/big", f.local);
-                std::thread::spawn(move || {
-                    let o = berth_testkit::children::run(
-                        std::process::Command::new("sh")
-                            .args(["-c", &format!("curl -sS --max-time 60 {url} | md5sum")]),
-                    );
-                    o.stdout.split(' ').next().unwrap_or_default().to_string()
-                })
+                let port = f.local;
+                std::thread::spawn(move || http_get(port, "big"))
             })
             .collect();
+        let big = big_file();
         for th in at_once {
-            assert_eq!(th.join().unwrap(), big_sum, "{t}: a forwarded download differs");
+            let got = th.join().unwrap().unwrap_or_default();
+            assert!(got == big, "{t}: a forwarded download differs ({} of {} bytes)", got.len(), big.len());
         }
         // A port nothing listens on fails that connection, not the forward.
         let closed = Forward::start(&bin, t, &pod.id, 8081);
-        let o = closed.get("");
-        assert_ne!(o.code, 0, "{t}: {o:?}");
-        assert_eq!(f.get("").stdout, "hello-from-the-pod\n", "{t}");
+        assert_eq!(closed.get(""), None, "{t}");
+        assert_eq!(f.get(""), hello, "{t}");
     }
 }
 
@@ -292,10 +310,11 @@ pub fn port_forward_on_the_host_network() {
         l.local_addr().unwrap().port()
     };
     let pod = Pod::run(&bin, "portfwd-host", true, web_server(port));
+    wait_serving(&bin, &pod.container, port);
     for t in TRANSPORTS {
         let f = Forward::start(&bin, t, &pod.id, port);
         wait_until("the forwarded server to answer", Duration::from_secs(60), || {
-            f.get("").stdout.contains("hello-from-the-pod")
+            f.get("").as_deref() == Some(b"hello-from-the-pod\n")
         });
     }
 }
