@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::measure::{ms, summarize};
+use crate::measure::{print_durations, print_header};
 
 struct Opts {
     crictl: PathBuf,
@@ -249,27 +249,13 @@ fn print_table(endpoints: &[Endpoint], opts: &Opts) {
         "medians of {} iterations in ms (min-max); ratio = {}'s median / the other's (below 1.00: {} takes less)",
         opts.iterations, first.name, first.name
     );
-    print!("{:<34}", "step");
-    for ep in endpoints {
-        print!(" {:>24}", ep.name);
-    }
-    for ep in &endpoints[1..] {
-        print!(" {:>18}", format!("{}/{}", first.name, ep.name));
-    }
-    println!();
+    let names: Vec<&str> = endpoints.iter().map(|e| e.name.as_str()).collect();
+    print_header(34, &names);
     let rows: [(&str, Samples); 2] =
         [("crictl exec ID true", |e| &e.exec), ("crictl exec -s ID true", |e| &e.exec_sync)];
     for (label, get) in rows {
-        print!("{label:<34}");
-        for ep in endpoints {
-            let s = summarize(get(ep));
-            print!(" {:>24}", format!("{} ({}-{})", ms(s.median), ms(s.min), ms(s.max)));
-        }
-        let base = summarize(get(first)).median.as_secs_f64();
-        for ep in &endpoints[1..] {
-            print!(" {:>18.2}", base / summarize(get(ep)).median.as_secs_f64());
-        }
-        println!();
+        let samples: Vec<&[Duration]> = endpoints.iter().map(|e| get(e).as_slice()).collect();
+        print_durations(label, 34, &samples);
     }
     let median = |v: &Vec<f64>| {
         let mut v = v.clone();

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::measure::{ms, summarize};
+use crate::measure::{print_durations, print_header};
 
 struct Opts {
     kubelet: PathBuf,
@@ -305,27 +305,13 @@ fn print_table(opts: &Opts, endpoints: &[Endpoint]) {
         "medians of {} iterations in ms (min-max); ratio = {}'s / the other's (below 1.00: {} takes less)",
         opts.iterations, first.name, first.name
     );
-    print!("{:<38}", "step");
-    for ep in endpoints {
-        print!(" {:>24}", ep.name);
-    }
-    for ep in &endpoints[1..] {
-        print!(" {:>18}", format!("{}/{}", first.name, ep.name));
-    }
-    println!();
+    let names: Vec<&str> = endpoints.iter().map(|e| e.name.as_str()).collect();
+    print_header(38, &names);
     let rows: [(&str, Samples); 2] =
         [("static pod start (manifest → running)", |e| &e.start), ("static pod deletion (→ not ready)", |e| &e.delete)];
     for (label, get) in rows {
-        print!("{label:<38}");
-        for ep in endpoints {
-            let s = summarize(get(ep));
-            print!(" {:>24}", format!("{} ({}-{})", ms(s.median), ms(s.min), ms(s.max)));
-        }
-        let base = summarize(get(first)).median.as_secs_f64();
-        for ep in &endpoints[1..] {
-            print!(" {:>18.2}", base / summarize(get(ep)).median.as_secs_f64());
-        }
-        println!();
+        let samples: Vec<&[Duration]> = endpoints.iter().map(|e| get(e).as_slice()).collect();
+        print_durations(label, 38, &samples);
     }
     let scalar_rows: [(String, Figure); 2] = [
         ("kubelet's time in CRI calls per pod, ms".into(), |e| e.cri_secs_per_pod * 1000.0),

@@ -57,3 +57,31 @@ pub fn summarize(samples: &[Duration]) -> Summary {
 pub fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
+
+/// A side-by-side table's header: the label column, a column per endpoint, then a ratio
+/// column per endpoint after the first (the first's figure over that one's).
+pub fn print_header(label_width: usize, names: &[&str]) {
+    print!("{:<label_width$}", "step");
+    for n in names {
+        print!(" {n:>24}");
+    }
+    for n in &names[1..] {
+        print!(" {:>18}", format!("{}/{n}", names[0]));
+    }
+    println!();
+}
+
+/// A row of timings: each endpoint's median (min-max) in ms, then the first's median over
+/// each other's.
+pub fn print_durations(label: &str, label_width: usize, samples: &[&[Duration]]) {
+    print!("{label:<label_width$}");
+    for s in samples {
+        let s = summarize(s);
+        print!(" {:>24}", format!("{} ({}-{})", ms(s.median), ms(s.min), ms(s.max)));
+    }
+    let base = summarize(samples[0]).median.as_secs_f64();
+    for s in &samples[1..] {
+        print!(" {:>18.2}", base / summarize(s).median.as_secs_f64());
+    }
+    println!();
+}

@@ -368,10 +368,14 @@ pub struct ExecOutput {
 }
 
 impl Engine {
-    /// Runs `command` in a running container and collects its output and exit code (CRI's
-    /// ExecSync, what exec probes use). With a timeout the process is killed when it runs
-    /// longer, and the error is DeadlineExceeded.
-    pub fn exec_sync(&self, name_or_id: &str, command: &[String], timeout: Option<Duration>) -> Result<ExecOutput> {
+    /// A running container, its runtime handler and the process (OCI JSON) that runs
+    /// `command` in it, with or without a terminal: what the CRI's execs start from.
+    pub(crate) fn exec_prepare(
+        &self,
+        name_or_id: &str,
+        command: &[String],
+        tty: bool,
+    ) -> Result<(Container, crate::runtime::Runtime, Value)> {
         let c = self.get(name_or_id)?;
         if !c.running() {
             bail!(InvalidState, "container {} is not running", c.name);
@@ -380,8 +384,16 @@ impl Engine {
             bail!(InvalidInput, "cmd: empty");
         }
         let rt = self.runtime(Some(&c.runtime))?;
-        let o = ExecOptions { command: command.to_vec(), ..Default::default() };
+        let o = ExecOptions { command: command.to_vec(), tty, ..Default::default() };
         let process = self.exec_process(&c, &o)?;
+        Ok((c, rt, process))
+    }
+
+    /// Runs `command` in a running container and collects its output and exit code (CRI's
+    /// ExecSync, what exec probes use). With a timeout the process is killed when it runs
+    /// longer, and the error is DeadlineExceeded.
+    pub fn exec_sync(&self, name_or_id: &str, command: &[String], timeout: Option<Duration>) -> Result<ExecOutput> {
+        let (c, rt, process) = self.exec_prepare(name_or_id, command, false)?;
         let tag = &random_id()[..12];
         let run = self.run_dir(&c.id);
         let file = run.join(format!("exec-{tag}.json"));

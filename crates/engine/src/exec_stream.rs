@@ -186,16 +186,7 @@ impl Engine {
         stdio: ExecStdio,
         size: Option<(u16, u16)>,
     ) -> Result<ExecProcess> {
-        let c = self.get(name_or_id)?;
-        if !c.running() {
-            bail!(InvalidState, "container {} is not running", c.name);
-        }
-        if command.is_empty() {
-            bail!(InvalidInput, "cmd: empty");
-        }
-        let rt = self.runtime(Some(&c.runtime))?;
-        let o = crate::attach::ExecOptions { command: command.to_vec(), tty: stdio.tty, ..Default::default() };
-        let mut process = self.exec_process(&c, &o)?;
+        let (c, rt, mut process) = self.exec_prepare(name_or_id, command, stdio.tty)?;
         if stdio.tty {
             let (w, h) = size.unwrap_or((80, 24));
             process["consoleSize"] = serde_json::json!({"height": h, "width": w});

@@ -255,36 +255,19 @@ fn serve_spdy(sock: &mut Socket, req: http::Request, request: Request, inner: &A
     let writer = Arc::new(Writer::new(Box::new(out), shut));
     let input = sock.try_clone();
     let Ok(input) = input else { return Ok(()) };
-    match request {
-        Request::Exec { container, cmd, stdio } => {
-            let target = Target::Exec { container, cmd };
-            let mut h = SpdyExec::new(
-                inner.engine.clone(),
-                target,
-                stdio,
-                version.unwrap_or(Version::V4),
-                writer.clone(),
-                inner.idle_timeout,
-            );
-            conn::serve(input, req.rest, &writer, &mut h);
-        }
-        Request::Attach { container, stdio } => {
-            let target = Target::Attach { container };
-            let mut h = SpdyExec::new(
-                inner.engine.clone(),
-                target,
-                stdio,
-                version.unwrap_or(Version::V4),
-                writer.clone(),
-                inner.idle_timeout,
-            );
-            conn::serve(input, req.rest, &writer, &mut h);
-        }
+    let (target, stdio) = match request {
+        Request::Exec { container, cmd, stdio } => (Target::Exec { container, cmd }, stdio),
+        Request::Attach { container, stdio } => (Target::Attach { container }, stdio),
         Request::PortForward { pod } => {
             let mut h = portforward::SpdyPortForward::new(pod, writer.clone());
             conn::serve(input, req.rest, &writer, &mut h);
+            writer.close();
+            return Ok(());
         }
-    }
+    };
+    let version = version.unwrap_or(Version::V4);
+    let mut h = SpdyExec::new(inner.engine.clone(), target, stdio, version, writer.clone(), inner.idle_timeout);
+    conn::serve(input, req.rest, &writer, &mut h);
     writer.close();
     let _ = sock.flush();
     Ok(())
@@ -358,4 +341,15 @@ fn serve_websocket(sock: &mut Socket, req: http::Request, request: Request, inne
         _ => {}
     }
     Ok(())
+}
+
+/// A deterministic stream of pseudo-random numbers (xorshift) for the parsers' no-panic tests.
+#[cfg(test)]
+pub(crate) fn test_random(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
 }

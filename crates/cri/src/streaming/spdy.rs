@@ -673,13 +673,7 @@ mod tests {
     #[test]
     fn no_input_panics() {
         // Random frames (a deterministic generator), some with valid headers in front.
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = super::super::test_random(0x2545_f491_4f6c_dd1d);
         for round in 0..5_000 {
             let len = (next() % 64) as usize;
             let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();

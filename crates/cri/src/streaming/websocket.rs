@@ -511,16 +511,10 @@ mod tests {
     fn no_input_panics_the_reader() {
         // A deterministic stream of arbitrary inputs, some built from valid frames cut or
         // corrupted anywhere.
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = super::super::test_random(0x2545_f491_4f6c_dd1d);
         let (w, _peer) = writer();
         for _ in 0..3000 {
-            let mut input = client_frame(next() % 2 == 0, (next() % 16) as u8, &[1, 2, 3], [4, 3, 2, 1]);
+            let mut input = client_frame(next().is_multiple_of(2), (next() % 16) as u8, &[1, 2, 3], [4, 3, 2, 1]);
             let len = (next() % 40) as usize;
             input.extend((0..len).map(|_| next() as u8));
             let at = (next() as usize) % input.len();
