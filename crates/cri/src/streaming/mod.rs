@@ -144,7 +144,11 @@ fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
     for conn in listener.incoming() {
         let Ok(mut conn) = conn else { continue };
         if inner.connections.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
-            let _ = http::respond(&mut conn, 503, &[], "too many streaming connections\n");
+            // Answered (plain HTTP only) without holding up the accepting thread.
+            if inner.tls.is_none() {
+                let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
+                let _ = http::respond(&mut conn, 503, &[], "too many streaming connections\n");
+            }
             continue;
         }
         inner.connections.fetch_add(1, Ordering::SeqCst);
