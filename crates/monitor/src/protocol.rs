@@ -113,18 +113,22 @@ impl MonitorArgs {
                 other => return Err(format!("unknown option {other}\n{USAGE}")),
             }
         }
-        for (v, name) in
-            [(&a.id, "--id"), (&a.runtime, "--runtime"), (&a.bundle, "--bundle"), (&a.dir, "--dir"), (&a.log, "--log")]
-        {
-            if v.is_empty() {
-                return Err(format!("{name} is required\n{USAGE}"));
-            }
-        }
-        if a.sync_fd < 0 {
-            return Err(format!("--sync-fd is required\n{USAGE}"));
-        }
+        let required =
+            [(&a.id, "--id"), (&a.runtime, "--runtime"), (&a.bundle, "--bundle"), (&a.dir, "--dir"), (&a.log, "--log")];
+        check_required(&required, a.sync_fd, USAGE)?;
         Ok(a)
     }
+}
+
+/// The options a command line must have: each value non-empty, and the sync descriptor.
+fn check_required(values: &[(&String, &str)], sync_fd: i32, usage: &str) -> Result<(), String> {
+    if let Some((_, name)) = values.iter().find(|(v, _)| v.is_empty()) {
+        return Err(format!("{name} is required\n{usage}"));
+    }
+    if sync_fd < 0 {
+        return Err(format!("--sync-fd is required\n{usage}"));
+    }
+    Ok(())
 }
 
 /// A line from the monitor to the engine.
@@ -340,14 +344,11 @@ impl ExecTtyArgs {
                 other => return Err(format!("unknown option {other}\n{EXEC_TTY_USAGE}")),
             }
         }
-        for (v, name) in [(&a.id, "--id"), (&a.runtime, "--runtime"), (&a.process, "--process")] {
-            if v.is_empty() {
-                return Err(format!("{name} is required\n{EXEC_TTY_USAGE}"));
-            }
-        }
-        if a.sync_fd < 0 {
-            return Err(format!("--sync-fd is required\n{EXEC_TTY_USAGE}"));
-        }
+        check_required(
+            &[(&a.id, "--id"), (&a.runtime, "--runtime"), (&a.process, "--process")],
+            a.sync_fd,
+            EXEC_TTY_USAGE,
+        )?;
         Ok(a)
     }
 }
