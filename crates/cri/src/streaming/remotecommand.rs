@@ -354,6 +354,9 @@ pub struct SpdyExec {
     idle_timeout: Duration,
 }
 
+/// How long a finished session waits for its client to close the connection.
+const LINGER: Duration = Duration::from_secs(60);
+
 /// How long the client has to open all its streams.
 pub const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -536,7 +539,7 @@ impl Output for SpdyOutput {
         // races the Go client, which drops frames still queued when its connection ends
         // (seen under emulation). One that keeps it open is not waited for long.
         let _ = self.writer.send(&super::spdy::Frame::GoAway { last_good_stream_id: self.last, status: goaway::OK });
-        let _ = self.writer.socket().set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = self.writer.socket().set_read_timeout(Some(LINGER));
     }
 }
 
