@@ -68,14 +68,45 @@ pub struct Engine {
     pub pod_cni_conf_dir: Option<PathBuf>,
 }
 
-/// A held per-container lock (released on drop).
+/// A held per-object lock (a container's or a pod's), released on drop.
+///
+/// Its file exists only while someone holds it: the holder unlinks it before letting go,
+/// so locks of removed objects leave nothing behind. A waiter that then gets the unlinked
+/// file's lock sees that the path names another file (or none) and tries again.
 pub struct Lock {
-    _f: File,
+    path: PathBuf,
+    _file: File,
 }
 
 impl Lock {
-    pub(crate) fn from_file(f: File) -> Lock {
-        Lock { _f: f }
+    /// Waits for the lock at `path` (`wait`), or takes it only if it is free (None if not).
+    pub(crate) fn acquire(path: &Path, wait: bool) -> Result<Option<Lock>> {
+        use std::os::unix::fs::MetadataExt;
+        loop {
+            let f = File::options().create(true).truncate(false).write(true).open(path).ctx(path.display())?;
+            let what = || format!("lock {}", path.display());
+            if wait {
+                berth_sys::file::lock_exclusive(&f).ctx(what())?;
+            } else if !berth_sys::file::try_lock_exclusive(&f).ctx(what())? {
+                return Ok(None);
+            }
+            let held = f.metadata().ctx(what())?;
+            match std::fs::metadata(path) {
+                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
+                    return Ok(Some(Lock { path: path.to_path_buf(), _file: f }))
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).ctx(what()),
+            }
+        }
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // Still held here: the file closes after this body.
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -138,12 +169,11 @@ impl Engine {
         self.run_root.join("netns").join(id)
     }
 
-    /// The per-container lock: start, stop, rm and cleanup of one container take turns.
+    /// The per-container (or per-pod) lock: start, stop, rm and cleanup of one container
+    /// take turns.
     pub fn lock(&self, id: &str) -> Result<Lock> {
-        let p = self.run_root.join("locks").join(id);
-        let f = File::options().create(true).truncate(false).write(true).open(&p).ctx(p.display())?;
-        berth_sys::file::lock_exclusive(&f).ctx(format!("lock {}", p.display()))?;
-        Ok(Lock { _f: f })
+        let lock = Lock::acquire(&self.run_root.join("locks").join(id), true)?;
+        Ok(lock.expect("a waiting lock is always taken"))
     }
 
     // ------------------------------------------------------------------ container records
@@ -328,4 +358,45 @@ pub fn random_id() -> String {
         }
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::Lock;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    #[test]
+    fn holders_take_turns_and_leave_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c1");
+        let inside = AtomicBool::new(false);
+        let turns = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..6 {
+                s.spawn(|| {
+                    for _ in 0..200 {
+                        let _held = Lock::acquire(&path, true).unwrap().unwrap();
+                        assert!(!inside.swap(true, Ordering::SeqCst), "two holders at once");
+                        turns.fetch_add(1, Ordering::SeqCst);
+                        // Long enough for the others to open the file and queue on it.
+                        std::thread::sleep(std::time::Duration::from_micros(50));
+                        inside.store(false, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(turns.load(Ordering::SeqCst), 6 * 200);
+        assert!(!path.exists(), "the lock file outlived its last holder");
+    }
+
+    #[test]
+    fn a_held_lock_is_not_taken_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c2");
+        let held = Lock::acquire(&path, true).unwrap().unwrap();
+        assert!(Lock::acquire(&path, false).unwrap().is_none());
+        drop(held);
+        assert!(!path.exists());
+        assert!(Lock::acquire(&path, false).unwrap().is_some());
+    }
 }

@@ -596,7 +596,6 @@ impl Engine {
             bail!(System, "removing pod {}: {}", s.name, errors.join("; "));
         }
         self.sandbox_delete_record(&s.id)?;
-        let _ = std::fs::remove_file(self.run_root.join("locks").join(&s.id));
         Ok(())
     }
 
@@ -664,7 +663,6 @@ impl Engine {
             let errors = self.sandbox_release(&mut s);
             if errors.is_empty() {
                 let _ = self.sandbox_delete_record(&s.id);
-                let _ = std::fs::remove_file(self.run_root.join("locks").join(&s.id));
                 notes.push(format!("removed pod {} (its creation was interrupted)", s.name));
             } else {
                 notes.push(format!("pod {} (its creation was interrupted): {}", s.name, errors.join("; ")));

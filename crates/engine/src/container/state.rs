@@ -2,7 +2,7 @@
 //! the init's processes), the clean-up of a dead container's resources, and removal.
 
 use super::*;
-use crate::error::{bail, Context, Error, Result};
+use crate::error::{bail, Error, Result};
 use crate::runtime::{self, Runtime};
 use crate::{time, Engine};
 
@@ -110,12 +110,7 @@ impl Engine {
 
     /// The container's lock if no one holds it now.
     pub(crate) fn try_lock(&self, id: &str) -> Result<Option<crate::Lock>> {
-        let p = self.run_root.join("locks").join(id);
-        let f = std::fs::File::options().create(true).truncate(false).write(true).open(&p).ctx(p.display())?;
-        if !berth_sys::file::try_lock_exclusive(&f).ctx(format!("lock {}", p.display()))? {
-            return Ok(None);
-        }
-        Ok(Some(crate::Lock::from_file(f)))
+        crate::Lock::acquire(&self.run_root.join("locks").join(id), false)
     }
 
     /// Releases what a stopped container holds: runtime state and cgroups, CNI attachments and
@@ -188,7 +183,6 @@ impl Engine {
                 let _ = self.volume_remove(&m.name, false);
             }
         }
-        let _ = std::fs::remove_file(self.run_root.join("locks").join(&c.id));
         if !errors.is_empty() {
             bail!(System, "removing container {}: {}", c.short_id(), errors.join("; "));
         }
