@@ -1,0 +1,6 @@
+//! `berth build`: images from a Containerfile, built with the engine's store, snapshots and
+//! runtime, without a daemon.
+
+pub mod ignore;
+pub mod parse;
+pub mod words;
