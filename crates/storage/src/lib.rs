@@ -2,6 +2,7 @@
 //! every path resolved beneath the layer root), the per-chain-ID layer directories, and
 //! container root filesystems as overlay mounts (or copies where overlayfs is unavailable).
 
+pub mod diff;
 pub mod digest;
 pub mod layers;
 pub mod snapshot;
@@ -10,6 +11,7 @@ pub mod unpack;
 
 use std::path::Path;
 
+pub use diff::{write_layer, LayerTar};
 pub use digest::Digest;
 pub use layers::{unique_suffix, LayerStore};
 pub use snapshot::{Driver, OverlayMount, Snapshotter};

@@ -321,6 +321,41 @@ pub fn flistxattr(fd: impl AsFd) -> io::Result<Vec<CString>> {
     Ok(buf.split(|b| *b == 0).filter(|s| !s.is_empty()).filter_map(|s| CString::new(s).ok()).collect())
 }
 
+/// Every extended attribute of a file (a real file or directory, not an O_PATH descriptor),
+/// values whole whatever their size.
+pub fn fxattrs(fd: impl AsFd) -> io::Result<Vec<(CString, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for name in flistxattr(&fd)? {
+        // The size, then the value; a value that grows in between is asked for again.
+        loop {
+            // SAFETY: a size query.
+            let n = unsafe { libc::fgetxattr(raw(&fd), name.as_ptr(), std::ptr::null_mut(), 0) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ENODATA) {
+                    break;
+                }
+                return Err(e);
+            }
+            let mut buf = vec![0u8; n as usize];
+            // SAFETY: a buffer of the size given.
+            let got = unsafe { libc::fgetxattr(raw(&fd), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+            if got < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::ERANGE) => continue,
+                    Some(libc::ENODATA) => break,
+                    _ => return Err(e),
+                }
+            }
+            buf.truncate(got as usize);
+            out.push((name, buf));
+            break;
+        }
+    }
+    Ok(out)
+}
+
 // ---------------------------------------------------------------------------------------- directories
 
 /// The names in a directory (without `.` and `..`).
