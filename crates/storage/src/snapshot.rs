@@ -354,6 +354,11 @@ impl Snapshotter {
                 return Some(Err(failed(format!("overlay lowerdir {}", l.display()), e, &ctx)));
             }
         }
+        for (key, value) in plain_upper_options() {
+            if let Err(e) = ctx.set_string(key, value.as_bytes()) {
+                return Some(Err(failed(format!("overlay option {key}={value}"), e, &ctx)));
+            }
+        }
         let r = ctx
             .set_string("upperdir", upper.as_os_str().as_encoded_bytes())
             .map_err(|e| failed(format!("overlay upperdir {}", upper.display()), e, &ctx))
@@ -395,7 +400,8 @@ impl Snapshotter {
         };
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(4096);
         let lower: Vec<String> = lowers.iter().rev().map(|p| esc(p)).collect();
-        let mut data = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), esc(&upper), esc(&work));
+        let options: String = plain_upper_options().iter().map(|(k, v)| format!(",{k}={v}")).collect();
+        let mut data = format!("lowerdir={},upperdir={},workdir={}{options}", lower.join(":"), esc(&upper), esc(&work));
         let mut cwd = None;
         if data.len() >= page {
             let links = base.join("l");
@@ -410,7 +416,7 @@ impl Snapshotter {
                 std::os::unix::fs::symlink(l, &link).map_err(|e| crate::io_error(&link, e))?;
             }
             let short: Vec<String> = (0..lowers.len()).rev().map(|i| i.to_string()).collect();
-            data = format!("lowerdir={},upperdir=../upper,workdir=../work", short.join(":"));
+            data = format!("lowerdir={},upperdir=../upper,workdir=../work{options}", short.join(":"));
             cwd = Some(links);
         }
         if data.len() >= page {
@@ -630,4 +636,22 @@ fn merge_layer(
         }
     }
     Ok(())
+}
+
+/// Options that keep an upper directory a plain diff of its lowers, which a layer can carry
+/// (build steps, commit and diff write uppers as layers): overlayfs' redirects (a renamed
+/// lower directory) and metadata-only copy-ups are turned off where this kernel turns them on
+/// by default. Asked only then, so a kernel without the options mounts as before.
+fn plain_upper_options() -> Vec<(&'static str, &'static str)> {
+    let on = |param: &str| {
+        fs::read_to_string(format!("/sys/module/overlay/parameters/{param}")).is_ok_and(|v| v.trim() == "Y")
+    };
+    let mut out = Vec::new();
+    if on("redirect_dir") {
+        out.push(("redirect_dir", "off"));
+    }
+    if on("metacopy") {
+        out.push(("metacopy", "off"));
+    }
+    out
 }
