@@ -158,7 +158,7 @@ fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
             let _ = conn.set_write_timeout(Some(WRITE_TIMEOUT));
             let sock = match &inner2.tls {
                 Some(config) => tls::terminate(conn, config.clone()),
-                None => Ok(Socket::Tcp(conn)),
+                None => Ok(Socket::tcp(conn)),
             };
             if let Ok(sock) = sock {
                 handle(sock, &inner2);

@@ -41,7 +41,7 @@ pub fn terminate(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Socket
     let (session_end, pump_end) = UnixStream::pair()?;
     let conn = ServerConnection::new(config).map_err(io::Error::other)?;
     std::thread::Builder::new().name("berthd-stream-tls".into()).spawn(move || pump(tcp, pump_end, conn))?;
-    Ok(Socket::Unix(session_end))
+    Ok(Socket::unix(session_end))
 }
 
 /// How long the pump lingers for the client's last bytes once the session has ended (so a

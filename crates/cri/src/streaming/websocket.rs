@@ -452,7 +452,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (server, _) = l.accept().unwrap();
-        (Arc::new(WsWriter::new(Socket::Tcp(server))), client)
+        (Arc::new(WsWriter::new(Socket::tcp(server))), client)
     }
 
     fn read_all(mut s: std::net::TcpStream) -> Vec<u8> {
