@@ -63,7 +63,7 @@ pub struct ListArgs {
     /// Only image IDs
     #[arg(short, long)]
     pub quiet: bool,
-    /// Also list untagged images (kept for docker compatibility: they are always listed)
+    /// Also list the intermediate images builds made for their steps (their cache)
     #[arg(short, long)]
     pub all: bool,
 }
@@ -286,7 +286,11 @@ fn ago(created: Option<&str>) -> String {
 
 fn list(cli: &Cli, a: &ListArgs) -> Result<()> {
     let store = open_store(cli)?;
-    let images = store.list()?;
+    let mut images = store.list()?;
+    if !a.all {
+        let intermediate = store.build_intermediates()?;
+        images.retain(|i| !intermediate.contains(&i.row.manifest_digest));
+    }
     match a.format.as_str() {
         "json" => {
             let mut v: Vec<Value> = Vec::new();

@@ -1,6 +1,7 @@
 //! berth: the daemonless command line: image commands (`images.rs`) and container, volume
 //! and network commands (`containers.rs`, over berth-engine).
 
+mod build;
 mod containers;
 mod images;
 mod progress;
@@ -25,6 +26,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Build an image from a Containerfile (or Dockerfile)
+    Build(build::BuildArgs),
     /// Pull an image from a registry
     Pull(images::PullArgs),
     /// Push an image to a registry

@@ -60,6 +60,11 @@ CREATE TABLE IF NOT EXISTS blob_sources (
     repository      TEXT NOT NULL,
     PRIMARY KEY (digest, registry, repository)
 );
+CREATE TABLE IF NOT EXISTS build_cache (
+    key             TEXT PRIMARY KEY,
+    manifest_digest TEXT NOT NULL REFERENCES images(manifest_digest) ON DELETE CASCADE,
+    added_at        INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS snapshots (
     id              TEXT PRIMARY KEY,
     manifest_digest TEXT NOT NULL REFERENCES images(manifest_digest),

@@ -285,6 +285,47 @@ impl Store {
         }))
     }
 
+    /// The image a build step made before, by the step's cache key (its parent state and
+    /// everything it depends on); None if there is none, or its image is gone.
+    pub fn build_cache_get(&self, key: &str) -> Result<Option<Image>> {
+        let md: Option<String> = self
+            .db()
+            .conn
+            .query_row("SELECT manifest_digest FROM build_cache WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .ctx("build cache")?;
+        match md {
+            Some(md) => self.image_by_manifest(&md),
+            None => Ok(None),
+        }
+    }
+
+    /// Records the image a build step made under its cache key.
+    pub fn build_cache_put(&self, key: &str, manifest_digest: &Digest) -> Result<()> {
+        self.db().write(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO build_cache (key, manifest_digest, added_at) VALUES (?1, ?2, ?3)",
+                params![key, manifest_digest.as_str(), db::now()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Manifest digests of the untagged images builds made for their steps (`images` lists
+    /// them only with `-a`, as docker lists intermediate images).
+    pub fn build_intermediates(&self) -> Result<std::collections::HashSet<String>> {
+        let db = self.db();
+        let mut st = db
+            .conn
+            .prepare(
+                "SELECT DISTINCT manifest_digest FROM build_cache
+                 WHERE manifest_digest NOT IN (SELECT manifest_digest FROM tags)",
+            )
+            .ctx("build cache")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0)).ctx("build cache")?;
+        rows.collect::<std::result::Result<_, _>>().ctx("build cache")
+    }
+
     pub fn list(&self) -> Result<Vec<Image>> {
         let rows = self.db().images()?;
         let mut out = Vec::new();

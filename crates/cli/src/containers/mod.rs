@@ -50,6 +50,7 @@ pub(crate) fn open(cli: &Cli) -> Result<Engine> {
 /// Runs a container command; `Ok(None)` when `command` is not one, else the exit code.
 pub fn run(cli: &Cli) -> Option<Result<i32>> {
     let r = match &cli.command {
+        Command::Build(a) => crate::build::build_cmd(cli, a),
         Command::Run(a) => run_cmd(cli, a),
         Command::Create(a) => create_cmd(cli, a),
         Command::Start(a) => start_cmd(cli, a),

@@ -1,0 +1,558 @@
+//! The steps that change files: RUN (a container made by the engine from the stage's state,
+//! its upper directory the layer) and COPY/ADD (files copied into a snapshot of the state,
+//! its upper directory the layer).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_engine::attach::AttachConn;
+use berth_engine::container::config::{Mount, MountSource, NetworkMode, UserSpec};
+use berth_engine::{ContainerConfig, Engine};
+use berth_image::store::{NewLayer, Store};
+use berth_storage::Driver;
+use berth_sys::Error;
+
+use crate::builder::{in_workdir, Builder, State};
+use crate::copy::{self, CopyOptions, Destination, Origin};
+use crate::layer;
+use crate::parse::{Instruction, Keyword};
+
+fn key(parts: &[&str]) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// A snapshot the builder works in, removed when dropped: mounted over `lowers` (overlay),
+/// or, with no lowers (FROM scratch), a plain directory that is its own upper.
+struct WorkSnapshot<'a> {
+    store: &'a Store,
+    id: String,
+    rootfs: PathBuf,
+    upper: PathBuf,
+}
+
+impl<'a> WorkSnapshot<'a> {
+    fn new(store: &'a Store, lowers: &[PathBuf]) -> Result<WorkSnapshot<'a>, Error> {
+        let id = format!("build-{}", berth_engine::random_id());
+        let snaps = &store.snapshots;
+        if lowers.is_empty() {
+            let upper = snaps.path(&id).join("upper");
+            std::fs::create_dir_all(&upper).map_err(|e| Error::from_io(e).context(upper.display().to_string()))?;
+            let s = WorkSnapshot { store, id, rootfs: upper.clone(), upper };
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&s.upper, std::fs::Permissions::from_mode(0o755));
+            return Ok(s);
+        }
+        if store.config.driver() != Driver::Overlay {
+            return Err(Error::unsupported(format!(
+                "berth build needs the overlay storage driver (this store uses {})",
+                store.config.driver().name()
+            )));
+        }
+        let rootfs = snaps.prepare(&id, lowers, Driver::Overlay)?;
+        let upper = snaps.path(&id).join("upper");
+        Ok(WorkSnapshot { store, id, rootfs, upper })
+    }
+
+    fn unmount(&self) -> Result<(), Error> {
+        self.store.snapshots.unmount(&self.id)
+    }
+}
+
+impl Drop for WorkSnapshot<'_> {
+    fn drop(&mut self) {
+        let _ = self.store.snapshots.remove(&self.id);
+    }
+}
+
+// ---------------------------------------------------------------------------------- RUN
+
+/// Where the runtime mounts things in every container: paths it creates in the root when the
+/// image lacks them, which never belong in a layer.
+const RUNTIME_MOUNTS: &[&str] = &[
+    "proc",
+    "dev",
+    "dev/pts",
+    "dev/shm",
+    "dev/mqueue",
+    "sys",
+    "sys/fs/cgroup",
+    "etc/hosts",
+    "etc/hostname",
+    "etc/resolv.conf",
+];
+
+pub(crate) fn run(b: &mut Builder, state: &mut State, ins: &Instruction) -> Result<(), Error> {
+    let Some(image) = state.image.clone() else {
+        return Err(b.err(ins, "there is nothing to run a command in: the stage has no base image (FROM scratch)"));
+    };
+    let argv = run_command(b, state, ins)?;
+    let network = match ins.flag("network").map(|f| f.value.as_deref().unwrap_or("")) {
+        None | Some("default") => b.opts.network.clone(),
+        Some("none") => NetworkMode::None,
+        Some("host") => NetworkMode::Host,
+        Some(other) => return Err(b.err(ins, format!("--network={other}: none, host or default"))),
+    };
+    match ins.flag("security").map(|f| f.value.as_deref().unwrap_or("")) {
+        None | Some("sandbox") => {}
+        Some(other) => {
+            return Err(
+                b.err(ins, format!("--security={other} is not supported: RUN steps run with berth run's isolation"))
+            )
+        }
+    }
+    let (mounts, mount_keys, mount_targets) = run_mounts(b, state, ins)?;
+    let args = b.run_args(state);
+    let args_text: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let step_key = key(&[
+        &state.key,
+        "RUN",
+        &serde_json::to_string(&argv).unwrap_or_default(),
+        &args_text.join("\0"),
+        &format!("{network:?}"),
+        &mount_keys.join("\0"),
+    ]);
+    let volumes: Vec<String> =
+        state.config["config"]["Volumes"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    b.layer_step(state, ins, step_key, &mut |b, state| {
+        let mut env = state.env();
+        env.extend(args_text.iter().cloned());
+        let user = state.string("User");
+        let workdir = state.string("WorkingDir");
+        let mut mounts = mounts.clone();
+        // VOLUMEs declared since the state's image: written to during RUN as docker's are
+        // (into a volume, so not into the layer).
+        for v in &volumes {
+            if !mounts.iter().any(|m| &m.destination == v) {
+                mounts.push(Mount {
+                    source: MountSource::Anonymous,
+                    destination: v.clone(),
+                    readonly: false,
+                    recursive_readonly: false,
+                    propagation: Default::default(),
+                    options: Vec::new(),
+                });
+            }
+        }
+        let cfg = ContainerConfig {
+            name: Some(format!("berth-build-{}", &berth_engine::random_id()[..12])),
+            image: image.clone(),
+            entrypoint: Some(Vec::new()),
+            command: Some(argv.clone()),
+            env,
+            workdir: (!workdir.is_empty()).then_some(workdir),
+            user: (!user.is_empty()).then(|| UserSpec::parse(&user)),
+            network: network.clone(),
+            mounts,
+            labels: BTreeMap::from([("io.berth.build.step".to_string(), ins.text.clone())]),
+            ..Default::default()
+        };
+        let mut targets: Vec<String> = RUNTIME_MOUNTS.iter().map(|s| s.to_string()).collect();
+        targets.extend(mount_targets.iter().cloned());
+        targets.extend(volumes.iter().map(|v| v.trim_start_matches('/').to_string()));
+        run_container(b, state, ins, &cfg, &targets).map(Some)
+    })
+}
+
+/// The command RUN runs: the exec form as is; the shell form (or a here-document script)
+/// through the stage's SHELL.
+fn run_command(b: &Builder, state: &State, ins: &Instruction) -> Result<Vec<String>, Error> {
+    if let Some(argv) = ins.exec_form() {
+        if argv.is_empty() {
+            return Err(b.err(ins, "an empty command"));
+        }
+        return Ok(argv);
+    }
+    let mut script = ins.args.clone();
+    if let Some(first) = ins.heredocs.first() {
+        let only_heredoc = ins.heredocs.len() == 1 && {
+            let t = ins.args.trim();
+            let t = t.strip_prefix("<<").unwrap_or(t);
+            let t = t.strip_prefix('-').unwrap_or(t);
+            t.trim_matches(|c| c == '"' || c == '\'') == first.name
+        };
+        if only_heredoc {
+            // The here-document is the script.
+            script = first.content.clone();
+        } else {
+            // The shell reads the here-documents after the command line, as it would in a
+            // script.
+            for h in &ins.heredocs {
+                script.push('\n');
+                script.push_str(&h.content);
+                script.push_str(&h.name);
+            }
+        }
+    }
+    let mut argv = state.shell();
+    argv.push(script);
+    Ok(argv)
+}
+
+/// RUN --mount: the engine's mounts, what the cache key takes of them, and their targets
+/// (relative), which stay out of the layer.
+type RunMounts = (Vec<Mount>, Vec<String>, Vec<String>);
+
+fn run_mounts(b: &mut Builder, state: &State, ins: &Instruction) -> Result<RunMounts, Error> {
+    let (mut mounts, mut keys, mut targets) = (Vec::new(), Vec::new(), Vec::new());
+    for f in ins.flags_named("mount") {
+        let spec = b.expand_in(state, ins, f.value.as_deref().unwrap_or(""))?;
+        let mut kv: BTreeMap<String, String> = BTreeMap::new();
+        for part in spec.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').unwrap_or((part, "true"));
+            kv.insert(k.to_ascii_lowercase(), v.to_string());
+        }
+        let kind = kv.remove("type").unwrap_or_else(|| "bind".into());
+        let target = kv.remove("target").or_else(|| kv.remove("dst")).or_else(|| kv.remove("destination"));
+        let readonly = kv.remove("ro").or_else(|| kv.remove("readonly")).is_some_and(|v| v != "false");
+        let rw = kv.remove("rw").or_else(|| kv.remove("readwrite")).is_some_and(|v| v != "false");
+        let mut mount_key = format!("{kind} {target:?}");
+        let (source, dest, ro) = match kind.as_str() {
+            "bind" => {
+                let target = target.ok_or_else(|| b.err(ins, format!("--mount={spec}: target= is missing")))?;
+                if kv.contains_key("from") {
+                    return Err(b.err(
+                        ins,
+                        format!("--mount={spec}: type=bind with from= is not supported yet (bind the build context)"),
+                    ));
+                }
+                if rw {
+                    return Err(b.err(ins, format!("--mount={spec}: rw binds of the build context are not supported (its writes would reach your files)")));
+                }
+                let src = kv.remove("source").or_else(|| kv.remove("src")).unwrap_or_default();
+                let origin = b.context_origin(ins)?;
+                let rel = origin.expand(&src).map_err(|e| b.err(ins, e))?;
+                let ctx = b.opts.context.clone().expect("a context");
+                let path = if src.is_empty() { ctx } else { ctx.join(&rel[0]) };
+                let mut sum = Vec::new();
+                origin.checksum(&rel, &mut |d| sum.extend_from_slice(d)).map_err(|e| b.err(ins, e))?;
+                mount_key.push_str(&key(&[&String::from_utf8_lossy(&sum)]));
+                (MountSource::Bind(path), target, true)
+            }
+            "cache" => {
+                let target = target.ok_or_else(|| b.err(ins, format!("--mount={spec}: target= is missing")))?;
+                let id = kv.remove("id").unwrap_or_else(|| target.clone());
+                let _ = kv.remove("sharing");
+                let dir = b.engine.store.root.join("build-cache-mounts").join(key(&[&id]));
+                std::fs::create_dir_all(&dir).map_err(|e| b.err(ins, format!("cache mount {id}: {e}")))?;
+                (MountSource::Bind(dir), target, readonly)
+            }
+            "tmpfs" => {
+                let target = target.ok_or_else(|| b.err(ins, format!("--mount={spec}: target= is missing")))?;
+                let mut options = Vec::new();
+                if let Some(size) = kv.remove("size") {
+                    options.push(format!("size={size}"));
+                }
+                targets.push(target.trim_start_matches('/').to_string());
+                keys.push(mount_key);
+                mounts.push(Mount {
+                    source: MountSource::Tmpfs,
+                    destination: target,
+                    readonly: false,
+                    recursive_readonly: false,
+                    propagation: Default::default(),
+                    options,
+                });
+                continue;
+            }
+            "secret" => {
+                let id =
+                    kv.remove("id").or_else(|| target.as_ref().map(|t| t.rsplit('/').next().unwrap_or("").to_string()));
+                let id = id
+                    .filter(|i| !i.is_empty())
+                    .ok_or_else(|| b.err(ins, format!("--mount={spec}: id= is missing")))?;
+                let required = kv.remove("required").is_some_and(|v| v != "false");
+                for k in ["mode", "uid", "gid"] {
+                    if kv.remove(k).is_some() {
+                        return Err(b.err(ins, format!("--mount={spec}: {k}= is not supported for secrets")));
+                    }
+                }
+                let Some(src) = b.opts.secrets.get(&id).cloned() else {
+                    if required {
+                        return Err(
+                            b.err(ins, format!("secret {id} is required: give it with --secret id={id},src=FILE"))
+                        );
+                    }
+                    continue;
+                };
+                let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
+                // The secret's content is not part of the cache key (it must not be kept
+                // anywhere), only its name.
+                (MountSource::Bind(src), target, true)
+            }
+            other => {
+                return Err(b.err(ins, format!("--mount={spec}: type={other} is not one of bind, cache, tmpfs, secret")))
+            }
+        };
+        if let Some(k) = kv.keys().next() {
+            return Err(b.err(ins, format!("--mount={spec}: unknown option {k}")));
+        }
+        if !dest.starts_with('/') {
+            return Err(b.err(ins, format!("--mount={spec}: target must be an absolute path")));
+        }
+        targets.push(dest.trim_start_matches('/').to_string());
+        keys.push(mount_key);
+        mounts.push(Mount {
+            source,
+            destination: dest,
+            readonly: ro,
+            recursive_readonly: false,
+            propagation: Default::default(),
+            options: Vec::new(),
+        });
+    }
+    Ok((mounts, keys, targets))
+}
+
+fn run_container(
+    b: &mut Builder,
+    state: &State,
+    ins: &Instruction,
+    cfg: &ContainerConfig,
+    targets: &[String],
+) -> Result<NewLayer, Error> {
+    let engine: &Engine = b.engine;
+    let c = engine.create(cfg).map_err(|e| b.ctx(ins, e))?;
+    // The container goes whatever happens.
+    struct Remove<'e>(&'e Engine, String);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.remove(&self.1, true, true);
+        }
+    }
+    let _remove = Remove(engine, c.id.clone());
+    let conn = engine
+        .start_with(&c.id, AttachConn::connect)
+        .map_err(|e| b.ctx(ins, e))?
+        .ok_or_else(|| b.err(ins, "the step's container was started by someone else"))?;
+    let mut buf = vec![0u8; 64 << 10];
+    while let Ok(Some((_, n))) = conn.recv(&mut buf) {
+        b.write_out(&buf[..n]);
+    }
+    let code = exit_code(engine, &c.id).map_err(|e| b.ctx(ins, e))?;
+    if code != 0 {
+        return Err(b.err(ins, format!("the command exited with status {code}")));
+    }
+    let store = &engine.store;
+    store.snapshots.unmount(&c.id)?;
+    let upper = store.snapshots.path(&c.id).join("upper");
+    let lowers = layer::layer_dirs(store, &state.layers)?;
+    let skip = runtime_made(&lowers, &upper, targets);
+    layer::commit_layer(store, &upper, state.chain(), b.opts.compression, b.opts.format, &|p| skip.contains(p))
+        .map_err(|e| b.ctx(ins, e))
+}
+
+fn exit_code(e: &Engine, id: &str) -> Result<i32, Error> {
+    for _ in 0..500 {
+        if let Some(code) = e.exit_code_of(id) {
+            return Ok(code);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    match e.wait(id)? {
+        berth_engine::container::EXIT_UNKNOWN => {
+            Err(Error::msg("exit status unknown (the container's monitor died before recording the exit)"))
+        }
+        code => Ok(code),
+    }
+}
+
+/// The mount targets (and the directories made only to hold them) that the runtime created
+/// in `upper` because the image lacked them.
+fn runtime_made(lowers: &[PathBuf], upper: &Path, targets: &[String]) -> BTreeSet<String> {
+    let mut skip = BTreeSet::new();
+    for t in targets {
+        let t = t.trim_matches('/');
+        if t.is_empty() || layer::exists_in_layers(lowers, t) || std::fs::symlink_metadata(upper.join(t)).is_err() {
+            continue;
+        }
+        skip.insert(t.to_string());
+    }
+    // Parents made only for skipped targets go too (deepest first).
+    let mut parents: Vec<String> = skip
+        .iter()
+        .flat_map(|t| {
+            let mut v = Vec::new();
+            let mut p = t.as_str();
+            while let Some((parent, _)) = p.rsplit_once('/') {
+                v.push(parent.to_string());
+                p = parent;
+            }
+            v
+        })
+        .collect();
+    parents.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+    parents.dedup();
+    for p in parents {
+        if layer::exists_in_layers(lowers, &p) {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(upper.join(&p)) else { continue };
+        let only_skipped =
+            entries.flatten().all(|e| skip.contains(&format!("{p}/{}", e.file_name().to_string_lossy())));
+        if only_skipped {
+            skip.insert(p);
+        }
+    }
+    skip
+}
+
+// ---------------------------------------------------------------------------------- COPY, ADD
+
+pub(crate) fn copy(b: &mut Builder, state: &mut State, ins: &Instruction) -> Result<(), Error> {
+    for unsupported in ["parents", "exclude", "keep-git-dir", "unpack"] {
+        if ins.flag(unsupported).is_some() {
+            return Err(b.err(ins, format!("--{unsupported} is not supported yet")));
+        }
+    }
+    if ins.keyword == Keyword::Add && ins.flag("checksum").is_some() {
+        return Err(b.err(ins, "--checksum is not supported yet"));
+    }
+    let mut args = match ins.exec_form() {
+        Some(v) => v.iter().map(|a| b.expand_in(state, ins, a)).collect::<Result<Vec<_>, _>>()?,
+        None => {
+            // Here-document words are names, not paths: kept as written.
+            let mut out = Vec::new();
+            for w in crate::parse::raw_words(&ins.args, b.escape()) {
+                if w.starts_with("<<") {
+                    out.push(w);
+                } else {
+                    out.extend(b.expand_words_in(state, ins, &w)?);
+                }
+            }
+            out
+        }
+    };
+    let dest = args.pop().ok_or_else(|| b.err(ins, "a destination is needed"))?;
+    let dest_abs = in_workdir(state, &dest);
+    let mode = match ins.flag("chmod").and_then(|f| f.value.clone()) {
+        Some(m) => {
+            let m = b.expand_in(state, ins, &m)?;
+            Some(
+                u32::from_str_radix(&m, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| b.err(ins, format!("--chmod={m}: an octal mode (e.g. 0644)")))?,
+            )
+        }
+        None => None,
+    };
+    let chown = ins.flag("chown").and_then(|f| f.value.clone()).map(|c| b.expand_in(state, ins, &c)).transpose()?;
+    // The sources' origin: a stage or an image, here-documents, or the context.
+    let from = ins.flag("from").and_then(|f| f.value.clone());
+    let heredoc_dir;
+    let mut from_snapshot = None;
+    let origin = if let Some(name) = &from {
+        let (what, layers) = b.source_layers(ins, state, name)?;
+        let lowers = layer::layer_dirs(&b.engine.store, &layers)?;
+        let snap = WorkSnapshot::new(&b.engine.store, &lowers)?;
+        let o = Origin::root_filesystem(&snap.rootfs, what).map_err(|e| b.err(ins, e))?;
+        from_snapshot = Some(snap);
+        o
+    } else if !ins.heredocs.is_empty() {
+        heredoc_dir = tempdir_in(&b.engine.store.root)?;
+        for h in &ins.heredocs {
+            let content = if h.expand { b.expand_in(state, ins, &h.content)? } else { h.content.clone() };
+            std::fs::write(heredoc_dir.path.join(&h.name), content).map_err(|e| b.err(ins, e))?;
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(heredoc_dir.path.join(&h.name), std::fs::Permissions::from_mode(0o644));
+        }
+        for a in args.iter_mut() {
+            if let Some(name) = a.strip_prefix("<<") {
+                *a = name.trim_start_matches('-').trim_matches(|c| c == '"' || c == '\'').to_string();
+            }
+        }
+        Origin::root_filesystem(&heredoc_dir.path, "the here-documents".into()).map_err(|e| b.err(ins, e))?
+    } else {
+        b.context_origin(ins)?
+    };
+    if ins.keyword == Keyword::Add {
+        if let Some(url) = args.iter().find(|a| a.contains("://")) {
+            return Err(b.err(ins, format!("{url}: ADD of URLs is not supported yet")));
+        }
+    }
+    let mut sources = Vec::new();
+    for a in &args {
+        sources.extend(origin.expand(a).map_err(|e| b.err(ins, e))?);
+    }
+    if sources.len() > 1 && !dest.ends_with('/') {
+        return Err(
+            b.err(ins, format!("{dest}: with several sources the destination must be a directory ending with /"))
+        );
+    }
+    let mut sum = Vec::new();
+    origin.checksum(&sources, &mut |d| sum.extend_from_slice(d)).map_err(|e| b.err(ins, e))?;
+    let step_key = key(&[
+        &state.key,
+        ins.keyword.name(),
+        &format!("{from:?} {chown:?} {mode:?}"),
+        &sources.join("\0"),
+        &dest_abs,
+        &key(&[&String::from_utf8_lossy(&sum)]),
+    ]);
+    let into_dir = dest.ends_with('/') || sources.len() > 1;
+    b.layer_step(state, ins, step_key, &mut |b, state| {
+        let store = &b.engine.store;
+        let lowers = layer::layer_dirs(store, &state.layers)?;
+        let snap = WorkSnapshot::new(store, &lowers)?;
+        let owner = match &chown {
+            Some(c) => Some(resolve_owner(&snap.rootfs, c).map_err(|e| b.err(ins, format!("--chown={c}: {e}")))?),
+            None => None,
+        };
+        let dest = Destination { root: &snap.rootfs, path: &dest_abs };
+        copy::copy(&origin, &sources, &dest, into_dir, &CopyOptions { owner, mode }).map_err(|e| b.err(ins, e))?;
+        snap.unmount()?;
+        let l = layer::commit_layer(store, &snap.upper, state.chain(), b.opts.compression, b.opts.format, &|_| false)
+            .map_err(|e| b.ctx(ins, e))?;
+        Ok(Some(l))
+    })?;
+    drop(from_snapshot);
+    Ok(())
+}
+
+/// `--chown=USER[:GROUP]` in the destination root: names through its /etc/passwd and
+/// /etc/group; a user alone gives its uid as the gid too (docker's rule).
+fn resolve_owner(rootfs: &Path, spec: &str) -> Result<(u32, u32), String> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let uid = match user.parse::<u32>() {
+        Ok(n) => n,
+        Err(_) => berth_image::spec::resolve_user(rootfs, user).map_err(|e| e.to_string())?.0,
+    };
+    let gid = match group {
+        None => uid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => berth_image::spec::resolve_user(rootfs, &format!("0:{g}")).map_err(|e| e.to_string())?.1,
+        },
+    };
+    Ok((
+        berth_image::spec::check_process_id(uid, "uid").map_err(|e| e.to_string())?,
+        berth_image::spec::check_process_id(gid, "gid").map_err(|e| e.to_string())?,
+    ))
+}
+
+/// A private directory in the store, removed when dropped.
+struct TempDir {
+    path: PathBuf,
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+fn tempdir_in(root: &Path) -> Result<TempDir, Error> {
+    let path = root.join("build-tmp").join(berth_engine::random_id());
+    std::fs::create_dir_all(&path).map_err(|e| Error::from_io(e).context(path.display().to_string()))?;
+    Ok(TempDir { path })
+}
