@@ -5,6 +5,7 @@
 //!
 //! Needs the workspace's binaries built (`cargo build --workspace --bins`; `make test` does).
 
+mod build;
 mod hostile;
 mod lifecycle;
 mod net;
@@ -59,6 +60,10 @@ fn main() {
         hostile::exec_detached_returns_while_the_process_runs,
         hostile::the_store_is_private_to_root,
         hostile::image_config_fields_are_checked,
+        build::build_runs_every_instruction,
+        build::build_multi_stage_cache_and_target,
+        build::build_errors_leave_nothing,
+        build::built_image_pushes_and_pulls_back,
     ];
     support::init();
     let conclusion = libtest_mimic::run(&args, tests);

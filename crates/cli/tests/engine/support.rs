@@ -253,7 +253,10 @@ pub fn check_leaks() -> Vec<String> {
         cgroup: s.cgroup_parent.trim_start_matches('/').to_string(),
         // what each container has while it exists (a `--rm` container's exit record may
         // outlive it in run/containers for the `run` waiting on it, so that one is not here)
-        state_roots: ["containers", "run/netns", "cni", "run/locks"].iter().map(|d| s.root.join(d)).collect(),
+        state_roots: ["containers", "run/netns", "cni", "run/locks", "snapshots", "build-tmp"]
+            .iter()
+            .map(|d| s.root.join(d))
+            .collect(),
         interfaces: vec![s.bridge.clone()],
         markers: vec![net.to_string(), format!("t{}-", std::process::id())],
         settle: Duration::from_secs(10),

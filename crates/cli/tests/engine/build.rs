@@ -1,0 +1,328 @@
+//! `berth build` end to end: Containerfiles built in the suite's store, the results run and
+//! inspected; multi-stage builds and the cache; errors that leave nothing behind; a built
+//! image pushed to a registry and pulled back into another store.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::support::*;
+
+/// A build context for `test`: `files` (path, content) written under it.
+fn context(test: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = suite().dir.join(format!("build-{test}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    for (path, content) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+    }
+    dir
+}
+
+/// A store root of the test's own (with the test images): what is in it is what the test
+/// made, and its cache and images do not meet the other tests'. Its default network is its
+/// own too (bridge and subnet), removed when the test ends.
+struct Root {
+    path: PathBuf,
+    config: PathBuf,
+    network: String,
+}
+
+impl Root {
+    fn new(test: &str, index: u32) -> Root {
+        let pid = std::process::id();
+        let path = suite().dir.join(format!("build-root-{test}"));
+        let network = format!("btn{pid}-{index}");
+        let bridge = format!("btc{}-{index}", pid % 100_000);
+        let subnet = berth_testkit::network::free_subnet(pid + 101 + index * 7);
+        let base = std::fs::read_to_string(&suite().config).unwrap();
+        let config = suite().dir.join(format!("berth-{test}.toml"));
+        let own = base
+            .replace(&format!("default-name = \"{}\"", suite().network), &format!("default-name = \"{network}\""))
+            .replace(&format!("default-bridge = \"{}\"", suite().bridge), &format!("default-bridge = \"{bridge}\""))
+            .replace(&format!("default-subnet = \"{}\"", suite().subnet), &format!("default-subnet = \"{subnet}\""));
+        assert_ne!(own, base, "the suite's network settings are in its configuration");
+        std::fs::write(&config, own).unwrap();
+        let root = Root { path, config, network };
+        let layout = suite().dir.join("layout-root");
+        root.berth(&["load", "-q", "-i", layout.to_str().unwrap()]).ok("load the test images");
+        root
+    }
+
+    fn berth(&self, args: &[&str]) -> Output {
+        let mut full = vec!["--root".to_string(), self.path.display().to_string(), "--config".into()];
+        full.push(self.config.display().to_string());
+        full.extend(args.iter().map(|a| a.to_string()));
+        let mut c = std::process::Command::new(&suite().berth);
+        c.args(&full).env_remove("BERTH_ROOT").env_remove("BERTH_CONFIG");
+        run(&mut c)
+    }
+
+    fn build(&self, ctx: &Path, args: &[&str]) -> Output {
+        let mut a = vec!["build"];
+        a.extend_from_slice(args);
+        a.push(ctx.to_str().unwrap());
+        self.berth(&a)
+    }
+
+    fn image_config(&self, name: &str) -> Value {
+        let o = self.berth(&["image", "inspect", name]).ok("image inspect");
+        let v: Value = serde_json::from_str(&o.stdout).unwrap();
+        v[0].clone()
+    }
+
+    fn run_sh(&self, image: &str, script: &str) -> String {
+        self.berth(&["run", "--rm", "--entrypoint", "/bin/sh", image, "-c", script]).ok(script).stdout
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let _ = self.berth(&["network", "rm", &self.network]);
+    }
+}
+
+const EVERY_INSTRUCTION: &str = r#"# syntax=docker/dockerfile:1
+# escape=\
+ARG BASE=localhost/berth-test/busybox:1
+FROM $BASE AS base
+LABEL org.example.stage=base
+FROM base
+ARG VERSION=1.0
+ENV APP_HOME=/srv/app \
+    GREETING="hello world"
+# a comment inside the file
+WORKDIR ${APP_HOME}
+COPY --chown=1234:5678 --chmod=0640 conf/*.conf ./conf/
+COPY . /ctx/
+ADD notes.txt /srv/
+RUN echo "version=$VERSION" > version.txt \
+ && echo "appuser:x:4321:4321::/home/appuser:/bin/sh" >> /etc/passwd
+RUN ["/bin/sh", "-c", "echo exec-form > /srv/app/exec.txt"]
+RUN <<EOF
+echo heredoc-1 > /srv/app/heredoc.txt
+echo heredoc-2 >> /srv/app/heredoc.txt
+EOF
+COPY <<EOF /srv/app/generated.txt
+generated for $VERSION
+EOF
+SHELL ["/bin/sh", "-e", "-c"]
+RUN test "$GREETING" = "hello world" && rm /srv/app/conf/b.conf
+USER appuser
+EXPOSE 8080 9090/udp
+VOLUME /srv/state
+STOPSIGNAL SIGUSR1
+HEALTHCHECK --interval=5s --retries=2 CMD test -f /srv/app/version.txt
+ONBUILD RUN echo onbuild-trigger-ran
+MAINTAINER someone@example.com
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat /srv/app/version.txt"]
+"#;
+
+pub fn build_runs_every_instruction() {
+    let r = Root::new("every", 1);
+    let ctx = context(
+        "every",
+        &[
+            ("Containerfile", EVERY_INSTRUCTION),
+            ("conf/a.conf", "a=1\n"),
+            ("conf/b.conf", "b=2\n"),
+            ("conf/readme.txt", "not a conf\n"),
+            ("notes.txt", "notes\n"),
+            ("secret.key", "never copied\n"),
+            ("logs/debug.log", "ignored\n"),
+            (".dockerignore", "*.key\nlogs\n"),
+        ],
+    );
+    let tag = format!("localhost/build-every:{}", std::process::id());
+    let o = r.build(&ctx, &["-t", &tag]).ok("build");
+    assert!(o.stdout.contains("STEP 1/"), "{}", o.stdout);
+    let id = o.stdout.lines().last().unwrap().to_string();
+    assert!(id.starts_with("sha256:"), "the image ID last: {}", o.stdout);
+
+    // The files.
+    assert_eq!(r.berth(&["run", "--rm", &tag]).ok("run the image").stdout, "version=1.0\n");
+    let listing = r.run_sh(
+        &tag,
+        "cd /srv/app && ls -ln conf && cat exec.txt heredoc.txt generated.txt /srv/notes.txt && id -u && pwd",
+    );
+    let conf: Vec<&str> = listing.lines().filter(|l| l.contains(".conf")).collect();
+    assert_eq!(conf.len(), 1, "b.conf deleted by a later step, readme.txt not matched: {listing}");
+    assert!(conf[0].starts_with("-rw-r-----") && conf[0].contains(" 1234 ") && conf[0].contains(" 5678 "), "{listing}");
+    for want in ["exec-form", "heredoc-1\nheredoc-2", "generated for 1.0", "notes", "4321\n/srv/app"] {
+        assert!(listing.contains(want), "{want:?} in {listing}");
+    }
+    let ctx_files = r.run_sh(&tag, "cd /ctx && find . | sort");
+    assert!(ctx_files.contains("./notes.txt") && ctx_files.contains("./conf/a.conf"), "{ctx_files}");
+    assert!(!ctx_files.contains("secret.key") && !ctx_files.contains("logs"), ".dockerignore: {ctx_files}");
+    // No mount target the runtime made is in a layer.
+    let made = r.run_sh(&tag, "ls -a /etc");
+    assert!(made.contains("passwd"), "{made}");
+
+    // The config.
+    let img = r.image_config(&tag);
+    let c = &img["Config"];
+    let env: Vec<&str> = c["Env"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(env.contains(&"APP_HOME=/srv/app") && env.contains(&"GREETING=hello world"), "{env:?}");
+    assert!(!env.iter().any(|e| e.starts_with("VERSION=")), "build args are not kept: {env:?}");
+    assert_eq!(c["WorkingDir"], "/srv/app");
+    assert_eq!(c["User"], "appuser");
+    assert_eq!(c["ExposedPorts"], serde_json::json!({"8080/tcp": {}, "9090/udp": {}}));
+    assert_eq!(c["Volumes"], serde_json::json!({"/srv/state": {}}));
+    assert_eq!(c["StopSignal"], "SIGUSR1");
+    assert_eq!(c["Labels"]["org.example.stage"], "base");
+    assert_eq!(c["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+    assert_eq!(c["Cmd"], serde_json::json!(["cat /srv/app/version.txt"]));
+    assert_eq!(c["Shell"], serde_json::json!(["/bin/sh", "-e", "-c"]));
+    assert_eq!(c["Healthcheck"]["Test"], serde_json::json!(["CMD-SHELL", "test -f /srv/app/version.txt"]));
+    assert_eq!(c["Healthcheck"]["Interval"], 5_000_000_000u64);
+    assert_eq!(c["Healthcheck"]["Retries"], 2);
+    assert_eq!(c["OnBuild"], serde_json::json!(["RUN echo onbuild-trigger-ran"]));
+    assert_eq!(img["Author"], "someone@example.com");
+    let history = img["History"].as_array().unwrap();
+    let with_layers = history.iter().filter(|h| h["empty_layer"] != true).count();
+    assert_eq!(with_layers, img["Layers"].as_array().unwrap().len(), "a history entry per layer: {history:?}");
+    assert!(history.iter().any(|h| h["created_by"] == "USER appuser" && h["empty_layer"] == true), "{history:?}");
+
+    // A build arg, and ONBUILD in a child.
+    r.build(&ctx, &["-q", "-t", &format!("{tag}-v2"), "--build-arg", "VERSION=2.0"]).ok("build with an arg");
+    assert_eq!(r.berth(&["run", "--rm", &format!("{tag}-v2")]).ok("run v2").stdout, "version=2.0\n");
+    let child = context("every-child", &[("Containerfile", &format!("FROM {tag}\nRUN echo child-step\n"))]);
+    let o = r.build(&child, &["-t", &format!("{tag}-child")]).ok("build a child");
+    assert!(o.stdout.contains("onbuild-trigger-ran"), "{}", o.stdout);
+    assert!(r.image_config(&format!("{tag}-child"))["Config"]["OnBuild"].is_null(), "triggers are not inherited");
+}
+
+pub fn build_multi_stage_cache_and_target() {
+    let r = Root::new("stages", 2);
+    let ctx = context(
+        "stages",
+        &[
+            (
+                "Containerfile",
+                "FROM localhost/berth-test/busybox:1 AS builder\n\
+                 COPY input.txt /work/input.txt\n\
+                 RUN echo \"run-marker-$(cat /work/input.txt)\" && tr a-z A-Z < /work/input.txt > /work/output.txt\n\
+                 FROM localhost/berth-test/busybox:1 AS unused\n\
+                 RUN echo unused-stage-ran && false\n\
+                 FROM localhost/berth-test/busybox:1\n\
+                 RUN rm -rf /home\n\
+                 COPY --from=builder /work/output.txt /out.txt\n\
+                 CMD [\"cat\", \"/out.txt\"]\n",
+            ),
+            ("input.txt", "abc"),
+        ],
+    );
+    let tag = format!("localhost/build-stages:{}", std::process::id());
+    let first = r.build(&ctx, &["-t", &tag]).ok("build");
+    assert!(first.stdout.contains("run-marker-abc"), "{}", first.stdout);
+    assert!(!first.stdout.contains("unused-stage-ran"), "a stage the target does not need is not built");
+    assert_eq!(r.berth(&["run", "--rm", &tag]).ok("run").stdout, "ABC");
+    assert!(!r.run_sh(&tag, "ls /").contains("home"), "a directory a later step removed is gone");
+    let base_layers = r.image_config("localhost/berth-test/busybox:1")["Layers"].as_array().unwrap().len();
+    assert_eq!(
+        r.image_config(&tag)["Layers"].as_array().unwrap().len(),
+        base_layers + 2,
+        "only the final stage's layers"
+    );
+
+    // Unchanged: every step from the cache, the same image.
+    let again = r.build(&ctx, &["-t", &tag]).ok("rebuild");
+    assert!(!again.stdout.contains("run-marker-abc"), "no RUN step ran: {}", again.stdout);
+    assert!(again.stdout.contains("Using cache"), "{}", again.stdout);
+    assert_eq!(again.stdout.lines().last(), first.stdout.lines().last(), "the same image");
+    // A copied file changed: from that step on.
+    std::fs::write(ctx.join("input.txt"), "xyz").unwrap();
+    let changed = r.build(&ctx, &["-t", &tag]).ok("build after a change");
+    assert!(changed.stdout.contains("run-marker-xyz"), "{}", changed.stdout);
+    assert_eq!(r.berth(&["run", "--rm", &tag]).ok("run").stdout, "XYZ");
+    // --no-cache runs everything.
+    let fresh = r.build(&ctx, &["--no-cache", "-t", &tag]).ok("build without the cache");
+    assert!(fresh.stdout.contains("run-marker-xyz\n") && !fresh.stdout.contains("Using cache"), "{}", fresh.stdout);
+    // --target: an earlier stage.
+    r.build(&ctx, &["-q", "--target", "builder", "-t", &format!("{tag}-builder")]).ok("build the builder stage");
+    assert_eq!(r.run_sh(&format!("{tag}-builder"), "cat /work/output.txt"), "XYZ");
+}
+
+pub fn build_errors_leave_nothing() {
+    let r = Root::new("errors", 3);
+    let before_images = r.berth(&["images", "-a", "-q"]).ok("images").stdout;
+    let snapshots = r.path.join("snapshots");
+    let count = |p: &Path| std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0);
+    let before_snapshots = count(&snapshots);
+    let cases: &[(&str, &str, &[&str], &str)] = &[
+        (
+            "syntax",
+            "FROM localhost/berth-test/busybox:1\n\n  FRUM x\n",
+            &[],
+            "line 3, column 3: unknown instruction \"FRUM\"",
+        ),
+        ("flag", "FROM localhost/berth-test/busybox:1\nCOPY --form=x a b\n", &[], "COPY has no flag --form"),
+        ("nofrom", "# nothing\n", &[], "no FROM"),
+        ("outside", "FROM localhost/berth-test/busybox:1\nCOPY ../x /x\n", &[], "../x: outside the build context"),
+        (
+            "missing",
+            "FROM localhost/berth-test/busybox:1\nCOPY nope.txt /x\n",
+            &[],
+            "nope.txt: not found in the build context",
+        ),
+        ("escape", "FROM localhost/berth-test/busybox:1\nCOPY link /x\n", &[], "leads out of the build context"),
+        (
+            "runfails",
+            "FROM localhost/berth-test/busybox:1\nRUN echo partial > /partial && exit 3\n",
+            &[],
+            "line 2: RUN: the command exited with status 3",
+        ),
+        ("nobase", "FROM localhost/no-such-image:1\n", &["--pull=never"], "not in the store and --pull=never"),
+        ("nostage", "FROM localhost/berth-test/busybox:1\nCOPY --from=nosuch /x /x\n", &["--pull=never"], "nosuch"),
+        ("scratchrun", "FROM scratch\nRUN true\n", &[], "line 2: RUN: there is nothing to run a command in"),
+        ("target", "FROM localhost/berth-test/busybox:1 AS a\n", &["--target", "b"], "--target b: no such stage"),
+        ("chmod", "FROM localhost/berth-test/busybox:1\nCOPY --chmod=999 Containerfile /x\n", &[], "--chmod=999"),
+    ];
+    for (name, file, args, want) in cases {
+        let ctx = context(&format!("error-{name}"), &[("Containerfile", file)]);
+        if *name == "escape" {
+            std::os::unix::fs::symlink("/etc/passwd", ctx.join("link")).unwrap();
+        }
+        let mut a = vec!["-t", "localhost/build-error:1"];
+        a.extend_from_slice(args);
+        let o = r.build(&ctx, &a).failed(name);
+        assert!(o.stderr.contains(want), "{name}: {want:?} in {}", o.stderr);
+        assert_eq!(o.stderr.matches("berth:").count(), 1, "{name}: one error: {}", o.stderr);
+    }
+    assert!(r.berth(&["ps", "-a", "-q"]).ok("ps").stdout.trim().is_empty(), "no container left");
+    assert_eq!(count(&snapshots), before_snapshots, "no snapshot left");
+    assert_eq!(count(&r.path.join("build-tmp")), 0, "no temporary files left");
+    let after_images = r.berth(&["images", "-a", "-q"]).ok("images").stdout;
+    assert_eq!(after_images, before_images, "no image left by failed builds");
+}
+
+pub fn built_image_pushes_and_pulls_back() {
+    let r = Root::new("push", 4);
+    let dir = suite().dir.join("build-registry");
+    let registry =
+        berth_testkit::registry::Registry::start(&dir.join("registry"), None).expect("start docker-registry");
+    let ctx = context(
+        "push",
+        &[(
+            "Containerfile",
+            "FROM localhost/berth-test/busybox:1\nRUN echo pushed > /pushed.txt\nCMD [\"cat\", \"/pushed.txt\"]\n",
+        )],
+    );
+    let remote = format!("{}/built/app:1", registry.addr());
+    for (i, format) in ["oci", "docker"].into_iter().enumerate() {
+        r.build(&ctx, &["-q", "--format", format, "-t", &remote]).ok("build");
+        r.berth(&["push", &remote]).ok("push");
+        let other = Root::new(&format!("push-other-{format}"), 5 + i as u32);
+        other.berth(&["pull", "-q", &remote]).ok("pull into another store");
+        assert_eq!(other.berth(&["run", "--rm", &remote]).ok("run the pulled image").stdout, "pushed\n");
+        let manifest_type = r.image_config(&remote)["MediaType"].clone();
+        let want = if format == "oci" {
+            "application/vnd.oci.image.manifest.v1+json"
+        } else {
+            "application/vnd.docker.distribution.manifest.v2+json"
+        };
+        assert_eq!(manifest_type, want, "{format}");
+    }
+}
