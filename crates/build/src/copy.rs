@@ -357,32 +357,8 @@ impl Copier<'_> {
         }
     }
 
-    /// The directory `rel` in the destination root (resolved inside it), made with its
-    /// missing parents (0755, the copy's owner) when absent.
     fn dir(&self, rel: &str) -> Result<OwnedFd, String> {
-        let open = |p: &str| {
-            file::open_in_root(self.root, if p.is_empty() { "." } else { p }, libc::O_RDONLY | libc::O_DIRECTORY)
-        };
-        match open(rel) {
-            Ok(fd) => return Ok(fd),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
-                return Err(format!("/{rel}: not a directory in the image (cannot copy into it)"))
-            }
-            Err(e) => return Err(io_err(&format!("/{rel}"), e)),
-        }
-        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
-        let pfd = self.dir(parent)?;
-        let (uid, gid) = self.opts.owner.unwrap_or((0, 0));
-        match file::mkdirat(&pfd, name, 0o755) {
-            Ok(()) => {
-                file::lchownat(&pfd, name, uid, gid).map_err(|e| io_err(&format!("/{rel}"), e))?;
-                file::fchmodat(&pfd, name, 0o755).map_err(|e| io_err(&format!("/{rel}"), e))?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io_err(&format!("/{rel}"), e)),
-        }
-        open(rel).map_err(|e| io_err(&format!("/{rel}"), e))
+        dir_in_root(self.root, rel, self.opts.owner.unwrap_or((0, 0)))
     }
 
     /// Makes room for a new non-directory `name` in `dir`: what is there goes, unless it is
@@ -509,6 +485,39 @@ impl Copier<'_> {
         };
         Ok((fd, CString::new(name).map_err(|_| format!("/{dest}: a NUL byte in the name"))?))
     }
+}
+
+/// The directory `rel` in the root `root` (resolved inside it), made with its missing parents
+/// (0755, owned by `owner`) when absent.
+fn dir_in_root(root: &OwnedFd, rel: &str, owner: (u32, u32)) -> Result<OwnedFd, String> {
+    let open =
+        |p: &str| file::open_in_root(root, if p.is_empty() { "." } else { p }, libc::O_RDONLY | libc::O_DIRECTORY);
+    match open(rel) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+            return Err(format!("/{rel}: not a directory in the image (cannot copy into it)"))
+        }
+        Err(e) => return Err(io_err(&format!("/{rel}"), e)),
+    }
+    let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+    let pfd = dir_in_root(root, parent, owner)?;
+    match file::mkdirat(&pfd, name, 0o755) {
+        Ok(()) => {
+            file::lchownat(&pfd, name, owner.0, owner.1).map_err(|e| io_err(&format!("/{rel}"), e))?;
+            file::fchmodat(&pfd, name, 0o755).map_err(|e| io_err(&format!("/{rel}"), e))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_err(&format!("/{rel}"), e)),
+    }
+    open(rel).map_err(|e| io_err(&format!("/{rel}"), e))
+}
+
+/// The directory `path` in the root filesystem at `root`, resolved inside it and made (with
+/// its parents, root's, 0755) when absent: for ADD's archives to unpack into.
+pub fn destination_dir(root: &Path, path: &str) -> Result<OwnedFd, String> {
+    let r = file::open_dir(root).map_err(|e| io_err(&root.display().to_string(), e))?;
+    dir_in_root(&r, &clean_relative(path).unwrap_or_default(), (0, 0))
 }
 
 fn split(path: &str) -> (&str, &str) {

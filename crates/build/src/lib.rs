@@ -1,6 +1,7 @@
 //! `berth build`: images from a Containerfile, built with the engine's store, snapshots and
 //! runtime, without a daemon.
 
+pub mod add;
 pub mod builder;
 pub mod copy;
 pub mod ignore;

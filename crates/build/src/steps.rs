@@ -411,9 +411,6 @@ pub(crate) fn copy(b: &mut Builder, state: &mut State, ins: &Instruction) -> Res
             return Err(b.err(ins, format!("--{unsupported} is not supported yet")));
         }
     }
-    if ins.keyword == Keyword::Add && ins.flag("checksum").is_some() {
-        return Err(b.err(ins, "--checksum is not supported yet"));
-    }
     let mut args = match ins.exec_form() {
         Some(v) => v.iter().map(|a| b.expand_in(state, ins, a)).collect::<Result<Vec<_>, _>>()?,
         None => {
@@ -444,11 +441,35 @@ pub(crate) fn copy(b: &mut Builder, state: &mut State, ins: &Instruction) -> Res
         None => None,
     };
     let chown = ins.flag("chown").and_then(|f| f.value.clone()).map(|c| b.expand_in(state, ins, &c)).transpose()?;
-    // The sources' origin: a stage or an image, here-documents, or the context.
+    let checksum =
+        ins.flag("checksum").and_then(|f| f.value.clone()).map(|c| b.expand_in(state, ins, &c)).transpose()?;
+    let urls = ins.keyword == Keyword::Add && args.iter().any(|a| a.contains("://"));
+    if urls && !args.iter().all(|a| a.starts_with("http://") || a.starts_with("https://")) {
+        return Err(b.err(ins, "ADD takes http(s) URLs, or local sources, not both at once (and no other URL schemes)"));
+    }
+    if checksum.is_some() && !urls {
+        return Err(b.err(ins, "--checksum is for URL sources"));
+    }
+    // The sources' origin: a stage or an image, here-documents, downloads, or the context.
     let from = ins.flag("from").and_then(|f| f.value.clone());
     let heredoc_dir;
+    let download_dir;
     let mut from_snapshot = None;
-    let origin = if let Some(name) = &from {
+    let origin = if urls {
+        download_dir = tempdir_in(&b.engine.store.root)?;
+        let mut names = Vec::new();
+        for url in &args {
+            let (path, _) =
+                crate::add::download(url, &download_dir.path, checksum.as_deref()).map_err(|e| b.err(ins, e))?;
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if names.contains(&name) {
+                return Err(b.err(ins, format!("two URLs download to the same name {name}")));
+            }
+            names.push(name);
+        }
+        args = names;
+        Origin::root_filesystem(&download_dir.path, "the downloads".into()).map_err(|e| b.err(ins, e))?
+    } else if let Some(name) = &from {
         let (what, layers) = b.source_layers(ins, state, name)?;
         let lowers = layer::layer_dirs(&b.engine.store, &layers)?;
         let snap = WorkSnapshot::new(&b.engine.store, &lowers)?;
@@ -472,11 +493,6 @@ pub(crate) fn copy(b: &mut Builder, state: &mut State, ins: &Instruction) -> Res
     } else {
         b.context_origin(ins)?
     };
-    if ins.keyword == Keyword::Add {
-        if let Some(url) = args.iter().find(|a| a.contains("://")) {
-            return Err(b.err(ins, format!("{url}: ADD of URLs is not supported yet")));
-        }
-    }
     let mut sources = Vec::new();
     for a in &args {
         sources.extend(origin.expand(a).map_err(|e| b.err(ins, e))?);
@@ -485,6 +501,22 @@ pub(crate) fn copy(b: &mut Builder, state: &mut State, ins: &Instruction) -> Res
         return Err(
             b.err(ins, format!("{dest}: with several sources the destination must be a directory ending with /"))
         );
+    }
+    // ADD's local tar archives are unpacked, not copied.
+    let mut archives = Vec::new();
+    if ins.keyword == Keyword::Add && !urls && from.is_none() && ins.heredocs.is_empty() {
+        let ctx = b.opts.context.clone().unwrap_or_default();
+        for s in &sources {
+            let path = ctx.join(s);
+            if path.is_file() {
+                if let Some(kind) = crate::add::archive_kind(&path).map_err(|e| b.err(ins, format!("{s}: {e}")))? {
+                    archives.push((s.clone(), path, kind));
+                }
+            }
+        }
+        if !archives.is_empty() && (chown.is_some() || mode.is_some()) {
+            return Err(b.err(ins, "--chown and --chmod on an unpacked archive are not supported yet"));
+        }
     }
     let mut sum = Vec::new();
     origin.checksum(&sources, &mut |d| sum.extend_from_slice(d)).map_err(|e| b.err(ins, e))?;
@@ -506,7 +538,21 @@ pub(crate) fn copy(b: &mut Builder, state: &mut State, ins: &Instruction) -> Res
             None => None,
         };
         let dest = Destination { root: &snap.rootfs, path: &dest_abs };
-        copy::copy(&origin, &sources, &dest, into_dir, &CopyOptions { owner, mode }).map_err(|e| b.err(ins, e))?;
+        let plain: Vec<String> =
+            sources.iter().filter(|s| !archives.iter().any(|(a, _, _)| a == *s)).cloned().collect();
+        if !plain.is_empty() {
+            copy::copy(&origin, &plain, &dest, into_dir, &CopyOptions { owner, mode }).map_err(|e| b.err(ins, e))?;
+        }
+        if !archives.is_empty() {
+            let dir = copy::destination_dir(&snap.rootfs, &dest_abs).map_err(|e| b.err(ins, e))?;
+            let scratch = tempdir_in(&store.root)?;
+            let limit =
+                berth_storage::SizeLimit::new(store.config.max_image_size(), "storage.max-image-size in berth.toml");
+            for (name, path, kind) in &archives {
+                crate::add::unpack(path, *kind, &dir, &scratch.path, &limit)
+                    .map_err(|e| b.err(ins, format!("{name}: {e}")))?;
+            }
+        }
         snap.unmount()?;
         let l = layer::commit_layer(store, &snap.upper, state.chain(), b.opts.compression, b.opts.format, &|_| false)
             .map_err(|e| b.ctx(ins, e))?;

@@ -326,3 +326,119 @@ pub fn built_image_pushes_and_pulls_back() {
         assert_eq!(manifest_type, want, "{format}");
     }
 }
+
+/// A tar of `files` (path, content).
+fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, content) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(content.len() as u64);
+        h.set_mode(0o640);
+        h.set_uid(321);
+        h.set_gid(654);
+        h.set_mtime(1_000_000_000);
+        h.set_cksum();
+        b.append_data(&mut h, path, content.as_bytes()).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// Serves `body` over HTTP on loopback to every request (with a Last-Modified date) until
+/// the returned guard is dropped: its port.
+fn serve(body: &'static [u8]) -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    std::thread::spawn(move || {
+        while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf);
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = s.write_all(head.as_bytes());
+                    let _ = s.write_all(body);
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+    });
+    (port, stop)
+}
+
+pub fn build_add_unpacks_archives_and_fetches_urls() {
+    use std::io::Write;
+    let r = Root::new("add", 8);
+    let tar = tar_of(&[("pkg/one.txt", "one"), ("pkg/two.txt", "two")]);
+    let ctx = context("add", &[]);
+    std::fs::create_dir_all(&ctx).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+    bz.write_all(&tar).unwrap();
+    let mut xz = Vec::new();
+    lzma_rs::xz_compress(&mut &tar[..], &mut xz).unwrap();
+    let zst = zstd::stream::encode_all(&tar[..], 3).unwrap();
+    let mut not_tar = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    not_tar.write_all(b"compressed text\n").unwrap();
+    for (name, data) in [
+        ("a.tar", tar.clone()),
+        ("a.tar.gz", gz.finish().unwrap()),
+        ("a.tar.bz2", bz.finish().unwrap()),
+        ("a.tar.xz", xz),
+        ("a.tar.zst", zst),
+        ("note.gz", not_tar.finish().unwrap()),
+    ] {
+        std::fs::write(ctx.join(name), data).unwrap();
+    }
+    let (port, stop) = serve(b"downloaded content\n");
+    let _stop = Stop(stop);
+    let url = format!("http://127.0.0.1:{port}/files/remote.txt");
+    std::fs::write(
+        ctx.join("Containerfile"),
+        format!(
+            "FROM localhost/berth-test/busybox:1\n\
+             ADD a.tar /plain/\nADD a.tar.gz /gz\nADD a.tar.bz2 /bz2/\nADD a.tar.xz /xz/\nADD a.tar.zst /zst/\n\
+             ADD note.gz /notes/\nADD {url} /fetched/\nADD {url} /renamed.txt\n"
+        ),
+    )
+    .unwrap();
+    let tag = format!("localhost/build-add:{}", std::process::id());
+    r.build(&ctx, &["-q", "-t", &tag]).ok("build");
+    let out = r.run_sh(
+        &tag,
+        "for d in plain gz bz2 xz zst; do cat /$d/pkg/one.txt /$d/pkg/two.txt; echo; done; ls -ln /gz/pkg/one.txt; \
+         zcat /notes/note.gz; cat /fetched/remote.txt /renamed.txt; stat -c '%a %Y' /renamed.txt",
+    );
+    assert_eq!(out.matches("onetwo\n").count(), 5, "every archive unpacked: {out}");
+    assert!(
+        out.contains(" 321 ") && out.contains(" 654 ") && out.contains("-rw-r-----"),
+        "the archive's owners and modes: {out}"
+    );
+    assert!(out.contains("compressed text"), "a compressed file that is no tar is copied as is: {out}");
+    assert_eq!(out.matches("downloaded content").count(), 2, "{out}");
+    assert!(out.contains("600 784111777"), "a download is 0600 with its Last-Modified time: {out}");
+    // --checksum: a mismatch fails the build.
+    std::fs::write(
+        ctx.join("Containerfile"),
+        format!("FROM localhost/berth-test/busybox:1\nADD --checksum=sha256:{} {url} /x\n", "0".repeat(64)),
+    )
+    .unwrap();
+    let o = r.build(&ctx, &["-q"]).failed("a wrong checksum");
+    assert!(o.stderr.contains("not the --checksum"), "{}", o.stderr);
+}
+
+struct Stop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

@@ -64,6 +64,7 @@ fn main() {
         build::build_multi_stage_cache_and_target,
         build::build_errors_leave_nothing,
         build::built_image_pushes_and_pulls_back,
+        build::build_add_unpacks_archives_and_fetches_urls,
     ];
     support::init();
     let conclusion = libtest_mimic::run(&args, tests);
