@@ -90,17 +90,15 @@ pub(crate) fn each(cli: &Cli, names: &[String], f: impl Fn(&Engine, &str) -> Res
     for n in names {
         match only_ours(&e, n).and_then(|_| f(&e, n)) {
             Ok(()) => println!("{n}"),
+            // One name: its error is the command's, printed once by main.
+            Err(err) if names.len() == 1 => return Err(err),
             Err(err) => {
                 eprintln!("berth: {n}: {err}");
                 failed = Some(err);
             }
         }
     }
-    match failed {
-        Some(e) if names.len() == 1 => Err(e),
-        Some(_) => Ok(1),
-        None => Ok(0),
-    }
+    Ok(if failed.is_some() { 1 } else { 0 })
 }
 
 /// The CLI's own containers: a pod's belong to berthd (Kubernetes), which removes them.

@@ -217,7 +217,10 @@ pub fn create_start_names_and_ids() {
         let o = berth(&["inspect", &digit]).failed("ambiguous");
         assert!(o.stderr.contains("ambiguous"), "{o:?}");
     }
-    assert!(berth(&["rm", "nosuchcontainer-xyz"]).failed("rm absent").stderr.contains("no such container"));
+    let absent = berth(&["rm", "nosuchcontainer-xyz"]).code("rm absent", 1);
+    assert_eq!(absent.stderr, "berth: no such container: nosuchcontainer-xyz\n", "the error once");
+    let some = berth(&["rm", "nosuchcontainer-xyz", "nosuchcontainer-abc"]).code("rm two absent", 1);
+    assert_eq!(some.stderr.lines().count(), 2, "one line per name: {}", some.stderr);
     let o = berth(&["create", "--name", "bad name!", IMAGE, "true"]).failed("bad name");
     assert!(o.stderr.contains("invalid container name"), "{o:?}");
     for m in &names {
