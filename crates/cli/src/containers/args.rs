@@ -89,6 +89,9 @@ pub struct CreateFlags {
     /// Remove the container when it exits
     #[arg(long)]
     pub rm: bool,
+    /// Pull the image: missing (default: when the store lacks it), always, never
+    #[arg(long, default_value = "missing")]
+    pub pull: String,
     /// The image, then the command and its arguments: everything after the image is the
     /// command's, options included (`run IMAGE ls -l`, `run IMAGE -x` with an entrypoint)
     #[arg(value_name = "IMAGE [COMMAND [ARG...]]", required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]

@@ -178,7 +178,9 @@ pub(crate) fn options(c: &CreateFlags) -> Result<ContainerConfig> {
 }
 
 pub(crate) fn create(e: &Engine, c: &CreateFlags) -> Result<Container> {
-    let ctr = e.create(&options(c)?)?;
+    let opts = options(c)?;
+    pull_image(e, c.image(), &c.pull)?;
+    let ctr = e.create(&opts)?;
     if ctr.seccomp.starts_with("none") {
         eprintln!(
             "berth: warning: {} (the container runs without the default seccomp profile)",
@@ -235,4 +237,31 @@ pub(crate) fn start_cmd(cli: &Cli, a: &StartArgs) -> Result<i32> {
         Some(conn) => relay(&e, &c, conn, a.interactive && c.config.stdin, c.config.tty),
         None => bail!("container {} is already running", c.name),
     }
+}
+
+/// `--pull`: the image pulled (with the pull's progress on stderr) when the store lacks it
+/// (missing), before every run (always), or never.
+fn pull_image(e: &Engine, image: &str, policy: &str) -> Result<()> {
+    let wanted = match policy {
+        "always" => true,
+        "missing" => match e.store.resolve(image) {
+            Ok(_) => false,
+            Err(err) if err.is(berth_engine::Kind::NotFound) => true,
+            Err(err) => return Err(err),
+        },
+        "never" => false,
+        other => bail!("--pull={other}: missing, always or never"),
+    };
+    if !wanted {
+        return Ok(());
+    }
+    eprintln!("Pulling {image}");
+    let auth = berth_image::auth::AuthFile::locate(None);
+    let reporter = crate::progress::Reporter::new(false);
+    let opts = berth_image::pull::PullOptions { platform: None, auth: &auth, credentials: None, progress: &reporter };
+    let pulled = berth_image::pull::pull(&e.store, image, &opts);
+    reporter.finish();
+    let pulled = pulled.map_err(|err| err.context(format!("pull {image}")))?;
+    eprintln!("Pulled {}", pulled.reference);
+    Ok(())
 }

@@ -320,7 +320,13 @@ pub fn bad_input_fails_clearly_and_leaves_nothing() {
     berth(&["create", "--name", &clash, IMAGE, "true"]).ok("create");
     let missing = suite().dir.join("no-such-dir");
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["no-such-image:1".into(), "true".into()], "not found"),
+        (
+            vec!["--pull=never".into(), "no-such-image:1".into(), "true".into()],
+            "not found in the store (pull, load or import it first)",
+        ),
+        // Pulled when missing: a registry that is not there fails the run clearly.
+        (vec!["127.0.0.1:1/none/image:1".into(), "true".into()], "pull 127.0.0.1:1/none/image:1"),
+        (vec!["--pull=sometimes".into(), IMAGE.into(), "true".into()], "--pull=sometimes"),
         (vec!["-p".into(), "80x:80".into(), IMAGE.into(), "true".into()], "port spec \"80x:80\""),
         (vec!["-p".into(), "8080:80/sctp".into(), IMAGE.into(), "true".into()], "sctp"),
         (vec!["--name".into(), clash.clone(), IMAGE.into(), "true".into()], "already in use"),
