@@ -75,6 +75,8 @@ const PROXY_ARGS: &[&str] = &[
     "all_proxy",
 ];
 
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 fn platform_args() -> BTreeMap<String, String> {
     let host = berth_image::manifest::Platform::host();
     let platform = match &host.variant {
@@ -478,6 +480,13 @@ impl<'a> Builder<'a> {
                 cmd_from_base,
             }
         };
+        // Every stage has a PATH, as docker's and buildah's builders give one to a base
+        // that has none.
+        if state.env_value("PATH").is_none() {
+            let mut env = vec![format!("PATH={DEFAULT_PATH}")];
+            env.extend(state.env());
+            state.container().insert("Env".into(), json!(env));
+        }
         state.key = sha(&[b"from", state.key.as_bytes()]);
         Ok(state)
     }

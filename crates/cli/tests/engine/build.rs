@@ -444,3 +444,178 @@ impl Drop for Stop {
         self.0.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// The Containerfile both builders build (no here-documents: buildah 1.28 has none).
+const COMPARED: &str = r#"ARG BASE
+FROM $BASE AS base
+RUN mkdir -p /built && echo stage-one > /built/one
+FROM $BASE
+ENV A=1 B="two words"
+WORKDIR /app
+COPY --chown=1000:1000 files/ ./files/
+COPY --chmod=0755 run.sh /usr/local/bin/run.sh
+COPY --from=base /built/one /copied/one
+ADD archive.tar /opt/
+RUN mkdir -p /data && echo hi > /data/hi && chmod 0600 /data/hi && chown 10:20 /data/hi \
+ && ln -s /data/hi /data/link && ln /data/hi /data/hard && rm -rf /home && mkfifo /data/fifo
+RUN rm /app/files/remove-me && mkdir /app/empty && chmod 1777 /app/empty
+USER 1000
+EXPOSE 8080/tcp 53/udp
+LABEL org.example.a=b
+VOLUME /vol
+ENTRYPOINT ["/bin/sh"]
+CMD ["/usr/local/bin/run.sh"]
+"#;
+
+/// Every entry under `root`: type, mode, owner, size or target, and a content hash.
+fn tree(root: &Path) -> std::collections::BTreeMap<String, String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let t = m.file_type();
+            let what = if t.is_dir() {
+                stack.push(p.clone());
+                "dir".to_string()
+            } else if t.is_symlink() {
+                format!("link -> {}", std::fs::read_link(&p).unwrap().display())
+            } else if t.is_file() {
+                let data = std::fs::read(&p).unwrap();
+                format!(
+                    "file {} bytes, sum {}",
+                    data.len(),
+                    data.iter().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(*b as u64))
+                )
+            } else if t.is_fifo() {
+                "fifo".into()
+            } else {
+                format!("device {}", m.rdev())
+            };
+            out.insert(
+                rel,
+                format!(
+                    "{what} mode {:o} owner {}:{} links {}",
+                    m.mode() & 0o7777,
+                    m.uid(),
+                    m.gid(),
+                    if t.is_file() { m.nlink() } else { 0 }
+                ),
+            );
+        }
+    }
+    out
+}
+
+/// The config of `reference` in the OCI layout `dir`.
+fn layout_config(dir: &Path, reference: &str) -> Value {
+    let read = |d: &str| -> Value {
+        let hex = d.strip_prefix("sha256:").unwrap();
+        serde_json::from_slice(&std::fs::read(dir.join("blobs/sha256").join(hex)).unwrap()).unwrap()
+    };
+    let index: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let m = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == reference)
+        .unwrap_or_else(|| panic!("{reference} in {index}"));
+    let manifest = read(m["digest"].as_str().unwrap());
+    read(manifest["config"]["digest"].as_str().unwrap())
+}
+
+pub fn build_matches_buildah() {
+    let buildah = std::env::var("BUILDAH").unwrap_or_else(|_| "buildah".into());
+    if run(std::process::Command::new(&buildah).arg("--version")).code != 0 {
+        assert!(std::env::var("CI").is_err(), "buildah is missing (make deps installs it)");
+        eprintln!("SKIPPED build_matches_buildah: buildah is not installed");
+        return;
+    }
+    let r = Root::new("buildah", 10);
+    let dir = suite().dir.join("buildah-compare");
+    let ctx = context(
+        "compare",
+        &[
+            ("Containerfile", COMPARED),
+            ("files/one", "one\n"),
+            ("files/remove-me", "x\n"),
+            ("run.sh", "#!/bin/sh\necho run\n"),
+        ],
+    );
+    std::fs::create_dir_all(ctx.join("files/sub")).unwrap();
+    std::fs::write(ctx.join("archive.tar"), tar_of(&[("pkg/a.txt", "archived\n")])).unwrap();
+    // berth: built, saved as an OCI layout.
+    r.build(&ctx, &["-q", "-t", "localhost/compare:1", "--build-arg", &format!("BASE={IMAGE}")]).ok("berth build");
+    let berth_layout = dir.join("berth-layout");
+    r.berth(&["save", "--format", "oci-dir", "-o", berth_layout.to_str().unwrap(), "localhost/compare:1"]).ok("save");
+    // buildah: the same base from the suite's OCI layout, a store of its own.
+    let base = format!("oci:{}:{IMAGE}", suite().dir.join("layout-root").display());
+    let bh = |args: &[&str]| {
+        let mut c = std::process::Command::new(&buildah);
+        c.arg("--root").arg(dir.join("buildah-root")).arg("--runroot").arg(dir.join("buildah-run"));
+        c.args(["--storage-driver", "vfs"]).args(args).env("TMPDIR", &dir);
+        run(&mut c)
+    };
+    let ctx_s = ctx.to_str().unwrap();
+    bh(&[
+        "bud",
+        "--layers",
+        "--runtime",
+        "runc",
+        "--isolation",
+        "chroot",
+        "--build-arg",
+        &format!("BASE={base}"),
+        "-t",
+        "localhost/compare:1",
+        ctx_s,
+    ])
+    .ok("buildah bud");
+    let buildah_layout = dir.join("buildah-layout");
+    bh(&["push", "localhost/compare:1", &format!("oci:{}:compare", buildah_layout.display())]).ok("buildah push");
+    bh(&["rmi", "-a", "-f"]).ok("buildah rmi");
+    // Both unpacked by the same tool.
+    let unpack = |layout: &Path, reference: &str, bundle: &str| {
+        let b = dir.join(bundle);
+        run(std::process::Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:{reference}", layout.display()))
+            .arg(&b))
+        .ok("umoci unpack");
+        tree(&b.join("rootfs"))
+    };
+    let ours = unpack(&berth_layout, "localhost/compare:1", "berth-bundle");
+    let mut theirs = unpack(&buildah_layout, "compare", "buildah-bundle");
+    // buildah 1.28 (chroot isolation) keeps the empty files it bind-mounted over during RUN;
+    // they are not the image's (docker leaves them out too).
+    for f in ["etc/hosts", "etc/resolv.conf", "etc/hostname"] {
+        if !ours.contains_key(f) && theirs.get(f).is_some_and(|d| d.starts_with("file 0 bytes")) {
+            theirs.remove(f);
+        }
+    }
+    for (path, d) in &theirs {
+        assert_eq!(ours.get(path), Some(d), "{path}: berth's against buildah's");
+    }
+    assert_eq!(
+        ours.len(),
+        theirs.len(),
+        "berth has more: {:?}",
+        ours.keys().filter(|k| !theirs.contains_key(*k)).collect::<Vec<_>>()
+    );
+    for must in ["data/hard", "data/fifo", "opt/pkg/a.txt", "copied/one", "app/empty"] {
+        assert!(ours.contains_key(must), "{must} was compared");
+    }
+    assert!(!ours.contains_key("home"), "a removed directory is absent in both");
+    // The configs.
+    let (a, b) = (layout_config(&berth_layout, "localhost/compare:1"), layout_config(&buildah_layout, "compare"));
+    for key in ["Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Volumes"] {
+        assert_eq!(a["config"][key], b["config"][key], "config.{key}");
+    }
+    let mut labels = b["config"]["Labels"].clone();
+    labels.as_object_mut().unwrap().remove("io.buildah.version");
+    assert_eq!(a["config"]["Labels"], labels, "config.Labels (buildah adds its version)");
+    let _ = std::fs::remove_dir_all(&dir);
+}

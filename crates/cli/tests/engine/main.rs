@@ -65,6 +65,7 @@ fn main() {
         build::build_errors_leave_nothing,
         build::built_image_pushes_and_pulls_back,
         build::build_add_unpacks_archives_and_fetches_urls,
+        build::build_matches_buildah,
     ];
     support::init();
     let conclusion = libtest_mimic::run(&args, tests);
