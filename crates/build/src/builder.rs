@@ -875,6 +875,68 @@ pub(crate) fn in_workdir(state: &State, path: &str) -> String {
     }
 }
 
+/// docker commit's `--change`: Containerfile instructions that change only the image config
+/// (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, USER, VOLUME, WORKDIR, STOPSIGNAL),
+/// applied to `config` as a build would apply them.
+pub fn apply_changes(engine: &Engine, config: Value, changes: &[String]) -> Result<Value, Error> {
+    if changes.is_empty() {
+        return Ok(config);
+    }
+    let text = format!("FROM scratch\n{}\n", changes.join("\n"));
+    let cf = parse::parse(&text).map_err(|e| parse_error("--change", e))?;
+    let opts = BuildOptions {
+        context: None,
+        containerfile: text.clone(),
+        containerfile_name: "--change".into(),
+        ignore: Ignore::default(),
+        tags: Vec::new(),
+        build_args: BTreeMap::new(),
+        target: None,
+        no_cache: true,
+        pull: PullPolicy::Never,
+        labels: BTreeMap::new(),
+        network: NetworkMode::None,
+        format: Format::Oci,
+        compression: Compression::Gzip,
+        secrets: BTreeMap::new(),
+    };
+    let auth = AuthFile::locate(None);
+    let mut sink = std::io::sink();
+    let instructions = cf.stages[0].instructions.clone();
+    let mut b = Builder {
+        engine,
+        opts: &opts,
+        auth: &auth,
+        out: &mut sink,
+        global: BTreeMap::new(),
+        used_args: BTreeSet::new(),
+        stages: vec![None],
+        step: 0,
+        steps: 0,
+        cf,
+    };
+    let history = config["history"].clone();
+    let cmd_from_base = !config["config"]["Cmd"].is_null();
+    let mut state =
+        State { layers: Vec::new(), config, image: None, key: String::new(), args: BTreeMap::new(), cmd_from_base };
+    for ins in &instructions {
+        use Keyword::*;
+        if !matches!(
+            ins.keyword,
+            Cmd | Entrypoint | Env | Expose | Label | Onbuild | User | Volume | Workdir | Stopsignal
+        ) {
+            return Err(Error::invalid(format!(
+                "--change {:?}: {} cannot be a change (only config instructions)",
+                ins.text, ins.keyword
+            )));
+        }
+        b.instruction(&mut state, ins)?;
+    }
+    // The changes are the commit's, not history entries of their own.
+    state.config["history"] = history;
+    Ok(state.config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

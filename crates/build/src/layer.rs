@@ -3,6 +3,7 @@
 //! unpacked under its chain ID, then the config and manifest written and the image
 //! registered (untagged for a step, tagged for the result).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use berth_image::manifest;
@@ -180,6 +181,61 @@ pub fn exists_in_layers(lowers: &[PathBuf], rel: &str) -> bool {
 fn is_opaque(dir: &Path) -> bool {
     let Ok(fd) = berth_sys::file::open_dir(dir) else { return false };
     matches!(berth_sys::file::fgetxattr(&fd, berth_storage::unpack::OPAQUE_XATTR), Ok(Some(v)) if v == b"y")
+}
+
+/// Where the runtime mounts things in every container: paths it creates in the root when the
+/// image lacks them, which never belong in a layer.
+pub const RUNTIME_MOUNTS: &[&str] = &[
+    "proc",
+    "dev",
+    "dev/pts",
+    "dev/shm",
+    "dev/mqueue",
+    "sys",
+    "sys/fs/cgroup",
+    "etc/hosts",
+    "etc/hostname",
+    "etc/resolv.conf",
+];
+
+/// The mount targets (and the directories made only to hold them) that the runtime created
+/// in `upper` because the image lacked them.
+pub fn runtime_made(lowers: &[PathBuf], upper: &Path, targets: &[String]) -> BTreeSet<String> {
+    let mut skip = BTreeSet::new();
+    for t in targets {
+        let t = t.trim_matches('/');
+        if t.is_empty() || exists_in_layers(lowers, t) || std::fs::symlink_metadata(upper.join(t)).is_err() {
+            continue;
+        }
+        skip.insert(t.to_string());
+    }
+    // Parents made only for skipped targets go too (deepest first).
+    let mut parents: Vec<String> = skip
+        .iter()
+        .flat_map(|t| {
+            let mut v = Vec::new();
+            let mut p = t.as_str();
+            while let Some((parent, _)) = p.rsplit_once('/') {
+                v.push(parent.to_string());
+                p = parent;
+            }
+            v
+        })
+        .collect();
+    parents.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+    parents.dedup();
+    for p in parents {
+        if exists_in_layers(lowers, &p) {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(upper.join(&p)) else { continue };
+        let only_skipped =
+            entries.flatten().all(|e| skip.contains(&format!("{p}/{}", e.file_name().to_string_lossy())));
+        if only_skipped {
+            skip.insert(p);
+        }
+    }
+    skip
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod add;
 pub mod builder;
+pub mod container;
 pub mod copy;
 pub mod ignore;
 pub mod layer;

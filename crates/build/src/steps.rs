@@ -2,7 +2,7 @@
 //! its upper directory the layer) and COPY/ADD (files copied into a snapshot of the state,
 //! its upper directory the layer).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -73,21 +73,6 @@ impl Drop for WorkSnapshot<'_> {
 
 // ---------------------------------------------------------------------------------- RUN
 
-/// Where the runtime mounts things in every container: paths it creates in the root when the
-/// image lacks them, which never belong in a layer.
-const RUNTIME_MOUNTS: &[&str] = &[
-    "proc",
-    "dev",
-    "dev/pts",
-    "dev/shm",
-    "dev/mqueue",
-    "sys",
-    "sys/fs/cgroup",
-    "etc/hosts",
-    "etc/hostname",
-    "etc/resolv.conf",
-];
-
 pub(crate) fn run(b: &mut Builder, state: &mut State, ins: &Instruction) -> Result<(), Error> {
     let Some(image) = state.image.clone() else {
         return Err(b.err(ins, "there is nothing to run a command in: the stage has no base image (FROM scratch)"));
@@ -153,7 +138,7 @@ pub(crate) fn run(b: &mut Builder, state: &mut State, ins: &Instruction) -> Resu
             labels: BTreeMap::from([("io.berth.build.step".to_string(), ins.text.clone())]),
             ..Default::default()
         };
-        let mut targets: Vec<String> = RUNTIME_MOUNTS.iter().map(|s| s.to_string()).collect();
+        let mut targets: Vec<String> = layer::RUNTIME_MOUNTS.iter().map(|s| s.to_string()).collect();
         targets.extend(mount_targets.iter().cloned());
         targets.extend(volumes.iter().map(|v| v.trim_start_matches('/').to_string()));
         run_container(b, state, ins, &cfg, &targets).map(Some)
@@ -343,7 +328,7 @@ fn run_container(
     store.snapshots.unmount(&c.id)?;
     let upper = store.snapshots.path(&c.id).join("upper");
     let lowers = layer::layer_dirs(store, &state.layers)?;
-    let skip = runtime_made(&lowers, &upper, targets);
+    let skip = layer::runtime_made(&lowers, &upper, targets);
     layer::commit_layer(store, &upper, state.chain(), b.opts.compression, b.opts.format, &|p| skip.contains(p))
         .map_err(|e| b.ctx(ins, e))
 }
@@ -361,46 +346,6 @@ fn exit_code(e: &Engine, id: &str) -> Result<i32, Error> {
         }
         code => Ok(code),
     }
-}
-
-/// The mount targets (and the directories made only to hold them) that the runtime created
-/// in `upper` because the image lacked them.
-fn runtime_made(lowers: &[PathBuf], upper: &Path, targets: &[String]) -> BTreeSet<String> {
-    let mut skip = BTreeSet::new();
-    for t in targets {
-        let t = t.trim_matches('/');
-        if t.is_empty() || layer::exists_in_layers(lowers, t) || std::fs::symlink_metadata(upper.join(t)).is_err() {
-            continue;
-        }
-        skip.insert(t.to_string());
-    }
-    // Parents made only for skipped targets go too (deepest first).
-    let mut parents: Vec<String> = skip
-        .iter()
-        .flat_map(|t| {
-            let mut v = Vec::new();
-            let mut p = t.as_str();
-            while let Some((parent, _)) = p.rsplit_once('/') {
-                v.push(parent.to_string());
-                p = parent;
-            }
-            v
-        })
-        .collect();
-    parents.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
-    parents.dedup();
-    for p in parents {
-        if layer::exists_in_layers(lowers, &p) {
-            continue;
-        }
-        let Ok(entries) = std::fs::read_dir(upper.join(&p)) else { continue };
-        let only_skipped =
-            entries.flatten().all(|e| skip.contains(&format!("{p}/{}", e.file_name().to_string_lossy())));
-        if only_skipped {
-            skip.insert(p);
-        }
-    }
-    skip
 }
 
 // ---------------------------------------------------------------------------------- COPY, ADD

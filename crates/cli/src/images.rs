@@ -160,6 +160,8 @@ pub enum ImageCommand {
     Ls(ListArgs),
     /// Show an image's details as JSON
     Inspect(InspectArgs),
+    /// An image's history
+    History(crate::containers::HistoryArgs),
     /// Remove untagged (or, with --all, unused) images and unreferenced data
     Prune(PruneArgs),
     /// Remove images
@@ -209,6 +211,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             ImageCommand::Save(a) => save(cli, a),
             ImageCommand::Load(a) => load(cli, a),
             ImageCommand::Import(a) => import(cli, a),
+            ImageCommand::History(_) => unreachable!("run by containers::run"),
         },
         Command::System(SystemCommand::Df(a)) => df(cli, a),
         // Container commands are run by containers::run before this is called.

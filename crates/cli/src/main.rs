@@ -88,6 +88,24 @@ pub enum Command {
     Port(containers::PortArgs),
     /// Copy files between a container and the host
     Cp(containers::CpArgs),
+    /// Freeze a container's processes
+    Pause(containers::NamesArgs),
+    /// Thaw a paused container
+    Unpause(containers::NamesArgs),
+    /// Give a container a new name
+    Rename(containers::RenameArgs),
+    /// Change a container's resource limits or restart policy
+    Update(containers::UpdateArgs),
+    /// A container's changes to its image's files (A added, C changed, D deleted)
+    Diff(containers::NameArg),
+    /// Make an image of a container's changes
+    Commit(containers::CommitArgs),
+    /// A container's root filesystem as a tar
+    Export(containers::ExportArgs),
+    /// An image's history
+    History(containers::HistoryArgs),
+    /// berth's version
+    Version(containers::VersionArgs),
     /// Manage volumes
     #[command(subcommand)]
     Volume(containers::VolumeCommand),

@@ -23,6 +23,7 @@ pub(crate) fn status_text(c: &Container) -> String {
         }
     };
     match c.state.status.as_str() {
+        "running" if c.state.paused => format!("Up {} (Paused)", since(&c.state.started_at)),
         "running" => format!("Up {}", since(&c.state.started_at)),
         "exited" => match c.state.exit_code {
             Some(berth_engine::container::EXIT_UNKNOWN) => {
@@ -205,8 +206,9 @@ pub(crate) fn container_json(e: &Engine, c: &Container) -> Value {
         "Path": c.args.first(),
         "Args": c.args.get(1..).unwrap_or(&[]),
         "State": {
-            "Status": c.state.status,
+            "Status": if c.running() && c.state.paused { "paused" } else { c.state.status.as_str() },
             "Running": c.running(),
+            "Paused": c.running() && c.state.paused,
             "Pid": c.state.pid,
             "ExitCode": c.state.exit_code,
             "OOMKilled": c.state.oom_killed,

@@ -12,6 +12,7 @@ mod create;
 mod exec;
 mod flags;
 mod inspect;
+mod manage;
 mod networks;
 mod system;
 mod terminal;
@@ -25,6 +26,7 @@ pub use args::*;
 use create::*;
 use exec::*;
 use inspect::*;
+pub use manage::{CommitArgs, ExportArgs, HistoryArgs, RenameArgs, UpdateArgs, VersionArgs};
 use networks::*;
 use system::*;
 use terminal::*;
@@ -51,6 +53,15 @@ pub(crate) fn open(cli: &Cli) -> Result<Engine> {
 pub fn run(cli: &Cli) -> Option<Result<i32>> {
     let r = match &cli.command {
         Command::Build(a) => crate::build::build_cmd(cli, a),
+        Command::Pause(a) => each(cli, &a.names, |e, n| e.pause(n)),
+        Command::Unpause(a) => each(cli, &a.names, |e, n| e.unpause(n)),
+        Command::Rename(a) => open(cli).and_then(|e| e.rename(&a.container, &a.new_name)).map(|_| 0),
+        Command::Update(a) => manage::update(cli, a),
+        Command::Diff(a) => manage::diff(cli, &a.name),
+        Command::Commit(a) => manage::commit(cli, a),
+        Command::Export(a) => manage::export(cli, a),
+        Command::History(a) | Command::Image(crate::images::ImageCommand::History(a)) => manage::history(cli, a),
+        Command::Version(a) => manage::version(cli, a),
         Command::Run(a) => run_cmd(cli, a),
         Command::Create(a) => create_cmd(cli, a),
         Command::Start(a) => start_cmd(cli, a),

@@ -6,6 +6,7 @@
 //! Needs the workspace's binaries built (`cargo build --workspace --bins`; `make test` does).
 
 mod build;
+mod everyday;
 mod hostile;
 mod lifecycle;
 mod net;
@@ -66,6 +67,8 @@ fn main() {
         build::built_image_pushes_and_pulls_back,
         build::build_add_unpacks_archives_and_fetches_urls,
         build::build_matches_buildah,
+        everyday::pause_rename_and_update,
+        everyday::diff_commit_export_history_version,
     ];
     support::init();
     let conclusion = libtest_mimic::run(&args, tests);

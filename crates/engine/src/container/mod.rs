@@ -19,6 +19,7 @@ mod create;
 
 pub(crate) use create::host_hostname;
 mod exit;
+mod manage;
 mod start;
 mod state;
 mod stop;
@@ -57,6 +58,9 @@ pub struct State {
     pub ip_address: String,
     pub gateway: String,
     pub ports: Vec<PortMapping>,
+    /// frozen by `pause` (until `unpause`, or the container's end)
+    #[serde(default)]
+    pub paused: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,6 +97,7 @@ impl State {
     /// The container exited as the monitor recorded.
     pub(crate) fn record_exit(&mut self, x: ExitRecord) {
         self.status = "exited".into();
+        self.paused = false;
         self.exit_code = Some(x.exit_code);
         self.oom_killed = x.oom_killed;
         self.finished_at = x.finished_at;

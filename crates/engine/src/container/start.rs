@@ -147,6 +147,7 @@ impl Engine {
         c.state.monitor_start = process_start(monitor_pid).unwrap_or(0);
         c.state.cleaned = false;
         c.state.stopped_by_user = false;
+        c.state.paused = false;
         c.state.exit_code = None;
         c.state.oom_killed = false;
         c.state.error.clear();

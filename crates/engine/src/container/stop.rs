@@ -58,15 +58,33 @@ impl Engine {
         let timeout = timeout.unwrap_or(c.stop_timeout);
         if timeout > 0 {
             self.signal(&c, c.stop_signal)?;
+            self.thaw(&c);
         }
         if timeout == 0 || !self.wait_exit(&c.id, &c, Duration::from_secs(timeout as u64)) {
             self.signal(&c, libc::SIGKILL)?;
+            self.thaw(&c);
             if !self.wait_exit(&c.id, &c, Duration::from_secs(30)) {
                 bail!(System, "container {} did not exit after SIGKILL", c.name);
             }
         }
         self.wait_monitor_gone(&c, Duration::from_secs(30));
         self.get(&c.id)
+    }
+
+    /// A paused container is thawed once signalled, as docker does: a frozen process acts on
+    /// no signal.
+    fn thaw(&self, c: &Container) {
+        if c.state.paused {
+            if let Ok(rt) = self.runtime(Some(&c.runtime)) {
+                let _ = rt.run(&["resume", &c.id]);
+            }
+            if let Ok(_l) = self.lock(&c.id) {
+                if let Ok(Some(mut fresh)) = self.load(&c.id) {
+                    fresh.state.paused = false;
+                    let _ = self.save(&fresh);
+                }
+            }
+        }
     }
 
     pub(crate) fn mark_stopped_by_user(&self, c: &mut Container) -> Result<()> {
@@ -87,7 +105,9 @@ impl Engine {
         if matches!(signal, libc::SIGKILL | libc::SIGTERM | libc::SIGINT) || signal == c.stop_signal {
             self.mark_stopped_by_user(&mut c)?;
         }
-        self.signal(&c, signal)
+        self.signal(&c, signal)?;
+        self.thaw(&c);
+        Ok(())
     }
 
     /// `restart`: stop (if running), then start.

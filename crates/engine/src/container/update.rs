@@ -2,7 +2,7 @@
 //! UpdateContainerResources, docker's `update`): the runtime's `update` applies them to the
 //! container's cgroup, and the record keeps them for later inspection and restarts.
 
-use crate::container::config::Resources;
+use crate::container::config::{Resources, RestartPolicy};
 use crate::container::Container;
 use crate::error::{bail, Context, Result};
 use crate::{oci, runtime, Engine};
@@ -26,6 +26,19 @@ impl Engine {
             applied.map_err(|e| e.context(format!("updating the resources of container {}", c.name)))?;
         }
         c.config.resources = resources.clone();
+        self.save(&c)?;
+        Ok(c)
+    }
+
+    /// A new restart policy for the container's next exits (docker's `update --restart`).
+    pub fn update_restart_policy(&self, name_or_id: &str, policy: RestartPolicy) -> Result<Container> {
+        let id = self.resolve_id(name_or_id)?;
+        let _lock = self.lock(&id)?;
+        let Some(mut c) = self.load(&id)? else { bail!(NotFound, "container {name_or_id} not found") };
+        if c.config.auto_remove && policy.name != "no" && !policy.name.is_empty() {
+            bail!(InvalidInput, "container {} is removed when it exits (--rm): it has no restart policy", c.name);
+        }
+        c.config.restart = policy;
         self.save(&c)?;
         Ok(c)
     }

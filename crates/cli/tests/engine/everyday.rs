@@ -1,0 +1,149 @@
+//! docker's everyday commands beyond run and ps: pause/unpause, rename, update, diff, commit,
+//! export, history, version.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+/// The counter file a paused container's loop stops writing, read from the host side.
+fn count(name: &str, dir: &std::path::Path) -> String {
+    let out = dir.join("count");
+    let _ = std::fs::remove_file(&out);
+    berth(&["cp", &format!("{name}:/tmp/count"), out.to_str().unwrap()]).ok("cp the counter out");
+    std::fs::read_to_string(&out).unwrap().trim().to_string()
+}
+
+pub fn pause_rename_and_update() {
+    let (n, mut cleanup) = named("pause");
+    let dir = suite().dir.join("pause-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done";
+    berth(&["run", "-d", "--name", &n, IMAGE, "sh", "-c", script]).ok("run");
+    wait_until("the counter", Duration::from_secs(30), || {
+        berth(&["cp", &format!("{n}:/tmp/count"), dir.join("count").to_str().unwrap()]).code == 0
+    });
+    berth(&["pause", &n]).ok("pause");
+    let state = &inspect(&n)["State"];
+    assert_eq!(
+        (state["Status"].as_str(), state["Paused"].as_bool(), state["Running"].as_bool()),
+        (Some("paused"), Some(true), Some(true))
+    );
+    assert!(berth(&["ps"]).ok("ps").stdout.lines().any(|l| l.contains(&n) && l.contains("(Paused)")));
+    let frozen = count(&n, &dir);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(count(&n, &dir), frozen, "a paused container's processes do not run");
+    assert!(berth(&["pause", &n]).failed("pause twice").stderr.contains("already paused"));
+    berth(&["unpause", &n]).ok("unpause");
+    wait_until("the counter to move again", Duration::from_secs(30), || count(&n, &dir) != frozen);
+    assert!(berth(&["unpause", &n]).failed("unpause a running one").stderr.contains("not paused"));
+
+    // rename
+    let renamed = format!("{n}-renamed");
+    cleanup.0.push(renamed.clone());
+    berth(&["rename", &n, &renamed]).ok("rename");
+    assert!(berth(&["inspect", &n]).failed("the old name").stderr.contains("no such container"));
+    assert_eq!(inspect(&renamed)["Name"], renamed.as_str());
+    let (other, _c2) = named("pause-other");
+    berth(&["create", "--name", &other, IMAGE, "true"]).ok("create another");
+    assert!(berth(&["rename", &renamed, &other]).failed("a taken name").stderr.contains("already in use"));
+    assert!(berth(&["rename", &renamed, "bad/name"]).failed("a bad name").stderr.contains("name \"bad/name\""));
+
+    // update: the cgroup and the record.
+    berth(&["update", "--memory", "64m", "--pids-limit", "50", "--restart", "on-failure:3", &renamed]).ok("update");
+    let c = inspect(&renamed);
+    let id = c["Id"].as_str().unwrap().to_string();
+    let read =
+        |h: &str, f: &str| std::fs::read_to_string(container_cgroup(h, &id).join(f)).map(|s| s.trim().to_string());
+    if is_cgroup2() {
+        assert_eq!(read("", "memory.max").unwrap(), "67108864");
+        assert_eq!(read("", "pids.max").unwrap(), "50");
+    } else {
+        assert_eq!(read("memory", "memory.limit_in_bytes").unwrap(), "67108864");
+        assert_eq!(read("pids", "pids.max").unwrap(), "50");
+    }
+    assert!(berth(&["update", &renamed]).failed("nothing to update").stderr.contains("nothing to change"));
+
+    // A paused container is thawed by kill, and dies.
+    berth(&["pause", &renamed]).ok("pause again");
+    berth(&["kill", &renamed]).ok("kill a paused container");
+    wait_until("the killed container to exit", Duration::from_secs(30), || {
+        inspect(&renamed)["State"]["Status"] == "exited"
+    });
+    assert_eq!(inspect(&renamed)["State"]["Paused"], false);
+}
+
+pub fn diff_commit_export_history_version() {
+    let (n, _c) = named("commit");
+    let script = "echo new > /tmp/new && rm /bin/arch && mkdir /newdir && echo changed >> /etc/profile";
+    berth(&["run", "--name", &n, "-e", "FROM_RUN=1", IMAGE, "sh", "-c", script]).ok("run");
+    let diff = berth(&["diff", &n]).ok("diff").stdout;
+    let lines: Vec<&str> = diff.lines().collect();
+    for want in ["C /bin", "D /bin/arch", "A /newdir", "C /tmp", "A /tmp/new"] {
+        assert!(lines.contains(&want), "{want:?} in {diff}");
+    }
+    assert!(
+        !lines.iter().any(|l| l.ends_with("/etc/hosts") || l.ends_with("/proc")),
+        "mount targets are no change: {diff}"
+    );
+
+    // commit: the changes as a layer, the container's settings and the --change ones.
+    let image = format!("localhost/committed-{}:1", std::process::id());
+    let o = berth(&[
+        "commit",
+        "-m",
+        "the snapshot",
+        "-a",
+        "Someone <someone@example.com>",
+        "-c",
+        "CMD [\"cat\", \"/tmp/new\"]",
+        "-c",
+        "ENV COMMITTED=yes",
+        "-c",
+        "EXPOSE 7070",
+        &n,
+        &image,
+    ])
+    .ok("commit");
+    assert!(o.stdout.trim().starts_with("sha256:"), "{}", o.stdout);
+    let _rmi = RemoveImage(image.clone());
+    assert_eq!(berth(&["run", "--rm", &image]).ok("run the committed image").stdout, "new\n");
+    let listing = berth(&["run", "--rm", &image, "sh", "-c", "ls /bin/arch /newdir 2>&1; echo $FROM_RUN $COMMITTED"])
+        .ok("ls")
+        .stdout;
+    assert!(listing.contains("No such file") && listing.contains("1 yes"), "{listing}");
+    let img: Value = serde_json::from_str(&berth(&["image", "inspect", &image]).ok("image inspect").stdout).unwrap();
+    assert_eq!(img[0]["Config"]["ExposedPorts"], serde_json::json!({"7070/tcp": {}}));
+    assert_eq!(img[0]["Author"], "Someone <someone@example.com>");
+    let bad = berth(&["commit", "-c", "RUN true", &n]).failed("a RUN change");
+    assert!(bad.stderr.contains("cannot be a change"), "{}", bad.stderr);
+
+    // history, newest first.
+    let history = berth(&["history", "--no-trunc", &image]).ok("history").stdout;
+    let first = history.lines().nth(1).unwrap_or_default();
+    assert!(first.contains(&format!("berth commit {n}")) && first.contains("the snapshot"), "{history}");
+    let json: Value =
+        serde_json::from_str(&berth(&["image", "history", "--format", "json", &image]).ok("history json").stdout)
+            .unwrap();
+    assert_eq!(json[0]["Comment"], "the snapshot");
+
+    // export: the whole root filesystem.
+    let tar = suite().dir.join(format!("{n}.tar"));
+    berth(&["export", "-o", tar.to_str().unwrap(), &n]).ok("export");
+    let names = run(std::process::Command::new("tar").arg("-tf").arg(&tar)).ok("tar -t").stdout;
+    assert!(names.lines().any(|l| l == "tmp/new") && names.lines().any(|l| l == "bin/busybox"), "{names}");
+    assert!(!names.lines().any(|l| l == "bin/arch"), "a deleted file is not exported");
+
+    let v = berth(&["version", "--format", "json"]).ok("version").stdout;
+    let v: Value = serde_json::from_str(&v).unwrap();
+    assert_eq!(v["Client"]["Version"], env!("CARGO_PKG_VERSION"));
+}
+
+struct RemoveImage(String);
+
+impl Drop for RemoveImage {
+    fn drop(&mut self) {
+        let _ = berth(&["rmi", &self.0]);
+    }
+}
