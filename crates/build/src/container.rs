@@ -125,9 +125,8 @@ pub fn commit(engine: &Engine, c: &Container, opts: &CommitOptions) -> Result<Di
     }
     let mut layers = layer::image_layers(store, &img)?;
     let made =
-        layer::commit_layer(store, &upper, layers.last().map(|l| &l.chain_id), Compression::Gzip, Format::Oci, &|p| {
-            skip.contains(p)
-        });
+        // (The container keeps its upper directory: the layer is unpacked from the blob.)
+        layer::commit_layer(store, &upper, layers.last().map(|l| &l.chain_id), Compression::Gzip, Format::Oci, &skip, false);
     if paused {
         let _ = engine.unpause(&c.id);
     }

@@ -81,6 +81,13 @@ fn reopen(fd: BorrowedFd, flags: i32) -> std::io::Result<OwnedFd> {
     file::open(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)).as_str(), flags)
 }
 
+/// How the walk reaches an entry: the source itself (an O_PATH descriptor, resolved as the
+/// origin allows), or a name in a directory it has open.
+enum Entry<'a> {
+    Top(OwnedFd),
+    Child(&'a OwnedFd, &'a CStr),
+}
+
 /// One entry of a source tree, as the walk meets it.
 enum Node<'a> {
     /// A directory, before its entries (`fd` readable).
@@ -201,20 +208,25 @@ impl Origin {
     fn walk(&self, rel: &str, visit: &mut dyn FnMut(Node) -> Result<(), String>) -> Result<(), String> {
         let fd = self.open(rel)?;
         let st = file::fstat(&fd).map_err(|e| io_err(rel, e))?;
-        self.walk_node(fd, st, rel, "", visit)
+        self.walk_node(Entry::Top(fd), st, rel, "", visit)
     }
 
     fn walk_node(
         &self,
-        fd: OwnedFd,
+        entry: Entry,
         st: libc::stat,
         full: &str,
         rel: &str,
         visit: &mut dyn FnMut(Node) -> Result<(), String>,
     ) -> Result<(), String> {
+        // Entries below the source are opened from their directory, never followed.
+        let open = |flags: i32| match &entry {
+            Entry::Top(fd) => reopen(fd.as_fd(), flags),
+            Entry::Child(dir, name) => file::openat(*dir, *name, flags | libc::O_NOFOLLOW, 0),
+        };
         match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => {
-                let d = reopen(fd.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY).map_err(|e| io_err(full, e))?;
+                let d = open(libc::O_RDONLY | libc::O_DIRECTORY).map_err(|e| io_err(full, e))?;
                 visit(Node::Enter { rel, st: &st, fd: &d })?;
                 let mut names = file::read_dir_names(&d).map_err(|e| io_err(full, e))?;
                 names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
@@ -230,18 +242,20 @@ impl Origin {
                     if self.hidden(&child_full) && cst.st_mode & libc::S_IFMT != libc::S_IFDIR {
                         continue;
                     }
-                    let cfd = file::openat(&d, &name, libc::O_PATH | libc::O_NOFOLLOW, 0)
-                        .map_err(|e| io_err(&child_full, e))?;
-                    self.walk_node(cfd, cst, &child_full, &child_rel, visit)?;
+                    self.walk_node(Entry::Child(&d, &name), cst, &child_full, &child_rel, visit)?;
                 }
                 visit(Node::Leave { rel, st: &st })
             }
             libc::S_IFREG => {
-                let f = reopen(fd.as_fd(), libc::O_RDONLY).map_err(|e| io_err(full, e))?;
+                let f = open(libc::O_RDONLY).map_err(|e| io_err(full, e))?;
                 visit(Node::File { rel, st: &st, fd: f })
             }
             libc::S_IFLNK => {
-                let target = file::readlinkat(&fd, "").map_err(|e| io_err(full, e))?;
+                let target = match &entry {
+                    Entry::Top(fd) => file::readlinkat(fd, ""),
+                    Entry::Child(dir, name) => file::readlinkat(*dir, *name),
+                }
+                .map_err(|e| io_err(full, e))?;
                 visit(Node::Symlink { rel, st: &st, target })
             }
             libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO => visit(Node::Special { rel, st: &st }),

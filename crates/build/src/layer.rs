@@ -44,22 +44,26 @@ impl Format {
     }
 }
 
-/// Writes `upper` (skipping what `skip` names) as a layer on top of `parent_chain`: the blob
-/// in the content store, the unpacked layer under its chain ID.
+/// Writes `upper` (less the paths in `skip`) as a layer on top of `parent_chain`: the blob
+/// in the content store, the layer directory under its chain ID. With `adopt` (the upper
+/// directory is the caller's to give away), the directory itself becomes the layer's (its
+/// skipped paths and overlayfs' bookkeeping removed), instead of the blob unpacked again.
 pub fn commit_layer(
     store: &Store,
     upper: &Path,
     parent_chain: Option<&Digest>,
     compression: Compression,
     format: Format,
-    skip: &dyn Fn(&str) -> bool,
+    skip: &BTreeSet<String>,
+    adopt: bool,
 ) -> Result<NewLayer, Error> {
     let w = store.content.writer()?;
-    let (stats, w) = berth_storage::write_layer(upper, compression, w, skip)?;
+    let (stats, w) = berth_storage::write_layer(upper, compression, w, &|p| skip.contains(p))?;
     let size = w.len();
     let blob = w.commit(&store.content, None)?;
     let chain = Digest::chain(parent_chain, &stats.diff_id);
-    if !store.layers.contains(&chain) {
+    let present = store.layers.contains(&chain) || (adopt && adopt_upper(store, upper, skip, &chain)?);
+    if !present {
         let limit = SizeLimit::new(store.config.max_image_size(), "storage.max-image-size in berth.toml");
         berth_image::pull::unpack_local(store, &blob, compression, &stats.diff_id, &chain, &limit)?;
     }
@@ -72,6 +76,50 @@ pub fn commit_layer(
         tar_size: stats.tar_size,
         content_size: stats.content_bytes,
     })
+}
+
+/// Moves `upper` into the layer store under `chain`, as the layer that was just written from
+/// it; false when it cannot be moved there (another filesystem).
+fn adopt_upper(store: &Store, upper: &Path, skip: &BTreeSet<String>, chain: &Digest) -> Result<bool, Error> {
+    let io = |p: &Path, e: std::io::Error| Error::from_io(e).context(p.display().to_string());
+    // Deepest first: a skipped directory may hold skipped entries.
+    for rel in skip.iter().rev() {
+        let p = upper.join(rel);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p).map_err(|e| io(&p, e))?,
+            Ok(_) => std::fs::remove_file(&p).map_err(|e| io(&p, e))?,
+            Err(_) => {}
+        }
+    }
+    // What the layer leaves out anyway.
+    remove_sockets(upper)?;
+    berth_storage::diff::strip_overlay_bookkeeping(upper)?;
+    let mut tmp = store.layers.temp().map_err(|e| io(store.layers.dir(), e))?;
+    std::fs::remove_dir(tmp.path()).map_err(|e| io(tmp.path(), e))?;
+    match std::fs::rename(upper, tmp.path()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let _ = std::fs::create_dir(tmp.path());
+            return Ok(false);
+        }
+        Err(e) => return Err(io(upper, e)),
+    }
+    store.commit_layer(&mut tmp, chain)?;
+    Ok(true)
+}
+
+fn remove_sockets(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::FileTypeExt;
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::from_io(e).context(dir.display().to_string()))?;
+    for e in entries.flatten() {
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_socket() {
+            let _ = std::fs::remove_file(e.path());
+        } else if t.is_dir() {
+            remove_sockets(&e.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// The layers of a stored image, as a build carries them on.

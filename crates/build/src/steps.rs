@@ -329,7 +329,7 @@ fn run_container(
     let upper = store.snapshots.path(&c.id).join("upper");
     let lowers = layer::layer_dirs(store, &state.layers)?;
     let skip = layer::runtime_made(&lowers, &upper, targets);
-    layer::commit_layer(store, &upper, state.chain(), b.opts.compression, b.opts.format, &|p| skip.contains(p))
+    layer::commit_layer(store, &upper, state.chain(), b.opts.compression, b.opts.format, &skip, true)
         .map_err(|e| b.ctx(ins, e))
 }
 
@@ -499,8 +499,16 @@ pub(crate) fn copy(b: &mut Builder, state: &mut State, ins: &Instruction) -> Res
             }
         }
         snap.unmount()?;
-        let l = layer::commit_layer(store, &snap.upper, state.chain(), b.opts.compression, b.opts.format, &|_| false)
-            .map_err(|e| b.ctx(ins, e))?;
+        let l = layer::commit_layer(
+            store,
+            &snap.upper,
+            state.chain(),
+            b.opts.compression,
+            b.opts.format,
+            &Default::default(),
+            true,
+        )
+        .map_err(|e| b.ctx(ins, e))?;
         Ok(Some(l))
     })?;
     drop(from_snapshot);

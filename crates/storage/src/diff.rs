@@ -210,6 +210,42 @@ impl<W: Write> Walk<'_, W> {
     }
 }
 
+/// Removes overlayfs' own bookkeeping (`trusted.overlay.*` but the opaque mark) from a tree
+/// in the layer format, so an overlay upper directory can become a layer directory as an
+/// unpacked layer would be. Symlinks are never followed.
+pub fn strip_overlay_bookkeeping(dir: &Path) -> Result<(), Error> {
+    let root = file::open_dir(dir).map_err(|e| io_error(dir, e))?;
+    strip_in(&root, dir)
+}
+
+fn strip_in(fd: &OwnedFd, path: &Path) -> Result<(), Error> {
+    for (k, _) in file::fxattrs(fd).map_err(|e| io_error(path, e))? {
+        if k.to_bytes().starts_with(b"trusted.overlay.") && k.as_c_str() != OPAQUE_XATTR {
+            file::fremovexattr(fd, &k).map_err(|e| io_error(path, e))?;
+        }
+    }
+    for name in file::read_dir_names(fd).map_err(|e| io_error(path, e))? {
+        let st = file::lstatat(fd, &name).map_err(|e| io_error(path, e))?;
+        let child = path.join(OsStr::from_bytes(name.as_bytes()));
+        let flags = match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => libc::O_RDONLY | libc::O_DIRECTORY,
+            libc::S_IFREG => libc::O_RDONLY,
+            _ => continue,
+        };
+        let c = file::openat(fd, &name, flags | libc::O_NOFOLLOW, 0).map_err(|e| io_error(&child, e))?;
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            strip_in(&c, &child)?;
+        } else {
+            for (k, _) in file::fxattrs(&c).map_err(|e| io_error(&child, e))? {
+                if k.to_bytes().starts_with(b"trusted.overlay.") {
+                    file::fremovexattr(&c, &k).map_err(|e| io_error(&child, e))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reads exactly `left` bytes: a file that shrank meanwhile is padded with zeros, so the tar
 /// stays well-formed (the header's size was written first).
 struct Exact<R> {

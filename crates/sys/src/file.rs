@@ -321,6 +321,12 @@ pub fn flistxattr(fd: impl AsFd) -> io::Result<Vec<CString>> {
     Ok(buf.split(|b| *b == 0).filter(|s| !s.is_empty()).filter_map(|s| CString::new(s).ok()).collect())
 }
 
+/// Removes an extended attribute (a real file or directory, not an O_PATH descriptor).
+pub fn fremovexattr(fd: impl AsFd, name: &CStr) -> io::Result<()> {
+    // SAFETY: a valid C string.
+    check(unsafe { libc::fremovexattr(raw(&fd), name.as_ptr()) }).map(drop)
+}
+
 /// Every extended attribute of a file (a real file or directory, not an O_PATH descriptor),
 /// values whole whatever their size.
 pub fn fxattrs(fd: impl AsFd) -> io::Result<Vec<(CString, Vec<u8>)>> {

@@ -609,6 +609,22 @@ pub fn build_matches_buildah() {
         assert!(ours.contains_key(must), "{must} was compared");
     }
     assert!(!ours.contains_key("home"), "a removed directory is absent in both");
+    // berth's layer directories (a RUN's or COPY's upper directory becomes one) hold exactly
+    // what its layer blobs do: a container's root exported and unpacked is the same tree.
+    let ctr = name("compare-export");
+    r.berth(&["create", "--name", &ctr, "localhost/compare:1"]).ok("create");
+    let exported = dir.join("exported.tar");
+    r.berth(&["export", "-o", exported.to_str().unwrap(), &ctr]).ok("export");
+    r.berth(&["rm", &ctr]).ok("rm");
+    let unpacked = dir.join("exported");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    run(std::process::Command::new("tar").arg("--numeric-owner").arg("-xpf").arg(&exported).arg("-C").arg(&unpacked))
+        .ok("tar -x");
+    let from_dirs = tree(&unpacked);
+    for (path, d) in &ours {
+        assert_eq!(from_dirs.get(path), Some(d), "{path}: the layer directories against the blobs");
+    }
+    assert_eq!(from_dirs.len(), ours.len());
     // The configs.
     let (a, b) = (layout_config(&berth_layout, "localhost/compare:1"), layout_config(&buildah_layout, "compare"));
     for key in ["Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Volumes"] {
