@@ -66,6 +66,15 @@ impl Root {
         self.berth(&a)
     }
 
+    fn berth_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut full = vec!["--root".to_string(), self.path.display().to_string(), "--config".into()];
+        full.push(self.config.display().to_string());
+        full.extend(args.iter().map(|a| a.to_string()));
+        let mut c = std::process::Command::new(&suite().berth);
+        c.args(&full).env_remove("BERTH_ROOT").env_remove("BERTH_CONFIG");
+        berth_testkit::children::run_with_stdin(&mut c, input)
+    }
+
     fn image_config(&self, name: &str) -> Value {
         let o = self.berth(&["image", "inspect", name]).ok("image inspect");
         let v: Value = serde_json::from_str(&o.stdout).unwrap();
@@ -634,4 +643,86 @@ pub fn build_matches_buildah() {
     labels.as_object_mut().unwrap().remove("io.buildah.version");
     assert_eq!(a["config"]["Labels"], labels, "config.Labels (buildah adds its version)");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+pub fn build_mounts_secrets_and_flags() {
+    let r = Root::new("mounts", 11);
+    let ctx = context(
+        "mounts",
+        &[
+            (
+                "Containerfile",
+                "FROM localhost/berth-test/busybox:1\n\
+                 RUN --mount=type=bind,source=data,target=/src cat /src/input.txt > /from-bind.txt\n\
+                 RUN --mount=type=cache,target=/cache,id=c1 echo run >> /cache/runs && cat /cache/runs | wc -l > /cache-count.txt\n\
+                 RUN --mount=type=tmpfs,target=/scratch echo temp > /scratch/t && test ! -e /nothing\n\
+                 RUN --mount=type=secret,id=token,required=true cat /run/secrets/token | wc -c > /secret-size.txt\n\
+                 RUN --mount=type=secret,id=absent,required=false test ! -e /run/secrets/absent\n\
+                 RUN --network=none cat /proc/net/dev | grep -c : > /interfaces.txt\n",
+            ),
+            ("data/input.txt", "bound\n"),
+        ],
+    );
+    let secret = suite().dir.join("build-secret.txt");
+    std::fs::write(&secret, "s3cr3t-value").unwrap();
+    let secret_arg = format!("id=token,src={}", secret.display());
+    let iid = suite().dir.join("build-iid.txt");
+    let o = r
+        .build(
+            &ctx,
+            &[
+                "-q",
+                "--no-cache",
+                "--secret",
+                &secret_arg,
+                "--iidfile",
+                iid.to_str().unwrap(),
+                "--label",
+                "built.by=test",
+                "--compression",
+                "zstd",
+                "-t",
+                "localhost/mounts:1",
+            ],
+        )
+        .ok("build");
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), o.stdout.trim(), "--iidfile");
+    let out = r.run_sh("localhost/mounts:1", "cat /from-bind.txt /secret-size.txt /interfaces.txt; ls -a / | grep -c -x -e src -e cache -e scratch; ls /run/secrets 2>&1 || true");
+    assert!(out.starts_with("bound\n12\n1\n0\n"), "bind, secret size, only lo, no mount target left: {out}");
+    assert!(!out.contains("token"), "the secret is not in the image: {out}");
+    let img = r.image_config("localhost/mounts:1");
+    assert_eq!(img["Config"]["Labels"]["built.by"], "test");
+    assert!(
+        img["Layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["MediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"),
+        "{img}"
+    );
+    // The cache mount outlives the build: a second build sees the first one's file.
+    r.build(&ctx, &["-q", "--no-cache", "--secret", &secret_arg, "-t", "localhost/mounts:2"]).ok("build again");
+    assert_eq!(r.run_sh("localhost/mounts:2", "cat /cache-count.txt").trim(), "2");
+    // A required secret that is not given fails naming it.
+    let o = r.build(&ctx, &["-q", "--no-cache"]).failed("no secret");
+    assert!(o.stderr.contains("secret token is required"), "{}", o.stderr);
+    // A Containerfile on stdin: no context.
+    let o = r.berth_stdin(
+        &["build", "-q", "-t", "localhost/stdin:1", "-"],
+        b"FROM localhost/berth-test/busybox:1\nRUN echo from-stdin > /s\n",
+    );
+    o.ok("build from stdin");
+    assert_eq!(r.run_sh("localhost/stdin:1", "cat /s"), "from-stdin\n");
+    let o = r
+        .berth_stdin(&["build", "-q", "-"], b"FROM localhost/berth-test/busybox:1\nCOPY x /x\n")
+        .failed("COPY without a context");
+    assert!(o.stderr.contains("no build context"), "{}", o.stderr);
+    // -f names the file; a platform that is not this host's is refused.
+    std::fs::write(ctx.join("Other.containerfile"), "FROM localhost/berth-test/busybox:1\nLABEL which=other\n")
+        .unwrap();
+    let other = ctx.join("Other.containerfile");
+    r.build(&ctx, &["-q", "-f", other.to_str().unwrap(), "-t", "localhost/other:1"]).ok("build -f");
+    assert_eq!(r.image_config("localhost/other:1")["Config"]["Labels"]["which"], "other");
+    let o = r.build(&ctx, &["-q", "--platform", "linux/s390x"]).failed("another platform");
+    assert!(o.stderr.contains("--platform linux/s390x"), "{}", o.stderr);
 }

@@ -67,6 +67,7 @@ fn main() {
         build::built_image_pushes_and_pulls_back,
         build::build_add_unpacks_archives_and_fetches_urls,
         build::build_matches_buildah,
+        build::build_mounts_secrets_and_flags,
         everyday::pause_rename_and_update,
         everyday::diff_commit_export_history_version,
     ];
