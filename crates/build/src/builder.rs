@@ -283,6 +283,8 @@ pub fn build(engine: &Engine, opts: &BuildOptions, auth: &AuthFile, out: &mut dy
             engine.store.tag(&img, t)?;
         }
     }
+    let tag_names = tags.join(",");
+    berth_image::events::emit(&engine.store.root, "image", "build", id.as_str(), &[("name", &tag_names)]);
     let _ = writeln!(b.out, "--> {}", id.short());
     for t in &tags {
         let _ = writeln!(b.out, "Successfully tagged {t}");

@@ -158,6 +158,13 @@ pub fn commit(engine: &Engine, c: &Container, opts: &CommitOptions) -> Result<Di
         None => None,
     };
     let (_, id) = layer::register(store, config, &layers, Format::Oci, tag.as_deref())?;
+    berth_image::events::emit(
+        &store.root,
+        "image",
+        "commit",
+        id.as_str(),
+        &[("name", tag.as_deref().unwrap_or("")), ("container", &c.name)],
+    );
     Ok(id)
 }
 

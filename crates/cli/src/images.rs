@@ -181,6 +181,8 @@ pub enum SystemCommand {
     Df(DfArgs),
     /// Remove stopped containers, unused networks, untagged images (and with --volumes, unused volumes)
     Prune(crate::containers::SystemPruneArgs),
+    /// Container and image events, then new ones as they happen
+    Events(crate::containers::EventsArgs),
 }
 
 fn open_store(cli: &Cli) -> Result<Store> {

@@ -106,6 +106,8 @@ pub enum Command {
     History(containers::HistoryArgs),
     /// berth's version
     Version(containers::VersionArgs),
+    /// Container and image events, then new ones as they happen
+    Events(containers::EventsArgs),
     /// Manage volumes
     #[command(subcommand)]
     Volume(containers::VolumeCommand),

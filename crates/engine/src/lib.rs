@@ -176,6 +176,13 @@ impl Engine {
         Ok(lock.expect("a waiting lock is always taken"))
     }
 
+    /// A container event in the store's event log (`berth events`).
+    pub(crate) fn event(&self, c: &Container, action: &str, extra: &[(&str, &str)]) {
+        let mut attrs: Vec<(&str, &str)> = vec![("name", &c.name), ("image", &c.image)];
+        attrs.extend_from_slice(extra);
+        berth_image::events::emit(&self.root, "container", action, &c.id, &attrs);
+    }
+
     // ------------------------------------------------------------------ container records
 
     pub(crate) fn insert(&self, c: &Container) -> Result<()> {

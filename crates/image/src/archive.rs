@@ -451,6 +451,7 @@ fn load_oci(store: &Store, idx: &[u8], origin: &str, progress: &dyn Progress) ->
             })
             .and_then(|r| r.tagged());
         store.register(&bytes, &media, &cfg, &layers, name.as_deref(), index_digest.as_ref(), None)?;
+        crate::events::emit(&store.root, "image", "load", cfg_d.as_str(), &[("name", name.as_deref().unwrap_or(""))]);
         loaded.push(name.unwrap_or_else(|| cfg_d.to_string()));
     }
     Ok(loaded)
@@ -532,6 +533,7 @@ fn load_docker(store: &Store, s: &Scanned, m: &[u8], origin: &str, progress: &dy
                 store.tag(&img, n)?;
             }
         }
+        crate::events::emit(&store.root, "image", "load", cfg_d.as_str(), &[("name", &names.join(","))]);
         if names.is_empty() {
             loaded.push(cfg_d.to_string());
         }
@@ -601,6 +603,7 @@ pub fn import(store: &Store, input: &Path, name: Option<&str>) -> Result<Digest>
     .unwrap();
     store.content.write_blob(&mbytes, None)?;
     store.register(&mbytes, manifest::OCI_MANIFEST, &cfg, &layers, tag.as_deref(), None, None)?;
+    crate::events::emit(&store.root, "image", "import", cfg_d.as_str(), &[("name", tag.as_deref().unwrap_or(""))]);
     Ok(cfg_d)
 }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod content;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod manifest;
 pub mod pull;
 pub mod push;

@@ -185,6 +185,7 @@ fn pull_from(
         index_digest.as_ref(),
         Some(reference),
     )?;
+    crate::events::emit(&store.root, "image", "pull", config_digest.as_str(), &[("name", &reference.to_string())]);
     Ok(Pulled { reference: reference.clone(), manifest_digest, image_id: config_digest, index_digest })
 }
 

@@ -112,5 +112,6 @@ pub fn push(store: &Store, source: &str, dest: Option<&str>, opts: &PushOptions)
         Ok(())
     })?;
     out.manifest_digest = img.row.manifest_digest.clone();
+    crate::events::emit(&store.root, "image", "push", img.id().as_str(), &[("name", &dest.to_string())]);
     Ok(out)
 }

@@ -575,6 +575,7 @@ impl Store {
             )?;
             Ok(())
         })?;
+        crate::events::emit(&self.root, "image", "tag", img.id().as_str(), &[("name", &t)]);
         Ok(t)
     }
 
@@ -626,6 +627,14 @@ impl Store {
             }
             Ok((out, delete))
         })?;
+        for line in &out {
+            if let Some(t) = line.strip_prefix("Untagged: ") {
+                crate::events::emit(&self.root, "image", "untag", img.id().as_str(), &[("name", t)]);
+            }
+        }
+        if deleted {
+            crate::events::emit(&self.root, "image", "delete", img.id().as_str(), &[("name", name)]);
+        }
         if deleted {
             self.collect_garbage_locked()?;
         }

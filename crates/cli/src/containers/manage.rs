@@ -274,3 +274,66 @@ pub(crate) fn version(cli: &Cli, a: &VersionArgs) -> Result<i32> {
     }
     Ok(0)
 }
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Events from this time on (RFC 3339, a Unix time, or a duration ago: 10m)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Events until this time; without it, new events are followed
+    #[arg(long)]
+    pub until: Option<String>,
+    /// KEY=VALUE: type, event, container, image (several: all must match; one key given
+    /// several times: any of its values)
+    #[arg(short, long = "filter")]
+    pub filters: Vec<String>,
+    /// table or json (an object a line)
+    #[arg(long, default_value = "table")]
+    pub format: String,
+}
+
+pub(crate) fn events(cli: &Cli, a: &EventsArgs) -> Result<i32> {
+    let time = |s: &Option<String>, flag: &str| -> Result<Option<i64>> {
+        match s {
+            Some(s) => berth_engine::time::parse_since(s).map(|t| Some(t as i64)).ok_or_else(|| {
+                Error::invalid(format!("{flag} {s:?}: an RFC 3339 time, a Unix time or a duration (10m)"))
+            }),
+            None => Ok(None),
+        }
+    };
+    let mut filters = Vec::new();
+    for f in &a.filters {
+        let Some((k, v)) = f.split_once('=') else { bail!("--filter {f:?}: KEY=VALUE") };
+        if !berth_image::events::known_filter(k) {
+            bail!("--filter {f:?}: {k} is not one of type, event, container, image");
+        }
+        filters.push((k.to_string(), v.to_string()));
+    }
+    if a.format != "table" && a.format != "json" {
+        bail!("--format {:?}: table or json", a.format);
+    }
+    let (since, until) = (time(&a.since, "--since")?, time(&a.until, "--until")?);
+    // As docker: without --since (or --until), only what happens from now on.
+    let since = since.or_else(|| until.is_none().then(now_nanos));
+    let q = berth_image::events::Query { since, until, filters };
+    let root = berth_image::Store::default_root(cli.root.as_deref());
+    let json = a.format == "json";
+    let mut out = std::io::stdout().lock();
+    berth_image::events::read(&root, &q, q.until.is_none() || q.until > Some(now_nanos()), &mut |e| {
+        let line = if json {
+            serde_json::to_string(e).unwrap_or_default()
+        } else {
+            let secs = e.time_nano.div_euclid(1_000_000_000);
+            let t = berth_engine::time::format_rfc3339(secs, e.time_nano.rem_euclid(1_000_000_000) as u32);
+            let attrs: Vec<String> = e.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{t} {} {} {} ({})", e.kind, e.action, e.id, attrs.join(", "))
+        };
+        writeln!(out, "{line}").and_then(|_| out.flush()).is_ok()
+    })
+    .map_err(|e| Error::from_io(e).context("events"))?;
+    Ok(0)
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}

@@ -26,7 +26,7 @@ pub use args::*;
 use create::*;
 use exec::*;
 use inspect::*;
-pub use manage::{CommitArgs, ExportArgs, HistoryArgs, RenameArgs, UpdateArgs, VersionArgs};
+pub use manage::{CommitArgs, EventsArgs, ExportArgs, HistoryArgs, RenameArgs, UpdateArgs, VersionArgs};
 use networks::*;
 use system::*;
 use terminal::*;
@@ -62,6 +62,7 @@ pub fn run(cli: &Cli) -> Option<Result<i32>> {
         Command::Export(a) => manage::export(cli, a),
         Command::History(a) | Command::Image(crate::images::ImageCommand::History(a)) => manage::history(cli, a),
         Command::Version(a) => manage::version(cli, a),
+        Command::Events(a) | Command::System(crate::images::SystemCommand::Events(a)) => manage::events(cli, a),
         Command::Run(a) => run_cmd(cli, a),
         Command::Create(a) => create_cmd(cli, a),
         Command::Start(a) => start_cmd(cli, a),

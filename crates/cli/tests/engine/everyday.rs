@@ -147,3 +147,49 @@ impl Drop for RemoveImage {
         let _ = berth(&["rmi", &self.0]);
     }
 }
+
+pub fn events_are_logged_and_followed() {
+    let (n, _c) = named("events");
+    // Followed: what happens to one container from now on (the start given, so the watcher
+    // sees it all however late it starts reading).
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let since = format!("{:.3}", now - 1.0);
+    let filter = format!("container={n}");
+    let args = ["events", "--format", "json", "--since", since.as_str(), "--filter", filter.as_str()];
+    let watcher = spawn(&mut berth_cmd(&suite().root, &args), None);
+    berth(&["run", "--name", &n, IMAGE, "sh", "-c", "exit 3"]).code("run", 3);
+    berth(&["rm", &n]).ok("rm");
+    watcher.wait_for_stdout("\"destroy\"");
+    // SAFETY: our own child, by pid.
+    unsafe { libc::kill(watcher.pid as i32, libc::SIGTERM) };
+    let out = watcher.wait(Duration::from_secs(30)).stdout;
+    let events: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let actions: Vec<&str> = events.iter().map(|e| e["Action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["create", "start", "die", "destroy"], "{out}");
+    assert_eq!(events[2]["Attributes"]["exitCode"], "3");
+    assert!(events.iter().all(|e| e["Attributes"]["name"] == n.as_str() && e["Type"] == "container"));
+    // Read back: a window of the past, filtered.
+    let tag = format!("localhost/events-{}:1", std::process::id());
+    berth(&["tag", IMAGE, &tag]).ok("tag");
+    berth(&["rmi", &tag]).ok("rmi");
+    let past = berth(&[
+        "events",
+        "--since",
+        "5m",
+        "--until",
+        "0s",
+        "--filter",
+        "type=image",
+        "--filter",
+        &format!("image={tag}"),
+    ])
+    .ok("events in the past")
+    .stdout;
+    let lines: Vec<&str> = past.lines().collect();
+    assert_eq!(lines.len(), 2, "{past}");
+    assert!(lines[0].contains(" image tag ") && lines[1].contains(" image untag "), "{past}");
+    assert!(berth(&["events", "--filter", "colour=red", "--until", "0s"])
+        .failed("a bad filter")
+        .stderr
+        .contains("colour"));
+}

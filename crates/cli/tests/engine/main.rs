@@ -70,6 +70,7 @@ fn main() {
         build::build_mounts_secrets_and_flags,
         everyday::pause_rename_and_update,
         everyday::diff_commit_export_history_version,
+        everyday::events_are_logged_and_followed,
     ];
     support::init();
     let conclusion = libtest_mimic::run(&args, tests);

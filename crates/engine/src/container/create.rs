@@ -114,6 +114,7 @@ impl Engine {
             let _ = self.destroy(&c, true);
             return Err(e);
         }
+        self.event(&c, "create", &[]);
         Ok(c)
     }
 

@@ -24,6 +24,7 @@ impl Engine {
         if c.state.status != "exited" {
             return Ok(());
         }
+
         // Run by the monitor after its own `runtime delete`.
         self.cleanup_locked_with(&mut c, true);
         if c.config.auto_remove {

@@ -32,7 +32,9 @@ impl Engine {
         rt.run(&[if paused { "pause" } else { "resume" }, &c.id])
             .map_err(|e| e.context(format!("{} container {}", if paused { "pausing" } else { "unpausing" }, c.name)))?;
         c.state.paused = paused;
-        self.save(&c)
+        self.save(&c)?;
+        self.event(&c, if paused { "pause" } else { "unpause" }, &[]);
+        Ok(())
     }
 
     /// Gives a container a new name (its ID stays).
@@ -72,6 +74,7 @@ impl Engine {
         if let Some(other) = taken {
             bail!(AlreadyExists, "the container name {new_name:?} is already in use by container {}", &other[..12]);
         }
+        self.event(&c, "rename", &[]);
         Ok(())
     }
 }

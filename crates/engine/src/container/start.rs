@@ -169,6 +169,7 @@ impl Engine {
             self.wait_monitor_gone(c, Duration::from_secs(10));
             return Err(fail(e.context(format!("starting container {}", c.name)), c, self));
         }
+        self.event(c, "start", &[]);
         Ok(Some(hook))
     }
 

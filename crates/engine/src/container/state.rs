@@ -121,6 +121,9 @@ impl Engine {
 
     /// `runtime_deleted`: the monitor already ran the runtime's `delete` (the exit hook).
     pub(crate) fn cleanup_locked_with(&self, c: &mut Container, runtime_deleted: bool) {
+        // The first clean-up after an exit is where the exit is known once, whoever sees it
+        // (the monitor's exit hook, or a command that found the container dead).
+        let died = !c.state.cleaned && c.state.status == "exited";
         let mut errors = Vec::new();
         if !runtime_deleted {
             if let Ok(rt) = self.runtime(Some(&c.runtime)) {
@@ -142,6 +145,13 @@ impl Engine {
             c.state.error = format!("cleanup: {}", errors.join("; "));
         }
         let _ = self.save(c);
+        if died {
+            if c.state.oom_killed {
+                self.event(c, "oom", &[]);
+            }
+            let code = c.state.exit_code.unwrap_or(0).to_string();
+            self.event(c, "die", &[("exitCode", &code)]);
+        }
     }
 
     /// Removes everything a container has and its record. `anonymous_volumes`: also its
@@ -178,6 +188,7 @@ impl Engine {
         }
         crate::crash_point("rm-files");
         self.delete_record(&c.id)?;
+        self.event(c, "destroy", &[]);
         if anonymous_volumes {
             for m in c.mounts.iter().filter(|m| m.kind == "volume" && m.anonymous) {
                 let _ = self.volume_remove(&m.name, false);

@@ -68,6 +68,7 @@ impl Engine {
             }
         }
         self.wait_monitor_gone(&c, Duration::from_secs(30));
+        self.event(&c, "stop", &[]);
         self.get(&c.id)
     }
 
@@ -107,6 +108,7 @@ impl Engine {
         }
         self.signal(&c, signal)?;
         self.thaw(&c);
+        self.event(&c, "kill", &[("signal", &signal.to_string())]);
         Ok(())
     }
 
