@@ -108,6 +108,9 @@ pub enum Command {
     Version(containers::VersionArgs),
     /// Container and image events, then new ones as they happen
     Events(containers::EventsArgs),
+    /// Health checks
+    #[command(subcommand)]
+    Healthcheck(containers::HealthcheckCommand),
     /// Manage volumes
     #[command(subcommand)]
     Volume(containers::VolumeCommand),

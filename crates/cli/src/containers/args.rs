@@ -92,6 +92,24 @@ pub struct CreateFlags {
     /// Pull the image: missing (default: when the store lacks it), always, never
     #[arg(long, default_value = "missing")]
     pub pull: String,
+    /// Health check command (run with /bin/sh -c), over the image's HEALTHCHECK
+    #[arg(long)]
+    pub health_cmd: Option<String>,
+    /// Time between health checks (e.g. 30s)
+    #[arg(long)]
+    pub health_interval: Option<String>,
+    /// Time a health check may take
+    #[arg(long)]
+    pub health_timeout: Option<String>,
+    /// Failures in a row that make the container unhealthy
+    #[arg(long)]
+    pub health_retries: Option<u32>,
+    /// Time after the start when failures do not count
+    #[arg(long)]
+    pub health_start_period: Option<String>,
+    /// No health check, not even the image's
+    #[arg(long)]
+    pub no_healthcheck: bool,
     /// The image, then the command and its arguments: everything after the image is the
     /// command's, options included (`run IMAGE ls -l`, `run IMAGE -x` with an entrypoint)
     #[arg(value_name = "IMAGE [COMMAND [ARG...]]", required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
@@ -336,4 +354,13 @@ pub enum ContainerCommand {
     /// restart or remove it
     #[command(hide = true)]
     Cleanup { id: String },
+    /// Run a container's health checks while it runs (started with it by `run` and `start`)
+    #[command(hide = true)]
+    HealthcheckLoop { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HealthcheckCommand {
+    /// Run a container's health check once: exit status 0 when healthy
+    Run { name: String },
 }

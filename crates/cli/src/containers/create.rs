@@ -178,8 +178,9 @@ pub(crate) fn options(c: &CreateFlags) -> Result<ContainerConfig> {
 }
 
 pub(crate) fn create(e: &Engine, c: &CreateFlags) -> Result<Container> {
-    let opts = options(c)?;
+    let mut opts = options(c)?;
     pull_image(e, c.image(), &c.pull)?;
+    opts.healthcheck = healthcheck(e, c)?;
     let ctr = e.create(&opts)?;
     if ctr.seccomp.starts_with("none") {
         eprintln!(
@@ -207,6 +208,7 @@ pub(crate) fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32> {
             }
             return Err(err);
         }
+        spawn_health_checker(cli, &c);
         println!("{}", c.id);
         return Ok(0);
     }
@@ -221,20 +223,30 @@ pub(crate) fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32> {
             return Err(err);
         }
     };
+    spawn_health_checker(cli, &c);
     relay(&e, &c, conn, a.c.interactive, a.c.tty)
 }
 
 pub(crate) fn start_cmd(cli: &Cli, a: &StartArgs) -> Result<i32> {
     let e = open(cli)?;
     if !a.attach {
-        return each(cli, &a.names, |e, n| e.start(n));
+        return each(cli, &a.names, |e, n| {
+            e.start(n)?;
+            if let Ok(c) = e.get(n) {
+                spawn_health_checker(cli, &c);
+            }
+            Ok(())
+        });
     }
     if a.names.len() != 1 {
         bail!("start --attach takes one container");
     }
     let c = e.get(&a.names[0])?;
     match e.start_with(&c.id, |dir| connect_sized(dir, c.config.tty))? {
-        Some(conn) => relay(&e, &c, conn, a.interactive && c.config.stdin, c.config.tty),
+        Some(conn) => {
+            spawn_health_checker(cli, &c);
+            relay(&e, &c, conn, a.interactive && c.config.stdin, c.config.tty)
+        }
         None => bail!("container {} is already running", c.name),
     }
 }
@@ -264,4 +276,67 @@ fn pull_image(e: &Engine, image: &str, policy: &str) -> Result<()> {
     let pulled = pulled.map_err(|err| err.context(format!("pull {image}")))?;
     eprintln!("Pulled {}", pulled.reference);
     Ok(())
+}
+
+/// The health check a container gets: `--health-*` over the image's HEALTHCHECK (field by
+/// field, as docker merges them); none with `--no-healthcheck`.
+fn healthcheck(e: &Engine, c: &CreateFlags) -> Result<Option<berth_engine::container::config::Healthcheck>> {
+    use berth_engine::container::config::Healthcheck;
+    if c.no_healthcheck {
+        if c.health_cmd.is_some() {
+            bail!("--no-healthcheck and --health-cmd contradict each other");
+        }
+        return Ok(None);
+    }
+    let img = e.store.resolve(c.image())?;
+    let (raw, _) = e.store.image_config(&img)?;
+    let cfg: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
+    let image = &cfg["config"]["Healthcheck"];
+    let num = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let mut test: Vec<String> = image["Test"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    if let Some(cmd) = &c.health_cmd {
+        test = vec!["CMD-SHELL".into(), cmd.clone()];
+    }
+    let duration = |flag: &str, v: &Option<String>, image: u64| -> Result<u64> {
+        match v {
+            Some(s) => berth_build::builder::parse_duration(s)
+                .ok_or_else(|| Error::invalid(format!("--{flag} {s:?}: a duration (e.g. 30s, 1m30s)"))),
+            None => Ok(image),
+        }
+    };
+    let interval = duration("health-interval", &c.health_interval, num(&image["Interval"]))?;
+    let timeout = duration("health-timeout", &c.health_timeout, num(&image["Timeout"]))?;
+    let start_period = duration("health-start-period", &c.health_start_period, num(&image["StartPeriod"]))?;
+    let retries = c.health_retries.unwrap_or(num(&image["Retries"]) as u32);
+    Healthcheck::from_test(&test, interval, timeout, start_period, retries)
+}
+
+/// Starts the checker process of a container with a health check (it ends with the run).
+pub(crate) fn spawn_health_checker(cli: &Cli, c: &Container) {
+    if c.config.healthcheck.is_none() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else { return };
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(r) = &cli.root {
+        cmd.arg("--root").arg(r);
+    }
+    if let Some(cfg) = &cli.config {
+        cmd.arg("--config").arg(cfg);
+    }
+    cmd.args(["container", "healthcheck-loop", &c.id]);
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid only, between fork and exec: the checker outlives this command's
+    // session and terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let _ = cmd.spawn();
 }

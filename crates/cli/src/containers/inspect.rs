@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::*;
 use crate::Cli;
 
-pub(crate) fn status_text(c: &Container) -> String {
+pub(crate) fn status_text(c: &Container, health: Option<berth_engine::container::health::Health>) -> String {
     let since = |t: &str| {
         let Some(ns) = berth_engine::time::parse_rfc3339(t) else { return String::new() };
         let secs = ((berth_engine::time::now_nanos() as i128 - ns) / 1_000_000_000).max(0) as u64;
@@ -24,7 +24,11 @@ pub(crate) fn status_text(c: &Container) -> String {
     };
     match c.state.status.as_str() {
         "running" if c.state.paused => format!("Up {} (Paused)", since(&c.state.started_at)),
-        "running" => format!("Up {}", since(&c.state.started_at)),
+        "running" => match health {
+            Some(h) if h.status == "starting" => format!("Up {} (health: starting)", since(&c.state.started_at)),
+            Some(h) => format!("Up {} ({})", since(&c.state.started_at), h.status),
+            None => format!("Up {}", since(&c.state.started_at)),
+        },
         "exited" => match c.state.exit_code {
             Some(berth_engine::container::EXIT_UNKNOWN) => {
                 format!("Exited (unknown) {} ago", since(&c.state.finished_at))
@@ -125,7 +129,7 @@ pub(crate) fn ps(cli: &Cli, a: &PsArgs) -> Result<i32> {
                 json!({
                     "Id": c.id, "Names": [c.name], "Image": c.image, "ImageID": c.image_id,
                     "Command": c.args.join(" "), "Created": c.created, "State": c.state.status,
-                    "Status": status_text(c), "ExitCode": c.state.exit_code, "Ports": if c.running() { &c.state.ports } else { &c.port_specs },
+                    "Status": status_text(c, e.health(c)), "ExitCode": c.state.exit_code, "Ports": if c.running() { &c.state.ports } else { &c.port_specs },
                     "Labels": c.config.labels, "Networks": [c.network_name_text()], "Runtime": c.runtime,
                     "Pid": c.state.pid,
                 })
@@ -145,7 +149,7 @@ pub(crate) fn ps(cli: &Cli, a: &PsArgs) -> Result<i32> {
             if a.no_trunc { &c.id } else { c.short_id() },
             c.image,
             cmd,
-            status_text(c),
+            status_text(c, e.health(c)),
             ports_text(c),
             c.name
         );
@@ -209,6 +213,7 @@ pub(crate) fn container_json(e: &Engine, c: &Container) -> Value {
             "Status": if c.running() && c.state.paused { "paused" } else { c.state.status.as_str() },
             "Running": c.running(),
             "Paused": c.running() && c.state.paused,
+            "Health": e.health(c),
             "Pid": c.state.pid,
             "ExitCode": c.state.exit_code,
             "OOMKilled": c.state.oom_killed,

@@ -89,7 +89,24 @@ pub fn run(cli: &Cli) -> Option<Result<i32>> {
         Command::Volume(c) => volume(cli, c),
         Command::Network(c) => network(cli, c),
         Command::Info(a) => info(cli, a),
-        Command::Container(ContainerCommand::Cleanup { id }) => open(cli).and_then(|e| e.on_exit(id)).map(|_| 0),
+        Command::Container(ContainerCommand::Cleanup { id }) => open(cli).and_then(|e| {
+            e.on_exit(id)?;
+            // Restarted by its policy: a checker for the new run.
+            if let Ok(c) = e.get(id) {
+                if c.running() {
+                    spawn_health_checker(cli, &c);
+                }
+            }
+            Ok(0)
+        }),
+        Command::Container(ContainerCommand::HealthcheckLoop { id }) => {
+            open(cli).and_then(|e| e.health_loop(id)).map(|_| 0)
+        }
+        Command::Healthcheck(HealthcheckCommand::Run { name }) => open(cli).and_then(|e| {
+            let h = e.health_check(name)?;
+            println!("{}", h.status);
+            Ok(if h.status == "unhealthy" || h.log.last().is_some_and(|r| r.exit_code != 0) { 1 } else { 0 })
+        }),
         Command::System(crate::images::SystemCommand::Prune(a)) => system_prune(cli, a),
         _ => return None,
     };

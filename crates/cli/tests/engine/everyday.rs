@@ -193,3 +193,59 @@ pub fn events_are_logged_and_followed() {
         .stderr
         .contains("colour"));
 }
+
+/// Whether a health checker process of container `id` is running.
+fn checker_running(id: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|p| {
+        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        args.windows(2).any(|w| w[0] == b"healthcheck-loop" && w[1] == id.as_bytes())
+    })
+}
+
+pub fn health_checks_from_flags_and_images() {
+    let (n, mut cleanup) = named("health");
+    let flags = ["--health-cmd", "test -f /tmp/ok", "--health-interval", "1s", "--health-retries", "2"];
+    let mut args = vec!["run", "-d", "--name", &n];
+    args.extend_from_slice(&flags);
+    args.extend_from_slice(&[IMAGE, "sleep", "600"]);
+    berth(&args).ok("run with a health check");
+    let status = |name: &str| {
+        berth(&["ps", "-a"]).ok("ps").stdout.lines().find(|l| l.ends_with(name)).unwrap_or_default().to_string()
+    };
+    wait_until("unhealthy", Duration::from_secs(60), || status(&n).contains("(unhealthy)"));
+    berth(&["exec", &n, "touch", "/tmp/ok"]).ok("make it healthy");
+    wait_until("healthy", Duration::from_secs(60), || status(&n).contains("(healthy)"));
+    let health = &inspect(&n)["State"]["Health"];
+    assert_eq!(health["Status"], "healthy");
+    assert_eq!(health["FailingStreak"], 0);
+    assert!(health["Log"].as_array().unwrap().iter().any(|r| r["ExitCode"] == 1), "{health}");
+    let o = berth(&["healthcheck", "run", &n]).ok("healthcheck run");
+    assert_eq!(o.stdout, "healthy\n");
+    let id = inspect(&n)["Id"].as_str().unwrap().to_string();
+    assert!(checker_running(&id));
+    berth(&["rm", "-f", &n]).ok("rm");
+    wait_until("the checker to end with its container", Duration::from_secs(30), || !checker_running(&id));
+
+    // An image's HEALTHCHECK, and --no-healthcheck.
+    let ctx = suite().dir.join("health-image");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Containerfile"), format!("FROM {IMAGE}\nHEALTHCHECK --interval=1s CMD true\n")).unwrap();
+    let image = format!("localhost/health-{}:1", std::process::id());
+    berth(&["build", "-q", "-t", &image, ctx.to_str().unwrap()]).ok("build an image with a health check");
+    let (m, _c2) = named("health-image");
+    berth(&["run", "-d", "--name", &m, &image, "sleep", "600"]).ok("run it");
+    wait_until("healthy from the image's check", Duration::from_secs(60), || status(&m).contains("(healthy)"));
+    let (none, _c3) = named("health-none");
+    berth(&["run", "-d", "--no-healthcheck", "--name", &none, &image, "sleep", "600"]).ok("run without");
+    assert!(inspect(&none)["State"]["Health"].is_null());
+    assert!(!status(&none).contains("(health"), "{}", status(&none));
+    let bad = berth(&["run", "--rm", "--health-interval", "soon", "--health-cmd", "true", IMAGE, "true"])
+        .failed("a bad interval");
+    assert!(bad.stderr.contains("--health-interval \"soon\""), "{}", bad.stderr);
+    cleanup.0.push(m.clone());
+    for c in [&m, &none] {
+        berth(&["rm", "-f", c]).ok("rm");
+    }
+    let _ = berth(&["rmi", &image]);
+}

@@ -71,6 +71,7 @@ fn main() {
         everyday::pause_rename_and_update,
         everyday::diff_commit_export_history_version,
         everyday::events_are_logged_and_followed,
+        everyday::health_checks_from_flags_and_images,
     ];
     support::init();
     let conclusion = libtest_mimic::run(&args, tests);

@@ -73,6 +73,59 @@ pub struct ContainerConfig {
     /// what a front end keeps with the record and reads back (berthd: Kubernetes' names,
     /// labels and annotations); the engine neither uses nor passes it on
     pub extra: BTreeMap<String, String>,
+    /// docker's health check (`--health-*`, else the image's HEALTHCHECK); None: none
+    pub healthcheck: Option<Healthcheck>,
+}
+
+/// A health check: the command, run in the container every `interval` (each run given
+/// `timeout`); `retries` failures in a row make the container unhealthy, failures within
+/// `start_period` of the start do not count.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Healthcheck {
+    /// the command as run (`CMD-SHELL` already made a shell command)
+    pub command: Vec<String>,
+    pub interval_ns: u64,
+    pub timeout_ns: u64,
+    pub start_period_ns: u64,
+    pub retries: u32,
+}
+
+impl Healthcheck {
+    pub const DEFAULT_INTERVAL_NS: u64 = 30_000_000_000;
+    pub const DEFAULT_TIMEOUT_NS: u64 = 30_000_000_000;
+    pub const DEFAULT_RETRIES: u32 = 3;
+
+    /// From an image config's (or docker's) form: `Test` is `["CMD", args...]`,
+    /// `["CMD-SHELL", command]` or `["NONE"]` (None then); zero durations and retries take
+    /// the defaults.
+    pub fn from_test(
+        test: &[String],
+        interval_ns: u64,
+        timeout_ns: u64,
+        start_period_ns: u64,
+        retries: u32,
+    ) -> Result<Option<Healthcheck>> {
+        let command = match test.split_first() {
+            None => return Ok(None),
+            Some((kind, _)) if kind == "NONE" => return Ok(None),
+            Some((kind, args)) if kind == "CMD" && !args.is_empty() => args.to_vec(),
+            Some((kind, args)) if kind == "CMD-SHELL" && args.len() == 1 => {
+                vec!["/bin/sh".into(), "-c".into(), args[0].clone()]
+            }
+            Some(_) => {
+                bail!(InvalidInput, "healthcheck test {test:?}: [\"CMD\", ...], [\"CMD-SHELL\", command] or [\"NONE\"]")
+            }
+        };
+        let or = |v: u64, d: u64| if v == 0 { d } else { v };
+        Ok(Some(Healthcheck {
+            command,
+            interval_ns: or(interval_ns, Self::DEFAULT_INTERVAL_NS),
+            timeout_ns: or(timeout_ns, Self::DEFAULT_TIMEOUT_NS),
+            start_period_ns,
+            retries: if retries == 0 { Self::DEFAULT_RETRIES } else { retries },
+        }))
+    }
 }
 
 /// Who the container's process runs as, resolved against the image's /etc/passwd and

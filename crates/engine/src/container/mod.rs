@@ -19,6 +19,7 @@ mod create;
 
 pub(crate) use create::host_hostname;
 mod exit;
+pub mod health;
 mod manage;
 mod start;
 mod state;
