@@ -211,6 +211,7 @@ pub fn build(engine: &Engine, opts: &BuildOptions, auth: &AuthFile, out: &mut dy
     };
     // GC waits until the build has registered what it made.
     let _lock = engine.store.lock_shared()?;
+    sweep_abandoned(engine);
     let mut b = Builder {
         engine,
         opts,
@@ -865,6 +866,47 @@ pub fn parse_duration(s: &str) -> Option<u64> {
         total += value * unit;
     }
     Some(total as u64)
+}
+
+/// The label on a build's RUN containers naming the build (its process), and the prefix of
+/// its work snapshots and temporary directories: `build-PID-START-`.
+pub(crate) const OWNER_LABEL: &str = "io.berth.build.owner";
+
+pub(crate) fn owner_tag() -> String {
+    let pid = std::process::id() as i32;
+    format!("build-{pid}-{}-", berth_sys::proc::process_start(pid).unwrap_or(0))
+}
+
+/// Whether the build that made something tagged `tag` is gone (killed midway).
+fn abandoned(tag: &str) -> bool {
+    let mut parts = tag.strip_prefix("build-").unwrap_or("").split('-');
+    let (Some(pid), Some(start)) =
+        (parts.next().and_then(|p| p.parse::<i32>().ok()), parts.next().and_then(|s| s.parse::<u64>().ok()))
+    else {
+        return false;
+    };
+    berth_sys::proc::process_start(pid) != Some(start)
+}
+
+/// What builds that were killed midway left: their RUN containers, work snapshots and
+/// temporary directories (a build that fails removes its own).
+fn sweep_abandoned(engine: &Engine) {
+    for c in engine.list().unwrap_or_default() {
+        if c.config.labels.get(OWNER_LABEL).is_some_and(|t| abandoned(t)) {
+            let _ = engine.remove(&c.id, true, true);
+        }
+    }
+    for id in engine.store.snapshots.list().unwrap_or_default() {
+        if id.starts_with("build-") && abandoned(&id) {
+            let _ = engine.store.snapshots.remove(&id);
+        }
+    }
+    let tmp = engine.store.root.join("build-tmp");
+    for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        if abandoned(&e.file_name().to_string_lossy()) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// A path in the destination root, made absolute with WORKDIR.

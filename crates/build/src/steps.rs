@@ -39,7 +39,7 @@ struct WorkSnapshot<'a> {
 
 impl<'a> WorkSnapshot<'a> {
     fn new(store: &'a Store, lowers: &[PathBuf]) -> Result<WorkSnapshot<'a>, Error> {
-        let id = format!("build-{}", berth_engine::random_id());
+        let id = format!("{}{}", crate::builder::owner_tag(), &berth_engine::random_id()[..16]);
         let snaps = &store.snapshots;
         if lowers.is_empty() {
             let upper = snaps.path(&id).join("upper");
@@ -135,7 +135,10 @@ pub(crate) fn run(b: &mut Builder, state: &mut State, ins: &Instruction) -> Resu
             user: (!user.is_empty()).then(|| UserSpec::parse(&user)),
             network: network.clone(),
             mounts,
-            labels: BTreeMap::from([("io.berth.build.step".to_string(), ins.text.clone())]),
+            labels: BTreeMap::from([
+                ("io.berth.build.step".to_string(), ins.text.clone()),
+                (crate::builder::OWNER_LABEL.to_string(), crate::builder::owner_tag()),
+            ]),
             ..Default::default()
         };
         let mut targets: Vec<String> = layer::RUNTIME_MOUNTS.iter().map(|s| s.to_string()).collect();
@@ -551,7 +554,8 @@ impl Drop for TempDir {
 }
 
 fn tempdir_in(root: &Path) -> Result<TempDir, Error> {
-    let path = root.join("build-tmp").join(berth_engine::random_id());
+    let path =
+        root.join("build-tmp").join(format!("{}{}", crate::builder::owner_tag(), &berth_engine::random_id()[..16]));
     std::fs::create_dir_all(&path).map_err(|e| Error::from_io(e).context(path.display().to_string()))?;
     Ok(TempDir { path })
 }

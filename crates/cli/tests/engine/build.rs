@@ -3,6 +3,7 @@
 //! image pushed to a registry and pulled back into another store.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -725,4 +726,35 @@ pub fn build_mounts_secrets_and_flags() {
     assert_eq!(r.image_config("localhost/other:1")["Config"]["Labels"]["which"], "other");
     let o = r.build(&ctx, &["-q", "--platform", "linux/s390x"]).failed("another platform");
     assert!(o.stderr.contains("--platform linux/s390x"), "{}", o.stderr);
+}
+
+pub fn a_killed_build_is_swept_by_the_next() {
+    let r = Root::new("killed", 12);
+    let ctx = context(
+        "killed",
+        &[(
+            "Containerfile",
+            "FROM localhost/berth-test/busybox:1\nCOPY Containerfile /x\nRUN echo started && sleep 600\n",
+        )],
+    );
+    let mut full =
+        vec!["--root".to_string(), r.path.display().to_string(), "--config".into(), r.config.display().to_string()];
+    full.extend(["build", "--no-cache", ctx.to_str().unwrap()].map(String::from));
+    let mut cmd = std::process::Command::new(&suite().berth);
+    cmd.args(&full).env_remove("BERTH_ROOT").env_remove("BERTH_CONFIG");
+    let build = spawn(&mut cmd, None);
+    build.wait_for_stdout("started");
+    // SAFETY: our own child, by pid.
+    unsafe { libc::kill(build.pid as i32, libc::SIGKILL) };
+    let _ = build.wait(Duration::from_secs(30));
+    let left = r.berth(&["ps", "-a", "-q"]).ok("ps").stdout;
+    assert!(!left.trim().is_empty(), "the killed build's RUN container is still there");
+    // The next build sweeps what the killed one left.
+    std::fs::write(ctx.join("Containerfile"), "FROM localhost/berth-test/busybox:1\nRUN true\n").unwrap();
+    r.build(&ctx, &["-q"]).ok("the next build");
+    assert!(r.berth(&["ps", "-a", "-q"]).ok("ps").stdout.trim().is_empty(), "swept");
+    let snapshots: Vec<String> = std::fs::read_dir(r.path.join("snapshots"))
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    assert!(!snapshots.iter().any(|s| s.starts_with("build-")), "{snapshots:?}");
 }

@@ -68,6 +68,7 @@ fn main() {
         build::build_add_unpacks_archives_and_fetches_urls,
         build::build_matches_buildah,
         build::build_mounts_secrets_and_flags,
+        build::a_killed_build_is_swept_by_the_next,
         everyday::pause_rename_and_update,
         everyday::diff_commit_export_history_version,
         everyday::events_are_logged_and_followed,
