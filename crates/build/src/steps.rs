@@ -92,7 +92,7 @@ pub(crate) fn run(b: &mut Builder, state: &mut State, ins: &Instruction) -> Resu
             )
         }
     }
-    let (mounts, mount_keys, mount_targets) = run_mounts(b, state, ins)?;
+    let (mounts, mount_keys, mount_targets, _bind_sources) = run_mounts(b, state, ins)?;
     let args = b.run_args(state);
     let args_text: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let step_key = key(&[
@@ -185,10 +185,12 @@ fn run_command(b: &Builder, state: &State, ins: &Instruction) -> Result<Vec<Stri
 
 /// RUN --mount: the engine's mounts, what the cache key takes of them, and their targets
 /// (relative), which stay out of the layer.
-type RunMounts = (Vec<Mount>, Vec<String>, Vec<String>);
+/// And the snapshots of other stages or images that binds come from, kept until the step ends.
+type RunMounts<'a> = (Vec<Mount>, Vec<String>, Vec<String>, Vec<WorkSnapshot<'a>>);
 
-fn run_mounts(b: &mut Builder, state: &State, ins: &Instruction) -> Result<RunMounts, Error> {
-    let (mut mounts, mut keys, mut targets) = (Vec::new(), Vec::new(), Vec::new());
+fn run_mounts<'a>(b: &mut Builder<'a>, state: &State, ins: &Instruction) -> Result<RunMounts<'a>, Error> {
+    let (mut mounts, mut keys, mut targets, mut snapshots) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let engine: &'a Engine = b.engine;
     for f in ins.flags_named("mount") {
         let spec = b.expand_in(state, ins, f.value.as_deref().unwrap_or(""))?;
         let mut kv: BTreeMap<String, String> = BTreeMap::new();
@@ -204,16 +206,31 @@ fn run_mounts(b: &mut Builder, state: &State, ins: &Instruction) -> Result<RunMo
         let (source, dest, ro) = match kind.as_str() {
             "bind" => {
                 let target = target.ok_or_else(|| b.err(ins, format!("--mount={spec}: target= is missing")))?;
-                if kv.contains_key("from") {
-                    return Err(b.err(
-                        ins,
-                        format!("--mount={spec}: type=bind with from= is not supported yet (bind the build context)"),
-                    ));
-                }
-                if rw {
-                    return Err(b.err(ins, format!("--mount={spec}: rw binds of the build context are not supported (its writes would reach your files)")));
-                }
                 let src = kv.remove("source").or_else(|| kv.remove("src")).unwrap_or_default();
+                if let Some(from) = kv.remove("from") {
+                    // A stage's or an image's files, from a snapshot of them (writes, with rw,
+                    // go to the snapshot and are discarded).
+                    let (what, layers) = b.source_layers(ins, state, &from)?;
+                    let lowers = layer::layer_dirs(&engine.store, &layers)?;
+                    let snap = WorkSnapshot::new(&engine.store, &lowers)?;
+                    let path = resolve_in(&snap.rootfs, &src)
+                        .map_err(|e| b.err(ins, format!("--mount={spec}: {src} in {what}: {e}")))?;
+                    let top = layers.last().map(|l| l.chain_id.to_string()).unwrap_or_default();
+                    mount_key.push_str(&format!(" from {top} {src}"));
+                    snapshots.push(snap);
+                    targets.push(target.trim_start_matches('/').to_string());
+                    keys.push(mount_key);
+                    mounts.push(Mount {
+                        source: MountSource::Bind(path),
+                        destination: target,
+                        readonly: !rw,
+                        recursive_readonly: false,
+                        propagation: Default::default(),
+                        options: Vec::new(),
+                    });
+                    continue;
+                }
+
                 let origin = b.context_origin(ins)?;
                 let rel = origin.expand(&src).map_err(|e| b.err(ins, e))?;
                 let ctx = b.opts.context.clone().expect("a context");
@@ -295,7 +312,18 @@ fn run_mounts(b: &mut Builder, state: &State, ins: &Instruction) -> Result<RunMo
             options: Vec::new(),
         });
     }
-    Ok((mounts, keys, targets))
+    Ok((mounts, keys, targets, snapshots))
+}
+
+/// `path` inside the root filesystem `root`, resolved as that root's own `/` would resolve
+/// it (a symlink in it never leads out): the real path on the host, for a bind mount.
+fn resolve_in(root: &Path, path: &str) -> Result<PathBuf, String> {
+    use std::os::fd::AsRawFd;
+    let dir = berth_sys::file::open_dir(root).map_err(|e| e.to_string())?;
+    let rel = copy::clean_relative(path).unwrap_or_default();
+    let fd = berth_sys::file::open_in_root(&dir, if rel.is_empty() { "." } else { rel.as_str() }, libc::O_PATH)
+        .map_err(|e| e.to_string())?;
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| e.to_string())
 }
 
 fn run_container(

@@ -653,7 +653,11 @@ pub fn build_mounts_secrets_and_flags() {
         &[
             (
                 "Containerfile",
-                "FROM localhost/berth-test/busybox:1\n\
+                "FROM localhost/berth-test/busybox:1 AS tools\n\
+                 RUN mkdir -p /opt/tool && echo from-stage > /opt/tool/msg && ln -s /etc /opt/escape\n\
+                 FROM localhost/berth-test/busybox:1\n\
+                 RUN --mount=type=bind,from=tools,source=/opt/tool,target=/tool cat /tool/msg > /from-stage.txt\n\
+                 RUN --mount=type=bind,from=tools,source=/opt/escape,target=/esc test -e /esc/passwd && test ! -e /esc/debian_version\n\
                  RUN --mount=type=bind,source=data,target=/src cat /src/input.txt > /from-bind.txt\n\
                  RUN --mount=type=cache,target=/cache,id=c1 echo run >> /cache/runs && cat /cache/runs | wc -l > /cache-count.txt\n\
                  RUN --mount=type=tmpfs,target=/scratch echo temp > /scratch/t && test ! -e /nothing\n\
@@ -688,6 +692,10 @@ pub fn build_mounts_secrets_and_flags() {
         )
         .ok("build");
     assert_eq!(std::fs::read_to_string(&iid).unwrap(), o.stdout.trim(), "--iidfile");
+    assert_eq!(
+        r.run_sh("localhost/mounts:1", "cat /from-stage.txt; ls / | grep -c -x -e tool -e esc || true"),
+        "from-stage\n0\n"
+    );
     let out = r.run_sh("localhost/mounts:1", "cat /from-bind.txt /secret-size.txt /interfaces.txt; ls -a / | grep -c -x -e src -e cache -e scratch; ls /run/secrets 2>&1 || true");
     assert!(out.starts_with("bound\n12\n1\n0\n"), "bind, secret size, only lo, no mount target left: {out}");
     assert!(!out.contains("token"), "the secret is not in the image: {out}");
