@@ -288,7 +288,8 @@ fn healthcheck(e: &Engine, c: &CreateFlags) -> Result<Option<berth_engine::conta
         }
         return Ok(None);
     }
-    let img = e.store.resolve(c.image())?;
+    // (A missing image is create's to report.)
+    let Ok(img) = e.store.resolve(c.image()) else { return Ok(None) };
     let (raw, _) = e.store.image_config(&img)?;
     let cfg: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
     let image = &cfg["config"]["Healthcheck"];

@@ -157,6 +157,12 @@ impl Engine {
     /// Removes everything a container has and its record. `anonymous_volumes`: also its
     /// anonymous volumes.
     pub(crate) fn destroy(&self, c: &Container, anonymous_volumes: bool) -> Result<()> {
+        // Removed before any clean-up saw its exit (`run` then `rm` at once): the exit is
+        // known here.
+        if !c.state.cleaned && matches!(c.state.status.as_str(), "running" | "exited") {
+            let code = c.state.exit_code.or_else(|| read_exit_record(&self.exit_file(&c.id)).map(|x| x.exit_code));
+            self.event(c, "die", &[("exitCode", &code.unwrap_or(0).to_string())]);
+        }
         // A cleaned-up container has no runtime state left; any other may (a crash midway).
         if !c.state.cleaned {
             if let Ok(rt) = self.runtime(Some(&c.runtime)) {
