@@ -77,7 +77,7 @@ pub(crate) fn run(b: &mut Builder, state: &mut State, ins: &Instruction) -> Resu
     let Some(image) = state.image.clone() else {
         return Err(b.err(ins, "there is nothing to run a command in: the stage has no base image (FROM scratch)"));
     };
-    let argv = run_command(b, state, ins)?;
+    let (argv, script) = run_command(b, state, ins)?;
     let network = match ins.flag("network").map(|f| f.value.as_deref().unwrap_or("")) {
         None | Some("default") => b.opts.network.clone(),
         Some("none") => NetworkMode::None,
@@ -92,7 +92,28 @@ pub(crate) fn run(b: &mut Builder, state: &mut State, ins: &Instruction) -> Resu
             )
         }
     }
-    let (mounts, mount_keys, mount_targets, _bind_sources) = run_mounts(b, state, ins)?;
+    let (mut mounts, mut mount_keys, mount_targets, _bind_sources) = run_mounts(b, state, ins)?;
+    let script_dir = match &script {
+        Some((name, text)) => {
+            let dir = tempdir_in(&b.engine.store.root)?;
+            let file = dir.path.join(name);
+            std::fs::write(&file, text).map_err(|e| b.err(ins, format!("the script {name}: {e}")))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| b.err(ins, format!("the script {name}: {e}")))?;
+            mounts.push(Mount {
+                source: MountSource::Bind(file),
+                destination: format!("/dev/pipes/{name}"),
+                readonly: true,
+                recursive_readonly: false,
+                propagation: Default::default(),
+                options: Vec::new(),
+            });
+            mount_keys.push(format!("script {name} {text}"));
+            Some(dir)
+        }
+        None => None,
+    };
     let args = b.run_args(state);
     let args_text: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let step_key = key(&[
@@ -145,17 +166,23 @@ pub(crate) fn run(b: &mut Builder, state: &mut State, ins: &Instruction) -> Resu
         targets.extend(mount_targets.iter().cloned());
         targets.extend(volumes.iter().map(|v| v.trim_start_matches('/').to_string()));
         run_container(b, state, ins, &cfg, &targets).map(Some)
-    })
+    })?;
+    drop(script_dir);
+    Ok(())
 }
 
+/// A here-document RUN runs as a program of its own (it starts with `#!`): its name and text.
+type Script = Option<(String, String)>;
+
 /// The command RUN runs: the exec form as is; the shell form (or a here-document script)
-/// through the stage's SHELL.
-fn run_command(b: &Builder, state: &State, ins: &Instruction) -> Result<Vec<String>, Error> {
+/// through the stage's SHELL; a here-document that starts with `#!` as a program of its own
+/// (its interpreter the one it names), mounted at /dev/pipes/NAME as BuildKit does.
+fn run_command(b: &Builder, state: &State, ins: &Instruction) -> Result<(Vec<String>, Script), Error> {
     if let Some(argv) = ins.exec_form() {
         if argv.is_empty() {
             return Err(b.err(ins, "an empty command"));
         }
-        return Ok(argv);
+        return Ok((argv, None));
     }
     let mut script = ins.args.clone();
     if let Some(first) = ins.heredocs.first() {
@@ -165,6 +192,10 @@ fn run_command(b: &Builder, state: &State, ins: &Instruction) -> Result<Vec<Stri
             let t = t.strip_prefix('-').unwrap_or(t);
             t.trim_matches(|c| c == '"' || c == '\'') == first.name
         };
+        if only_heredoc && first.content.starts_with("#!") {
+            let path = format!("/dev/pipes/{}", first.name);
+            return Ok((vec![path], Some((first.name.clone(), first.content.clone()))));
+        }
         if only_heredoc {
             // The here-document is the script.
             script = first.content.clone();
@@ -180,7 +211,7 @@ fn run_command(b: &Builder, state: &State, ins: &Instruction) -> Result<Vec<Stri
     }
     let mut argv = state.shell();
     argv.push(script);
-    Ok(argv)
+    Ok((argv, None))
 }
 
 /// RUN --mount: the engine's mounts, what the cache key takes of them, and their targets

@@ -663,7 +663,8 @@ pub fn build_mounts_secrets_and_flags() {
                  RUN --mount=type=tmpfs,target=/scratch echo temp > /scratch/t && test ! -e /nothing\n\
                  RUN --mount=type=secret,id=token,required=true cat /run/secrets/token | wc -c > /secret-size.txt\n\
                  RUN --mount=type=secret,id=absent,required=false test ! -e /run/secrets/absent\n\
-                 RUN --network=none cat /proc/net/dev | grep -c : > /interfaces.txt\n",
+                 RUN --network=none cat /proc/net/dev | grep -c : > /interfaces.txt\n\
+                 RUN <<SCRIPT\n#!/bin/sh\necho \"ran as $0\" > /shebang.txt\nSCRIPT\n",
             ),
             ("data/input.txt", "bound\n"),
         ],
@@ -696,6 +697,8 @@ pub fn build_mounts_secrets_and_flags() {
         r.run_sh("localhost/mounts:1", "cat /from-stage.txt; ls / | grep -c -x -e tool -e esc || true"),
         "from-stage\n0\n"
     );
+    let shebang = r.run_sh("localhost/mounts:1", "cat /shebang.txt");
+    assert_eq!(shebang, "ran as /dev/pipes/SCRIPT\n", "a #! here-document runs as a program");
     let out = r.run_sh("localhost/mounts:1", "cat /from-bind.txt /secret-size.txt /interfaces.txt; ls -a / | grep -c -x -e src -e cache -e scratch; ls /run/secrets 2>&1 || true");
     assert!(out.starts_with("bound\n12\n1\n0\n"), "bind, secret size, only lo, no mount target left: {out}");
     assert!(!out.contains("token"), "the secret is not in the image: {out}");
