@@ -819,6 +819,14 @@ spec:
             .find(|p| p["podRef"]["name"].as_str().is_some_and(|n| n.starts_with("pulled")))
             .unwrap_or_else(|| panic!("no pulled pod in {summary}"));
         assert!(pod["containers"].as_array().is_some_and(|c| c.len() == 2), "{pod}");
+        // The image filesystem as kubelet's image garbage collection and eviction see it
+        // (berthd's ImageFsInfo, sized through cadvisor): a capacity, and the store in use.
+        // (Its first collection, at kubelet's start, fails as on any runtime: "Stats
+        // initialization may not have completed yet".)
+        let image_fs = &v["node"]["runtime"]["imageFs"];
+        let n = |k: &str| image_fs[k].as_u64().unwrap_or(0);
+        assert!(n("capacityBytes") > 0 && n("availableBytes") > 0, "imageFs sized: {image_fs}");
+        assert!(n("usedBytes") > 0 && n("usedBytes") < n("capacityBytes"), "the store's use: {image_fs}");
         for name in ["pulled", "hostnet"] {
             std::fs::remove_file(s.manifests.join(format!("{name}.yaml"))).unwrap();
         }
