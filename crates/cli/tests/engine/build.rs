@@ -339,20 +339,15 @@ pub fn built_image_pushes_and_pulls_back() {
     }
 }
 
-/// A tar of `files` (path, content).
+/// A tar of `files` (path, content), owned by 321:654, mode 0640.
 fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
+    let mut b = berth_testkit::image::LayerBuilder::new();
+    b.uid = 321;
+    b.gid = 654;
     for (path, content) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(content.len() as u64);
-        h.set_mode(0o640);
-        h.set_uid(321);
-        h.set_gid(654);
-        h.set_mtime(1_000_000_000);
-        h.set_cksum();
-        b.append_data(&mut h, path, content.as_bytes()).unwrap();
+        b.file(path, 0o640, content.as_bytes());
     }
-    b.into_inner().unwrap()
+    b.finish()
 }
 
 /// Serves `body` over HTTP on loopback to every request (with a Last-Modified date) until
