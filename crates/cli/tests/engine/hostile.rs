@@ -309,3 +309,15 @@ pub fn image_config_fields_are_checked() {
     let o = berth(&["run", "--rm", "-P", &img]).failed("-P with a bad ExposedPorts key");
     assert!(o.stderr.contains("image config ExposedPorts key \"0/tcp\""), "{o:?}");
 }
+
+pub fn a_runtime_failing_create_leaves_no_cgroup() {
+    let (n, _c) = named("leaky");
+    berth(&["create", "--name", &n, "--runtime", "leaky", IMAGE, "true"]).ok("create");
+    let id = inspect(&n)["Id"].as_str().unwrap().to_string();
+    let o = berth(&["start", &n]).failed("start on a runtime whose create fails");
+    assert!(o.stderr.contains("leaky: create failed"), "{}", o.stderr);
+    let cgroup = container_cgroup(if is_cgroup2() { "" } else { "pids" }, &id);
+    assert!(cgroup.is_dir(), "the runtime made {} before failing", cgroup.display());
+    berth(&["rm", &n]).ok("rm");
+    assert!(!cgroup.exists(), "{} outlived its container", cgroup.display());
+}

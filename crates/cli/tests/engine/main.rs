@@ -61,6 +61,7 @@ fn main() {
         hostile::exec_detached_returns_while_the_process_runs,
         hostile::the_store_is_private_to_root,
         hostile::image_config_fields_are_checked,
+        hostile::a_runtime_failing_create_leaves_no_cgroup,
         build::build_runs_every_instruction,
         build::build_multi_stage_cache_and_target,
         build::build_errors_leave_nothing,

@@ -77,13 +77,27 @@ pub fn init() {
         &limited,
         "#!/bin/sh\ncase \"$1\" in features|exec) echo \"limited: no $1\" >&2; exit 1;; --version) echo limited 0.1; exit 0;; esac\nexec runc \"$@\"\n",
     );
+    // One whose create fails after making the container's cgroup (as crun does on a host it
+    // refuses): what it made must not outlive the container.
+    let leaky = dir.join("leaky-runtime");
+    write_script(
+        &leaky,
+        "#!/bin/sh\ncase \"$1\" in features) exit 1;; --version) echo leaky 0.1; exit 0;; esac\n\
+         bundle=; cmd=; prev=\nfor a in \"$@\"; do\n  case \"$prev\" in --bundle|-b) bundle=$a;; esac\n\
+           [ -z \"$cmd\" ] && case \"$a\" in create|delete|state|kill|start) cmd=$a;; esac\n  prev=$a\ndone\n\
+         if [ \"$cmd\" = create ]; then\n\
+           path=$(grep -o '\"cgroupsPath\": *\"[^\"]*\"' \"$bundle/config.json\" | sed 's/.*\"\\([^\"]*\\)\"$/\\1/')\n\
+           mkdir -p \"/sys/fs/cgroup/pids$path\" 2>/dev/null || mkdir -p \"/sys/fs/cgroup$path\"\n\
+           echo \"leaky: create failed after making $path\" >&2; exit 1\nfi\nexec runc \"$@\"\n",
+    );
     let config = dir.join("berth.toml");
     std::fs::write(
         &config,
         format!(
-            "[engine]\ncgroup-parent = \"{cgroup_parent}\"\ninit = \"{}\"\nlog-max-size = 4096\n[engine.network]\ndefault-name = \"{network}\"\ndefault-bridge = \"{bridge}\"\ndefault-subnet = \"{subnet}\"\n[engine.runtimes.limited]\npath = \"{}\"\n",
+            "[engine]\ncgroup-parent = \"{cgroup_parent}\"\ninit = \"{}\"\nlog-max-size = 4096\n[engine.network]\ndefault-name = \"{network}\"\ndefault-bridge = \"{bridge}\"\ndefault-subnet = \"{subnet}\"\n[engine.runtimes.limited]\npath = \"{}\"\n[engine.runtimes.leaky]\npath = \"{}\"\n",
             init.display(),
-            limited.display()
+            limited.display(),
+            leaky.display()
         ),
     )
     .unwrap();

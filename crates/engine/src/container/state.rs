@@ -185,6 +185,7 @@ impl Engine {
             let _ = std::fs::rename(&exit, self.kept_exit(&c.id));
         }
         self.sweep_kept_exits();
+        self.remove_leftover_cgroups(&c.id);
         for d in [self.container_dir(&c.id), self.run_dir(&c.id)] {
             if let Err(e) = std::fs::remove_dir_all(&d) {
                 if e.kind() != std::io::ErrorKind::NotFound {
@@ -206,6 +207,30 @@ impl Engine {
         Ok(())
     }
 
+    /// The container's cgroups in every hierarchy, where its runtime left them: a runtime that
+    /// failed midway through `create` may have made some and kept no state to delete them by
+    /// (Debian's crun on a host it refuses). Only empty cgroups go (rmdir), deepest first; the
+    /// path is the one the bundle gave the runtime.
+    fn remove_leftover_cgroups(&self, id: &str) {
+        let bundle = self.container_dir(id).join("config.json");
+        let Some(path) = std::fs::read(&bundle)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(String::from))
+        else {
+            return;
+        };
+        // A systemd slice:prefix:name path is systemd's to remove.
+        let Some(rel) = path.strip_prefix('/').filter(|r| !r.is_empty() && !r.split('/').any(|c| c == "..")) else {
+            return;
+        };
+        let root = std::path::Path::new("/sys/fs/cgroup");
+        let hierarchies = std::fs::read_dir(root).into_iter().flatten().flatten().map(|e| e.path());
+        for h in std::iter::once(root.to_path_buf()).chain(hierarchies) {
+            remove_cgroup_tree(&h.join(rel));
+        }
+    }
+
     /// `system prune`'s container part: removes every container that is not running.
     pub fn prune_containers(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
@@ -221,4 +246,15 @@ impl Engine {
         }
         Ok(out)
     }
+}
+
+/// rmdir of a cgroup and the cgroups below it, deepest first; what is busy stays.
+fn remove_cgroup_tree(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup_tree(&e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
