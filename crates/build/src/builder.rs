@@ -171,7 +171,7 @@ impl State {
     }
 }
 
-fn sha(parts: &[&[u8]]) -> String {
+pub(crate) fn sha(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update((p.len() as u64).to_le_bytes());

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use berth_engine::attach::AttachConn;
 use berth_engine::container::config::{Mount, MountSource, NetworkMode, UserSpec};
@@ -18,14 +17,9 @@ use crate::copy::{self, CopyOptions, Destination, Origin};
 use crate::layer;
 use crate::parse::{Instruction, Keyword};
 
+/// A cache key from its parts.
 fn key(parts: &[&str]) -> String {
-    use sha2::{Digest as _, Sha256};
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update((p.len() as u64).to_le_bytes());
-        h.update(p.as_bytes());
-    }
-    format!("{:x}", h.finalize())
+    crate::builder::sha(&parts.iter().map(|p| p.as_bytes()).collect::<Vec<_>>())
 }
 
 /// A snapshot the builder works in, removed when dropped: mounted over `lowers` (overlay),
@@ -266,9 +260,7 @@ fn run_mounts<'a>(b: &mut Builder<'a>, state: &State, ins: &Instruction) -> Resu
                 let rel = origin.expand(&src).map_err(|e| b.err(ins, e))?;
                 let ctx = b.opts.context.clone().expect("a context");
                 let path = if src.is_empty() { ctx } else { ctx.join(&rel[0]) };
-                let mut sum = Vec::new();
-                origin.checksum(&rel, &mut |d| sum.extend_from_slice(d)).map_err(|e| b.err(ins, e))?;
-                mount_key.push_str(&key(&[&String::from_utf8_lossy(&sum)]));
+                mount_key.push_str(&origin.checksum(&rel).map_err(|e| b.err(ins, e))?);
                 (MountSource::Bind(path), target, true)
             }
             "cache" => {
@@ -382,7 +374,7 @@ fn run_container(
     while let Ok(Some((_, n))) = conn.recv(&mut buf) {
         b.write_out(&buf[..n]);
     }
-    let code = exit_code(engine, &c.id).map_err(|e| b.ctx(ins, e))?;
+    let code = engine.exit_code(&c).map_err(|e| b.ctx(ins, e))?;
     if code != 0 {
         return Err(b.err(ins, format!("the command exited with status {code}")));
     }
@@ -393,21 +385,6 @@ fn run_container(
     let skip = layer::runtime_made(&lowers, &upper, targets);
     layer::commit_layer(store, &upper, state.chain(), b.opts.compression, b.opts.format, &skip, true)
         .map_err(|e| b.ctx(ins, e))
-}
-
-fn exit_code(e: &Engine, id: &str) -> Result<i32, Error> {
-    for _ in 0..500 {
-        if let Some(code) = e.exit_code_of(id) {
-            return Ok(code);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    match e.wait(id)? {
-        berth_engine::container::EXIT_UNKNOWN => {
-            Err(Error::msg("exit status unknown (the container's monitor died before recording the exit)"))
-        }
-        code => Ok(code),
-    }
 }
 
 // ---------------------------------------------------------------------------------- COPY, ADD
@@ -525,15 +502,14 @@ pub(crate) fn copy(b: &mut Builder, state: &mut State, ins: &Instruction) -> Res
             return Err(b.err(ins, "--chown and --chmod on an unpacked archive are not supported yet"));
         }
     }
-    let mut sum = Vec::new();
-    origin.checksum(&sources, &mut |d| sum.extend_from_slice(d)).map_err(|e| b.err(ins, e))?;
+    let sum = origin.checksum(&sources).map_err(|e| b.err(ins, e))?;
     let step_key = key(&[
         &state.key,
         ins.keyword.name(),
         &format!("{from:?} {chown:?} {mode:?}"),
         &sources.join("\0"),
         &dest_abs,
-        &key(&[&String::from_utf8_lossy(&sum)]),
+        &sum,
     ]);
     let into_dir = dest.ends_with('/') || sources.len() > 1;
     b.layer_step(state, ins, step_key, &mut |b, state| {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use berth_engine::attach::AttachConn;
-use berth_engine::{Container, Engine, Error, Result};
+use berth_engine::{Container, Engine, Result};
 
 use super::*;
 use crate::Cli;
@@ -130,7 +130,7 @@ pub(crate) fn relay(e: &Engine, c: &Container, conn: AttachConn, stdin: bool, tt
         }
     }
     drop(_raw);
-    exit_code(e, c)
+    e.exit_code(c)
 }
 
 pub(crate) fn forward_signals(monitor: i32) {
@@ -152,29 +152,5 @@ pub(crate) fn forward_signals(monitor: i32) {
                 libc::kill(monitor, sig);
             }
         });
-    }
-}
-
-/// The exit code of a container whose output stream ended: from its exit file (kept for a
-/// `--rm` container after its removal), else by waiting for its state.
-/// An exit status no one saw (the monitor was killed) is an error, not a made-up code.
-pub(crate) fn exit_code(e: &Engine, c: &Container) -> Result<i32> {
-    for _ in 0..500 {
-        if let Some(code) = e.exit_code_of(&c.id) {
-            if c.config.auto_remove {
-                e.wait_removed(&c.id, Duration::from_secs(30));
-            }
-            return Ok(code);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    match e.wait(&c.id) {
-        Ok(berth_engine::container::EXIT_UNKNOWN) => Err(Error::msg(format!(
-            "container {}: exit status unknown (its monitor died before recording the exit)",
-            c.name
-        ))),
-        Ok(code) => Ok(code),
-        Err(err) if err.is(berth_engine::Kind::NotFound) => Ok(0),
-        Err(err) => Err(err),
     }
 }

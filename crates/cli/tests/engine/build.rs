@@ -253,6 +253,14 @@ pub fn build_multi_stage_cache_and_target() {
     // --target: an earlier stage.
     r.build(&ctx, &["-q", "--target", "builder", "-t", &format!("{tag}-builder")]).ok("build the builder stage");
     assert_eq!(r.run_sh(&format!("{tag}-builder"), "cat /work/output.txt"), "XYZ");
+    // Contents that are not text: two files that differ only in bytes no UTF-8 has are two
+    // cache entries.
+    for byte in [0xffu8, 0xfe] {
+        std::fs::write(ctx.join("input.txt"), [byte]).unwrap();
+        r.build(&ctx, &["-q", "-t", &tag]).ok("build a binary input");
+        let out = r.run_sh(&tag, "od -An -tx1 /out.txt");
+        assert_eq!(out.trim(), format!("{byte:02x}"), "the copied file, not a cached one");
+    }
 }
 
 pub fn build_errors_leave_nothing() {

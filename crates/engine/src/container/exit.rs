@@ -85,6 +85,31 @@ impl Engine {
         None
     }
 
+    /// The exit code of a container whose output stream ended, as a foreground `run` reports
+    /// it: from its exit file (kept for a `--rm` container after its removal, which is waited
+    /// for), else by waiting for its state. An exit status no one saw (the monitor was
+    /// killed) is an error, not a made-up code.
+    pub fn exit_code(&self, c: &Container) -> Result<i32> {
+        for _ in 0..500 {
+            if let Some(code) = self.exit_code_of(&c.id) {
+                if c.config.auto_remove {
+                    self.wait_removed(&c.id, Duration::from_secs(30));
+                }
+                return Ok(code);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        match self.wait(&c.id) {
+            Ok(EXIT_UNKNOWN) => Err(crate::Error::msg(format!(
+                "container {}: exit status unknown (its monitor died before recording the exit)",
+                c.name
+            ))),
+            Ok(code) => Ok(code),
+            Err(err) if err.is(crate::Kind::NotFound) => Ok(0),
+            Err(err) => Err(err),
+        }
+    }
+
     /// Waits until the container's record is gone (a `--rm` container's removal).
     pub fn wait_removed(&self, id: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
