@@ -298,12 +298,12 @@ fn parse_error(name: &str, e: ParseError) -> Error {
 }
 
 impl<'a> Builder<'a> {
-    fn error_at(&self, ins: &Instruction, msg: impl std::fmt::Display) -> Error {
+    pub(crate) fn err(&self, ins: &Instruction, msg: impl std::fmt::Display) -> Error {
         Error::invalid(format!("{}: line {}: {}: {msg}", self.opts.containerfile_name, ins.line, ins.keyword))
     }
 
     /// `e` with the instruction's place in front.
-    fn at(&self, ins: &Instruction, e: Error) -> Error {
+    pub(crate) fn ctx(&self, ins: &Instruction, e: Error) -> Error {
         let place = format!("{}: line {}: {}", self.opts.containerfile_name, ins.line, ins.keyword);
         e.context(place)
     }
@@ -337,14 +337,13 @@ impl<'a> Builder<'a> {
         let mut out = Vec::new();
         for w in parse::raw_words(&ins.args, self.cf.escape) {
             let (name, default) = match w.split_once('=') {
-                Some((n, d)) => (
-                    n.to_string(),
-                    Some(words::expand_word(d, self.cf.escape, vars).map_err(|e| self.error_at(ins, e))?),
-                ),
+                Some((n, d)) => {
+                    (n.to_string(), Some(words::expand_word(d, self.cf.escape, vars).map_err(|e| self.err(ins, e))?))
+                }
                 None => (w.clone(), None),
             };
             if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || name.is_empty() {
-                return Err(self.error_at(ins, format!("{name:?} is not a valid ARG name")));
+                return Err(self.err(ins, format!("{name:?} is not a valid ARG name")));
             }
             out.push((name, default));
         }
@@ -355,7 +354,7 @@ impl<'a> Builder<'a> {
         let s = &self.cf.stages[stage];
         let g = self.global.clone();
         words::expand_word(&s.base, self.cf.escape, &move |n: &str| g.get(n).cloned().flatten())
-            .map_err(|e| self.error_at(&s.from, e))
+            .map_err(|e| self.err(&s.from, e))
     }
 
     /// The stages `target` needs (itself, its bases, the stages its COPY --from names).
@@ -381,8 +380,9 @@ impl<'a> Builder<'a> {
                         .unwrap_or(name);
                     if let Some(j) = self.cf.stage_index(&name) {
                         if j >= i {
-                            return Err(self
-                                .error_at(ins, format!("stage {name:?} comes later: a stage uses only earlier ones")));
+                            return Err(
+                                self.err(ins, format!("stage {name:?} comes later: a stage uses only earlier ones"))
+                            );
                         }
                         todo.push(j);
                     }
@@ -413,7 +413,7 @@ impl<'a> Builder<'a> {
                     .ok()
                     .and_then(|mut cf| cf.stages.pop()?.instructions.pop())
                     .ok_or_else(|| {
-                        self.error_at(&stage.from, format!("the base image's ONBUILD trigger {t:?} does not parse"))
+                        self.err(&stage.from, format!("the base image's ONBUILD trigger {t:?} does not parse"))
                     })?;
                 let ins = Instruction { line: stage.from.line, ..ins };
                 let _ = writeln!(self.out, "ONBUILD {}", ins.text);
@@ -433,10 +433,10 @@ impl<'a> Builder<'a> {
         if let Some(p) = stage.from.flag("platform").and_then(|f| f.value.clone()) {
             let g = self.global.clone();
             let p = words::expand_word(&p, self.cf.escape, &move |n: &str| g.get(n).cloned().flatten())
-                .map_err(|e| self.error_at(&stage.from, e))?;
+                .map_err(|e| self.err(&stage.from, e))?;
             let host = platform_args().remove("TARGETPLATFORM").unwrap_or_default();
             if p != host && format!("{p}/") != format!("{host}/").replace("//", "/") {
-                return Err(self.error_at(&stage.from, format!("--platform {p}: this builder builds for {host} only")));
+                return Err(self.err(&stage.from, format!("--platform {p}: this builder builds for {host} only")));
             }
         }
         let base = self.base_name(i)?;
@@ -451,17 +451,16 @@ impl<'a> Builder<'a> {
                 cmd_from_base: false,
             }
         } else if let Some(j) = self.cf.stage_index(&base).filter(|j| *j < i) {
-            let mut s = self.stages[j]
-                .clone()
-                .ok_or_else(|| self.error_at(&stage.from, format!("stage {base} was not built")))?;
+            let mut s =
+                self.stages[j].clone().ok_or_else(|| self.err(&stage.from, format!("stage {base} was not built")))?;
             s.args.clear();
             s.cmd_from_base = true;
             s
         } else {
-            let img = self.base_image(&base).map_err(|e| self.at(&stage.from, e))?;
+            let img = self.base_image(&base).map_err(|e| self.ctx(&stage.from, e))?;
             let raw = self.engine.store.content.read(&img.id())?;
             let mut config: Value = serde_json::from_slice(&raw)
-                .map_err(|e| self.error_at(&stage.from, format!("image {base}: its config: {e}")))?;
+                .map_err(|e| self.err(&stage.from, format!("image {base}: its config: {e}")))?;
             // The config is the new image's from here; the base's own identity goes.
             if let Some(o) = config.as_object_mut() {
                 o.remove("rootfs");
@@ -475,7 +474,7 @@ impl<'a> Builder<'a> {
             }
             let cmd_from_base = !config["config"]["Cmd"].is_null();
             State {
-                layers: layer::image_layers(&self.engine.store, &img)?,
+                layers: layer::image_layers(&img)?,
                 config,
                 image: Some(img.id().to_string()),
                 key: format!("image {}", img.id()),
@@ -521,12 +520,12 @@ impl<'a> Builder<'a> {
         move |n: &str| state.var(n)
     }
 
-    fn expand(&self, state: &State, ins: &Instruction, text: &str) -> Result<String, Error> {
-        words::expand_word(text, self.cf.escape, &Self::vars(state)).map_err(|e| self.error_at(ins, e))
+    pub(crate) fn expand(&self, state: &State, ins: &Instruction, text: &str) -> Result<String, Error> {
+        words::expand_word(text, self.cf.escape, &Self::vars(state)).map_err(|e| self.err(ins, e))
     }
 
-    fn expand_words(&self, state: &State, ins: &Instruction, text: &str) -> Result<Vec<String>, Error> {
-        words::expand_words(text, self.cf.escape, &Self::vars(state)).map_err(|e| self.error_at(ins, e))
+    pub(crate) fn expand_words(&self, state: &State, ins: &Instruction, text: &str) -> Result<Vec<String>, Error> {
+        words::expand_words(text, self.cf.escape, &Self::vars(state)).map_err(|e| self.err(ins, e))
     }
 
     /// A step that changes no files: the key moves on, the history records it.
@@ -604,7 +603,7 @@ impl<'a> Builder<'a> {
                         && port.split('-').all(|n| n.parse::<u16>().is_ok_and(|n| n > 0))
                         && matches!(proto.as_str(), "tcp" | "udp" | "sctp");
                     if !valid {
-                        return Err(self.error_at(ins, format!("{p:?} is not PORT[/tcp|udp|sctp]")));
+                        return Err(self.err(ins, format!("{p:?} is not PORT[/tcp|udp|sctp]")));
                     }
                     map[format!("{port}/{proto}")] = json!({});
                 }
@@ -619,7 +618,7 @@ impl<'a> Builder<'a> {
                 let map = state.container().entry("Volumes").or_insert_with(|| json!({}));
                 for v in vols {
                     if v.is_empty() {
-                        return Err(self.error_at(ins, "an empty volume path"));
+                        return Err(self.err(ins, "an empty volume path"));
                     }
                     map[v] = json!({});
                 }
@@ -628,7 +627,7 @@ impl<'a> Builder<'a> {
             }
             Keyword::Stopsignal => {
                 let sig = self.expand(state, ins, &ins.args)?;
-                berth_image::spec::signal_number(&sig).map_err(|e| self.at(ins, e))?;
+                berth_image::spec::signal_number(&sig).map_err(|e| self.ctx(ins, e))?;
                 state.container().insert("StopSignal".into(), json!(sig));
                 self.config_step(state, ins, &format!("STOPSIGNAL {sig}"));
             }
@@ -706,12 +705,12 @@ impl<'a> Builder<'a> {
             if let Some(v) = ins.flag(flag).and_then(|f| f.value.clone()) {
                 let v = self.expand(state, ins, &v)?;
                 let ns = parse_duration(&v)
-                    .ok_or_else(|| self.error_at(ins, format!("--{flag}={v}: not a duration (e.g. 30s, 1m30s)")))?;
+                    .ok_or_else(|| self.err(ins, format!("--{flag}={v}: not a duration (e.g. 30s, 1m30s)")))?;
                 hc[key] = json!(ns);
             }
         }
         if let Some(v) = ins.flag("retries").and_then(|f| f.value.clone()) {
-            let n: u32 = v.parse().map_err(|_| self.error_at(ins, format!("--retries={v}: not a count")))?;
+            let n: u32 = v.parse().map_err(|_| self.err(ins, format!("--retries={v}: not a count")))?;
             hc["Retries"] = json!(n);
         }
         Ok(hc)
@@ -731,7 +730,7 @@ impl<'a> Builder<'a> {
         let store = &self.engine.store;
         if !self.opts.no_cache {
             if let Some(img) = store.build_cache_get(&key)? {
-                let layers = layer::image_layers(store, &img)?;
+                let layers = layer::image_layers(&img)?;
                 // The cached image is this state plus one layer (or the same layers).
                 let ok = layers.len() >= state.layers.len()
                     && layers[..state.layers.len()].iter().zip(&state.layers).all(|(a, b)| a.chain_id == b.chain_id)
@@ -756,7 +755,7 @@ impl<'a> Builder<'a> {
         state.key = key;
         state.config["created"] = json!(berth_image::archive::now_rfc3339());
         let (md, id) = layer::register(&self.engine.store, state.config.clone(), &state.layers, self.opts.format, None)
-            .map_err(|e| self.at(ins, e))?;
+            .map_err(|e| self.ctx(ins, e))?;
         self.engine.store.build_cache_put(&state.key, &md)?;
         state.image = Some(id.to_string());
         let _ = writeln!(self.out, "--> {}", id.short());
@@ -771,31 +770,11 @@ impl<'a> Builder<'a> {
         crate::steps::run(self, state, ins)
     }
 
-    pub(crate) fn escape(&self) -> char {
-        self.cf.escape
-    }
-
     pub(crate) fn context_origin(&self, ins: &Instruction) -> Result<Origin, Error> {
         let Some(dir) = &self.opts.context else {
-            return Err(self.error_at(ins, "there is no build context (the Containerfile came from stdin)"));
+            return Err(self.err(ins, "there is no build context (the Containerfile came from stdin)"));
         };
-        Origin::context(dir, self.opts.ignore.clone()).map_err(|e| self.error_at(ins, e))
-    }
-
-    pub(crate) fn err(&self, ins: &Instruction, msg: impl std::fmt::Display) -> Error {
-        self.error_at(ins, msg)
-    }
-
-    pub(crate) fn ctx(&self, ins: &Instruction, e: Error) -> Error {
-        self.at(ins, e)
-    }
-
-    pub(crate) fn expand_in(&self, state: &State, ins: &Instruction, text: &str) -> Result<String, Error> {
-        self.expand(state, ins, text)
-    }
-
-    pub(crate) fn expand_words_in(&self, state: &State, ins: &Instruction, text: &str) -> Result<Vec<String>, Error> {
-        self.expand_words(state, ins, text)
+        Origin::context(dir, self.opts.ignore.clone()).map_err(|e| self.err(ins, e))
     }
 
     /// Build args RUN sees as environment: the ARGs in scope with a value (ENV wins over
@@ -833,11 +812,11 @@ impl<'a> Builder<'a> {
     ) -> Result<(String, Vec<NewLayer>), Error> {
         let name = self.expand(state, ins, name)?;
         if let Some(j) = self.cf.stage_index(&name) {
-            let s = self.stages[j].as_ref().ok_or_else(|| self.error_at(ins, format!("stage {name} was not built")))?;
+            let s = self.stages[j].as_ref().ok_or_else(|| self.err(ins, format!("stage {name} was not built")))?;
             return Ok((format!("stage {name}"), s.layers.clone()));
         }
-        let img = self.base_image(&name).map_err(|e| self.at(ins, e))?;
-        Ok((format!("image {name}"), layer::image_layers(&self.engine.store, &img)?))
+        let img = self.base_image(&name).map_err(|e| self.ctx(ins, e))?;
+        Ok((format!("image {name}"), layer::image_layers(&img)?))
     }
 }
 
@@ -927,7 +906,14 @@ pub fn apply_changes(engine: &Engine, config: Value, changes: &[String]) -> Resu
         return Ok(config);
     }
     let text = format!("FROM scratch\n{}\n", changes.join("\n"));
-    let cf = parse::parse(&text).map_err(|e| parse_error("--change", e))?;
+    // Lines are counted from the first change, not the FROM put before them.
+    let mut cf = parse::parse(&text).map_err(|mut e| {
+        e.line -= 1;
+        parse_error("--change", e)
+    })?;
+    for ins in &mut cf.stages[0].instructions {
+        ins.line -= 1;
+    }
     let opts = BuildOptions {
         context: None,
         containerfile: text.clone(),

@@ -123,7 +123,7 @@ pub fn commit(engine: &Engine, c: &Container, opts: &CommitOptions) -> Result<Di
     if paused {
         engine.pause(&c.id)?;
     }
-    let mut layers = layer::image_layers(store, &img)?;
+    let mut layers = layer::image_layers(&img)?;
     let made =
         // (The container keeps its upper directory: the layer is unpacked from the blob.)
         layer::commit_layer(store, &upper, layers.last().map(|l| &l.chain_id), Compression::Gzip, Format::Oci, &skip, false);

@@ -123,7 +123,7 @@ fn remove_sockets(dir: &Path) -> Result<(), Error> {
 }
 
 /// The layers of a stored image, as a build carries them on.
-pub fn image_layers(store: &Store, img: &berth_image::store::Image) -> Result<Vec<NewLayer>, Error> {
+pub fn image_layers(img: &berth_image::store::Image) -> Result<Vec<NewLayer>, Error> {
     let mut out = Vec::new();
     for l in &img.layers {
         let parse = |d: &str, what: &str| {
@@ -139,7 +139,6 @@ pub fn image_layers(store: &Store, img: &berth_image::store::Image) -> Result<Ve
             content_size: 0,
         });
     }
-    let _ = store;
     Ok(out)
 }
 

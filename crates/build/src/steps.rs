@@ -217,7 +217,7 @@ fn run_mounts<'a>(b: &mut Builder<'a>, state: &State, ins: &Instruction) -> Resu
     let (mut mounts, mut keys, mut targets, mut snapshots) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let engine: &'a Engine = b.engine;
     for f in ins.flags_named("mount") {
-        let spec = b.expand_in(state, ins, f.value.as_deref().unwrap_or(""))?;
+        let spec = b.expand(state, ins, f.value.as_deref().unwrap_or(""))?;
         let mut kv: BTreeMap<String, String> = BTreeMap::new();
         for part in spec.split(',').filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').unwrap_or((part, "true"));
@@ -396,15 +396,15 @@ pub(crate) fn copy(b: &mut Builder, state: &mut State, ins: &Instruction) -> Res
         }
     }
     let mut args = match ins.exec_form() {
-        Some(v) => v.iter().map(|a| b.expand_in(state, ins, a)).collect::<Result<Vec<_>, _>>()?,
+        Some(v) => v.iter().map(|a| b.expand(state, ins, a)).collect::<Result<Vec<_>, _>>()?,
         None => {
             // Here-document words are names, not paths: kept as written.
             let mut out = Vec::new();
-            for w in crate::parse::raw_words(&ins.args, b.escape()) {
+            for w in crate::parse::raw_words(&ins.args, b.cf.escape) {
                 if w.starts_with("<<") {
                     out.push(w);
                 } else {
-                    out.extend(b.expand_words_in(state, ins, &w)?);
+                    out.extend(b.expand_words(state, ins, &w)?);
                 }
             }
             out
@@ -414,7 +414,7 @@ pub(crate) fn copy(b: &mut Builder, state: &mut State, ins: &Instruction) -> Res
     let dest_abs = in_workdir(state, &dest);
     let mode = match ins.flag("chmod").and_then(|f| f.value.clone()) {
         Some(m) => {
-            let m = b.expand_in(state, ins, &m)?;
+            let m = b.expand(state, ins, &m)?;
             Some(
                 u32::from_str_radix(&m, 8)
                     .ok()
@@ -424,9 +424,8 @@ pub(crate) fn copy(b: &mut Builder, state: &mut State, ins: &Instruction) -> Res
         }
         None => None,
     };
-    let chown = ins.flag("chown").and_then(|f| f.value.clone()).map(|c| b.expand_in(state, ins, &c)).transpose()?;
-    let checksum =
-        ins.flag("checksum").and_then(|f| f.value.clone()).map(|c| b.expand_in(state, ins, &c)).transpose()?;
+    let chown = ins.flag("chown").and_then(|f| f.value.clone()).map(|c| b.expand(state, ins, &c)).transpose()?;
+    let checksum = ins.flag("checksum").and_then(|f| f.value.clone()).map(|c| b.expand(state, ins, &c)).transpose()?;
     let urls = ins.keyword == Keyword::Add && args.iter().any(|a| a.contains("://"));
     if urls && !args.iter().all(|a| a.starts_with("http://") || a.starts_with("https://")) {
         return Err(b.err(ins, "ADD takes http(s) URLs, or local sources, not both at once (and no other URL schemes)"));
@@ -463,7 +462,7 @@ pub(crate) fn copy(b: &mut Builder, state: &mut State, ins: &Instruction) -> Res
     } else if !ins.heredocs.is_empty() {
         heredoc_dir = tempdir_in(&b.engine.store.root)?;
         for h in &ins.heredocs {
-            let content = if h.expand { b.expand_in(state, ins, &h.content)? } else { h.content.clone() };
+            let content = if h.expand { b.expand(state, ins, &h.content)? } else { h.content.clone() };
             std::fs::write(heredoc_dir.path.join(&h.name), content).map_err(|e| b.err(ins, e))?;
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(heredoc_dir.path.join(&h.name), std::fs::Permissions::from_mode(0o644));

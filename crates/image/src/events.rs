@@ -41,7 +41,7 @@ pub fn log_path(root: &Path) -> PathBuf {
 }
 
 fn now_nanos() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+    berth_time::now_nanos() as i64
 }
 
 /// Appends an event to the store at `root`; failures are not the caller's (an event that

@@ -314,12 +314,13 @@ pub(crate) fn events(cli: &Cli, a: &EventsArgs) -> Result<i32> {
     }
     let (since, until) = (time(&a.since, "--since")?, time(&a.until, "--until")?);
     // As docker: without --since (or --until), only what happens from now on.
-    let since = since.or_else(|| until.is_none().then(now_nanos));
+    let now = berth_engine::time::now_nanos() as i64;
+    let since = since.or_else(|| until.is_none().then_some(now));
     let q = berth_image::events::Query { since, until, filters };
     let root = berth_image::Store::default_root(cli.root.as_deref());
     let json = a.format == "json";
     let mut out = std::io::stdout().lock();
-    berth_image::events::read(&root, &q, q.until.is_none() || q.until > Some(now_nanos()), &mut |e| {
+    berth_image::events::read(&root, &q, q.until.is_none() || q.until > Some(now), &mut |e| {
         let line = if json {
             serde_json::to_string(e).unwrap_or_default()
         } else {
@@ -332,8 +333,4 @@ pub(crate) fn events(cli: &Cli, a: &EventsArgs) -> Result<i32> {
     })
     .map_err(|e| Error::from_io(e).context("events"))?;
     Ok(0)
-}
-
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }

@@ -51,13 +51,16 @@ impl Root {
         root
     }
 
-    fn berth(&self, args: &[&str]) -> Output {
-        let mut full = vec!["--root".to_string(), self.path.display().to_string(), "--config".into()];
-        full.push(self.config.display().to_string());
-        full.extend(args.iter().map(|a| a.to_string()));
+    /// `berth` on this root, with this root's configuration.
+    fn command(&self, args: &[&str]) -> std::process::Command {
         let mut c = std::process::Command::new(&suite().berth);
-        c.args(&full).env_remove("BERTH_ROOT").env_remove("BERTH_CONFIG");
-        run(&mut c)
+        c.arg("--root").arg(&self.path).arg("--config").arg(&self.config).args(args);
+        c.env_remove("BERTH_ROOT").env_remove("BERTH_CONFIG");
+        c
+    }
+
+    fn berth(&self, args: &[&str]) -> Output {
+        run(&mut self.command(args))
     }
 
     fn build(&self, ctx: &Path, args: &[&str]) -> Output {
@@ -68,12 +71,7 @@ impl Root {
     }
 
     fn berth_stdin(&self, args: &[&str], input: &[u8]) -> Output {
-        let mut full = vec!["--root".to_string(), self.path.display().to_string(), "--config".into()];
-        full.push(self.config.display().to_string());
-        full.extend(args.iter().map(|a| a.to_string()));
-        let mut c = std::process::Command::new(&suite().berth);
-        c.args(&full).env_remove("BERTH_ROOT").env_remove("BERTH_CONFIG");
-        berth_testkit::children::run_with_stdin(&mut c, input)
+        berth_testkit::children::run_with_stdin(&mut self.command(args), input)
     }
 
     fn image_config(&self, name: &str) -> Value {
@@ -751,12 +749,7 @@ pub fn a_killed_build_is_swept_by_the_next() {
             "FROM localhost/berth-test/busybox:1\nCOPY Containerfile /x\nRUN echo started && sleep 600\n",
         )],
     );
-    let mut full =
-        vec!["--root".to_string(), r.path.display().to_string(), "--config".into(), r.config.display().to_string()];
-    full.extend(["build", "--no-cache", ctx.to_str().unwrap()].map(String::from));
-    let mut cmd = std::process::Command::new(&suite().berth);
-    cmd.args(&full).env_remove("BERTH_ROOT").env_remove("BERTH_CONFIG");
-    let build = spawn(&mut cmd, None);
+    let build = spawn(&mut r.command(&["build", "--no-cache", ctx.to_str().unwrap()]), None);
     build.wait_for_stdout("started");
     // SAFETY: our own child, by pid.
     unsafe { libc::kill(build.pid as i32, libc::SIGKILL) };
